@@ -1,0 +1,1 @@
+//! Signet: a SignalR-compatible, authenticated real-time hub server.
