@@ -1,0 +1,252 @@
+//! Typed configuration, loaded once at start-up and validated before anything binds.
+//!
+//! Sources, later ones winning: the built-in defaults (the `Default` impls below, which are the
+//! documented defaults), the TOML file, then environment variables `SIGNET__<SECTION>__<KEY>`.
+//! Unknown keys are errors in every source: a typo must never be silently ignored.
+
+mod load;
+mod secrets;
+
+pub use load::{load, load_from_str, SettingsError};
+pub use secrets::{new_random_secret, ResolvedSecrets, Secret, SecretSource};
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Every setting Signet has. Sections map one to one onto TOML tables.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub log: LogSettings,
+    pub jwt: JwtSettings,
+    pub envelope: EnvelopeSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address to listen on. Port 0 picks a free port (the bound address is logged).
+    pub listen: SocketAddr,
+    /// Directory for generated secrets and the database. Created with mode 0700 if missing.
+    pub data_dir: PathBuf,
+    /// HTTP worker threads. Defaults to the number of CPU cores.
+    pub workers: usize,
+    /// Seconds to wait for connections to finish on shutdown.
+    pub shutdown_timeout_secs: u64,
+    /// Largest accepted HTTP request body, in bytes (JSON APIs).
+    pub max_request_body_bytes: usize,
+    /// Browser origins allowed to negotiate and open WebSockets (exact match, e.g.
+    /// `https://app.example.com`). Requests without an `Origin` header are always allowed.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("data"),
+            workers: std::thread::available_parallelism().map_or(2, usize::from),
+            shutdown_timeout_secs: 10,
+            max_request_body_bytes: 16 * 1024,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// `human` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `signet=debug,actix_web=info`. `RUST_LOG` wins if set.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtSettings {
+    /// `iss` of tokens Signet issues, and required on tokens signed with Signet's secrets.
+    pub issuer: String,
+    /// `aud` of tokens Signet issues, and required on tokens signed with Signet's secrets.
+    pub audience: String,
+    /// Lifetime of access tokens Signet issues, 5 to 1440 minutes.
+    pub access_token_lifetime_minutes: u64,
+    /// Lifetime of refresh tokens, 1 to 365 days.
+    pub refresh_token_lifetime_days: u64,
+    /// Clock leeway applied to `exp` and `nbf`, in seconds.
+    pub leeway_secs: u64,
+    /// Algorithm used to sign the tokens Signet issues: `HS256`, `HS384` or `HS512`.
+    pub algorithm: HmacAlgorithm,
+    /// The current signing secret. Only from `SIGNET__JWT__SECRET`: a value in the file is refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Secret>,
+    /// A file holding the current signing secret (used when `SIGNET__JWT__SECRET` is unset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<PathBuf>,
+    /// Files holding previous secrets: tokens they signed keep verifying until they expire.
+    pub previous_secret_files: Vec<PathBuf>,
+    /// Public keys of external identity providers, each pinned to one algorithm.
+    pub external: Vec<ExternalIssuer>,
+}
+
+impl Default for JwtSettings {
+    fn default() -> Self {
+        Self {
+            issuer: "signet".into(),
+            audience: "signet".into(),
+            access_token_lifetime_minutes: 15,
+            refresh_token_lifetime_days: 30,
+            leeway_secs: 0,
+            algorithm: HmacAlgorithm::HS256,
+            secret: None,
+            secret_file: None,
+            previous_secret_files: Vec::new(),
+            external: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HmacAlgorithm {
+    HS256,
+    HS384,
+    HS512,
+}
+
+/// An external identity provider whose tokens Signet accepts.
+///
+/// Either `pem_file` with `algorithm` and `kid`, or `jwks_file` (each key's `alg` is taken from
+/// the JWK and pinned). Its tokens must carry this `issuer` and `audience`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalIssuer {
+    pub issuer: String,
+    pub audience: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pem_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnvelopeSettings {
+    /// The envelope master key. Only from `SIGNET__ENVELOPE__SECRET`: a value in the file is refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Secret>,
+    /// A file holding the envelope master key (used when `SIGNET__ENVELOPE__SECRET` is unset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<PathBuf>,
+}
+
+/// Smallest accepted HMAC secret, in bytes.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+impl Settings {
+    /// Checks every rule that does not need the file system. Names the key and the rule.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let fail = |key: &str, rule: &str| {
+            Err(SettingsError::Invalid {
+                key: key.to_string(),
+                rule: rule.to_string(),
+            })
+        };
+        let jwt = &self.jwt;
+        if jwt.issuer.trim().is_empty() {
+            return fail("jwt.issuer", "must not be empty");
+        }
+        if jwt.audience.trim().is_empty() {
+            return fail("jwt.audience", "must not be empty");
+        }
+        if !(5..=1440).contains(&jwt.access_token_lifetime_minutes) {
+            return fail(
+                "jwt.access_token_lifetime_minutes",
+                "must be between 5 and 1440 minutes",
+            );
+        }
+        if !(1..=365).contains(&jwt.refresh_token_lifetime_days) {
+            return fail(
+                "jwt.refresh_token_lifetime_days",
+                "must be between 1 and 365 days",
+            );
+        }
+        for (key, secret) in [
+            ("jwt.secret", &jwt.secret),
+            ("envelope.secret", &self.envelope.secret),
+        ] {
+            if let Some(secret) = secret {
+                if secret.len() < MIN_SECRET_BYTES {
+                    return fail(key, "must be at least 32 bytes");
+                }
+            }
+        }
+        for (i, ext) in jwt.external.iter().enumerate() {
+            let key = |k: &str| format!("jwt.external[{i}].{k}");
+            if ext.issuer.trim().is_empty() {
+                return fail(&key("issuer"), "must not be empty");
+            }
+            if ext.audience.trim().is_empty() {
+                return fail(&key("audience"), "must not be empty");
+            }
+            match (&ext.pem_file, &ext.jwks_file) {
+                (Some(_), None) => {
+                    if ext.algorithm.is_none() {
+                        return fail(&key("algorithm"), "is required with pem_file");
+                    }
+                    if ext.kid.as_deref().is_none_or(str::is_empty) {
+                        return fail(&key("kid"), "is required with pem_file");
+                    }
+                }
+                (None, Some(_)) => {}
+                _ => return fail(&key("pem_file"), "exactly one of pem_file or jwks_file"),
+            }
+        }
+        let server = &self.server;
+        let positive = [
+            ("server.workers", server.workers as u64),
+            ("server.shutdown_timeout_secs", server.shutdown_timeout_secs),
+            (
+                "server.max_request_body_bytes",
+                server.max_request_body_bytes as u64,
+            ),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return fail(key, "must be greater than zero");
+            }
+        }
+        for origin in &server.allowed_origins {
+            if !(origin.starts_with("http://") || origin.starts_with("https://"))
+                || origin.ends_with('/')
+            {
+                return fail(
+                    "server.allowed_origins",
+                    "each origin is scheme://host[:port] with no trailing slash",
+                );
+            }
+        }
+        Ok(())
+    }
+}
