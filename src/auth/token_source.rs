@@ -1,0 +1,150 @@
+//! Where a request carries its token: `Authorization: Bearer` first, else the `access_token`
+//! query parameter, which browsers need for WebSockets and SSE and which is therefore honoured
+//! only on hub paths (`/hubs/...`), never on `/api/...`.
+
+use super::{Authenticator, Principal};
+use crate::http::ApiError;
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{web, FromRequest, HttpRequest};
+use futures_util::future::LocalBoxFuture;
+
+/// Path prefix on which the `access_token` query parameter is honoured.
+pub const HUB_PATH_PREFIX: &str = "/hubs/";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenLocation {
+    Header,
+    Query,
+}
+
+/// Finds the request's token. `Ok(None)` when there is none.
+pub fn token_from_request(req: &HttpRequest) -> Result<Option<(String, TokenLocation)>, ApiError> {
+    let from_header = match req.headers().get(header::AUTHORIZATION) {
+        None => None,
+        Some(value) => {
+            let value = value.to_str().map_err(|_| {
+                ApiError::unauthorized("invalid_token", "malformed Authorization header")
+            })?;
+            let token = value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| {
+                    ApiError::unauthorized(
+                        "invalid_token",
+                        "Authorization must be `Bearer <token>`",
+                    )
+                })?;
+            Some(token.to_string())
+        }
+    };
+    let from_query = if req.path().starts_with(HUB_PATH_PREFIX) {
+        query_param(req.query_string(), "access_token")
+    } else {
+        None
+    };
+    match (from_header, from_query) {
+        (Some(h), Some(q)) if h != q => Err(ApiError::bad_request(
+            "conflicting_tokens",
+            "the Authorization header and the access_token query parameter carry different tokens",
+        )),
+        (Some(h), _) => Ok(Some((h, TokenLocation::Header))),
+        (None, Some(q)) => Ok(Some((q, TokenLocation::Query))),
+        (None, None) => Ok(None),
+    }
+}
+
+/// The first value of `name` in a URL query string, percent-decoded.
+pub fn query_param(query: &str, name: &str) -> Option<String> {
+    web::Query::<Vec<(String, String)>>::from_query(query)
+        .ok()?
+        .into_inner()
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+        .filter(|v| !v.is_empty())
+}
+
+/// Extractor for routes that need an authenticated principal: `Authenticated(principal)`.
+/// Answers 401 (`missing_token`, `invalid_token`) or 400 (`conflicting_tokens`) on its own.
+#[derive(Debug, Clone)]
+pub struct Authenticated(pub Principal);
+
+impl FromRequest for Authenticated {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let token = token_from_request(req);
+        let auth = req.app_data::<web::Data<Authenticator>>().cloned();
+        Box::pin(async move {
+            let auth = auth.ok_or_else(|| ApiError::internal("Authenticator is not registered"))?;
+            let (token, _) = token?.ok_or_else(|| {
+                ApiError::unauthorized("missing_token", "a bearer token is required")
+            })?;
+            match auth.authenticate(&token).await {
+                Ok(principal) => Ok(Authenticated(principal)),
+                Err(err) => {
+                    tracing::debug!(reason = err.code(), "token rejected");
+                    Err(ApiError::unauthorized(
+                        "invalid_token",
+                        "the token is not valid",
+                    ))
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    fn found(req: &HttpRequest) -> Result<Option<(String, TokenLocation)>, u16> {
+        token_from_request(req).map_err(|e| e.status.as_u16())
+    }
+
+    #[test]
+    fn header_first_then_query_on_hub_paths_only() {
+        let req = TestRequest::get()
+            .uri("/hubs/home?access_token=q%2Etoken")
+            .to_http_request();
+        assert_eq!(
+            found(&req),
+            Ok(Some(("q.token".into(), TokenLocation::Query)))
+        );
+        let req = TestRequest::get()
+            .uri("/api/auth/me?access_token=q")
+            .to_http_request();
+        assert_eq!(found(&req), Ok(None));
+        let req = TestRequest::get()
+            .uri("/hubs/home?access_token=same")
+            .insert_header(("Authorization", "Bearer same"))
+            .to_http_request();
+        assert_eq!(
+            found(&req),
+            Ok(Some(("same".into(), TokenLocation::Header)))
+        );
+    }
+
+    #[test]
+    fn different_tokens_in_header_and_query_are_a_bad_request() {
+        let req = TestRequest::get()
+            .uri("/hubs/home/negotiate?access_token=one")
+            .insert_header(("Authorization", "Bearer two"))
+            .to_http_request();
+        assert_eq!(found(&req), Err(400));
+    }
+
+    #[test]
+    fn a_non_bearer_authorization_is_refused() {
+        let req = TestRequest::get()
+            .uri("/hubs/home")
+            .insert_header(("Authorization", "Basic abc"))
+            .to_http_request();
+        assert_eq!(found(&req), Err(401));
+    }
+}
