@@ -1,0 +1,35 @@
+//! Logging set-up: `tracing` with a human or JSON format chosen in configuration.
+//!
+//! Tokens never reach a log line: request paths are logged through
+//! [`crate::http::request_log`], which redacts them, and library internals that could print
+//! raw request heads (actix's HTTP codec at trace level) are capped at `debug`.
+
+use crate::settings::{LogFormat, LogSettings};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::EnvFilter;
+
+/// Targets capped whatever the configured level, because at `trace` they print request heads.
+const CAPPED_TARGETS: &str = "actix_http=debug,h2=info,mio=info";
+
+/// The filter for `level` (or `RUST_LOG` when set), with the caps above appended.
+pub fn filter(level: &str) -> EnvFilter {
+    let base = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_string());
+    EnvFilter::try_new(format!("{base},{CAPPED_TARGETS}"))
+        .unwrap_or_else(|_| EnvFilter::new(format!("info,{CAPPED_TARGETS}")))
+}
+
+/// Installs the global subscriber writing to `writer`. Returns false if one was installed
+/// already (tests start many servers in one process).
+pub fn init<W>(settings: &LogSettings, writer: W, ansi: bool) -> bool
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter(&settings.level))
+        .with_ansi(ansi)
+        .with_writer(writer);
+    match settings.format {
+        LogFormat::Human => builder.try_init().is_ok(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init().is_ok(),
+    }
+}
