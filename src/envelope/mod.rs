@@ -14,7 +14,9 @@
 pub mod format;
 pub mod key;
 pub mod nonce;
+pub mod verify;
 
 pub use format::{sign, unix_now_ms, Envelope, EnvelopeBuilder, MalformedReason, SigningInput};
 pub use key::{derive_message_key, MessageKey, MessageKeyError, MESSAGE_KEY_LEN};
 pub use nonce::{InMemoryNonceStore, NonceStore, NonceStoreError, DEFAULT_NONCE_CAPACITY};
+pub use verify::{EnvelopeError, EnvelopeLimits, EnvelopeVerifier, VerifiedEnvelope};
