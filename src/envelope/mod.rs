@@ -16,6 +16,9 @@ pub mod key;
 pub mod nonce;
 pub mod verify;
 
+#[cfg(test)]
+mod vectors;
+
 pub use format::{sign, unix_now_ms, Envelope, EnvelopeBuilder, MalformedReason, SigningInput};
 pub use key::{derive_message_key, MessageKey, MessageKeyError, MESSAGE_KEY_LEN};
 pub use nonce::{InMemoryNonceStore, NonceStore, NonceStoreError, DEFAULT_NONCE_CAPACITY};
