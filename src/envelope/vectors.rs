@@ -265,7 +265,7 @@ fn verifications(message_key: &str, base: &Value) -> Vec<Value> {
         ),
         case(
             "fractional timestamp",
-            changed("issuedAt", json!(1.7e12)),
+            changed("issuedAt", json!(1_700_000_000_000.5)),
             hub,
             target,
             issued_at,
