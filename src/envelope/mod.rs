@@ -7,7 +7,7 @@
 //! again or to another method. `docs/envelope.md` is the protocol for other implementers.
 //!
 //! - [`key`]: per-session message keys and their derivation
-//! - [`format`]: the wire format, the signing input, signing and building envelopes
+//! - [`format`][mod@format]: the wire format, the signing input, signing and building envelopes
 //! - [`verify`]: the ordered checks and their client-visible codes
 //! - [`nonce`]: the nonce store behind replay detection
 

@@ -546,6 +546,16 @@ mod tests {
     }
 
     #[test]
+    fn verification_can_run_on_any_tokio_worker() {
+        fn assert_send<T: Send>(_: &T) {}
+        let verifier = verifier();
+        let envelope = json!({});
+        let key = key();
+        let future = verifier.verify(&envelope, &key, HUB, TARGET, SCOPE, 0);
+        assert_send(&future);
+    }
+
+    #[test]
     fn codes_are_the_documented_strings() {
         let codes = [
             EnvelopeError::from(MalformedReason::NotAnObject).code(),
