@@ -146,6 +146,10 @@ impl EnvelopeVerifier {
     /// `scope` partitions the nonce store: pass the session id (or another id of the message
     /// key), so the same session replaying on a second connection is caught while different
     /// sessions never collide.
+    ///
+    /// `now_ms` should come from [`unix_now_ms`](super::unix_now_ms): the in-memory nonce store
+    /// times retention by the system clock, and a `now_ms` far ahead of it would let a nonce be
+    /// forgotten while its envelope is still accepted.
     pub async fn verify<'v>(
         &self,
         envelope: &'v Value,
