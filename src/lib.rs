@@ -10,16 +10,19 @@
 //!   the [`auth::Principal`] a token proves.
 //! - `settings`: typed configuration from defaults, file and environment, validated once;
 //!   secrets that cannot be printed.
+//! - `envelope`: signed command envelopes (format, verification, nonce store); a service the
+//!   hub calls, never calling up.
 //! - `telemetry`: logging set-up.
 //!
 //! Coming with the hub issues: `transport` (WebSockets, SSE, long polling) adapts HTTP to one
 //! `connection` type; `protocol` is the pure SignalR codec; `hub` dispatches invocations and
-//! owns the lifetime manager; `hubs` holds the application; `envelope` and `store` are
-//! services the layers above call.
+//! owns the lifetime manager; `hubs` holds the application; `store` is a service the
+//! layers above call.
 
 pub mod api;
 pub mod auth;
 pub mod cli;
+pub mod envelope;
 pub mod http;
 pub mod settings;
 pub mod startup;
