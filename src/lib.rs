@@ -1,1 +1,3 @@
 //! Signet: a SignalR-compatible, authenticated real-time hub server.
+
+pub mod protocol;
