@@ -22,10 +22,12 @@ mod buffer;
 mod error;
 pub mod json;
 mod message;
+pub mod msgpack;
 
 pub use self::error::ProtocolError;
 pub use self::json::JsonDecoder;
 pub use self::message::{CompletionResult, Headers, HubMessage, MessageType};
+pub use self::msgpack::MessagePackDecoder;
 
 #[cfg(test)]
 pub(crate) mod test_support {
