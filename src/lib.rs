@@ -12,10 +12,11 @@
 //!   secrets that cannot be printed.
 //! - `envelope`: signed command envelopes (format, verification, nonce store); a service the
 //!   hub calls, never calling up.
+//! - `protocol`: the SignalR hub protocols (JSON, MessagePack) and handshake; pure, no I/O.
 //! - `telemetry`: logging set-up.
 //!
 //! Coming with the hub issues: `transport` (WebSockets, SSE, long polling) adapts HTTP to one
-//! `connection` type; `protocol` is the pure SignalR codec; `hub` dispatches invocations and
+//! `connection` type; `hub` dispatches invocations and
 //! owns the lifetime manager; `hubs` holds the application; `store` is a service the
 //! layers above call.
 
@@ -24,6 +25,7 @@ pub mod auth;
 pub mod cli;
 pub mod envelope;
 pub mod http;
+pub mod protocol;
 pub mod settings;
 pub mod startup;
 pub mod telemetry;
