@@ -23,9 +23,13 @@
 pub mod api;
 pub mod auth;
 pub mod cli;
+pub mod connection;
 pub mod envelope;
 pub mod http;
+pub mod hub;
+pub mod hubs;
 pub mod protocol;
 pub mod settings;
 pub mod startup;
 pub mod telemetry;
+pub mod transport;

@@ -3,8 +3,13 @@
 //! the integration tests both start Signet this way.
 
 use crate::auth::{Authenticator, KeyRing, KeyRingError};
+use crate::connection::{CloseReason, ConnectionRegistry};
 use crate::http::{self, ApiError};
+use crate::hub::{HubCatalog, SessionLimits};
 use crate::settings::{ResolvedSecrets, Settings, SettingsError};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
@@ -29,14 +34,26 @@ pub enum StartupError {
 pub struct AppState {
     pub settings: Arc<Settings>,
     pub auth: Authenticator,
+    pub hubs: Arc<HubCatalog>,
+    pub connections: Arc<ConnectionRegistry>,
+    pub limits: SessionLimits,
+    /// Cancelled once at shutdown; every connection's token is a child of it.
+    pub shutdown: CancellationToken,
+    /// Every connection task, so shutdown can wait for them.
+    pub tasks: TaskTracker,
 }
 
 impl AppState {
     pub fn new(settings: Settings, secrets: &ResolvedSecrets) -> Result<Self, StartupError> {
         let keyring = KeyRing::new(&settings.jwt, secrets)?;
         Ok(Self {
+            hubs: Arc::new(crate::hubs::catalog(&settings)),
+            connections: Arc::new(ConnectionRegistry::new(settings.hub.max_connections)),
+            limits: SessionLimits::from_settings(&settings),
             settings: Arc::new(settings),
             auth: Authenticator::new(Arc::new(keyring)),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
         })
     }
 }
@@ -46,6 +63,7 @@ pub struct Application {
     address: SocketAddr,
     server: Server,
     state: AppState,
+    trigger: CancellationToken,
 }
 
 impl Application {
@@ -74,7 +92,9 @@ impl Application {
                 .wrap(from_fn(http::request_log::log_requests))
                 .service(http::health::healthz)
                 .configure(crate::api::configure)
+                .configure(crate::transport::configure)
         })
+        .disable_signals()
         .workers(settings.server.workers)
         .shutdown_timeout(settings.server.shutdown_timeout_secs)
         .listen(listener)
@@ -85,6 +105,7 @@ impl Application {
             address,
             server,
             state,
+            trigger: CancellationToken::new(),
         })
     }
 
@@ -101,10 +122,64 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until the server is stopped (signal or handle).
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+    /// A token that, when cancelled, shuts the server down as SIGTERM does.
+    pub fn shutdown_trigger(&self) -> CancellationToken {
+        self.trigger.clone()
     }
+
+    /// Serves until SIGTERM, SIGINT or the shutdown trigger, then shuts down gracefully: stop
+    /// accepting, send every connection a Close with `allowReconnect: true`, wait for the
+    /// connections to end (at most `server.shutdown_timeout_secs`), stop.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let Self {
+            server,
+            state,
+            trigger,
+            ..
+        } = self;
+        let handle = server.handle();
+        let mut server = std::pin::pin!(server);
+        tokio::select! {
+            result = &mut server => return result,
+            _ = shutdown_signal() => tracing::info!("shutdown signal received"),
+            _ = trigger.cancelled() => tracing::info!("shutdown requested"),
+        }
+        let timeout = Duration::from_secs(state.settings.server.shutdown_timeout_secs);
+        let stopping = handle.stop(true);
+        for connection in state.connections.all() {
+            connection.close(CloseReason::Shutdown);
+        }
+        state.shutdown.cancel();
+        state.tasks.close();
+        if tokio::time::timeout(timeout, state.tasks.wait()).await.is_err() {
+            tracing::warn!("connections did not end within the shutdown timeout");
+        }
+        stopping.await;
+        server.await
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot listen for SIGTERM");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
 }
 
 /// JSON bodies: size-limited, and a parse error names what is wrong as a JSON error body.
