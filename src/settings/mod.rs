@@ -23,6 +23,7 @@ pub struct Settings {
     pub jwt: JwtSettings,
     pub envelope: EnvelopeSettings,
     pub hub: HubSettings,
+    pub transports: TransportSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -210,6 +211,43 @@ impl Default for HubSettings {
     }
 }
 
+/// Which transports clients may use, and the timings of the HTTP ones and of stateful reconnect.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransportSettings {
+    /// Offer WebSockets in negotiate and accept WebSocket requests.
+    pub websockets: bool,
+    /// Offer Server-Sent Events (text only: JSON protocol).
+    pub server_sent_events: bool,
+    /// Offer long polling (JSON and MessagePack).
+    pub long_polling: bool,
+    /// How long a poll waits for messages before answering 200 with an empty body. Keep it
+    /// under the clients' HTTP timeout (100 s in the official clients).
+    pub poll_timeout_secs: u64,
+    /// A long-polling connection with no poll for this long, or a WebSocket with stateful
+    /// reconnect that has not reconnected for this long, is removed.
+    pub disconnect_timeout_secs: u64,
+    /// Grant stateful reconnect to clients that ask for it (`withStatefulReconnect()`).
+    pub stateful_reconnect: bool,
+    /// Bytes of sent but unacknowledged messages kept per connection for replay after a
+    /// reconnect; when full, sending pauses until the client acknowledges.
+    pub stateful_reconnect_buffer_bytes: usize,
+}
+
+impl Default for TransportSettings {
+    fn default() -> Self {
+        Self {
+            websockets: true,
+            server_sent_events: true,
+            long_polling: true,
+            poll_timeout_secs: 90,
+            disconnect_timeout_secs: 15,
+            stateful_reconnect: true,
+            stateful_reconnect_buffer_bytes: 100_000,
+        }
+    }
+}
+
 /// Smallest accepted HMAC secret, in bytes.
 pub const MIN_SECRET_BYTES: usize = 32;
 
@@ -285,6 +323,15 @@ impl Settings {
             ("hub.max_connections", hub.max_connections as u64),
             ("hub.max_groups_per_connection", hub.max_groups_per_connection as u64),
             ("hub.negotiate_timeout_secs", hub.negotiate_timeout_secs),
+            ("transports.poll_timeout_secs", self.transports.poll_timeout_secs),
+            (
+                "transports.disconnect_timeout_secs",
+                self.transports.disconnect_timeout_secs,
+            ),
+            (
+                "transports.stateful_reconnect_buffer_bytes",
+                self.transports.stateful_reconnect_buffer_bytes as u64,
+            ),
             ("server.workers", server.workers as u64),
             ("server.shutdown_timeout_secs", server.shutdown_timeout_secs),
             (
@@ -301,6 +348,13 @@ impl Settings {
             return fail(
                 "hub.client_timeout_secs",
                 "must be greater than hub.keep_alive_interval_secs (clients ping at that interval)",
+            );
+        }
+        let transports = &self.transports;
+        if !(transports.websockets || transports.server_sent_events || transports.long_polling) {
+            return fail(
+                "transports.websockets",
+                "at least one of websockets, server_sent_events and long_polling must be enabled",
             );
         }
         for origin in &server.allowed_origins {
