@@ -25,6 +25,10 @@ pub fn hub(lifetime: Arc<dyn HubLifetimeManager>) -> Arc<Hub> {
             MethodSpec::new("GetConnectedUsersCount", &[]).roles(ADMIN),
             connected_users_count,
         )
+        .method(
+            MethodSpec::new("DropTransport", &[]).roles(ADMIN),
+            drop_transport,
+        )
         .stream(
             MethodSpec::new("Counter", &[Param::Integer, Param::Integer]),
             counter,
@@ -69,6 +73,16 @@ async fn connected_users_count(call: Call, _: Vec<Value>) -> MethodResult {
         .await
         .map_err(|e| HubError::Internal(e.to_string()))?;
     Ok(Some(json!(count)))
+}
+
+/// `DropTransport()` (admin): drops the caller's own transport the way a network failure
+/// would (a WebSocket ends without a close frame, a poll or event stream ends), leaving the
+/// connection to its reconnect rules. For trying out clients' reconnect handling, stateful
+/// reconnect above all; its completion arrives once the client is back.
+async fn drop_transport(call: Call, _: Vec<Value>) -> MethodResult {
+    tracing::info!(target: "audit", event = "drop_transport", sub = %call.principal.sub, connection = %call.connection.id, "admin dropped its transport");
+    call.connection.end_attachment();
+    Ok(None)
 }
 
 /// `Counter(count, delayMs)`: streams 0..count, one item every `delayMs`.
