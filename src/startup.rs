@@ -3,18 +3,18 @@
 //! the integration tests both start Signet this way.
 
 use crate::auth::{Authenticator, KeyRing, KeyRingError};
-use crate::connection::{CloseReason, ConnectionRegistry};
+use crate::connection::{CloseReason, CloseStats, ConnectionRegistry};
 use crate::http::{self, ApiError};
-use crate::hub::{HubCatalog, SessionLimits};
+use crate::hub::{HubCatalog, HubServices, SessionLimits};
 use crate::settings::{ResolvedSecrets, Settings, SettingsError};
-use std::time::Duration;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -36,6 +36,7 @@ pub struct AppState {
     pub auth: Authenticator,
     pub hubs: Arc<HubCatalog>,
     pub connections: Arc<ConnectionRegistry>,
+    pub close_stats: Arc<CloseStats>,
     pub limits: SessionLimits,
     /// Cancelled once at shutdown; every connection's token is a child of it.
     pub shutdown: CancellationToken,
@@ -46,12 +47,19 @@ pub struct AppState {
 impl AppState {
     pub fn new(settings: Settings, secrets: &ResolvedSecrets) -> Result<Self, StartupError> {
         let keyring = KeyRing::new(&settings.jwt, secrets)?;
+        let auth = Authenticator::new(Arc::new(keyring));
+        let connections = Arc::new(ConnectionRegistry::new(settings.hub.max_connections));
+        let services = HubServices {
+            auth: auth.clone(),
+            connections: connections.clone(),
+        };
         Ok(Self {
-            hubs: Arc::new(crate::hubs::catalog(&settings)),
-            connections: Arc::new(ConnectionRegistry::new(settings.hub.max_connections)),
+            hubs: Arc::new(crate::hubs::catalog(&settings, &services)),
+            connections,
+            close_stats: Arc::new(CloseStats::default()),
             limits: SessionLimits::from_settings(&settings),
             settings: Arc::new(settings),
-            auth: Authenticator::new(Arc::new(keyring)),
+            auth,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         })
@@ -91,6 +99,7 @@ impl Application {
                 .app_data(json_config(&state.settings))
                 .wrap(from_fn(http::request_log::log_requests))
                 .service(http::health::healthz)
+                .service(http::metrics::metrics)
                 .configure(crate::api::configure)
                 .configure(crate::transport::configure)
         })
@@ -151,7 +160,10 @@ impl Application {
         }
         state.shutdown.cancel();
         state.tasks.close();
-        if tokio::time::timeout(timeout, state.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(timeout, state.tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("connections did not end within the shutdown timeout");
         }
         stopping.await;

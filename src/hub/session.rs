@@ -58,6 +58,8 @@ pub struct SessionLimits {
     pub max_streams: usize,
     pub detailed_errors: bool,
     pub expiry_leeway_secs: i64,
+    /// Close the connection when its token expires (`hub.close_on_expiry`).
+    pub close_on_expiry: bool,
     /// Items buffered per client-to-server stream.
     pub upload_buffer: usize,
 }
@@ -74,6 +76,7 @@ impl SessionLimits {
             max_streams: hub.max_streams_per_connection,
             detailed_errors: hub.detailed_errors,
             expiry_leeway_secs: i64::try_from(settings.jwt.leeway_secs).unwrap_or(i64::MAX),
+            close_on_expiry: hub.close_on_expiry,
             upload_buffer: 16,
         }
     }
@@ -200,6 +203,20 @@ fn expiry_instant(connection: &Connection, leeway_secs: i64) -> Instant {
     Instant::now() + Duration::from_secs(u64::try_from(remaining).unwrap_or(0))
 }
 
+/// Far enough away to never fire: the expiry timer when expiry does not close connections.
+const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+impl SessionLimits {
+    /// When this connection must close for expiry (never, if expiry does not close).
+    fn expiry_deadline(&self, connection: &Connection) -> Instant {
+        if self.close_on_expiry {
+            expiry_instant(connection, self.expiry_leeway_secs)
+        } else {
+            Instant::now() + NEVER
+        }
+    }
+}
+
 struct Session {
     decoder: HubMessageDecoder,
     protocol: HubProtocol,
@@ -227,7 +244,7 @@ impl Session {
         keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let client_deadline = sleep(self.limits.client_timeout);
         tokio::pin!(client_deadline);
-        let expiry = sleep_until(expiry_instant(&connection, self.limits.expiry_leeway_secs));
+        let expiry = sleep_until(self.limits.expiry_deadline(&connection));
         tokio::pin!(expiry);
         loop {
             tokio::select! {
@@ -237,11 +254,14 @@ impl Session {
                 }
                 _ = &mut expiry => {
                     // A refresh may have moved the expiry since the timer was set.
-                    let at = expiry_instant(&connection, self.limits.expiry_leeway_secs);
+                    let at = self.limits.expiry_deadline(&connection);
                     if at <= Instant::now() {
                         return CloseReason::Expired;
                     }
                     expiry.as_mut().reset(at);
+                }
+                _ = connection.expiry_changed() => {
+                    expiry.as_mut().reset(self.limits.expiry_deadline(&connection));
                 }
                 _ = &mut client_deadline => return CloseReason::ClientTimeout,
                 _ = keep_alive.tick() => {
@@ -375,7 +395,7 @@ impl Session {
         stream_response: bool,
     ) -> Option<CloseReason> {
         // A call that arrives after the token expired is never dispatched.
-        if expiry_instant(&self.connection, self.limits.expiry_leeway_secs) <= Instant::now() {
+        if self.limits.expiry_deadline(&self.connection) <= Instant::now() {
             return Some(CloseReason::Expired);
         }
         let hub = self.hub.clone();
@@ -387,7 +407,13 @@ impl Session {
             return None;
         };
         let target = method.spec.name;
-        if let Err(text) = self.check_call(method, &invocation_id, &arguments, &stream_ids, stream_response) {
+        if let Err(text) = self.check_call(
+            method,
+            &invocation_id,
+            &arguments,
+            &stream_ids,
+            stream_response,
+        ) {
             if let Some(id) = &invocation_id {
                 self.reply(id, CompletionResult::Error(text)).await;
             }
@@ -410,7 +436,9 @@ impl Session {
                         let completion = match result {
                             Ok(None) => CompletionResult::Void,
                             Ok(Some(value)) => CompletionResult::Result(value),
-                            Err(err) => CompletionResult::Error(err.completion_text(target, detailed)),
+                            Err(err) => {
+                                CompletionResult::Error(err.completion_text(target, detailed))
+                            }
                         };
                         reply(&connection, protocol, id, completion).await;
                     }
@@ -432,7 +460,18 @@ impl Session {
                 self.open_streams += 1;
                 self.tasks.spawn_local(async move {
                     let end = match stream {
-                        Ok(stream) => pump_stream(&connection, protocol, &id, stream, &cancel, target, detailed).await,
+                        Ok(stream) => {
+                            pump_stream(
+                                &connection,
+                                protocol,
+                                &id,
+                                stream,
+                                &cancel,
+                                target,
+                                detailed,
+                            )
+                            .await
+                        }
                         Err(err) => CompletionResult::Error(err.completion_text(target, detailed)),
                     };
                     reply(&connection, protocol, &id, end).await;
@@ -457,7 +496,9 @@ impl Session {
                         let completion = match result {
                             Ok(None) => CompletionResult::Void,
                             Ok(Some(value)) => CompletionResult::Result(value),
-                            Err(err) => CompletionResult::Error(err.completion_text(target, detailed)),
+                            Err(err) => {
+                                CompletionResult::Error(err.completion_text(target, detailed))
+                            }
                         };
                         reply(&connection, protocol, id, completion).await;
                     }
@@ -483,7 +524,9 @@ impl Session {
         let target = method.spec.name;
         let principal = self.connection.principal();
         if !method.spec.access.allows(&principal.roles) {
-            return Err(format!("Failed to invoke '{target}' because user is unauthorized"));
+            return Err(format!(
+                "Failed to invoke '{target}' because user is unauthorized"
+            ));
         }
         if method.is_stream_response() && !stream_response {
             return Err(format!(
@@ -510,9 +553,13 @@ impl Session {
             return Err(err.completion_text(target, detailed));
         }
         if stream_ids.iter().any(|id| self.uploads.contains_key(id)) {
-            return Err(HubError::hub("A stream id is already in use.").completion_text(target, detailed));
+            return Err(
+                HubError::hub("A stream id is already in use.").completion_text(target, detailed)
+            );
         }
-        if (method.is_stream_response() || !stream_ids.is_empty()) && self.open_streams >= self.limits.max_streams {
+        if (method.is_stream_response() || !stream_ids.is_empty())
+            && self.open_streams >= self.limits.max_streams
+        {
             return Err(HubError::hub(format!(
                 "A connection may have at most {} streams open at once.",
                 self.limits.max_streams
@@ -582,12 +629,26 @@ async fn pump_stream(
     }
 }
 
-async fn reply(connection: &Connection, protocol: HubProtocol, invocation_id: &str, result: CompletionResult) {
-    send_message(connection, protocol, &HubMessage::completion(invocation_id, result)).await;
+async fn reply(
+    connection: &Connection,
+    protocol: HubProtocol,
+    invocation_id: &str,
+    result: CompletionResult,
+) {
+    send_message(
+        connection,
+        protocol,
+        &HubMessage::completion(invocation_id, result),
+    )
+    .await;
 }
 
 /// Encodes and queues one message of this connection's own; false if the connection is gone.
-async fn send_message(connection: &Connection, protocol: HubProtocol, message: &HubMessage) -> bool {
+async fn send_message(
+    connection: &Connection,
+    protocol: HubProtocol,
+    message: &HubMessage,
+) -> bool {
     match protocol.encode_to_bytes(message) {
         Ok(bytes) => connection.send(bytes).await.is_ok(),
         Err(err) => {

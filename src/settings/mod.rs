@@ -187,6 +187,9 @@ pub struct HubSettings {
     pub max_groups_per_connection: usize,
     /// A negotiated connection that no transport picks up within this many seconds is dropped.
     pub negotiate_timeout_secs: u64,
+    /// Close a connection when its token expires (plus `jwt.leeway_secs`), on every transport.
+    /// Turning this off keeps connections open past expiry, as ASP.NET Core does by default.
+    pub close_on_expiry: bool,
     /// Append exception details to invocation errors, like ASP.NET Core's
     /// `EnableDetailedErrors`. Off by default: error texts then never reveal internals.
     pub detailed_errors: bool,
@@ -205,6 +208,7 @@ impl Default for HubSettings {
             max_connections: 100_000,
             max_groups_per_connection: 64,
             negotiate_timeout_secs: 15,
+            close_on_expiry: true,
             detailed_errors: false,
         }
     }
@@ -279,11 +283,23 @@ impl Settings {
             ("hub.client_timeout_secs", hub.client_timeout_secs),
             ("hub.handshake_timeout_secs", hub.handshake_timeout_secs),
             ("hub.max_message_bytes", hub.max_message_bytes as u64),
-            ("hub.max_parallel_invocations", hub.max_parallel_invocations as u64),
-            ("hub.max_streams_per_connection", hub.max_streams_per_connection as u64),
-            ("hub.outbound_queue_messages", hub.outbound_queue_messages as u64),
+            (
+                "hub.max_parallel_invocations",
+                hub.max_parallel_invocations as u64,
+            ),
+            (
+                "hub.max_streams_per_connection",
+                hub.max_streams_per_connection as u64,
+            ),
+            (
+                "hub.outbound_queue_messages",
+                hub.outbound_queue_messages as u64,
+            ),
             ("hub.max_connections", hub.max_connections as u64),
-            ("hub.max_groups_per_connection", hub.max_groups_per_connection as u64),
+            (
+                "hub.max_groups_per_connection",
+                hub.max_groups_per_connection as u64,
+            ),
             ("hub.negotiate_timeout_secs", hub.negotiate_timeout_secs),
             ("server.workers", server.workers as u64),
             ("server.shutdown_timeout_secs", server.shutdown_timeout_secs),
