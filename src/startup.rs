@@ -4,6 +4,7 @@
 
 use crate::auth::{Authenticator, KeyRing, KeyRingError};
 use crate::connection::{CloseReason, CloseStats, ConnectionRegistry};
+use crate::envelope::{EnvelopeLimits, EnvelopeService, InMemoryNonceStore};
 use crate::http::{self, ApiError};
 use crate::hub::{HubCatalog, HubServices, SessionLimits};
 use crate::settings::{ResolvedSecrets, Settings, SettingsError};
@@ -49,9 +50,21 @@ impl AppState {
         let keyring = KeyRing::new(&settings.jwt, secrets)?;
         let auth = Authenticator::new(Arc::new(keyring));
         let connections = Arc::new(ConnectionRegistry::new(settings.hub.max_connections));
+        let envelope = &settings.envelope;
+        let limits = EnvelopeLimits {
+            max_lifetime: Duration::from_secs(envelope.max_lifetime_secs),
+            clock_skew: Duration::from_secs(envelope.clock_skew_secs),
+            max_message_bytes: envelope.max_message_bytes,
+        };
+        let nonces = Arc::new(InMemoryNonceStore::new(envelope.nonce_capacity));
         let services = HubServices {
             auth: auth.clone(),
             connections: connections.clone(),
+            envelopes: Arc::new(EnvelopeService::new(
+                limits,
+                nonces,
+                secrets.envelope.clone(),
+            )),
         };
         Ok(Self {
             hubs: Arc::new(crate::hubs::catalog(&settings, &services)),

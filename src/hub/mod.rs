@@ -17,6 +17,7 @@ pub use session::{run_session, Inbound, SessionLimits};
 
 use crate::auth::Authenticator;
 use crate::connection::ConnectionRegistry;
+use crate::envelope::EnvelopeService;
 use futures_util::future::LocalBoxFuture;
 use futures_util::stream::LocalBoxStream;
 use futures_util::Stream;
@@ -34,6 +35,7 @@ pub struct Hub {
     pub path: String,
     methods: HashMap<String, Method>,
     pub lifetime: Arc<dyn HubLifetimeManager>,
+    pub services: HubServices,
     on_connected: Option<LifecycleHook>,
     on_disconnected: Option<LifecycleHook>,
 }
@@ -72,6 +74,8 @@ impl Hub {
 pub struct HubServices {
     pub auth: Authenticator,
     pub connections: Arc<ConnectionRegistry>,
+    /// Verifies the envelopes of methods declared `signed`, before they run.
+    pub envelopes: Arc<EnvelopeService>,
 }
 
 /// Declares a hub's methods; each registration names its access rules beside its handler.
@@ -89,6 +93,7 @@ impl HubBuilder {
                 path: format!("/hubs/{name}"),
                 methods: HashMap::new(),
                 lifetime,
+                services: services.clone(),
                 on_connected: None,
                 on_disconnected: None,
             },

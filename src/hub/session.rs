@@ -419,6 +419,19 @@ impl Session {
             }
             return None;
         }
+        let arguments = if method.spec.signed {
+            match self.open_envelope(&hub, target, arguments).await {
+                Ok(arguments) => arguments,
+                Err(text) => {
+                    if let Some(id) = &invocation_id {
+                        self.reply(id, CompletionResult::Error(text)).await;
+                    }
+                    return None;
+                }
+            }
+        } else {
+            arguments
+        };
         let call = Call::new(self.connection.clone(), hub.lifetime.clone());
         let connection = self.connection.clone();
         let protocol = self.protocol;
@@ -510,6 +523,45 @@ impl Session {
             }
         }
         None
+    }
+
+    /// Verifies the envelope of a signed method before it runs; the method then receives the
+    /// verified command as its single argument. `Err` is the completion text.
+    async fn open_envelope(
+        &self,
+        hub: &Hub,
+        target: &str,
+        arguments: Vec<Value>,
+    ) -> Result<Vec<Value>, String> {
+        let rejected =
+            |code: &str| format!("Failed to invoke '{target}': envelope rejected ({code})");
+        let principal = self.connection.principal();
+        let Some(session) = principal.message_session() else {
+            return Err(rejected("no_message_key"));
+        };
+        let Some(envelope) = arguments.first() else {
+            return Err(rejected("malformed"));
+        };
+        match hub
+            .services
+            .envelopes
+            .open(envelope, session, &hub.path, target)
+            .await
+        {
+            Ok(command) => Ok(vec![command]),
+            Err(err) => {
+                tracing::info!(
+                    target: "audit",
+                    event = "envelope_rejected",
+                    code = err.code(),
+                    sub = %principal.sub,
+                    method = target,
+                    connection = %self.connection.id,
+                    "signed envelope rejected"
+                );
+                Err(rejected(err.code()))
+            }
+        }
     }
 
     /// Every check before a method runs, in ASP.NET Core's order; `Err` is the completion text.
