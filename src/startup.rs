@@ -167,20 +167,25 @@ impl Application {
             _ = trigger.cancelled() => tracing::info!("shutdown requested"),
         }
         let timeout = Duration::from_secs(state.settings.server.shutdown_timeout_secs);
-        let stopping = handle.stop(true);
+        // Stop accepting. The command is processed while `server` is polled below, which is
+        // also what lets the workers finish; awaiting the returned future alone would hang.
+        drop(handle.stop(true));
         for connection in state.connections.all() {
             connection.close(CloseReason::Shutdown);
         }
         state.shutdown.cancel();
         state.tasks.close();
-        if tokio::time::timeout(timeout, state.tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("connections did not end within the shutdown timeout");
-        }
-        stopping.await;
-        server.await
+        let drain = async {
+            if tokio::time::timeout(timeout, state.tasks.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!("connections did not end within the shutdown timeout");
+            }
+        };
+        let (result, ()) = futures_util::future::join(server, drain).await;
+        tracing::info!("signet stopped");
+        result
     }
 }
 
