@@ -151,11 +151,16 @@ impl Application {
         }
         state.shutdown.cancel();
         state.tasks.close();
-        if tokio::time::timeout(timeout, state.tasks.wait()).await.is_err() {
-            tracing::warn!("connections did not end within the shutdown timeout");
-        }
-        stopping.await;
-        server.await
+        // The server future is what carries out the stop command (stop accepting, stop the
+        // workers), so it must keep being polled while the connections drain.
+        let drain = async {
+            if tokio::time::timeout(timeout, state.tasks.wait()).await.is_err() {
+                tracing::warn!("connections did not end within the shutdown timeout");
+            }
+            stopping.await;
+        };
+        let (result, ()) = tokio::join!(server, drain);
+        result
     }
 }
 

@@ -4,4 +4,5 @@ mod config;
 mod helpers;
 mod jwt;
 mod secrets;
+mod shutdown;
 mod token_source;
