@@ -54,13 +54,17 @@ for (const combo of COMBOS) {
       subscription.dispose();
 
       // The server handles messages in order, so once this Echo is answered it has processed the
-      // CancelInvocation; an item already on its way may still arrive before the answer.
+      // CancelInvocation. An item its stream was already sending may trail the answer (one at
+      // most); a stream that was not stopped sends ten more in the wait below.
       assert.equal(await within(connection.invoke("Echo", "after cancel"), "Echo"), "after cancel");
       const settled = received(connection, MessageType.StreamItem).length;
       await delay(10 * intervalMs);
       const onWire = received(connection, MessageType.StreamItem).length;
-      assert.equal(onWire, settled, "stream items kept arriving after the server took the cancellation");
-      assert.ok(onWire < 10, `the server sent ${onWire} items before it stopped`);
+      assert.ok(
+        onWire - settled <= 1,
+        `${onWire - settled} stream items arrived after the server took the cancellation`,
+      );
+      assert.ok(onWire < 50, `the server sent ${onWire} of ${count} items before it stopped`);
       assert.ok(items.length >= 3 && items.length <= onWire);
       assert.deepEqual(items, [...items.keys()], "items arrive in order from 0");
 
