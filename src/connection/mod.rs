@@ -22,8 +22,8 @@ mod replay;
 mod supervise;
 
 pub use attach::{coalesce, AttachError, Attachment};
-pub use close::CloseReason;
-pub use registry::{ConnectionRegistry, RegistryFull};
+pub use close::{CloseReason, CloseStats};
+pub use registry::{Claim, ConnectionRegistry, RefreshError, RegistryFull};
 pub use replay::{ReceivedSequence, ReplayBuffer, SequenceAhead};
 pub use supervise::{supervise, Timeouts};
 
@@ -108,6 +108,7 @@ pub struct Connection {
     replay: OnceLock<ReplayBuffer>,
     /// A `POST` is feeding the session (a second one at the same time gets 409).
     posting: AtomicBool,
+    expiry_changed: tokio::sync::Notify,
 }
 
 /// Why a send did not reach the connection's queue.
@@ -149,6 +150,7 @@ impl Connection {
             stateful_requested: AtomicBool::new(false),
             replay: OnceLock::new(),
             posting: AtomicBool::new(false),
+            expiry_changed: tokio::sync::Notify::new(),
         })
     }
 
@@ -160,9 +162,8 @@ impl Connection {
         }
     }
 
-    /// Replaces the principal after an in-band token refresh (same `sub`, checked by the caller).
-    /// The session's expiry timer reads [`Connection::expires_at`] again when it fires, so a
-    /// later expiry needs no notification.
+    /// Replaces the principal after an in-band token refresh (same `sub`, checked by the caller;
+    /// [`ConnectionRegistry::refresh`] also re-indexes the connection under the new token).
     pub fn set_principal(&self, principal: Principal) {
         self.expires_at
             .store(principal.expires_at, Ordering::Release);
@@ -171,17 +172,13 @@ impl Connection {
             Ok(mut guard) => *guard = principal,
             Err(poisoned) => *poisoned.into_inner() = principal,
         }
+        // One session waits on this; a permit is kept if it is busy right now.
+        self.expiry_changed.notify_one();
     }
 
-    /// A transport request authenticated with a token for the same `sub` that lives longer:
-    /// the connection carries on under it. Returns whether it did; an older token changes
-    /// nothing.
-    pub fn extend_principal(&self, principal: &Principal) -> bool {
-        if principal.expires_at <= self.expires_at() {
-            return false;
-        }
-        self.set_principal(principal.clone());
-        true
+    /// Resolves after the principal (and so the expiry) changed.
+    pub async fn expiry_changed(&self) {
+        self.expiry_changed.notified().await
     }
 
     /// Token expiry, Unix seconds.

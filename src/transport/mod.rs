@@ -9,6 +9,7 @@
 //! | any other `GET /hubs/{hub}?id=` | a long poll, server to client ([`long_polling`]) |
 //! | `POST /hubs/{hub}?id=` | client to server for SSE and long polling ([`send`]) |
 //! | `DELETE /hubs/{hub}?id=` | ends a long-polling connection ([`long_polling`]) |
+//! | `POST /hubs/{hub}/refresh?id=` | moves a connection onto a fresh token ([`refresh`]) |
 //!
 //! Every transport request is authenticated like negotiate and checked against the
 //! connection's user ([`connection_request`]); every transport starts or resumes the one hub
@@ -18,13 +19,14 @@
 mod cors;
 mod long_polling;
 mod negotiate;
+mod refresh;
 mod send;
 mod sse;
 mod websocket;
 
 pub use cors::check_origin;
 
-use crate::auth::{query_param, token_from_request, Principal};
+use crate::auth::{issue::unix_now, query_param, token_from_request, Principal};
 use crate::connection::{
     supervise, Attachment, CloseReason, Connection, Inbound, Timeouts, TransportKind,
 };
@@ -57,6 +59,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/hubs/{hub}/negotiate")
             .route(web::post().to(negotiate::negotiate))
+            .route(web::method(Method::OPTIONS).to(cors::preflight)),
+    )
+    .service(
+        web::resource("/hubs/{hub}/refresh")
+            .route(web::post().to(refresh::refresh))
             .route(web::method(Method::OPTIONS).to(cors::preflight)),
     )
     .service(
@@ -104,11 +111,9 @@ fn accepts_event_stream(req: &HttpRequest) -> bool {
 
 /// The hub named in the path, or 404.
 fn find_hub(state: &AppState, name: &str) -> Result<Arc<Hub>, ApiError> {
-    state
-        .hubs
-        .get(name)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found("unknown_hub", format!("there is no hub named '{name}'")))
+    state.hubs.get(name).cloned().ok_or_else(|| {
+        ApiError::not_found("unknown_hub", format!("there is no hub named '{name}'"))
+    })
 }
 
 /// Authenticates a hub request: a valid, unrevoked token from the header or `access_token`.
@@ -195,7 +200,8 @@ fn create_connection(
 
 /// The negotiated connection named by `id`, checked against the caller: 404 if unknown,
 /// 403 (and the connection closed) if the token belongs to someone else. A token of the same
-/// user that expires later extends the connection's life.
+/// user that expires later extends the connection's life: the connection carries on under it
+/// (its expiry and roles), as after an in-band refresh.
 fn existing_connection(
     state: &AppState,
     hub: &Hub,
@@ -208,15 +214,20 @@ fn existing_connection(
         .filter(|c| *c.hub == *hub.name)
         .ok_or_else(unknown_connection)?;
     if connection.principal().sub != principal.sub {
-        connection.close(CloseReason::Revoked("the token belongs to another user".into()));
+        connection.close(CloseReason::TokenMismatch);
         state.connections.remove(&connection.token);
         return Err(ApiError::forbidden(
             "user_mismatch",
             "the token belongs to another user than the connection",
         ));
     }
-    if connection.extend_principal(principal) {
-        tracing::debug!(connection = %connection.id, expires_at = principal.expires_at, "connection expiry extended");
+    if principal.expires_at > connection.expires_at()
+        && state
+            .connections
+            .refresh(&connection, principal.clone(), unix_now())
+            .is_ok()
+    {
+        tracing::debug!(connection = %connection.id, expires_at = principal.expires_at, "connection moved onto a later token");
     }
     Ok(connection)
 }
@@ -287,10 +298,17 @@ fn open_session(state: &AppState, hub: Arc<Hub>, connection: Arc<Connection>) {
     };
     let text_only = connection.transport() == Some(TransportKind::ServerSentEvents);
     let limits = state.limits.clone();
+    let stats = state.close_stats.clone();
     let task = async move {
         let reason = run_session(hub, connection.clone(), inbound, limits, text_only).await;
         tracing::debug!(connection = %connection.id, reason = reason.code(), "hub session ended");
         connection.close(reason);
+        // The first reason wins: a revocation that raced the session's own end is reported.
+        let reason = connection
+            .close_reason()
+            .cloned()
+            .unwrap_or(CloseReason::Shutdown);
+        stats.record(&reason, &connection.id, &connection.principal().sub);
     };
     actix_web::rt::spawn(state.tasks.track_future(task));
 }

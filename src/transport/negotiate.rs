@@ -5,7 +5,7 @@
 //! Server-Sent Events carry text only, so MessagePack clients skip them.
 
 use super::{authenticate, create_connection, find_hub, is_enabled};
-use crate::auth::query_param;
+use crate::auth::{issue::unix_now, query_param};
 use crate::connection::TransportKind;
 use crate::http::ApiError;
 use crate::startup::AppState;
@@ -20,6 +20,8 @@ struct NegotiateResponse<'a> {
     connection_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     connection_token: Option<&'a str>,
+    /// Seconds until the token behind the connection expires (Signet extension).
+    token_lifetime_seconds: i64,
     available_transports: Vec<AvailableTransport>,
     /// Only written when granted: the official clients refuse a server that grants it unasked.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -56,6 +58,7 @@ pub async fn negotiate(
     let stateful_reconnect = state.settings.transports.stateful_reconnect
         && query_param(query, "useStatefulReconnect")
             .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let token_lifetime_seconds = principal.expires_at.saturating_sub(unix_now()).max(0);
     let connection = create_connection(&state, &hub, principal, version == 0)?;
     if stateful_reconnect {
         connection.request_stateful_reconnect();
@@ -65,6 +68,7 @@ pub async fn negotiate(
         negotiate_version: version,
         connection_id: &connection.id,
         connection_token: (version >= 1).then_some(connection.token.as_str()),
+        token_lifetime_seconds,
         available_transports: TRANSPORTS
             .iter()
             .filter(|(kind, _)| is_enabled(&state.settings.transports, *kind))

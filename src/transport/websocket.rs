@@ -148,7 +148,11 @@ async fn write_frames(session: &mut actix_ws::Session, attachment: &mut Attachme
     let connection = attachment.connection().clone();
     while let Some(batch) = attachment.next_batch(COALESCE_BYTES).await {
         if !write(session, frame_protocol(&connection), batch).await {
-            transport_lost(&connection, &attachment.ending(), CloseReason::TransportError);
+            transport_lost(
+                &connection,
+                &attachment.ending(),
+                CloseReason::TransportError,
+            );
             return;
         }
     }
