@@ -262,9 +262,19 @@ impl Connection {
     }
 
     /// Whether a transport request may still attach: an open connection, or a closed one
-    /// whose client can come back for the Close message (see [`supervise`]).
+    /// whose client can come back for its Close message (see [`supervise`]).
     pub fn accepts_transport(&self) -> bool {
-        !self.is_closed() || (self.is_resumable() && self.attach.ever_attached())
+        !self.is_closed()
+            || (self.is_resumable() && self.attach.ever_attached() && self.has_close_message())
+    }
+
+    /// Whether the connection closed with something to tell its client (the Close message of
+    /// an expiry, a kick, a shutdown...), as opposed to a close the client asked for.
+    pub fn has_close_message(&self) -> bool {
+        self.protocol().is_some()
+            && self
+                .close_reason()
+                .is_some_and(|reason| reason.close_error().is_some())
     }
 
     /// Queues bytes without waiting. A full queue closes this connection as too slow, so that

@@ -78,11 +78,7 @@ async fn watch_transports(connection: &Connection, timeouts: Timeouts) {
 /// Phase 3: gives a resumable client that is between transports the chance to collect the
 /// Close message.
 async fn linger(connection: &Connection, timeouts: Timeouts, shutdown: &CancellationToken) {
-    let has_message = connection.protocol().is_some()
-        && connection
-            .close_reason()
-            .is_some_and(|reason| reason.close_error().is_some());
-    if connection.is_attached() || !has_message || !connection.is_resumable() {
+    if connection.is_attached() || !connection.has_close_message() || !connection.is_resumable() {
         return;
     }
     let mut attached = connection.watch_attached();

@@ -284,6 +284,7 @@ async fn begin(state: &AppState, hub: Arc<Hub>, attachment: &Attachment) {
     if attachment.is_first() {
         open_session(state, hub, connection.clone());
     } else if attachment.is_resumed() {
+        tracing::debug!(connection = %connection.id, "transport resumed");
         // Fails only when the connection closed meanwhile; the transport then sees it too.
         let _ = connection.receive(Inbound::Resumed).await;
     }

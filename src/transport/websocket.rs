@@ -10,6 +10,9 @@
 //! - the socket dropped without one (a network failure), or the server cut it: with stateful
 //!   reconnect the connection stays, its unacknowledged messages kept, and a new socket with the
 //!   same `id` resumes it; without, the connection closes.
+//!
+//! A second socket for a connection gets 409, except under stateful reconnect, where a new
+//! socket of the same user replaces the attached one (its client has given up on it).
 
 use super::{
     authenticate, begin, conflict, create_connection, existing_connection, find_hub,
@@ -54,10 +57,15 @@ pub async fn connect(
     if !connection.accepts_transport() {
         return Err(unknown_connection());
     }
-    let attachment = connection
-        .attach()
-        .await
-        .map_err(|_| conflict("WebSocket"))?;
+    // A client reconnects under stateful reconnect when it believes its socket dead; the server
+    // may not have noticed yet (a half-open TCP connection), so the new socket replaces the old
+    // one, as ASP.NET Core does. Otherwise a second socket is refused with 409.
+    let attached = if connection.is_resumable() {
+        connection.attach_replacing().await
+    } else {
+        connection.attach().await
+    };
+    let attachment = attached.map_err(|_| conflict("WebSocket"))?;
     let (response, session, stream) = actix_ws::handle(&req, body)
         .map_err(|e| ApiError::bad_request("websocket_handshake", e.to_string()))?;
 
@@ -89,6 +97,7 @@ async fn run(
         // The socket dropped or was cut while the connection lives on: detach first, so that a
         // client reconnecting at once finds the connection free, then drop the socket without a
         // close frame, as a network failure would.
+        tracing::debug!(connection = %connection.id, resumable = connection.is_resumable(), "websocket detached");
         drop(attachment);
         drop(session);
     }
