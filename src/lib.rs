@@ -15,8 +15,12 @@
 //! - `protocol`: the SignalR hub protocols (JSON, MessagePack) and handshake; pure, no I/O.
 //! - `telemetry`: logging set-up.
 //!
-//! Coming with the hub issues: `transport` (WebSockets, SSE, long polling) adapts HTTP to one
-//! `connection` type; `hub` dispatches invocations and
+//! - `transport`: negotiate and the three transports (WebSockets, Server-Sent Events, long
+//!   polling with `POST` sends) adapt HTTP to one `connection` type.
+//! - `connection`: the connection whatever the transport: principal, bounded queues both ways,
+//!   attachments of transports, the stateful-reconnect replay buffer, its supervisor.
+//!
+//! Coming with the hub issues: `hub` dispatches invocations and
 //! owns the lifetime manager; `hubs` holds the application; `store` is a service the
 //! layers above call.
 

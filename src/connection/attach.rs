@@ -140,7 +140,6 @@ impl Connection {
             connection: self.clone(),
             receiver,
             ended,
-            first,
             resumed,
             pending,
         }
@@ -153,7 +152,6 @@ pub struct Attachment {
     connection: Arc<Connection>,
     receiver: OwnedMutexGuard<OutboundReceiver>,
     ended: CancellationToken,
-    first: bool,
     resumed: bool,
     /// Written before the queue: the Sequence message and the replay after a resume.
     pending: VecDeque<Bytes>,
@@ -162,11 +160,6 @@ pub struct Attachment {
 impl Attachment {
     pub fn connection(&self) -> &Arc<Connection> {
         &self.connection
-    }
-
-    /// The connection's first transport: its hub session starts now.
-    pub fn is_first(&self) -> bool {
-        self.first
     }
 
     /// A stateful-reconnect resume: the session expects the client's Sequence message.
@@ -357,13 +350,12 @@ mod tests {
     async fn a_second_exclusive_transport_is_refused_until_the_first_lets_go() {
         let connection = connection();
         let first = connection.attach().await.unwrap();
-        assert!(first.is_first());
         assert!(connection.is_attached());
         assert_eq!(connection.attach().await.unwrap_err(), AttachError::InUse);
         drop(first);
         assert!(!connection.is_attached());
         let second = connection.attach().await.unwrap();
-        assert!(!second.is_first());
+        assert!(!second.is_resumed(), "no stateful reconnect");
     }
 
     #[tokio::test]

@@ -58,8 +58,8 @@ async fn answer_poll(
         Ok(attachment) => attachment,
         Err(AttachError::Superseded | AttachError::InUse) => return Ok(no_content()),
     };
-    if attachment.is_first() {
-        begin(state, request.hub, &attachment).await;
+    if begin(state, request.hub, &attachment).await {
+        // The first poll starts the session and answers at once.
         return Ok(messages(Bytes::new()));
     }
     let timeout = Duration::from_secs(state.settings.transports.poll_timeout_secs);

@@ -39,6 +39,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc;
 
 /// Several queued messages are written as one WebSocket frame, SSE event or poll response, up
 /// to about this many bytes.
@@ -277,26 +278,31 @@ fn conflict(what: &str) -> ApiError {
     )
 }
 
-/// A transport attached: the connection's first one starts its hub session; one that resumes
-/// after a drop tells the session, before any frame of the new transport reaches it.
-async fn begin(state: &AppState, hub: Arc<Hub>, attachment: &Attachment) {
+/// A transport attached: the connection's first one starts its hub session (and `begin` returns
+/// true); one that resumes after a drop tells the session, before any frame of the new transport
+/// reaches it.
+async fn begin(state: &AppState, hub: Arc<Hub>, attachment: &Attachment) -> bool {
     let connection = attachment.connection();
-    if attachment.is_first() {
-        open_session(state, hub, connection.clone());
-    } else if attachment.is_resumed() {
+    if let Some(inbound) = connection.take_inbound() {
+        open_session(state, hub, connection.clone(), inbound);
+        return true;
+    }
+    if attachment.is_resumed() {
         tracing::debug!(connection = %connection.id, "transport resumed");
         // Fails only when the connection closed meanwhile; the transport then sees it too.
         let _ = connection.receive(Inbound::Resumed).await;
     }
+    false
 }
 
 /// Runs the hub session of a connection, then closes the connection with the session's reason.
 /// Leaving the registry is [`supervise`]'s part.
-fn open_session(state: &AppState, hub: Arc<Hub>, connection: Arc<Connection>) {
-    let Some(inbound) = connection.take_inbound() else {
-        tracing::error!(connection = %connection.id, "a connection's session was started twice");
-        return;
-    };
+fn open_session(
+    state: &AppState,
+    hub: Arc<Hub>,
+    connection: Arc<Connection>,
+    inbound: mpsc::Receiver<Inbound>,
+) {
     let text_only = connection.transport() == Some(TransportKind::ServerSentEvents);
     let limits = state.limits.clone();
     let stats = state.close_stats.clone();

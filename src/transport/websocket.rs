@@ -57,6 +57,8 @@ pub async fn connect(
     if !connection.accepts_transport() {
         return Err(unknown_connection());
     }
+    let (response, session, stream) = actix_ws::handle(&req, body)
+        .map_err(|e| ApiError::bad_request("websocket_handshake", e.to_string()))?;
     // A client reconnects under stateful reconnect when it believes its socket dead; the server
     // may not have noticed yet (a half-open TCP connection), so the new socket replaces the old
     // one, as ASP.NET Core does. Otherwise a second socket is refused with 409.
@@ -66,8 +68,6 @@ pub async fn connect(
         connection.attach().await
     };
     let attachment = attached.map_err(|_| conflict("WebSocket"))?;
-    let (response, session, stream) = actix_ws::handle(&req, body)
-        .map_err(|e| ApiError::bad_request("websocket_handshake", e.to_string()))?;
 
     let max_frame = max_frame_bytes(&state);
     let stream = stream
