@@ -60,6 +60,10 @@ impl AttachState {
         self.ever_attached.load(Ordering::Acquire)
     }
 
+    pub(super) fn close_delivered(&self) -> bool {
+        self.close_delivered.load(Ordering::Acquire)
+    }
+
     fn current(&self) -> std::sync::MutexGuard<'_, Option<(u64, CancellationToken)>> {
         match self.current.lock() {
             Ok(guard) => guard,

@@ -269,9 +269,10 @@ impl Connection {
     }
 
     /// Whether the connection closed with something to tell its client (the Close message of
-    /// an expiry, a kick, a shutdown...), as opposed to a close the client asked for.
+    /// an expiry, a kick, a shutdown...) that no transport has delivered yet.
     pub fn has_close_message(&self) -> bool {
         self.protocol().is_some()
+            && !self.attach.close_delivered()
             && self
                 .close_reason()
                 .is_some_and(|reason| reason.close_error().is_some())

@@ -343,3 +343,36 @@ async fn a_connection_keeps_its_transport() {
     );
     assert_still_open(&app, &id, &alice).await;
 }
+
+#[actix_web::test]
+async fn an_expired_connection_tells_its_pending_poll_why() {
+    let app = spawn_app().await;
+    let brief = token("alice", &["user"], 2);
+    let id = long_polling_connection(&app, &brief, JSON_HANDSHAKE).await;
+    let pending = start_poll(&app, Some(&id), &brief);
+    let answer = pending.await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        records(&answer.body),
+        vec![json!({"type": 7, "error": "Authentication expired", "allowReconnect": true})]
+    );
+}
+
+#[actix_web::test]
+async fn a_connection_that_expires_between_polls_keeps_its_close_message_for_the_next_poll() {
+    let app = spawn_app().await;
+    let brief = token("alice", &["user"], 2);
+    let id = long_polling_connection(&app, &brief, JSON_HANDSHAKE).await;
+    actix_web::rt::time::sleep(Duration::from_millis(3500)).await;
+    // The token has expired too: the next poll comes with a fresh one, as a refreshing
+    // accessTokenFactory would give.
+    let fresh = token("alice", &["user"], 600);
+    let answer = poll(&app, Some(&id), &fresh).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(records(&answer.body)[0]["error"], "Authentication expired");
+    assert_eq!(
+        poll(&app, Some(&id), &fresh).await.status,
+        404,
+        "delivered once"
+    );
+}

@@ -173,3 +173,23 @@ async fn another_users_token_on_an_event_stream_or_send_closes_the_connection() 
     );
     assert_eq!(events.next_event().await, None);
 }
+
+#[actix_web::test]
+async fn an_expired_connection_sends_its_close_message_and_ends_the_stream() {
+    let app = spawn_app().await;
+    let brief = token("alice", &["user"], 2);
+    let id = connection_token(&app, &brief).await;
+    let mut events = EventStream::open(&app, Some(&id), &brief).await;
+    events.read_exact(3).await;
+    assert_eq!(
+        send(&app, Some(&id), &brief, JSON_HANDSHAKE).await.status,
+        200
+    );
+    assert_eq!(events.next_data().await.as_deref(), Some("{}\u{1e}"));
+    let close = events.next_data().await.expect("the Close message");
+    assert_eq!(
+        records(close.as_bytes()),
+        vec![json!({"type": 7, "error": "Authentication expired", "allowReconnect": true})]
+    );
+    assert_eq!(events.next_event().await, None);
+}
