@@ -21,6 +21,17 @@ pub enum CommandStatus {
 }
 
 /// What executing a command did.
+impl CommandStatus {
+    /// The wire spelling, for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Error => "error",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
     pub status: CommandStatus,
@@ -247,6 +258,20 @@ mod tests {
             device.execute("lock", &Value::Null).status,
             CommandStatus::Error
         );
+    }
+
+    #[test]
+    fn status_names_match_the_wire() {
+        for status in [
+            CommandStatus::Ok,
+            CommandStatus::Error,
+            CommandStatus::Rejected,
+        ] {
+            assert_eq!(
+                serde_json::to_value(status).unwrap(),
+                json!(status.as_str())
+            );
+        }
     }
 
     #[test]

@@ -325,7 +325,7 @@ impl Session<'_, '_> {
                 tracing::info!(
                     command_id = %reply.command_id,
                     %command,
-                    status = ?reply.status,
+                    status = reply.status.as_str(),
                     "executed a verified command"
                 );
                 self.ctx.outbox.push(reply);
