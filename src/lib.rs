@@ -23,4 +23,5 @@ pub mod cli;
 pub mod http;
 pub mod settings;
 pub mod startup;
+pub mod store;
 pub mod telemetry;
