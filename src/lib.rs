@@ -21,6 +21,7 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod http;
+pub mod identity;
 pub mod settings;
 pub mod startup;
 pub mod store;

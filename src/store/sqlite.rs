@@ -249,12 +249,14 @@ impl DeviceStore for SqliteStore {
 
     async fn list_devices(&self, owner_id: Option<&str>) -> Result<Vec<Device>, StoreError> {
         let rows = match owner_id {
-            Some(owner) => sqlx::query(&format!(
+            Some(owner) => {
+                sqlx::query(&format!(
                 "SELECT {DEVICE_COLUMNS} FROM devices WHERE owner_id = ? ORDER BY created_at, id"
             ))
-            .bind(owner)
-            .fetch_all(&self.pool)
-            .await?,
+                .bind(owner)
+                .fetch_all(&self.pool)
+                .await?
+            }
             None => {
                 sqlx::query(&format!(
                     "SELECT {DEVICE_COLUMNS} FROM devices ORDER BY owner_id, created_at, id"

@@ -30,6 +30,15 @@ pub fn test_settings(data_dir: &std::path::Path, extra_env: &[(&str, &str)]) -> 
         ),
         ("SIGNET__SERVER__WORKERS".to_string(), "1".to_string()),
         ("SIGNET__JWT__SECRET".to_string(), TEST_SECRET.to_string()),
+        // Cheap argon2 so the suite stays fast; the defaults are the secure ones.
+        (
+            "SIGNET__IDENTITY__PASSWORD_HASH_MEMORY_KIB".to_string(),
+            "64".to_string(),
+        ),
+        (
+            "SIGNET__IDENTITY__PASSWORD_HASH_ITERATIONS".to_string(),
+            "1".to_string(),
+        ),
     ];
     for (k, v) in extra_env {
         env.retain(|(name, _)| name != k);
