@@ -154,7 +154,8 @@ impl Application {
     }
 }
 
-/// JSON bodies: size-limited, and a parse error names what is wrong as a JSON error body.
+/// For any route using actix's `web::Json`: size-limited, errors as JSON bodies. The API's own
+/// routes use [`crate::http::Json`], whose parse errors also name the offending field.
 fn json_config(settings: &Settings) -> web::JsonConfig {
     web::JsonConfig::default()
         .limit(settings.server.max_request_body_bytes)

@@ -40,7 +40,8 @@ impl IdentityService {
         } else {
             "[invalid]"
         };
-        let keys = AttemptKeys::new(&username, client);
+        // Names that cannot exist share one bucket, so junk cannot grow the limiter's keys.
+        let keys = AttemptKeys::new(shown_name, client);
         if let Err(wait) = self.inner.limiter.begin(&keys) {
             let retry_after_secs = retry_after_secs(wait);
             tracing::warn!(
