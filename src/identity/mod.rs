@@ -193,23 +193,22 @@ impl IdentityService {
         if let Some(owner) = &claims.owner {
             not_before = not_before.max(revocations.not_before(owner).await);
         }
-        if let Some(not_before) = not_before {
-            let now = unix_now();
-            if not_before > now + 2 {
+        if let Some(not_before) = not_before.filter(|nb| claims.iat < *nb) {
+            if not_before > unix_now() + 2 {
                 return Err(IdentityError::Revoked);
             }
-            if not_before > now {
-                let wait_ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64);
-                let wait = (not_before * 1000 - wait_ms).clamp(0, 2000) as u64;
-                tokio::time::sleep(Duration::from_millis(wait)).await;
-                let now = unix_now();
-                let ttl = claims.exp - claims.iat;
-                claims.iat = now;
-                claims.nbf = now;
-                claims.exp = now + ttl;
-            }
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            let wait_ms = not_before.saturating_mul(1000).saturating_sub(now_ms);
+            tokio::time::sleep(Duration::from_millis(wait_ms.clamp(0, 3000) as u64)).await;
+            // `iat` must clear the cut-off; `nbf` must not be in the future should the wall
+            // clock lag the timer by a hair.
+            let now = unix_now();
+            let ttl = claims.exp - claims.iat;
+            claims.iat = now.max(not_before);
+            claims.nbf = now.min(claims.iat);
+            claims.exp = now + ttl;
         }
         let issued = self.inner.auth.keyring().issue(&claims)?;
         let message_key = self

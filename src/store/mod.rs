@@ -169,7 +169,8 @@ pub trait SessionStore: Send + Sync {
 /// revoked token.
 #[async_trait]
 pub trait RevocationLog: Send + Sync {
-    /// Everything still in force at `now`; forgets (deletes) the rest.
+    /// Everything still in force at `now`; forgets (deletes) the rest, and prunes sessions
+    /// that have expired.
     async fn load_revocations(&self, now: i64) -> Result<RevocationSnapshot, StoreError>;
     async fn record_denied_token(&self, jti: &str, expires_at: i64) -> Result<(), StoreError>;
     async fn record_revoked_session(&self, sid: &str, forget_after: i64) -> Result<(), StoreError>;
