@@ -10,3 +10,6 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace
+
+echo "== node --test clients/js"
+node --test clients/js/

@@ -3,7 +3,10 @@
 //! the integration tests both start Signet this way.
 
 use crate::auth::{Authenticator, InProcessRevocations, KeyRing, KeyRingError};
+use crate::connection::{CloseReason, CloseStats, ConnectionRegistry};
+use crate::envelope::{EnvelopeLimits, EnvelopeService, InMemoryNonceStore};
 use crate::http::{self, ApiError, JsonLimit};
+use crate::hub::{HubCatalog, HubServices, SessionLimits};
 use crate::identity::{IdentityError, IdentityService, Passwords, UserAdmin};
 use crate::settings::{ResolvedSecrets, Settings, SettingsError};
 use crate::store::{SqliteStore, Store, StoreError};
@@ -12,6 +15,9 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -38,6 +44,14 @@ pub struct AppState {
     pub auth: Authenticator,
     pub store: Arc<dyn Store>,
     pub identity: IdentityService,
+    pub hubs: Arc<HubCatalog>,
+    pub connections: Arc<ConnectionRegistry>,
+    pub close_stats: Arc<CloseStats>,
+    pub limits: SessionLimits,
+    /// Cancelled once at shutdown; every connection's token is a child of it.
+    pub shutdown: CancellationToken,
+    /// Every connection task, so shutdown can wait for them.
+    pub tasks: TaskTracker,
 }
 
 impl AppState {
@@ -54,17 +68,37 @@ impl AppState {
             settings.identity.revocation_event_capacity,
         )
         .await?;
-        let auth = Authenticator::new(
-            Arc::new(keyring),
-            Arc::new(revocations),
+        let auth = Authenticator::new(Arc::new(keyring), Arc::new(revocations));
+        let connections = Arc::new(ConnectionRegistry::new(settings.hub.max_connections));
+        let envelope = &settings.envelope;
+        let limits = EnvelopeLimits {
+            max_lifetime: Duration::from_secs(envelope.max_lifetime_secs),
+            clock_skew: Duration::from_secs(envelope.clock_skew_secs),
+            max_message_bytes: envelope.max_message_bytes,
+        };
+        let nonces = Arc::new(InMemoryNonceStore::new(envelope.nonce_capacity));
+        let envelopes = Arc::new(EnvelopeService::new(
+            limits,
+            nonces,
             secrets.envelope.clone(),
-        );
+        ));
+        let services = HubServices {
+            auth: auth.clone(),
+            connections: connections.clone(),
+            envelopes: envelopes.clone(),
+        };
+
         let store: Arc<dyn Store> = sqlite;
         let passwords = Passwords::new(&settings.identity)
             .await
             .map_err(IdentityError::from)?;
-        let identity =
-            IdentityService::new(&settings, store.clone(), auth.clone(), passwords.clone());
+        let identity = IdentityService::new(
+            &settings,
+            store.clone(),
+            auth.clone(),
+            envelopes,
+            passwords.clone(),
+        );
         if let Some(path) = UserAdmin::new(store.clone(), passwords)
             .bootstrap_admin(&settings.server.data_dir)
             .await?
@@ -76,10 +110,16 @@ impl AppState {
             );
         }
         Ok(Self {
+            hubs: Arc::new(crate::hubs::catalog(&settings, &services)),
+            connections,
+            close_stats: Arc::new(CloseStats::default()),
+            limits: SessionLimits::from_settings(&settings),
             settings: Arc::new(settings),
             auth,
             store,
             identity,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
         })
     }
 }
@@ -89,6 +129,7 @@ pub struct Application {
     address: SocketAddr,
     server: Server,
     state: AppState,
+    trigger: CancellationToken,
 }
 
 impl Application {
@@ -120,8 +161,11 @@ impl Application {
                 .app_data(json_config(&state.settings))
                 .wrap(from_fn(http::request_log::log_requests))
                 .service(http::health::healthz)
+                .service(http::metrics::metrics)
                 .configure(crate::api::configure)
+                .configure(crate::transport::configure)
         })
+        .disable_signals()
         .workers(settings.server.workers)
         .shutdown_timeout(settings.server.shutdown_timeout_secs)
         .listen(listener)
@@ -132,6 +176,7 @@ impl Application {
             address,
             server,
             state,
+            trigger: CancellationToken::new(),
         })
     }
 
@@ -148,10 +193,72 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until the server is stopped (signal or handle).
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+    /// A token that, when cancelled, shuts the server down as SIGTERM does.
+    pub fn shutdown_trigger(&self) -> CancellationToken {
+        self.trigger.clone()
     }
+
+    /// Serves until SIGTERM, SIGINT or the shutdown trigger, then shuts down gracefully: stop
+    /// accepting, send every connection a Close with `allowReconnect: true`, wait for the
+    /// connections to end (at most `server.shutdown_timeout_secs`), stop.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let Self {
+            server,
+            state,
+            trigger,
+            ..
+        } = self;
+        let handle = server.handle();
+        let mut server = std::pin::pin!(server);
+        tokio::select! {
+            result = &mut server => return result,
+            _ = shutdown_signal() => tracing::info!("shutdown signal received"),
+            _ = trigger.cancelled() => tracing::info!("shutdown requested"),
+        }
+        let timeout = Duration::from_secs(state.settings.server.shutdown_timeout_secs);
+        // Stop accepting. The command is processed while `server` is polled below, which is
+        // also what lets the workers finish; awaiting the returned future alone would hang.
+        drop(handle.stop(true));
+        for connection in state.connections.all() {
+            connection.close(CloseReason::Shutdown);
+        }
+        state.shutdown.cancel();
+        state.tasks.close();
+        let drain = async {
+            if tokio::time::timeout(timeout, state.tasks.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!("connections did not end within the shutdown timeout");
+            }
+        };
+        let (result, ()) = futures_util::future::join(server, drain).await;
+        tracing::info!("signet stopped");
+        result
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot listen for SIGTERM");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
 }
 
 /// For any route using actix's `web::Json`: size-limited, errors as JSON bodies. The API's own

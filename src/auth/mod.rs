@@ -4,21 +4,20 @@
 
 pub(crate) mod issue;
 mod keyring;
-mod message_key;
 mod principal;
 pub mod revocation;
 mod token_source;
 
 pub use issue::{AccessClaims, IssuedToken};
 pub use keyring::{hmac_kid, KeyRing, KeyRingError, TokenError};
-pub use message_key::message_key_id;
 pub use principal::{Principal, TokenClaims, DOTNET_ROLE_CLAIM};
 pub use revocation::{
     InProcessRevocations, RevocationError, RevocationEvent, RevocationStore, Revoked,
 };
-pub use token_source::{token_from_request, Authenticated, TokenLocation};
+pub use token_source::{
+    query_param, token_from_request, Authenticated, TokenLocation, HUB_PATH_PREFIX,
+};
 
-use crate::settings::Secret;
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
@@ -28,7 +27,6 @@ use tokio::sync::broadcast;
 pub struct Authenticator {
     keyring: Arc<KeyRing>,
     revocations: Arc<dyn RevocationStore>,
-    message_master: Arc<Secret>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -41,16 +39,10 @@ impl std::fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
-    /// `message_master` is the envelope master key that message keys derive from.
-    pub fn new(
-        keyring: Arc<KeyRing>,
-        revocations: Arc<dyn RevocationStore>,
-        message_master: Secret,
-    ) -> Self {
+    pub fn new(keyring: Arc<KeyRing>, revocations: Arc<dyn RevocationStore>) -> Self {
         Self {
             keyring,
             revocations,
-            message_master: Arc::new(message_master),
         }
     }
 
@@ -68,18 +60,6 @@ impl Authenticator {
             tracing::debug!(sub = %principal.sub, %reason, "revoked token refused");
             TokenError::Revoked
         })
-    }
-
-    /// The key `principal` signs envelopes with (base64url, no padding): HMAC-SHA256 of the
-    /// envelope master key over `"signet-msgkey-v1:" + sid` (or `+ jti` without `sid`).
-    /// `None` when the token has neither.
-    pub fn message_key(&self, principal: &Principal) -> Option<String> {
-        message_key::message_key(&self.message_master, principal)
-    }
-
-    /// The message key of a token with these `sid` and `jti` claims (for tokens just issued).
-    pub fn message_key_for(&self, sid: Option<&str>, jti: Option<&str>) -> Option<String> {
-        message_key::message_key_from(&self.message_master, sid, jti)
     }
 
     /// Revocations from now on, for closing live connections.

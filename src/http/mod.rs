@@ -4,6 +4,7 @@
 mod error;
 pub mod health;
 pub mod json;
+pub mod metrics;
 pub mod request_log;
 
 pub use error::ApiError;

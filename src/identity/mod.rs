@@ -27,6 +27,7 @@ pub use users::{
 
 use crate::auth::issue::unix_now;
 use crate::auth::{AccessClaims, Authenticator, Principal, RevocationError};
+use crate::envelope::EnvelopeService;
 use crate::settings::Settings;
 use crate::store::{Store, StoreError};
 use base64::Engine;
@@ -123,6 +124,8 @@ pub struct IdentityService {
 struct Inner {
     store: Arc<dyn Store>,
     auth: Authenticator,
+    /// Derives message keys (the hub verifies envelopes with the same service).
+    envelopes: Arc<EnvelopeService>,
     passwords: Passwords,
     limiter: LoginLimiter,
     access_ttl: Duration,
@@ -136,6 +139,7 @@ impl IdentityService {
         settings: &Settings,
         store: Arc<dyn Store>,
         auth: Authenticator,
+        envelopes: Arc<EnvelopeService>,
         passwords: Passwords,
     ) -> Self {
         let identity = &settings.identity;
@@ -144,6 +148,7 @@ impl IdentityService {
             inner: Arc::new(Inner {
                 store,
                 auth,
+                envelopes,
                 passwords,
                 limiter: LoginLimiter::new(
                     identity.login_max_failures,
@@ -178,9 +183,13 @@ impl IdentityService {
             .unwrap_or_else(|| principal.sub.clone()))
     }
 
-    /// The message key of the presented token.
+    /// The message key of the presented token (base64url, no padding):
+    /// HMAC-SHA256(envelope master key, `"signet-msgkey-v1:" + sid`), or `+ jti` without a
+    /// `sid`; `None` when the token has neither.
     pub fn message_key(&self, principal: &Principal) -> Option<String> {
-        self.inner.auth.message_key(principal)
+        principal
+            .message_session()
+            .map(|session| self.inner.envelopes.message_key(session).to_base64url())
     }
 
     /// Signs `claims` once every subject they name may be issued tokens again: right after a
@@ -211,11 +220,8 @@ impl IdentityService {
             claims.exp = now + ttl;
         }
         let issued = self.inner.auth.keyring().issue(&claims)?;
-        let message_key = self
-            .inner
-            .auth
-            .message_key_for(claims.sid.as_deref(), Some(&claims.jti))
-            .unwrap_or_default();
+        let session = claims.sid.as_deref().unwrap_or(&claims.jti);
+        let message_key = self.inner.envelopes.message_key(session).to_base64url();
         Ok((issued.token, issued.expires_at, message_key))
     }
 }

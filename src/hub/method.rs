@@ -1,0 +1,199 @@
+//! How a hub method is declared: its name, parameters, kind, who may call it and whether it
+//! needs a signed envelope, next to the handler that implements it.
+
+use super::Call;
+use futures_util::future::LocalBoxFuture;
+use futures_util::stream::LocalBoxStream;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Who may call a method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Any authenticated principal.
+    Authenticated,
+    /// Principals holding at least one of these roles.
+    Roles(&'static [&'static str]),
+}
+
+impl Access {
+    pub fn allows(&self, roles: &[String]) -> bool {
+        match self {
+            Self::Authenticated => true,
+            Self::Roles(allowed) => roles.iter().any(|r| allowed.contains(&r.as_str())),
+        }
+    }
+}
+
+/// The JSON type a parameter must have; checked before the handler runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Param {
+    Any,
+    String,
+    Number,
+    Integer,
+    Bool,
+    Object,
+    Array,
+}
+
+impl Param {
+    pub fn accepts(&self, value: &Value) -> bool {
+        match self {
+            Self::Any => true,
+            Self::String => value.is_string(),
+            Self::Number => value.is_number(),
+            Self::Integer => value.is_i64() || value.is_u64(),
+            Self::Bool => value.is_boolean(),
+            Self::Object => value.is_object(),
+            Self::Array => value.is_array(),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Any => "any value",
+            Self::String => "a string",
+            Self::Number => "a number",
+            Self::Integer => "an integer",
+            Self::Bool => "a boolean",
+            Self::Object => "an object",
+            Self::Array => "an array",
+        }
+    }
+}
+
+/// The declaration of one hub method.
+#[derive(Debug, Clone, Copy)]
+pub struct MethodSpec {
+    pub name: &'static str,
+    pub params: &'static [Param],
+    pub access: Access,
+    /// The single argument must be a signed envelope, verified before the handler runs.
+    pub signed: bool,
+}
+
+impl MethodSpec {
+    /// A method any authenticated principal may call, with these parameters.
+    pub const fn new(name: &'static str, params: &'static [Param]) -> Self {
+        Self {
+            name,
+            params,
+            access: Access::Authenticated,
+            signed: false,
+        }
+    }
+
+    pub const fn roles(mut self, roles: &'static [&'static str]) -> Self {
+        self.access = Access::Roles(roles);
+        self
+    }
+
+    pub const fn signed(mut self) -> Self {
+        self.signed = true;
+        self
+    }
+}
+
+/// An error a hub method reports; the dispatcher turns it into the completion text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HubError {
+    /// Meant for the caller (ASP.NET Core's `HubException`): always shown.
+    #[error("{0}")]
+    Hub(String),
+    /// The arguments did not bind to the method's parameters.
+    #[error("{0}")]
+    Binding(String),
+    /// A failure inside the server: hidden unless detailed errors are on.
+    #[error("{0}")]
+    Internal(String),
+    /// A complete completion text, sent as is (envelope rejections).
+    #[error("{0}")]
+    Exact(String),
+}
+
+impl HubError {
+    pub fn hub(message: impl Into<String>) -> Self {
+        Self::Hub(message.into())
+    }
+
+    /// The completion error text for a call to `target`, worded as ASP.NET Core words it.
+    pub fn completion_text(&self, target: &str, detailed: bool) -> String {
+        match self {
+            Self::Hub(message) => format!(
+                "An unexpected error occurred invoking '{target}' on the server. HubException: {message}"
+            ),
+            Self::Binding(detail) if detailed => format!(
+                "Failed to invoke '{target}' due to an error on the server. InvalidDataException: {detail}"
+            ),
+            Self::Binding(_) => format!("Failed to invoke '{target}' due to an error on the server."),
+            Self::Internal(detail) if detailed => format!(
+                "An unexpected error occurred invoking '{target}' on the server. Exception: {detail}"
+            ),
+            Self::Internal(_) => {
+                format!("An unexpected error occurred invoking '{target}' on the server.")
+            }
+            Self::Exact(text) => text.clone(),
+        }
+    }
+}
+
+/// Binds the arguments to a typed tuple or struct, e.g. `let (text,): (String,) = bind(args)?`.
+pub fn bind<T: DeserializeOwned>(arguments: Vec<Value>) -> Result<T, HubError> {
+    serde_json::from_value(Value::Array(arguments)).map_err(|e| HubError::Binding(e.to_string()))
+}
+
+/// What a plain method returns: `None` completes without a result (a void method).
+pub type MethodResult = Result<Option<Value>, HubError>;
+
+/// Items of a client-to-server stream, in order; the channel ends when the client completes it.
+pub type UploadStream = mpsc::Receiver<Value>;
+
+pub type UnaryHandler =
+    Arc<dyn Fn(Call, Vec<Value>) -> LocalBoxFuture<'static, MethodResult> + Send + Sync>;
+pub type StreamHandler = Arc<
+    dyn Fn(Call, Vec<Value>) -> Result<LocalBoxStream<'static, Result<Value, HubError>>, HubError>
+        + Send
+        + Sync,
+>;
+pub type UploadHandler = Arc<
+    dyn Fn(Call, Vec<Value>, Vec<UploadStream>) -> LocalBoxFuture<'static, MethodResult>
+        + Send
+        + Sync,
+>;
+
+/// The three shapes of hub method.
+#[derive(Clone)]
+pub enum Handler {
+    /// Returns one result (or none).
+    Unary(UnaryHandler),
+    /// Streams items to the caller (`StreamInvocation`), until done or cancelled.
+    ServerStream(StreamHandler),
+    /// Receives `streams` client-to-server streams (`streamIds`), then returns one result.
+    Upload {
+        streams: usize,
+        handler: UploadHandler,
+    },
+}
+
+/// A declared method with its handler.
+#[derive(Clone)]
+pub struct Method {
+    pub spec: MethodSpec,
+    pub handler: Handler,
+}
+
+impl Method {
+    pub fn is_stream_response(&self) -> bool {
+        matches!(self.handler, Handler::ServerStream(_))
+    }
+
+    pub fn upload_streams(&self) -> usize {
+        match self.handler {
+            Handler::Upload { streams, .. } => streams,
+            _ => 0,
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! The hub layer: a registry of declared methods per hub, the per-connection session that runs
+//! the protocol (handshake, dispatch, keep-alive, timeouts), and the lifetime manager through
+//! which every send to other connections goes.
+
+mod builtin;
+mod call;
+mod lifetime;
+mod method;
+mod session;
+
+pub use call::{Call, Clients};
+pub use lifetime::{HubLifetimeManager, InProcessLifetimeManager, LifetimeError};
+pub use method::{
+    bind, Access, Handler, HubError, Method, MethodResult, MethodSpec, Param, UploadStream,
+};
+pub use session::{run_session, Inbound, SessionLimits};
+
+use crate::auth::Authenticator;
+use crate::connection::ConnectionRegistry;
+use crate::envelope::EnvelopeService;
+use futures_util::future::LocalBoxFuture;
+use futures_util::stream::LocalBoxStream;
+use futures_util::Stream;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+/// Runs when a connection completes its handshake or ends (device presence, for example).
+pub type LifecycleHook = Arc<dyn Fn(Call) -> LocalBoxFuture<'static, ()> + Send + Sync>;
+
+/// One hub: its path and its methods, found case-insensitively as ASP.NET Core does.
+pub struct Hub {
+    pub name: Arc<str>,
+    pub path: String,
+    methods: HashMap<String, Method>,
+    pub lifetime: Arc<dyn HubLifetimeManager>,
+    pub services: HubServices,
+    on_connected: Option<LifecycleHook>,
+    on_disconnected: Option<LifecycleHook>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("name", &self.name)
+            .field("methods", &self.methods.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Hub {
+    pub fn method(&self, name: &str) -> Option<&Method> {
+        self.methods.get(&name.to_ascii_lowercase())
+    }
+
+    /// The declared methods, for documentation and diagnostics.
+    pub fn methods(&self) -> impl Iterator<Item = &MethodSpec> {
+        self.methods.values().map(|m| &m.spec)
+    }
+
+    pub(crate) fn on_connected(&self) -> Option<&LifecycleHook> {
+        self.on_connected.as_ref()
+    }
+
+    pub(crate) fn on_disconnected(&self) -> Option<&LifecycleHook> {
+        self.on_disconnected.as_ref()
+    }
+}
+
+/// The services every hub gets, whatever its application: token verification and the
+/// connection registry (for in-band refresh and for closing a user's connections).
+#[derive(Clone)]
+pub struct HubServices {
+    pub auth: Authenticator,
+    pub connections: Arc<ConnectionRegistry>,
+    /// Verifies the envelopes of methods declared `signed`, before they run.
+    pub envelopes: Arc<EnvelopeService>,
+}
+
+/// Declares a hub's methods; each registration names its access rules beside its handler.
+pub struct HubBuilder {
+    hub: Hub,
+}
+
+impl HubBuilder {
+    /// A hub served at `/hubs/{name}`, with the built-in methods every hub has
+    /// (`RefreshToken`).
+    pub fn new(name: &str, lifetime: Arc<dyn HubLifetimeManager>, services: &HubServices) -> Self {
+        let builder = Self {
+            hub: Hub {
+                name: Arc::from(name),
+                path: format!("/hubs/{name}"),
+                methods: HashMap::new(),
+                lifetime,
+                services: services.clone(),
+                on_connected: None,
+                on_disconnected: None,
+            },
+        };
+        builtin::register(builder, services)
+    }
+
+    fn add(mut self, spec: MethodSpec, handler: Handler) -> Self {
+        let key = spec.name.to_ascii_lowercase();
+        let previous = self.hub.methods.insert(key, Method { spec, handler });
+        debug_assert!(
+            previous.is_none(),
+            "hub method {} declared twice",
+            spec.name
+        );
+        self
+    }
+
+    /// A method returning one result (`Ok(None)` for a void method).
+    pub fn method<F, Fut>(self, spec: MethodSpec, handler: F) -> Self
+    where
+        F: Fn(Call, Vec<Value>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = MethodResult> + 'static,
+    {
+        self.add(
+            spec,
+            Handler::Unary(Arc::new(move |call, args| Box::pin(handler(call, args)))),
+        )
+    }
+
+    /// A server-to-client streaming method.
+    pub fn stream<F, S>(self, spec: MethodSpec, handler: F) -> Self
+    where
+        F: Fn(Call, Vec<Value>) -> Result<S, HubError> + Send + Sync + 'static,
+        S: Stream<Item = Result<Value, HubError>> + 'static,
+    {
+        self.add(
+            spec,
+            Handler::ServerStream(Arc::new(move |call, args| {
+                handler(call, args).map(|s| Box::pin(s) as LocalBoxStream<'static, _>)
+            })),
+        )
+    }
+
+    /// A method fed by `streams` client-to-server streams.
+    pub fn upload<F, Fut>(self, spec: MethodSpec, streams: usize, handler: F) -> Self
+    where
+        F: Fn(Call, Vec<Value>, Vec<UploadStream>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = MethodResult> + 'static,
+    {
+        self.add(
+            spec,
+            Handler::Upload {
+                streams,
+                handler: Arc::new(move |call, args, uploads| {
+                    Box::pin(handler(call, args, uploads))
+                }),
+            },
+        )
+    }
+
+    pub fn on_connected<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(Call) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        self.hub.on_connected = Some(Arc::new(move |call| Box::pin(hook(call))));
+        self
+    }
+
+    pub fn on_disconnected<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(Call) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        self.hub.on_disconnected = Some(Arc::new(move |call| Box::pin(hook(call))));
+        self
+    }
+
+    pub fn build(self) -> Arc<Hub> {
+        Arc::new(self.hub)
+    }
+}
+
+/// Every hub the server serves, by name.
+#[derive(Debug, Default, Clone)]
+pub struct HubCatalog {
+    hubs: HashMap<String, Arc<Hub>>,
+}
+
+impl HubCatalog {
+    pub fn with(mut self, hub: Arc<Hub>) -> Self {
+        self.hubs.insert(hub.name.to_string(), hub);
+        self
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Hub>> {
+        self.hubs.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Hub>> {
+        self.hubs.values()
+    }
+}

@@ -1,0 +1,727 @@
+//! One hub session per connection, whatever the transport: the handshake, then a single
+//! `select!` loop over inbound frames, finished invocations, the keep-alive tick, the client
+//! timeout, the token's expiry and cancellation. The loop ends with a [`CloseReason`]; the
+//! caller closes the connection with it, once.
+
+use super::call::Call;
+use super::method::{Handler, HubError, Method};
+use super::Hub;
+use crate::auth::issue::unix_now;
+use crate::connection::{CloseReason, Connection};
+use crate::protocol::handshake::{self, HandshakeDecoder};
+use crate::protocol::{
+    CompletionResult, Handshake, HubMessage, HubMessageDecoder, HubProtocol, ProtocolError,
+    TransferFormat,
+};
+use crate::settings::Settings;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::{sleep, sleep_until, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// A frame from the transport.
+#[derive(Debug)]
+pub enum Inbound {
+    Text(Bytes),
+    Binary(Bytes),
+}
+
+impl Inbound {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Self::Text(b) | Self::Binary(b) => b,
+        }
+    }
+
+    fn format(&self) -> TransferFormat {
+        match self {
+            Self::Text(_) => TransferFormat::Text,
+            Self::Binary(_) => TransferFormat::Binary,
+        }
+    }
+}
+
+/// Limits and timings a session enforces (from `[hub]` and `[jwt]` settings).
+#[derive(Debug, Clone)]
+pub struct SessionLimits {
+    pub keep_alive: Duration,
+    pub client_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub max_message_bytes: usize,
+    pub max_parallel_invocations: usize,
+    pub max_streams: usize,
+    pub detailed_errors: bool,
+    pub expiry_leeway_secs: i64,
+    /// Close the connection when its token expires (`hub.close_on_expiry`).
+    pub close_on_expiry: bool,
+    /// Items buffered per client-to-server stream.
+    pub upload_buffer: usize,
+}
+
+impl SessionLimits {
+    pub fn from_settings(settings: &Settings) -> Self {
+        let hub = &settings.hub;
+        Self {
+            keep_alive: Duration::from_secs(hub.keep_alive_interval_secs),
+            client_timeout: Duration::from_secs(hub.client_timeout_secs),
+            handshake_timeout: Duration::from_secs(hub.handshake_timeout_secs),
+            max_message_bytes: hub.max_message_bytes,
+            max_parallel_invocations: hub.max_parallel_invocations,
+            max_streams: hub.max_streams_per_connection,
+            detailed_errors: hub.detailed_errors,
+            expiry_leeway_secs: i64::try_from(settings.jwt.leeway_secs).unwrap_or(i64::MAX),
+            close_on_expiry: hub.close_on_expiry,
+            upload_buffer: 16,
+        }
+    }
+}
+
+/// What an invocation task reports when it ends.
+struct Finished {
+    invocation_id: Option<String>,
+    counted: Slot,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// A plain invocation: counts against `max_parallel_invocations`.
+    Parallel,
+    /// A streaming invocation or upload: counts against `max_streams`.
+    Stream,
+}
+
+/// Runs the session to its end and returns why it ended. The caller closes the connection.
+pub async fn run_session(
+    hub: Arc<Hub>,
+    connection: Arc<Connection>,
+    mut inbound: mpsc::Receiver<Inbound>,
+    limits: SessionLimits,
+    text_only_transport: bool,
+) -> CloseReason {
+    let handshake =
+        match perform_handshake(&connection, &mut inbound, &limits, text_only_transport).await {
+            Ok(handshake) => handshake,
+            Err(reason) => return reason,
+        };
+    connection.set_protocol(handshake.protocol);
+    if connection
+        .send(Bytes::from_static(handshake::SUCCESS_RESPONSE))
+        .await
+        .is_err()
+    {
+        return CloseReason::TransportError;
+    }
+    if let Err(err) = hub.lifetime.add_connection(connection.clone()).await {
+        tracing::error!(error = %err, "cannot register a connection with its hub");
+        return CloseReason::ProtocolError("the hub could not accept the connection".into());
+    }
+    if let Some(hook) = hub.on_connected() {
+        hook(Call::new(connection.clone(), hub.lifetime.clone())).await;
+    }
+
+    let mut session = Session {
+        decoder: handshake.protocol.decoder(limits.max_message_bytes),
+        protocol: handshake.protocol,
+        hub: hub.clone(),
+        connection: connection.clone(),
+        limits,
+        tasks: JoinSet::new(),
+        active_ids: HashSet::new(),
+        streams: HashMap::new(),
+        uploads: HashMap::new(),
+        parallel: 0,
+        open_streams: 0,
+    };
+    let reason = match session.on_bytes(&handshake.remaining).await {
+        Some(reason) => reason,
+        None => session.run(&mut inbound).await,
+    };
+    // Running invocations end with the session (JoinSet aborts them when dropped).
+    drop(session);
+    hub.lifetime.remove_connection(&connection).await;
+    if let Some(hook) = hub.on_disconnected() {
+        hook(Call::new(connection.clone(), hub.lifetime.clone())).await;
+    }
+    reason
+}
+
+async fn perform_handshake(
+    connection: &Connection,
+    inbound: &mut mpsc::Receiver<Inbound>,
+    limits: &SessionLimits,
+    text_only_transport: bool,
+) -> Result<Handshake, CloseReason> {
+    let mut decoder = HandshakeDecoder::new(limits.max_message_bytes);
+    if text_only_transport {
+        decoder = decoder.text_only_transport();
+    }
+    let deadline = sleep(limits.handshake_timeout);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = connection.closed() => {
+                return Err(connection.close_reason().cloned().unwrap_or(CloseReason::Shutdown));
+            }
+            _ = &mut deadline => {
+                send_handshake_error(connection, handshake::HANDSHAKE_CANCELED).await;
+                return Err(CloseReason::HandshakeTimeout);
+            }
+            frame = inbound.recv() => {
+                let Some(frame) = frame else { return Err(CloseReason::ClientClosed) };
+                match decoder.feed(frame.bytes()) {
+                    Ok(Some(handshake)) => return Ok(handshake),
+                    Ok(None) => {}
+                    Err(err) => {
+                        tracing::debug!(connection = %connection.id, error = %err, "handshake refused");
+                        send_handshake_error(connection, &err.response_text(limits.detailed_errors)).await;
+                        return Err(CloseReason::HandshakeFailed);
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn send_handshake_error(connection: &Connection, text: &str) {
+    let mut out = Vec::new();
+    handshake::encode_response(Some(text), &mut out);
+    let _ = connection.send(Bytes::from(out)).await;
+}
+
+/// When the token behind the connection stops being valid.
+fn expiry_instant(connection: &Connection, leeway_secs: i64) -> Instant {
+    let remaining = connection
+        .expires_at()
+        .saturating_add(leeway_secs)
+        .saturating_sub(unix_now());
+    Instant::now() + Duration::from_secs(u64::try_from(remaining).unwrap_or(0))
+}
+
+/// Far enough away to never fire: the expiry timer when expiry does not close connections.
+const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+impl SessionLimits {
+    /// When this connection must close for expiry (never, if expiry does not close).
+    fn expiry_deadline(&self, connection: &Connection) -> Instant {
+        if self.close_on_expiry {
+            expiry_instant(connection, self.expiry_leeway_secs)
+        } else {
+            Instant::now() + NEVER
+        }
+    }
+}
+
+struct Session {
+    decoder: HubMessageDecoder,
+    protocol: HubProtocol,
+    hub: Arc<Hub>,
+    connection: Arc<Connection>,
+    limits: SessionLimits,
+    tasks: JoinSet<Finished>,
+    /// Invocation ids of running invocations (a reused id is refused).
+    active_ids: HashSet<String>,
+    /// Server-to-client streams, cancelled by `CancelInvocation`.
+    streams: HashMap<String, CancellationToken>,
+    /// Client-to-server streams by stream id.
+    uploads: HashMap<String, mpsc::Sender<Value>>,
+    parallel: usize,
+    open_streams: usize,
+}
+
+impl Session {
+    async fn run(&mut self, inbound: &mut mpsc::Receiver<Inbound>) -> CloseReason {
+        let connection = self.connection.clone();
+        let mut keep_alive = tokio::time::interval_at(
+            Instant::now() + self.limits.keep_alive,
+            self.limits.keep_alive,
+        );
+        keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let client_deadline = sleep(self.limits.client_timeout);
+        tokio::pin!(client_deadline);
+        let expiry = sleep_until(self.limits.expiry_deadline(&connection));
+        tokio::pin!(expiry);
+        loop {
+            tokio::select! {
+                biased;
+                _ = connection.closed() => {
+                    return connection.close_reason().cloned().unwrap_or(CloseReason::Shutdown);
+                }
+                _ = &mut expiry => {
+                    // A refresh may have moved the expiry since the timer was set.
+                    let at = self.limits.expiry_deadline(&connection);
+                    if at <= Instant::now() {
+                        return CloseReason::Expired;
+                    }
+                    expiry.as_mut().reset(at);
+                }
+                _ = connection.expiry_changed() => {
+                    expiry.as_mut().reset(self.limits.expiry_deadline(&connection));
+                }
+                _ = &mut client_deadline => return CloseReason::ClientTimeout,
+                _ = keep_alive.tick() => {
+                    // A full queue means the client is not reading; the ping can wait.
+                    let _ = connection.try_send(Bytes::from_static(self.protocol.ping_frame()));
+                }
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    if let Ok(finished) = done {
+                        self.finished(finished);
+                    }
+                }
+                frame = inbound.recv(), if self.parallel < self.limits.max_parallel_invocations => {
+                    let Some(frame) = frame else { return CloseReason::ClientClosed };
+                    client_deadline.as_mut().reset(Instant::now() + self.limits.client_timeout);
+                    if frame.format() != self.protocol.transfer_format() {
+                        return CloseReason::ProtocolError(format!(
+                            "A {} frame arrived on a connection using the '{}' protocol.",
+                            frame.format(),
+                            self.protocol.name()
+                        ));
+                    }
+                    if let Some(reason) = self.on_bytes(frame.bytes()).await {
+                        return reason;
+                    }
+                }
+            }
+        }
+    }
+
+    fn finished(&mut self, finished: Finished) {
+        if let Some(id) = &finished.invocation_id {
+            self.active_ids.remove(id);
+            self.streams.remove(id);
+        }
+        match finished.counted {
+            Slot::Parallel => self.parallel = self.parallel.saturating_sub(1),
+            Slot::Stream => self.open_streams = self.open_streams.saturating_sub(1),
+        }
+    }
+
+    async fn on_bytes(&mut self, bytes: &[u8]) -> Option<CloseReason> {
+        if bytes.is_empty() {
+            return None;
+        }
+        if let Err(err) = self.decoder.feed(bytes) {
+            return Some(protocol_close(err));
+        }
+        while let Some(next) = self.decoder.next_message() {
+            match next {
+                Ok(message) => {
+                    if let Some(reason) = self.on_message(message).await {
+                        return Some(reason);
+                    }
+                }
+                Err(ProtocolError::UnknownMessageType(kind)) => {
+                    tracing::debug!(connection = %self.connection.id, kind, "ignoring a message of unknown type");
+                }
+                Err(err) => return Some(protocol_close(err)),
+            }
+        }
+        None
+    }
+
+    async fn on_message(&mut self, message: HubMessage) -> Option<CloseReason> {
+        match message {
+            HubMessage::Invocation {
+                invocation_id,
+                target,
+                arguments,
+                stream_ids,
+                ..
+            } => {
+                let id = invocation_id.filter(|id| !id.is_empty());
+                self.invoke(id, target, arguments, stream_ids, false).await
+            }
+            HubMessage::StreamInvocation {
+                invocation_id,
+                target,
+                arguments,
+                stream_ids,
+                ..
+            } => {
+                self.invoke(Some(invocation_id), target, arguments, stream_ids, true)
+                    .await
+            }
+            HubMessage::StreamItem {
+                invocation_id,
+                item,
+                ..
+            } => {
+                if let Some(upload) = self.uploads.get(&invocation_id) {
+                    // Waiting here slows only this client, whose own method drains the stream.
+                    if upload.send(item).await.is_err() {
+                        self.uploads.remove(&invocation_id);
+                    }
+                }
+                None
+            }
+            HubMessage::Completion { invocation_id, .. } => {
+                // Ends a client-to-server stream: dropping the sender ends the method's receiver.
+                self.uploads.remove(&invocation_id);
+                None
+            }
+            HubMessage::CancelInvocation { invocation_id, .. } => {
+                if let Some(cancel) = self.streams.get(&invocation_id) {
+                    cancel.cancel();
+                }
+                None
+            }
+            HubMessage::Ping => None,
+            HubMessage::Close { error, .. } => {
+                if let Some(error) = error {
+                    tracing::debug!(connection = %self.connection.id, %error, "client closed with an error");
+                }
+                Some(CloseReason::ClientClosed)
+            }
+            HubMessage::Ack { .. } | HubMessage::Sequence { .. } => None,
+        }
+    }
+
+    async fn reply(&self, invocation_id: &str, result: CompletionResult) {
+        reply(&self.connection, self.protocol, invocation_id, result).await;
+    }
+
+    async fn invoke(
+        &mut self,
+        invocation_id: Option<String>,
+        target: String,
+        arguments: Vec<Value>,
+        stream_ids: Vec<String>,
+        stream_response: bool,
+    ) -> Option<CloseReason> {
+        // A call that arrives after the token expired is never dispatched.
+        if self.limits.expiry_deadline(&self.connection) <= Instant::now() {
+            return Some(CloseReason::Expired);
+        }
+        let hub = self.hub.clone();
+        let Some(method) = hub.method(&target) else {
+            if let Some(id) = &invocation_id {
+                let text = format!("Unknown hub method '{target}'");
+                self.reply(id, CompletionResult::Error(text)).await;
+            }
+            return None;
+        };
+        let target = method.spec.name;
+        if let Err(text) = self.check_call(
+            method,
+            &invocation_id,
+            &arguments,
+            &stream_ids,
+            stream_response,
+        ) {
+            if let Some(id) = &invocation_id {
+                self.reply(id, CompletionResult::Error(text)).await;
+            }
+            return None;
+        }
+        let arguments = if method.spec.signed {
+            match self.open_envelope(&hub, target, arguments).await {
+                Ok(arguments) => arguments,
+                Err(text) => {
+                    if let Some(id) = &invocation_id {
+                        self.reply(id, CompletionResult::Error(text)).await;
+                    }
+                    return None;
+                }
+            }
+        } else {
+            arguments
+        };
+        let call = Call::new(self.connection.clone(), hub.lifetime.clone());
+        let connection = self.connection.clone();
+        let protocol = self.protocol;
+        let detailed = self.limits.detailed_errors;
+        if let Some(id) = &invocation_id {
+            self.active_ids.insert(id.clone());
+        }
+        match &method.handler {
+            Handler::Unary(handler) => {
+                let future = handler(call, arguments);
+                self.parallel += 1;
+                self.tasks.spawn_local(complete(
+                    future,
+                    connection,
+                    protocol,
+                    invocation_id,
+                    target,
+                    detailed,
+                    Slot::Parallel,
+                ));
+            }
+            Handler::ServerStream(handler) => {
+                let id = invocation_id?;
+                let cancel = call.cancel.child_token();
+                let call = Call {
+                    cancel: cancel.clone(),
+                    ..call
+                };
+                let stream = handler(call, arguments);
+                self.streams.insert(id.clone(), cancel.clone());
+                self.open_streams += 1;
+                self.tasks.spawn_local(async move {
+                    let end = match stream {
+                        Ok(stream) => {
+                            pump_stream(
+                                &connection,
+                                protocol,
+                                &id,
+                                stream,
+                                &cancel,
+                                target,
+                                detailed,
+                            )
+                            .await
+                        }
+                        Err(err) => CompletionResult::Error(err.completion_text(target, detailed)),
+                    };
+                    reply(&connection, protocol, &id, end).await;
+                    Finished {
+                        invocation_id: Some(id),
+                        counted: Slot::Stream,
+                    }
+                });
+            }
+            Handler::Upload { handler, .. } => {
+                let mut receivers = Vec::with_capacity(stream_ids.len());
+                for stream_id in stream_ids {
+                    let (tx, rx) = mpsc::channel(self.limits.upload_buffer);
+                    self.uploads.insert(stream_id, tx);
+                    receivers.push(rx);
+                }
+                let future = handler(call, arguments, receivers);
+                self.open_streams += 1;
+                self.tasks.spawn_local(complete(
+                    future,
+                    connection,
+                    protocol,
+                    invocation_id,
+                    target,
+                    detailed,
+                    Slot::Stream,
+                ));
+            }
+        }
+        None
+    }
+
+    /// Verifies the envelope of a signed method before it runs; the method then receives the
+    /// verified command as its single argument. `Err` is the completion text.
+    async fn open_envelope(
+        &self,
+        hub: &Hub,
+        target: &str,
+        arguments: Vec<Value>,
+    ) -> Result<Vec<Value>, String> {
+        let rejected =
+            |code: &str| format!("Failed to invoke '{target}': envelope rejected ({code})");
+        let principal = self.connection.principal();
+        let Some(session) = principal.message_session() else {
+            return Err(rejected("no_message_key"));
+        };
+        let Some(envelope) = arguments.first() else {
+            return Err(rejected("malformed"));
+        };
+        match hub
+            .services
+            .envelopes
+            .open(envelope, session, &hub.path, target)
+            .await
+        {
+            Ok(command) => Ok(vec![command]),
+            Err(err) => {
+                tracing::info!(
+                    target: "audit",
+                    event = "envelope_rejected",
+                    code = err.code(),
+                    sub = %principal.sub,
+                    method = target,
+                    connection = %self.connection.id,
+                    "signed envelope rejected"
+                );
+                Err(rejected(err.code()))
+            }
+        }
+    }
+
+    /// Every check before a method runs, in ASP.NET Core's order; `Err` is the completion text.
+    fn check_call(
+        &self,
+        method: &Method,
+        invocation_id: &Option<String>,
+        arguments: &[Value],
+        stream_ids: &[String],
+        stream_response: bool,
+    ) -> Result<(), String> {
+        let target = method.spec.name;
+        let principal = self.connection.principal();
+        if !method.spec.access.allows(&principal.roles) {
+            return Err(format!(
+                "Failed to invoke '{target}' because user is unauthorized"
+            ));
+        }
+        if method.is_stream_response() && !stream_response {
+            return Err(format!(
+                "The client attempted to invoke the streaming '{target}' method with a non-streaming invocation."
+            ));
+        }
+        if !method.is_stream_response() && stream_response {
+            return Err(format!(
+                "The client attempted to invoke the non-streaming '{target}' method with a streaming invocation."
+            ));
+        }
+        if let Some(id) = invocation_id {
+            if self.active_ids.contains(id) {
+                return Err(format!("Invocation ID '{id}' is already in use."));
+            }
+        }
+        let detailed = self.limits.detailed_errors;
+        if stream_ids.len() != method.upload_streams() {
+            let err = HubError::hub(format!(
+                "Client sent {} stream(s), Hub method expects {}.",
+                stream_ids.len(),
+                method.upload_streams()
+            ));
+            return Err(err.completion_text(target, detailed));
+        }
+        if stream_ids.iter().any(|id| self.uploads.contains_key(id)) {
+            return Err(
+                HubError::hub("A stream id is already in use.").completion_text(target, detailed)
+            );
+        }
+        if (method.is_stream_response() || !stream_ids.is_empty())
+            && self.open_streams >= self.limits.max_streams
+        {
+            return Err(HubError::hub(format!(
+                "A connection may have at most {} streams open at once.",
+                self.limits.max_streams
+            ))
+            .completion_text(target, detailed));
+        }
+        let params = method.spec.params;
+        if arguments.len() != params.len() {
+            let err = HubError::Binding(format!(
+                "Invocation provides {} argument(s) but target expects {}.",
+                arguments.len(),
+                params.len()
+            ));
+            return Err(err.completion_text(target, detailed));
+        }
+        if let Some((index, param)) = params
+            .iter()
+            .zip(arguments)
+            .enumerate()
+            .find_map(|(i, (param, value))| (!param.accepts(value)).then_some((i, param)))
+        {
+            let err = HubError::Binding(format!(
+                "Error binding arguments. Argument {index} must be {}.",
+                param.name()
+            ));
+            return Err(err.completion_text(target, detailed));
+        }
+        Ok(())
+    }
+}
+
+/// Awaits a method and answers the caller (when it asked for an answer).
+async fn complete(
+    method: futures_util::future::LocalBoxFuture<'static, super::MethodResult>,
+    connection: Arc<Connection>,
+    protocol: HubProtocol,
+    invocation_id: Option<String>,
+    target: &'static str,
+    detailed: bool,
+    counted: Slot,
+) -> Finished {
+    let result = method.await;
+    if let Some(id) = &invocation_id {
+        let completion = match result {
+            Ok(None) => CompletionResult::Void,
+            Ok(Some(value)) => CompletionResult::Result(value),
+            Err(err) => CompletionResult::Error(err.completion_text(target, detailed)),
+        };
+        reply(&connection, protocol, id, completion).await;
+    }
+    Finished {
+        invocation_id,
+        counted,
+    }
+}
+
+/// Sends every item of a server-to-client stream, until it ends or the caller cancels it.
+async fn pump_stream(
+    connection: &Connection,
+    protocol: HubProtocol,
+    invocation_id: &str,
+    mut stream: futures_util::stream::LocalBoxStream<'static, Result<Value, HubError>>,
+    cancel: &CancellationToken,
+    target: &str,
+    detailed: bool,
+) -> CompletionResult {
+    loop {
+        let item = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return CompletionResult::Void,
+            item = stream.next() => item,
+        };
+        match item {
+            None => return CompletionResult::Void,
+            Some(Ok(value)) => {
+                let message = HubMessage::stream_item(invocation_id, value);
+                if !send_message(connection, protocol, &message).await {
+                    return CompletionResult::Void;
+                }
+            }
+            Some(Err(err)) => {
+                let text = match err {
+                    HubError::Hub(_) | HubError::Exact(_) => err.completion_text(target, detailed),
+                    _ if detailed => format!(
+                        "An error occurred on the server while streaming results. Exception: {err}"
+                    ),
+                    _ => "An error occurred on the server while streaming results.".to_string(),
+                };
+                return CompletionResult::Error(text);
+            }
+        }
+    }
+}
+
+async fn reply(
+    connection: &Connection,
+    protocol: HubProtocol,
+    invocation_id: &str,
+    result: CompletionResult,
+) {
+    send_message(
+        connection,
+        protocol,
+        &HubMessage::completion(invocation_id, result),
+    )
+    .await;
+}
+
+/// Encodes and queues one message of this connection's own; false if the connection is gone.
+async fn send_message(
+    connection: &Connection,
+    protocol: HubProtocol,
+    message: &HubMessage,
+) -> bool {
+    match protocol.encode_to_bytes(message) {
+        Ok(bytes) => connection.send(bytes).await.is_ok(),
+        Err(err) => {
+            tracing::error!(error = %err, "cannot encode a hub message");
+            false
+        }
+    }
+}
+
+fn protocol_close(err: ProtocolError) -> CloseReason {
+    match err {
+        ProtocolError::MessageTooLarge { .. } => CloseReason::MessageTooLarge,
+        other => CloseReason::ProtocolError(other.to_string()),
+    }
+}

@@ -1,0 +1,133 @@
+//! The home hub at `/hubs/home`: identity, echo, admin broadcasts, and the stream methods that
+//! show streaming in both directions.
+
+use crate::connection::{Claim, CloseReason, ConnectionRegistry};
+use crate::hub::{
+    bind, Call, Hub, HubBuilder, HubError, HubLifetimeManager, HubServices, MethodResult,
+    MethodSpec, Param, UploadStream,
+};
+use futures_util::stream;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+const ADMIN: &[&str] = &["admin"];
+
+/// Largest `Counter` a client may ask for, and its longest delay between items.
+const MAX_COUNTER_ITEMS: u64 = 10_000;
+const MAX_COUNTER_DELAY_MS: u64 = 10_000;
+
+pub fn hub(lifetime: Arc<dyn HubLifetimeManager>, services: &HubServices) -> Arc<Hub> {
+    HubBuilder::new("home", lifetime, services)
+        .method(MethodSpec::new("Whoami", &[]), whoami)
+        .method(MethodSpec::new("Echo", &[Param::Any]), echo)
+        .method(
+            MethodSpec::new("BroadcastMessage", &[Param::String]).roles(ADMIN),
+            broadcast_message,
+        )
+        .method(
+            MethodSpec::new("GetConnectedUsersCount", &[]).roles(ADMIN),
+            connected_users_count,
+        )
+        .method(
+            MethodSpec::new("DisconnectUser", &[Param::String]).roles(ADMIN),
+            {
+                let connections = services.connections.clone();
+                move |call, args| disconnect_user(connections.clone(), call, args)
+            },
+        )
+        .stream(
+            MethodSpec::new("Counter", &[Param::Integer, Param::Integer]),
+            counter,
+        )
+        .upload(MethodSpec::new("UploadSum", &[]), 1, upload_sum)
+        .build()
+}
+
+/// `Whoami()`: `{sub, roles, expiresAt}` of the caller's current token.
+async fn whoami(call: Call, _: Vec<Value>) -> MethodResult {
+    let principal = call.connection.principal();
+    Ok(Some(json!({
+        "sub": principal.sub,
+        "roles": principal.roles,
+        "expiresAt": principal.expires_at,
+    })))
+}
+
+/// `Echo(value)`: returns its argument.
+async fn echo(_: Call, args: Vec<Value>) -> MethodResult {
+    Ok(args.into_iter().next())
+}
+
+/// `BroadcastMessage(text)` (admin): `SystemMessage(text)` to every connection of the hub.
+async fn broadcast_message(call: Call, args: Vec<Value>) -> MethodResult {
+    let (text,): (String,) = bind(args)?;
+    let reached = call
+        .clients
+        .all("SystemMessage", vec![Value::String(text)])
+        .await
+        .map_err(|e| HubError::Internal(e.to_string()))?;
+    tracing::info!(target: "audit", event = "broadcast", sub = %call.principal.sub, reached, "admin broadcast");
+    Ok(None)
+}
+
+/// `GetConnectedUsersCount()` (admin): distinct principals connected.
+async fn connected_users_count(call: Call, _: Vec<Value>) -> MethodResult {
+    let count = call
+        .clients
+        .lifetime()
+        .user_count()
+        .await
+        .map_err(|e| HubError::Internal(e.to_string()))?;
+    Ok(Some(json!(count)))
+}
+
+/// `DisconnectUser(userId)` (admin): closes every connection of that user (its `sub`), on
+/// every hub and transport, with `allowReconnect: false`; returns how many were closed.
+async fn disconnect_user(
+    connections: Arc<ConnectionRegistry>,
+    call: Call,
+    args: Vec<Value>,
+) -> MethodResult {
+    let (user,): (String,) = bind(args)?;
+    let closed = connections.close_matching(Claim::Subject(&user), &CloseReason::Kicked);
+    tracing::info!(target: "audit", event = "user_kicked", admin = %call.principal.sub, sub = %user, closed, "admin disconnected a user");
+    Ok(Some(json!(closed)))
+}
+
+/// `Counter(count, delayMs)`: streams 0..count, one item every `delayMs`.
+fn counter(
+    _: Call,
+    args: Vec<Value>,
+) -> Result<impl futures_util::Stream<Item = Result<Value, HubError>>, HubError> {
+    let (count, delay_ms): (u64, u64) = bind(args)?;
+    if count > MAX_COUNTER_ITEMS || delay_ms > MAX_COUNTER_DELAY_MS {
+        return Err(HubError::hub(format!(
+            "count must be at most {MAX_COUNTER_ITEMS} and delayMs at most {MAX_COUNTER_DELAY_MS}"
+        )));
+    }
+    let delay = Duration::from_millis(delay_ms);
+    Ok(stream::unfold(0u64, move |i| async move {
+        if i >= count {
+            return None;
+        }
+        if i > 0 && !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        Some((Ok(json!(i)), i + 1))
+    }))
+}
+
+/// `UploadSum(stream)`: the sum of the numbers the client streams.
+async fn upload_sum(_: Call, _: Vec<Value>, mut streams: Vec<UploadStream>) -> MethodResult {
+    let Some(mut numbers) = streams.pop() else {
+        return Err(HubError::hub("a stream of numbers is required"));
+    };
+    let mut sum = 0f64;
+    while let Some(item) = numbers.recv().await {
+        sum += item
+            .as_f64()
+            .ok_or_else(|| HubError::hub("every streamed item must be a number"))?;
+    }
+    Ok(Some(json!(sum)))
+}

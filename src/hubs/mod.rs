@@ -1,0 +1,15 @@
+//! The application's hubs. Each file declares one hub's methods with their access rules.
+
+pub mod home;
+
+use crate::hub::{HubCatalog, HubServices, InProcessLifetimeManager};
+use crate::settings::Settings;
+use std::sync::Arc;
+
+/// Every hub Signet serves, each with its own in-process lifetime manager.
+pub fn catalog(settings: &Settings, services: &HubServices) -> HubCatalog {
+    let lifetime = Arc::new(InProcessLifetimeManager::new(
+        settings.hub.max_groups_per_connection,
+    ));
+    HubCatalog::default().with(home::hub(lifetime, services))
+}

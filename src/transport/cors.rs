@@ -1,0 +1,65 @@
+//! Browser origins. CORS does not protect WebSockets, so negotiate and every transport request
+//! check `Origin` against the allow-list themselves. Requests without `Origin` (devices,
+//! servers) and same-origin requests (the console Signet serves) are allowed.
+
+use crate::http::ApiError;
+use crate::startup::AppState;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
+
+/// Headers a SignalR client sends that preflights must allow.
+const ALLOWED_HEADERS: &str = "authorization, content-type, x-requested-with, x-signalr-user-agent";
+const ALLOWED_METHODS: &str = "GET, POST, DELETE, OPTIONS";
+
+/// `Ok(Some(origin))` for an allowed browser origin, `Ok(None)` without `Origin`, 403 otherwise.
+pub fn check_origin(
+    req: &HttpRequest,
+    allowed: &[String],
+) -> Result<Option<HeaderValue>, ApiError> {
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        return Ok(None);
+    };
+    let text = origin.to_str().unwrap_or("");
+    let same_origin = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|host| {
+            text.strip_prefix("http://")
+                .or_else(|| text.strip_prefix("https://"))
+                .is_some_and(|rest| rest.eq_ignore_ascii_case(host))
+        });
+    if same_origin || allowed.iter().any(|a| a.eq_ignore_ascii_case(text)) {
+        Ok(Some(origin.clone()))
+    } else {
+        Err(ApiError::forbidden(
+            "origin_not_allowed",
+            "this origin may not connect to the hub",
+        ))
+    }
+}
+
+/// Adds the CORS answer for an allowed origin to a response.
+pub fn allow(builder: &mut HttpResponseBuilder, origin: Option<HeaderValue>) {
+    if let Some(origin) = origin {
+        builder
+            .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin))
+            .insert_header((header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true"))
+            .insert_header((header::VARY, "Origin"));
+    }
+}
+
+/// `OPTIONS` on hub paths: the preflight of a browser client.
+pub async fn preflight(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let origin = check_origin(&req, &state.settings.server.allowed_origins)?;
+    let mut response = HttpResponse::NoContent();
+    allow(&mut response, origin);
+    response
+        .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, ALLOWED_HEADERS))
+        .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, ALLOWED_METHODS))
+        .insert_header((header::ACCESS_CONTROL_MAX_AGE, "600"));
+    Ok(response.finish())
+}
