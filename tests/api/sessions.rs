@@ -187,3 +187,20 @@ async fn tokens_signed_elsewhere_for_the_user_are_cut_off_too() {
     assert_eq!(answer.status, 204);
     assert_eq!(app.me(Some(&minted)).await.0, 401);
 }
+
+#[actix_web::test]
+async fn hub_negotiation_checks_revocation_too() {
+    let app = spawn_app().await;
+    let session = app.user_session("nora").await;
+    let access = session["accessToken"].as_str().unwrap();
+    let path = "/hubs/home/negotiate?negotiateVersion=1";
+    let before = app.post(path, Some(access), &json!({})).await;
+    assert_eq!(before.status, 200, "{before:?}");
+    let answer = app.post("/api/auth/logout", Some(access), &json!({})).await;
+    assert_eq!(answer.status, 204);
+    let after = app.post(path, Some(access), &json!({})).await;
+    assert_eq!(after.status, 401, "{after:?}");
+    // The query-string form that browsers use for WebSockets is checked the same way.
+    let query = format!("{path}&access_token={access}");
+    assert_eq!(app.post(&query, None, &json!({})).await.status, 401);
+}
