@@ -443,23 +443,15 @@ impl Session {
             Handler::Unary(handler) => {
                 let future = handler(call, arguments);
                 self.parallel += 1;
-                self.tasks.spawn_local(async move {
-                    let result = future.await;
-                    if let Some(id) = &invocation_id {
-                        let completion = match result {
-                            Ok(None) => CompletionResult::Void,
-                            Ok(Some(value)) => CompletionResult::Result(value),
-                            Err(err) => {
-                                CompletionResult::Error(err.completion_text(target, detailed))
-                            }
-                        };
-                        reply(&connection, protocol, id, completion).await;
-                    }
-                    Finished {
-                        invocation_id,
-                        counted: Slot::Parallel,
-                    }
-                });
+                self.tasks.spawn_local(complete(
+                    future,
+                    connection,
+                    protocol,
+                    invocation_id,
+                    target,
+                    detailed,
+                    Slot::Parallel,
+                ));
             }
             Handler::ServerStream(handler) => {
                 let id = invocation_id?;
@@ -503,23 +495,15 @@ impl Session {
                 }
                 let future = handler(call, arguments, receivers);
                 self.open_streams += 1;
-                self.tasks.spawn_local(async move {
-                    let result = future.await;
-                    if let Some(id) = &invocation_id {
-                        let completion = match result {
-                            Ok(None) => CompletionResult::Void,
-                            Ok(Some(value)) => CompletionResult::Result(value),
-                            Err(err) => {
-                                CompletionResult::Error(err.completion_text(target, detailed))
-                            }
-                        };
-                        reply(&connection, protocol, id, completion).await;
-                    }
-                    Finished {
-                        invocation_id,
-                        counted: Slot::Stream,
-                    }
-                });
+                self.tasks.spawn_local(complete(
+                    future,
+                    connection,
+                    protocol,
+                    invocation_id,
+                    target,
+                    detailed,
+                    Slot::Stream,
+                ));
             }
         }
         None
@@ -640,6 +624,31 @@ impl Session {
             return Err(err.completion_text(target, detailed));
         }
         Ok(())
+    }
+}
+
+/// Awaits a method and answers the caller (when it asked for an answer).
+async fn complete(
+    method: futures_util::future::LocalBoxFuture<'static, super::MethodResult>,
+    connection: Arc<Connection>,
+    protocol: HubProtocol,
+    invocation_id: Option<String>,
+    target: &'static str,
+    detailed: bool,
+    counted: Slot,
+) -> Finished {
+    let result = method.await;
+    if let Some(id) = &invocation_id {
+        let completion = match result {
+            Ok(None) => CompletionResult::Void,
+            Ok(Some(value)) => CompletionResult::Result(value),
+            Err(err) => CompletionResult::Error(err.completion_text(target, detailed)),
+        };
+        reply(&connection, protocol, id, completion).await;
+    }
+    Finished {
+        invocation_id,
+        counted,
     }
 }
 

@@ -22,6 +22,10 @@ pub fn hub(lifetime: Arc<dyn HubLifetimeManager>, services: &HubServices) -> Arc
         .method(MethodSpec::new("Whoami", &[]), whoami)
         .method(MethodSpec::new("Echo", &[Param::Any]), echo)
         .method(
+            MethodSpec::new("EchoSigned", &[Param::Object]).signed(),
+            echo,
+        )
+        .method(
             MethodSpec::new("BroadcastMessage", &[Param::String]).roles(ADMIN),
             broadcast_message,
         )
@@ -54,7 +58,8 @@ async fn whoami(call: Call, _: Vec<Value>) -> MethodResult {
     })))
 }
 
-/// `Echo(value)`: returns its argument.
+/// `Echo(value)`: returns its argument. As `EchoSigned(envelope)` it returns the verified
+/// command, which shows (and lets clients and benchmarks measure) the envelope path.
 async fn echo(_: Call, args: Vec<Value>) -> MethodResult {
     Ok(args.into_iter().next())
 }

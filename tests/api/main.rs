@@ -1,7 +1,15 @@
 //! Integration tests: each starts a real Signet server in-process and talks to it over HTTP.
 
+mod cli;
 mod config;
+mod conformance;
+mod devices;
 mod helpers;
 mod jwt;
+mod login;
+mod message_key;
+mod restart;
 mod secrets;
+mod sessions;
+mod shutdown;
 mod token_source;
