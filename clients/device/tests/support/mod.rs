@@ -69,6 +69,19 @@ impl DeviceProcess {
         }
     }
 
+    /// Waits until the log contains `text`, at most `limit`.
+    pub async fn wait_for_log(&self, text: &str, limit: Duration) {
+        let start = Instant::now();
+        while !self.log().contains(text) {
+            assert!(
+                start.elapsed() < limit,
+                "no `{text}` in the device log after {limit:?}:\n{}",
+                self.log()
+            );
+            actix_rt::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Sends SIGTERM, as a service manager would.
     pub fn terminate(&self) {
         let status = Command::new("kill")
