@@ -48,7 +48,7 @@ pub struct Cli {
     pub name: Option<String>,
 
     /// How often to report telemetry (`state` and `temperature`), e.g. 30s, 2m, 500ms
-    #[arg(long, default_value = "30s", value_parser = config::parse_duration)]
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = config::parse_duration)]
     pub telemetry_interval: Duration,
 
     /// The hub to connect to
@@ -60,15 +60,15 @@ pub struct Cli {
     pub skip_negotiation: bool,
 
     /// How often to send a keep-alive Ping
-    #[arg(long, default_value = "15s", value_parser = config::parse_duration)]
+    #[arg(long, default_value = "15s", value_name = "DURATION", value_parser = config::parse_duration)]
     pub keep_alive: Duration,
 
     /// Reconnect when nothing arrives from the server for this long (the server pings every 15 s)
-    #[arg(long, default_value = "30s", value_parser = config::parse_duration)]
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = config::parse_duration)]
     pub server_timeout: Duration,
 
     /// The longest wait between reconnection attempts
-    #[arg(long, default_value = "60s", value_parser = config::parse_duration)]
+    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = config::parse_duration)]
     pub max_backoff: Duration,
 
     /// Allow plain http:// to a host other than this machine (the device key and tokens then
