@@ -150,6 +150,17 @@ pub async fn run(
     let mut renew_at = token.renew_at();
     let mut exchange: Option<Exchange<'_>> = None;
 
+    // Results computed on an earlier connection that could not be sent there.
+    if !session.ctx.outbox.is_empty() {
+        tracing::info!(
+            results = session.ctx.outbox.len(),
+            "sending results left from the last connection"
+        );
+        if let Err(error) = session.flush_outbox().await {
+            return lost(error);
+        }
+    }
+
     let end = loop {
         let refresh_deadline = session.refresh.as_ref().map(|r| r.deadline);
         tokio::select! {

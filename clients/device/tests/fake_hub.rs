@@ -44,6 +44,10 @@ enum Event {
     Refreshed {
         session: String,
     },
+    /// `RefreshToken` arrived while refusals are on; the test answers it.
+    RefreshHeld {
+        invocation_id: String,
+    },
     Disconnected,
 }
 
@@ -57,6 +61,8 @@ enum ToDevice {
 
 struct FakeState {
     revoked: bool,
+    /// Leave `RefreshToken` unanswered and report it, for the test to refuse.
+    hold_refresh: bool,
     token_lifetime_secs: u64,
     /// Access token -> the session its message key is derived from.
     sessions: HashMap<String, String>,
@@ -93,6 +99,7 @@ impl FakeHub {
         let fake = web::Data::new(Fake {
             state: Mutex::new(FakeState {
                 revoked: false,
+                hold_refresh: false,
                 token_lifetime_secs,
                 sessions: HashMap::new(),
                 issued: 0,
@@ -316,6 +323,12 @@ fn on_message(fake: &Fake, session: &mut String, message: HubMessage) -> Option<
         return None;
     };
     let argument = arguments.pop().unwrap_or(Value::Null);
+    if target == "RefreshToken" && fake.state.lock().unwrap().hold_refresh {
+        let _ = fake.events.send(Event::RefreshHeld {
+            invocation_id: invocation_id.unwrap_or_default(),
+        });
+        return None;
+    }
     let completion = if target == "RefreshToken" {
         let token = argument.as_str().unwrap_or_default();
         let next = fake.state.lock().unwrap().sessions.get(token).cloned();
@@ -512,4 +525,40 @@ async fn a_wrong_key_exits_3_without_retrying() {
     let status = device.wait_exit(WAIT).await;
     assert_eq!(status.code(), Some(3), "{}", device.log());
     device.assert_log_free_of(&["not-the-key"]);
+}
+
+#[actix_rt::test]
+async fn a_refused_renewal_reconnects_with_the_new_token_and_delivers_held_results() {
+    let mut hub = FakeHub::start(8).await;
+    hub.fake.state.lock().unwrap().hold_refresh = true;
+    let device = start_device(&hub, &["--telemetry-interval", "1s"]);
+    let first = hub.connected().await;
+    let invocation_id = match hub
+        .wait_for(|e| matches!(e, Event::RefreshHeld { .. }))
+        .await
+    {
+        Event::RefreshHeld { invocation_id } => invocation_id,
+        _ => unreachable!(),
+    };
+
+    // While the renewal is pending a command still runs, but its signed result waits.
+    hub.command(command(&first, "c-held", "UNLOCK"));
+    device.wait_for_log("command_id=c-held", WAIT).await;
+    hub.to_device(ToDevice::Message(HubMessage::completion(
+        invocation_id,
+        CompletionResult::Error("invalid_token: the new token is not valid".into()),
+    )));
+
+    // Refused: the device connects again with the new token and delivers the result there,
+    // signed with the new session's key.
+    let second = hub.connected().await;
+    assert_ne!(second, first);
+    let (session, result) = hub.invoked("CommandResult").await;
+    assert_eq!(
+        session, second,
+        "the result was sent before the switch completed"
+    );
+    let result = open(&result, &second, "CommandResult").await;
+    assert_eq!(result["commandId"], "c-held");
+    assert_eq!(result["status"], "ok");
 }
