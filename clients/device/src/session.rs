@@ -44,6 +44,8 @@ const COMPLETION_TIMEOUT: Duration = Duration::from_secs(30);
 const REFRESH_TIMEOUT: Duration = Duration::from_secs(15);
 /// Wait before retrying a failed renewal exchange (unless the server says longer).
 const RENEWAL_RETRY: Duration = Duration::from_secs(10);
+/// Longest wait for the WebSocket close when a session ends.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Why a session ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,9 +239,8 @@ pub async fn run(
             }
         }
     };
-    if let SessionEnd::Stopped = end {
-        session.sender.close().await;
-    }
+    // A clean WebSocket close whatever the reason, bounded: a dead peer must not hold us here.
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, session.sender.close()).await;
     end
 }
 
