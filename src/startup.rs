@@ -140,6 +140,11 @@ impl Application {
         tracing::info!(source = %secrets.envelope_source, "envelope master key");
         let state = AppState::build(settings, &secrets).await?;
         let settings = state.settings.clone();
+        actix_web::rt::spawn(crate::connection::enforce_revocations(
+            state.auth.clone(),
+            state.connections.clone(),
+            state.shutdown.clone(),
+        ));
 
         let addr = settings.server.listen;
         let listener =
