@@ -110,7 +110,7 @@ impl AppState {
             );
         }
         Ok(Self {
-            hubs: Arc::new(crate::hubs::catalog(&settings, &services)),
+            hubs: Arc::new(crate::hubs::catalog(&settings, &services, store.clone())),
             connections,
             close_stats: Arc::new(CloseStats::default()),
             limits: SessionLimits::from_settings(&settings),

@@ -54,7 +54,7 @@ async fn official_signalr_client_passes_the_conformance_suite() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     // Users of the token-lifetime scenarios (login, logout, refresh reuse, admin revoke, devices).
-    let users = ["conf-alice", "conf-bob"];
+    let users = ["conf-alice", "conf-bob", "conf-carol", "conf-dave"];
     for user in users {
         app.create_user(user, &["user"], CONFORMANCE_PASSWORD).await;
     }
