@@ -145,17 +145,21 @@ impl Application {
             _ = trigger.cancelled() => tracing::info!("shutdown requested"),
         }
         let timeout = Duration::from_secs(state.settings.server.shutdown_timeout_secs);
+        // The stop command is sent now; the server future processes it, so it must keep being
+        // polled while the connections end (awaiting `stop` before it would never return).
         let stopping = handle.stop(true);
-        for connection in state.connections.all() {
-            connection.close(CloseReason::Shutdown);
-        }
-        state.shutdown.cancel();
-        state.tasks.close();
-        if tokio::time::timeout(timeout, state.tasks.wait()).await.is_err() {
-            tracing::warn!("connections did not end within the shutdown timeout");
-        }
-        stopping.await;
-        server.await
+        let connections_end = async {
+            for connection in state.connections.all() {
+                connection.close(CloseReason::Shutdown);
+            }
+            state.shutdown.cancel();
+            state.tasks.close();
+            if tokio::time::timeout(timeout, state.tasks.wait()).await.is_err() {
+                tracing::warn!("connections did not end within the shutdown timeout");
+            }
+        };
+        let (result, (), ()) = tokio::join!(server, stopping, connections_end);
+        result
     }
 }
 
