@@ -130,13 +130,14 @@ fn expire_unattached(state: &AppState, connection: Arc<Connection>) {
     let connections = state.connections.clone();
     actix_web::rt::spawn(async move {
         tokio::select! {
-            _ = tokio::time::sleep(timeout) => {
-                if !connection.is_attached() {
-                    connection.close(CloseReason::ClientClosed);
-                    connections.remove(&connection.token);
-                }
-            }
+            _ = tokio::time::sleep(timeout) => {}
+            // Closed before a transport came: shutdown, or a token of another user.
             _ = connection.closed() => {}
+        }
+        // An attached connection leaves the registry when its session ends.
+        if !connection.is_attached() {
+            connection.close(CloseReason::ClientClosed);
+            connections.remove(&connection.token);
         }
     });
 }
