@@ -2,6 +2,10 @@
 
 mod config;
 mod helpers;
+mod hub_limits;
+mod hub_negotiate;
+mod hub_protocol;
 mod jwt;
 mod secrets;
 mod token_source;
+mod ws_client;
