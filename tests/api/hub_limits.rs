@@ -2,9 +2,10 @@
 //! slow consumers and graceful shutdown, each with small configured values so the tests stay
 //! fast, and each checking that the other connections keep working.
 
-use crate::helpers::user_token;
+use crate::helpers::{claims, kid_of, now, sign_hs, user_token, TEST_SECRET};
 use crate::ws_client::*;
 use awc::ws::CloseCode;
+use jsonwebtoken::Algorithm;
 use serde_json::json;
 use signet::connection::CloseReason;
 use std::time::{Duration, Instant};
@@ -314,4 +315,88 @@ async fn shutdown_closes_every_connection_with_allow_reconnect_and_the_server_en
         "still accepting"
     );
     assert_eq!(server_panics(), 0);
+}
+
+#[actix_web::test]
+async fn streams_beyond_the_limit_are_refused_until_one_is_cancelled() {
+    let server = spawn_hub(&[("SIGNET__HUB__MAX_STREAMS_PER_CONNECTION", "2")]).await;
+    let mut client = server.open(&user_token("streamer")).await;
+    for id in ["a", "b"] {
+        client
+            .send_record(json!({"type": 4, "invocationId": id, "target": "Counter", "arguments": [100, 1000]}))
+            .await;
+        assert_eq!(
+            client.next_message(PROMPT).await,
+            json!({"type": STREAM_ITEM, "invocationId": id, "item": 0})
+        );
+    }
+    client
+        .send_record(
+            json!({"type": 4, "invocationId": "c", "target": "Counter", "arguments": [1, 0]}),
+        )
+        .await;
+    assert_eq!(
+        client.completion("c").await["error"],
+        "An unexpected error occurred invoking 'Counter' on the server. HubException: \
+         A connection may have at most 2 streams open at once."
+    );
+    // Plain invocations are not streams.
+    client.assert_echo("beside two streams").await;
+
+    // Cancelling one completes it and frees its slot.
+    client
+        .send_record(json!({"type": 5, "invocationId": "a"}))
+        .await;
+    assert_eq!(
+        client.completion("a").await,
+        json!({"type": COMPLETION, "invocationId": "a"})
+    );
+    client
+        .send_record(
+            json!({"type": 4, "invocationId": "d", "target": "Counter", "arguments": [2, 0]}),
+        )
+        .await;
+    let mut seen = Vec::new();
+    loop {
+        let message = client.next_message(PROMPT).await;
+        if message["invocationId"] == "d" {
+            seen.push(message.clone());
+        }
+        if message["type"] == COMPLETION {
+            break;
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![
+            json!({"type": STREAM_ITEM, "invocationId": "d", "item": 0}),
+            json!({"type": STREAM_ITEM, "invocationId": "d", "item": 1}),
+            json!({"type": COMPLETION, "invocationId": "d"}),
+        ]
+    );
+    server.assert_healthy().await;
+}
+
+#[actix_web::test]
+async fn a_connection_ends_when_its_token_expires() {
+    let server = spawn_hub(&[]).await;
+    let mut short = claims("short");
+    short["exp"] = json!(now() + 2);
+    let short = sign_hs(
+        TEST_SECRET,
+        Some(&kid_of(TEST_SECRET)),
+        Algorithm::HS256,
+        &short,
+    );
+    let mut other = server.open(&user_token("other")).await;
+    let mut client = server.open(&short).await;
+    client.assert_echo("before expiry").await;
+    let ending = client.expect_close(Duration::from_secs(4)).await;
+    assert_eq!(
+        ending.close_message,
+        Some(json!({"type": CLOSE, "error": "Authentication expired", "allowReconnect": true}))
+    );
+    other.assert_echo("after another's expiry").await;
+    server.wait_for_connections(1).await;
+    server.assert_healthy().await;
 }

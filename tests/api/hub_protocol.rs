@@ -159,7 +159,13 @@ async fn a_handshake_split_across_frames_and_followed_by_messages_works() {
 async fn malformed_json_after_the_handshake_closes_with_a_protocol_error() {
     let server = spawn_hub(&[]).await;
     let mut other = server.open(&user_token("other")).await;
+    let deep = format!(
+        "{{\"type\":1,\"target\":\"Echo\",\"arguments\":[{}{}]}}{RS}",
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
     for record in [
+        deep.as_str(),
         "{\"type\":1,\u{1e}",
         "not json\u{1e}",
         "{\"type\":\"one\"}\u{1e}",
