@@ -3,18 +3,19 @@
 //! the integration tests both start Signet this way.
 
 use crate::auth::{Authenticator, KeyRing, KeyRingError};
-use crate::connection::{CloseReason, ConnectionRegistry};
+use crate::connection::{CloseReason, CloseStats, ConnectionRegistry};
+use crate::envelope::{EnvelopeLimits, EnvelopeService, InMemoryNonceStore};
 use crate::http::{self, ApiError};
-use crate::hub::{HubCatalog, SessionLimits};
+use crate::hub::{HubCatalog, HubServices, SessionLimits};
 use crate::settings::{ResolvedSecrets, Settings, SettingsError};
-use std::time::Duration;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -36,6 +37,7 @@ pub struct AppState {
     pub auth: Authenticator,
     pub hubs: Arc<HubCatalog>,
     pub connections: Arc<ConnectionRegistry>,
+    pub close_stats: Arc<CloseStats>,
     pub limits: SessionLimits,
     /// Cancelled once at shutdown; every connection's token is a child of it.
     pub shutdown: CancellationToken,
@@ -46,12 +48,31 @@ pub struct AppState {
 impl AppState {
     pub fn new(settings: Settings, secrets: &ResolvedSecrets) -> Result<Self, StartupError> {
         let keyring = KeyRing::new(&settings.jwt, secrets)?;
+        let auth = Authenticator::new(Arc::new(keyring));
+        let connections = Arc::new(ConnectionRegistry::new(settings.hub.max_connections));
+        let envelope = &settings.envelope;
+        let limits = EnvelopeLimits {
+            max_lifetime: Duration::from_secs(envelope.max_lifetime_secs),
+            clock_skew: Duration::from_secs(envelope.clock_skew_secs),
+            max_message_bytes: envelope.max_message_bytes,
+        };
+        let nonces = Arc::new(InMemoryNonceStore::new(envelope.nonce_capacity));
+        let services = HubServices {
+            auth: auth.clone(),
+            connections: connections.clone(),
+            envelopes: Arc::new(EnvelopeService::new(
+                limits,
+                nonces,
+                secrets.envelope.clone(),
+            )),
+        };
         Ok(Self {
-            hubs: Arc::new(crate::hubs::catalog(&settings)),
-            connections: Arc::new(ConnectionRegistry::new(settings.hub.max_connections)),
+            hubs: Arc::new(crate::hubs::catalog(&settings, &services)),
+            connections,
+            close_stats: Arc::new(CloseStats::default()),
             limits: SessionLimits::from_settings(&settings),
             settings: Arc::new(settings),
-            auth: Authenticator::new(Arc::new(keyring)),
+            auth,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         })
@@ -91,6 +112,7 @@ impl Application {
                 .app_data(json_config(&state.settings))
                 .wrap(from_fn(http::request_log::log_requests))
                 .service(http::health::healthz)
+                .service(http::metrics::metrics)
                 .configure(crate::api::configure)
                 .configure(crate::transport::configure)
         })
@@ -148,20 +170,24 @@ impl Application {
             _ = trigger.cancelled() => tracing::info!("shutdown requested"),
         }
         let timeout = Duration::from_secs(state.settings.server.shutdown_timeout_secs);
-        // The stop command is sent now; the server future processes it, so it must keep being
-        // polled while the connections end (awaiting `stop` before it would never return).
-        let stopping = handle.stop(true);
-        let connections_end = async {
-            for connection in state.connections.all() {
-                connection.close(CloseReason::Shutdown);
-            }
-            state.shutdown.cancel();
-            state.tasks.close();
-            if tokio::time::timeout(timeout, state.tasks.wait()).await.is_err() {
+        // Stop accepting. The command is processed while `server` is polled below, which is
+        // also what lets the workers finish; awaiting the returned future alone would hang.
+        drop(handle.stop(true));
+        for connection in state.connections.all() {
+            connection.close(CloseReason::Shutdown);
+        }
+        state.shutdown.cancel();
+        state.tasks.close();
+        let drain = async {
+            if tokio::time::timeout(timeout, state.tasks.wait())
+                .await
+                .is_err()
+            {
                 tracing::warn!("connections did not end within the shutdown timeout");
             }
         };
-        let (result, (), ()) = tokio::join!(server, stopping, connections_end);
+        let (result, ()) = futures_util::future::join(server, drain).await;
+        tracing::info!("signet stopped");
         result
     }
 }

@@ -10,7 +10,9 @@ mod token_source;
 pub use issue::{AccessClaims, IssuedToken};
 pub use keyring::{hmac_kid, KeyRing, KeyRingError, TokenError};
 pub use principal::{Principal, TokenClaims, DOTNET_ROLE_CLAIM};
-pub use token_source::{query_param, token_from_request, Authenticated, TokenLocation, HUB_PATH_PREFIX};
+pub use token_source::{
+    query_param, token_from_request, Authenticated, TokenLocation, HUB_PATH_PREFIX,
+};
 
 use std::sync::Arc;
 

@@ -98,6 +98,12 @@ impl Principal {
     pub fn has_role(&self, role: &str) -> bool {
         self.roles.iter().any(|r| r == role)
     }
+
+    /// The id message keys are derived from: the login session (`sid`), or the token's `jti`
+    /// when it has none (external issuers). `None` when the token has neither.
+    pub fn message_session(&self) -> Option<&str> {
+        self.sid.as_deref().or(self.jti.as_deref())
+    }
 }
 
 #[cfg(test)]

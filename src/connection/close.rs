@@ -15,6 +15,9 @@ pub enum CloseReason {
     Revoked(String),
     /// An admin disconnected the user.
     Kicked,
+    /// A request on this connection carried another principal's token; the connection is
+    /// ended rather than handed over ("refreshed away").
+    TokenMismatch,
     /// The outbound queue was full when a send reached it.
     SlowConsumer,
     /// No message from the client within the client timeout.
@@ -40,6 +43,7 @@ impl CloseReason {
             Self::Expired => "expired",
             Self::Revoked(_) => "revoked",
             Self::Kicked => "kicked",
+            Self::TokenMismatch => "refreshed_away",
             Self::SlowConsumer => "slow_consumer",
             Self::ClientTimeout => "client_timeout",
             Self::HandshakeTimeout => "handshake_timeout",
@@ -58,6 +62,10 @@ impl CloseReason {
             Self::Expired => "Authentication expired".into(),
             Self::Revoked(why) => format!("Authentication revoked: {why}"),
             Self::Kicked => "Disconnected by an administrator".into(),
+            Self::TokenMismatch => {
+                "Authentication revoked: a token of another user was presented on this connection"
+                    .into()
+            }
             Self::SlowConsumer => {
                 "Connection closed: the client did not keep up with its messages".into()
             }
@@ -81,5 +89,66 @@ impl CloseReason {
             self,
             Self::Shutdown | Self::Expired | Self::SlowConsumer | Self::ClientTimeout
         )
+    }
+}
+
+/// Every close reason's code, in a fixed order (the counters below follow it).
+pub const CLOSE_CODES: [&str; 14] = [
+    "client_closed",
+    "shutdown",
+    "expired",
+    "revoked",
+    "kicked",
+    "refreshed_away",
+    "slow_consumer",
+    "client_timeout",
+    "handshake_timeout",
+    "handshake_failed",
+    "message_too_large",
+    "protocol_error",
+    "transport_error",
+    "other",
+];
+
+/// How many connections ended for each reason, since start.
+#[derive(Debug, Default)]
+pub struct CloseStats {
+    counts: [std::sync::atomic::AtomicU64; CLOSE_CODES.len()],
+}
+
+impl CloseStats {
+    /// Counts a close, and writes the security-relevant ones to the audit log.
+    pub fn record(&self, reason: &CloseReason, connection_id: &str, sub: &str) {
+        let code = reason.code();
+        let slot = CLOSE_CODES
+            .iter()
+            .position(|c| *c == code)
+            .unwrap_or(CLOSE_CODES.len() - 1);
+        self.counts[slot].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if matches!(
+            reason,
+            CloseReason::Expired
+                | CloseReason::Revoked(_)
+                | CloseReason::Kicked
+                | CloseReason::TokenMismatch
+        ) {
+            tracing::info!(
+                target: "audit",
+                event = "connection_closed",
+                reason = code,
+                connection = connection_id,
+                sub,
+                "connection closed"
+            );
+        }
+    }
+
+    /// `(code, count)` for every reason.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        CLOSE_CODES
+            .iter()
+            .zip(&self.counts)
+            .map(|(code, n)| (*code, n.load(std::sync::atomic::Ordering::Relaxed)))
+            .collect()
     }
 }

@@ -10,8 +10,8 @@
 mod close;
 mod registry;
 
-pub use close::CloseReason;
-pub use registry::{ConnectionRegistry, RegistryFull};
+pub use close::{CloseReason, CloseStats};
+pub use registry::{Claim, ConnectionRegistry, RefreshError, RegistryFull};
 
 use crate::auth::Principal;
 use crate::protocol::HubProtocol;
@@ -44,6 +44,7 @@ pub struct Connection {
     cancel: CancellationToken,
     close_reason: OnceLock<CloseReason>,
     transport_attached: AtomicBool,
+    expiry_changed: tokio::sync::Notify,
 }
 
 /// Why a send did not reach the connection's queue.
@@ -78,6 +79,7 @@ impl Connection {
             cancel: parent.child_token(),
             close_reason: OnceLock::new(),
             transport_attached: AtomicBool::new(false),
+            expiry_changed: tokio::sync::Notify::new(),
         })
     }
 
@@ -98,6 +100,13 @@ impl Connection {
             Ok(mut guard) => *guard = principal,
             Err(poisoned) => *poisoned.into_inner() = principal,
         }
+        // One session waits on this; a permit is kept if it is busy right now.
+        self.expiry_changed.notify_one();
+    }
+
+    /// Resolves after the principal (and so the expiry) changed.
+    pub async fn expiry_changed(&self) {
+        self.expiry_changed.notified().await
     }
 
     /// Token expiry, Unix seconds.

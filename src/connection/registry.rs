@@ -1,7 +1,11 @@
-//! Every connection the server holds, by connection token, with a hard cap.
+//! Every connection the server holds, by connection token, with a hard cap, and indexes by the
+//! token claims revocation names (`jti`, `sid`, `sub`), so revoking closes exactly the affected
+//! connections without scanning them all.
 
-use super::Connection;
+use super::{CloseReason, Connection};
+use crate::auth::Principal;
 use dashmap::DashMap;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -10,21 +14,79 @@ use std::sync::Arc;
 #[error("the server holds its maximum number of connections")]
 pub struct RegistryFull;
 
+/// Which connections a revocation or kick names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim<'a> {
+    /// The access token's `jti`.
+    TokenId(&'a str),
+    /// The login session (`sid`).
+    Session(&'a str),
+    /// The principal (`sub`): every connection of a user or device.
+    Subject(&'a str),
+}
+
+/// Why an in-band refresh was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RefreshError {
+    #[error("the new token belongs to another principal")]
+    UserMismatch,
+    #[error("the connection is closed")]
+    Closed,
+}
+
+type Index = DashMap<String, HashSet<String>>;
+
 /// Connections by their secret token (the `id` of transport requests).
 #[derive(Debug)]
 pub struct ConnectionRegistry {
     by_token: DashMap<String, Arc<Connection>>,
+    by_jti: Index,
+    by_sid: Index,
+    by_sub: Index,
     count: AtomicUsize,
     max: usize,
+}
+
+fn index_add(index: &Index, key: Option<&str>, token: &str) {
+    if let Some(key) = key {
+        index
+            .entry(key.to_string())
+            .or_default()
+            .insert(token.to_string());
+    }
+}
+
+fn index_remove(index: &Index, key: Option<&str>, token: &str) {
+    if let Some(key) = key {
+        index.remove_if_mut(key, |_, tokens| {
+            tokens.remove(token);
+            tokens.is_empty()
+        });
+    }
 }
 
 impl ConnectionRegistry {
     pub fn new(max: usize) -> Self {
         Self {
             by_token: DashMap::new(),
+            by_jti: DashMap::new(),
+            by_sid: DashMap::new(),
+            by_sub: DashMap::new(),
             count: AtomicUsize::new(0),
             max,
         }
+    }
+
+    fn index(&self, principal: &Principal, token: &str) {
+        index_add(&self.by_jti, principal.jti.as_deref(), token);
+        index_add(&self.by_sid, principal.sid.as_deref(), token);
+        index_add(&self.by_sub, Some(&principal.sub), token);
+    }
+
+    fn unindex(&self, principal: &Principal, token: &str) {
+        index_remove(&self.by_jti, principal.jti.as_deref(), token);
+        index_remove(&self.by_sid, principal.sid.as_deref(), token);
+        index_remove(&self.by_sub, Some(&principal.sub), token);
     }
 
     /// Registers a connection unless the cap is reached.
@@ -37,6 +99,7 @@ impl ConnectionRegistry {
         if reserved.is_err() {
             return Err(RegistryFull);
         }
+        self.index(&connection.principal(), &connection.token);
         if self
             .by_token
             .insert(connection.token.clone(), connection)
@@ -54,10 +117,57 @@ impl ConnectionRegistry {
 
     pub fn remove(&self, token: &str) -> Option<Arc<Connection>> {
         let removed = self.by_token.remove(token).map(|(_, c)| c);
-        if removed.is_some() {
+        if let Some(connection) = &removed {
             self.count.fetch_sub(1, Ordering::AcqRel);
+            self.unindex(&connection.principal(), token);
         }
         removed
+    }
+
+    /// Moves a connection onto a new token of the same principal (in-band refresh): its expiry
+    /// and roles become the new token's, and revocations of the new `jti`/`sid` reach it.
+    /// Returns the new token's remaining lifetime in seconds.
+    pub fn refresh(
+        &self,
+        connection: &Connection,
+        principal: Principal,
+        now: i64,
+    ) -> Result<i64, RefreshError> {
+        let current = connection.principal();
+        if current.sub != principal.sub {
+            return Err(RefreshError::UserMismatch);
+        }
+        if connection.is_closed() {
+            return Err(RefreshError::Closed);
+        }
+        let lifetime = principal.expires_at.saturating_sub(now).max(0);
+        self.unindex(&current, &connection.token);
+        self.index(&principal, &connection.token);
+        connection.set_principal(principal);
+        Ok(lifetime)
+    }
+
+    /// Closes every connection the claim names; returns how many.
+    pub fn close_matching(&self, claim: Claim<'_>, reason: &CloseReason) -> usize {
+        let (index, key) = match claim {
+            Claim::TokenId(k) => (&self.by_jti, k),
+            Claim::Session(k) => (&self.by_sid, k),
+            Claim::Subject(k) => (&self.by_sub, k),
+        };
+        let tokens: Vec<String> = index
+            .get(key)
+            .map(|t| t.iter().cloned().collect())
+            .unwrap_or_default();
+        let mut closed = 0;
+        for token in tokens {
+            if let Some(connection) = self.get(&token) {
+                if !connection.is_closed() {
+                    connection.close(reason.clone());
+                    closed += 1;
+                }
+            }
+        }
+        closed
     }
 
     pub fn len(&self) -> usize {

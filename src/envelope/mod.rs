@@ -10,10 +10,12 @@
 //! - [`format`][mod@format]: the wire format, the signing input, signing and building envelopes
 //! - [`verify`]: the ordered checks and their client-visible codes
 //! - [`nonce`]: the nonce store behind replay detection
+//! - [`EnvelopeService`]: what the hub calls: per-session keys, `open` and `seal`
 
 pub mod format;
 pub mod key;
 pub mod nonce;
+mod service;
 pub mod verify;
 
 #[cfg(test)]
@@ -22,4 +24,5 @@ mod vectors;
 pub use format::{sign, unix_now_ms, Envelope, EnvelopeBuilder, MalformedReason, SigningInput};
 pub use key::{derive_message_key, MessageKey, MessageKeyError, MESSAGE_KEY_LEN};
 pub use nonce::{InMemoryNonceStore, NonceStore, NonceStoreError, DEFAULT_NONCE_CAPACITY};
+pub use service::EnvelopeService;
 pub use verify::{EnvelopeError, EnvelopeLimits, EnvelopeVerifier, VerifiedEnvelope};

@@ -3,6 +3,7 @@
 
 mod error;
 pub mod health;
+pub mod metrics;
 pub mod request_log;
 
 pub use error::ApiError;

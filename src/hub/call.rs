@@ -49,7 +49,9 @@ impl Clients {
 
     /// Calls `target` on every connection of the hub; returns how many were reached.
     pub async fn all(&self, target: &str, arguments: Vec<Value>) -> Result<usize, LifetimeError> {
-        self.lifetime.send_all(message(target, arguments), &[]).await
+        self.lifetime
+            .send_all(message(target, arguments), &[])
+            .await
     }
 
     pub async fn all_except(
@@ -58,7 +60,9 @@ impl Clients {
         arguments: Vec<Value>,
         excluded: &[String],
     ) -> Result<usize, LifetimeError> {
-        self.lifetime.send_all(message(target, arguments), excluded).await
+        self.lifetime
+            .send_all(message(target, arguments), excluded)
+            .await
     }
 
     pub async fn connection(
@@ -73,8 +77,15 @@ impl Clients {
     }
 
     /// Every connection of the principal `sub`.
-    pub async fn user(&self, sub: &str, target: &str, arguments: Vec<Value>) -> Result<usize, LifetimeError> {
-        self.lifetime.send_user(sub, message(target, arguments)).await
+    pub async fn user(
+        &self,
+        sub: &str,
+        target: &str,
+        arguments: Vec<Value>,
+    ) -> Result<usize, LifetimeError> {
+        self.lifetime
+            .send_user(sub, message(target, arguments))
+            .await
     }
 
     pub async fn groups(
@@ -83,6 +94,8 @@ impl Clients {
         target: &str,
         arguments: Vec<Value>,
     ) -> Result<usize, LifetimeError> {
-        self.lifetime.send_groups(groups, message(target, arguments)).await
+        self.lifetime
+            .send_groups(groups, message(target, arguments))
+            .await
     }
 }

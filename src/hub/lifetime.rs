@@ -55,7 +55,11 @@ pub trait HubLifetimeManager: Send + Sync {
     ) -> Result<usize, LifetimeError>;
 
     async fn add_to_group(&self, connection_id: &str, group: &str) -> Result<(), LifetimeError>;
-    async fn remove_from_group(&self, connection_id: &str, group: &str) -> Result<(), LifetimeError>;
+    async fn remove_from_group(
+        &self,
+        connection_id: &str,
+        group: &str,
+    ) -> Result<(), LifetimeError>;
 
     async fn connection_count(&self) -> Result<usize, LifetimeError>;
     /// Distinct principals (`sub`) connected.
@@ -103,7 +107,11 @@ impl InProcessLifetimeManager {
 
     /// Delivers to the ids given, skipping ids no longer connected. Ids are collected first so
     /// no map lock is held while sending.
-    fn deliver_to_ids(&self, ids: impl IntoIterator<Item = String>, message: &SerializedHubMessage) -> usize {
+    fn deliver_to_ids(
+        &self,
+        ids: impl IntoIterator<Item = String>,
+        message: &SerializedHubMessage,
+    ) -> usize {
         ids.into_iter()
             .filter_map(|id| self.connections.get(&id).map(|c| c.clone()))
             .filter(|c| self.deliver(c, message))
@@ -197,7 +205,10 @@ impl HubLifetimeManager for InProcessLifetimeManager {
             return Err(LifetimeError::UnknownConnection(connection_id.to_string()));
         }
         {
-            let mut memberships = self.memberships.entry(connection_id.to_string()).or_default();
+            let mut memberships = self
+                .memberships
+                .entry(connection_id.to_string())
+                .or_default();
             if !memberships.contains(group) && memberships.len() >= self.max_groups_per_connection {
                 return Err(LifetimeError::TooManyGroups(self.max_groups_per_connection));
             }
@@ -210,7 +221,11 @@ impl HubLifetimeManager for InProcessLifetimeManager {
         Ok(())
     }
 
-    async fn remove_from_group(&self, connection_id: &str, group: &str) -> Result<(), LifetimeError> {
+    async fn remove_from_group(
+        &self,
+        connection_id: &str,
+        group: &str,
+    ) -> Result<(), LifetimeError> {
         if let Some(mut memberships) = self.memberships.get_mut(connection_id) {
             memberships.remove(group);
         }

@@ -151,14 +151,18 @@ pub type MethodResult = Result<Option<Value>, HubError>;
 /// Items of a client-to-server stream, in order; the channel ends when the client completes it.
 pub type UploadStream = mpsc::Receiver<Value>;
 
-pub type UnaryHandler = Arc<dyn Fn(Call, Vec<Value>) -> LocalBoxFuture<'static, MethodResult> + Send + Sync>;
+pub type UnaryHandler =
+    Arc<dyn Fn(Call, Vec<Value>) -> LocalBoxFuture<'static, MethodResult> + Send + Sync>;
 pub type StreamHandler = Arc<
     dyn Fn(Call, Vec<Value>) -> Result<LocalBoxStream<'static, Result<Value, HubError>>, HubError>
         + Send
         + Sync,
 >;
-pub type UploadHandler =
-    Arc<dyn Fn(Call, Vec<Value>, Vec<UploadStream>) -> LocalBoxFuture<'static, MethodResult> + Send + Sync>;
+pub type UploadHandler = Arc<
+    dyn Fn(Call, Vec<Value>, Vec<UploadStream>) -> LocalBoxFuture<'static, MethodResult>
+        + Send
+        + Sync,
+>;
 
 /// The three shapes of hub method.
 #[derive(Clone)]
@@ -168,7 +172,10 @@ pub enum Handler {
     /// Streams items to the caller (`StreamInvocation`), until done or cancelled.
     ServerStream(StreamHandler),
     /// Receives `streams` client-to-server streams (`streamIds`), then returns one result.
-    Upload { streams: usize, handler: UploadHandler },
+    Upload {
+        streams: usize,
+        handler: UploadHandler,
+    },
 }
 
 /// A declared method with its handler.

@@ -2,6 +2,7 @@
 //! the protocol (handshake, dispatch, keep-alive, timeouts), and the lifetime manager through
 //! which every send to other connections goes.
 
+mod builtin;
 mod call;
 mod lifetime;
 mod method;
@@ -14,6 +15,9 @@ pub use method::{
 };
 pub use session::{run_session, Inbound, SessionLimits};
 
+use crate::auth::Authenticator;
+use crate::connection::ConnectionRegistry;
+use crate::envelope::EnvelopeService;
 use futures_util::future::LocalBoxFuture;
 use futures_util::stream::LocalBoxStream;
 use futures_util::Stream;
@@ -31,6 +35,7 @@ pub struct Hub {
     pub path: String,
     methods: HashMap<String, Method>,
     pub lifetime: Arc<dyn HubLifetimeManager>,
+    pub services: HubServices,
     on_connected: Option<LifecycleHook>,
     on_disconnected: Option<LifecycleHook>,
 }
@@ -63,30 +68,47 @@ impl Hub {
     }
 }
 
+/// The services every hub gets, whatever its application: token verification and the
+/// connection registry (for in-band refresh and for closing a user's connections).
+#[derive(Clone)]
+pub struct HubServices {
+    pub auth: Authenticator,
+    pub connections: Arc<ConnectionRegistry>,
+    /// Verifies the envelopes of methods declared `signed`, before they run.
+    pub envelopes: Arc<EnvelopeService>,
+}
+
 /// Declares a hub's methods; each registration names its access rules beside its handler.
 pub struct HubBuilder {
     hub: Hub,
 }
 
 impl HubBuilder {
-    /// A hub served at `/hubs/{name}`.
-    pub fn new(name: &str, lifetime: Arc<dyn HubLifetimeManager>) -> Self {
-        Self {
+    /// A hub served at `/hubs/{name}`, with the built-in methods every hub has
+    /// (`RefreshToken`).
+    pub fn new(name: &str, lifetime: Arc<dyn HubLifetimeManager>, services: &HubServices) -> Self {
+        let builder = Self {
             hub: Hub {
                 name: Arc::from(name),
                 path: format!("/hubs/{name}"),
                 methods: HashMap::new(),
                 lifetime,
+                services: services.clone(),
                 on_connected: None,
                 on_disconnected: None,
             },
-        }
+        };
+        builtin::register(builder, services)
     }
 
     fn add(mut self, spec: MethodSpec, handler: Handler) -> Self {
         let key = spec.name.to_ascii_lowercase();
         let previous = self.hub.methods.insert(key, Method { spec, handler });
-        debug_assert!(previous.is_none(), "hub method {} declared twice", spec.name);
+        debug_assert!(
+            previous.is_none(),
+            "hub method {} declared twice",
+            spec.name
+        );
         self
     }
 
@@ -126,7 +148,9 @@ impl HubBuilder {
             spec,
             Handler::Upload {
                 streams,
-                handler: Arc::new(move |call, args, uploads| Box::pin(handler(call, args, uploads))),
+                handler: Arc::new(move |call, args, uploads| {
+                    Box::pin(handler(call, args, uploads))
+                }),
             },
         )
     }

@@ -58,6 +58,8 @@ pub struct SessionLimits {
     pub max_streams: usize,
     pub detailed_errors: bool,
     pub expiry_leeway_secs: i64,
+    /// Close the connection when its token expires (`hub.close_on_expiry`).
+    pub close_on_expiry: bool,
     /// Items buffered per client-to-server stream.
     pub upload_buffer: usize,
 }
@@ -74,6 +76,7 @@ impl SessionLimits {
             max_streams: hub.max_streams_per_connection,
             detailed_errors: hub.detailed_errors,
             expiry_leeway_secs: i64::try_from(settings.jwt.leeway_secs).unwrap_or(i64::MAX),
+            close_on_expiry: hub.close_on_expiry,
             upload_buffer: 16,
         }
     }
@@ -200,6 +203,20 @@ fn expiry_instant(connection: &Connection, leeway_secs: i64) -> Instant {
     Instant::now() + Duration::from_secs(u64::try_from(remaining).unwrap_or(0))
 }
 
+/// Far enough away to never fire: the expiry timer when expiry does not close connections.
+const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+impl SessionLimits {
+    /// When this connection must close for expiry (never, if expiry does not close).
+    fn expiry_deadline(&self, connection: &Connection) -> Instant {
+        if self.close_on_expiry {
+            expiry_instant(connection, self.expiry_leeway_secs)
+        } else {
+            Instant::now() + NEVER
+        }
+    }
+}
+
 struct Session {
     decoder: HubMessageDecoder,
     protocol: HubProtocol,
@@ -227,7 +244,7 @@ impl Session {
         keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let client_deadline = sleep(self.limits.client_timeout);
         tokio::pin!(client_deadline);
-        let expiry = sleep_until(expiry_instant(&connection, self.limits.expiry_leeway_secs));
+        let expiry = sleep_until(self.limits.expiry_deadline(&connection));
         tokio::pin!(expiry);
         loop {
             tokio::select! {
@@ -237,11 +254,14 @@ impl Session {
                 }
                 _ = &mut expiry => {
                     // A refresh may have moved the expiry since the timer was set.
-                    let at = expiry_instant(&connection, self.limits.expiry_leeway_secs);
+                    let at = self.limits.expiry_deadline(&connection);
                     if at <= Instant::now() {
                         return CloseReason::Expired;
                     }
                     expiry.as_mut().reset(at);
+                }
+                _ = connection.expiry_changed() => {
+                    expiry.as_mut().reset(self.limits.expiry_deadline(&connection));
                 }
                 _ = &mut client_deadline => return CloseReason::ClientTimeout,
                 _ = keep_alive.tick() => {
@@ -375,7 +395,7 @@ impl Session {
         stream_response: bool,
     ) -> Option<CloseReason> {
         // A call that arrives after the token expired is never dispatched.
-        if expiry_instant(&self.connection, self.limits.expiry_leeway_secs) <= Instant::now() {
+        if self.limits.expiry_deadline(&self.connection) <= Instant::now() {
             return Some(CloseReason::Expired);
         }
         let hub = self.hub.clone();
@@ -387,12 +407,31 @@ impl Session {
             return None;
         };
         let target = method.spec.name;
-        if let Err(text) = self.check_call(method, &invocation_id, &arguments, &stream_ids, stream_response) {
+        if let Err(text) = self.check_call(
+            method,
+            &invocation_id,
+            &arguments,
+            &stream_ids,
+            stream_response,
+        ) {
             if let Some(id) = &invocation_id {
                 self.reply(id, CompletionResult::Error(text)).await;
             }
             return None;
         }
+        let arguments = if method.spec.signed {
+            match self.open_envelope(&hub, target, arguments).await {
+                Ok(arguments) => arguments,
+                Err(text) => {
+                    if let Some(id) = &invocation_id {
+                        self.reply(id, CompletionResult::Error(text)).await;
+                    }
+                    return None;
+                }
+            }
+        } else {
+            arguments
+        };
         let call = Call::new(self.connection.clone(), hub.lifetime.clone());
         let connection = self.connection.clone();
         let protocol = self.protocol;
@@ -404,21 +443,15 @@ impl Session {
             Handler::Unary(handler) => {
                 let future = handler(call, arguments);
                 self.parallel += 1;
-                self.tasks.spawn_local(async move {
-                    let result = future.await;
-                    if let Some(id) = &invocation_id {
-                        let completion = match result {
-                            Ok(None) => CompletionResult::Void,
-                            Ok(Some(value)) => CompletionResult::Result(value),
-                            Err(err) => CompletionResult::Error(err.completion_text(target, detailed)),
-                        };
-                        reply(&connection, protocol, id, completion).await;
-                    }
-                    Finished {
-                        invocation_id,
-                        counted: Slot::Parallel,
-                    }
-                });
+                self.tasks.spawn_local(complete(
+                    future,
+                    connection,
+                    protocol,
+                    invocation_id,
+                    target,
+                    detailed,
+                    Slot::Parallel,
+                ));
             }
             Handler::ServerStream(handler) => {
                 let id = invocation_id?;
@@ -432,7 +465,18 @@ impl Session {
                 self.open_streams += 1;
                 self.tasks.spawn_local(async move {
                     let end = match stream {
-                        Ok(stream) => pump_stream(&connection, protocol, &id, stream, &cancel, target, detailed).await,
+                        Ok(stream) => {
+                            pump_stream(
+                                &connection,
+                                protocol,
+                                &id,
+                                stream,
+                                &cancel,
+                                target,
+                                detailed,
+                            )
+                            .await
+                        }
                         Err(err) => CompletionResult::Error(err.completion_text(target, detailed)),
                     };
                     reply(&connection, protocol, &id, end).await;
@@ -451,24 +495,57 @@ impl Session {
                 }
                 let future = handler(call, arguments, receivers);
                 self.open_streams += 1;
-                self.tasks.spawn_local(async move {
-                    let result = future.await;
-                    if let Some(id) = &invocation_id {
-                        let completion = match result {
-                            Ok(None) => CompletionResult::Void,
-                            Ok(Some(value)) => CompletionResult::Result(value),
-                            Err(err) => CompletionResult::Error(err.completion_text(target, detailed)),
-                        };
-                        reply(&connection, protocol, id, completion).await;
-                    }
-                    Finished {
-                        invocation_id,
-                        counted: Slot::Stream,
-                    }
-                });
+                self.tasks.spawn_local(complete(
+                    future,
+                    connection,
+                    protocol,
+                    invocation_id,
+                    target,
+                    detailed,
+                    Slot::Stream,
+                ));
             }
         }
         None
+    }
+
+    /// Verifies the envelope of a signed method before it runs; the method then receives the
+    /// verified command as its single argument. `Err` is the completion text.
+    async fn open_envelope(
+        &self,
+        hub: &Hub,
+        target: &str,
+        arguments: Vec<Value>,
+    ) -> Result<Vec<Value>, String> {
+        let rejected =
+            |code: &str| format!("Failed to invoke '{target}': envelope rejected ({code})");
+        let principal = self.connection.principal();
+        let Some(session) = principal.message_session() else {
+            return Err(rejected("no_message_key"));
+        };
+        let Some(envelope) = arguments.first() else {
+            return Err(rejected("malformed"));
+        };
+        match hub
+            .services
+            .envelopes
+            .open(envelope, session, &hub.path, target)
+            .await
+        {
+            Ok(command) => Ok(vec![command]),
+            Err(err) => {
+                tracing::info!(
+                    target: "audit",
+                    event = "envelope_rejected",
+                    code = err.code(),
+                    sub = %principal.sub,
+                    method = target,
+                    connection = %self.connection.id,
+                    "signed envelope rejected"
+                );
+                Err(rejected(err.code()))
+            }
+        }
     }
 
     /// Every check before a method runs, in ASP.NET Core's order; `Err` is the completion text.
@@ -483,7 +560,9 @@ impl Session {
         let target = method.spec.name;
         let principal = self.connection.principal();
         if !method.spec.access.allows(&principal.roles) {
-            return Err(format!("Failed to invoke '{target}' because user is unauthorized"));
+            return Err(format!(
+                "Failed to invoke '{target}' because user is unauthorized"
+            ));
         }
         if method.is_stream_response() && !stream_response {
             return Err(format!(
@@ -510,9 +589,13 @@ impl Session {
             return Err(err.completion_text(target, detailed));
         }
         if stream_ids.iter().any(|id| self.uploads.contains_key(id)) {
-            return Err(HubError::hub("A stream id is already in use.").completion_text(target, detailed));
+            return Err(
+                HubError::hub("A stream id is already in use.").completion_text(target, detailed)
+            );
         }
-        if (method.is_stream_response() || !stream_ids.is_empty()) && self.open_streams >= self.limits.max_streams {
+        if (method.is_stream_response() || !stream_ids.is_empty())
+            && self.open_streams >= self.limits.max_streams
+        {
             return Err(HubError::hub(format!(
                 "A connection may have at most {} streams open at once.",
                 self.limits.max_streams
@@ -541,6 +624,31 @@ impl Session {
             return Err(err.completion_text(target, detailed));
         }
         Ok(())
+    }
+}
+
+/// Awaits a method and answers the caller (when it asked for an answer).
+async fn complete(
+    method: futures_util::future::LocalBoxFuture<'static, super::MethodResult>,
+    connection: Arc<Connection>,
+    protocol: HubProtocol,
+    invocation_id: Option<String>,
+    target: &'static str,
+    detailed: bool,
+    counted: Slot,
+) -> Finished {
+    let result = method.await;
+    if let Some(id) = &invocation_id {
+        let completion = match result {
+            Ok(None) => CompletionResult::Void,
+            Ok(Some(value)) => CompletionResult::Result(value),
+            Err(err) => CompletionResult::Error(err.completion_text(target, detailed)),
+        };
+        reply(&connection, protocol, id, completion).await;
+    }
+    Finished {
+        invocation_id,
+        counted,
     }
 }
 
@@ -582,12 +690,26 @@ async fn pump_stream(
     }
 }
 
-async fn reply(connection: &Connection, protocol: HubProtocol, invocation_id: &str, result: CompletionResult) {
-    send_message(connection, protocol, &HubMessage::completion(invocation_id, result)).await;
+async fn reply(
+    connection: &Connection,
+    protocol: HubProtocol,
+    invocation_id: &str,
+    result: CompletionResult,
+) {
+    send_message(
+        connection,
+        protocol,
+        &HubMessage::completion(invocation_id, result),
+    )
+    .await;
 }
 
 /// Encodes and queues one message of this connection's own; false if the connection is gone.
-async fn send_message(connection: &Connection, protocol: HubProtocol, message: &HubMessage) -> bool {
+async fn send_message(
+    connection: &Connection,
+    protocol: HubProtocol,
+    message: &HubMessage,
+) -> bool {
     match protocol.encode_to_bytes(message) {
         Ok(bytes) => connection.send(bytes).await.is_ok(),
         Err(err) => {

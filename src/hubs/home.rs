@@ -1,7 +1,11 @@
 //! The home hub at `/hubs/home`: identity, echo, admin broadcasts, and the stream methods that
 //! show streaming in both directions.
 
-use crate::hub::{bind, Call, Hub, HubBuilder, HubError, HubLifetimeManager, MethodResult, MethodSpec, Param, UploadStream};
+use crate::connection::{Claim, CloseReason, ConnectionRegistry};
+use crate::hub::{
+    bind, Call, Hub, HubBuilder, HubError, HubLifetimeManager, HubServices, MethodResult,
+    MethodSpec, Param, UploadStream,
+};
 use futures_util::stream;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -13,10 +17,14 @@ const ADMIN: &[&str] = &["admin"];
 const MAX_COUNTER_ITEMS: u64 = 10_000;
 const MAX_COUNTER_DELAY_MS: u64 = 10_000;
 
-pub fn hub(lifetime: Arc<dyn HubLifetimeManager>) -> Arc<Hub> {
-    HubBuilder::new("home", lifetime)
+pub fn hub(lifetime: Arc<dyn HubLifetimeManager>, services: &HubServices) -> Arc<Hub> {
+    HubBuilder::new("home", lifetime, services)
         .method(MethodSpec::new("Whoami", &[]), whoami)
         .method(MethodSpec::new("Echo", &[Param::Any]), echo)
+        .method(
+            MethodSpec::new("EchoSigned", &[Param::Object]).signed(),
+            echo,
+        )
         .method(
             MethodSpec::new("BroadcastMessage", &[Param::String]).roles(ADMIN),
             broadcast_message,
@@ -24,6 +32,13 @@ pub fn hub(lifetime: Arc<dyn HubLifetimeManager>) -> Arc<Hub> {
         .method(
             MethodSpec::new("GetConnectedUsersCount", &[]).roles(ADMIN),
             connected_users_count,
+        )
+        .method(
+            MethodSpec::new("DisconnectUser", &[Param::String]).roles(ADMIN),
+            {
+                let connections = services.connections.clone();
+                move |call, args| disconnect_user(connections.clone(), call, args)
+            },
         )
         .stream(
             MethodSpec::new("Counter", &[Param::Integer, Param::Integer]),
@@ -43,7 +58,8 @@ async fn whoami(call: Call, _: Vec<Value>) -> MethodResult {
     })))
 }
 
-/// `Echo(value)`: returns its argument.
+/// `Echo(value)`: returns its argument. As `EchoSigned(envelope)` it returns the verified
+/// command, which shows (and lets clients and benchmarks measure) the envelope path.
 async fn echo(_: Call, args: Vec<Value>) -> MethodResult {
     Ok(args.into_iter().next())
 }
@@ -69,6 +85,19 @@ async fn connected_users_count(call: Call, _: Vec<Value>) -> MethodResult {
         .await
         .map_err(|e| HubError::Internal(e.to_string()))?;
     Ok(Some(json!(count)))
+}
+
+/// `DisconnectUser(userId)` (admin): closes every connection of that user (its `sub`), on
+/// every hub and transport, with `allowReconnect: false`; returns how many were closed.
+async fn disconnect_user(
+    connections: Arc<ConnectionRegistry>,
+    call: Call,
+    args: Vec<Value>,
+) -> MethodResult {
+    let (user,): (String,) = bind(args)?;
+    let closed = connections.close_matching(Claim::Subject(&user), &CloseReason::Kicked);
+    tracing::info!(target: "audit", event = "user_kicked", admin = %call.principal.sub, sub = %user, closed, "admin disconnected a user");
+    Ok(Some(json!(closed)))
 }
 
 /// `Counter(count, delayMs)`: streams 0..count, one item every `delayMs`.

@@ -2,14 +2,14 @@
 
 pub mod home;
 
-use crate::hub::{HubCatalog, InProcessLifetimeManager};
+use crate::hub::{HubCatalog, HubServices, InProcessLifetimeManager};
 use crate::settings::Settings;
 use std::sync::Arc;
 
 /// Every hub Signet serves, each with its own in-process lifetime manager.
-pub fn catalog(settings: &Settings) -> HubCatalog {
+pub fn catalog(settings: &Settings, services: &HubServices) -> HubCatalog {
     let lifetime = Arc::new(InProcessLifetimeManager::new(
         settings.hub.max_groups_per_connection,
     ));
-    HubCatalog::default().with(home::hub(lifetime))
+    HubCatalog::default().with(home::hub(lifetime, services))
 }

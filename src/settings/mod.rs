@@ -151,7 +151,7 @@ pub struct ExternalIssuer {
     pub jwks_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EnvelopeSettings {
     /// The envelope master key. Only from `SIGNET__ENVELOPE__SECRET`: a value in the file is refused.
@@ -160,6 +160,31 @@ pub struct EnvelopeSettings {
     /// A file holding the envelope master key (used when `SIGNET__ENVELOPE__SECRET` is unset).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret_file: Option<PathBuf>,
+    /// Longest accepted `expiry - issuedAt`, in seconds.
+    pub max_lifetime_secs: u64,
+    /// Clock disagreement tolerated with senders, in seconds (both directions).
+    pub clock_skew_secs: u64,
+    /// Longest signed `message`, in bytes.
+    pub max_message_bytes: usize,
+    /// Nonces remembered at once; when full, new envelopes are refused (fail closed) until
+    /// old nonces expire.
+    pub nonce_capacity: u64,
+    /// Lifetime of the envelopes the server signs when it forwards a command to a device.
+    pub forward_lifetime_secs: u64,
+}
+
+impl Default for EnvelopeSettings {
+    fn default() -> Self {
+        Self {
+            secret: None,
+            secret_file: None,
+            max_lifetime_secs: 60,
+            clock_skew_secs: 5,
+            max_message_bytes: 16 * 1024,
+            nonce_capacity: 1_000_000,
+            forward_lifetime_secs: 30,
+        }
+    }
 }
 
 /// Limits and timings of hub connections, whatever the transport.
@@ -188,6 +213,9 @@ pub struct HubSettings {
     pub max_groups_per_connection: usize,
     /// A negotiated connection that no transport picks up within this many seconds is dropped.
     pub negotiate_timeout_secs: u64,
+    /// Close a connection when its token expires (plus `jwt.leeway_secs`), on every transport.
+    /// Turning this off keeps connections open past expiry, as ASP.NET Core does by default.
+    pub close_on_expiry: bool,
     /// Append exception details to invocation errors, like ASP.NET Core's
     /// `EnableDetailedErrors`. Off by default: error texts then never reveal internals.
     pub detailed_errors: bool,
@@ -206,6 +234,7 @@ impl Default for HubSettings {
             max_connections: 100_000,
             max_groups_per_connection: 64,
             negotiate_timeout_secs: 15,
+            close_on_expiry: true,
             detailed_errors: false,
         }
     }
@@ -280,12 +309,37 @@ impl Settings {
             ("hub.client_timeout_secs", hub.client_timeout_secs),
             ("hub.handshake_timeout_secs", hub.handshake_timeout_secs),
             ("hub.max_message_bytes", hub.max_message_bytes as u64),
-            ("hub.max_parallel_invocations", hub.max_parallel_invocations as u64),
-            ("hub.max_streams_per_connection", hub.max_streams_per_connection as u64),
-            ("hub.outbound_queue_messages", hub.outbound_queue_messages as u64),
+            (
+                "hub.max_parallel_invocations",
+                hub.max_parallel_invocations as u64,
+            ),
+            (
+                "hub.max_streams_per_connection",
+                hub.max_streams_per_connection as u64,
+            ),
+            (
+                "hub.outbound_queue_messages",
+                hub.outbound_queue_messages as u64,
+            ),
             ("hub.max_connections", hub.max_connections as u64),
-            ("hub.max_groups_per_connection", hub.max_groups_per_connection as u64),
+            (
+                "hub.max_groups_per_connection",
+                hub.max_groups_per_connection as u64,
+            ),
             ("hub.negotiate_timeout_secs", hub.negotiate_timeout_secs),
+            (
+                "envelope.max_lifetime_secs",
+                self.envelope.max_lifetime_secs,
+            ),
+            (
+                "envelope.max_message_bytes",
+                self.envelope.max_message_bytes as u64,
+            ),
+            ("envelope.nonce_capacity", self.envelope.nonce_capacity),
+            (
+                "envelope.forward_lifetime_secs",
+                self.envelope.forward_lifetime_secs,
+            ),
             ("server.workers", server.workers as u64),
             ("server.shutdown_timeout_secs", server.shutdown_timeout_secs),
             (
@@ -297,6 +351,12 @@ impl Settings {
             if value == 0 {
                 return fail(key, "must be greater than zero");
             }
+        }
+        if self.envelope.forward_lifetime_secs > self.envelope.max_lifetime_secs {
+            return fail(
+                "envelope.forward_lifetime_secs",
+                "must not exceed envelope.max_lifetime_secs",
+            );
         }
         if hub.client_timeout_secs <= hub.keep_alive_interval_secs {
             return fail(

@@ -12,7 +12,10 @@ const ALLOWED_HEADERS: &str = "authorization, content-type, x-requested-with, x-
 const ALLOWED_METHODS: &str = "GET, POST, DELETE, OPTIONS";
 
 /// `Ok(Some(origin))` for an allowed browser origin, `Ok(None)` without `Origin`, 403 otherwise.
-pub fn check_origin(req: &HttpRequest, allowed: &[String]) -> Result<Option<HeaderValue>, ApiError> {
+pub fn check_origin(
+    req: &HttpRequest,
+    allowed: &[String],
+) -> Result<Option<HeaderValue>, ApiError> {
     let Some(origin) = req.headers().get(header::ORIGIN) else {
         return Ok(None);
     };
@@ -47,7 +50,10 @@ pub fn allow(builder: &mut HttpResponseBuilder, origin: Option<HeaderValue>) {
 }
 
 /// `OPTIONS` on hub paths: the preflight of a browser client.
-pub async fn preflight(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn preflight(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let origin = check_origin(&req, &state.settings.server.allowed_origins)?;
     let mut response = HttpResponse::NoContent();
     allow(&mut response, origin);

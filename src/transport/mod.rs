@@ -4,6 +4,7 @@
 
 mod cors;
 mod negotiate;
+mod refresh;
 mod websocket;
 
 pub use cors::check_origin;
@@ -28,6 +29,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/hubs/{hub}/negotiate")
             .route(web::post().to(negotiate::negotiate))
+            .route(web::method(actix_web::http::Method::OPTIONS).to(cors::preflight)),
+    )
+    .service(
+        web::resource("/hubs/{hub}/refresh")
+            .route(web::post().to(refresh::refresh))
             .route(web::method(actix_web::http::Method::OPTIONS).to(cors::preflight)),
     )
     .service(
@@ -56,11 +62,9 @@ pub fn drop_stalled_peers(timeout: Duration) -> impl Fn(&dyn Any, &mut Extension
 
 /// The hub named in the path, or 404.
 fn find_hub(state: &AppState, name: &str) -> Result<Arc<Hub>, ApiError> {
-    state
-        .hubs
-        .get(name)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found("unknown_hub", format!("there is no hub named '{name}'")))
+    state.hubs.get(name).cloned().ok_or_else(|| {
+        ApiError::not_found("unknown_hub", format!("there is no hub named '{name}'"))
+    })
 }
 
 /// Authenticates a hub request: a valid, unrevoked token from the header or `access_token`.
@@ -118,7 +122,7 @@ fn existing_connection(
         .filter(|c| *c.hub == *hub.name)
         .ok_or_else(|| ApiError::not_found("unknown_connection", "no connection with this id"))?;
     if connection.principal().sub != principal.sub {
-        connection.close(CloseReason::Revoked("the token belongs to another user".into()));
+        connection.close(CloseReason::TokenMismatch);
         state.connections.remove(&connection.token);
         return Err(ApiError::forbidden(
             "user_mismatch",
@@ -130,14 +134,26 @@ fn existing_connection(
 
 /// Runs the hub session for an attached transport, then cleans up once: the connection is
 /// closed with the session's reason and leaves the registry.
-fn open_session(state: &AppState, hub: Arc<Hub>, connection: Arc<Connection>, text_only: bool) -> mpsc::Sender<Inbound> {
+fn open_session(
+    state: &AppState,
+    hub: Arc<Hub>,
+    connection: Arc<Connection>,
+    text_only: bool,
+) -> mpsc::Sender<Inbound> {
     let (tx, rx) = mpsc::channel(INBOUND_BUFFER);
     let limits = state.limits.clone();
     let connections = state.connections.clone();
+    let stats = state.close_stats.clone();
     let task = async move {
         let reason = run_session(hub, connection.clone(), rx, limits, text_only).await;
         tracing::debug!(connection = %connection.id, reason = reason.code(), "hub session ended");
         connection.close(reason);
+        // The first reason wins: a revocation that raced the session's own end is reported.
+        let reason = connection
+            .close_reason()
+            .cloned()
+            .unwrap_or(CloseReason::Shutdown);
+        stats.record(&reason, &connection.id, &connection.principal().sub);
         connections.remove(&connection.token);
     };
     actix_web::rt::spawn(state.tasks.track_future(task));

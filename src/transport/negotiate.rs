@@ -3,7 +3,7 @@
 //! `connectionId`; version 0 (no `negotiateVersion`) uses the id as the token.
 
 use super::{authenticate, create_connection, expire_unattached, find_hub};
-use crate::auth::query_param;
+use crate::auth::{issue::unix_now, query_param};
 use crate::http::ApiError;
 use crate::startup::AppState;
 use actix_web::http::header;
@@ -17,6 +17,8 @@ struct NegotiateResponse<'a> {
     connection_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     connection_token: Option<&'a str>,
+    /// Seconds until the token behind the connection expires (Signet extension).
+    token_lifetime_seconds: i64,
     available_transports: Vec<AvailableTransport>,
 }
 
@@ -39,6 +41,7 @@ pub async fn negotiate(
         .and_then(|v| v.parse::<u32>().ok())
         .unwrap_or(0)
         .min(1);
+    let token_lifetime_seconds = principal.expires_at.saturating_sub(unix_now()).max(0);
     let connection = create_connection(&state, &hub, principal, version == 0)?;
     expire_unattached(&state, connection.clone());
 
@@ -46,6 +49,7 @@ pub async fn negotiate(
         negotiate_version: version,
         connection_id: &connection.id,
         connection_token: (version >= 1).then_some(connection.token.as_str()),
+        token_lifetime_seconds,
         available_transports: vec![AvailableTransport {
             transport: "WebSockets",
             transfer_formats: &["Text", "Binary"],

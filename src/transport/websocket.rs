@@ -61,17 +61,30 @@ pub async fn connect(
             "another transport is already attached to this connection",
         )
     })?;
-    let (response, session, stream) =
-        actix_ws::handle(&req, body).map_err(|e| ApiError::bad_request("websocket_handshake", e.to_string()))?;
+    let (response, session, stream) = actix_ws::handle(&req, body)
+        .map_err(|e| ApiError::bad_request("websocket_handshake", e.to_string()))?;
 
-    let max_frame = state.settings.hub.max_message_bytes.saturating_mul(4).max(64 * 1024);
+    let max_frame = state
+        .settings
+        .hub
+        .max_message_bytes
+        .saturating_mul(4)
+        .max(64 * 1024);
     let stream = stream
         .max_frame_size(max_frame)
         .aggregate_continuations()
         .max_continuation_size(max_frame);
     let inbound = open_session(&state, hub, connection.clone(), false);
-    actix_web::rt::spawn(state.tasks.track_future(read_frames(stream, inbound, connection.clone())));
-    actix_web::rt::spawn(state.tasks.track_future(write_frames(session, outbound, connection)));
+    actix_web::rt::spawn(state.tasks.track_future(read_frames(
+        stream,
+        inbound,
+        connection.clone(),
+    )));
+    actix_web::rt::spawn(
+        state
+            .tasks
+            .track_future(write_frames(session, outbound, connection)),
+    );
     Ok(response)
 }
 
@@ -112,7 +125,11 @@ async fn read_frames(
 
 /// Queue -> socket. When the connection closes: flush what is queued (unless the client is too
 /// slow to take it), write the Close message, close the socket.
-async fn write_frames(mut session: actix_ws::Session, mut outbound: OutboundReceiver, connection: Arc<Connection>) {
+async fn write_frames(
+    mut session: actix_ws::Session,
+    mut outbound: OutboundReceiver,
+    connection: Arc<Connection>,
+) {
     let mut batch = BytesMut::new();
     loop {
         let first = tokio::select! {

@@ -1,0 +1,143 @@
+//! The official-client conformance suite: `tests/conformance` drives the npm `@microsoft/signalr`
+//! client (with its MessagePack protocol) against a real Signet server started here on port 0.
+//! Node's report is streamed into this test's output (`-- --nocapture` to watch it live).
+
+use crate::helpers::{spawn_with_settings, test_settings, TEST_SECRET};
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The whole suite normally takes a few seconds; this only stops a hung run.
+const SUITE_DEADLINE: Duration = Duration::from_secs(180);
+
+fn suite_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance")
+}
+
+#[actix_web::test]
+async fn official_signalr_client_passes_the_conformance_suite() {
+    let suite = suite_dir();
+    for package in ["@microsoft/signalr", "@microsoft/signalr-protocol-msgpack"] {
+        assert!(
+            suite.join("node_modules").join(package).is_dir(),
+            "{package} is not installed: run `npm ci --prefix tests/conformance` \
+             (./scripts/test.sh does it)"
+        );
+    }
+
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let settings = test_settings(data_dir.path(), &[]);
+    let max_message_bytes = settings.hub.max_message_bytes.to_string();
+    let app = spawn_with_settings(settings, data_dir).await;
+
+    let mut command = Command::new("node");
+    command
+        .args([
+            "--test",
+            "--test-concurrency=1",
+            "--test-reporter=spec",
+            "--test-timeout=30000",
+        ])
+        .arg(&suite)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("SIGNET_URL", app.url(""))
+        .env("SIGNET_JWT_SECRET", TEST_SECRET)
+        .env("SIGNET_MAX_MESSAGE_BYTES", &max_message_bytes)
+        // The reporter would colour its output for a terminal, not for captured test output.
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(password) = bootstrap_admin_password(app.data_dir.path()) {
+        if std::env::var_os("SIGNET_LOGIN_USERNAME").is_none() {
+            command
+                .env("SIGNET_LOGIN_USERNAME", "admin")
+                .env("SIGNET_LOGIN_PASSWORD", password);
+        }
+    }
+    let mut node = NodeRun::start(command);
+
+    let started = Instant::now();
+    let status = loop {
+        match node.child.try_wait().expect("node's status") {
+            Some(status) => break status,
+            None if started.elapsed() > SUITE_DEADLINE => {
+                panic!("the conformance suite did not finish within {SUITE_DEADLINE:?}")
+            }
+            // The server runs on this test's runtime: wait without blocking it.
+            None => actix_web::rt::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    node.finish_output();
+    assert!(
+        status.success(),
+        "the official SignalR client failed the conformance suite ({status}); node's report is above"
+    );
+}
+
+/// A running `node --test` whose output is forwarded line by line into the test output, and
+/// which is killed if the test ends before it does.
+struct NodeRun {
+    child: Child,
+    forwarders: Vec<JoinHandle<()>>,
+}
+
+impl NodeRun {
+    fn start(mut command: Command) -> Self {
+        let mut child = command.spawn().unwrap_or_else(|err| {
+            panic!("cannot run `node` ({err}): the conformance suite needs Node.js 20 or later")
+        });
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        // Threads spawned from the test thread share its output capture.
+        let forwarders = vec![
+            std::thread::spawn(move || forward(stdout, |line| println!("{line}"))),
+            std::thread::spawn(move || forward(stderr, |line| eprintln!("{line}"))),
+        ];
+        Self { child, forwarders }
+    }
+
+    /// Waits for the forwarders to reach the end of node's output.
+    fn finish_output(&mut self) {
+        for forwarder in self.forwarders.drain(..) {
+            let _ = forwarder.join();
+        }
+    }
+}
+
+impl Drop for NodeRun {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn forward(output: impl Read, print: impl Fn(&str)) {
+    for line in BufReader::new(output).lines() {
+        match line {
+            Ok(line) => print(&line),
+            Err(_) => break,
+        }
+    }
+}
+
+/// The password of the `admin` user the identity service creates on a first start, for the
+/// suite's revocation test (login, logout, then the logged-out token must not connect). `None`
+/// until that service exists: the test then skips itself, seeing `POST /api/auth/login` 404.
+fn bootstrap_admin_password(data_dir: &Path) -> Option<String> {
+    let mut candidates = std::fs::read_dir(data_dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_file()))
+        .filter(|entry| entry.file_name().to_string_lossy().contains("admin"));
+    let file = candidates.next()?;
+    if candidates.next().is_some() {
+        return None;
+    }
+    let password = std::fs::read_to_string(file.path()).ok()?;
+    Some(password.trim().to_string()).filter(|p| !p.is_empty())
+}
