@@ -223,9 +223,10 @@ async fn a_token_of_another_user_on_id_is_403_and_drops_the_connection() {
     let ending = live.expect_close(PROMPT).await;
     assert_eq!(
         ending.close_message,
-        Some(
-            json!({"type": CLOSE, "error": "Authentication revoked: the token belongs to another user"})
-        )
+        Some(json!({
+            "type": CLOSE,
+            "error": "Authentication revoked: a token of another user was presented on this connection",
+        }))
     );
     server.wait_for_connections(0).await;
     server.assert_healthy().await;
