@@ -47,7 +47,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// bytes stay unacknowledged (a full receive window included) for `timeout`, the kernel aborts
 /// the connection. Without this, a write to a client that never reads waits forever, and a
 /// slow consumer closed by the hub would keep its socket and buffers (`TCP_USER_TIMEOUT`).
-pub fn drop_stalled_peers(timeout: Duration) -> impl Fn(&dyn Any, &mut Extensions) + Send + Sync + 'static {
+pub fn drop_stalled_peers(
+    timeout: Duration,
+) -> impl Fn(&dyn Any, &mut Extensions) + Send + Sync + 'static {
     move |io, _| {
         #[cfg(target_os = "linux")]
         if let Some(tcp) = io.downcast_ref::<actix_web::rt::net::TcpStream>() {
