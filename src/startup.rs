@@ -170,6 +170,9 @@ impl Application {
                 .configure(crate::api::configure)
                 .configure(crate::transport::configure)
         })
+        .on_connect(crate::transport::drop_stalled_peers(Duration::from_secs(
+            settings.hub.client_timeout_secs,
+        )))
         .disable_signals()
         .workers(settings.server.workers)
         .shutdown_timeout(settings.server.shutdown_timeout_secs)

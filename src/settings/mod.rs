@@ -195,7 +195,8 @@ impl Default for EnvelopeSettings {
 pub struct HubSettings {
     /// Send a Ping when nothing else was sent for this long.
     pub keep_alive_interval_secs: u64,
-    /// Close a connection that sent nothing (not even a Ping) for this long.
+    /// Close a connection that sent nothing (not even a Ping) for this long. Also how long a
+    /// peer may leave sent data unacknowledged (it stopped reading) before its socket is dropped.
     pub client_timeout_secs: u64,
     /// Close a connection whose handshake has not arrived after this long.
     pub handshake_timeout_secs: u64,
