@@ -110,7 +110,7 @@ impl AppState {
             );
         }
         Ok(Self {
-            hubs: Arc::new(crate::hubs::catalog(&settings, &services)),
+            hubs: Arc::new(crate::hubs::catalog(&settings, &services, store.clone())),
             connections,
             close_stats: Arc::new(CloseStats::default()),
             limits: SessionLimits::from_settings(&settings),
@@ -140,6 +140,11 @@ impl Application {
         tracing::info!(source = %secrets.envelope_source, "envelope master key");
         let state = AppState::build(settings, &secrets).await?;
         let settings = state.settings.clone();
+        actix_web::rt::spawn(crate::connection::enforce_revocations(
+            state.auth.clone(),
+            state.connections.clone(),
+            state.shutdown.clone(),
+        ));
 
         let addr = settings.server.listen;
         let listener =
@@ -165,6 +170,9 @@ impl Application {
                 .configure(crate::api::configure)
                 .configure(crate::transport::configure)
         })
+        .on_connect(crate::transport::drop_stalled_peers(Duration::from_secs(
+            settings.hub.client_timeout_secs,
+        )))
         .disable_signals()
         .workers(settings.server.workers)
         .shutdown_timeout(settings.server.shutdown_timeout_secs)

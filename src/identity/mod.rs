@@ -16,7 +16,7 @@ mod password;
 mod sessions;
 mod users;
 
-pub use devices::{DeviceToken, NewDeviceKey};
+pub use devices::{device_subject, DeviceToken, NewDeviceKey};
 pub use limiter::{retry_after_secs, AttemptKeys, LoginLimiter};
 pub use password::{HashingError, Passwords, MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS};
 pub use sessions::SessionTokens;

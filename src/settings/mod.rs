@@ -24,6 +24,7 @@ pub struct Settings {
     pub envelope: EnvelopeSettings,
     pub hub: HubSettings,
     pub identity: IdentitySettings,
+    pub home: HomeSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -194,7 +195,8 @@ impl Default for EnvelopeSettings {
 pub struct HubSettings {
     /// Send a Ping when nothing else was sent for this long.
     pub keep_alive_interval_secs: u64,
-    /// Close a connection that sent nothing (not even a Ping) for this long.
+    /// Close a connection that sent nothing (not even a Ping) for this long. Also how long a
+    /// peer may leave sent data unacknowledged (it stopped reading) before its socket is dropped.
     pub client_timeout_secs: u64,
     /// Close a connection whose handshake has not arrived after this long.
     pub handshake_timeout_secs: u64,
@@ -278,6 +280,30 @@ impl Default for IdentitySettings {
             max_devices_per_user: 50,
             max_sessions_per_user: 20,
             revocation_event_capacity: 1024,
+        }
+    }
+}
+
+/// The home hub: device commands and telemetry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HomeSettings {
+    /// Commands awaiting their device's result, at most; beyond it new commands are refused.
+    pub max_pending_commands: u64,
+    /// A command whose device has not answered after this many seconds is forgotten (its late
+    /// result is refused).
+    pub command_timeout_secs: u64,
+    /// Telemetry events buffered for `StreamTelemetry` subscribers; a subscriber that falls
+    /// further behind skips the oldest.
+    pub telemetry_buffer: usize,
+}
+
+impl Default for HomeSettings {
+    fn default() -> Self {
+        Self {
+            max_pending_commands: 100_000,
+            command_timeout_secs: 60,
+            telemetry_buffer: 1024,
         }
     }
 }
