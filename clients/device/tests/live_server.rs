@@ -1,28 +1,31 @@
 //! The real `signet-device` binary against the real Signet server, started in-process on port 0:
 //! provisioned through the identity API, connected to `/hubs/home` with its device token.
-//!
-//! The end-to-end command test needs the home hub's device methods (`SendCommand`, `Command`,
-//! `CommandResult`, `ReportTelemetry`, `ListDevices`) and is ignored until they are on main.
 
 mod support;
 
 use serde_json::{json, Value};
 use signet::envelope::{EnvelopeBuilder, MessageKey};
+use signet::identity::{Passwords, UserAdmin};
 use signet::protocol::{CompletionResult, HubMessage};
 use signet::settings;
 use signet::startup::Application;
+use signet::store::Store;
 use signet_device::config::ServerUrl;
 use signet_device::hub::{HubConnection, HubReceiver, HubSender, Incoming};
+use std::sync::Arc;
 use std::time::Duration;
 use support::DeviceProcess;
 
 const WAIT: Duration = Duration::from_secs(20);
 const JWT_SECRET: &str = "device-test-secret-0123456789-abcdefghijklmnopqrstuvwxyz";
+const USER_PASSWORD: &str = "correct horse battery staple";
 
 struct Server {
     url: String,
     data_dir: tempfile::TempDir,
     client: awc::Client,
+    settings: settings::Settings,
+    store: Arc<dyn Store>,
 }
 
 async fn start_server() -> Server {
@@ -47,13 +50,16 @@ async fn start_server() -> Server {
     ]
     .map(|(k, v)| (k.to_string(), v));
     let settings = settings::load_from_str("", std::path::Path::new("test"), env).unwrap();
-    let app = Application::build(settings).await.unwrap();
+    let app = Application::build(settings.clone()).await.unwrap();
     let url = format!("http://{}", app.address());
+    let store = app.state().store.clone();
     actix_rt::spawn(app.run_until_stopped());
     Server {
         url,
         data_dir,
         client: awc::Client::default(),
+        settings,
+        store,
     }
 }
 
@@ -78,6 +84,20 @@ impl Server {
         let password =
             std::fs::read_to_string(self.data_dir.path().join("initial-admin-password")).unwrap();
         let body = json!({"username": "admin", "password": password.trim()});
+        let (status, session) = self.request("POST", "/api/auth/login", "", body).await;
+        assert_eq!(status, 200, "{session}");
+        session
+    }
+
+    /// Creates a user with role `user`, as `signet user add` does, and logs in:
+    /// `{accessToken, messageKey, ...}`.
+    async fn user_session(&self, username: &str) -> Value {
+        let passwords = Passwords::new(&self.settings.identity).await.unwrap();
+        UserAdmin::new(self.store.clone(), passwords)
+            .add(username, &["user".to_string()], USER_PASSWORD)
+            .await
+            .unwrap();
+        let body = json!({"username": username, "password": USER_PASSWORD});
         let (status, session) = self.request("POST", "/api/auth/login", "", body).await;
         assert_eq!(status, 200, "{session}");
         session
@@ -250,37 +270,32 @@ fn send_command(key: &MessageKey, device_id: &str, command: &str) -> Value {
 }
 
 #[actix_rt::test]
-#[ignore = "needs the home hub's device methods on main (SendCommand, Command, CommandResult, ReportTelemetry, ListDevices; issue 7)"]
 async fn a_user_opens_the_door_through_the_real_device() {
     let server = start_server().await;
-    let admin = server.admin_session().await;
-    let admin_token = admin["accessToken"].as_str().unwrap();
-    let admin_key = MessageKey::from_base64url(admin["messageKey"].as_str().unwrap()).unwrap();
-    let (id, key) = server.provision(admin_token, "front door").await;
-    let mut client = server.hub_client(admin_token).await;
-    let _device = start_device(&server, &id, &key);
+    let alice = server.user_session("alice").await;
+    let alice_token = alice["accessToken"].as_str().unwrap();
+    let alice_key = MessageKey::from_base64url(alice["messageKey"].as_str().unwrap()).unwrap();
+    let (id, key) = server.provision(alice_token, "front door").await;
+    let mut client = server.hub_client(alice_token).await;
+    let device = start_device(&server, &id, &key);
 
     // Online: the owner is told, and the device is listed as online.
-    let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let listed = client.call("ListDevices", vec![]).await;
-        let CompletionResult::Result(Value::Array(devices)) = listed else {
-            panic!("ListDevices: {listed:?}");
-        };
-        if devices
-            .iter()
-            .any(|d| d["deviceId"] == json!(id) && d["online"] == json!(true))
-        {
+        let status = client.invoked("DeviceStatus").await;
+        if status[0] == json!({"deviceId": id, "online": true}) {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "never online");
-        actix_rt::time::sleep(Duration::from_millis(100)).await;
     }
+    let listed = client.call("ListDevices", vec![]).await;
+    assert_eq!(
+        listed,
+        CompletionResult::Result(json!([{"deviceId": id, "name": "front door", "online": true}]))
+    );
 
     let sent = client
         .call(
             "SendCommand",
-            vec![send_command(&admin_key, &id, "OPEN_DOOR")],
+            vec![send_command(&alice_key, &id, "OPEN_DOOR")],
         )
         .await;
     let CompletionResult::Result(sent) = sent else {
@@ -288,17 +303,20 @@ async fn a_user_opens_the_door_through_the_real_device() {
     };
     let command_id = sent["commandId"].as_str().unwrap().to_string();
 
+    // The device verified the server's envelope, acted, and its signed result reached alice.
     let result = loop {
         let arguments = client.invoked("CommandResult").await;
         if arguments[0]["commandId"] == json!(command_id) {
             break arguments[0].clone();
         }
     };
-    assert_eq!(result["deviceId"], json!(id));
-    assert_eq!(result["status"], "ok", "{result}");
-    assert_eq!(result["result"]["door"], "opened", "{result}");
+    assert_eq!(
+        result,
+        json!({"commandId": command_id, "deviceId": id, "status": "ok",
+               "result": {"door": "opened", "lock": "unlocked", "doorOpenings": 1}})
+    );
 
-    // The device's telemetry reaches its owner, and shows the door unlocked.
+    // Its signed telemetry reaches the owner too, and shows the door unlocked.
     loop {
         let arguments = client.invoked("Telemetry").await;
         let report = &arguments[0];
@@ -309,4 +327,23 @@ async fn a_user_opens_the_door_through_the_real_device() {
             break;
         }
     }
+
+    // An unknown command is answered with an error, and the device stays up.
+    let sent = client
+        .call("SendCommand", vec![send_command(&alice_key, &id, "DANCE")])
+        .await;
+    let CompletionResult::Result(sent) = sent else {
+        panic!("SendCommand: {sent:?}");
+    };
+    let result = loop {
+        let arguments = client.invoked("CommandResult").await;
+        if arguments[0]["commandId"] == sent["commandId"] {
+            break arguments[0].clone();
+        }
+    };
+    assert_eq!(result["status"], "error", "{result}");
+
+    let log = device.log();
+    assert!(!log.contains("refused an invocation"), "{log}");
+    device.assert_log_free_of(&[&key, alice_token]);
 }
