@@ -157,16 +157,17 @@ pub fn run(cli: Cli) -> ExitCode {
     let exit = actix_rt::System::new().block_on(runner::run(config));
     match exit {
         Exit::Stopped => ExitCode::SUCCESS,
+        // The last log line says why (on stderr, in the chosen log format).
         Exit::Fatal(message) => {
-            tracing::error!("{message}");
-            eprintln!("signet-device: {message}");
+            tracing::error!(exit = 1, "{message}");
             ExitCode::from(1)
         }
         Exit::CredentialsRejected => {
-            let message = "the server refused the device key (401): the key is wrong, or the \
-                           device was removed or re-keyed; provision it again";
-            tracing::error!("{message}");
-            eprintln!("signet-device: {message}");
+            tracing::error!(
+                exit = 3,
+                "the server refused the device key (401): the key is wrong, or the device was \
+                 removed or re-keyed; provision it again"
+            );
             ExitCode::from(3)
         }
     }
