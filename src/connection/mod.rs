@@ -19,12 +19,14 @@ mod attach;
 mod close;
 mod registry;
 mod replay;
+mod revocation;
 mod supervise;
 
 pub use attach::{coalesce, AttachError, Attachment};
 pub use close::{CloseReason, CloseStats};
 pub use registry::{Claim, ConnectionRegistry, RefreshError, RegistryFull};
 pub use replay::{ReceivedSequence, ReplayBuffer, SequenceAhead};
+pub use revocation::enforce_revocations;
 pub use supervise::{supervise, Timeouts};
 
 use crate::auth::Principal;

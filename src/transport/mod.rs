@@ -34,9 +34,11 @@ use crate::http::ApiError;
 use crate::hub::{run_session, Hub};
 use crate::settings::TransportSettings;
 use crate::startup::AppState;
+use actix_web::dev::Extensions;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
+use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -108,6 +110,25 @@ fn accepts_event_stream(req: &HttpRequest) -> bool {
                 .next()
                 .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/event-stream"))
         })
+}
+
+/// Sets up every accepted socket so that a peer that stops taking data is dropped: once sent
+/// bytes stay unacknowledged (a full receive window included) for `timeout`, the kernel aborts
+/// the connection. Without this, a write to a client that never reads waits forever, and a
+/// slow consumer closed by the hub would keep its socket and buffers (`TCP_USER_TIMEOUT`).
+pub fn drop_stalled_peers(
+    timeout: Duration,
+) -> impl Fn(&dyn Any, &mut Extensions) + Send + Sync + 'static {
+    move |io, _| {
+        #[cfg(target_os = "linux")]
+        if let Some(tcp) = io.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            if let Err(err) = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(timeout)) {
+                tracing::warn!(error = %err, "cannot set TCP_USER_TIMEOUT on a connection");
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = (io, timeout);
+    }
 }
 
 /// The hub named in the path, or 404.
