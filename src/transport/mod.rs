@@ -26,7 +26,7 @@ mod websocket;
 
 pub use cors::check_origin;
 
-use crate::auth::{issue::unix_now, query_param, token_from_request, Principal};
+use crate::auth::{issue::unix_now, query_param, token_from_request, Principal, TokenError};
 use crate::connection::{
     supervise, Attachment, CloseReason, Connection, Inbound, Timeouts, TransportKind,
 };
@@ -268,6 +268,13 @@ struct ConnectionRequest {
 /// What every request on an existing connection checks first, in order: the origin (403),
 /// the hub (404), the token (401), the `id` parameter (400), the connection (404) and its
 /// user (403).
+///
+/// The token must verify and be unrevoked like negotiate's, with one allowance: its `exp` may
+/// have passed if the connection itself holds a later, unexpired token of the same user (after
+/// an in-band refresh). The official clients send their negotiate-time token on every
+/// long-polling and SSE request for the life of the connection, so without it a refreshed
+/// connection would fail at its first token's expiry; what bounds trust is the connection's own
+/// token, whose expiry the session enforces.
 async fn connection_request(
     req: &HttpRequest,
     hub: &str,
@@ -275,13 +282,39 @@ async fn connection_request(
 ) -> Result<ConnectionRequest, ApiError> {
     let origin = check_origin(req, &state.settings.server.allowed_origins)?;
     let hub = find_hub(state, hub)?;
-    let principal = authenticate(req, state).await?;
+    let (bearer, _) = token_from_request(req)?
+        .ok_or_else(|| ApiError::unauthorized("missing_token", "a bearer token is required"))?;
+    let refused = |err: TokenError| {
+        tracing::debug!(reason = err.code(), "hub request refused");
+        ApiError::unauthorized("invalid_token", "the token is not valid")
+    };
+    let (principal, expired) = match state.auth.authenticate(&bearer).await {
+        Ok(principal) => (principal, false),
+        Err(TokenError::Expired) => (
+            state
+                .auth
+                .authenticate_past_expiry(&bearer)
+                .await
+                .map_err(refused)?,
+            true,
+        ),
+        Err(err) => return Err(refused(err)),
+    };
     let token = query_param(req.query_string(), "id").ok_or_else(|| {
         ApiError::bad_request(
             "missing_connection_id",
             "the `id` query parameter (the connection token from negotiate) is required",
         )
     })?;
+    if expired {
+        let leeway = i64::try_from(state.settings.jwt.leeway_secs).unwrap_or(i64::MAX);
+        let carried_on = state.connections.get(&token).is_some_and(|c| {
+            c.principal().sub == principal.sub && c.expires_at().saturating_add(leeway) > unix_now()
+        });
+        if !carried_on {
+            return Err(refused(TokenError::Expired));
+        }
+    }
     let connection = existing_connection(state, &hub, &token, &principal)?;
     Ok(ConnectionRequest {
         hub,

@@ -376,3 +376,49 @@ async fn a_connection_that_expires_between_polls_keeps_its_close_message_for_the
         "delivered once"
     );
 }
+
+#[actix_web::test]
+async fn after_an_in_band_refresh_the_clients_first_token_still_carries_its_requests() {
+    // The official clients send their negotiate-time token on every poll and send of a
+    // connection; once a refresh moved the connection onto a later token, that first token
+    // may expire without breaking the connection.
+    let app = spawn_app().await;
+    let first = token("alice", &["user"], 2);
+    let id = long_polling_connection(&app, &first, JSON_HANDSHAKE).await;
+    let later = token("alice", &["user"], 600);
+    let refreshed = app
+        .client
+        .post(app.url(&format!("/hubs/home/refresh?id={id}")))
+        .bearer_auth(&later)
+        .send()
+        .await
+        .expect("refresh sent");
+    assert_eq!(refreshed.status().as_u16(), 200);
+    actix_web::rt::time::sleep(Duration::from_millis(3000)).await;
+    assert_still_open(&app, &id, &first).await;
+
+    // Expired tokens are no pass on their own: not for another user, not for a connection that
+    // did not carry on past them.
+    let other = token("mallory", &["user"], 2);
+    let (other_id, expired) = {
+        let id = long_polling_connection(&app, &other, JSON_HANDSHAKE).await;
+        actix_web::rt::time::sleep(Duration::from_millis(2500)).await;
+        (id, other)
+    };
+    assert_eq!(
+        poll(&app, Some(&id), &expired).await.status,
+        401,
+        "another user's expired token"
+    );
+    let unrefreshed = send(
+        &app,
+        Some(&other_id),
+        &expired,
+        &invocation("1", "Echo", json!([1])),
+    )
+    .await;
+    assert_eq!(
+        unrefreshed.status, 401,
+        "the connection expired with its token"
+    );
+}
