@@ -10,14 +10,15 @@ use serde_json::json;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-/// Starts a poll in the background and gives it time to reach the server.
+/// Starts a poll in the background and gives it time to reach the server (generously: the
+/// test machine may be busy, and the order of polls is what the tests are about).
 async fn pending_poll(
     app: &TestApp,
     id: &str,
     bearer: &str,
 ) -> actix_web::rt::task::JoinHandle<crate::transport_client::Reply> {
     let pending = actix_web::rt::spawn(start_poll(app, Some(id), bearer));
-    actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+    actix_web::rt::time::sleep(Duration::from_millis(500)).await;
     pending
 }
 
@@ -307,7 +308,7 @@ async fn a_concurrent_send_on_the_same_connection_gets_409() {
     )
     .unwrap();
     slow.write_all(head).unwrap();
-    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    actix_web::rt::time::sleep(Duration::from_millis(500)).await;
 
     let concurrent = send(
         &app,
@@ -394,7 +395,8 @@ async fn after_an_in_band_refresh_the_clients_first_token_still_carries_its_requ
         .await
         .expect("refresh sent");
     assert_eq!(refreshed.status().as_u16(), 200);
-    actix_web::rt::time::sleep(Duration::from_millis(3000)).await;
+    // `exp` counts whole seconds: a 2 s token is surely expired after 3.
+    actix_web::rt::time::sleep(Duration::from_millis(3200)).await;
     assert_still_open(&app, &id, &first).await;
 
     // Expired tokens are no pass on their own: not for another user, not for a connection that
@@ -402,7 +404,8 @@ async fn after_an_in_band_refresh_the_clients_first_token_still_carries_its_requ
     let other = token("mallory", &["user"], 2);
     let (other_id, expired) = {
         let id = long_polling_connection(&app, &other, JSON_HANDSHAKE).await;
-        actix_web::rt::time::sleep(Duration::from_millis(2500)).await;
+        // `exp` counts whole seconds: a 2 s token is surely expired after 3.
+        actix_web::rt::time::sleep(Duration::from_millis(3200)).await;
         (id, other)
     };
     assert_eq!(
