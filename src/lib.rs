@@ -19,6 +19,8 @@
 //! - `envelope`: signed command envelopes (format, verification, nonce store); a service the
 //!   hub calls, never calling up.
 //! - `protocol`: the SignalR hub protocols (JSON, MessagePack) and handshake; pure, no I/O.
+//! - `console`: the browser console at `/`, static files compiled into the binary with their
+//!   security headers; it is a client of the API and hub like any other.
 //! - `telemetry`: logging set-up.
 //!
 //! Coming with the hub issues: `transport` (WebSockets, SSE, long polling) adapts HTTP to one
@@ -29,6 +31,7 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod connection;
+pub mod console;
 pub mod envelope;
 pub mod http;
 pub mod hub;
