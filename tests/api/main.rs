@@ -9,6 +9,7 @@ mod hub_limits;
 mod hub_negotiate;
 mod hub_protocol;
 mod jwt;
+mod lifetime;
 mod login;
 mod message_key;
 mod restart;
