@@ -47,11 +47,29 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// A first look: the server with a demo user, an admin and two simulated devices, on a
+    /// temporary data directory removed on exit. Prints the random passwords once.
+    Demo(DemoArgs),
     /// Manage users in the database under the data directory.
     User {
         #[command(subcommand)]
         command: UserCommand,
     },
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+    /// The `signet-device` binary (default: next to this program).
+    #[arg(long, value_name = "PATH")]
+    device_bin: Option<PathBuf>,
+    /// How often the simulated devices report telemetry, e.g. 5s.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    telemetry_interval: Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -151,6 +169,7 @@ pub fn run() -> ExitCode {
                 },
         } => mint(&config, sub, roles, ttl),
         Command::User { command } => user(command),
+        Command::Demo(args) => demo(args),
     }
 }
 
@@ -188,6 +207,30 @@ fn serve(arg: &ConfigArg) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = %err, "signet stopped");
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn demo(args: DemoArgs) -> ExitCode {
+    let settings = match load_settings(&args.config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    use std::io::IsTerminal;
+    let ansi = std::io::stdout().is_terminal();
+    crate::telemetry::init(&settings.log, std::io::stdout, ansi);
+    let options = crate::demo::DemoOptions {
+        listen: args.listen,
+        device_binary: args.device_bin,
+        telemetry_interval: args.telemetry_interval,
+    };
+    let result = actix_web::rt::System::new().block_on(crate::demo::run(settings, options));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %err, "the demo stopped");
             eprintln!("error: {err}");
             ExitCode::FAILURE
         }

@@ -21,6 +21,7 @@
 //! - `protocol`: the SignalR hub protocols (JSON, MessagePack) and handshake; pure, no I/O.
 //! - `console`: the browser console at `/`, static files compiled into the binary with their
 //!   security headers; it is a client of the API and hub like any other.
+//! - `demo`: `signet demo`, the server with demo users and simulated devices for a first look.
 //! - `telemetry`: logging set-up.
 //!
 //! Coming with the hub issues: `transport` (WebSockets, SSE, long polling) adapts HTTP to one
@@ -32,6 +33,7 @@ pub mod auth;
 pub mod cli;
 pub mod connection;
 pub mod console;
+pub mod demo;
 pub mod envelope;
 pub mod http;
 pub mod hub;

@@ -45,7 +45,10 @@ static CONSOLE: [(&str, Asset); 3] = [
         "console.css",
         Asset::new(include_bytes!("assets/console.css"), CSS),
     ),
-    ("icon.svg", Asset::new(include_bytes!("assets/icon.svg"), SVG)),
+    (
+        "icon.svg",
+        Asset::new(include_bytes!("assets/icon.svg"), SVG),
+    ),
 ];
 
 static CLIENT: [(&str, Asset); 3] = [
@@ -55,7 +58,10 @@ static CLIENT: [(&str, Asset); 3] = [
     ),
     (
         "hub-protocol.js",
-        Asset::new(include_bytes!("../../clients/js/hub-protocol.js"), JAVASCRIPT),
+        Asset::new(
+            include_bytes!("../../clients/js/hub-protocol.js"),
+            JAVASCRIPT,
+        ),
     ),
     (
         "envelope.js",
