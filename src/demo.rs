@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The devices of the demo home: name shown in the console.
@@ -51,15 +51,25 @@ pub enum DemoError {
 /// The running demo's children; they are killed and the data removed however the demo ends.
 struct DemoHome {
     data_dir: PathBuf,
-    devices: Vec<Child>,
+    devices: Arc<Mutex<Vec<Child>>>,
+}
+
+impl DemoHome {
+    fn stop_devices(devices: &Mutex<Vec<Child>>) {
+        let mut devices = devices
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for child in devices.iter_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        devices.clear();
+    }
 }
 
 impl Drop for DemoHome {
     fn drop(&mut self) {
-        for child in &mut self.devices {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        Self::stop_devices(&self.devices);
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
@@ -72,9 +82,9 @@ pub async fn run(mut settings: Settings, options: DemoOptions) -> Result<(), Dem
         .mode(0o700)
         .create(&data_dir)
         .map_err(DemoError::DataDir)?;
-    let mut home = DemoHome {
+    let home = DemoHome {
         data_dir: data_dir.clone(),
-        devices: Vec::new(),
+        devices: Arc::new(Mutex::new(Vec::new())),
     };
     settings.server.data_dir = data_dir.clone();
     settings.server.listen = options.listen;
@@ -127,7 +137,10 @@ pub async fn run(mut settings: Settings, options: DemoOptions) -> Result<(), Dem
         let Some(binary) = &binary else { continue };
         match spawn_device(binary, &url, &created.device.id, &key_file, name, &options) {
             Ok(child) => {
-                home.devices.push(child);
+                home.devices
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .push(child);
                 started.push(*name);
             }
             Err(err) => eprintln!("warning: cannot start {}: {err}", binary.display()),
@@ -146,9 +159,32 @@ pub async fn run(mut settings: Settings, options: DemoOptions) -> Result<(), Dem
     println!("  Press Ctrl-C to stop; the demo's data is deleted then.\n");
     let _ = std::io::stdout().flush();
 
+    // The devices go first when the demo is stopped, so they do not try to reconnect to a
+    // server that is shutting down.
+    let devices = home.devices.clone();
+    actix_web::rt::spawn(async move {
+        stop_signal().await;
+        DemoHome::stop_devices(&devices);
+    });
     let result = app.run_until_stopped().await.map_err(DemoError::Serve);
     drop(home);
     result
+}
+
+/// Resolves on SIGINT or SIGTERM (the server listens for them too, and shuts down).
+async fn stop_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = interrupt => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = interrupt.await;
+        }
+    }
 }
 
 fn spawn_device(

@@ -4,6 +4,7 @@ mod browser;
 mod cli;
 mod config;
 mod conformance;
+mod demo;
 mod devices;
 mod helpers;
 mod hub_limits;
