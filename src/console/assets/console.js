@@ -31,6 +31,8 @@ const app = {
   me: null,
   isAdmin: false,
   devices: new Map(),
+  /** The last `state` telemetry per device, kept across reconnections. */
+  lastState: new Map(),
   pendingCommands: new Map(),
   telemetrySubscription: null,
   timers: [],
@@ -221,6 +223,7 @@ function leave() {
   app.connection = null;
   app.me = null;
   app.devices.clear();
+  app.lastState.clear();
   app.pendingCommands.clear();
   $('app-view').hidden = true;
   $('status').hidden = true;
@@ -260,7 +263,7 @@ function onConnectionState({ state, previous, error }) {
     app.telemetrySubscription = null;
     const words = describeError(error);
     showNotice(words, { error: false });
-    activity(words, 'error');
+    activity(words);
     markAllOffline();
   } else if (state === State.Disconnected && error) {
     // The server ended the connection for good (kicked, revoked) or the session cannot be
@@ -321,6 +324,7 @@ function renderDevices(devices) {
     const item = template.content.firstElementChild.cloneNode(true);
     item.dataset.deviceId = device.deviceId;
     item.querySelector('.device-name').textContent = device.name;
+    item.querySelector('.device-state').textContent = app.lastState.get(device.deviceId) ?? '';
     for (const button of item.querySelectorAll('button[data-command]')) {
       button.addEventListener('click', () => sendCommand(device.deviceId, button.dataset.command));
     }
@@ -401,8 +405,9 @@ function onCommandResult({ commandId, deviceId, status, result }) {
 function onTelemetry({ deviceId, kind, data, at }) {
   const device = app.devices.get(deviceId);
   const name = device?.name ?? deviceId;
-  if (device && kind === 'state') {
-    device.element.querySelector('.device-state').textContent = describeValues(data);
+  if (kind === 'state') {
+    app.lastState.set(deviceId, describeValues(data));
+    if (device) device.element.querySelector('.device-state').textContent = app.lastState.get(deviceId);
   }
   const line = `${name} · ${kind}: ${describeValues(data)}`;
   logLine('telemetry', line);
