@@ -68,7 +68,7 @@ struct DemoArgs {
     #[arg(long, value_name = "PATH")]
     device_bin: Option<PathBuf>,
     /// How often the simulated devices report telemetry, e.g. 5s.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = settings::parse_duration)]
     telemetry_interval: Duration,
 }
 

@@ -13,7 +13,7 @@ use crate::startup::{Application, StartupError};
 use crate::store::SqliteStore;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -133,7 +133,8 @@ pub async fn run(mut settings: Settings, options: DemoOptions) -> Result<(), Dem
     for name in DEMO_DEVICES {
         let created = state.identity.create_device(&principal, name, None).await?;
         let key_file = data_dir.join(format!("{}.key", created.device.id));
-        write_private(&key_file, &created.device_key).map_err(DemoError::DataDir)?;
+        crate::settings::write_private_file(&key_file, &created.device_key)
+            .map_err(DemoError::DataDir)?;
         let Some(binary) = &binary else { continue };
         match spawn_device(binary, &url, &created.device.id, &key_file, name, &options) {
             Ok(child) => {
@@ -217,13 +218,4 @@ fn print_banner(url: &str, admin_password: &str, demo_password: &str, data_dir: 
         "  Random passwords for this run only; the data lives in {} until the demo stops.",
         data_dir.display()
     );
-}
-
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(text.as_bytes())
 }
