@@ -8,7 +8,6 @@ import {
   BASE_URL,
   EVENT_TIMEOUT_MS,
   claimsFor,
-  jwtPayload,
   launchBrowser,
   newPage,
   post,
@@ -48,17 +47,15 @@ function startDevice() {
 }
 
 /**
- * Logs in through the form. Records what the page's own traffic shows: the login answer (its
- * access token, to mint a look-alike later) and every negotiate answer (connection tokens).
+ * Logs in through the form. Records what the page's own traffic shows: every negotiate answer
+ * (connection tokens), as someone watching the page's network could.
  */
 async function logIn(page, username, password) {
-  const seen = { negotiations: [], login: null };
+  const seen = { negotiations: [] };
   page.on('response', async (response) => {
     const url = new URL(response.url());
     if (url.pathname === '/hubs/home/negotiate' && response.status() === 200) {
       seen.negotiations.push(await response.json());
-    } else if (url.pathname === '/api/auth/login' && response.status() === 200) {
-      seen.login = await response.json();
     }
   });
   await page.goto(`${BASE_URL}/`);
@@ -166,7 +163,7 @@ describe('the console', () => {
     await user.page.screenshot({ path: screenshotPath('console-disconnected.png') });
   });
 
-  test('a token that expires on the open connection is replaced and the console reconnects by itself', async () => {
+  test('a refused signature is explained; a token that expires on the open connection is replaced and the console reconnects by itself', async () => {
     const { page } = user;
     await page.reload();
     const seen = await logIn(page, USER, USER_PASSWORD);
@@ -174,14 +171,23 @@ describe('the console', () => {
     const [negotiated] = seen.negotiations;
     assert.ok(negotiated?.connectionToken, 'the page negotiated a connection');
 
-    // Move the page's connection onto a token that expires in 3 seconds, through the public
+    // Move the page's connection onto a token that expires in 4 seconds, through the public
     // in-band refresh route: only someone holding the connection token and a token of the same
-    // user can do this, and the page's own in-band refresh would do the same with a real token.
-    const { sid } = jwtPayload(seen.login.accessToken);
-    const shortLived = signToken(claimsFor(USER_ID, { ttlSecs: 3, sid, name: USER }));
+    // user can do this, and the page's own in-band refresh does the same with a real token.
+    // This token belongs to another login session, so until the connection is replaced the
+    // server expects another message key: the page's signed commands are refused, and the page
+    // must say so.
+    const shortLived = signToken(claimsFor(USER_ID, { ttlSecs: 4, sid: 'another-login-session', name: USER }));
     const moved = await post(`/hubs/home/refresh?id=${encodeURIComponent(negotiated.connectionToken)}`, shortLived);
     assert.equal(moved.status, 200, JSON.stringify(moved.body));
-    assert.ok(moved.body.tokenLifetimeSeconds <= 3);
+    assert.ok(moved.body.tokenLifetimeSeconds <= 4);
+    const stale = deviceItem(page);
+    await stale.locator('button[data-command="UNLOCK"]').click();
+    await stale
+      .locator('.result[data-tone="error"]', {
+        hasText: 'Unlock: The server refused the signed command: its signature did not match',
+      })
+      .waitFor();
 
     await page.locator('#activity li', { hasText: 'Your token expired; reconnecting with a fresh one' }).waitFor();
     await page.locator('#activity li', { hasText: 'Reconnected.' }).waitFor({ timeout: EVENT_TIMEOUT_MS });
