@@ -60,7 +60,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// A response builder with the console's security headers.
-pub fn secured(status: StatusCode) -> HttpResponseBuilder {
+fn secured(status: StatusCode) -> HttpResponseBuilder {
     let mut builder = HttpResponse::build(status);
     for (name, value) in SECURITY_HEADERS {
         builder.insert_header((*name, *value));
