@@ -19,6 +19,9 @@
 //! - `envelope`: signed command envelopes (format, verification, nonce store); a service the
 //!   hub calls, never calling up.
 //! - `protocol`: the SignalR hub protocols (JSON, MessagePack) and handshake; pure, no I/O.
+//! - `console`: the browser console at `/`, static files compiled into the binary with their
+//!   security headers; it is a client of the API and hub like any other.
+//! - `demo`: `signet demo`, the server with demo users and simulated devices for a first look.
 //! - `telemetry`: logging set-up.
 //!
 //! - `transport`: negotiate and the three transports (WebSockets, Server-Sent Events, long
@@ -34,6 +37,8 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod connection;
+pub mod console;
+pub mod demo;
 pub mod envelope;
 pub mod http;
 pub mod hub;

@@ -4,11 +4,13 @@
 //! documented defaults), the TOML file, then environment variables `SIGNET__<SECTION>__<KEY>`.
 //! Unknown keys are errors in every source: a typo must never be silently ignored.
 
+mod duration;
 mod load;
 mod secrets;
 
+pub use duration::parse_duration;
 pub use load::{load, load_from_str, SettingsError};
-pub use secrets::{new_random_secret, ResolvedSecrets, Secret, SecretSource};
+pub use secrets::{new_random_secret, write_private_file, ResolvedSecrets, Secret, SecretSource};
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;

@@ -93,13 +93,13 @@ async fn official_signalr_client_passes_the_conformance_suite() {
 
 /// A running `node --test` whose output is forwarded line by line into the test output, and
 /// which is killed if the test ends before it does.
-struct NodeRun {
-    child: Child,
+pub(crate) struct NodeRun {
+    pub(crate) child: Child,
     forwarders: Vec<JoinHandle<()>>,
 }
 
 impl NodeRun {
-    fn start(mut command: Command) -> Self {
+    pub(crate) fn start(mut command: Command) -> Self {
         let mut child = command.spawn().unwrap_or_else(|err| {
             panic!("cannot run `node` ({err}): the conformance suite needs Node.js 20 or later")
         });
@@ -114,7 +114,7 @@ impl NodeRun {
     }
 
     /// Waits for the forwarders to reach the end of node's output.
-    fn finish_output(&mut self) {
+    pub(crate) fn finish_output(&mut self) {
         for forwarder in self.forwarders.drain(..) {
             let _ = forwarder.join();
         }

@@ -1,8 +1,10 @@
 //! Integration tests: each starts a real Signet server in-process and talks to it over HTTP.
 
+mod browser;
 mod cli;
 mod config;
 mod conformance;
+mod demo;
 mod devices;
 mod helpers;
 mod hub_limits;

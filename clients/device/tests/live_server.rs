@@ -347,3 +347,46 @@ async fn a_user_opens_the_door_through_the_real_device() {
     assert!(!log.contains("refused an invocation"), "{log}");
     device.assert_log_free_of(&[&key, alice_token]);
 }
+
+/// The end-to-end scenario with the official JavaScript client on the user's side: the
+/// user sends OPEN_DOOR, the real device verifies and executes it, and the user receives the
+/// device's result.
+#[actix_rt::test]
+async fn the_official_js_client_opens_the_door_of_a_real_device() {
+    let conformance =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/conformance");
+    assert!(
+        conformance.join("node_modules/@microsoft/signalr").is_dir(),
+        "run `npm ci --prefix tests/conformance` (./scripts/test.sh does it)"
+    );
+    let server = start_server().await;
+    let owner = server.user_session("door-owner").await;
+    let token = owner["accessToken"].as_str().unwrap();
+    let (id, key) = server.provision(token, "front door").await;
+    let device = start_device(&server, &id, &key);
+
+    let mut user = std::process::Command::new("node");
+    user.arg(conformance.join("e2e/open-door.mjs"))
+        .env("SIGNET_URL", &server.url)
+        .env("SIGNET_ACCESS_TOKEN", token)
+        .env("SIGNET_MESSAGE_KEY", owner["messageKey"].as_str().unwrap())
+        .env("SIGNET_DEVICE_ID", &id);
+    // The server runs on this test's runtime: wait for node on another thread.
+    let user = tokio::task::spawn_blocking(move || user.output());
+    let output = tokio::time::timeout(WAIT * 2, user)
+        .await
+        .expect("the JS client finished in time")
+        .expect("the waiting thread")
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "node failed: {}\n{stdout}\ndevice log:\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        device.log()
+    );
+    let result: Value = serde_json::from_str(stdout.trim()).expect("the result as JSON");
+    assert_eq!(result["deviceId"], json!(id));
+    assert_eq!(result["status"], json!("ok"), "{result}");
+    device.assert_log_free_of(&[&key, token]);
+}
