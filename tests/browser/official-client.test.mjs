@@ -55,7 +55,9 @@ describe('the official SignalR browser client', () => {
         if (pathname === '/hubs/home') urls.push(searchParams);
       };
       const onSocket = (socket) => record(socket.url());
-      const onRequest = (request) => record(request.url());
+      // The event stream is a GET whose token must travel in the query (EventSource sends no
+      // headers); the client's sends (POST) carry it in the Authorization header instead.
+      const onRequest = (request) => request.method() === 'GET' && record(request.url());
       session.page.on('websocket', onSocket);
       session.page.on('request', onRequest);
       try {
