@@ -93,6 +93,9 @@ pub struct Connection {
     /// Hub name, e.g. `home`.
     pub hub: Arc<str>,
     principal: RwLock<Arc<Principal>>,
+    /// `jti` of the token the connection was opened with: the only expired token its later
+    /// requests may carry (see `transport::connection_request`).
+    opening_jti: Option<String>,
     expires_at: AtomicI64,
     protocol: OnceLock<HubProtocol>,
     transport: OnceLock<TransportKind>,
@@ -139,6 +142,7 @@ impl Connection {
             token,
             hub,
             expires_at: AtomicI64::new(principal.expires_at),
+            opening_jti: principal.jti.clone(),
             principal: RwLock::new(Arc::new(principal)),
             protocol: OnceLock::new(),
             transport: OnceLock::new(),
@@ -154,6 +158,11 @@ impl Connection {
             posting: AtomicBool::new(false),
             expiry_changed: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Whether `jti` names the token this connection was opened with (never true without one).
+    pub fn opened_with(&self, jti: Option<&str>) -> bool {
+        matches!((self.opening_jti.as_deref(), jti), (Some(a), Some(b)) if a == b)
     }
 
     /// The principal of the token currently backing this connection.

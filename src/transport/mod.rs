@@ -270,8 +270,8 @@ struct ConnectionRequest {
 /// user (403).
 ///
 /// The token must verify and be unrevoked like negotiate's, with one allowance: its `exp` may
-/// have passed if the connection itself holds a later, unexpired token of the same user (after
-/// an in-band refresh). The official clients send their negotiate-time token on every
+/// have passed if it is the token the connection was opened with (same `jti`) and the
+/// connection itself holds a later, unexpired token of the same user (after an in-band refresh). The official clients send their negotiate-time token on every
 /// long-polling and SSE request for the life of the connection, so without it a refreshed
 /// connection would fail at its first token's expiry; what bounds trust is the connection's own
 /// token, whose expiry the session enforces.
@@ -308,8 +308,12 @@ async fn connection_request(
     })?;
     if expired {
         let leeway = i64::try_from(state.settings.jwt.leeway_secs).unwrap_or(i64::MAX);
+        // Only the very token the connection was opened with (the one official clients keep
+        // sending), only for its own user, and only while the connection holds a later token.
         let carried_on = state.connections.get(&token).is_some_and(|c| {
-            c.principal().sub == principal.sub && c.expires_at().saturating_add(leeway) > unix_now()
+            c.opened_with(principal.jti.as_deref())
+                && c.principal().sub == principal.sub
+                && c.expires_at().saturating_add(leeway) > unix_now()
         });
         if !carried_on {
             return Err(refused(TokenError::Expired));

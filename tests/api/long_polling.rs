@@ -385,6 +385,18 @@ async fn after_an_in_band_refresh_the_clients_first_token_still_carries_its_requ
     // may expire without breaking the connection.
     let app = spawn_app().await;
     let first = token("alice", &["user"], 2);
+    // Another token of the same user, expiring with the first: not the connection's own.
+    let stale = {
+        let mut c = crate::helpers::claims("alice");
+        c["jti"] = json!("another-token-of-alice");
+        c["exp"] = json!(crate::helpers::now() + 2);
+        crate::helpers::sign_hs(
+            crate::helpers::TEST_SECRET,
+            None,
+            jsonwebtoken::Algorithm::HS256,
+            &c,
+        )
+    };
     let id = long_polling_connection(&app, &first, JSON_HANDSHAKE).await;
     let later = token("alice", &["user"], 600);
     let refreshed = app
@@ -397,6 +409,11 @@ async fn after_an_in_band_refresh_the_clients_first_token_still_carries_its_requ
     assert_eq!(refreshed.status().as_u16(), 200);
     // `exp` counts whole seconds: a 2 s token is surely expired after 3.
     actix_web::rt::time::sleep(Duration::from_millis(3200)).await;
+    assert_eq!(
+        poll(&app, Some(&id), &stale).await.status,
+        401,
+        "an expired token the connection was not opened with"
+    );
     assert_still_open(&app, &id, &first).await;
 
     // Expired tokens are no pass on their own: not for another user, not for a connection that
