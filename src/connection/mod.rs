@@ -160,6 +160,12 @@ impl Connection {
         })
     }
 
+    /// The next queued frame, for unit tests of what reached the queue.
+    #[cfg(test)]
+    pub(crate) fn try_recv_outbound(&self) -> Option<OutboundFrame> {
+        self.outbound_rx.try_lock().ok()?.try_recv().ok()
+    }
+
     /// Whether `jti` names the token this connection was opened with (never true without one).
     pub fn opened_with(&self, jti: Option<&str>) -> bool {
         matches!((self.opening_jti.as_deref(), jti), (Some(a), Some(b)) if a == b)
