@@ -25,8 +25,14 @@ pub struct Cli {
     #[arg(long, env = "SIGNET_SERVER", value_name = "URL")]
     pub server: String,
 
-    /// The device id shown when the device was created (POST /api/devices)
-    #[arg(long, env = "SIGNET_DEVICE_ID", value_name = "ID")]
+    /// The device id shown when the device was created (POST /api/devices). Ids are base64url
+    /// and may start with `-`, which must not be read as a flag.
+    #[arg(
+        long,
+        env = "SIGNET_DEVICE_ID",
+        value_name = "ID",
+        allow_hyphen_values = true
+    )]
     pub device_id: String,
 
     /// The device key. On the command line it is visible to other local users in the process
@@ -44,7 +50,7 @@ pub struct Cli {
     pub device_key_file: Option<PathBuf>,
 
     /// A label for this device in logs and telemetry (default: the device id)
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub name: Option<String>,
 
     /// How often to report telemetry (`state` and `temperature`), e.g. 30s, 2m, 500ms
@@ -170,5 +176,24 @@ pub fn run(cli: Cli) -> ExitCode {
             );
             ExitCode::from(3)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::Parser;
+
+    #[test]
+    fn a_device_id_starting_with_a_dash_is_a_value_not_a_flag() {
+        let cli = Cli::try_parse_from([
+            "signet-device",
+            "--server",
+            "http://127.0.0.1:8080",
+            "--device-id",
+            "-r7x9qc5SfClwhLG6xh-xA",
+        ])
+        .expect("parses");
+        assert_eq!(cli.device_id, "-r7x9qc5SfClwhLG6xh-xA");
     }
 }
