@@ -1,17 +1,19 @@
 //! `broadcast`: one admin broadcasting to N connections; deliveries per second and delivery
-//! latency. The admin calls `BroadcastMessage(text)` (on the baseline: sends a `!` frame) in a
-//! closed loop, with the send time embedded in the text; every receiver measures the time from
-//! that stamp to its arrival. Flow control keeps the run sustainable: the admin sends broadcast
-//! `k` only once `(k - window) x receivers` deliveries have arrived, so no receiver queue fills
-//! unless one receiver falls far behind the others (the server then closes it, which is counted).
-//! `--rate` caps the broadcasts per second instead, for latency at a given load.
+//! latency. The admin calls `BroadcastMessage(text)` (on the baseline: sends a `!` frame) with
+//! the send time embedded in the text; every receiver measures the time from that stamp to its
+//! arrival. The admin pipelines its calls, and flow control keeps the run sustainable: broadcast
+//! `k` is sent only while fewer than `window` calls await their completion and once
+//! `(k - window) x receivers` deliveries have arrived, so no receiver queue fills unless one
+//! receiver falls far behind the others (the server then closes it, which is counted). `--rate`
+//! caps the broadcasts per second too, for the latency at a given load.
 
 use super::{measure_cpu, round, Outcome, Target, Window, CALL_TIMEOUT};
 use crate::baseline::BROADCAST_MARKER;
-use crate::client::{bounded, Client, ClientError};
+use crate::client::{Client, ClientError};
 use crate::stats::Latencies;
 use serde_json::{json, Value};
 use signet::protocol::{CompletionResult, HubMessage};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -105,38 +107,64 @@ pub async fn run(target: &Target, options: &BroadcastOptions) -> Result<Outcome,
         .filter(|r| *r > 0.0)
         .map(|r| Duration::from_secs_f64(1.0 / r));
     let call_latencies = Latencies::new();
-    let mut next_at = tokio::time::Instant::now();
+    let mut next_at = Instant::now();
+    let mut outstanding: HashMap<u64, Instant> = HashMap::new();
     let mut sent = 0u64;
     let mut sent_in_window = 0u64;
     let mut admin_error = None;
-    while Instant::now() < window.end {
-        // Flow control: deliveries must have caught up to within `window` broadcasts.
-        while Instant::now() < window.end {
-            let owed = sent.saturating_sub(options.window) * alive.load(Ordering::Relaxed) as u64;
-            if delivered.load(Ordering::Relaxed) >= owed {
-                break;
+    // The admin pipelines: up to `window` calls outstanding, their completions read as they
+    // come, so the rate is bounded by the fan-out's capacity rather than one call's round trip.
+    let admin_deadline = window.end + CALL_TIMEOUT;
+    loop {
+        let now = Instant::now();
+        let sending = now < window.end;
+        if (!sending && outstanding.is_empty()) || now >= admin_deadline {
+            break;
+        }
+        let owed = sent.saturating_sub(options.window) * alive.load(Ordering::Relaxed) as u64;
+        let may_send = sending
+            && (outstanding.len() as u64) < options.window.max(1)
+            && delivered.load(Ordering::Relaxed) >= owed
+            && now >= next_at;
+        // Nothing to send yet: wake for the pacing time, or soon to look at deliveries again.
+        let pause = if now < next_at {
+            next_at - now
+        } else {
+            Duration::from_millis(1)
+        };
+        tokio::select! {
+            biased;
+            event = admin_event(&mut admin_client) => match event {
+                Ok(Some(seq)) => {
+                    if let Some(began) = outstanding.remove(&seq) {
+                        call_latencies.record(0, began.elapsed());
+                    }
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    admin_error = Some(err.to_string());
+                    break;
+                }
+            },
+            _ = std::future::ready(()), if may_send => {
+                let began = Instant::now();
+                let stamp = began.duration_since(clock).as_micros();
+                let text = format!("{stamp} {sent} {padding}");
+                if let Err(err) = send_broadcast(&mut admin_client, sent, text).await {
+                    admin_error = Some(err.to_string());
+                    break;
+                }
+                outstanding.insert(sent, began);
+                sent += 1;
+                if window.contains(began) {
+                    sent_in_window += 1;
+                }
+                if let Some(pacing) = pacing {
+                    // On schedule, keep it; behind it, start again from now (no catch-up burst).
+                    next_at = (next_at + pacing).max(began);
+                }
             }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        if let Some(pacing) = pacing {
-            tokio::time::sleep_until(next_at).await;
-            next_at += pacing;
-        }
-        let began = Instant::now();
-        if began >= window.end {
-            break;
-        }
-        let stamp = began.duration_since(clock).as_micros();
-        let text = format!("{stamp} {sent} {padding}");
-        if let Err(err) = bounded(CALL_TIMEOUT, send_broadcast(&mut admin_client, sent, text)).await
-        {
-            admin_error = Some(err.to_string());
-            break;
-        }
-        call_latencies.record(0, began.elapsed());
-        sent += 1;
-        if window.contains(began) {
-            sent_in_window += 1;
+            _ = tokio::time::sleep(pause), if !may_send => {}
         }
     }
     let drain_until = Instant::now() + DRAIN;
@@ -223,30 +251,54 @@ fn stamp_of(text: &str) -> Option<u64> {
     text.split(' ').next()?.parse().ok()
 }
 
-/// Sends one broadcast and waits until the server has done it: Signet's completion, or the
-/// baseline's copy of the frame coming back to its sender.
+/// Sends broadcast number `seq` without waiting for it to be done.
 async fn send_broadcast(client: &mut Client, seq: u64, text: String) -> Result<(), ClientError> {
     match client {
         Client::Hub(hub) => {
-            let id = format!("b{seq}");
-            match hub
-                .invoke(&id, "BroadcastMessage", vec![Value::String(text)])
-                .await?
-            {
-                CompletionResult::Error(error) => Err(ClientError::Refused(error)),
-                _ => Ok(()),
-            }
+            hub.send(&HubMessage::Invocation {
+                headers: Default::default(),
+                invocation_id: Some(format!("b{seq}")),
+                target: "BroadcastMessage".into(),
+                arguments: vec![Value::String(text)],
+                stream_ids: Vec::new(),
+            })
+            .await
         }
         Client::Raw(raw) => {
             let mut frame = Vec::with_capacity(text.len() + 1);
             frame.push(BROADCAST_MARKER);
             frame.extend_from_slice(text.as_bytes());
-            raw.send(frame).await?;
-            loop {
-                if raw.recv().await?.first() == Some(&BROADCAST_MARKER) {
-                    return Ok(());
+            raw.send(frame).await
+        }
+    }
+}
+
+/// The next message to the admin: `Some(seq)` once broadcast `seq` is done (Signet's completion,
+/// or on the baseline the admin's own copy of the frame); `None` for anything else.
+async fn admin_event(client: &mut Client) -> Result<Option<u64>, ClientError> {
+    match client {
+        Client::Hub(hub) => match hub.recv().await? {
+            HubMessage::Completion {
+                invocation_id,
+                result,
+                ..
+            } => {
+                if let CompletionResult::Error(error) = result {
+                    return Err(ClientError::Refused(error));
                 }
+                Ok(invocation_id
+                    .strip_prefix('b')
+                    .and_then(|seq| seq.parse().ok()))
             }
+            _ => Ok(None),
+        },
+        Client::Raw(raw) => {
+            let frame = raw.recv().await?;
+            Ok(frame
+                .strip_prefix(&[BROADCAST_MARKER])
+                .and_then(|rest| std::str::from_utf8(rest).ok())
+                .and_then(|text| text.split(' ').nth(1))
+                .and_then(|seq| seq.parse().ok()))
         }
     }
 }
