@@ -1,11 +1,15 @@
 //! The `signet` command line. `main` only calls [`run`].
 
 use crate::auth::{AccessClaims, KeyRing};
+use crate::identity::{IdentityError, Passwords, UserAdmin};
 use crate::settings::{self, new_random_secret, ResolvedSecrets, Settings};
 use crate::startup::Application;
+use crate::store::SqliteStore;
 use clap::{Args, Parser, Subcommand};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The configuration file used when `--config` is not given. If it does not exist, the
@@ -42,6 +46,48 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Manage users in the database under the data directory.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a user; the password is read from standard input (first line).
+    Add {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Username: letters, digits, `.`, `_`, `-`, `@` (compared in lower case).
+        name: String,
+        /// Role; repeat for several (default: user).
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+        /// Read the password from standard input (required: passwords never go in arguments).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List users: name, id (the `sub` of their tokens), roles, creation time.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Set a user's password (read from standard input) and end their sessions.
+    Passwd {
+        #[command(flatten)]
+        config: ConfigArg,
+        name: String,
+        /// Read the password from standard input (required).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Remove a user with their devices and sessions.
+    Remove {
+        #[command(flatten)]
+        config: ConfigArg,
+        name: String,
     },
 }
 
@@ -104,6 +150,7 @@ pub fn run() -> ExitCode {
                     ttl,
                 },
         } => mint(&config, sub, roles, ttl),
+        Command::User { command } => user(command),
     }
 }
 
@@ -204,9 +251,142 @@ fn mint(arg: &ConfigArg, sub: String, roles: Vec<String>, ttl: Duration) -> Exit
     }
 }
 
+/// Reads a password: the first line of standard input, without its line ending.
+fn password_from_stdin(password_stdin: bool) -> Result<String, String> {
+    if !password_stdin {
+        return Err("pass --password-stdin and write the password to standard input".into());
+    }
+    let mut text = String::new();
+    std::io::stdin()
+        .take(64 * 1024)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
+    let password = text.lines().next().unwrap_or("").to_string();
+    if password.is_empty() {
+        return Err("standard input held no password".into());
+    }
+    Ok(password)
+}
+
+fn user(command: UserCommand) -> ExitCode {
+    let config = match &command {
+        UserCommand::Add { config, .. }
+        | UserCommand::List { config }
+        | UserCommand::Passwd { config, .. }
+        | UserCommand::Remove { config, .. } => config,
+    };
+    let settings = match load_settings(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let password = match &command {
+        UserCommand::Add { password_stdin, .. } | UserCommand::Passwd { password_stdin, .. } => {
+            match password_from_stdin(*password_stdin) {
+                Ok(p) => Some(p),
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        _ => None,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let password = password.unwrap_or_default();
+    let result = runtime.block_on(async {
+        let store = SqliteStore::open(&settings.server.data_dir).await?;
+        let passwords = Passwords::new(&settings.identity).await?;
+        let admin = UserAdmin::new(Arc::new(store), passwords);
+        match command {
+            UserCommand::Add { name, roles, .. } => {
+                let user = admin.add(&name, &roles, &password).await?;
+                println!(
+                    "created user {} (id {}) with roles {}",
+                    user.username,
+                    user.id,
+                    user.roles.join(",")
+                );
+            }
+            UserCommand::List { .. } => {
+                let users = admin.list().await?;
+                println!("{:<24} {:<24} {:<20} created", "username", "id", "roles");
+                for user in users {
+                    println!(
+                        "{:<24} {:<24} {:<20} {}",
+                        user.username,
+                        user.id,
+                        user.roles.join(","),
+                        utc_timestamp(user.created_at)
+                    );
+                }
+            }
+            UserCommand::Passwd { name, .. } => {
+                let user = admin.set_password(&name, &password).await?;
+                println!(
+                    "changed the password of {}; their sessions are ended",
+                    user.username
+                );
+            }
+            UserCommand::Remove { name, .. } => {
+                let user = admin.remove(&name).await?;
+                println!(
+                    "removed user {} with their devices and sessions",
+                    user.username
+                );
+            }
+        }
+        Ok::<(), IdentityError>(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for Unix seconds (civil-from-days, proleptic Gregorian).
+pub fn utc_timestamp(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_duration;
+    use super::{parse_duration, utc_timestamp};
+
+    #[test]
+    fn timestamps_format_in_utc() {
+        assert_eq!(utc_timestamp(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_timestamp(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc_timestamp(1_786_000_000), "2026-08-06T07:06:40Z");
+    }
+
     use std::time::Duration;
 
     #[test]

@@ -2,12 +2,14 @@
 //! shared state, binds the listener (port 0 allowed) and reports the bound address. `main` and
 //! the integration tests both start Signet this way.
 
-use crate::auth::{Authenticator, KeyRing, KeyRingError};
+use crate::auth::{Authenticator, InProcessRevocations, KeyRing, KeyRingError};
 use crate::connection::{CloseReason, CloseStats, ConnectionRegistry};
 use crate::envelope::{EnvelopeLimits, EnvelopeService, InMemoryNonceStore};
-use crate::http::{self, ApiError};
+use crate::http::{self, ApiError, JsonLimit};
 use crate::hub::{HubCatalog, HubServices, SessionLimits};
+use crate::identity::{IdentityError, IdentityService, Passwords, UserAdmin};
 use crate::settings::{ResolvedSecrets, Settings, SettingsError};
+use crate::store::{SqliteStore, Store, StoreError};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
@@ -23,6 +25,10 @@ pub enum StartupError {
     Settings(#[from] SettingsError),
     #[error(transparent)]
     KeyRing(#[from] KeyRingError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("identity: {0}")]
+    Identity(#[from] IdentityError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -34,7 +40,10 @@ pub enum StartupError {
 #[derive(Clone)]
 pub struct AppState {
     pub settings: Arc<Settings>,
+    /// Token verification with revocation: every route and hub connection goes through it.
     pub auth: Authenticator,
+    pub store: Arc<dyn Store>,
+    pub identity: IdentityService,
     pub hubs: Arc<HubCatalog>,
     pub connections: Arc<ConnectionRegistry>,
     pub close_stats: Arc<CloseStats>,
@@ -46,9 +55,20 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(settings: Settings, secrets: &ResolvedSecrets) -> Result<Self, StartupError> {
+    /// Opens the store (applying migrations), loads revocations, and wires the services.
+    pub async fn build(
+        settings: Settings,
+        secrets: &ResolvedSecrets,
+    ) -> Result<Self, StartupError> {
         let keyring = KeyRing::new(&settings.jwt, secrets)?;
-        let auth = Authenticator::new(Arc::new(keyring));
+        let sqlite = Arc::new(SqliteStore::open(&settings.server.data_dir).await?);
+        let revocations = InProcessRevocations::load(
+            sqlite.clone(),
+            settings.jwt.leeway_secs,
+            settings.identity.revocation_event_capacity,
+        )
+        .await?;
+        let auth = Authenticator::new(Arc::new(keyring), Arc::new(revocations));
         let connections = Arc::new(ConnectionRegistry::new(settings.hub.max_connections));
         let envelope = &settings.envelope;
         let limits = EnvelopeLimits {
@@ -57,22 +77,47 @@ impl AppState {
             max_message_bytes: envelope.max_message_bytes,
         };
         let nonces = Arc::new(InMemoryNonceStore::new(envelope.nonce_capacity));
+        let envelopes = Arc::new(EnvelopeService::new(
+            limits,
+            nonces,
+            secrets.envelope.clone(),
+        ));
         let services = HubServices {
             auth: auth.clone(),
             connections: connections.clone(),
-            envelopes: Arc::new(EnvelopeService::new(
-                limits,
-                nonces,
-                secrets.envelope.clone(),
-            )),
+            envelopes: envelopes.clone(),
         };
+
+        let store: Arc<dyn Store> = sqlite;
+        let passwords = Passwords::new(&settings.identity)
+            .await
+            .map_err(IdentityError::from)?;
+        let identity = IdentityService::new(
+            &settings,
+            store.clone(),
+            auth.clone(),
+            envelopes,
+            passwords.clone(),
+        );
+        if let Some(path) = UserAdmin::new(store.clone(), passwords)
+            .bootstrap_admin(&settings.server.data_dir)
+            .await?
+        {
+            tracing::warn!(
+                path = %path.display(),
+                "first start: created user `admin`; its password is in this file (mode 0600). \
+                 Change it with `signet user passwd admin --password-stdin`, then delete the file"
+            );
+        }
         Ok(Self {
-            hubs: Arc::new(crate::hubs::catalog(&settings, &services)),
+            hubs: Arc::new(crate::hubs::catalog(&settings, &services, store.clone())),
             connections,
             close_stats: Arc::new(CloseStats::default()),
             limits: SessionLimits::from_settings(&settings),
             settings: Arc::new(settings),
             auth,
+            store,
+            identity,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         })
@@ -93,8 +138,13 @@ impl Application {
         let secrets = ResolvedSecrets::resolve(&settings)?;
         tracing::info!(source = %secrets.jwt_source, kid = %crate::auth::hmac_kid(&secrets.jwt), "jwt signing secret");
         tracing::info!(source = %secrets.envelope_source, "envelope master key");
-        let state = AppState::new(settings, &secrets)?;
+        let state = AppState::build(settings, &secrets).await?;
         let settings = state.settings.clone();
+        actix_web::rt::spawn(crate::connection::enforce_revocations(
+            state.auth.clone(),
+            state.connections.clone(),
+            state.shutdown.clone(),
+        ));
 
         let addr = settings.server.listen;
         let listener =
@@ -108,6 +158,10 @@ impl Application {
             let state = app_state.clone();
             App::new()
                 .app_data(web::Data::new(state.auth.clone()))
+                .app_data(web::Data::new(state.identity.clone()))
+                .app_data(web::Data::new(JsonLimit(
+                    state.settings.server.max_request_body_bytes,
+                )))
                 .app_data(web::Data::new(state.clone()))
                 .app_data(json_config(&state.settings))
                 .wrap(from_fn(http::request_log::log_requests))
@@ -116,6 +170,9 @@ impl Application {
                 .configure(crate::api::configure)
                 .configure(crate::transport::configure)
         })
+        .on_connect(crate::transport::drop_stalled_peers(Duration::from_secs(
+            settings.hub.client_timeout_secs,
+        )))
         .disable_signals()
         .workers(settings.server.workers)
         .shutdown_timeout(settings.server.shutdown_timeout_secs)
@@ -212,7 +269,8 @@ async fn shutdown_signal() {
     let _ = interrupt.await;
 }
 
-/// JSON bodies: size-limited, and a parse error names what is wrong as a JSON error body.
+/// For any route using actix's `web::Json`: size-limited, errors as JSON bodies. The API's own
+/// routes use [`crate::http::Json`], whose parse errors also name the offending field.
 fn json_config(settings: &Settings) -> web::JsonConfig {
     web::JsonConfig::default()
         .limit(settings.server.max_request_body_bytes)

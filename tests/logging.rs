@@ -86,7 +86,66 @@ async fn tokens_never_reach_the_log() {
         .unwrap();
     assert_eq!(res.status().as_u16(), 200);
 
+    // Identity traffic: the audit trail records it, and no password or token reaches the log.
+    let admin_password = std::fs::read_to_string(data_dir.path().join("initial-admin-password"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let login = |password: &str| {
+        client
+            .post(format!("{base}/api/auth/login"))
+            .send_json(&serde_json::json!({"username": "admin", "password": password}))
+    };
+    let mut failed = login("a-wrong-password-guess").await.unwrap();
+    assert_eq!(failed.status().as_u16(), 401);
+    let _ = failed.body().await;
+    let mut res = login(&admin_password).await.unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let tokens: serde_json::Value = res.json().await.unwrap();
+    let refresh_token = tokens["refreshToken"].as_str().unwrap().to_string();
+    let mut res = client
+        .post(format!("{base}/api/auth/refresh"))
+        .send_json(&serde_json::json!({ "refreshToken": refresh_token }))
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let rotated: serde_json::Value = res.json().await.unwrap();
+    let secrets = [
+        admin_password.clone(),
+        "a-wrong-password-guess".to_string(),
+        refresh_token,
+        rotated["refreshToken"].as_str().unwrap().to_string(),
+        rotated["messageKey"].as_str().unwrap().to_string(),
+        tokens["accessToken"]
+            .as_str()
+            .unwrap()
+            .rsplit('.')
+            .next()
+            .unwrap()
+            .to_string(),
+    ];
+
     let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    for secret in &secrets {
+        assert!(!log.contains(secret.as_str()), "a secret reached the log");
+    }
+    let audit: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| event["target"] == "audit")
+        .collect();
+    let has = |action: &str, outcome: &str| {
+        audit
+            .iter()
+            .any(|e| e["action"] == action && e["outcome"] == outcome && e["client"] == "127.0.0.1")
+    };
+    assert!(has("login", "failure"), "{audit:?}");
+    assert!(has("login", "success"), "{audit:?}");
+    assert!(has("refresh", "success"), "{audit:?}");
+    assert!(
+        log.contains("initial-admin-password"),
+        "the generated admin's password file is logged by path"
+    );
     assert!(
         log.contains("access_token=[redacted]"),
         "requests are logged: {log}"

@@ -1,8 +1,94 @@
-//! `/api/auth/...`: who the caller is.
+//! `/api/auth/...`: login, refresh rotation, logout, who the caller is, message keys, and the
+//! device key exchange.
 
 use crate::auth::Authenticated;
-use actix_web::{get, HttpResponse};
-use serde::Serialize;
+use crate::http::{client_addr, ApiError, Json};
+use crate::identity::{IdentityService, SessionTokens};
+use actix_web::http::header;
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+
+#[derive(Deserialize)]
+pub struct LoginRequest {
+    username: String,
+    password: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionTokensBody {
+    access_token: String,
+    refresh_token: String,
+    expires_in: i64,
+    message_key: String,
+}
+
+fn tokens_response(tokens: SessionTokens) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(SessionTokensBody {
+            access_token: tokens.access_token,
+            refresh_token: tokens.refresh_token,
+            expires_in: tokens.expires_in,
+            message_key: tokens.message_key,
+        })
+}
+
+/// `POST /api/auth/login` `{username, password}` -> `{accessToken, refreshToken, expiresIn,
+/// messageKey}`; 401 `invalid_credentials`; 429 `rate_limited` with `Retry-After`.
+#[post("/auth/login")]
+pub async fn login(
+    req: HttpRequest,
+    identity: web::Data<IdentityService>,
+    Json(body): Json<LoginRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let tokens = identity
+        .login(&body.username, &body.password, client_addr(&req))
+        .await?;
+    Ok(tokens_response(tokens))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefreshRequest {
+    refresh_token: String,
+}
+
+/// `POST /api/auth/refresh` `{refreshToken}` -> new tokens; 401 `invalid_refresh_token` or
+/// `refresh_token_reused` (the session is then revoked).
+#[post("/auth/refresh")]
+pub async fn refresh(
+    req: HttpRequest,
+    identity: web::Data<IdentityService>,
+    Json(body): Json<RefreshRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let tokens = identity
+        .refresh(&body.refresh_token, client_addr(&req))
+        .await?;
+    Ok(tokens_response(tokens))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogoutRequest {
+    #[serde(default)]
+    refresh_token: Option<String>,
+}
+
+/// `POST /api/auth/logout` (Bearer) `{refreshToken}` -> 204: the access token is refused from
+/// now on and its session ends.
+#[post("/auth/logout")]
+pub async fn logout(
+    req: HttpRequest,
+    Authenticated(principal): Authenticated,
+    identity: web::Data<IdentityService>,
+    Json(body): Json<LogoutRequest>,
+) -> Result<HttpResponse, ApiError> {
+    identity
+        .logout(&principal, body.refresh_token.as_deref(), client_addr(&req))
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
 
 #[derive(Serialize)]
 struct Me<'a> {
@@ -11,12 +97,74 @@ struct Me<'a> {
     roles: &'a [String],
 }
 
-/// `GET /api/auth/me` (Bearer): the caller's subject, name and roles.
+/// `GET /api/auth/me` (Bearer): the caller's subject, username and roles.
 #[get("/auth/me")]
-pub async fn me(Authenticated(principal): Authenticated) -> HttpResponse {
-    HttpResponse::Ok().json(Me {
+pub async fn me(
+    Authenticated(principal): Authenticated,
+    identity: web::Data<IdentityService>,
+) -> Result<HttpResponse, ApiError> {
+    let username = identity.username_of(&principal).await?;
+    Ok(HttpResponse::Ok().json(Me {
         sub: &principal.sub,
-        username: principal.name.as_deref().unwrap_or(&principal.sub),
+        username: &username,
         roles: &principal.roles,
-    })
+    }))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MessageKeyBody {
+    message_key: String,
+}
+
+/// `GET /api/auth/message-key` (Bearer) -> `{messageKey}` of the presented token.
+#[get("/auth/message-key")]
+pub async fn message_key(
+    Authenticated(principal): Authenticated,
+    identity: web::Data<IdentityService>,
+) -> Result<HttpResponse, ApiError> {
+    let message_key = identity.message_key(&principal).ok_or_else(|| {
+        ApiError::bad_request(
+            "no_message_key",
+            "this token carries neither sid nor jti, so it has no message key",
+        )
+    })?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(MessageKeyBody { message_key }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceTokenRequest {
+    device_id: String,
+    device_key: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DeviceTokenBody {
+    access_token: String,
+    expires_in: i64,
+    message_key: String,
+}
+
+/// `POST /api/auth/device-token` `{deviceId, deviceKey}` -> `{accessToken, expiresIn,
+/// messageKey}`; 401 `invalid_device_credentials`.
+#[post("/auth/device-token")]
+pub async fn device_token(
+    req: HttpRequest,
+    identity: web::Data<IdentityService>,
+    Json(body): Json<DeviceTokenRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let token = identity
+        .device_token(&body.device_id, &body.device_key, client_addr(&req))
+        .await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(DeviceTokenBody {
+            access_token: token.access_token,
+            expires_in: token.expires_in,
+            message_key: token.message_key,
+        }))
 }

@@ -5,31 +5,70 @@
 pub(crate) mod issue;
 mod keyring;
 mod principal;
+pub mod revocation;
 mod token_source;
 
 pub use issue::{AccessClaims, IssuedToken};
 pub use keyring::{hmac_kid, KeyRing, KeyRingError, TokenError};
 pub use principal::{Principal, TokenClaims, DOTNET_ROLE_CLAIM};
+pub use revocation::{
+    InProcessRevocations, RevocationError, RevocationEvent, RevocationStore, Revoked,
+};
 pub use token_source::{
     query_param, token_from_request, Authenticated, TokenLocation, HUB_PATH_PREFIX,
 };
 
 use std::sync::Arc;
+use tokio::sync::broadcast;
 
-/// Verifies tokens for every entry point (REST extractor, negotiate, transports, in-band refresh).
-#[derive(Clone, Debug)]
+/// Verifies tokens for every entry point (REST extractor, negotiate, transports, in-band
+/// refresh): signature and claims through the key ring, then revocation.
+#[derive(Clone)]
 pub struct Authenticator {
     keyring: Arc<KeyRing>,
+    revocations: Arc<dyn RevocationStore>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("keyring", &self.keyring)
+            .field("revocations", &self.revocations)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Authenticator {
-    pub fn new(keyring: Arc<KeyRing>) -> Self {
-        Self { keyring }
+    pub fn new(keyring: Arc<KeyRing>, revocations: Arc<dyn RevocationStore>) -> Self {
+        Self {
+            keyring,
+            revocations,
+        }
     }
 
-    /// Verifies `token` and returns the principal it proves.
+    /// Verifies `token` and returns the principal it proves, unless it is revoked.
     pub async fn authenticate(&self, token: &str) -> Result<Principal, TokenError> {
-        self.keyring.verify(token)
+        let principal = self.keyring.verify(token)?;
+        self.check_revocation(&principal).await?;
+        Ok(principal)
+    }
+
+    /// Asks again whether `principal`'s token is revoked: for live connections after a
+    /// [`RevocationEvent`] that [`RevocationEvent::affects`] them.
+    pub async fn check_revocation(&self, principal: &Principal) -> Result<(), TokenError> {
+        self.revocations.check(principal).await.map_err(|reason| {
+            tracing::debug!(sub = %principal.sub, %reason, "revoked token refused");
+            TokenError::Revoked
+        })
+    }
+
+    /// Revocations from now on, for closing live connections.
+    pub fn subscribe_revocations(&self) -> broadcast::Receiver<RevocationEvent> {
+        self.revocations.subscribe()
+    }
+
+    pub fn revocations(&self) -> &Arc<dyn RevocationStore> {
+        &self.revocations
     }
 
     pub fn keyring(&self) -> &KeyRing {

@@ -9,9 +9,11 @@
 
 mod close;
 mod registry;
+mod revocation;
 
 pub use close::{CloseReason, CloseStats};
 pub use registry::{Claim, ConnectionRegistry, RefreshError, RegistryFull};
+pub use revocation::enforce_revocations;
 
 use crate::auth::Principal;
 use crate::protocol::HubProtocol;

@@ -23,6 +23,8 @@ pub enum Claim<'a> {
     Session(&'a str),
     /// The principal (`sub`): every connection of a user or device.
     Subject(&'a str),
+    /// The owner of device tokens (`owner`): every connection of a user's devices.
+    Owner(&'a str),
 }
 
 /// Why an in-band refresh was refused.
@@ -43,6 +45,7 @@ pub struct ConnectionRegistry {
     by_jti: Index,
     by_sid: Index,
     by_sub: Index,
+    by_owner: Index,
     count: AtomicUsize,
     max: usize,
 }
@@ -72,6 +75,7 @@ impl ConnectionRegistry {
             by_jti: DashMap::new(),
             by_sid: DashMap::new(),
             by_sub: DashMap::new(),
+            by_owner: DashMap::new(),
             count: AtomicUsize::new(0),
             max,
         }
@@ -81,12 +85,14 @@ impl ConnectionRegistry {
         index_add(&self.by_jti, principal.jti.as_deref(), token);
         index_add(&self.by_sid, principal.sid.as_deref(), token);
         index_add(&self.by_sub, Some(&principal.sub), token);
+        index_add(&self.by_owner, principal.owner.as_deref(), token);
     }
 
     fn unindex(&self, principal: &Principal, token: &str) {
         index_remove(&self.by_jti, principal.jti.as_deref(), token);
         index_remove(&self.by_sid, principal.sid.as_deref(), token);
         index_remove(&self.by_sub, Some(&principal.sub), token);
+        index_remove(&self.by_owner, principal.owner.as_deref(), token);
     }
 
     /// Registers a connection unless the cap is reached.
@@ -147,27 +153,32 @@ impl ConnectionRegistry {
         Ok(lifetime)
     }
 
-    /// Closes every connection the claim names; returns how many.
-    pub fn close_matching(&self, claim: Claim<'_>, reason: &CloseReason) -> usize {
+    /// The open connections the claim names, found through the index (no scan).
+    pub fn matching(&self, claim: Claim<'_>) -> Vec<Arc<Connection>> {
         let (index, key) = match claim {
             Claim::TokenId(k) => (&self.by_jti, k),
             Claim::Session(k) => (&self.by_sid, k),
             Claim::Subject(k) => (&self.by_sub, k),
+            Claim::Owner(k) => (&self.by_owner, k),
         };
         let tokens: Vec<String> = index
             .get(key)
             .map(|t| t.iter().cloned().collect())
             .unwrap_or_default();
-        let mut closed = 0;
-        for token in tokens {
-            if let Some(connection) = self.get(&token) {
-                if !connection.is_closed() {
-                    connection.close(reason.clone());
-                    closed += 1;
-                }
-            }
+        tokens
+            .iter()
+            .filter_map(|token| self.get(token))
+            .filter(|c| !c.is_closed())
+            .collect()
+    }
+
+    /// Closes every connection the claim names; returns how many.
+    pub fn close_matching(&self, claim: Claim<'_>, reason: &CloseReason) -> usize {
+        let matching = self.matching(claim);
+        for connection in &matching {
+            connection.close(reason.clone());
         }
-        closed
+        matching.len()
     }
 
     pub fn len(&self) -> usize {

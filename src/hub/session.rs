@@ -263,7 +263,14 @@ impl Session {
                 _ = connection.expiry_changed() => {
                     expiry.as_mut().reset(self.limits.expiry_deadline(&connection));
                 }
-                _ = &mut client_deadline => return CloseReason::ClientTimeout,
+                _ = &mut client_deadline => {
+                    // While the parallel-invocation limit holds reading back, the client's pings
+                    // wait unread in the transport: its silence is ours, not a timeout.
+                    if self.parallel < self.limits.max_parallel_invocations {
+                        return CloseReason::ClientTimeout;
+                    }
+                    client_deadline.as_mut().reset(Instant::now() + self.limits.client_timeout);
+                }
                 _ = keep_alive.tick() => {
                     // A full queue means the client is not reading; the ping can wait.
                     let _ = connection.try_send(Bytes::from_static(self.protocol.ping_frame()));
@@ -353,8 +360,15 @@ impl Session {
                 ..
             } => {
                 if let Some(upload) = self.uploads.get(&invocation_id) {
-                    // Waiting here slows only this client, whose own method drains the stream.
-                    if upload.send(item).await.is_err() {
+                    // Waiting here slows only this client, whose own method drains the stream;
+                    // a method that stops draining must not keep a closing connection alive.
+                    let sent = tokio::select! {
+                        sent = upload.send(item) => sent.is_ok(),
+                        _ = self.connection.closed() => {
+                            return self.connection.close_reason().cloned();
+                        }
+                    };
+                    if !sent {
                         self.uploads.remove(&invocation_id);
                     }
                 }

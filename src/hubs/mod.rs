@@ -4,12 +4,13 @@ pub mod home;
 
 use crate::hub::{HubCatalog, HubServices, InProcessLifetimeManager};
 use crate::settings::Settings;
+use crate::store::Store;
 use std::sync::Arc;
 
 /// Every hub Signet serves, each with its own in-process lifetime manager.
-pub fn catalog(settings: &Settings, services: &HubServices) -> HubCatalog {
+pub fn catalog(settings: &Settings, services: &HubServices, store: Arc<dyn Store>) -> HubCatalog {
     let lifetime = Arc::new(InProcessLifetimeManager::new(
         settings.hub.max_groups_per_connection,
     ));
-    HubCatalog::default().with(home::hub(lifetime, services))
+    HubCatalog::default().with(home::hub(lifetime, services, store, settings))
 }

@@ -249,6 +249,89 @@ fn parse_request(record: &[u8]) -> Result<Request, HandshakeError> {
     Ok(Request { protocol, version })
 }
 
+/// Client side: appends the handshake request `{"protocol":"<name>","version":<n>}` and its
+/// record separator to `out`. It is JSON text whatever the protocol.
+pub fn encode_request(protocol: HubProtocol, version: i32, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"protocol\":");
+    write_json_string(out, protocol.name());
+    out.extend_from_slice(b",\"version\":");
+    out.extend_from_slice(version.to_string().as_bytes());
+    out.push(b'}');
+    out.push(RECORD_SEPARATOR);
+}
+
+/// Client side: what the server answered to the handshake request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandshakeResponse {
+    /// The server's `error` text; `None` when the handshake succeeded.
+    pub error: Option<String>,
+    /// Bytes that followed the response in the same frame: the first hub messages.
+    pub remaining: Vec<u8>,
+}
+
+/// Client side: collects the server's handshake response (`{}` or `{"error":"..."}`, JSON text
+/// even for MessagePack) from the first frames of a connection.
+#[derive(Debug)]
+pub struct HandshakeResponseDecoder {
+    buffer: Vec<u8>,
+    max_message_size: usize,
+}
+
+impl HandshakeResponseDecoder {
+    /// `max_message_size` bounds the response, separator excluded.
+    pub fn new(max_message_size: usize) -> Self {
+        Self {
+            buffer: Vec::new(),
+            max_message_size,
+        }
+    }
+
+    /// Adds one received frame. `Ok(None)` means the response is not complete yet; after
+    /// `Ok(Some(_))` or an error the decoder is spent.
+    pub fn feed(&mut self, frame: &[u8]) -> Result<Option<HandshakeResponse>, HandshakeError> {
+        let too_large = HandshakeError::TooLarge {
+            limit: self.max_message_size,
+        };
+        let Some(separator) = frame.iter().position(|&b| b == RECORD_SEPARATOR) else {
+            if self.buffer.len().saturating_add(frame.len()) > self.max_message_size {
+                self.buffer = Vec::new();
+                return Err(too_large);
+            }
+            self.buffer.extend_from_slice(frame);
+            return Ok(None);
+        };
+        if self.buffer.len().saturating_add(separator) > self.max_message_size {
+            self.buffer = Vec::new();
+            return Err(too_large);
+        }
+        let mut record = std::mem::take(&mut self.buffer);
+        record.extend_from_slice(&frame[..separator]);
+        let error = parse_response(&record)?;
+        Ok(Some(HandshakeResponse {
+            error,
+            remaining: frame[separator + 1..].to_vec(),
+        }))
+    }
+}
+
+#[derive(Deserialize)]
+struct ResponseWire {
+    error: Option<String>,
+}
+
+/// Parses the response record, separator excluded: the `error` text, if any. Other
+/// properties are ignored, as the official clients do.
+fn parse_response(record: &[u8]) -> Result<Option<String>, HandshakeError> {
+    if record.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(HandshakeError::Malformed(
+            "The handshake response is not a JSON object.".into(),
+        ));
+    }
+    let wire: ResponseWire = serde_json::from_slice(record)
+        .map_err(|error| HandshakeError::Malformed(format!("Error reading JSON: {error}.")))?;
+    Ok(wire.error)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -466,5 +549,68 @@ mod tests {
                 }
             }
         }
+    }
+    #[test]
+    fn client_request_is_what_the_server_accepts() {
+        for protocol in HubProtocol::ALL {
+            for version in [1, 2] {
+                let mut request = Vec::new();
+                encode_request(protocol, version, &mut request);
+                assert!(matches!(
+                    handshake(&[&request]),
+                    Ok(Some(Handshake { protocol: p, version: v, .. })) if p == protocol && v == version
+                ));
+            }
+        }
+        let mut request = Vec::new();
+        encode_request(HubProtocol::Json, 1, &mut request);
+        assert_eq!(request, b"{\"protocol\":\"json\",\"version\":1}\x1e");
+    }
+
+    #[test]
+    fn client_reads_the_responses_the_server_writes() {
+        let mut ok = Vec::new();
+        encode_response(None, &mut ok);
+        ok.extend_from_slice(HubProtocol::Json.ping_frame());
+        for split in 0..ok.len() {
+            let mut decoder = HandshakeResponseDecoder::new(LIMIT);
+            let first = decoder.feed(&ok[..split]).unwrap();
+            let response = match first {
+                Some(response) => response,
+                None => decoder.feed(&ok[split..]).unwrap().unwrap(),
+            };
+            assert_eq!(response.error, None, "split at {split}");
+            if split <= 2 {
+                assert_eq!(response.remaining, HubProtocol::Json.ping_frame());
+            }
+        }
+
+        let mut refused = Vec::new();
+        encode_response(Some("The protocol 'x' is not \"supported\"."), &mut refused);
+        let response = HandshakeResponseDecoder::new(LIMIT)
+            .feed(&refused)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            response.error.as_deref(),
+            Some("The protocol 'x' is not \"supported\".")
+        );
+        assert!(response.remaining.is_empty());
+    }
+
+    #[test]
+    fn client_refuses_bad_or_oversized_responses() {
+        for bad in [&b"[]\x1e"[..], b"nope\x1e", b"{\"error\":1}\x1e"] {
+            assert!(matches!(
+                HandshakeResponseDecoder::new(LIMIT).feed(bad),
+                Err(HandshakeError::Malformed(_))
+            ));
+        }
+        let mut decoder = HandshakeResponseDecoder::new(4);
+        assert_eq!(decoder.feed(b"{ "), Ok(None));
+        assert_eq!(
+            decoder.feed(b"   "),
+            Err(HandshakeError::TooLarge { limit: 4 })
+        );
     }
 }

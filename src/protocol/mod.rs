@@ -16,6 +16,10 @@
 //!    buffer, or encoded once per protocol for a broadcast with
 //!    [`SerializedHubMessage`].
 //!
+//! Clients (the `signet-device` binary, test clients) use the same codecs from the other
+//! side: [`handshake::encode_request`] and [`HandshakeResponseDecoder`] for the handshake, then
+//! the same decoders and encoders for hub messages.
+//!
 //! Reference: dotnet/aspnetcore `src/SignalR/docs/specs/HubProtocol.md`.
 
 mod buffer;
@@ -31,7 +35,9 @@ use std::sync::OnceLock;
 use bytes::Bytes;
 
 pub use self::error::ProtocolError;
-pub use self::handshake::{Handshake, HandshakeDecoder, HandshakeError};
+pub use self::handshake::{
+    Handshake, HandshakeDecoder, HandshakeError, HandshakeResponse, HandshakeResponseDecoder,
+};
 pub use self::json::JsonDecoder;
 pub use self::message::{CompletionResult, Headers, HubMessage, MessageType};
 pub use self::msgpack::MessagePackDecoder;

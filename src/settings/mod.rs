@@ -23,6 +23,8 @@ pub struct Settings {
     pub jwt: JwtSettings,
     pub envelope: EnvelopeSettings,
     pub hub: HubSettings,
+    pub identity: IdentitySettings,
+    pub home: HomeSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -193,7 +195,8 @@ impl Default for EnvelopeSettings {
 pub struct HubSettings {
     /// Send a Ping when nothing else was sent for this long.
     pub keep_alive_interval_secs: u64,
-    /// Close a connection that sent nothing (not even a Ping) for this long.
+    /// Close a connection that sent nothing (not even a Ping) for this long. Also how long a
+    /// peer may leave sent data unacknowledged (it stopped reading) before its socket is dropped.
     pub client_timeout_secs: u64,
     /// Close a connection whose handshake has not arrived after this long.
     pub handshake_timeout_secs: u64,
@@ -235,6 +238,72 @@ impl Default for HubSettings {
             negotiate_timeout_secs: 15,
             close_on_expiry: true,
             detailed_errors: false,
+        }
+    }
+}
+
+/// Users, devices, sessions: login throttling, password hashing cost and per-user limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentitySettings {
+    /// Failed logins allowed per username, and separately per client address, within
+    /// `login_failure_window_secs`; once reached, logins answer 429 until the window ends.
+    pub login_max_failures: u32,
+    /// Length of the failed-login window, in seconds.
+    pub login_failure_window_secs: u64,
+    /// Usernames and addresses whose failures are tracked at once (memory bound).
+    pub login_limiter_capacity: u64,
+    /// Argon2id memory cost in KiB. The default (19 MiB, 2 passes, 1 lane) is OWASP's
+    /// recommended minimum; lower it only for tests.
+    pub password_hash_memory_kib: u32,
+    /// Argon2id passes over memory.
+    pub password_hash_iterations: u32,
+    /// Argon2id lanes.
+    pub password_hash_parallelism: u32,
+    /// Devices one user may own.
+    pub max_devices_per_user: u32,
+    /// Live login sessions per user; a new login beyond it revokes the oldest.
+    pub max_sessions_per_user: u32,
+    /// Revocation events buffered for a slow subscriber (the hub) before it must resync.
+    pub revocation_event_capacity: usize,
+}
+
+impl Default for IdentitySettings {
+    fn default() -> Self {
+        Self {
+            login_max_failures: 5,
+            login_failure_window_secs: 60,
+            login_limiter_capacity: 100_000,
+            password_hash_memory_kib: 19 * 1024,
+            password_hash_iterations: 2,
+            password_hash_parallelism: 1,
+            max_devices_per_user: 50,
+            max_sessions_per_user: 20,
+            revocation_event_capacity: 1024,
+        }
+    }
+}
+
+/// The home hub: device commands and telemetry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HomeSettings {
+    /// Commands awaiting their device's result, at most; beyond it new commands are refused.
+    pub max_pending_commands: u64,
+    /// A command whose device has not answered after this many seconds is forgotten (its late
+    /// result is refused).
+    pub command_timeout_secs: u64,
+    /// Telemetry events buffered for `StreamTelemetry` subscribers; a subscriber that falls
+    /// further behind skips the oldest.
+    pub telemetry_buffer: usize,
+}
+
+impl Default for HomeSettings {
+    fn default() -> Self {
+        Self {
+            max_pending_commands: 100_000,
+            command_timeout_secs: 60,
+            telemetry_buffer: 1024,
         }
     }
 }
@@ -346,6 +415,45 @@ impl Settings {
                 server.max_request_body_bytes as u64,
             ),
         ];
+        let identity = &self.identity;
+        let positive = positive.into_iter().chain([
+            (
+                "identity.login_max_failures",
+                u64::from(identity.login_max_failures),
+            ),
+            (
+                "identity.login_failure_window_secs",
+                identity.login_failure_window_secs,
+            ),
+            (
+                "identity.login_limiter_capacity",
+                identity.login_limiter_capacity,
+            ),
+            (
+                "identity.password_hash_memory_kib",
+                u64::from(identity.password_hash_memory_kib),
+            ),
+            (
+                "identity.password_hash_iterations",
+                u64::from(identity.password_hash_iterations),
+            ),
+            (
+                "identity.password_hash_parallelism",
+                u64::from(identity.password_hash_parallelism),
+            ),
+            (
+                "identity.max_devices_per_user",
+                u64::from(identity.max_devices_per_user),
+            ),
+            (
+                "identity.max_sessions_per_user",
+                u64::from(identity.max_sessions_per_user),
+            ),
+            (
+                "identity.revocation_event_capacity",
+                identity.revocation_event_capacity as u64,
+            ),
+        ]);
         for (key, value) in positive {
             if value == 0 {
                 return fail(key, "must be greater than zero");
@@ -361,6 +469,19 @@ impl Settings {
             return fail(
                 "hub.client_timeout_secs",
                 "must be greater than hub.keep_alive_interval_secs (clients ping at that interval)",
+            );
+        }
+        if let Err(e) = argon2::Params::new(
+            identity.password_hash_memory_kib,
+            identity.password_hash_iterations,
+            identity.password_hash_parallelism,
+            None,
+        ) {
+            return fail(
+                "identity.password_hash_memory_kib",
+                &format!(
+                    "argon2 rejects these parameters: {e} (memory must be at least 8 KiB per lane)"
+                ),
             );
         }
         for origin in &server.allowed_origins {

@@ -14,8 +14,11 @@ use crate::connection::{CloseReason, Connection};
 use crate::http::ApiError;
 use crate::hub::{run_session, Hub, Inbound};
 use crate::startup::AppState;
+use actix_web::dev::Extensions;
 use actix_web::{web, HttpRequest};
+use std::any::Any;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Frames buffered between a transport's reader and the hub session.
@@ -38,6 +41,25 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(websocket::connect))
             .route(web::method(actix_web::http::Method::OPTIONS).to(cors::preflight)),
     );
+}
+
+/// Sets up every accepted socket so that a peer that stops taking data is dropped: once sent
+/// bytes stay unacknowledged (a full receive window included) for `timeout`, the kernel aborts
+/// the connection. Without this, a write to a client that never reads waits forever, and a
+/// slow consumer closed by the hub would keep its socket and buffers (`TCP_USER_TIMEOUT`).
+pub fn drop_stalled_peers(
+    timeout: Duration,
+) -> impl Fn(&dyn Any, &mut Extensions) + Send + Sync + 'static {
+    move |io, _| {
+        #[cfg(target_os = "linux")]
+        if let Some(tcp) = io.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            if let Err(err) = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(timeout)) {
+                tracing::warn!(error = %err, "cannot set TCP_USER_TIMEOUT on a connection");
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = (io, timeout);
+    }
 }
 
 /// The hub named in the path, or 404.
@@ -146,13 +168,14 @@ fn expire_unattached(state: &AppState, connection: Arc<Connection>) {
     let connections = state.connections.clone();
     actix_web::rt::spawn(async move {
         tokio::select! {
-            _ = tokio::time::sleep(timeout) => {
-                if !connection.is_attached() {
-                    connection.close(CloseReason::ClientClosed);
-                    connections.remove(&connection.token);
-                }
-            }
+            _ = tokio::time::sleep(timeout) => {}
+            // Closed before a transport came: shutdown, or a token of another user.
             _ = connection.closed() => {}
+        }
+        // An attached connection leaves the registry when its session ends.
+        if !connection.is_attached() {
+            connection.close(CloseReason::ClientClosed);
+            connections.remove(&connection.token);
         }
     });
 }

@@ -77,6 +77,30 @@ fn each_invalid_setting_is_refused_with_its_key() {
             "greater than zero",
         );
     }
+    for key in [
+        "LOGIN_MAX_FAILURES",
+        "LOGIN_FAILURE_WINDOW_SECS",
+        "LOGIN_LIMITER_CAPACITY",
+        "PASSWORD_HASH_MEMORY_KIB",
+        "PASSWORD_HASH_ITERATIONS",
+        "PASSWORD_HASH_PARALLELISM",
+        "MAX_DEVICES_PER_USER",
+        "MAX_SESSIONS_PER_USER",
+        "REVOCATION_EVENT_CAPACITY",
+    ] {
+        let var = format!("SIGNET__IDENTITY__{key}");
+        let name = format!("identity.{}", key.to_lowercase());
+        assert_refused(&[(&var, "0")], None, &name, "greater than zero");
+    }
+    assert_refused(
+        &[
+            ("SIGNET__IDENTITY__PASSWORD_HASH_MEMORY_KIB", "8"),
+            ("SIGNET__IDENTITY__PASSWORD_HASH_PARALLELISM", "2"),
+        ],
+        None,
+        "identity.password_hash_memory_kib",
+        "argon2 rejects",
+    );
     assert_refused(
         &[],
         Some("[jwt]\nisuer = \"x\"\n"),

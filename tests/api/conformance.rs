@@ -9,6 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// Password of the users created for the suite (test-only, never a real secret).
+const CONFORMANCE_PASSWORD: &str = "conformance-password-0123";
+
 /// The whole suite normally takes a few seconds; this only stops a hung run.
 const SUITE_DEADLINE: Duration = Duration::from_secs(180);
 
@@ -50,6 +53,14 @@ async fn official_signalr_client_passes_the_conformance_suite() {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // Users of the token-lifetime scenarios (login, logout, refresh reuse, admin revoke, devices).
+    let users = ["conf-alice", "conf-bob", "conf-carol", "conf-dave"];
+    for user in users {
+        app.create_user(user, &["user"], CONFORMANCE_PASSWORD).await;
+    }
+    command
+        .env("SIGNET_TEST_USERS", users.join(","))
+        .env("SIGNET_TEST_PASSWORD", CONFORMANCE_PASSWORD);
     if let Some(password) = bootstrap_admin_password(app.data_dir.path()) {
         if std::env::var_os("SIGNET_LOGIN_USERNAME").is_none() {
             command

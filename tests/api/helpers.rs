@@ -1,10 +1,15 @@
 //! Starting a real Signet server in-process on port 0, and typed helpers to talk to it.
 
+use actix_web::dev::ServerHandle;
+use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
+use signet::identity::{Passwords, UserAdmin};
 use signet::settings::{self, Settings};
 use signet::startup::Application;
+use signet::store::Store;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The JWT secret every test server uses, unless a test says otherwise.
@@ -15,6 +20,43 @@ pub struct TestApp {
     /// Kept so the directory lives as long as the server; some tests restart on it.
     pub data_dir: tempfile::TempDir,
     pub client: awc::Client,
+    pub settings: Settings,
+    pub store: Arc<dyn Store>,
+    handle: ServerHandle,
+}
+
+/// A password for users the tests create.
+pub const TEST_PASSWORD: &str = "correct horse battery staple";
+
+/// An answer: status, headers and the JSON body (`Null` when there is none).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: actix_web::http::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Answer {
+    pub fn error(&self) -> &str {
+        self.body["error"].as_str().unwrap_or("")
+    }
+
+    /// The body's string field `name`; panics with the whole answer when missing.
+    pub fn str(&self, name: &str) -> String {
+        match self.body[name].as_str() {
+            Some(v) => v.to_string(),
+            None => panic!("no string `{name}` in {self:?}"),
+        }
+    }
+}
+
+/// The payload of a JWT, unverified.
+pub fn jwt_payload(token: &str) -> Value {
+    let part = token.split('.').nth(1).expect("a JWT has a payload");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .expect("base64url payload");
+    serde_json::from_slice(&bytes).expect("JSON payload")
 }
 
 /// Settings for a test server: port 0, a fresh data directory, the test secret.
@@ -30,6 +72,15 @@ pub fn test_settings(data_dir: &std::path::Path, extra_env: &[(&str, &str)]) -> 
         ),
         ("SIGNET__SERVER__WORKERS".to_string(), "1".to_string()),
         ("SIGNET__JWT__SECRET".to_string(), TEST_SECRET.to_string()),
+        // Cheap argon2 so the suite stays fast; the defaults are the secure ones.
+        (
+            "SIGNET__IDENTITY__PASSWORD_HASH_MEMORY_KIB".to_string(),
+            "64".to_string(),
+        ),
+        (
+            "SIGNET__IDENTITY__PASSWORD_HASH_ITERATIONS".to_string(),
+            "1".to_string(),
+        ),
     ];
     for (k, v) in extra_env {
         env.retain(|(name, _)| name != k);
@@ -53,11 +104,16 @@ pub async fn spawn_with_settings(settings: Settings, data_dir: tempfile::TempDir
         .await
         .expect("server builds");
     let address = app.address();
+    let handle = app.handle();
+    let store = app.state().store.clone();
     actix_web::rt::spawn(app.run_until_stopped());
     TestApp {
         address,
         data_dir,
         client: awc::Client::default(),
+        settings,
+        store,
+        handle,
     }
 }
 
@@ -71,6 +127,104 @@ impl TestApp {
         self.get_json("/api/auth/me", bearer).await
     }
 
+    /// Stops this server and starts a new one on the same data directory and settings.
+    pub async fn restart(self) -> TestApp {
+        self.handle.stop(false).await;
+        drop(self.store);
+        spawn_with_settings(self.settings, self.data_dir).await
+    }
+
+    /// Creates a user directly in the store, as `signet user add` does.
+    pub async fn create_user(&self, username: &str, roles: &[&str], password: &str) -> String {
+        let passwords = Passwords::new(&self.settings.identity).await.unwrap();
+        let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+        UserAdmin::new(self.store.clone(), passwords)
+            .add(username, &roles, password)
+            .await
+            .expect("user created")
+            .id
+    }
+
+    /// The password of the `admin` user generated on first start.
+    pub fn admin_password(&self) -> String {
+        std::fs::read_to_string(self.data_dir.path().join("initial-admin-password"))
+            .expect("initial admin password file")
+            .trim()
+            .to_string()
+    }
+
+    /// Logs in as the generated `admin`; returns its access token.
+    pub async fn admin_token(&self) -> String {
+        let answer = self.login("admin", &self.admin_password()).await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        answer.str("accessToken")
+    }
+
+    /// Creates a user with role `user` and logs in; returns the login answer's body.
+    pub async fn user_session(&self, username: &str) -> Value {
+        self.create_user(username, &["user"], TEST_PASSWORD).await;
+        let answer = self.login(username, TEST_PASSWORD).await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        answer.body
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> Answer {
+        self.post(
+            "/api/auth/login",
+            None,
+            &json!({"username": username, "password": password}),
+        )
+        .await
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> Answer {
+        self.post(
+            "/api/auth/refresh",
+            None,
+            &json!({ "refreshToken": refresh_token }),
+        )
+        .await
+    }
+
+    pub async fn post(&self, path: &str, bearer: Option<&str>, body: &Value) -> Answer {
+        self.post_raw(path, bearer, "application/json", body.to_string())
+            .await
+    }
+
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        bearer: Option<&str>,
+        content_type: &str,
+        body: String,
+    ) -> Answer {
+        let mut req = self
+            .client
+            .post(self.url(path))
+            .insert_header(("Content-Type", content_type));
+        if let Some(token) = bearer {
+            req = req.bearer_auth(token);
+        }
+        let res = req.send_body(body).await.expect("request sent");
+        answer(res).await
+    }
+
+    pub async fn delete(&self, path: &str, bearer: Option<&str>) -> Answer {
+        let mut req = self.client.delete(self.url(path));
+        if let Some(token) = bearer {
+            req = req.bearer_auth(token);
+        }
+        answer(req.send().await.expect("request sent")).await
+    }
+
+    pub async fn get(&self, path: &str, bearer: Option<&str>) -> Answer {
+        let mut req = self.client.get(self.url(path));
+        if let Some(token) = bearer {
+            req = req.bearer_auth(token);
+        }
+        answer(req.send().await.expect("request sent")).await
+    }
+
     pub async fn get_json(&self, path: &str, bearer: Option<&str>) -> (u16, Value) {
         let mut req = self.client.get(self.url(path));
         if let Some(token) = bearer {
@@ -81,6 +235,21 @@ impl TestApp {
         let body = res.body().await.expect("body");
         let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
         (status, json)
+    }
+}
+
+async fn answer<S>(mut res: awc::ClientResponse<S>) -> Answer
+where
+    S: futures_util::Stream<Item = Result<actix_web::web::Bytes, awc::error::PayloadError>> + Unpin,
+{
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let body = res.body().limit(1 << 20).await.expect("body");
+    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    Answer {
+        status,
+        headers,
+        body,
     }
 }
 

@@ -172,7 +172,10 @@ function logger() {
  * the client decodes (the protocol's own parser, wrapped), so tests can see what the server sent
  * even where the client API hides it (completions of cancelled streams, items after dispose).
  */
-export function build(combo, { token, tokenFactory, skipNegotiation = false, options = {} } = {}) {
+export function build(
+  combo,
+  { token, tokenFactory, skipNegotiation = false, options = {}, reconnectDelays } = {},
+) {
   const protocol = PROTOCOLS[combo.protocol].create();
   const wire = [];
   const parse = protocol.parseMessages.bind(protocol);
@@ -182,7 +185,7 @@ export function build(combo, { token, tokenFactory, skipNegotiation = false, opt
     return messages;
   };
   const factory = tokenFactory ?? (token === undefined ? undefined : () => token);
-  const connection = new HubConnectionBuilder()
+  let builder = new HubConnectionBuilder()
     .withUrl(HUB_URL, {
       transport: TRANSPORTS[combo.transport],
       skipNegotiation,
@@ -190,8 +193,9 @@ export function build(combo, { token, tokenFactory, skipNegotiation = false, opt
       ...options,
     })
     .withHubProtocol(protocol)
-    .configureLogging(logger())
-    .build();
+    .configureLogging(logger());
+  if (reconnectDelays) builder = builder.withAutomaticReconnect(reconnectDelays);
+  const connection = builder.build();
   connection.wire = wire;
   open.add(connection);
   return connection;

@@ -1,11 +1,16 @@
-//! The home hub at `/hubs/home`: identity, echo, admin broadcasts, and the stream methods that
-//! show streaming in both directions.
+//! The home hub at `/hubs/home`: identity, echo, admin broadcasts, the stream methods that show
+//! streaming in both directions, and (in `devices`) signed commands to home devices, their
+//! results, telemetry and presence.
+
+mod devices;
 
 use crate::connection::{Claim, CloseReason, ConnectionRegistry};
 use crate::hub::{
     bind, Call, Hub, HubBuilder, HubError, HubLifetimeManager, HubServices, MethodResult,
     MethodSpec, Param, UploadStream,
 };
+use crate::settings::Settings;
+use crate::store::Store;
 use futures_util::stream;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -17,8 +22,14 @@ const ADMIN: &[&str] = &["admin"];
 const MAX_COUNTER_ITEMS: u64 = 10_000;
 const MAX_COUNTER_DELAY_MS: u64 = 10_000;
 
-pub fn hub(lifetime: Arc<dyn HubLifetimeManager>, services: &HubServices) -> Arc<Hub> {
-    HubBuilder::new("home", lifetime, services)
+pub fn hub(
+    lifetime: Arc<dyn HubLifetimeManager>,
+    services: &HubServices,
+    store: Arc<dyn Store>,
+    settings: &Settings,
+) -> Arc<Hub> {
+    let builder = HubBuilder::new("home", lifetime, services);
+    devices::register(builder, services, store, settings)
         .method(MethodSpec::new("Whoami", &[]), whoami)
         .method(MethodSpec::new("Echo", &[Param::Any]), echo)
         .method(

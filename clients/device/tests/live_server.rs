@@ -1,0 +1,392 @@
+//! The real `signet-device` binary against the real Signet server, started in-process on port 0:
+//! provisioned through the identity API, connected to `/hubs/home` with its device token.
+
+mod support;
+
+use serde_json::{json, Value};
+use signet::envelope::{EnvelopeBuilder, MessageKey};
+use signet::identity::{Passwords, UserAdmin};
+use signet::protocol::{CompletionResult, HubMessage};
+use signet::settings;
+use signet::startup::Application;
+use signet::store::Store;
+use signet_device::config::ServerUrl;
+use signet_device::hub::{HubConnection, HubReceiver, HubSender, Incoming};
+use std::sync::Arc;
+use std::time::Duration;
+use support::DeviceProcess;
+
+const WAIT: Duration = Duration::from_secs(20);
+const JWT_SECRET: &str = "device-test-secret-0123456789-abcdefghijklmnopqrstuvwxyz";
+const USER_PASSWORD: &str = "correct horse battery staple";
+
+struct Server {
+    url: String,
+    data_dir: tempfile::TempDir,
+    client: awc::Client,
+    settings: settings::Settings,
+    store: Arc<dyn Store>,
+}
+
+async fn start_server() -> Server {
+    let data_dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("SIGNET__SERVER__LISTEN", "127.0.0.1:0".to_string()),
+        (
+            "SIGNET__SERVER__DATA_DIR",
+            data_dir.path().display().to_string(),
+        ),
+        ("SIGNET__SERVER__WORKERS", "1".to_string()),
+        ("SIGNET__JWT__SECRET", JWT_SECRET.to_string()),
+        // Cheap argon2 so the admin login is quick; the defaults are the secure ones.
+        (
+            "SIGNET__IDENTITY__PASSWORD_HASH_MEMORY_KIB",
+            "64".to_string(),
+        ),
+        (
+            "SIGNET__IDENTITY__PASSWORD_HASH_ITERATIONS",
+            "1".to_string(),
+        ),
+    ]
+    .map(|(k, v)| (k.to_string(), v));
+    let settings = settings::load_from_str("", std::path::Path::new("test"), env).unwrap();
+    let app = Application::build(settings.clone()).await.unwrap();
+    let url = format!("http://{}", app.address());
+    let store = app.state().store.clone();
+    actix_rt::spawn(app.run_until_stopped());
+    Server {
+        url,
+        data_dir,
+        client: awc::Client::default(),
+        settings,
+        store,
+    }
+}
+
+impl Server {
+    async fn request(&self, method: &str, path: &str, bearer: &str, body: Value) -> (u16, Value) {
+        let url = format!("{}{path}", self.url);
+        let request = match method {
+            "POST" => self.client.post(url),
+            "DELETE" => self.client.delete(url),
+            _ => self.client.get(url),
+        };
+        let mut response = request.bearer_auth(bearer).send_json(&body).await.unwrap();
+        let bytes = response.body().await.unwrap();
+        (
+            response.status().as_u16(),
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// Logs in as the `admin` generated on first start: `{accessToken, messageKey, ...}`.
+    async fn admin_session(&self) -> Value {
+        let password =
+            std::fs::read_to_string(self.data_dir.path().join("initial-admin-password")).unwrap();
+        let body = json!({"username": "admin", "password": password.trim()});
+        let (status, session) = self.request("POST", "/api/auth/login", "", body).await;
+        assert_eq!(status, 200, "{session}");
+        session
+    }
+
+    /// Creates a user with role `user`, as `signet user add` does, and logs in:
+    /// `{accessToken, messageKey, ...}`.
+    async fn user_session(&self, username: &str) -> Value {
+        let passwords = Passwords::new(&self.settings.identity).await.unwrap();
+        UserAdmin::new(self.store.clone(), passwords)
+            .add(username, &["user".to_string()], USER_PASSWORD)
+            .await
+            .unwrap();
+        let body = json!({"username": username, "password": USER_PASSWORD});
+        let (status, session) = self.request("POST", "/api/auth/login", "", body).await;
+        assert_eq!(status, 200, "{session}");
+        session
+    }
+
+    /// `POST /api/devices`: the new device's id and key.
+    async fn provision(&self, owner_token: &str, name: &str) -> (String, String) {
+        let (status, device) = self
+            .request("POST", "/api/devices", owner_token, json!({ "name": name }))
+            .await;
+        assert_eq!(status, 201, "{device}");
+        (
+            device["deviceId"].as_str().unwrap().to_string(),
+            device["deviceKey"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// A hub client for a person, built on the device crate's own connection code.
+    async fn hub_client(&self, token: &str) -> HubClient {
+        let server = ServerUrl::parse(&self.url, false).unwrap();
+        let (_, receiver, sender) =
+            HubConnection::connect(&self.client, &server, "/hubs/home", token, false)
+                .await
+                .unwrap();
+        HubClient {
+            receiver,
+            sender,
+            invocations: Vec::new(),
+        }
+    }
+}
+
+struct HubClient {
+    receiver: HubReceiver,
+    sender: HubSender,
+    /// Server-to-client invocations seen while waiting for completions: (target, arguments).
+    invocations: Vec<(String, Vec<Value>)>,
+}
+
+impl HubClient {
+    /// Invokes `target` and waits for its completion.
+    async fn call(&mut self, target: &str, arguments: Vec<Value>) -> CompletionResult {
+        let id = self.sender.invoke(target, arguments).await.unwrap();
+        loop {
+            match self.next_message().await {
+                HubMessage::Completion {
+                    invocation_id,
+                    result,
+                    ..
+                } if invocation_id == id => return result,
+                _ => continue,
+            }
+        }
+    }
+
+    /// The arguments of the next server-to-client invocation of `target`.
+    async fn invoked(&mut self, target: &str) -> Vec<Value> {
+        if let Some(index) = self.invocations.iter().position(|(t, _)| t == target) {
+            return self.invocations.remove(index).1;
+        }
+        loop {
+            self.next_message().await;
+            if let Some(index) = self.invocations.iter().position(|(t, _)| t == target) {
+                return self.invocations.remove(index).1;
+            }
+        }
+    }
+
+    async fn next_message(&mut self) -> HubMessage {
+        loop {
+            let incoming = tokio::time::timeout(WAIT, self.receiver.next())
+                .await
+                .expect("a hub message in time")
+                .unwrap();
+            match incoming {
+                Incoming::Message(HubMessage::Invocation {
+                    target, arguments, ..
+                }) => {
+                    self.invocations.push((target.clone(), arguments.clone()));
+                    return HubMessage::invocation(target, arguments);
+                }
+                Incoming::Message(message) => return message,
+                Incoming::SocketPing(payload) => self.sender.pong(payload).await.unwrap(),
+                Incoming::Closed => panic!("the server closed the test client's connection"),
+            }
+        }
+    }
+
+    /// Calls `DisconnectUser(sub)` until it closes a connection, which shows that `sub` was
+    /// connected: the device was online.
+    async fn kick_when_online(&mut self, sub: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match self.call("DisconnectUser", vec![json!(sub)]).await {
+                CompletionResult::Result(closed) if closed == json!(1) => return,
+                CompletionResult::Result(_) => {}
+                other => panic!("DisconnectUser failed: {other:?}"),
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{sub} never came online"
+            );
+            actix_rt::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn start_device(server: &Server, id: &str, key: &str) -> DeviceProcess {
+    DeviceProcess::start(&server.url, id, key, &["--telemetry-interval", "1s"])
+}
+
+#[actix_rt::test]
+async fn a_provisioned_device_comes_online_and_obeys_an_admin_kick() {
+    let server = start_server().await;
+    let admin = server.admin_session().await;
+    let admin_token = admin["accessToken"].as_str().unwrap();
+    let (id, key) = server.provision(admin_token, "front door").await;
+    let mut device = start_device(&server, &id, &key);
+
+    let mut client = server.hub_client(admin_token).await;
+    client.kick_when_online(&format!("device:{id}")).await;
+
+    // Kicked: `allowReconnect: false`, the key still works, so exit 1 with the server's reason.
+    let status = device.wait_exit(WAIT).await;
+    assert_eq!(status.code(), Some(1), "{}", device.log());
+    assert!(
+        device.log().contains("Disconnected by an administrator"),
+        "{}",
+        device.log()
+    );
+    device.assert_log_free_of(&[&key]);
+}
+
+#[actix_rt::test]
+async fn a_removed_device_exits_3() {
+    let server = start_server().await;
+    let admin = server.admin_session().await;
+    let admin_token = admin["accessToken"].as_str().unwrap();
+    let (id, key) = server.provision(admin_token, "back door").await;
+    let mut device = start_device(&server, &id, &key);
+    device.wait_for_log("connected to the hub", WAIT).await;
+    let (status, body) = server
+        .request(
+            "DELETE",
+            &format!("/api/devices/{id}"),
+            admin_token,
+            Value::Null,
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    // A close that forbids reconnecting: the server's own on removal, if it closes the device's
+    // connection itself, else an admin kick. Either way the device tries its key and gets 401.
+    let mut client = server.hub_client(admin_token).await;
+    let kicked = client
+        .call("DisconnectUser", vec![json!(format!("device:{id}"))])
+        .await;
+    assert!(
+        matches!(&kicked, CompletionResult::Result(n) if *n == json!(0) || *n == json!(1)),
+        "{kicked:?}"
+    );
+    let status = device.wait_exit(WAIT).await;
+    assert_eq!(status.code(), Some(3), "{}", device.log());
+    assert!(device.log().contains("refused the device key"));
+}
+
+/// Signs a `SendCommand` as the user's session does.
+fn send_command(key: &MessageKey, device_id: &str, command: &str) -> Value {
+    let message = json!({"deviceId": device_id, "command": command, "args": null});
+    EnvelopeBuilder::new(key, "/hubs/home", "SendCommand").build(&message.to_string())
+}
+
+#[actix_rt::test]
+async fn a_user_opens_the_door_through_the_real_device() {
+    let server = start_server().await;
+    let alice = server.user_session("alice").await;
+    let alice_token = alice["accessToken"].as_str().unwrap();
+    let alice_key = MessageKey::from_base64url(alice["messageKey"].as_str().unwrap()).unwrap();
+    let (id, key) = server.provision(alice_token, "front door").await;
+    let mut client = server.hub_client(alice_token).await;
+    let device = start_device(&server, &id, &key);
+
+    // Online: the owner is told, and the device is listed as online.
+    loop {
+        let status = client.invoked("DeviceStatus").await;
+        if status[0] == json!({"deviceId": id, "online": true}) {
+            break;
+        }
+    }
+    let listed = client.call("ListDevices", vec![]).await;
+    assert_eq!(
+        listed,
+        CompletionResult::Result(json!([{"deviceId": id, "name": "front door", "online": true}]))
+    );
+
+    let sent = client
+        .call(
+            "SendCommand",
+            vec![send_command(&alice_key, &id, "OPEN_DOOR")],
+        )
+        .await;
+    let CompletionResult::Result(sent) = sent else {
+        panic!("SendCommand: {sent:?}");
+    };
+    let command_id = sent["commandId"].as_str().unwrap().to_string();
+
+    // The device verified the server's envelope, acted, and its signed result reached alice.
+    let result = loop {
+        let arguments = client.invoked("CommandResult").await;
+        if arguments[0]["commandId"] == json!(command_id) {
+            break arguments[0].clone();
+        }
+    };
+    assert_eq!(
+        result,
+        json!({"commandId": command_id, "deviceId": id, "status": "ok",
+               "result": {"door": "opened", "lock": "unlocked", "doorOpenings": 1}})
+    );
+
+    // Its signed telemetry reaches the owner too, and shows the door unlocked.
+    loop {
+        let arguments = client.invoked("Telemetry").await;
+        let report = &arguments[0];
+        if report["deviceId"] == json!(id)
+            && report["kind"] == "state"
+            && report["data"]["lock"] == "unlocked"
+        {
+            break;
+        }
+    }
+
+    // An unknown command is answered with an error, and the device stays up.
+    let sent = client
+        .call("SendCommand", vec![send_command(&alice_key, &id, "DANCE")])
+        .await;
+    let CompletionResult::Result(sent) = sent else {
+        panic!("SendCommand: {sent:?}");
+    };
+    let result = loop {
+        let arguments = client.invoked("CommandResult").await;
+        if arguments[0]["commandId"] == sent["commandId"] {
+            break arguments[0].clone();
+        }
+    };
+    assert_eq!(result["status"], "error", "{result}");
+
+    let log = device.log();
+    assert!(!log.contains("refused an invocation"), "{log}");
+    device.assert_log_free_of(&[&key, alice_token]);
+}
+
+/// The end-to-end scenario with the official JavaScript client on the user's side: the
+/// user sends OPEN_DOOR, the real device verifies and executes it, and the user receives the
+/// device's result.
+#[actix_rt::test]
+async fn the_official_js_client_opens_the_door_of_a_real_device() {
+    let conformance =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/conformance");
+    assert!(
+        conformance.join("node_modules/@microsoft/signalr").is_dir(),
+        "run `npm ci --prefix tests/conformance` (./scripts/test.sh does it)"
+    );
+    let server = start_server().await;
+    let owner = server.user_session("door-owner").await;
+    let token = owner["accessToken"].as_str().unwrap();
+    let (id, key) = server.provision(token, "front door").await;
+    let device = start_device(&server, &id, &key);
+
+    let mut user = std::process::Command::new("node");
+    user.arg(conformance.join("e2e/open-door.mjs"))
+        .env("SIGNET_URL", &server.url)
+        .env("SIGNET_ACCESS_TOKEN", token)
+        .env("SIGNET_MESSAGE_KEY", owner["messageKey"].as_str().unwrap())
+        .env("SIGNET_DEVICE_ID", &id);
+    // The server runs on this test's runtime: wait for node on another thread.
+    let user = tokio::task::spawn_blocking(move || user.output());
+    let output = tokio::time::timeout(WAIT * 2, user)
+        .await
+        .expect("the JS client finished in time")
+        .expect("the waiting thread")
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "node failed: {}\n{stdout}\ndevice log:\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        device.log()
+    );
+    let result: Value = serde_json::from_str(stdout.trim()).expect("the result as JSON");
+    assert_eq!(result["deviceId"], json!(id));
+    assert_eq!(result["status"], json!("ok"), "{result}");
+    device.assert_log_free_of(&[&key, token]);
+}

@@ -1,0 +1,427 @@
+//! Revocation: which verified tokens must still be refused, consulted by
+//! [`super::Authenticator`] on every request and hub connection.
+//!
+//! Four kinds of record, each kept only as long as a token it refuses can still be valid:
+//! - a denied `jti` (logout), until the token's `exp` (plus leeway);
+//! - a revoked session (`sid`), until every access token of that session has expired;
+//! - a per-subject cut-off: tokens of `sub`, or owned by `sub` (device tokens carry their owner
+//!   user in `owner`), issued before `not_before` are refused (admin revocation, password change,
+//!   user removal, device re-key and, with `not_before = i64::MAX`, device removal).
+//!
+//! Every revocation is also published as a [`RevocationEvent`] so that live connections can be
+//! closed. Lookups are in memory (moka, dashmap) and never touch the database; the records are
+//! persisted through [`crate::store::RevocationLog`] and reloaded at start-up.
+
+use super::issue::unix_now;
+use super::Principal;
+use crate::store::{RevocationLog, StoreError, SubjectCutoff};
+use async_trait::async_trait;
+use dashmap::DashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
+
+/// The longest lifetime an access token Signet issues can have (the maximum of
+/// `jwt.access_token_lifetime_minutes`): records about Signet's own tokens are kept this long.
+pub const MAX_ACCESS_TOKEN_LIFETIME_SECS: i64 = 1440 * 60;
+
+/// A revocation that happened, for whoever holds live connections.
+///
+/// Use [`RevocationEvent::affects`] as a cheap filter over connections, then
+/// [`RevocationStore::check`] (or [`super::Authenticator::check_revocation`]) as the verdict: a
+/// re-keyed device's event matches its connections, but a token issued after the re-key passes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevocationEvent {
+    /// One access token (by `jti`) is revoked.
+    Jti(String),
+    /// Every access token of a session (`sid`) is revoked.
+    Session(String),
+    /// Tokens of `sub`, or owned by `sub`, issued before `before` (Unix seconds) are revoked.
+    UserBefore { sub: String, before: i64 },
+    /// A device (`sub = "device:<id>"`) was removed or re-keyed.
+    Device { sub: String },
+}
+
+impl RevocationEvent {
+    /// Whether this event may revoke `principal`'s token.
+    pub fn affects(&self, principal: &Principal) -> bool {
+        match self {
+            Self::Jti(jti) => principal.jti.as_deref() == Some(jti),
+            Self::Session(sid) => principal.sid.as_deref() == Some(sid),
+            Self::UserBefore { sub, before } => {
+                let owned = principal.sub == *sub || principal.owner.as_deref() == Some(sub);
+                owned && principal.issued_at.is_none_or(|iat| iat < *before)
+            }
+            Self::Device { sub } => principal.sub == *sub,
+        }
+    }
+}
+
+/// Why a verified token is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Revoked {
+    #[error("the token was revoked")]
+    Token,
+    #[error("the token's session was revoked")]
+    Session,
+    #[error("the subject's tokens issued before a cut-off are revoked")]
+    Subject,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RevocationError {
+    /// The revocation is in force in memory but could not be persisted.
+    #[error("the revocation could not be persisted: {0}")]
+    Persist(#[from] StoreError),
+}
+
+/// Where revocations are recorded and checked. Object safe: held as `Arc<dyn RevocationStore>`.
+#[async_trait]
+pub trait RevocationStore: Send + Sync + std::fmt::Debug {
+    /// `Ok` unless something revokes `principal`'s token.
+    async fn check(&self, principal: &Principal) -> Result<(), Revoked>;
+    /// Denies the token `jti` until `expires_at`.
+    async fn deny_token(&self, jti: &str, expires_at: i64) -> Result<(), RevocationError>;
+    /// Revokes every access token of session `sid`; the record is kept at least until `until`.
+    async fn revoke_session(&self, sid: &str, until: i64) -> Result<(), RevocationError>;
+    /// Revokes tokens of user `sub` (and of devices it owns) issued before `before`.
+    async fn revoke_user_before(&self, sub: &str, before: i64) -> Result<(), RevocationError>;
+    /// Revokes a device's tokens issued before `before`; `None` revokes all (device removed).
+    async fn revoke_device(&self, sub: &str, before: Option<i64>) -> Result<(), RevocationError>;
+    /// The cut-off for `sub`: a token issued to it must have `iat >= not_before`.
+    async fn not_before(&self, sub: &str) -> Option<i64>;
+    /// Revocations from now on. A receiver that lags gets `RecvError::Lagged`, after which it
+    /// must re-check every connection.
+    fn subscribe(&self) -> broadcast::Receiver<RevocationEvent>;
+}
+
+/// Keeps an entry until the Unix time it holds (plus a second, so `exp == now` is covered).
+struct UntilUnixTime;
+
+impl moka::Expiry<String, i64> for UntilUnixTime {
+    fn expire_after_create(&self, _: &String, until: &i64, _: Instant) -> Option<Duration> {
+        let remaining = until.saturating_sub(unix_now()).max(0) as u64;
+        Some(Duration::from_secs(remaining.saturating_add(1)))
+    }
+
+    fn expire_after_update(
+        &self,
+        key: &String,
+        until: &i64,
+        at: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        self.expire_after_create(key, until, at)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Cutoff {
+    not_before: i64,
+    forget_after: Option<i64>,
+}
+
+/// The in-process [`RevocationStore`]: in-memory sets, persisted through a [`RevocationLog`].
+///
+/// The maps are not capacity-bounded on purpose: evicting an entry would un-revoke a token.
+/// They are bounded by time instead, each entry living only as long as a token it refuses.
+pub struct InProcessRevocations {
+    log: Arc<dyn RevocationLog>,
+    denied: moka::sync::Cache<String, i64>,
+    sessions: moka::sync::Cache<String, i64>,
+    cutoffs: DashMap<String, Cutoff>,
+    events: broadcast::Sender<RevocationEvent>,
+    leeway_secs: i64,
+}
+
+impl std::fmt::Debug for InProcessRevocations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InProcessRevocations")
+            .field("denied", &self.denied.entry_count())
+            .field("sessions", &self.sessions.entry_count())
+            .field("cutoffs", &self.cutoffs.len())
+            .finish()
+    }
+}
+
+fn cache() -> moka::sync::Cache<String, i64> {
+    moka::sync::Cache::builder()
+        .expire_after(UntilUnixTime)
+        .build()
+}
+
+impl InProcessRevocations {
+    /// Loads the records still in force from `log`. `leeway_secs` is the verifier's clock
+    /// leeway (a token stays valid that long past its `exp`); `event_capacity` bounds the
+    /// event channel.
+    pub async fn load(
+        log: Arc<dyn RevocationLog>,
+        leeway_secs: u64,
+        event_capacity: usize,
+    ) -> Result<Self, StoreError> {
+        let snapshot = log.load_revocations(unix_now()).await?;
+        let (events, _) = broadcast::channel(event_capacity.max(1));
+        let revocations = Self {
+            log,
+            denied: cache(),
+            sessions: cache(),
+            cutoffs: DashMap::new(),
+            events,
+            leeway_secs: i64::try_from(leeway_secs).unwrap_or(i64::MAX),
+        };
+        for (jti, until) in snapshot.denied_tokens {
+            revocations.denied.insert(jti, until);
+        }
+        for (sid, until) in snapshot.revoked_sessions {
+            revocations.sessions.insert(sid, until);
+        }
+        for c in snapshot.cutoffs {
+            revocations.cutoffs.insert(
+                c.sub,
+                Cutoff {
+                    not_before: c.not_before,
+                    forget_after: c.forget_after,
+                },
+            );
+        }
+        tracing::info!(
+            denied_tokens = revocations.denied.entry_count(),
+            revoked_sessions = revocations.sessions.entry_count(),
+            cutoffs = revocations.cutoffs.len(),
+            "revocations loaded"
+        );
+        Ok(revocations)
+    }
+
+    fn publish(&self, event: RevocationEvent) {
+        // No subscriber yet is fine: nothing is connected that could be affected.
+        let _ = self.events.send(event);
+    }
+
+    /// Sets a cut-off in memory, never moving an existing one earlier.
+    fn raise_cutoff(&self, sub: &str, not_before: i64, forget_after: Option<i64>) -> Cutoff {
+        let mut entry = self.cutoffs.entry(sub.to_string()).or_insert(Cutoff {
+            not_before,
+            forget_after,
+        });
+        entry.not_before = entry.not_before.max(not_before);
+        entry.forget_after = match (entry.forget_after, forget_after) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            _ => None,
+        };
+        *entry
+    }
+
+    async fn persist_cutoff(&self, sub: &str, cutoff: Cutoff) -> Result<(), RevocationError> {
+        self.log
+            .record_cutoff(&SubjectCutoff {
+                sub: sub.to_string(),
+                not_before: cutoff.not_before,
+                forget_after: cutoff.forget_after,
+            })
+            .await?;
+        Ok(())
+    }
+
+    fn cutoff_refuses(&self, sub: &str, issued_at: Option<i64>) -> bool {
+        self.cutoffs.get(sub).is_some_and(|cutoff| {
+            // A token without `iat` cannot prove it came after the cut-off: refused.
+            issued_at.is_none_or(|iat| iat < cutoff.not_before)
+        })
+    }
+}
+
+#[async_trait]
+impl RevocationStore for InProcessRevocations {
+    async fn check(&self, principal: &Principal) -> Result<(), Revoked> {
+        if let Some(jti) = &principal.jti {
+            if self.denied.contains_key(jti) {
+                return Err(Revoked::Token);
+            }
+        }
+        if let Some(sid) = &principal.sid {
+            if self.sessions.contains_key(sid) {
+                return Err(Revoked::Session);
+            }
+        }
+        let owner = principal.owner.as_deref();
+        if self.cutoff_refuses(&principal.sub, principal.issued_at)
+            || owner.is_some_and(|owner| self.cutoff_refuses(owner, principal.issued_at))
+        {
+            return Err(Revoked::Subject);
+        }
+        Ok(())
+    }
+
+    async fn deny_token(&self, jti: &str, expires_at: i64) -> Result<(), RevocationError> {
+        let until = expires_at.saturating_add(self.leeway_secs);
+        self.denied.insert(jti.to_string(), until);
+        self.publish(RevocationEvent::Jti(jti.to_string()));
+        self.log.record_denied_token(jti, until).await?;
+        Ok(())
+    }
+
+    async fn revoke_session(&self, sid: &str, until: i64) -> Result<(), RevocationError> {
+        let until = until.saturating_add(self.leeway_secs);
+        self.sessions.insert(sid.to_string(), until);
+        self.publish(RevocationEvent::Session(sid.to_string()));
+        self.log.record_revoked_session(sid, until).await?;
+        Ok(())
+    }
+
+    async fn revoke_user_before(&self, sub: &str, before: i64) -> Result<(), RevocationError> {
+        // Kept for good: tokens of external issuers may live longer than Signet's.
+        let cutoff = self.raise_cutoff(sub, before, None);
+        self.publish(RevocationEvent::UserBefore {
+            sub: sub.to_string(),
+            before,
+        });
+        self.persist_cutoff(sub, cutoff).await
+    }
+
+    async fn revoke_device(&self, sub: &str, before: Option<i64>) -> Result<(), RevocationError> {
+        let now = unix_now();
+        // Only Signet issues device tokens, so the record can go once they have all expired.
+        let forget_after = now
+            .saturating_add(MAX_ACCESS_TOKEN_LIFETIME_SECS)
+            .saturating_add(self.leeway_secs);
+        let cutoff = self.raise_cutoff(sub, before.unwrap_or(i64::MAX), Some(forget_after));
+        // Removed devices' records would otherwise pile up until the next restart.
+        self.cutoffs
+            .retain(|_, c| c.forget_after.is_none_or(|forget| forget > now));
+        self.publish(RevocationEvent::Device {
+            sub: sub.to_string(),
+        });
+        self.persist_cutoff(sub, cutoff).await
+    }
+
+    async fn not_before(&self, sub: &str) -> Option<i64> {
+        self.cutoffs.get(sub).map(|c| c.not_before)
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<RevocationEvent> {
+        self.events.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SqliteStore;
+
+    fn principal(sub: &str, iat: i64) -> Principal {
+        Principal {
+            sub: sub.into(),
+            roles: vec![],
+            jti: Some(format!("jti-{sub}-{iat}")),
+            sid: Some(format!("sid-{sub}")),
+            owner: None,
+            name: None,
+            issued_at: Some(iat),
+            expires_at: unix_now() + 600,
+            kid: "k".into(),
+        }
+    }
+
+    async fn revocations() -> (Arc<SqliteStore>, InProcessRevocations) {
+        let store = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+        let revocations = InProcessRevocations::load(store.clone(), 0, 16)
+            .await
+            .unwrap();
+        (store, revocations)
+    }
+
+    #[tokio::test]
+    async fn each_kind_of_revocation_refuses_and_is_published() {
+        let (_, r) = revocations().await;
+        let mut events = r.subscribe();
+        let now = unix_now();
+        let a = principal("a", now);
+        assert_eq!(r.check(&a).await, Ok(()));
+
+        r.deny_token("jti-a-0", now + 60).await.unwrap();
+        assert_eq!(r.check(&principal("a", 0)).await, Err(Revoked::Token));
+        assert_eq!(r.check(&a).await, Ok(()));
+
+        r.revoke_session("sid-b", now + 60).await.unwrap();
+        assert_eq!(r.check(&principal("b", now)).await, Err(Revoked::Session));
+
+        r.revoke_user_before("c", now).await.unwrap();
+        assert_eq!(
+            r.check(&principal("c", now - 1)).await,
+            Err(Revoked::Subject)
+        );
+        assert_eq!(r.check(&principal("c", now)).await, Ok(()));
+        let mut device = principal("device:d", now - 1);
+        device.owner = Some("c".into());
+        device.sid = None;
+        assert_eq!(r.check(&device).await, Err(Revoked::Subject), "owned");
+        let mut no_iat = principal("c", now);
+        no_iat.issued_at = None;
+        assert_eq!(r.check(&no_iat).await, Err(Revoked::Subject), "no iat");
+
+        r.revoke_device("device:e", None).await.unwrap();
+        assert_eq!(
+            r.check(&principal("device:e", now + 10)).await,
+            Err(Revoked::Subject)
+        );
+
+        let expected = [
+            RevocationEvent::Jti("jti-a-0".into()),
+            RevocationEvent::Session("sid-b".into()),
+            RevocationEvent::UserBefore {
+                sub: "c".into(),
+                before: now,
+            },
+            RevocationEvent::Device {
+                sub: "device:e".into(),
+            },
+        ];
+        for want in expected {
+            assert_eq!(events.recv().await.unwrap(), want);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cutoff_never_moves_earlier() {
+        let (_, r) = revocations().await;
+        r.revoke_device("device:x", Some(100)).await.unwrap();
+        r.revoke_user_before("device:x", 50).await.unwrap();
+        assert_eq!(r.not_before("device:x").await, Some(100));
+    }
+
+    #[tokio::test]
+    async fn revocations_are_reloaded_from_the_log() {
+        let (store, r) = revocations().await;
+        let now = unix_now();
+        r.deny_token("j", now + 60).await.unwrap();
+        r.revoke_session("s", now + 60).await.unwrap();
+        r.revoke_user_before("u", now).await.unwrap();
+        let reloaded = InProcessRevocations::load(store, 0, 16).await.unwrap();
+        let mut p = principal("u", now - 1);
+        assert_eq!(reloaded.check(&p).await, Err(Revoked::Subject));
+        p.sub = "v".into();
+        p.sid = Some("s".into());
+        assert_eq!(reloaded.check(&p).await, Err(Revoked::Session));
+        p.sid = None;
+        p.jti = Some("j".into());
+        assert_eq!(reloaded.check(&p).await, Err(Revoked::Token));
+    }
+
+    #[test]
+    fn events_match_the_principals_they_may_revoke() {
+        let mut p = principal("device:d", 10);
+        p.owner = Some("u".into());
+        let before = |b| RevocationEvent::UserBefore {
+            sub: "u".into(),
+            before: b,
+        };
+        assert!(before(11).affects(&p));
+        assert!(!before(10).affects(&p));
+        assert!(RevocationEvent::Device {
+            sub: "device:d".into()
+        }
+        .affects(&p));
+        assert!(!RevocationEvent::Jti("other".into()).affects(&p));
+    }
+}

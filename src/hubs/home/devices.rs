@@ -1,0 +1,365 @@
+//! Home devices on the home hub: users send signed commands to their own devices, devices answer
+//! with signed results and report signed telemetry, and owners see their devices come and go.
+//!
+//! Ownership is checked on every command: a device that is not the caller's (existing or not)
+//! gets the same `device not found`, so ownership cannot be probed. What the server forwards to a
+//! device is an envelope it signs with that device's own message key, so the device can check
+//! freshness and replay itself.
+
+use crate::auth::issue::random_id;
+use crate::auth::Principal;
+use crate::envelope::{unix_now_ms, EnvelopeService};
+use crate::hub::{Call, HubBuilder, HubError, HubServices, MethodResult, MethodSpec, Param};
+use crate::identity::device_subject;
+use crate::settings::Settings;
+use crate::store::Store;
+use futures_util::stream;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+const USERS: &[&str] = &["user", "admin"];
+const DEVICES: &[&str] = &["device"];
+const DEVICE_SUB_PREFIX: &str = "device:";
+/// Longest command name a user may send.
+const MAX_COMMAND_NAME: usize = 64;
+
+/// State the device methods share.
+struct Home {
+    store: Arc<dyn Store>,
+    envelopes: Arc<EnvelopeService>,
+    hub_path: String,
+    forward_lifetime: Duration,
+    /// Commands sent and not yet answered: command id -> device and issuer.
+    pending: moka::sync::Cache<String, PendingCommand>,
+    max_pending: u64,
+    telemetry: broadcast::Sender<Arc<TelemetryEvent>>,
+}
+
+#[derive(Debug, Clone)]
+struct PendingCommand {
+    device_id: String,
+    issuer: String,
+}
+
+struct TelemetryEvent {
+    owner: String,
+    payload: Value,
+}
+
+pub(super) fn register(
+    builder: HubBuilder,
+    services: &HubServices,
+    store: Arc<dyn Store>,
+    settings: &Settings,
+) -> HubBuilder {
+    let (telemetry, _) = broadcast::channel(settings.home.telemetry_buffer.max(1));
+    let home = Arc::new(Home {
+        store,
+        envelopes: services.envelopes.clone(),
+        hub_path: "/hubs/home".to_string(),
+        forward_lifetime: Duration::from_secs(settings.envelope.forward_lifetime_secs),
+        pending: moka::sync::Cache::builder()
+            .max_capacity(settings.home.max_pending_commands)
+            .time_to_live(Duration::from_secs(settings.home.command_timeout_secs))
+            .build(),
+        max_pending: settings.home.max_pending_commands,
+        telemetry,
+    });
+    builder
+        .method(
+            MethodSpec::new("ListDevices", &[]).roles(USERS),
+            with(&home, list_devices),
+        )
+        .method(
+            MethodSpec::new("SendCommand", &[Param::Object])
+                .roles(USERS)
+                .signed(),
+            with(&home, send_command),
+        )
+        .method(
+            MethodSpec::new("CommandResult", &[Param::Object])
+                .roles(DEVICES)
+                .signed(),
+            with(&home, command_result),
+        )
+        .method(
+            MethodSpec::new("ReportTelemetry", &[Param::Object])
+                .roles(DEVICES)
+                .signed(),
+            with(&home, report_telemetry),
+        )
+        .stream(MethodSpec::new("StreamTelemetry", &[]).roles(USERS), {
+            let home = home.clone();
+            move |call, _| Ok(stream_telemetry(&home, &call.principal))
+        })
+        .on_connected(|call| presence(call, true))
+        .on_disconnected(|call| presence(call, false))
+}
+
+/// Binds the shared state into a method handler.
+fn with<F, Fut>(
+    home: &Arc<Home>,
+    method: F,
+) -> impl Fn(Call, Vec<Value>) -> Fut + Send + Sync + 'static
+where
+    F: Fn(Arc<Home>, Call, Vec<Value>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = MethodResult> + 'static,
+{
+    let home = home.clone();
+    move |call, args| method(home.clone(), call, args)
+}
+
+/// The device id of a device principal (its `sub` is `device:<id>`).
+fn device_id_of(principal: &Principal) -> Option<&str> {
+    principal
+        .has_role("device")
+        .then(|| principal.sub.strip_prefix(DEVICE_SUB_PREFIX))
+        .flatten()
+}
+
+/// The verified command of a signed method, as `T`.
+fn command<T: serde::de::DeserializeOwned>(args: Vec<Value>, what: &str) -> Result<T, HubError> {
+    let value = args.into_iter().next().unwrap_or(Value::Null);
+    serde_json::from_value(value).map_err(|e| HubError::hub(format!("invalid {what}: {e}")))
+}
+
+fn internal(err: impl std::fmt::Display) -> HubError {
+    HubError::Internal(err.to_string())
+}
+
+async fn is_online(call: &Call, device_id: &str) -> Result<bool, HubError> {
+    let connections = call
+        .clients
+        .lifetime()
+        .user_connections(&device_subject(device_id))
+        .await
+        .map_err(internal)?;
+    Ok(!connections.is_empty())
+}
+
+/// `ListDevices()` (user, admin): the caller's devices (an admin's: all), with presence.
+async fn list_devices(home: Arc<Home>, call: Call, _: Vec<Value>) -> MethodResult {
+    let owner = (!call.principal.has_role("admin")).then_some(call.principal.sub.as_str());
+    let devices = home.store.list_devices(owner).await.map_err(internal)?;
+    let mut listed = Vec::with_capacity(devices.len());
+    for device in devices {
+        let online = is_online(&call, &device.id).await?;
+        listed.push(json!({ "deviceId": device.id, "name": device.name, "online": online }));
+    }
+    Ok(Some(Value::Array(listed)))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SendCommandMessage {
+    device_id: String,
+    command: String,
+    #[serde(default)]
+    args: Option<Value>,
+}
+
+/// `SendCommand(envelope)` (user, admin; signed): forwards `{commandId, command, args, from}` to
+/// the device as `Command(envelope)`, signed with the device's key; returns `{commandId}`.
+async fn send_command(home: Arc<Home>, call: Call, args: Vec<Value>) -> MethodResult {
+    let message: SendCommandMessage = command(args, "command")?;
+    if message.command.is_empty() || message.command.len() > MAX_COMMAND_NAME {
+        return Err(HubError::hub(format!(
+            "invalid command: the name must be 1 to {MAX_COMMAND_NAME} bytes"
+        )));
+    }
+    let principal = &call.principal;
+    let not_found = || HubError::hub("device not found");
+    let device = home
+        .store
+        .device(&message.device_id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(not_found)?
+        .device;
+    if device.owner_id != principal.sub && !principal.has_role("admin") {
+        return Err(not_found());
+    }
+    let targets = call
+        .clients
+        .lifetime()
+        .user_connections(&device_subject(&device.id))
+        .await
+        .map_err(internal)?;
+    if targets.is_empty() {
+        return Err(HubError::hub("device offline"));
+    }
+    if home.pending.entry_count() >= home.max_pending {
+        return Err(HubError::hub(
+            "too many commands are waiting for results; try again later",
+        ));
+    }
+    let command_id = random_id();
+    home.pending.insert(
+        command_id.clone(),
+        PendingCommand {
+            device_id: device.id.clone(),
+            issuer: principal.sub.clone(),
+        },
+    );
+    let forwarded = json!({
+        "commandId": command_id,
+        "command": message.command,
+        "args": message.args.unwrap_or(Value::Null),
+        "from": principal.sub,
+    });
+    let mut delivered = 0;
+    for target in targets {
+        let Some(session) = target.principal().message_session().map(str::to_owned) else {
+            continue;
+        };
+        let envelope = home.envelopes.seal(
+            &session,
+            &home.hub_path,
+            "Command",
+            &forwarded,
+            home.forward_lifetime,
+        );
+        delivered += call
+            .clients
+            .connection(&target.id, "Command", vec![envelope])
+            .await
+            .map_err(internal)?;
+    }
+    if delivered == 0 {
+        home.pending.invalidate(&command_id);
+        return Err(HubError::hub("device offline"));
+    }
+    tracing::info!(
+        target: "audit",
+        event = "command_sent",
+        sub = %principal.sub,
+        device = %device.id,
+        command = %message.command,
+        command_id = %command_id,
+        "command forwarded to a device"
+    );
+    Ok(Some(json!({ "commandId": command_id })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CommandResultMessage {
+    command_id: String,
+    status: String,
+    #[serde(default)]
+    result: Option<Value>,
+}
+
+/// `CommandResult(envelope)` (device; signed): accepted once, for a command sent to this device;
+/// delivered to the issuer as `CommandResult({commandId, deviceId, status, result})`.
+async fn command_result(home: Arc<Home>, call: Call, args: Vec<Value>) -> MethodResult {
+    let message: CommandResultMessage = command(args, "command result")?;
+    let device_id = device_id_of(&call.principal)
+        .ok_or_else(|| HubError::hub("only devices send command results"))?;
+    let unknown = || HubError::hub("unknown command");
+    let pending = home.pending.get(&message.command_id).ok_or_else(unknown)?;
+    if pending.device_id != device_id {
+        return Err(unknown());
+    }
+    // Removing is what makes the answer single: a second result finds nothing.
+    home.pending
+        .remove(&message.command_id)
+        .ok_or_else(unknown)?;
+    let delivered = json!({
+        "commandId": message.command_id,
+        "deviceId": device_id,
+        "status": message.status,
+        "result": message.result.unwrap_or(Value::Null),
+    });
+    call.clients
+        .user(&pending.issuer, "CommandResult", vec![delivered])
+        .await
+        .map_err(internal)?;
+    tracing::info!(
+        target: "audit",
+        event = "command_result",
+        device = %device_id,
+        command_id = %message.command_id,
+        status = %message.status,
+        "device answered a command"
+    );
+    Ok(None)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TelemetryMessage {
+    kind: String,
+    data: Value,
+}
+
+/// `ReportTelemetry(envelope)` (device; signed): the owner's connections receive
+/// `Telemetry({deviceId, kind, data, at})`, and `StreamTelemetry` subscribers see it.
+async fn report_telemetry(home: Arc<Home>, call: Call, args: Vec<Value>) -> MethodResult {
+    let message: TelemetryMessage = command(args, "telemetry")?;
+    let principal = &call.principal;
+    let device_id =
+        device_id_of(principal).ok_or_else(|| HubError::hub("only devices report telemetry"))?;
+    let owner = principal
+        .owner
+        .clone()
+        .ok_or_else(|| HubError::hub("the device token names no owner"))?;
+    let payload = json!({
+        "deviceId": device_id,
+        "kind": message.kind,
+        "data": message.data,
+        "at": unix_now_ms(),
+    });
+    call.clients
+        .user(&owner, "Telemetry", vec![payload.clone()])
+        .await
+        .map_err(internal)?;
+    // No subscriber is not an error: the event simply has nobody to reach.
+    let _ = home
+        .telemetry
+        .send(Arc::new(TelemetryEvent { owner, payload }));
+    Ok(None)
+}
+
+/// `StreamTelemetry()` (user, admin): the caller's devices' telemetry (an admin's: every
+/// device's) until the caller cancels. A subscriber that falls behind skips what it missed.
+fn stream_telemetry(
+    home: &Home,
+    principal: &Principal,
+) -> impl futures_util::Stream<Item = Result<Value, HubError>> {
+    let receiver = home.telemetry.subscribe();
+    let everything = principal.has_role("admin");
+    let me = principal.sub.clone();
+    stream::unfold(receiver, move |mut receiver| {
+        let me = me.clone();
+        async move {
+            loop {
+                match receiver.recv().await {
+                    Ok(event) if everything || event.owner == me => {
+                        return Some((Ok(event.payload.clone()), receiver))
+                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        }
+    })
+}
+
+/// Tells the owner `DeviceStatus({deviceId, online})` when a device connects or disconnects.
+async fn presence(call: Call, connected: bool) {
+    let principal = &call.principal;
+    let (Some(device_id), Some(owner)) = (device_id_of(principal), principal.owner.as_deref())
+    else {
+        return;
+    };
+    let online = connected || is_online(&call, device_id).await.unwrap_or(false);
+    let status = json!({ "deviceId": device_id, "online": online });
+    if let Err(err) = call.clients.user(owner, "DeviceStatus", vec![status]).await {
+        tracing::warn!(error = %err, "cannot tell an owner about a device's presence");
+    }
+}

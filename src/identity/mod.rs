@@ -1,0 +1,227 @@
+//! The identity service: Signet as its own token issuer. Logins open sessions whose refresh
+//! tokens rotate on every use; devices are provisioned once with a key and exchange it for
+//! short-lived tokens; revocations go to the [`crate::auth::RevocationStore`] that every
+//! request consults.
+//!
+//! Token subjects: a user's `sub` is their random user id (stable across renames, never
+//! reused), with the username in `name`; a device's is `device:<deviceId>`, with role `device`
+//! and its owner's user id in `owner`.
+//!
+//! Every security-relevant outcome is an audit event (`tracing` target `audit`) with the
+//! subject and client address, never a secret.
+
+mod devices;
+mod limiter;
+mod password;
+mod sessions;
+mod users;
+
+pub use devices::{device_subject, DeviceToken, NewDeviceKey};
+pub use limiter::{retry_after_secs, AttemptKeys, LoginLimiter};
+pub use password::{HashingError, Passwords, MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS};
+pub use sessions::SessionTokens;
+pub use users::{
+    check_roles, is_valid_username, normalize_username, UserAdmin, ADMIN_ROLE, DEVICE_ROLE,
+    INITIAL_ADMIN, INITIAL_ADMIN_PASSWORD_FILE, USER_ROLE,
+};
+
+use crate::auth::issue::unix_now;
+use crate::auth::{AccessClaims, Authenticator, Principal, RevocationError};
+use crate::envelope::EnvelopeService;
+use crate::settings::Settings;
+use crate::store::{Store, StoreError};
+use base64::Engine;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("invalid username or password")]
+    InvalidCredentials,
+    #[error("too many failed logins; retry after {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("the refresh token is not valid")]
+    InvalidRefreshToken,
+    #[error("the refresh token was used before; its session is revoked")]
+    RefreshTokenReused,
+    #[error("invalid device id or key")]
+    InvalidDeviceCredentials,
+    #[error("no such device")]
+    DeviceNotFound,
+    #[error("no such user")]
+    UserNotFound,
+    #[error("the username is already taken")]
+    UsernameTaken,
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("a user may own at most {0} devices")]
+    DeviceLimit(u32),
+    #[error("`{field}`: {rule}")]
+    Invalid { field: &'static str, rule: String },
+    #[error("this token carries neither jti nor sid, so it cannot be revoked before it expires")]
+    NotRevocable,
+    #[error("the subject's tokens are revoked")]
+    Revoked,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Revocation(#[from] RevocationError),
+    #[error("token signing failed: {0}")]
+    Signing(#[from] jsonwebtoken::errors::Error),
+    #[error(transparent)]
+    Hashing(#[from] HashingError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl IdentityError {
+    pub(crate) fn invalid(field: &'static str, rule: impl Into<String>) -> Self {
+        Self::Invalid {
+            field,
+            rule: rule.into(),
+        }
+    }
+}
+
+/// Formats an optional client address for audit events.
+pub(crate) fn client_label(client: Option<IpAddr>) -> String {
+    client.map_or_else(|| "unknown".to_string(), |ip| ip.to_string())
+}
+
+/// 256 random bits, base64url: refresh tokens and device keys.
+pub(crate) fn new_secret_token() -> (String, [u8; 32]) {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let hash = secret_hash(&token);
+    (token, hash)
+}
+
+/// What is stored of a refresh token or device key: its SHA-256. The tokens carry 256 random
+/// bits, so a fast hash is enough (no password-style stretching needed).
+pub(crate) fn secret_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// A 256-bit token as handed out: 43 base64url characters. Anything else is refused unread.
+pub(crate) fn is_secret_token_shaped(token: &str) -> bool {
+    token.len() == 43
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Cheap-to-clone handle to the identity service.
+#[derive(Debug, Clone)]
+pub struct IdentityService {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<dyn Store>,
+    auth: Authenticator,
+    /// Derives message keys (the hub verifies envelopes with the same service).
+    envelopes: Arc<EnvelopeService>,
+    passwords: Passwords,
+    limiter: LoginLimiter,
+    access_ttl: Duration,
+    session_ttl_secs: i64,
+    max_devices_per_user: u32,
+    max_sessions_per_user: u32,
+}
+
+impl IdentityService {
+    pub fn new(
+        settings: &Settings,
+        store: Arc<dyn Store>,
+        auth: Authenticator,
+        envelopes: Arc<EnvelopeService>,
+        passwords: Passwords,
+    ) -> Self {
+        let identity = &settings.identity;
+        let days = i64::try_from(settings.jwt.refresh_token_lifetime_days).unwrap_or(365);
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                auth,
+                envelopes,
+                passwords,
+                limiter: LoginLimiter::new(
+                    identity.login_max_failures,
+                    Duration::from_secs(identity.login_failure_window_secs),
+                    identity.login_limiter_capacity,
+                ),
+                access_ttl: Duration::from_secs(
+                    settings
+                        .jwt
+                        .access_token_lifetime_minutes
+                        .saturating_mul(60),
+                ),
+                session_ttl_secs: days.saturating_mul(86_400),
+                max_devices_per_user: identity.max_devices_per_user,
+                max_sessions_per_user: identity.max_sessions_per_user,
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The caller's username: from the store for users, else the token's `name`, else `sub`.
+    pub async fn username_of(&self, principal: &Principal) -> Result<String, IdentityError> {
+        if let Some(user) = self.inner.store.user_by_id(&principal.sub).await? {
+            return Ok(user.username);
+        }
+        Ok(principal
+            .name
+            .clone()
+            .unwrap_or_else(|| principal.sub.clone()))
+    }
+
+    /// The message key of the presented token (base64url, no padding):
+    /// HMAC-SHA256(envelope master key, `"signet-msgkey-v1:" + sid`), or `+ jti` without a
+    /// `sid`; `None` when the token has neither.
+    pub fn message_key(&self, principal: &Principal) -> Option<String> {
+        principal
+            .message_session()
+            .map(|session| self.inner.envelopes.message_key(session).to_base64url())
+    }
+
+    /// Signs `claims` once every subject they name may be issued tokens again: right after a
+    /// revocation (cut-off at the next second) issuance waits for that second, so the new
+    /// token's `iat` is past the cut-off.
+    async fn issue(&self, claims: AccessClaims) -> Result<(String, i64, String), IdentityError> {
+        let mut claims = claims;
+        let revocations = self.inner.auth.revocations();
+        let mut not_before = revocations.not_before(&claims.sub).await;
+        if let Some(owner) = &claims.owner {
+            not_before = not_before.max(revocations.not_before(owner).await);
+        }
+        if let Some(not_before) = not_before.filter(|nb| claims.iat < *nb) {
+            if not_before > unix_now() + 2 {
+                return Err(IdentityError::Revoked);
+            }
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            let wait_ms = not_before.saturating_mul(1000).saturating_sub(now_ms);
+            tokio::time::sleep(Duration::from_millis(wait_ms.clamp(0, 3000) as u64)).await;
+            // `iat` must clear the cut-off; `nbf` must not be in the future should the wall
+            // clock lag the timer by a hair.
+            let now = unix_now();
+            let ttl = claims.exp - claims.iat;
+            claims.iat = now.max(not_before);
+            claims.nbf = now.min(claims.iat);
+            claims.exp = now + ttl;
+        }
+        let issued = self.inner.auth.keyring().issue(&claims)?;
+        let session = claims.sid.as_deref().unwrap_or(&claims.jti);
+        let message_key = self.inner.envelopes.message_key(session).to_base64url();
+        Ok((issued.token, issued.expires_at, message_key))
+    }
+}

@@ -1,0 +1,185 @@
+//! Persistence for identity: users, devices, refresh-token sessions and revocation records.
+//!
+//! The services above talk to the traits here, never to SQL, so that a PostgreSQL backend can
+//! follow [`SqliteStore`] behind the same interface. Every operation that must be atomic (refresh
+//! rotation with reuse detection, the per-user device and session caps) is one trait method, so
+//! each backend makes it atomic in its own way. Times are Unix seconds; secrets arrive already
+//! hashed and never leave as anything else.
+
+mod sqlite;
+
+pub use sqlite::{SqliteStore, DATABASE_FILE};
+
+use async_trait::async_trait;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the username is already taken")]
+    UsernameTaken,
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot prepare the database file {path}: {source}")]
+    File {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// A user as listed: everything but the password hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// Random, stable identifier; the `sub` of the user's access tokens.
+    pub id: String,
+    pub username: String,
+    pub roles: Vec<String>,
+    pub created_at: i64,
+}
+
+/// A user with the password hash, for verification.
+#[derive(Debug, Clone)]
+pub struct UserCredentials {
+    pub user: User,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    pub id: String,
+    pub owner_id: String,
+    pub name: String,
+    pub created_at: i64,
+    pub key_rotated_at: i64,
+    pub last_token_at: Option<i64>,
+}
+
+/// A device with the hash of its key, for verification.
+#[derive(Debug, Clone)]
+pub struct DeviceCredentials {
+    pub device: Device,
+    pub key_hash: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub id: String,
+    pub user_id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// What presenting a refresh token did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// The token was current: it is now used and `next` replaces it.
+    Rotated(Session),
+    /// The token had been used already: its whole session is now revoked.
+    Reused(Session),
+    /// Unknown token, or its session is expired or revoked.
+    Invalid,
+}
+
+/// Revocation records that are still in force, loaded at start-up.
+#[derive(Debug, Clone, Default)]
+pub struct RevocationSnapshot {
+    /// `(jti, expires_at)`.
+    pub denied_tokens: Vec<(String, i64)>,
+    /// `(sid, forget_after)`.
+    pub revoked_sessions: Vec<(String, i64)>,
+    pub cutoffs: Vec<SubjectCutoff>,
+}
+
+/// Tokens of `sub` (or owned by `sub`) issued before `not_before` are refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubjectCutoff {
+    pub sub: String,
+    pub not_before: i64,
+    /// When every token the cut-off can refuse has expired; `None` keeps it for good.
+    pub forget_after: Option<i64>,
+}
+
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    /// Fails with [`StoreError::UsernameTaken`] when the name exists.
+    async fn create_user(&self, user: &User, password_hash: &str) -> Result<(), StoreError>;
+    async fn user_by_name(&self, username: &str) -> Result<Option<UserCredentials>, StoreError>;
+    async fn user_by_id(&self, id: &str) -> Result<Option<User>, StoreError>;
+    async fn list_users(&self) -> Result<Vec<User>, StoreError>;
+    async fn count_users(&self) -> Result<u64, StoreError>;
+    /// False when no such user.
+    async fn set_password(&self, user_id: &str, password_hash: &str) -> Result<bool, StoreError>;
+    /// Deletes the user with their devices and sessions. False when no such user.
+    async fn delete_user(&self, user_id: &str) -> Result<bool, StoreError>;
+}
+
+#[async_trait]
+pub trait DeviceStore: Send + Sync {
+    /// Creates the device unless its owner already has `max_per_owner`; `false` then.
+    async fn create_device(
+        &self,
+        device: &Device,
+        key_hash: &[u8],
+        max_per_owner: u32,
+    ) -> Result<bool, StoreError>;
+    async fn device(&self, id: &str) -> Result<Option<DeviceCredentials>, StoreError>;
+    /// One owner's devices, or every device with `None`.
+    async fn list_devices(&self, owner_id: Option<&str>) -> Result<Vec<Device>, StoreError>;
+    async fn delete_device(&self, id: &str) -> Result<bool, StoreError>;
+    async fn set_device_key(&self, id: &str, key_hash: &[u8], now: i64)
+        -> Result<bool, StoreError>;
+    async fn record_device_token(&self, id: &str, now: i64) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Opens a session with its first refresh token. When the user then has more than
+    /// `max_per_user` live sessions, the oldest are revoked; their ids are returned.
+    async fn create_session(
+        &self,
+        session: &Session,
+        refresh_hash: &[u8],
+        max_per_user: u32,
+    ) -> Result<Vec<String>, StoreError>;
+    /// Atomically uses `presented` and stores `next` in its place, or detects reuse.
+    async fn rotate_refresh_token(
+        &self,
+        presented: &[u8],
+        next: &[u8],
+        now: i64,
+    ) -> Result<Rotation, StoreError>;
+    /// The session a refresh token (used or not) belongs to.
+    async fn session_of_refresh_token(&self, hash: &[u8]) -> Result<Option<Session>, StoreError>;
+    /// False when the session does not exist or was already revoked.
+    async fn revoke_session(&self, sid: &str, reason: &str, now: i64) -> Result<bool, StoreError>;
+    /// Revokes every live session of the user; returns their ids.
+    async fn revoke_user_sessions(
+        &self,
+        user_id: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<Vec<String>, StoreError>;
+}
+
+/// Where the revocation service keeps its records so that a restart does not resurrect a
+/// revoked token.
+#[async_trait]
+pub trait RevocationLog: Send + Sync {
+    /// Everything still in force at `now`; forgets (deletes) the rest, and prunes sessions
+    /// that have expired.
+    async fn load_revocations(&self, now: i64) -> Result<RevocationSnapshot, StoreError>;
+    async fn record_denied_token(&self, jti: &str, expires_at: i64) -> Result<(), StoreError>;
+    async fn record_revoked_session(&self, sid: &str, forget_after: i64) -> Result<(), StoreError>;
+    /// Sets the cut-off; an existing later one is kept.
+    async fn record_cutoff(&self, cutoff: &SubjectCutoff) -> Result<(), StoreError>;
+}
+
+/// Every store the identity service needs, as one object.
+pub trait Store: UserStore + DeviceStore + SessionStore + RevocationLog + std::fmt::Debug {}
+
+impl<T> Store for T where T: UserStore + DeviceStore + SessionStore + RevocationLog + std::fmt::Debug
+{}

@@ -1,0 +1,100 @@
+//! Token lifetime on live connections, seen with a raw client: an admin's kick closes exactly the
+//! user's connections and says how many; every close is counted by reason in `/metrics`.
+
+use crate::helpers::{claims, kid_of, sign_hs, user_token, TEST_SECRET};
+use crate::ws_client::{admin_token, spawn_hub, HubServer};
+use jsonwebtoken::Algorithm;
+use serde_json::json;
+use std::time::Duration;
+
+/// The value of `signet_connections_closed_total{reason="<reason>"}` in `/metrics`.
+async fn closed_total(server: &HubServer, reason: &str) -> u64 {
+    let mut response = server
+        .http
+        .get(server.url("/metrics"))
+        .bearer_auth(admin_token("metrics-reader"))
+        .send()
+        .await
+        .expect("metrics answered");
+    assert_eq!(response.status().as_u16(), 200);
+    let body = String::from_utf8(response.body().await.expect("body").to_vec()).expect("text");
+    let prefix = format!("signet_connections_closed_total{{reason=\"{reason}\"}} ");
+    body.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no counter for {reason} in:\n{body}"))
+}
+
+#[actix_web::test]
+async fn disconnect_user_closes_only_that_users_connections_and_counts_them() {
+    let server = spawn_hub(&[]).await;
+    let mut first = server.open(&user_token("kicked-user")).await;
+    let mut second = server.open(&user_token("kicked-user")).await;
+    let mut bystander = server.open(&user_token("bystander")).await;
+    let mut admin = server.open(&admin_token("the-admin")).await;
+    let before = closed_total(&server, "kicked").await;
+
+    let closed = admin
+        .call("1", "DisconnectUser", json!(["kicked-user"]))
+        .await;
+    assert_eq!(closed["result"], json!(2), "{closed}");
+    for client in [&mut first, &mut second] {
+        let ending = client.expect_close(Duration::from_secs(1)).await;
+        let message = ending.close_message.expect("a Close message");
+        assert_eq!(message["error"], "Disconnected by an administrator");
+        assert!(message.get("allowReconnect").is_none(), "{message}");
+    }
+    bystander.assert_echo("still connected").await;
+    server.wait_for_connections(2).await;
+    assert_eq!(closed_total(&server, "kicked").await, before + 2);
+
+    // A user may not kick anyone.
+    let error = bystander
+        .call_error("2", "DisconnectUser", json!(["the-admin"]))
+        .await;
+    assert_eq!(
+        error,
+        "Failed to invoke 'DisconnectUser' because user is unauthorized"
+    );
+}
+
+#[actix_web::test]
+async fn an_expired_connection_is_counted_as_expired() {
+    let server = spawn_hub(&[]).await;
+    let mut c = claims("short-lived");
+    c["exp"] = json!(crate::helpers::now() + 1);
+    let token = sign_hs(
+        TEST_SECRET,
+        Some(&kid_of(TEST_SECRET)),
+        Algorithm::HS256,
+        &c,
+    );
+    let before = closed_total(&server, "expired").await;
+    let mut client = server.open(&token).await;
+    let ending = client.expect_close(Duration::from_secs(3)).await;
+    let message = ending.close_message.expect("a Close message");
+    assert_eq!(message["error"], "Authentication expired");
+    assert_eq!(message["allowReconnect"], true);
+    server.wait_for_connections(0).await;
+    assert_eq!(closed_total(&server, "expired").await, before + 1);
+}
+
+#[actix_web::test]
+async fn metrics_are_for_admins_only() {
+    let server = spawn_hub(&[]).await;
+    let response = server
+        .http
+        .get(server.url("/metrics"))
+        .bearer_auth(user_token("curious"))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(response.status().as_u16(), 403);
+    let response = server
+        .http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(response.status().as_u16(), 401);
+}
