@@ -62,6 +62,11 @@ start_server() {
 
 run() {
   start_server
+  # The bootstrap admin's password, written on the first start, for the command scenario.
+  if [[ -f "$DATA_DIR/initial-admin-password" ]]; then
+    SIGNET_BENCH_PASSWORD=$(cat "$DATA_DIR/initial-admin-password")
+    export SIGNET_BENCH_PASSWORD
+  fi
   "$BENCH" "$@" --url "http://127.0.0.1:$PORT" --protocol "$PROTOCOL" \
     --server-pid "$SERVER_PID" --compare | tee -a "$OUT"
   stop_server
@@ -80,7 +85,10 @@ for scenario in "${scenarios[@]}"; do
     idle) run idle -c "$IDLE_N" --hold "$DURATION" ;;
     echo) run echo -c "$ECHO_N" --duration "$DURATION" ;;
     broadcast) run broadcast -c "$BROADCAST_N" --duration "$DURATION" ;;
-    command) run command -c 100 ;;
+    command)
+      # The bootstrap admin (created on the first start) logs in and provisions the devices.
+      run command -c "${COMMAND_USERS:-4}" --devices "${COMMAND_DEVICES:-20}" --duration "$DURATION"
+      ;;
     *) echo "unknown scenario: $scenario" >&2; exit 2 ;;
   esac
 done

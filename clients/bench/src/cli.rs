@@ -5,6 +5,7 @@
 use crate::client::{Endpoint, SourceAddrs};
 use crate::credentials::Credentials;
 use crate::scenario::broadcast::BroadcastOptions;
+use crate::scenario::command::CommandOptions;
 use crate::scenario::echo::{EchoMode, EchoOptions};
 use crate::scenario::idle::IdleOptions;
 use crate::scenario::{self, round, Outcome, Target, TargetKind};
@@ -77,10 +78,23 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         payload_bytes: usize,
     },
-    /// Users sending signed commands to their devices and back (needs issue 7's methods).
+    /// A user sending signed commands to their devices through the hub and back. Logs in as a
+    /// real user (the bootstrap `admin` by default), provisions devices, removes them after.
+    /// --connections is the user's connections; each result reaches all of them.
     Command {
         #[command(flatten)]
         common: Common,
+        #[command(flatten)]
+        timing: Timing,
+        /// Devices provisioned and connected (at most `identity.max_devices_per_user`).
+        #[arg(long, default_value_t = 20)]
+        devices: usize,
+        /// The user to log in as.
+        #[arg(long, env = "SIGNET_BENCH_USERNAME", default_value = "admin")]
+        username: String,
+        /// Their password (the bootstrap admin's is in `<data_dir>/initial-admin-password`).
+        #[arg(long, env = "SIGNET_BENCH_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
     },
     /// Run the baseline server: a WebSocket echo and fan-out on actix-ws, nothing else.
     BaselineServer {
@@ -193,7 +207,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Idle { common, .. } => ("idle", common),
         Command::Echo { common, .. } => ("echo", common),
         Command::Broadcast { common, .. } => ("broadcast", common),
-        Command::Command { common } => ("command", common),
+        Command::Command { common, .. } => ("command", common),
     };
     // Each connection is one descriptor here, and one more in a baseline started by --compare.
     let wanted = (common.connections as u64 + 1) * 2 + 1024;
@@ -357,7 +371,23 @@ async fn dispatch(command: &Command, target: &Target) -> Result<Outcome, String>
             };
             scenario::broadcast::run(target, &options).await
         }
-        Command::Command { .. } => scenario::command::run(target).await,
+        Command::Command {
+            common,
+            timing,
+            devices,
+            username,
+            password,
+        } => {
+            let options = CommandOptions {
+                connections: common.connections,
+                devices: *devices,
+                warmup: timing.warmup,
+                duration: timing.duration,
+                username: username.clone(),
+                password: password.clone(),
+            };
+            scenario::command::run(target, &options).await
+        }
         Command::BaselineServer { .. } => Err("not a scenario".into()),
     }
 }

@@ -125,16 +125,25 @@ async fn tcp_connect(endpoint: &Endpoint, source: IpAddr) -> std::io::Result<Tcp
     Ok(stream)
 }
 
-/// `POST {path}/negotiate?negotiateVersion=1` on `stream`, leaving it open for the upgrade.
-async fn negotiate(
+/// One HTTP/1.1 request on `stream` and its response (status and body), leaving the connection
+/// open: negotiate is followed by the upgrade on the same connection, as keep-alive allows.
+async fn http_exchange(
     stream: &mut TcpStream,
-    endpoint: &Endpoint,
-    token: &str,
-) -> Result<String, ClientError> {
-    let request = format!(
-        "POST {}/negotiate?negotiateVersion=1 HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n",
-        endpoint.path, endpoint.authority
-    );
+    authority: &str,
+    method: &str,
+    target: &str,
+    bearer: Option<&str>,
+    body: Option<&Value>,
+) -> Result<(u16, Vec<u8>), ClientError> {
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let mut request = format!("{method} {target} HTTP/1.1\r\nHost: {authority}\r\n");
+    if let Some(token) = bearer {
+        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    if !body.is_empty() {
+        request.push_str("Content-Type: application/json\r\n");
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
     stream.write_all(request.as_bytes()).await?;
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
@@ -148,7 +157,7 @@ async fn negotiate(
             break at + 4;
         }
         if buf.len() > MAX_HEAD_BYTES {
-            return Err(ClientError::BadResponse("negotiate head too large".into()));
+            return Err(ClientError::BadResponse("response head too large".into()));
         }
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
@@ -165,9 +174,9 @@ async fn negotiate(
                 .eq_ignore_ascii_case("content-length")
                 .then(|| value.trim().parse::<usize>().ok())?
         })
-        .ok_or_else(|| ClientError::BadResponse("negotiate without Content-Length".into()))?;
+        .unwrap_or(0);
     if length > MAX_HEAD_BYTES {
-        return Err(ClientError::BadResponse("negotiate body too large".into()));
+        return Err(ClientError::BadResponse("response body too large".into()));
     }
     while buf.len() < head_end + length {
         let n = stream.read(&mut chunk).await?;
@@ -176,11 +185,29 @@ async fn negotiate(
         }
         buf.extend_from_slice(&chunk[..n]);
     }
-    let body = &buf[head_end..head_end + length];
+    Ok((status, buf[head_end..head_end + length].to_vec()))
+}
+
+/// `POST {path}/negotiate?negotiateVersion=1` on `stream`; returns the connection token.
+async fn negotiate(
+    stream: &mut TcpStream,
+    endpoint: &Endpoint,
+    token: &str,
+) -> Result<String, ClientError> {
+    let target = format!("{}/negotiate?negotiateVersion=1", endpoint.path);
+    let (status, body) = http_exchange(
+        stream,
+        &endpoint.authority,
+        "POST",
+        &target,
+        Some(token),
+        None,
+    )
+    .await?;
     if status != 200 {
         return Err(ClientError::Negotiate {
             status,
-            body: String::from_utf8_lossy(body).into_owned(),
+            body: String::from_utf8_lossy(&body).into_owned(),
         });
     }
     #[derive(Deserialize)]
@@ -188,9 +215,24 @@ async fn negotiate(
         #[serde(rename = "connectionToken")]
         connection_token: String,
     }
-    let negotiated: Negotiated = serde_json::from_slice(body)
+    let negotiated: Negotiated = serde_json::from_slice(&body)
         .map_err(|e| ClientError::BadResponse(format!("negotiate body: {e}")))?;
     Ok(negotiated.connection_token)
+}
+
+/// A JSON request to the REST API (`/api/...`) on a connection of its own; returns the status
+/// and the body as JSON (`null` when empty or not JSON).
+pub async fn api_request(
+    endpoint: &Endpoint,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<&Value>,
+) -> Result<(u16, Value), ClientError> {
+    let mut stream = tcp_connect(endpoint, IpAddr::V4(Ipv4Addr::LOCALHOST)).await?;
+    let (status, body) =
+        http_exchange(&mut stream, &endpoint.authority, method, path, bearer, body).await?;
+    Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
 }
 
 async fn upgrade(

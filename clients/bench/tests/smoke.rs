@@ -177,10 +177,15 @@ fn every_scenario_runs_against_signet_and_the_baseline() {
         assert!(number(&line, "/delivery_latency/p99_ms") > 0.0);
     }
 
-    // command: real work once the server has SendCommand, a clear answer until then.
-    let line = bench(&["command", "--url", &signet, "-c", CONNECTIONS]);
-    match line["available"].as_bool() {
-        Some(false) => assert!(line["reason"].as_str().is_some_and(|r| !r.is_empty())),
-        _ => assert!(number(&line, "/round_trips") > 0.0, "{line}"),
-    }
+    // command: the bootstrap admin logs in, provisions devices, commands them and gets results.
+    let password = std::fs::read_to_string(data_dir.path().join("initial-admin-password"))
+        .expect("the first start wrote the bootstrap admin's password");
+    let mut args = vec!["command", "--url", &signet, "-c", "2", "--devices", "4"];
+    args.extend(short);
+    args.extend(["--password", password.trim()]);
+    let line = bench(&args);
+    assert_eq!(line["available"], true, "{line}");
+    assert!(number(&line, "/round_trips") > 0.0, "{line}");
+    assert_eq!(number(&line, "/errors"), 0.0, "{line}");
+    assert!(number(&line, "/latency/p99_ms") > 0.0);
 }
