@@ -82,7 +82,8 @@ pub fn bind(listen: SocketAddr, workers: usize) -> std::io::Result<(SocketAddr, 
             .route("/ws", web::get().to(websocket))
     })
     .workers(workers.max(1))
-    .backlog(4096)
+    // As Signet: small frames written back to back must not wait for delayed ACKs.
+    .tcp_nodelay(true)
     .max_connections(1_000_000)
     .disable_signals()
     .listen(listener)?
