@@ -6,12 +6,14 @@
 #   ./scripts/bench.sh                 # every scenario at the sizes of BENCHMARKS.md
 #   ./scripts/bench.sh echo broadcast  # only these
 #   IDLE_N=20000 ./scripts/bench.sh idle
+#   BENCH_ARGS="--rate 5" ./scripts/bench.sh broadcast           # more generator flags
+#   SIGNET__HUB__MAX_PARALLEL_INVOCATIONS=32 ./scripts/bench.sh broadcast   # server settings
 #
 # JSON lines go to stdout and to $OUT (default bench-results.jsonl); summaries to stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-CONNECT_N=${CONNECT_N:-20000}
+CONNECT_N=${CONNECT_N:-10000}
 IDLE_N=${IDLE_N:-50000}
 ECHO_N=${ECHO_N:-1000}
 BROADCAST_N=${BROADCAST_N:-10000}
@@ -68,7 +70,7 @@ run() {
     export SIGNET_BENCH_PASSWORD
   fi
   "$BENCH" "$@" --url "http://127.0.0.1:$PORT" --protocol "$PROTOCOL" \
-    --server-pid "$SERVER_PID" --compare | tee -a "$OUT"
+    --server-pid "$SERVER_PID" --compare ${BENCH_ARGS:-} | tee -a "$OUT"
   stop_server
 }
 
