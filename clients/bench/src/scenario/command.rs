@@ -202,6 +202,9 @@ async fn drive(
         user_clients.push(connect(target, devices.len() + i, user_token).await?);
     }
 
+    // A device counts as online once its hub registered it, just after its handshake answer.
+    wait_until_online(&mut user_clients[0], devices).await?;
+
     let window = Window::after(options.warmup, options.duration);
     let server_cpu = measure_cpu(target.server_pid, window);
     let generator_cpu = measure_cpu(Some(std::process::id()), window);
@@ -280,6 +283,39 @@ async fn drive(
         headline: Some(("commands_per_s", round(rate, 1))),
         summary,
     })
+}
+
+/// Asks `ListDevices` until every device is online (at most [`SETUP_TIMEOUT`]).
+async fn wait_until_online(client: &mut HubClient, devices: &[Device]) -> Result<(), String> {
+    let deadline = Instant::now() + SETUP_TIMEOUT;
+    for attempt in 0u32.. {
+        let listed = bounded(
+            SETUP_TIMEOUT,
+            client.invoke(&format!("list{attempt}"), "ListDevices", Vec::new()),
+        )
+        .await
+        .map_err(|e| format!("ListDevices: {e}"))?;
+        let online = match listed {
+            CompletionResult::Result(Value::Array(listed)) => listed
+                .iter()
+                .filter(|d| d["online"] == true)
+                .filter_map(|d| d["deviceId"].as_str())
+                .filter(|id| devices.iter().any(|device| device.id == *id))
+                .count(),
+            other => return Err(format!("ListDevices answered {other:?}")),
+        };
+        if online == devices.len() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "only {online} of {} devices came online",
+                devices.len()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
 }
 
 /// One user connection: one command outstanding per device it drives, until the window ends;
