@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, then every Rust test (unit and integration, including
-# the official-client conformance suite in tests/conformance, which needs Node.js 20+ and npm).
+# the official-client conformance suite in tests/conformance, which needs Node.js 20+ and npm,
+# and the browser suite in tests/browser, which needs Debian's chromium: installed here with
+# apt-get when missing if this runs as root; SIGNET_SKIP_BROWSER_TESTS=1 skips that suite).
 # The README's test command runs this script; .ci/run runs the README's command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +13,26 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== npm ci tests/conformance (the official SignalR clients the conformance suite drives)"
 npm ci --prefix tests/conformance --no-audit --no-fund
+if [ "${SIGNET_SKIP_BROWSER_TESTS:-}" != "1" ]; then
+  if ! command -v chromium >/dev/null 2>&1; then
+    echo "== apt-get install chromium (the browser suite drives Debian's Chromium)"
+    if [ "$(id -u)" -ne 0 ]; then
+      echo "chromium is missing and only root can install it: run" \
+        "\`apt-get install chromium\` or set SIGNET_SKIP_BROWSER_TESTS=1" >&2
+      exit 1
+    fi
+    apt_log="$(mktemp)"
+    if ! { DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } \
+      >"$apt_log" 2>&1; then
+      cat "$apt_log" >&2
+      exit 1
+    fi
+    rm -f "$apt_log"
+  fi
+  echo "== npm ci tests/browser (playwright-core, which drives that Chromium)"
+  npm ci --prefix tests/browser --no-audit --no-fund
+fi
 echo "== cargo test"
 cargo test --workspace
 

@@ -47,11 +47,29 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// A first look: the server with a demo user, an admin and two simulated devices, on a
+    /// temporary data directory removed on exit. Prints the random passwords once.
+    Demo(DemoArgs),
     /// Manage users in the database under the data directory.
     User {
         #[command(subcommand)]
         command: UserCommand,
     },
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+    /// The `signet-device` binary (default: next to this program).
+    #[arg(long, value_name = "PATH")]
+    device_bin: Option<PathBuf>,
+    /// How often the simulated devices report telemetry, e.g. 5s.
+    #[arg(long, default_value = "5s", value_parser = settings::parse_duration)]
+    telemetry_interval: Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,32 +122,9 @@ enum TokenCommand {
         #[arg(long = "role")]
         roles: Vec<String>,
         /// Lifetime, e.g. `90s`, `15m`, `2h`, `1d`.
-        #[arg(long, default_value = "15m", value_parser = parse_duration)]
+        #[arg(long, default_value = "15m", value_parser = settings::parse_duration)]
         ttl: Duration,
     },
-}
-
-/// Parses `90s`, `15m`, `2h`, `1d` (a bare number is seconds).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let value: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration like 30s, 15m, 2h or 1d"))?;
-    let seconds = match unit {
-        "" | "s" => value,
-        "m" => value.saturating_mul(60),
-        "h" => value.saturating_mul(3600),
-        "d" => value.saturating_mul(86_400),
-        _ => return Err(format!("unknown unit `{unit}`; use s, m, h or d")),
-    };
-    if seconds == 0 {
-        return Err("the duration must be greater than zero".into());
-    }
-    Ok(Duration::from_secs(seconds))
 }
 
 pub fn run() -> ExitCode {
@@ -151,6 +146,7 @@ pub fn run() -> ExitCode {
                 },
         } => mint(&config, sub, roles, ttl),
         Command::User { command } => user(command),
+        Command::Demo(args) => demo(args),
     }
 }
 
@@ -188,6 +184,30 @@ fn serve(arg: &ConfigArg) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = %err, "signet stopped");
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn demo(args: DemoArgs) -> ExitCode {
+    let settings = match load_settings(&args.config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    use std::io::IsTerminal;
+    let ansi = std::io::stdout().is_terminal();
+    crate::telemetry::init(&settings.log, std::io::stdout, ansi);
+    let options = crate::demo::DemoOptions {
+        listen: args.listen,
+        device_binary: args.device_bin,
+        telemetry_interval: args.telemetry_interval,
+    };
+    let result = actix_web::rt::System::new().block_on(crate::demo::run(settings, options));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %err, "the demo stopped");
             eprintln!("error: {err}");
             ExitCode::FAILURE
         }
@@ -378,25 +398,12 @@ pub fn utc_timestamp(unix: i64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_duration, utc_timestamp};
+    use super::utc_timestamp;
 
     #[test]
     fn timestamps_format_in_utc() {
         assert_eq!(utc_timestamp(0), "1970-01-01T00:00:00Z");
         assert_eq!(utc_timestamp(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(utc_timestamp(1_786_000_000), "2026-08-06T07:06:40Z");
-    }
-
-    use std::time::Duration;
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
-        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
-        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
-        assert!(parse_duration("0m").is_err());
-        assert!(parse_duration("5y").is_err());
-        assert!(parse_duration("").is_err());
     }
 }

@@ -19,16 +19,26 @@
 //! - `envelope`: signed command envelopes (format, verification, nonce store); a service the
 //!   hub calls, never calling up.
 //! - `protocol`: the SignalR hub protocols (JSON, MessagePack) and handshake; pure, no I/O.
+//! - `console`: the browser console at `/`, static files compiled into the binary with their
+//!   security headers; it is a client of the API and hub like any other.
+//! - `demo`: `signet demo`, the server with demo users and simulated devices for a first look.
 //! - `telemetry`: logging set-up.
 //!
-//! Coming with the hub issues: `transport` (WebSockets, SSE, long polling) adapts HTTP to one
-//! `connection` type; `hub` dispatches invocations and owns the lifetime manager; `hubs` holds
-//! the application.
+//! - `transport`: negotiate and the three transports (WebSockets, Server-Sent Events, long
+//!   polling with `POST` sends) adapt HTTP to one `connection` type.
+//! - `connection`: the connection whatever the transport: principal, bounded queues both ways,
+//!   attachments of transports, the stateful-reconnect replay buffer, its supervisor.
+//!
+//! Coming with the hub issues: `hub` dispatches invocations and
+//! owns the lifetime manager; `hubs` holds the application; `store` is a service the
+//! layers above call.
 
 pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod connection;
+pub mod console;
+pub mod demo;
 pub mod envelope;
 pub mod http;
 pub mod hub;

@@ -169,6 +169,7 @@ impl Application {
                 .service(http::metrics::metrics)
                 .configure(crate::api::configure)
                 .configure(crate::transport::configure)
+                .configure(crate::console::configure)
         })
         .on_connect(crate::transport::drop_stalled_peers(Duration::from_secs(
             settings.hub.client_timeout_secs,

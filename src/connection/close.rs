@@ -32,6 +32,10 @@ pub enum CloseReason {
     ProtocolError(String),
     /// The transport failed (I/O error, abrupt disconnect).
     TransportError,
+    /// No transport attached within the negotiate timeout, or none came back within the
+    /// disconnect timeout (a long-polling client that stopped polling, a WebSocket with
+    /// stateful reconnect that did not reconnect).
+    TransportTimeout,
 }
 
 impl CloseReason {
@@ -51,13 +55,18 @@ impl CloseReason {
             Self::MessageTooLarge => "message_too_large",
             Self::ProtocolError(_) => "protocol_error",
             Self::TransportError => "transport_error",
+            Self::TransportTimeout => "transport_timeout",
         }
     }
 
     /// The `error` text of the Close message sent to the client (`None`: a clean close).
     pub fn close_error(&self) -> Option<String> {
         Some(match self {
-            Self::ClientClosed | Self::HandshakeFailed | Self::TransportError => return None,
+            // Nobody is there to read it, or the client ended the connection itself.
+            Self::ClientClosed
+            | Self::HandshakeFailed
+            | Self::TransportError
+            | Self::TransportTimeout => return None,
             Self::Shutdown => "Server is shutting down.".into(),
             Self::Expired => "Authentication expired".into(),
             Self::Revoked(why) => format!("Authentication revoked: {why}"),
@@ -93,7 +102,7 @@ impl CloseReason {
 }
 
 /// Every close reason's code, in a fixed order (the counters below follow it).
-pub const CLOSE_CODES: [&str; 14] = [
+pub const CLOSE_CODES: [&str; 15] = [
     "client_closed",
     "shutdown",
     "expired",
@@ -107,6 +116,7 @@ pub const CLOSE_CODES: [&str; 14] = [
     "message_too_large",
     "protocol_error",
     "transport_error",
+    "transport_timeout",
     "other",
 ];
 

@@ -1,26 +1,41 @@
 //! One connection type for every transport.
 //!
 //! A [`Connection`] holds the public id and secret token from negotiate, the principal and its
-//! expiry, the negotiated protocol, a bounded outbound queue and a cancellation token. The
-//! transport that attaches takes the queue's receiver (only one can: a second transport gets
-//! 409) and drains it; the hub session feeds it. Sends from other connections (broadcasts,
-//! user and group sends) use [`Connection::try_send`], which never waits: a full queue closes
-//! the slow connection instead of slowing the sender.
+//! expiry, the negotiated protocol, both directions of traffic, and a cancellation token:
+//!
+//! - outbound, a bounded queue that the hub session and other connections' sends fill
+//!   ([`Connection::try_send`] never waits: a full queue closes the slow connection instead of
+//!   slowing the sender), and that the attached transport drains;
+//! - inbound, a bounded channel from whichever request carries the client's frames (a WebSocket
+//!   reader, a long-polling or Server-Sent Events `POST`) to the hub session.
+//!
+//! Transports come and go through [`Attachment`]s: a WebSocket holds one for its lifetime, an
+//! SSE response for the stream's, a long poll for one request. While attached a transport owns
+//! the queue's receiver; when it lets go the connection either ends (SSE, or a WebSocket
+//! without stateful reconnect) or waits for the next one for the disconnect timeout (long
+//! polling, a WebSocket with stateful reconnect), which [`supervise`] enforces.
 
+mod attach;
 mod close;
 mod registry;
+mod replay;
 mod revocation;
+mod supervise;
 
+pub use attach::{coalesce, AttachError, Attachment};
 pub use close::{CloseReason, CloseStats};
 pub use registry::{Claim, ConnectionRegistry, RefreshError, RegistryFull};
+pub use replay::{ReceivedSequence, ReplayBuffer, SequenceAhead};
 pub use revocation::enforce_revocations;
+pub use supervise::{supervise, Timeouts};
 
 use crate::auth::Principal;
 use crate::protocol::HubProtocol;
 use bytes::Bytes;
+use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 /// What a transport writes: one or more framed hub messages.
@@ -28,6 +43,45 @@ pub type OutboundFrame = Bytes;
 
 /// The receiving end of a connection's outbound queue, held by the attached transport.
 pub type OutboundReceiver = mpsc::Receiver<OutboundFrame>;
+
+/// Frames buffered between the requests that carry the client's frames and the hub session.
+const INBOUND_BUFFER: usize = 16;
+
+/// A frame from the transport, for the hub session.
+#[derive(Debug)]
+pub enum Inbound {
+    Text(Bytes),
+    Binary(Bytes),
+    /// A transport re-attached after a drop with stateful reconnect: the client's Sequence
+    /// message comes next, and partial data from the lost transport is void.
+    Resumed,
+}
+
+/// The transport a connection uses. It is fixed by the first transport request: a connection
+/// never changes transports (ASP.NET Core answers 400 as well).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    WebSockets,
+    ServerSentEvents,
+    LongPolling,
+}
+
+impl TransportKind {
+    /// The name negotiate uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::WebSockets => "WebSockets",
+            Self::ServerSentEvents => "ServerSentEvents",
+            Self::LongPolling => "LongPolling",
+        }
+    }
+}
+
+impl fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// A live or negotiated hub connection.
 #[derive(Debug)]
@@ -39,13 +93,26 @@ pub struct Connection {
     /// Hub name, e.g. `home`.
     pub hub: Arc<str>,
     principal: RwLock<Arc<Principal>>,
+    /// `jti` of the token the connection was opened with: the only expired token its later
+    /// requests may carry (see `transport::connection_request`).
+    opening_jti: Option<String>,
     expires_at: AtomicI64,
     protocol: OnceLock<HubProtocol>,
+    transport: OnceLock<TransportKind>,
     outbound: mpsc::Sender<OutboundFrame>,
-    outbound_rx: Mutex<Option<OutboundReceiver>>,
+    /// Locked by the attached transport for as long as it is attached.
+    outbound_rx: Arc<tokio::sync::Mutex<OutboundReceiver>>,
+    inbound: mpsc::Sender<Inbound>,
+    inbound_rx: Mutex<Option<mpsc::Receiver<Inbound>>>,
     cancel: CancellationToken,
     close_reason: OnceLock<CloseReason>,
-    transport_attached: AtomicBool,
+    attach: attach::AttachState,
+    /// Negotiate asked for stateful reconnect (`useStatefulReconnect=true`).
+    stateful_requested: AtomicBool,
+    /// Set once the handshake turned stateful reconnect on.
+    replay: OnceLock<ReplayBuffer>,
+    /// A `POST` is feeding the session (a second one at the same time gets 409).
+    posting: AtomicBool,
     expiry_changed: tokio::sync::Notify,
 }
 
@@ -69,20 +136,39 @@ impl Connection {
         parent: &CancellationToken,
     ) -> Arc<Self> {
         let (tx, rx) = mpsc::channel(queue_capacity.max(1));
+        let (inbound, inbound_rx) = mpsc::channel(INBOUND_BUFFER);
         Arc::new(Self {
             id,
             token,
             hub,
             expires_at: AtomicI64::new(principal.expires_at),
+            opening_jti: principal.jti.clone(),
             principal: RwLock::new(Arc::new(principal)),
             protocol: OnceLock::new(),
+            transport: OnceLock::new(),
             outbound: tx,
-            outbound_rx: Mutex::new(Some(rx)),
+            outbound_rx: Arc::new(tokio::sync::Mutex::new(rx)),
+            inbound,
+            inbound_rx: Mutex::new(Some(inbound_rx)),
             cancel: parent.child_token(),
             close_reason: OnceLock::new(),
-            transport_attached: AtomicBool::new(false),
+            attach: attach::AttachState::default(),
+            stateful_requested: AtomicBool::new(false),
+            replay: OnceLock::new(),
+            posting: AtomicBool::new(false),
             expiry_changed: tokio::sync::Notify::new(),
         })
+    }
+
+    /// The next queued frame, for unit tests of what reached the queue.
+    #[cfg(test)]
+    pub(crate) fn try_recv_outbound(&self) -> Option<OutboundFrame> {
+        self.outbound_rx.try_lock().ok()?.try_recv().ok()
+    }
+
+    /// Whether `jti` names the token this connection was opened with (never true without one).
+    pub fn opened_with(&self, jti: Option<&str>) -> bool {
+        matches!((self.opening_jti.as_deref(), jti), (Some(a), Some(b)) if a == b)
     }
 
     /// The principal of the token currently backing this connection.
@@ -93,7 +179,8 @@ impl Connection {
         }
     }
 
-    /// Replaces the principal after an in-band token refresh (same `sub`, checked by the caller).
+    /// Replaces the principal after an in-band token refresh (same `sub`, checked by the caller;
+    /// [`ConnectionRegistry::refresh`] also re-indexes the connection under the new token).
     pub fn set_principal(&self, principal: Principal) {
         self.expires_at
             .store(principal.expires_at, Ordering::Release);
@@ -125,25 +212,87 @@ impl Connection {
         let _ = self.protocol.set(protocol);
     }
 
-    /// Marks a transport as attached. False if one already was (the caller answers 409).
-    pub fn attach_transport(&self) -> bool {
-        !self.transport_attached.swap(true, Ordering::AcqRel)
+    /// The transport the connection uses, once a transport request has arrived.
+    pub fn transport(&self) -> Option<TransportKind> {
+        self.transport.get().copied()
     }
 
-    pub fn is_attached(&self) -> bool {
-        self.transport_attached.load(Ordering::Acquire)
-    }
-
-    /// Takes the outbound queue's receiver; `None` if a transport holds it.
-    pub fn take_outbound(&self) -> Option<OutboundReceiver> {
-        self.outbound_rx.lock().ok()?.take()
-    }
-
-    /// Gives the receiver back (long polling hands it from one poll to the next).
-    pub fn return_outbound(&self, rx: OutboundReceiver) {
-        if let Ok(mut slot) = self.outbound_rx.lock() {
-            *slot = Some(rx);
+    /// Fixes the transport on the first transport request; `Err` with the transport already in
+    /// use if it differs.
+    pub fn set_transport(&self, kind: TransportKind) -> Result<(), TransportKind> {
+        let set = *self.transport.get_or_init(|| kind);
+        if set == kind {
+            Ok(())
+        } else {
+            Err(set)
         }
+    }
+
+    /// Long polling keeps the connection alive by polling: the client sends no pings and the
+    /// server needs none (ASP.NET Core's "inherent keep-alive").
+    pub fn has_inherent_keep_alive(&self) -> bool {
+        self.transport() == Some(TransportKind::LongPolling)
+    }
+
+    /// Negotiate asked for stateful reconnect, and the server allows it.
+    pub fn request_stateful_reconnect(&self) {
+        self.stateful_requested.store(true, Ordering::Release);
+    }
+
+    pub fn stateful_reconnect_requested(&self) -> bool {
+        self.stateful_requested.load(Ordering::Acquire)
+    }
+
+    /// Turns stateful reconnect on after the handshake, if negotiate asked for it, the
+    /// transport is a WebSocket (the only one the clients resume) and the client speaks
+    /// version 2 of the hub protocol (Ack and Sequence). Returns whether it is on.
+    pub fn start_stateful_reconnect(&self, protocol_version: i32, buffer_limit: usize) -> bool {
+        let eligible = self.stateful_reconnect_requested()
+            && self.transport() == Some(TransportKind::WebSockets)
+            && protocol_version >= 2;
+        if eligible {
+            let _ = self.replay.set(ReplayBuffer::new(buffer_limit));
+        }
+        eligible
+    }
+
+    /// The replay buffer, when stateful reconnect is on.
+    pub fn replay(&self) -> Option<&ReplayBuffer> {
+        self.replay.get()
+    }
+
+    /// The client acknowledged every trackable message up to `sequence_id`.
+    pub fn acknowledge(&self, sequence_id: u64) {
+        if let Some(replay) = self.replay() {
+            replay.acknowledge(sequence_id);
+        }
+    }
+
+    /// Whether the connection survives its transport letting go, waiting for the next one:
+    /// long polling always, a WebSocket when stateful reconnect is on.
+    pub fn is_resumable(&self) -> bool {
+        match self.transport() {
+            Some(TransportKind::LongPolling) => true,
+            Some(TransportKind::WebSockets) => self.replay().is_some(),
+            _ => false,
+        }
+    }
+
+    /// Whether a transport request may still attach: an open connection, or a closed one
+    /// whose client can come back for its Close message (see [`supervise`]).
+    pub fn accepts_transport(&self) -> bool {
+        !self.is_closed()
+            || (self.is_resumable() && self.attach.ever_attached() && self.has_close_message())
+    }
+
+    /// Whether the connection closed with something to tell its client (the Close message of
+    /// an expiry, a kick, a shutdown...) that no transport has delivered yet.
+    pub fn has_close_message(&self) -> bool {
+        self.protocol().is_some()
+            && !self.attach.close_delivered()
+            && self
+                .close_reason()
+                .is_some_and(|reason| reason.close_error().is_some())
     }
 
     /// Queues bytes without waiting. A full queue closes this connection as too slow, so that
@@ -172,6 +321,29 @@ impl Connection {
         }
     }
 
+    /// Hands a frame from the client to the hub session, waiting for room (the client's
+    /// request waits, nobody else). `Err` once the connection is closed.
+    pub async fn receive(&self, frame: Inbound) -> Result<(), SendError> {
+        tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => Err(SendError::Closed),
+            sent = self.inbound.send(frame) => sent.map_err(|_| SendError::Closed),
+        }
+    }
+
+    /// The session's end of the inbound channel; `None` once taken (one session per connection).
+    pub fn take_inbound(&self) -> Option<mpsc::Receiver<Inbound>> {
+        match self.inbound_rx.lock() {
+            Ok(mut slot) => slot.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        }
+    }
+
+    /// Marks a `POST` as feeding the session; `None` if another one already is (409).
+    pub fn begin_post(self: &Arc<Self>) -> Option<PostGuard> {
+        (!self.posting.swap(true, Ordering::AcqRel)).then(|| PostGuard(self.clone()))
+    }
+
     /// Closes the connection; the first reason given is the one reported.
     pub fn close(&self, reason: CloseReason) {
         if self.close_reason.set(reason.clone()).is_ok() {
@@ -197,5 +369,25 @@ impl Connection {
     /// A token cancelled with this connection, for tasks that outlive a borrow of it.
     pub fn cancellation(&self) -> CancellationToken {
         self.cancel.clone()
+    }
+
+    /// Whether a transport is attached right now.
+    pub fn is_attached(&self) -> bool {
+        *self.attach.attached.borrow()
+    }
+
+    /// Follows attaching and detaching transports.
+    pub fn watch_attached(&self) -> watch::Receiver<bool> {
+        self.attach.attached.subscribe()
+    }
+}
+
+/// Held while a `POST` feeds the session.
+#[derive(Debug)]
+pub struct PostGuard(Arc<Connection>);
+
+impl Drop for PostGuard {
+    fn drop(&mut self) {
+        self.0.posting.store(false, Ordering::Release);
     }
 }

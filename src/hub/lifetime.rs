@@ -256,3 +256,143 @@ impl HubLifetimeManager for InProcessLifetimeManager {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Principal;
+    use crate::protocol::{HubMessage, HubProtocol};
+    use tokio_util::sync::CancellationToken;
+
+    fn connection(sub: &str, protocol: HubProtocol) -> Arc<Connection> {
+        let principal = Principal {
+            sub: sub.to_string(),
+            roles: vec!["user".into()],
+            jti: None,
+            sid: None,
+            owner: None,
+            name: None,
+            issued_at: None,
+            expires_at: i64::MAX,
+            kid: "k".into(),
+        };
+        let id = crate::auth::issue::random_id();
+        let connection = Connection::new(
+            id.clone(),
+            id,
+            Arc::from("home"),
+            principal,
+            8,
+            &CancellationToken::new(),
+        );
+        connection.set_protocol(protocol);
+        connection
+    }
+
+    fn message(text: &str) -> Arc<SerializedHubMessage> {
+        Arc::new(SerializedHubMessage::new(HubMessage::invocation(
+            "SystemMessage",
+            vec![serde_json::json!(text)],
+        )))
+    }
+
+    /// How many frames reached the connection's queue (and empties it).
+    fn received(connection: &Connection) -> usize {
+        std::iter::from_fn(|| connection.try_recv_outbound()).count()
+    }
+
+    #[tokio::test]
+    async fn every_kind_of_send_reaches_exactly_its_recipients() {
+        let hub = InProcessLifetimeManager::new(2);
+        let alice_json = connection("alice", HubProtocol::Json);
+        let alice_msgpack = connection("alice", HubProtocol::MessagePack);
+        let bob = connection("bob", HubProtocol::Json);
+        let carol = connection("carol", HubProtocol::Json);
+        for c in [&alice_json, &alice_msgpack, &bob, &carol] {
+            hub.add_connection(c.clone()).await.unwrap();
+        }
+        assert_eq!(hub.connection_count().await.unwrap(), 4);
+        assert_eq!(hub.user_count().await.unwrap(), 3);
+
+        assert_eq!(hub.send_user("alice", message("u")).await.unwrap(), 2);
+        assert_eq!(
+            (
+                received(&alice_json),
+                received(&alice_msgpack),
+                received(&bob)
+            ),
+            (1, 1, 0)
+        );
+
+        hub.add_to_group(&bob.id, "g1").await.unwrap();
+        hub.add_to_group(&carol.id, "g1").await.unwrap();
+        hub.add_to_group(&carol.id, "g2").await.unwrap();
+        let both = ["g1".to_string(), "g2".to_string()];
+        // Carol is in both groups and gets the message once.
+        assert_eq!(hub.send_groups(&both, message("g")).await.unwrap(), 2);
+        assert_eq!((received(&bob), received(&carol)), (1, 1));
+        assert_eq!(
+            hub.add_to_group(&carol.id, "g3").await,
+            Err(LifetimeError::TooManyGroups(2))
+        );
+        hub.remove_from_group(&carol.id, "g1").await.unwrap();
+        assert_eq!(hub.send_groups(&both[..1], message("g1")).await.unwrap(), 1);
+        assert_eq!((received(&bob), received(&carol)), (1, 0));
+
+        let excluded = [bob.id.clone()];
+        assert_eq!(hub.send_all(message("a"), &excluded).await.unwrap(), 3);
+        assert_eq!(received(&bob), 0);
+        assert_eq!(hub.send_connection(&bob.id, message("c")).await.unwrap(), 1);
+        assert_eq!(received(&bob), 1);
+
+        // Leaving removes the connection from its user and its groups.
+        hub.remove_connection(&carol).await;
+        assert_eq!(hub.send_groups(&both, message("gone")).await.unwrap(), 1);
+        assert_eq!(hub.user_count().await.unwrap(), 2);
+        assert!(hub.user_connections("carol").await.unwrap().is_empty());
+        assert_eq!(
+            hub.add_to_group(&carol.id, "g1").await,
+            Err(LifetimeError::UnknownConnection(carol.id.clone()))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_broadcast_is_encoded_once_per_protocol_and_shared() {
+        let hub = InProcessLifetimeManager::new(4);
+        let first = connection("a", HubProtocol::Json);
+        let second = connection("b", HubProtocol::Json);
+        let binary = connection("c", HubProtocol::MessagePack);
+        for c in [&first, &second, &binary] {
+            hub.add_connection(c.clone()).await.unwrap();
+        }
+        assert_eq!(hub.send_all(message("once"), &[]).await.unwrap(), 3);
+        let (a, b) = (
+            first.try_recv_outbound().unwrap(),
+            second.try_recv_outbound().unwrap(),
+        );
+        // The same allocation: encoded once, shared by reference count.
+        assert_eq!(a.as_ptr(), b.as_ptr());
+        assert!(a.ends_with(&[0x1e]));
+        assert_ne!(binary.try_recv_outbound().unwrap(), a);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_closes_that_connection_and_spares_the_others() {
+        let hub = InProcessLifetimeManager::new(4);
+        let slow = connection("slow", HubProtocol::Json);
+        let fine = connection("fine", HubProtocol::Json);
+        hub.add_connection(slow.clone()).await.unwrap();
+        hub.add_connection(fine.clone()).await.unwrap();
+        for i in 0..8 {
+            assert_eq!(hub.send_all(message(&i.to_string()), &[]).await.unwrap(), 2);
+            received(&fine);
+        }
+        // The ninth does not fit the slow connection's queue of 8: it is closed, not waited for.
+        assert_eq!(hub.send_all(message("9"), &[]).await.unwrap(), 1);
+        assert_eq!(
+            slow.close_reason(),
+            Some(&crate::connection::CloseReason::SlowConsumer)
+        );
+        assert!(!fine.is_closed());
+    }
+}

@@ -2,12 +2,19 @@
 //! `select!` loop over inbound frames, finished invocations, the keep-alive tick, the client
 //! timeout, the token's expiry and cancellation. The loop ends with a [`CloseReason`]; the
 //! caller closes the connection with it, once.
+//!
+//! The session outlives transports: long polling brings a new request for every poll and a
+//! WebSocket with stateful reconnect may come back after a drop, all feeding the same session.
+//! With stateful reconnect on, the session also numbers the client's trackable messages
+//! ([`ReceivedSequence`]), skips the ones a client resends after a resume, acknowledges what
+//! arrived every second, and hands the client's Acks to the connection's replay buffer.
 
 use super::call::Call;
 use super::method::{Handler, HubError, Method};
 use super::Hub;
 use crate::auth::issue::unix_now;
-use crate::connection::{CloseReason, Connection};
+pub use crate::connection::Inbound;
+use crate::connection::{CloseReason, Connection, ReceivedSequence};
 use crate::protocol::handshake::{self, HandshakeDecoder};
 use crate::protocol::{
     CompletionResult, Handshake, HubMessage, HubMessageDecoder, HubProtocol, ProtocolError,
@@ -25,27 +32,9 @@ use tokio::task::JoinSet;
 use tokio::time::{sleep, sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// A frame from the transport.
-#[derive(Debug)]
-pub enum Inbound {
-    Text(Bytes),
-    Binary(Bytes),
-}
-
-impl Inbound {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Self::Text(b) | Self::Binary(b) => b,
-        }
-    }
-
-    fn format(&self) -> TransferFormat {
-        match self {
-            Self::Text(_) => TransferFormat::Text,
-            Self::Binary(_) => TransferFormat::Binary,
-        }
-    }
-}
+/// How often the server acknowledges the client's messages under stateful reconnect (the
+/// official clients and ASP.NET Core use one second).
+const ACK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Limits and timings a session enforces (from `[hub]` and `[jwt]` settings).
 #[derive(Debug, Clone)]
@@ -62,6 +51,8 @@ pub struct SessionLimits {
     pub close_on_expiry: bool,
     /// Items buffered per client-to-server stream.
     pub upload_buffer: usize,
+    /// Bytes of unacknowledged messages kept for replay under stateful reconnect.
+    pub replay_buffer_bytes: usize,
 }
 
 impl SessionLimits {
@@ -78,6 +69,7 @@ impl SessionLimits {
             expiry_leeway_secs: i64::try_from(settings.jwt.leeway_secs).unwrap_or(i64::MAX),
             close_on_expiry: hub.close_on_expiry,
             upload_buffer: 16,
+            replay_buffer_bytes: settings.transports.stateful_reconnect_buffer_bytes,
         }
     }
 }
@@ -117,6 +109,8 @@ pub async fn run_session(
     {
         return CloseReason::TransportError;
     }
+    let stateful =
+        connection.start_stateful_reconnect(handshake.version, limits.replay_buffer_bytes);
     if let Err(err) = hub.lifetime.add_connection(connection.clone()).await {
         tracing::error!(error = %err, "cannot register a connection with its hub");
         return CloseReason::ProtocolError("the hub could not accept the connection".into());
@@ -137,6 +131,7 @@ pub async fn run_session(
         uploads: HashMap::new(),
         parallel: 0,
         open_streams: 0,
+        received: stateful.then(ReceivedSequence::default),
     };
     let reason = match session.on_bytes(&handshake.remaining).await {
         Some(reason) => reason,
@@ -173,8 +168,12 @@ async fn perform_handshake(
                 return Err(CloseReason::HandshakeTimeout);
             }
             frame = inbound.recv() => {
-                let Some(frame) = frame else { return Err(CloseReason::ClientClosed) };
-                match decoder.feed(frame.bytes()) {
+                let bytes = match frame {
+                    Some(Inbound::Text(bytes) | Inbound::Binary(bytes)) => bytes,
+                    Some(Inbound::Resumed) => continue,
+                    None => return Err(CloseReason::ClientClosed),
+                };
+                match decoder.feed(&bytes) {
                     Ok(Some(handshake)) => return Ok(handshake),
                     Ok(None) => {}
                     Err(err) => {
@@ -232,6 +231,8 @@ struct Session {
     uploads: HashMap<String, mpsc::Sender<Value>>,
     parallel: usize,
     open_streams: usize,
+    /// The client's trackable messages, when stateful reconnect is on.
+    received: Option<ReceivedSequence>,
 }
 
 impl Session {
@@ -246,6 +247,10 @@ impl Session {
         tokio::pin!(client_deadline);
         let expiry = sleep_until(self.limits.expiry_deadline(&connection));
         tokio::pin!(expiry);
+        // Long polling keeps itself alive: its clients send no pings and expect none.
+        let inherent_keep_alive = connection.has_inherent_keep_alive();
+        let mut acks = tokio::time::interval_at(Instant::now() + ACK_INTERVAL, ACK_INTERVAL);
+        acks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
@@ -263,7 +268,7 @@ impl Session {
                 _ = connection.expiry_changed() => {
                     expiry.as_mut().reset(self.limits.expiry_deadline(&connection));
                 }
-                _ = &mut client_deadline => {
+                _ = &mut client_deadline, if !inherent_keep_alive => {
                     // While the parallel-invocation limit holds reading back, the client's pings
                     // wait unread in the transport: its silence is ours, not a timeout.
                     if self.parallel < self.limits.max_parallel_invocations {
@@ -271,10 +276,11 @@ impl Session {
                     }
                     client_deadline.as_mut().reset(Instant::now() + self.limits.client_timeout);
                 }
-                _ = keep_alive.tick() => {
+                _ = keep_alive.tick(), if !inherent_keep_alive => {
                     // A full queue means the client is not reading; the ping can wait.
                     let _ = connection.try_send(Bytes::from_static(self.protocol.ping_frame()));
                 }
+                _ = acks.tick(), if self.received.is_some() => self.acknowledge(),
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
                     if let Ok(finished) = done {
                         self.finished(finished);
@@ -283,18 +289,51 @@ impl Session {
                 frame = inbound.recv(), if self.parallel < self.limits.max_parallel_invocations => {
                     let Some(frame) = frame else { return CloseReason::ClientClosed };
                     client_deadline.as_mut().reset(Instant::now() + self.limits.client_timeout);
-                    if frame.format() != self.protocol.transfer_format() {
+                    let (bytes, format) = match frame {
+                        Inbound::Text(bytes) => (bytes, TransferFormat::Text),
+                        Inbound::Binary(bytes) => (bytes, TransferFormat::Binary),
+                        Inbound::Resumed => {
+                            self.resumed();
+                            continue;
+                        }
+                    };
+                    if format != self.protocol.transfer_format() {
                         return CloseReason::ProtocolError(format!(
-                            "A {} frame arrived on a connection using the '{}' protocol.",
-                            frame.format(),
+                            "A {format} frame arrived on a connection using the '{}' protocol.",
                             self.protocol.name()
                         ));
                     }
-                    if let Some(reason) = self.on_bytes(frame.bytes()).await {
+                    if let Some(reason) = self.on_bytes(&bytes).await {
                         return reason;
                     }
                 }
             }
+        }
+    }
+
+    /// A WebSocket came back after a drop: partial data of the lost one is void, and the
+    /// client's Sequence message comes before anything else counts.
+    fn resumed(&mut self) {
+        self.decoder = self.protocol.decoder(self.limits.max_message_bytes);
+        if let Some(received) = &mut self.received {
+            received.resumed();
+        }
+    }
+
+    /// Acknowledges the client's messages that arrived since the last Ack.
+    fn acknowledge(&mut self) {
+        let Some(sequence_id) = self.received.as_mut().and_then(ReceivedSequence::ack_due) else {
+            return;
+        };
+        match self
+            .protocol
+            .encode_to_bytes(&HubMessage::Ack { sequence_id })
+        {
+            // Like a ping: a full queue means the client is not reading.
+            Ok(ack) => {
+                let _ = self.connection.try_send(ack);
+            }
+            Err(err) => tracing::error!(error = %err, "cannot encode an Ack message"),
         }
     }
 
@@ -319,6 +358,12 @@ impl Session {
         while let Some(next) = self.decoder.next_message() {
             match next {
                 Ok(message) => {
+                    if let Some(received) = &mut self.received {
+                        let is_sequence = matches!(message, HubMessage::Sequence { .. });
+                        if !received.accept(message.is_trackable(), is_sequence) {
+                            continue;
+                        }
+                    }
                     if let Some(reason) = self.on_message(message).await {
                         return Some(reason);
                     }
@@ -392,7 +437,17 @@ impl Session {
                 }
                 Some(CloseReason::ClientClosed)
             }
-            HubMessage::Ack { .. } | HubMessage::Sequence { .. } => None,
+            HubMessage::Ack { sequence_id } => {
+                self.connection.acknowledge(sequence_id);
+                None
+            }
+            HubMessage::Sequence { sequence_id } => match &mut self.received {
+                Some(received) => received
+                    .reset(sequence_id)
+                    .err()
+                    .map(|err| CloseReason::ProtocolError(err.to_string())),
+                None => None,
+            },
         }
     }
 

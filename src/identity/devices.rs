@@ -152,6 +152,18 @@ impl IdentityService {
     ) -> Result<(), IdentityError> {
         let device = self.managed_device(principal, device_id).await?;
         let sub = device_subject(&device.id);
+        // The key stops working first: the revocation closes the device's connections at once,
+        // and a device that then tries its key must find it refused, not get a fresh token in
+        // the moment before the row is gone. Each step fails closed if a later one fails.
+        let (_, unusable_key) = new_secret_token();
+        if !self
+            .inner
+            .store
+            .set_device_key(&device.id, &unusable_key, unix_now())
+            .await?
+        {
+            return Err(IdentityError::DeviceNotFound);
+        }
         self.inner
             .auth
             .revocations()

@@ -7,8 +7,6 @@ use crate::auth::issue::{random_id, unix_now};
 use crate::store::{Store, StoreError, SubjectCutoff, User};
 use base64::Engine;
 use rand::RngCore;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -214,14 +212,7 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
         _ => {}
     }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(text.as_bytes())?;
-    file.write_all(b"\n")?;
-    file.sync_all()
+    crate::settings::write_private_file(path, text)
 }
 
 #[cfg(test)]

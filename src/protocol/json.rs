@@ -108,6 +108,32 @@ pub fn encode(message: &HubMessage, out: &mut Vec<u8>) -> Result<(), ProtocolErr
     Ok(())
 }
 
+/// The type of the first message in `frame`, one or more encoded records, without decoding
+/// the rest of it. [`encode`] writes `type` first, which is the fast path; any other record
+/// is parsed for its `type`. `None` for a record without a numeric `type` (the handshake
+/// response, for example).
+pub fn peek_type(frame: &[u8]) -> Option<MessageType> {
+    let end = frame.iter().position(|&b| b == RECORD_SEPARATOR)?;
+    let record = &frame[..end];
+    let number = match record.strip_prefix(b"{\"type\":") {
+        Some(rest) => {
+            let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+            std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?
+        }
+        None => {
+            #[derive(Deserialize)]
+            struct TypeOnly {
+                #[serde(rename = "type")]
+                message_type: Option<i64>,
+            }
+            serde_json::from_slice::<TypeOnly>(record)
+                .ok()?
+                .message_type?
+        }
+    };
+    MessageType::from_wire(number)
+}
+
 /// Decodes one record, without its separator.
 pub fn parse_message(record: &[u8]) -> Result<HubMessage, ProtocolError> {
     // serde would also accept a JSON array positionally for a struct; the

@@ -56,6 +56,21 @@ impl MessageType {
     }
 }
 
+impl MessageType {
+    /// Whether stateful reconnect numbers, buffers and replays messages of this type: only the
+    /// invocation-related types 1 to 5 (HubProtocol.md, "Trackable messages").
+    pub fn is_trackable(self) -> bool {
+        matches!(
+            self,
+            Self::Invocation
+                | Self::StreamItem
+                | Self::Completion
+                | Self::StreamInvocation
+                | Self::CancelInvocation
+        )
+    }
+}
+
 impl fmt::Display for MessageType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -194,14 +209,7 @@ impl HubMessage {
     /// only the invocation-related types 1 to 5 are, never Ping, Close, Ack or
     /// Sequence (HubProtocol.md, "Trackable messages").
     pub fn is_trackable(&self) -> bool {
-        matches!(
-            self,
-            Self::Invocation { .. }
-                | Self::StreamItem { .. }
-                | Self::Completion { .. }
-                | Self::StreamInvocation { .. }
-                | Self::CancelInvocation { .. }
-        )
+        self.message_type().is_trackable()
     }
 }
 

@@ -129,6 +129,15 @@ impl HubProtocol {
         Ok(Bytes::from(out))
     }
 
+    /// The type of the first message in an encoded `frame` (what [`HubProtocol::encode`]
+    /// wrote), without decoding it: stateful reconnect numbers only trackable messages.
+    pub fn message_type_of(self, frame: &[u8]) -> Option<MessageType> {
+        match self {
+            Self::Json => json::peek_type(frame),
+            Self::MessagePack => msgpack::peek_type(frame),
+        }
+    }
+
     /// The framed Ping, precomputed because keep-alives are sent on every idle connection.
     pub fn ping_frame(self) -> &'static [u8] {
         match self {
@@ -300,6 +309,50 @@ mod tests {
             assert_eq!(decoder.next_message(), Some(Ok(message)));
             assert_eq!(decoder.next_message(), None);
         }
+    }
+
+    #[test]
+    fn message_types_are_read_from_encoded_frames() {
+        let messages = [
+            HubMessage::invocation("Tick", vec![json!({"type": 6})]),
+            HubMessage::stream_item("7", json!("x")),
+            HubMessage::completion("7", CompletionResult::Void),
+            HubMessage::Ping,
+            HubMessage::close(Some("bye".into()), true),
+            HubMessage::Ack { sequence_id: 3 },
+            HubMessage::Sequence { sequence_id: 300 },
+        ];
+        for protocol in HubProtocol::ALL {
+            for message in &messages {
+                let mut frame = protocol.encode_to_bytes(message).unwrap().to_vec();
+                // A second message after the first does not change the answer.
+                protocol.encode(&HubMessage::Ping, &mut frame).unwrap();
+                assert_eq!(
+                    protocol.message_type_of(&frame),
+                    Some(message.message_type()),
+                    "{protocol} {message:?}"
+                );
+            }
+            assert_eq!(protocol.message_type_of(handshake::SUCCESS_RESPONSE), None);
+            assert_eq!(protocol.message_type_of(b""), None);
+        }
+        // Records written by another encoder, `type` not first.
+        assert_eq!(
+            HubProtocol::Json.message_type_of(b"{\"invocationId\":\"1\",\"type\":3}\x1e"),
+            Some(MessageType::Completion)
+        );
+        assert_eq!(
+            HubProtocol::Json.message_type_of(b"{\"error\":\"no\"}\x1e"),
+            None
+        );
+        // A frame cut short is not a whole message.
+        let cut = HubProtocol::MessagePack
+            .encode_to_bytes(&HubMessage::invocation("T", vec![]))
+            .unwrap();
+        assert_eq!(
+            HubProtocol::MessagePack.message_type_of(&cut[..cut.len() - 1]),
+            None
+        );
     }
 
     #[test]

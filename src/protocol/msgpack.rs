@@ -291,6 +291,18 @@ fn write_body(message: &HubMessage, out: &mut Vec<u8>) {
     }
 }
 
+/// The type of the first message in `frame`, one or more length-prefixed messages, read from
+/// its first array slot without decoding the rest. `None` when `frame` does not start with a
+/// whole message of a known type.
+pub fn peek_type(frame: &[u8]) -> Option<MessageType> {
+    let (length, prefix) = read_length_prefix(frame).ok()??;
+    let body = frame.get(prefix..prefix.checked_add(length)?)?;
+    let mut reader = Reader::new(body);
+    reader.array_len().ok()?.filter(|&n| n > 0)?;
+    let number = reader.integer().ok()??.as_i64()?;
+    MessageType::from_wire(number)
+}
+
 /// Decodes one message body, without its length prefix.
 pub fn parse_message(body: &[u8]) -> Result<HubMessage, ProtocolError> {
     let mut reader = Reader::new(body);

@@ -4,11 +4,13 @@
 //! documented defaults), the TOML file, then environment variables `SIGNET__<SECTION>__<KEY>`.
 //! Unknown keys are errors in every source: a typo must never be silently ignored.
 
+mod duration;
 mod load;
 mod secrets;
 
+pub use duration::parse_duration;
 pub use load::{load, load_from_str, SettingsError};
-pub use secrets::{new_random_secret, ResolvedSecrets, Secret, SecretSource};
+pub use secrets::{new_random_secret, write_private_file, ResolvedSecrets, Secret, SecretSource};
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -23,6 +25,7 @@ pub struct Settings {
     pub jwt: JwtSettings,
     pub envelope: EnvelopeSettings,
     pub hub: HubSettings,
+    pub transports: TransportSettings,
     pub identity: IdentitySettings,
     pub home: HomeSettings,
 }
@@ -242,6 +245,43 @@ impl Default for HubSettings {
     }
 }
 
+/// Which transports clients may use, and the timings of the HTTP ones and of stateful reconnect.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransportSettings {
+    /// Offer WebSockets in negotiate and accept WebSocket requests.
+    pub websockets: bool,
+    /// Offer Server-Sent Events (text only: JSON protocol).
+    pub server_sent_events: bool,
+    /// Offer long polling (JSON and MessagePack).
+    pub long_polling: bool,
+    /// How long a poll waits for messages before answering 200 with an empty body. Keep it
+    /// under the clients' HTTP timeout (100 s in the official clients).
+    pub poll_timeout_secs: u64,
+    /// A long-polling connection with no poll for this long, or a WebSocket with stateful
+    /// reconnect that has not reconnected for this long, is removed.
+    pub disconnect_timeout_secs: u64,
+    /// Grant stateful reconnect to clients that ask for it (`withStatefulReconnect()`).
+    pub stateful_reconnect: bool,
+    /// Bytes of sent but unacknowledged messages kept per connection for replay after a
+    /// reconnect; when full, sending pauses until the client acknowledges.
+    pub stateful_reconnect_buffer_bytes: usize,
+}
+
+impl Default for TransportSettings {
+    fn default() -> Self {
+        Self {
+            websockets: true,
+            server_sent_events: true,
+            long_polling: true,
+            poll_timeout_secs: 90,
+            disconnect_timeout_secs: 15,
+            stateful_reconnect: true,
+            stateful_reconnect_buffer_bytes: 100_000,
+        }
+    }
+}
+
 /// Users, devices, sessions: login throttling, password hashing cost and per-user limits.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -396,6 +436,18 @@ impl Settings {
             ),
             ("hub.negotiate_timeout_secs", hub.negotiate_timeout_secs),
             (
+                "transports.poll_timeout_secs",
+                self.transports.poll_timeout_secs,
+            ),
+            (
+                "transports.disconnect_timeout_secs",
+                self.transports.disconnect_timeout_secs,
+            ),
+            (
+                "transports.stateful_reconnect_buffer_bytes",
+                self.transports.stateful_reconnect_buffer_bytes as u64,
+            ),
+            (
                 "envelope.max_lifetime_secs",
                 self.envelope.max_lifetime_secs,
             ),
@@ -469,6 +521,13 @@ impl Settings {
             return fail(
                 "hub.client_timeout_secs",
                 "must be greater than hub.keep_alive_interval_secs (clients ping at that interval)",
+            );
+        }
+        let transports = &self.transports;
+        if !(transports.websockets || transports.server_sent_events || transports.long_polling) {
+            return fail(
+                "transports.websockets",
+                "at least one of websockets, server_sent_events and long_polling must be enabled",
             );
         }
         if let Err(e) = argon2::Params::new(

@@ -236,6 +236,13 @@ fn generate_secret_file(path: &Path) -> std::io::Result<Secret> {
             .create(dir)?;
     }
     let text = new_random_secret();
+    write_private_file(path, &text)?;
+    Ok(Secret::from_text(&text))
+}
+
+/// Creates `path` with mode 0600 from the start (never readable by others, not even briefly)
+/// and writes `text` and a newline. Fails if the file exists.
+pub fn write_private_file(path: &Path, text: &str) -> std::io::Result<()> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -243,8 +250,7 @@ fn generate_secret_file(path: &Path) -> std::io::Result<Secret> {
         .open(path)?;
     file.write_all(text.as_bytes())?;
     file.write_all(b"\n")?;
-    file.sync_all()?;
-    Ok(Secret::from_text(&text))
+    file.sync_all()
 }
 
 /// A new secret: 64 random bytes as base64url text (the text itself is the key).

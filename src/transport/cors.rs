@@ -49,6 +49,20 @@ pub fn allow(builder: &mut HttpResponseBuilder, origin: Option<HeaderValue>) {
     }
 }
 
+/// Adds the CORS answer for an allowed origin to a finished response (errors included, so that
+/// a browser client can read their status).
+pub fn allow_response(response: &mut HttpResponse, origin: Option<HeaderValue>) {
+    if let Some(origin) = origin {
+        let headers = response.headers_mut();
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+        headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
+}
+
 /// `OPTIONS` on hub paths: the preflight of a browser client.
 pub async fn preflight(
     req: HttpRequest,

@@ -1,46 +1,115 @@
 //! Transports adapt HTTP to a [`Connection`]: negotiate creates it, a transport attaches to it
-//! and moves bytes between the network and the hub session. Every transport goes through
-//! [`open_session`], so authentication, the session loop and cleanup exist once.
+//! and moves bytes between the network and the hub session (TransportProtocols.md).
+//!
+//! | request | what it is |
+//! | --- | --- |
+//! | `POST /hubs/{hub}/negotiate` | creates a connection ([`negotiate`]) |
+//! | `GET /hubs/{hub}` with a WebSocket upgrade | WebSockets, full duplex ([`websocket`]) |
+//! | `GET /hubs/{hub}?id=` with `Accept: text/event-stream` | Server-Sent Events, server to client ([`sse`]) |
+//! | any other `GET /hubs/{hub}?id=` | a long poll, server to client ([`long_polling`]) |
+//! | `POST /hubs/{hub}?id=` | client to server for SSE and long polling ([`send`]) |
+//! | `DELETE /hubs/{hub}?id=` | ends a long-polling connection ([`long_polling`]) |
+//! | `POST /hubs/{hub}/refresh?id=` | moves a connection onto a fresh token ([`refresh`]) |
+//!
+//! Every transport request is authenticated like negotiate and checked against the
+//! connection's user ([`connection_request`]); every transport starts or resumes the one hub
+//! session through [`begin`]; what a transport writes comes from the connection's
+//! [`Attachment`], so replay, flushing and the Close message exist once.
 
 mod cors;
+mod long_polling;
 mod negotiate;
 mod refresh;
+mod send;
+mod sse;
 mod websocket;
 
 pub use cors::check_origin;
 
-use crate::auth::{token_from_request, Principal};
-use crate::connection::{CloseReason, Connection};
+use crate::auth::{issue::unix_now, query_param, token_from_request, Principal, TokenError};
+use crate::connection::{
+    supervise, Attachment, CloseReason, Connection, Inbound, Timeouts, TransportKind,
+};
 use crate::http::ApiError;
-use crate::hub::{run_session, Hub, Inbound};
+use crate::hub::{run_session, Hub};
+use crate::settings::TransportSettings;
 use crate::startup::AppState;
 use actix_web::dev::Extensions;
-use actix_web::{web, HttpRequest};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::{Method, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
 use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Frames buffered between a transport's reader and the hub session.
-const INBOUND_BUFFER: usize = 16;
+/// Several queued messages are written as one WebSocket frame, SSE event or poll response, up
+/// to about this many bytes.
+const COALESCE_BYTES: usize = 64 * 1024;
+
+/// The largest WebSocket frame or `POST` body accepted: several messages may share one.
+fn max_frame_bytes(state: &AppState) -> usize {
+    state
+        .settings
+        .hub
+        .max_message_bytes
+        .saturating_mul(4)
+        .max(COALESCE_BYTES)
+}
 
 /// Registers the hub routes: negotiate, the transports, and their CORS preflights.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/hubs/{hub}/negotiate")
             .route(web::post().to(negotiate::negotiate))
-            .route(web::method(actix_web::http::Method::OPTIONS).to(cors::preflight)),
+            .route(web::method(Method::OPTIONS).to(cors::preflight)),
     )
     .service(
         web::resource("/hubs/{hub}/refresh")
             .route(web::post().to(refresh::refresh))
-            .route(web::method(actix_web::http::Method::OPTIONS).to(cors::preflight)),
+            .route(web::method(Method::OPTIONS).to(cors::preflight)),
     )
     .service(
         web::resource("/hubs/{hub}")
-            .route(web::get().to(websocket::connect))
-            .route(web::method(actix_web::http::Method::OPTIONS).to(cors::preflight)),
+            .route(web::get().to(get))
+            .route(web::post().to(send::send))
+            .route(web::delete().to(long_polling::delete))
+            .route(web::method(Method::OPTIONS).to(cors::preflight)),
     );
+}
+
+/// `GET /hubs/{hub}`: a WebSocket upgrade, an SSE stream or a long poll.
+async fn get(
+    req: HttpRequest,
+    body: web::Payload,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let is_upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if is_upgrade {
+        websocket::connect(req, body, path, state).await
+    } else if accepts_event_stream(&req) {
+        sse::connect(req, path, state).await
+    } else {
+        Ok(long_polling::poll(req, path, state).await)
+    }
+}
+
+fn accepts_event_stream(req: &HttpRequest) -> bool {
+    req.headers()
+        .get_all(header::ACCEPT)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|media| {
+            media
+                .split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/event-stream"))
+        })
 }
 
 /// Sets up every accepted socket so that a peer that stops taking data is dropped: once sent
@@ -79,7 +148,37 @@ async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Principal, 
     })
 }
 
-/// A new connection for `principal`, registered and ready for a transport.
+/// Whether the configuration offers `kind`.
+fn is_enabled(settings: &TransportSettings, kind: TransportKind) -> bool {
+    match kind {
+        TransportKind::WebSockets => settings.websockets,
+        TransportKind::ServerSentEvents => settings.server_sent_events,
+        TransportKind::LongPolling => settings.long_polling,
+    }
+}
+
+/// Fixes the transport of `connection` to `kind`: 404 if the configuration disables it (as
+/// ASP.NET Core answers), 400 if the connection already uses another one.
+fn use_transport(
+    state: &AppState,
+    connection: &Connection,
+    kind: TransportKind,
+) -> Result<(), ApiError> {
+    if !is_enabled(&state.settings.transports, kind) {
+        return Err(ApiError::not_found(
+            "transport_disabled",
+            format!("the {kind} transport is disabled on this server"),
+        ));
+    }
+    connection.set_transport(kind).map_err(|current| {
+        ApiError::bad_request(
+            "transport_mismatch",
+            format!("this connection uses {current}; a connection cannot change transports"),
+        )
+    })
+}
+
+/// A new connection for `principal`, registered, supervised and ready for a transport.
 fn create_connection(
     state: &AppState,
     hub: &Hub,
@@ -102,16 +201,29 @@ fn create_connection(
     );
     state.connections.insert(connection.clone()).map_err(|_| {
         ApiError::new(
-            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::SERVICE_UNAVAILABLE,
             "too_many_connections",
             "the server is at its connection limit; try again later",
         )
     })?;
+    let timeouts = Timeouts {
+        negotiate: Duration::from_secs(state.settings.hub.negotiate_timeout_secs),
+        disconnect: Duration::from_secs(state.settings.transports.disconnect_timeout_secs),
+    };
+    let supervisor = supervise(
+        connection.clone(),
+        state.connections.clone(),
+        timeouts,
+        state.shutdown.clone(),
+    );
+    actix_web::rt::spawn(state.tasks.track_future(supervisor));
     Ok(connection)
 }
 
 /// The negotiated connection named by `id`, checked against the caller: 404 if unknown,
-/// 403 (and the connection closed) if the token belongs to someone else.
+/// 403 (and the connection closed) if the token belongs to someone else. A token of the same
+/// user that expires later extends the connection's life: the connection carries on under it
+/// (its expiry and roles), as after an in-band refresh.
 fn existing_connection(
     state: &AppState,
     hub: &Hub,
@@ -122,7 +234,7 @@ fn existing_connection(
         .connections
         .get(token)
         .filter(|c| *c.hub == *hub.name)
-        .ok_or_else(|| ApiError::not_found("unknown_connection", "no connection with this id"))?;
+        .ok_or_else(unknown_connection)?;
     if connection.principal().sub != principal.sub {
         connection.close(CloseReason::TokenMismatch);
         state.connections.remove(&connection.token);
@@ -131,23 +243,129 @@ fn existing_connection(
             "the token belongs to another user than the connection",
         ));
     }
+    if principal.expires_at > connection.expires_at()
+        && state
+            .connections
+            .refresh(&connection, principal.clone(), unix_now())
+            .is_ok()
+    {
+        tracing::debug!(connection = %connection.id, expires_at = principal.expires_at, "connection moved onto a later token");
+    }
     Ok(connection)
 }
 
-/// Runs the hub session for an attached transport, then cleans up once: the connection is
-/// closed with the session's reason and leaves the registry.
+fn unknown_connection() -> ApiError {
+    ApiError::not_found("unknown_connection", "no connection with this id")
+}
+
+/// A request on an existing connection (SSE, poll, send, delete), authenticated and checked.
+struct ConnectionRequest {
+    hub: Arc<Hub>,
+    connection: Arc<Connection>,
+    origin: Option<HeaderValue>,
+}
+
+/// What every request on an existing connection checks first, in order: the origin (403),
+/// the hub (404), the token (401), the `id` parameter (400), the connection (404) and its
+/// user (403).
+///
+/// The token must verify and be unrevoked like negotiate's, with one allowance: its `exp` may
+/// have passed if it is the token the connection was opened with (same `jti`) and the
+/// connection itself holds a later, unexpired token of the same user (after an in-band refresh). The official clients send their negotiate-time token on every
+/// long-polling and SSE request for the life of the connection, so without it a refreshed
+/// connection would fail at its first token's expiry; what bounds trust is the connection's own
+/// token, whose expiry the session enforces.
+async fn connection_request(
+    req: &HttpRequest,
+    hub: &str,
+    state: &AppState,
+) -> Result<ConnectionRequest, ApiError> {
+    let origin = check_origin(req, &state.settings.server.allowed_origins)?;
+    let hub = find_hub(state, hub)?;
+    let (bearer, _) = token_from_request(req)?
+        .ok_or_else(|| ApiError::unauthorized("missing_token", "a bearer token is required"))?;
+    let refused = |err: TokenError| {
+        tracing::debug!(reason = err.code(), "hub request refused");
+        ApiError::unauthorized("invalid_token", "the token is not valid")
+    };
+    let (principal, expired) = match state.auth.authenticate(&bearer).await {
+        Ok(principal) => (principal, false),
+        Err(TokenError::Expired) => (
+            state
+                .auth
+                .authenticate_past_expiry(&bearer)
+                .await
+                .map_err(refused)?,
+            true,
+        ),
+        Err(err) => return Err(refused(err)),
+    };
+    let token = query_param(req.query_string(), "id").ok_or_else(|| {
+        ApiError::bad_request(
+            "missing_connection_id",
+            "the `id` query parameter (the connection token from negotiate) is required",
+        )
+    })?;
+    if expired {
+        let leeway = i64::try_from(state.settings.jwt.leeway_secs).unwrap_or(i64::MAX);
+        // Only the very token the connection was opened with (the one official clients keep
+        // sending), only for its own user, and only while the connection holds a later token.
+        let carried_on = state.connections.get(&token).is_some_and(|c| {
+            c.opened_with(principal.jti.as_deref())
+                && c.principal().sub == principal.sub
+                && c.expires_at().saturating_add(leeway) > unix_now()
+        });
+        if !carried_on {
+            return Err(refused(TokenError::Expired));
+        }
+    }
+    let connection = existing_connection(state, &hub, &token, &principal)?;
+    Ok(ConnectionRequest {
+        hub,
+        connection,
+        origin,
+    })
+}
+
+/// 409: another transport or send is in progress on the connection.
+fn conflict(what: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "transport_in_use",
+        format!("another {what} is already in progress on this connection"),
+    )
+}
+
+/// A transport attached: the connection's first one starts its hub session (and `begin` returns
+/// true); one that resumes after a drop tells the session, before any frame of the new transport
+/// reaches it.
+async fn begin(state: &AppState, hub: Arc<Hub>, attachment: &Attachment) -> bool {
+    let connection = attachment.connection();
+    if let Some(inbound) = connection.take_inbound() {
+        open_session(state, hub, connection.clone(), inbound);
+        return true;
+    }
+    if attachment.is_resumed() {
+        tracing::debug!(connection = %connection.id, "transport resumed");
+        // Fails only when the connection closed meanwhile; the transport then sees it too.
+        let _ = connection.receive(Inbound::Resumed).await;
+    }
+    false
+}
+
+/// Runs the hub session of a connection, then closes the connection with the session's reason.
+/// Leaving the registry is [`supervise`]'s part.
 fn open_session(
     state: &AppState,
     hub: Arc<Hub>,
     connection: Arc<Connection>,
-    text_only: bool,
-) -> mpsc::Sender<Inbound> {
-    let (tx, rx) = mpsc::channel(INBOUND_BUFFER);
+    inbound: mpsc::Receiver<Inbound>,
+) {
+    let text_only = connection.transport() == Some(TransportKind::ServerSentEvents);
     let limits = state.limits.clone();
-    let connections = state.connections.clone();
     let stats = state.close_stats.clone();
     let task = async move {
-        let reason = run_session(hub, connection.clone(), rx, limits, text_only).await;
+        let reason = run_session(hub, connection.clone(), inbound, limits, text_only).await;
         tracing::debug!(connection = %connection.id, reason = reason.code(), "hub session ended");
         connection.close(reason);
         // The first reason wins: a revocation that raced the session's own end is reported.
@@ -156,26 +374,20 @@ fn open_session(
             .cloned()
             .unwrap_or(CloseReason::Shutdown);
         stats.record(&reason, &connection.id, &connection.principal().sub);
-        connections.remove(&connection.token);
     };
     actix_web::rt::spawn(state.tasks.track_future(task));
-    tx
 }
 
-/// Drops a negotiated connection that no transport picked up in time.
-fn expire_unattached(state: &AppState, connection: Arc<Connection>) {
-    let timeout = std::time::Duration::from_secs(state.settings.hub.negotiate_timeout_secs);
-    let connections = state.connections.clone();
-    actix_web::rt::spawn(async move {
-        tokio::select! {
-            _ = tokio::time::sleep(timeout) => {}
-            // Closed before a transport came: shutdown, or a token of another user.
-            _ = connection.closed() => {}
-        }
-        // An attached connection leaves the registry when its session ends.
-        if !connection.is_attached() {
-            connection.close(CloseReason::ClientClosed);
-            connections.remove(&connection.token);
-        }
-    });
+/// Headers that keep proxies and browsers from caching long-poll answers (ASP.NET Core's).
+fn no_cache(response: &mut HttpResponse) {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store"),
+    );
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    headers.insert(
+        header::EXPIRES,
+        HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"),
+    );
 }

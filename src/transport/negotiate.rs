@@ -1,9 +1,12 @@
 //! `POST /hubs/{hub}/negotiate`: creates a connection and tells the client how to reach it
 //! (TransportProtocols.md). Version 1 returns a secret `connectionToken` beside the public
-//! `connectionId`; version 0 (no `negotiateVersion`) uses the id as the token.
+//! `connectionId`; version 0 (no `negotiateVersion`) uses the id as the token. The transports
+//! listed are those the configuration enables, each with the transfer formats it carries:
+//! Server-Sent Events carry text only, so MessagePack clients skip them.
 
-use super::{authenticate, create_connection, expire_unattached, find_hub};
+use super::{authenticate, create_connection, find_hub, is_enabled};
 use crate::auth::{issue::unix_now, query_param};
+use crate::connection::TransportKind;
 use crate::http::ApiError;
 use crate::startup::AppState;
 use actix_web::http::header;
@@ -20,6 +23,9 @@ struct NegotiateResponse<'a> {
     /// Seconds until the token behind the connection expires (Signet extension).
     token_lifetime_seconds: i64,
     available_transports: Vec<AvailableTransport>,
+    /// Only written when granted: the official clients refuse a server that grants it unasked.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    use_stateful_reconnect: bool,
 }
 
 #[derive(Serialize)]
@@ -29,6 +35,13 @@ struct AvailableTransport {
     transfer_formats: &'static [&'static str],
 }
 
+/// Every transport in the order clients should try them, with its transfer formats.
+const TRANSPORTS: [(TransportKind, &[&str]); 3] = [
+    (TransportKind::WebSockets, &["Text", "Binary"]),
+    (TransportKind::ServerSentEvents, &["Text"]),
+    (TransportKind::LongPolling, &["Text", "Binary"]),
+];
+
 pub async fn negotiate(
     req: HttpRequest,
     path: web::Path<String>,
@@ -37,23 +50,34 @@ pub async fn negotiate(
     let origin = super::check_origin(&req, &state.settings.server.allowed_origins)?;
     let hub = find_hub(&state, &path)?;
     let principal = authenticate(&req, &state).await?;
-    let version = query_param(req.query_string(), "negotiateVersion")
+    let query = req.query_string();
+    let version = query_param(query, "negotiateVersion")
         .and_then(|v| v.parse::<u32>().ok())
         .unwrap_or(0)
         .min(1);
+    let stateful_reconnect = state.settings.transports.stateful_reconnect
+        && query_param(query, "useStatefulReconnect")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
     let token_lifetime_seconds = principal.expires_at.saturating_sub(unix_now()).max(0);
     let connection = create_connection(&state, &hub, principal, version == 0)?;
-    expire_unattached(&state, connection.clone());
+    if stateful_reconnect {
+        connection.request_stateful_reconnect();
+    }
 
     let body = NegotiateResponse {
         negotiate_version: version,
         connection_id: &connection.id,
         connection_token: (version >= 1).then_some(connection.token.as_str()),
         token_lifetime_seconds,
-        available_transports: vec![AvailableTransport {
-            transport: "WebSockets",
-            transfer_formats: &["Text", "Binary"],
-        }],
+        available_transports: TRANSPORTS
+            .iter()
+            .filter(|(kind, _)| is_enabled(&state.settings.transports, *kind))
+            .map(|&(kind, transfer_formats)| AvailableTransport {
+                transport: kind.name(),
+                transfer_formats,
+            })
+            .collect(),
+        use_stateful_reconnect: stateful_reconnect,
     };
     let mut response = HttpResponse::Ok();
     super::cors::allow(&mut response, origin);

@@ -1,26 +1,35 @@
 //! The WebSocket transport: `GET /hubs/{hub}?id=<connectionToken>` with an upgrade, or without
-//! `id` when the client skips negotiation. A reader task feeds frames to the hub session; a
-//! writer task drains the connection's queue and, when the connection closes, writes the Close
-//! message and closes the socket.
+//! `id` when the client skips negotiation. One task per socket runs a reader, which feeds
+//! frames to the hub session, and a writer, which writes what the connection's [`Attachment`]
+//! gives it.
+//!
+//! How a socket ends decides what happens to the connection:
+//! - the connection closed (the session ended, an expiry, a kick, a shutdown): the writer
+//!   flushes, writes the Close message and closes the socket;
+//! - the client sent a close frame: the connection closes;
+//! - the socket dropped without one (a network failure), or the server cut it: with stateful
+//!   reconnect the connection stays, its unacknowledged messages kept, and a new socket with the
+//!   same `id` resumes it; without, the connection closes.
+//!
+//! A second socket for a connection gets 409, except under stateful reconnect, where a new
+//! socket of the same user replaces the attached one (its client has given up on it).
 
-use super::{authenticate, create_connection, existing_connection, find_hub, open_session};
+use super::{
+    authenticate, begin, conflict, create_connection, existing_connection, find_hub,
+    max_frame_bytes, unknown_connection, use_transport, COALESCE_BYTES,
+};
 use crate::auth::query_param;
-use crate::connection::{CloseReason, Connection, OutboundReceiver};
+use crate::connection::{coalesce, Attachment, CloseReason, Connection, Inbound, TransportKind};
 use crate::http::ApiError;
-use crate::hub::Inbound;
-use crate::protocol::{HubMessage, HubProtocol};
+use crate::protocol::HubProtocol;
 use crate::startup::AppState;
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{AggregatedMessage, CloseCode};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use bytestring::ByteString;
 use futures_util::StreamExt;
 use std::sync::Arc;
-use tokio::sync::mpsc;
-
-/// Several queued messages are written as one frame, up to this many bytes.
-const COALESCE_BYTES: usize = 64 * 1024;
+use tokio_util::sync::CancellationToken;
 
 pub async fn connect(
     req: HttpRequest,
@@ -31,80 +40,100 @@ pub async fn connect(
     super::check_origin(&req, &state.settings.server.allowed_origins)?;
     let hub = find_hub(&state, &path)?;
     let principal = authenticate(&req, &state).await?;
-    let is_upgrade = req
-        .headers()
-        .get(actix_web::http::header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    if !is_upgrade {
-        return Err(ApiError::bad_request(
-            "upgrade_required",
-            "this endpoint needs a WebSocket upgrade",
-        ));
-    }
     let connection = match query_param(req.query_string(), "id") {
         Some(token) => existing_connection(&state, &hub, &token, &principal)?,
         // skipNegotiation: the connection is created here.
-        None => create_connection(&state, &hub, principal, false)?,
+        None => {
+            if !state.settings.transports.websockets {
+                return Err(ApiError::not_found(
+                    "transport_disabled",
+                    "the WebSockets transport is disabled on this server",
+                ));
+            }
+            create_connection(&state, &hub, principal, false)?
+        }
     };
-    if !connection.attach_transport() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "transport_in_use",
-            "another transport is already attached to this connection",
-        ));
+    use_transport(&state, &connection, TransportKind::WebSockets)?;
+    if !connection.accepts_transport() {
+        return Err(unknown_connection());
     }
-    let outbound = connection.take_outbound().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::CONFLICT,
-            "transport_in_use",
-            "another transport is already attached to this connection",
-        )
-    })?;
     let (response, session, stream) = actix_ws::handle(&req, body)
         .map_err(|e| ApiError::bad_request("websocket_handshake", e.to_string()))?;
+    // A client reconnects under stateful reconnect when it believes its socket dead; the server
+    // may not have noticed yet (a half-open TCP connection), so the new socket replaces the old
+    // one, as ASP.NET Core does. Otherwise a second socket is refused with 409.
+    let attached = if connection.is_resumable() {
+        connection.attach_replacing().await
+    } else {
+        connection.attach().await
+    };
+    let attachment = attached.map_err(|_| conflict("WebSocket"))?;
 
-    let max_frame = state
-        .settings
-        .hub
-        .max_message_bytes
-        .saturating_mul(4)
-        .max(64 * 1024);
+    let max_frame = max_frame_bytes(&state);
     let stream = stream
         .max_frame_size(max_frame)
         .aggregate_continuations()
         .max_continuation_size(max_frame);
-    let inbound = open_session(&state, hub, connection.clone(), false);
-    actix_web::rt::spawn(state.tasks.track_future(read_frames(
-        stream,
-        inbound,
-        connection.clone(),
-    )));
-    actix_web::rt::spawn(
-        state
-            .tasks
-            .track_future(write_frames(session, outbound, connection)),
-    );
+    begin(&state, hub, &attachment).await;
+    actix_web::rt::spawn(state.tasks.track_future(run(stream, session, attachment)));
     Ok(response)
 }
 
-/// Socket -> session. Ends when the socket closes or the connection does.
+/// One socket, from upgrade to close.
+async fn run(
+    stream: actix_ws::AggregatedMessageStream,
+    mut session: actix_ws::Session,
+    mut attachment: Attachment,
+) {
+    let connection = attachment.connection().clone();
+    let ending = attachment.ending();
+    tokio::join!(
+        read_frames(stream, &connection, &ending),
+        write_frames(&mut session, &mut attachment),
+    );
+    if connection.is_closed() {
+        close_socket(session, &mut attachment).await;
+    } else {
+        // The socket dropped or was cut while the connection lives on: detach first, so that a
+        // client reconnecting at once finds the connection free, then drop the socket without a
+        // close frame, as a network failure would.
+        tracing::debug!(connection = %connection.id, resumable = connection.is_resumable(), "websocket detached");
+        drop(attachment);
+        drop(session);
+    }
+}
+
+/// The socket went away without a close frame: a resumable connection waits for the client to
+/// come back, any other closes.
+fn transport_lost(connection: &Connection, ending: &CancellationToken, reason: CloseReason) {
+    if connection.is_resumable() {
+        ending.cancel();
+    } else {
+        connection.close(reason);
+    }
+}
+
+/// Socket -> session. Ends when the socket closes or the attachment ends.
 async fn read_frames(
     mut stream: actix_ws::AggregatedMessageStream,
-    inbound: mpsc::Sender<Inbound>,
-    connection: Arc<Connection>,
+    connection: &Connection,
+    ending: &CancellationToken,
 ) {
     loop {
         let message = tokio::select! {
-            _ = connection.closed() => return,
+            _ = ending.cancelled() => return,
             message = stream.next() => message,
         };
         let frame = match message {
             Some(Ok(AggregatedMessage::Text(text))) => Inbound::Text(text.into_bytes()),
             Some(Ok(AggregatedMessage::Binary(bytes))) => Inbound::Binary(bytes),
             Some(Ok(AggregatedMessage::Ping(_) | AggregatedMessage::Pong(_))) => continue,
-            Some(Ok(AggregatedMessage::Close(_))) | None => {
+            Some(Ok(AggregatedMessage::Close(_))) => {
                 connection.close(CloseReason::ClientClosed);
+                return;
+            }
+            None => {
+                transport_lost(connection, ending, CloseReason::ClientClosed);
                 return;
             }
             Some(Err(actix_ws::ProtocolError::Overflow)) => {
@@ -113,86 +142,51 @@ async fn read_frames(
             }
             Some(Err(err)) => {
                 tracing::debug!(connection = %connection.id, error = %err, "websocket read failed");
-                connection.close(CloseReason::TransportError);
+                transport_lost(connection, ending, CloseReason::TransportError);
                 return;
             }
         };
-        if inbound.send(frame).await.is_err() {
+        if connection.receive(frame).await.is_err() {
             return;
         }
     }
 }
 
-/// Queue -> socket. When the connection closes: flush what is queued (unless the client is too
-/// slow to take it), write the Close message, close the socket.
-async fn write_frames(
-    mut session: actix_ws::Session,
-    mut outbound: OutboundReceiver,
-    connection: Arc<Connection>,
-) {
-    let mut batch = BytesMut::new();
-    loop {
-        let first = tokio::select! {
-            biased;
-            frame = outbound.recv() => frame,
-            _ = connection.closed() => None,
-        };
-        let Some(first) = first else { break };
-        if !write_batch(&mut session, &connection, first, &mut outbound, &mut batch).await {
-            connection.close(CloseReason::TransportError);
+/// Attachment -> socket, until the attachment ends.
+async fn write_frames(session: &mut actix_ws::Session, attachment: &mut Attachment) {
+    let connection = attachment.connection().clone();
+    while let Some(batch) = attachment.next_batch(COALESCE_BYTES).await {
+        if !write(session, frame_protocol(&connection), batch).await {
+            transport_lost(
+                &connection,
+                &attachment.ending(),
+                CloseReason::TransportError,
+            );
             return;
         }
     }
-    let reason = connection
-        .close_reason()
-        .cloned()
-        .unwrap_or(CloseReason::Shutdown);
-    if reason != CloseReason::SlowConsumer {
-        while let Ok(frame) = outbound.try_recv() {
-            if !write_batch(&mut session, &connection, frame, &mut outbound, &mut batch).await {
-                return;
-            }
+}
+
+/// The connection closed: flush what is left (the Close message included) and close the socket.
+async fn close_socket(mut session: actix_ws::Session, attachment: &mut Attachment) {
+    let connection = attachment.connection().clone();
+    for batch in coalesce(attachment.closing_frames(), COALESCE_BYTES) {
+        if !write(&mut session, frame_protocol(&connection), batch).await {
+            return;
         }
     }
-    if let (Some(protocol), Some(error)) = (connection.protocol(), reason.close_error()) {
-        let close = HubMessage::close(Some(error), reason.allow_reconnect());
-        if let Ok(bytes) = protocol.encode_to_bytes(&close) {
-            let _ = write(&mut session, protocol, bytes).await;
-        }
-    }
-    let code = match reason {
-        CloseReason::MessageTooLarge => CloseCode::Size,
-        CloseReason::ProtocolError(_) => CloseCode::Protocol,
-        CloseReason::Shutdown => CloseCode::Away,
+    let code = match connection.close_reason() {
+        Some(CloseReason::MessageTooLarge) => CloseCode::Size,
+        Some(CloseReason::ProtocolError(_)) => CloseCode::Protocol,
+        Some(CloseReason::Shutdown) => CloseCode::Away,
         _ => CloseCode::Normal,
     };
     let _ = session.close(Some(code.into())).await;
 }
 
-/// Writes `first` and whatever else is already queued, coalesced into one frame.
-async fn write_batch(
-    session: &mut actix_ws::Session,
-    connection: &Connection,
-    first: Bytes,
-    outbound: &mut OutboundReceiver,
-    batch: &mut BytesMut,
-) -> bool {
-    // Before the handshake completes only the handshake response (JSON text) is sent.
-    let protocol = connection.protocol().unwrap_or(HubProtocol::Json);
-    let bytes = if outbound.is_empty() {
-        first
-    } else {
-        batch.clear();
-        batch.extend_from_slice(&first);
-        while batch.len() < COALESCE_BYTES {
-            match outbound.try_recv() {
-                Ok(next) => batch.extend_from_slice(&next),
-                Err(_) => break,
-            }
-        }
-        batch.split().freeze()
-    };
-    write(session, protocol, bytes).await
+/// Before the handshake completes only the handshake response (JSON text) is sent.
+fn frame_protocol(connection: &Arc<Connection>) -> HubProtocol {
+    connection.protocol().unwrap_or(HubProtocol::Json)
 }
 
 async fn write(session: &mut actix_ws::Session, protocol: HubProtocol, bytes: Bytes) -> bool {

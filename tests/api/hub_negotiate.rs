@@ -67,7 +67,11 @@ async fn negotiate_v1_returns_a_secret_token_beside_the_public_id() {
     assert_ne!(body["connectionId"], body["connectionToken"]);
     assert_eq!(
         body["availableTransports"],
-        json!([{"transport": "WebSockets", "transferFormats": ["Text", "Binary"]}])
+        json!([
+            {"transport": "WebSockets", "transferFormats": ["Text", "Binary"]},
+            {"transport": "ServerSentEvents", "transferFormats": ["Text"]},
+            {"transport": "LongPolling", "transferFormats": ["Text", "Binary"]},
+        ])
     );
     let again = server
         .negotiate("?negotiateVersion=1", Some(&token), None)

@@ -438,7 +438,11 @@ impl RawClient {
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let task = actix_web::rt::spawn(async move {
             loop {
-                self.send_text(format!("{{\"type\":6}}{RS}")).await;
+                // A socket the server dropped ends the pinging; the owner sees why when it reads.
+                let ping = Message::Text(format!("{{\"type\":6}}{RS}").into());
+                if self.io.send(ping).await.is_err() {
+                    return self;
+                }
                 tokio::select! {
                     _ = &mut stopped => return self,
                     _ = actix_web::rt::time::sleep(every) => {}

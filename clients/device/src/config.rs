@@ -184,27 +184,7 @@ fn read_key_file(path: &Path) -> Result<String, ConfigError> {
     Ok(text)
 }
 
-/// Parses `250ms`, `15s`, `2m`, `1h`, or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration such as 500ms, 15s, 2m or 1h"))?;
-    let millis = match unit {
-        "ms" => Some(number),
-        "" | "s" => number.checked_mul(1_000),
-        "m" => number.checked_mul(60_000),
-        "h" => number.checked_mul(3_600_000),
-        _ => return Err(format!("`{text}`: the unit must be ms, s, m or h")),
-    };
-    millis
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("`{text}` is too long"))
-}
+pub use signet::settings::parse_duration;
 
 /// `duration` must lie in `min..=max`.
 pub fn check_range(

@@ -217,6 +217,9 @@ async fn a_provisioned_device_comes_online_and_obeys_an_admin_kick() {
     let (id, key) = server.provision(admin_token, "front door").await;
     let mut device = start_device(&server, &id, &key);
 
+    // Kick only once the device is connected: a kick between its negotiate and its socket
+    // closes the negotiated connection, the socket then gets 404 and the device simply retries.
+    device.wait_for_log("connected to the hub", WAIT).await;
     let mut client = server.hub_client(admin_token).await;
     client.kick_when_online(&format!("device:{id}")).await;
 

@@ -13,6 +13,7 @@ use crate::settings::Settings;
 use crate::store::Store;
 use futures_util::stream;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +22,8 @@ const ADMIN: &[&str] = &["admin"];
 /// Largest `Counter` a client may ask for, and its longest delay between items.
 const MAX_COUNTER_ITEMS: u64 = 10_000;
 const MAX_COUNTER_DELAY_MS: u64 = 10_000;
+/// Most users `ListConnectedUsers` returns.
+const MAX_LISTED_USERS: usize = 500;
 
 pub fn hub(
     lifetime: Arc<dyn HubLifetimeManager>,
@@ -44,12 +47,20 @@ pub fn hub(
             MethodSpec::new("GetConnectedUsersCount", &[]).roles(ADMIN),
             connected_users_count,
         )
+        .method(MethodSpec::new("ListConnectedUsers", &[]).roles(ADMIN), {
+            let connections = services.connections.clone();
+            move |_, _| list_connected_users(connections.clone())
+        })
         .method(
             MethodSpec::new("DisconnectUser", &[Param::String]).roles(ADMIN),
             {
                 let connections = services.connections.clone();
                 move |call, args| disconnect_user(connections.clone(), call, args)
             },
+        )
+        .method(
+            MethodSpec::new("DropTransport", &[]).roles(ADMIN),
+            drop_transport,
         )
         .stream(
             MethodSpec::new("Counter", &[Param::Integer, Param::Integer]),
@@ -98,6 +109,40 @@ async fn connected_users_count(call: Call, _: Vec<Value>) -> MethodResult {
     Ok(Some(json!(count)))
 }
 
+/// `ListConnectedUsers()` (admin): who is connected, on any hub and transport: `[{sub, name,
+/// roles, connections}]` sorted by name, at most [`MAX_LISTED_USERS`] entries, so an admin can
+/// pick whom to disconnect.
+async fn list_connected_users(connections: Arc<ConnectionRegistry>) -> MethodResult {
+    let mut users: BTreeMap<String, (Arc<crate::auth::Principal>, usize)> = BTreeMap::new();
+    for connection in connections.all() {
+        if !connection.is_attached() || connection.is_closed() {
+            continue;
+        }
+        let principal = connection.principal();
+        users
+            .entry(principal.sub.clone())
+            .and_modify(|(_, count)| *count += 1)
+            .or_insert((principal, 1));
+    }
+    let mut listed: Vec<Value> = users
+        .into_values()
+        .map(|(principal, count)| {
+            json!({
+                "sub": principal.sub,
+                "name": principal.name,
+                "roles": principal.roles,
+                "connections": count,
+            })
+        })
+        .collect();
+    listed.sort_by(|a, b| {
+        let key = |v: &Value| v["name"].as_str().unwrap_or_default().to_lowercase();
+        key(a).cmp(&key(b))
+    });
+    listed.truncate(MAX_LISTED_USERS);
+    Ok(Some(Value::Array(listed)))
+}
+
 /// `DisconnectUser(userId)` (admin): closes every connection of that user (its `sub`), on
 /// every hub and transport, with `allowReconnect: false`; returns how many were closed.
 async fn disconnect_user(
@@ -109,6 +154,16 @@ async fn disconnect_user(
     let closed = connections.close_matching(Claim::Subject(&user), &CloseReason::Kicked);
     tracing::info!(target: "audit", event = "user_kicked", admin = %call.principal.sub, sub = %user, closed, "admin disconnected a user");
     Ok(Some(json!(closed)))
+}
+
+/// `DropTransport()` (admin): drops the caller's own transport the way a network failure
+/// would (a WebSocket ends without a close frame, a poll or event stream ends), leaving the
+/// connection to its reconnect rules. For trying out clients' reconnect handling, stateful
+/// reconnect above all; its completion arrives once the client is back.
+async fn drop_transport(call: Call, _: Vec<Value>) -> MethodResult {
+    tracing::info!(target: "audit", event = "drop_transport", sub = %call.principal.sub, connection = %call.connection.id, "admin dropped its transport");
+    call.connection.end_attachment();
+    Ok(None)
 }
 
 /// `Counter(count, delayMs)`: streams 0..count, one item every `delayMs`.

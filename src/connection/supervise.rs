@@ -1,0 +1,95 @@
+//! How long a connection lives without a transport, and when it leaves the registry: one task
+//! per connection, whatever the transport.
+//!
+//! 1. A negotiated connection that no transport attaches to within the negotiate timeout is
+//!    dropped.
+//! 2. While it is open, each time its transport lets go: a connection that cannot resume
+//!    (Server-Sent Events, a WebSocket without stateful reconnect) closes; one that can (long
+//!    polling, a WebSocket with stateful reconnect) waits for the next transport for the
+//!    disconnect timeout, and closes if none comes.
+//! 3. Once closed it leaves the registry. A resumable connection that closed while no transport
+//!    was attached, with something to tell its client (the Close message of an expiry, a kick,
+//!    a shutdown), stays findable for the disconnect timeout so that the next poll or
+//!    reconnecting WebSocket can collect it.
+
+use super::{CloseReason, Connection, ConnectionRegistry};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::sleep;
+use tokio_util::sync::CancellationToken;
+
+/// The timeouts [`supervise`] enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// From negotiate to the first transport request.
+    pub negotiate: Duration,
+    /// From a resumable transport letting go to the next one attaching.
+    pub disconnect: Duration,
+}
+
+/// Runs for the whole life of `connection`; ends once it has left `registry`.
+pub async fn supervise(
+    connection: Arc<Connection>,
+    registry: Arc<ConnectionRegistry>,
+    timeouts: Timeouts,
+    shutdown: CancellationToken,
+) {
+    watch_transports(&connection, timeouts).await;
+    linger(&connection, timeouts, &shutdown).await;
+    registry.remove(&connection.token);
+}
+
+/// Phases 1 and 2: returns once the connection is closed.
+async fn watch_transports(connection: &Connection, timeouts: Timeouts) {
+    let mut attached = connection.watch_attached();
+    tokio::select! {
+        biased;
+        _ = connection.closed() => return,
+        changed = attached.wait_for(|a| *a) => if changed.is_err() { return },
+        _ = sleep(timeouts.negotiate) => {
+            connection.close(CloseReason::TransportTimeout);
+            return;
+        }
+    }
+    loop {
+        tokio::select! {
+            biased;
+            _ = connection.closed() => return,
+            changed = attached.wait_for(|a| !*a) => if changed.is_err() { return },
+        }
+        if !connection.is_resumable() {
+            // The transport usually closed it already, with a more precise reason.
+            connection.close(CloseReason::ClientClosed);
+            return;
+        }
+        tokio::select! {
+            biased;
+            _ = connection.closed() => return,
+            changed = attached.wait_for(|a| *a) => if changed.is_err() { return },
+            _ = sleep(timeouts.disconnect) => {
+                tracing::debug!(connection = %connection.id, "no transport came back within the disconnect timeout");
+                connection.close(CloseReason::TransportTimeout);
+                return;
+            }
+        }
+    }
+}
+
+/// Phase 3: gives a resumable client that is between transports the chance to collect the
+/// Close message.
+async fn linger(connection: &Connection, timeouts: Timeouts, shutdown: &CancellationToken) {
+    if connection.is_attached() || !connection.has_close_message() || !connection.is_resumable() {
+        return;
+    }
+    let mut attached = connection.watch_attached();
+    let collected = async {
+        if attached.wait_for(|a| *a).await.is_ok() {
+            let _ = attached.wait_for(|a| !*a).await;
+        }
+    };
+    tokio::select! {
+        _ = collected => {}
+        _ = sleep(timeouts.disconnect) => {}
+        _ = shutdown.cancelled() => {}
+    }
+}

@@ -1,0 +1,134 @@
+//! Long polling: each `GET /hubs/{hub}?id=<connectionToken>` (without an upgrade or
+//! `Accept: text/event-stream`) takes the connection's queue for one request; the client sends
+//! with `POST` ([`super::send`]) and ends the connection with `DELETE`.
+//!
+//! | poll | answer |
+//! | --- | --- |
+//! | the first one | 200, empty, at once: the hub session starts |
+//! | messages are queued, or arrive within `transports.poll_timeout_secs` | 200 with them (binary for MessagePack) |
+//! | nothing arrives in time | 200, empty: poll again |
+//! | a newer poll or a `DELETE` arrives meanwhile | 204: stop polling |
+//! | the server closed the connection | 200 with what was left and the Close message, else 204 |
+//!
+//! Every answer carries the no-cache headers. A connection that is not polled for
+//! `transports.disconnect_timeout_secs` is removed (see `connection::supervise`).
+
+use super::{
+    begin, connection_request, no_cache, unknown_connection, use_transport, COALESCE_BYTES,
+};
+use crate::connection::{AttachError, CloseReason, TransportKind};
+use crate::http::ApiError;
+use crate::startup::AppState;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use bytes::{Bytes, BytesMut};
+use std::time::Duration;
+
+pub async fn poll(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let mut response = match connection_request(&req, &path, &state).await {
+        Ok(request) => {
+            let origin = request.origin.clone();
+            let mut response = answer_poll(request, &state)
+                .await
+                .unwrap_or_else(|err| err.error_response());
+            super::cors::allow_response(&mut response, origin);
+            response
+        }
+        Err(err) => err.error_response(),
+    };
+    no_cache(&mut response);
+    response
+}
+
+async fn answer_poll(
+    request: super::ConnectionRequest,
+    state: &AppState,
+) -> Result<HttpResponse, ApiError> {
+    let connection = request.connection;
+    use_transport(state, &connection, TransportKind::LongPolling)?;
+    if !connection.accepts_transport() {
+        return Err(unknown_connection());
+    }
+    let mut attachment = match connection.attach_replacing().await {
+        Ok(attachment) => attachment,
+        Err(AttachError::Superseded | AttachError::InUse) => return Ok(no_content()),
+    };
+    if begin(state, request.hub, &attachment).await {
+        // The first poll starts the session and answers at once.
+        return Ok(messages(Bytes::new()));
+    }
+    let timeout = Duration::from_secs(state.settings.transports.poll_timeout_secs);
+    let batch = tokio::select! {
+        batch = attachment.next_batch(COALESCE_BYTES) => batch,
+        _ = tokio::time::sleep(timeout) => return Ok(messages(Bytes::new())),
+    };
+    if let Some(batch) = batch {
+        return Ok(messages(batch));
+    }
+    // Ended: by a newer poll or a DELETE (204), or by the connection closing. A client that
+    // closed it needs nothing more; otherwise it gets the rest and the Close message.
+    let closed_by_server =
+        connection.is_closed() && connection.close_reason() != Some(&CloseReason::ClientClosed);
+    if !closed_by_server {
+        return Ok(no_content());
+    }
+    let frames = attachment.closing_frames();
+    if frames.is_empty() {
+        return Ok(no_content());
+    }
+    let mut body = BytesMut::new();
+    for frame in frames {
+        body.extend_from_slice(&frame);
+    }
+    Ok(messages(body.freeze()))
+}
+
+/// 200 with `body`, the bytes of zero or more framed messages.
+fn messages(body: Bytes) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        ))
+        .body(body)
+}
+
+/// 204: this poll is over, and so is polling.
+fn no_content() -> HttpResponse {
+    HttpResponse::new(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /hubs/{hub}?id=<connectionToken>`: the client ends its long-polling connection.
+/// 202; the pending poll, if any, gets 204.
+pub async fn delete(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let mut response = match connection_request(&req, &path, &state).await {
+        Ok(request) => {
+            let connection = request.connection;
+            let mut response = if connection.transport() == Some(TransportKind::LongPolling) {
+                connection.close(CloseReason::ClientClosed);
+                connection.end_attachment();
+                HttpResponse::new(StatusCode::ACCEPTED)
+            } else {
+                ApiError::bad_request(
+                    "delete_not_supported",
+                    "only long-polling connections are ended with DELETE",
+                )
+                .error_response()
+            };
+            super::cors::allow_response(&mut response, request.origin);
+            response
+        }
+        Err(err) => err.error_response(),
+    };
+    no_cache(&mut response);
+    response
+}

@@ -1,0 +1,68 @@
+//! `POST /hubs/{hub}?id=<connectionToken>`: the client-to-server half of Server-Sent Events and
+//! long polling. The body is one or more framed messages (text for JSON, binary for
+//! MessagePack), handed to the hub session as one frame; 200 once the session has it.
+//!
+//! 400 without `id`, 404 for an unknown or closed connection, 405 on a WebSocket connection,
+//! 409 while another send on the same connection is in progress, 413 for a body over the
+//! frame limit.
+
+use super::{conflict, connection_request, max_frame_bytes, unknown_connection};
+use crate::connection::{Inbound, TransportKind};
+use crate::http::ApiError;
+use crate::protocol::HubProtocol;
+use crate::startup::AppState;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+
+pub async fn send(
+    req: HttpRequest,
+    body: web::Payload,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let request = connection_request(&req, &path, &state).await?;
+    let connection = request.connection;
+    if connection.transport() == Some(TransportKind::WebSockets) {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "post_not_allowed",
+            "POST requests are not allowed for WebSocket connections",
+        ));
+    }
+    if connection.is_closed() {
+        return Err(unknown_connection());
+    }
+    let _sending = connection.begin_post().ok_or_else(|| conflict("send"))?;
+    let limit = max_frame_bytes(&state);
+    let bytes = match body.to_bytes_limited(limit).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(err)) => {
+            tracing::debug!(connection = %connection.id, error = %err, "reading a send body failed");
+            return Err(ApiError::bad_request(
+                "invalid_body",
+                "the request body could not be read",
+            ));
+        }
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("a send carries at most {limit} bytes"),
+            ))
+        }
+    };
+    if !bytes.is_empty() {
+        // Before the handshake completes the protocol is unknown: the handshake is JSON text.
+        let frame = match connection.protocol() {
+            Some(HubProtocol::MessagePack) => Inbound::Binary(bytes),
+            _ => Inbound::Text(bytes),
+        };
+        connection
+            .receive(frame)
+            .await
+            .map_err(|_| unknown_connection())?;
+    }
+    let mut response = HttpResponse::Ok();
+    super::cors::allow(&mut response, request.origin);
+    Ok(response.finish())
+}
