@@ -12,6 +12,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::Value;
+use signet::protocol::handshake::{self, HandshakeResponseDecoder};
 use signet::protocol::{CompletionResult, HubMessage, HubMessageDecoder, HubProtocol};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
@@ -27,8 +28,6 @@ use tokio_tungstenite::WebSocketStream;
 const MAX_MESSAGE_BYTES: usize = 1 << 20;
 /// Largest negotiate response head the generator reads.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
-/// The record separator ending every JSON record, the handshake included.
-const RECORD_SEPARATOR: u8 = 0x1e;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -283,31 +282,29 @@ impl HubClient {
         };
         let mut ws = upgrade(stream, endpoint, query, Some(token)).await?;
         // The handshake request is always JSON text, whatever the protocol.
-        let request = format!(
-            "{{\"protocol\":\"{}\",\"version\":1}}\u{1e}",
-            protocol.name()
-        );
-        ws.send(Message::text(request)).await?;
-        let mut decoder = protocol.decoder(MAX_MESSAGE_BYTES);
-        let mut pending = Vec::new();
+        let mut request = Vec::new();
+        handshake::encode_request(protocol, 1, &mut request);
+        let request = Utf8Bytes::try_from(request)
+            .map_err(|_| ClientError::BadResponse("handshake request is not UTF-8".into()))?;
+        ws.send(Message::Text(request)).await?;
+        let mut response = HandshakeResponseDecoder::new(MAX_MESSAGE_BYTES);
         loop {
-            match ws.next().await {
-                Some(Ok(Message::Text(text))) => pending.extend_from_slice(text.as_bytes()),
-                Some(Ok(Message::Binary(bytes))) => pending.extend_from_slice(&bytes),
+            let answered = match ws.next().await {
+                Some(Ok(Message::Text(text))) => response.feed(text.as_bytes()),
+                Some(Ok(Message::Binary(bytes))) => response.feed(&bytes),
                 Some(Ok(Message::Close(_))) | None => return Err(ClientError::Closed(None)),
                 Some(Ok(_)) => continue,
                 Some(Err(err)) => return Err(err.into()),
-            }
-            let Some(end) = pending.iter().position(|b| *b == RECORD_SEPARATOR) else {
+            };
+            let Some(answer) = answered.map_err(|e| ClientError::Handshake(e.to_string()))? else {
                 continue;
             };
-            let response: Value = serde_json::from_slice(&pending[..end])
-                .map_err(|e| ClientError::Handshake(format!("unreadable response: {e}")))?;
-            if let Some(error) = response.get("error") {
-                return Err(ClientError::Handshake(error.to_string()));
+            if let Some(error) = answer.error {
+                return Err(ClientError::Handshake(error));
             }
-            if end + 1 < pending.len() {
-                decoder.feed(&pending[end + 1..])?;
+            let mut decoder = protocol.decoder(MAX_MESSAGE_BYTES);
+            if !answer.remaining.is_empty() {
+                decoder.feed(&answer.remaining)?;
             }
             return Ok(Self {
                 ws,
