@@ -174,6 +174,9 @@ impl Application {
         .on_connect(crate::transport::drop_stalled_peers(Duration::from_secs(
             settings.hub.client_timeout_secs,
         )))
+        // Hub messages are small and often written back to back (a completion, then a call):
+        // with Nagle's algorithm the second waits for the peer's delayed ACK, up to 40 ms.
+        .tcp_nodelay(true)
         .disable_signals()
         .workers(settings.server.workers)
         .shutdown_timeout(settings.server.shutdown_timeout_secs)

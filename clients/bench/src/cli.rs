@@ -1,0 +1,542 @@
+//! The command line: parse, raise the file limit, run one scenario against Signet (or the
+//! baseline), optionally against a baseline server started here too (`--compare`), and print one
+//! JSON line on stdout plus a human summary on stderr.
+
+use crate::client::{Endpoint, SourceAddrs};
+use crate::credentials::Credentials;
+use crate::scenario::broadcast::BroadcastOptions;
+use crate::scenario::command::CommandOptions;
+use crate::scenario::echo::{EchoMode, EchoOptions};
+use crate::scenario::idle::IdleOptions;
+use crate::scenario::{self, round, Outcome, Target, TargetKind};
+use crate::system;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::{json, Value};
+use signet::protocol::HubProtocol;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "signet-bench",
+    about = "Load generator for Signet, and the baseline server it is compared with",
+    after_help = "Each scenario prints one JSON line on stdout and a summary on stderr. See BENCHMARKS.md."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Authenticated connections per second (negotiate, upgrade, handshake) and failures.
+    Connect {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Hold N idle connections: server memory per connection and CPU while idle.
+    Idle {
+        #[command(flatten)]
+        common: Common,
+        /// Wait after the last connection opened, before measuring.
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        settle: Duration,
+        /// How long the idle connections are held while the server's CPU is measured.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        hold: Duration,
+    },
+    /// Round trips per second and latency: `Echo`, then `EchoSigned` with signed envelopes.
+    Echo {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        timing: Timing,
+        #[arg(long, value_enum, default_value_t = EchoMode::Both)]
+        mode: EchoMode,
+        /// Lifetime of the signed envelopes; the server keeps each nonce this long plus its
+        /// clock skew, so lifetime x rate must fit `envelope.nonce_capacity`.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        envelope_lifetime: Duration,
+    },
+    /// One admin broadcasting to N connections: deliveries per second and delivery latency.
+    Broadcast {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        timing: Timing,
+        /// Broadcasts per second (default: as fast as flow control allows).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Broadcasts in flight: the admin waits until deliveries are within this many
+        /// broadcasts of what it sent.
+        #[arg(long, default_value_t = 32)]
+        window: u64,
+        /// Padding added to each broadcast text, in bytes.
+        #[arg(long, default_value_t = 0)]
+        payload_bytes: usize,
+    },
+    /// A user sending signed commands to their devices through the hub and back. Logs in as a
+    /// real user (the bootstrap `admin` by default), provisions devices, removes them after.
+    /// --connections is the user's connections; each result reaches all of them.
+    Command {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        timing: Timing,
+        /// Devices provisioned and connected (at most `identity.max_devices_per_user`).
+        #[arg(long, default_value_t = 20)]
+        devices: usize,
+        /// The user to log in as.
+        #[arg(long, env = "SIGNET_BENCH_USERNAME", default_value = "admin")]
+        username: String,
+        /// Their password (the bootstrap admin's is in `<data_dir>/initial-admin-password`).
+        #[arg(long, env = "SIGNET_BENCH_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+    },
+    /// Run the baseline server: a WebSocket echo and fan-out on actix-ws, nothing else.
+    BaselineServer {
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        listen: SocketAddr,
+        /// Worker threads (default: CPU cores, as Signet's `server.workers`).
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Protocol {
+    Json,
+    Messagepack,
+}
+
+#[derive(Debug, Args)]
+pub struct Common {
+    /// The server: Signet, or the baseline server with --baseline.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// The hub to connect to (`/hubs/<hub>`).
+    #[arg(long, default_value = "home")]
+    pub hub: String,
+    /// SignalR protocol (on the baseline: JSON sends text frames, MessagePack binary ones).
+    #[arg(long, value_enum, default_value_t = Protocol::Json)]
+    pub protocol: Protocol,
+    /// Connections (in broadcast: receivers, plus one admin).
+    #[arg(long, short = 'c', default_value_t = 100)]
+    pub connections: usize,
+    /// Distinct users the connections belong to (default: one per connection).
+    #[arg(long)]
+    pub users: Option<usize>,
+    /// The server's JWT signing secret, to mint tokens.
+    #[arg(long, env = "SIGNET__JWT__SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// The server's envelope master key, to derive message keys for signed calls.
+    #[arg(long, env = "SIGNET__ENVELOPE__SECRET", hide_env_values = true)]
+    pub envelope_secret: Option<String>,
+    #[arg(long, default_value = "signet")]
+    pub issuer: String,
+    #[arg(long, default_value = "signet")]
+    pub audience: String,
+    /// Lifetime of the minted tokens (a connection closes when its token expires).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub token_ttl: Duration,
+    /// The server's process id, for its memory and CPU figures.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// --url is the baseline server: raw frames, no negotiate, no tokens.
+    #[arg(long)]
+    pub baseline: bool,
+    /// Also run the scenario against a baseline server started here, and print the ratio.
+    #[arg(long, conflicts_with = "baseline")]
+    pub compare: bool,
+    /// Worker threads of the baseline started by --compare (default: CPU cores).
+    #[arg(long)]
+    pub baseline_workers: Option<usize>,
+    /// Connect from 127.0.0.1 up to 127.0.0.N, so more than one address's ports are usable.
+    #[arg(long, default_value_t = 16)]
+    pub source_addrs: u8,
+    /// Connection attempts in flight at once.
+    #[arg(long, default_value_t = 100)]
+    pub connect_concurrency: usize,
+    /// Generator threads (default: CPU cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Open the WebSocket directly, without negotiate (as `skipNegotiation`).
+    #[arg(long)]
+    pub skip_negotiation: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct Timing {
+    /// Load before measuring starts.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// The measured part.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+}
+
+/// `500ms`, `10s`, `2m`, `1h`, or a number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration such as 500ms, 10s, 2m or 1h"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("`{text}`: the unit must be ms, s, m or h")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{text}`: {e}"))
+}
+
+/// Runs the command; exit status 0 when the scenario ran, 1 when it could not.
+pub fn run(cli: Cli) -> ExitCode {
+    let (name, common) = match &cli.command {
+        Command::BaselineServer { listen, workers } => return serve_baseline(*listen, *workers),
+        Command::Connect { common } => ("connect", common),
+        Command::Idle { common, .. } => ("idle", common),
+        Command::Echo { common, .. } => ("echo", common),
+        Command::Broadcast { common, .. } => ("broadcast", common),
+        Command::Command { common, .. } => ("command", common),
+    };
+    // Each connection is one descriptor here, and one more in a baseline started by --compare.
+    let wanted = (common.connections as u64 + 1) * 2 + 1024;
+    let limit = system::raise_file_limit(wanted);
+    if limit < common.connections as u64 + 64 {
+        eprintln!(
+            "warning: the open-file limit is {limit}, below the {} connections asked for; \
+             raise the hard limit (`ulimit -Hn`, as root or with CAP_SYS_RESOURCE)",
+            common.connections
+        );
+    }
+    let threads = common.threads.unwrap_or_else(cores);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run_scenario(&cli.command, common, threads));
+    let (line, ok) = match result {
+        Ok(line) => (line, true),
+        Err(error) => (json!({ "scenario": name, "error": error }), false),
+    };
+    println!("{line}");
+    let _ = std::io::stdout().flush();
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("error: {}", line["error"].as_str().unwrap_or("unknown"));
+        ExitCode::FAILURE
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from)
+}
+
+async fn run_scenario(command: &Command, common: &Common, threads: usize) -> Result<Value, String> {
+    let name = scenario_name(command);
+    let kind = if common.baseline {
+        TargetKind::Baseline
+    } else {
+        TargetKind::Signet
+    };
+    let primary = target(common, kind, &common.url, common.server_pid)?;
+    let mut line = measured(name, command, &primary).await?;
+    line["generator_threads"] = json!(threads);
+    eprintln!("== {name}: {}", describe(&line));
+    eprintln!(
+        "   {}: {}",
+        kind.name(),
+        line["summary"].as_str().unwrap_or("")
+    );
+
+    if common.compare && name != "command" {
+        let workers = common.baseline_workers.unwrap_or_else(cores);
+        let baseline = BaselineChild::spawn(workers)?;
+        let url = format!("http://{}", baseline.address);
+        let other = target(common, TargetKind::Baseline, &url, Some(baseline.pid()))?;
+        let compared = measured(name, command, &other).await;
+        drop(baseline);
+        let compared = compared?;
+        eprintln!(
+            "   baseline: {}",
+            compared["summary"].as_str().unwrap_or("")
+        );
+        if let (Some(name), Some(ours), Some(theirs)) = (
+            line["headline"].as_str().map(str::to_string),
+            line["headline_value"].as_f64(),
+            compared["headline_value"].as_f64(),
+        ) {
+            if theirs > 0.0 {
+                let ratio = round(ours / theirs, 3);
+                line["ratio_to_baseline"] = json!({ "metric": name, "ratio": ratio });
+                eprintln!("   signet / baseline ({name}): {ratio}");
+            }
+        }
+        line["baseline"] = compared;
+    }
+    Ok(line)
+}
+
+/// One scenario against one target, with the load average before and after.
+async fn measured(name: &str, command: &Command, target: &Target) -> Result<Value, String> {
+    let load_before = system::load_average();
+    let outcome = dispatch(command, target).await?;
+    let load_after = system::load_average();
+    let Outcome {
+        figures,
+        headline,
+        summary,
+    } = outcome;
+    let mut line = json!({
+        "scenario": name,
+        "target": target.kind.name(),
+        "url": format!("http://{}{}", target.endpoint.authority, target.endpoint.path),
+        "protocol": target.protocol.name(),
+        "server_pid": target.server_pid,
+        "load_average": { "before": load_before, "after": load_after },
+    });
+    if let (Value::Object(line), Value::Object(figures)) = (&mut line, figures) {
+        line.extend(figures);
+    }
+    if let Some((metric, value)) = headline {
+        line["headline"] = json!(metric);
+        line["headline_value"] = json!(value);
+    }
+    line["summary"] = json!(summary);
+    Ok(line)
+}
+
+async fn dispatch(command: &Command, target: &Target) -> Result<Outcome, String> {
+    match command {
+        Command::Connect { common } => scenario::connect::run(target, common.connections).await,
+        Command::Idle {
+            common,
+            settle,
+            hold,
+        } => {
+            let options = IdleOptions {
+                connections: common.connections,
+                settle: *settle,
+                hold: *hold,
+            };
+            scenario::idle::run(target, &options).await
+        }
+        Command::Echo {
+            common,
+            timing,
+            mode,
+            envelope_lifetime,
+        } => {
+            let options = EchoOptions {
+                connections: common.connections,
+                warmup: timing.warmup,
+                duration: timing.duration,
+                mode: *mode,
+                envelope_lifetime: *envelope_lifetime,
+            };
+            scenario::echo::run(target, &options).await
+        }
+        Command::Broadcast {
+            common,
+            timing,
+            rate,
+            window,
+            payload_bytes,
+        } => {
+            let options = BroadcastOptions {
+                connections: common.connections,
+                warmup: timing.warmup,
+                duration: timing.duration,
+                rate: *rate,
+                window: *window,
+                payload_bytes: *payload_bytes,
+            };
+            scenario::broadcast::run(target, &options).await
+        }
+        Command::Command {
+            common,
+            timing,
+            devices,
+            username,
+            password,
+        } => {
+            let options = CommandOptions {
+                connections: common.connections,
+                devices: *devices,
+                warmup: timing.warmup,
+                duration: timing.duration,
+                username: username.clone(),
+                password: password.clone(),
+            };
+            scenario::command::run(target, &options).await
+        }
+        Command::BaselineServer { .. } => Err("not a scenario".into()),
+    }
+}
+
+fn scenario_name(command: &Command) -> &'static str {
+    match command {
+        Command::Connect { .. } => "connect",
+        Command::Idle { .. } => "idle",
+        Command::Echo { .. } => "echo",
+        Command::Broadcast { .. } => "broadcast",
+        Command::Command { .. } => "command",
+        Command::BaselineServer { .. } => "baseline-server",
+    }
+}
+
+fn describe(line: &Value) -> String {
+    let load = &line["load_average"]["before"];
+    format!(
+        "{} ({}), load average before {}",
+        line["url"].as_str().unwrap_or(""),
+        line["protocol"].as_str().unwrap_or(""),
+        load
+    )
+}
+
+fn target(
+    common: &Common,
+    kind: TargetKind,
+    url: &str,
+    server_pid: Option<u32>,
+) -> Result<Target, String> {
+    let path = match kind {
+        TargetKind::Signet => format!("/hubs/{}", common.hub),
+        TargetKind::Baseline => "/ws".to_string(),
+    };
+    let credentials = match (kind, &common.jwt_secret) {
+        (TargetKind::Signet, Some(secret)) => Some(Arc::new(Credentials::new(
+            secret,
+            common.envelope_secret.as_deref(),
+            &common.issuer,
+            &common.audience,
+            common.token_ttl,
+        ))),
+        _ => None,
+    };
+    Ok(Target {
+        kind,
+        endpoint: Endpoint::new(url, &path)?,
+        protocol: match common.protocol {
+            Protocol::Json => HubProtocol::Json,
+            Protocol::Messagepack => HubProtocol::MessagePack,
+        },
+        skip_negotiation: common.skip_negotiation,
+        sources: SourceAddrs::loopback(common.source_addrs),
+        connect_concurrency: common.connect_concurrency,
+        credentials,
+        server_pid,
+        users: common.users.unwrap_or(common.connections).max(1),
+    })
+}
+
+/// Runs the baseline server in this process until it is killed.
+fn serve_baseline(listen: SocketAddr, workers: Option<usize>) -> ExitCode {
+    system::raise_file_limit(1 << 20);
+    let workers = workers.unwrap_or_else(cores);
+    let result = actix_web::rt::System::new().block_on(async move {
+        let (address, server) = crate::baseline::bind(listen, workers)?;
+        // The parent reads this line to learn the port.
+        println!("listening on {address}");
+        std::io::stdout().flush()?;
+        server.await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: baseline server: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A baseline server in a child process (so its memory and CPU are its own), killed on drop.
+struct BaselineChild {
+    child: Child,
+    address: SocketAddr,
+}
+
+impl BaselineChild {
+    fn spawn(workers: usize) -> Result<Self, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+        let mut child = std::process::Command::new(exe)
+            .args(["baseline-server", "--listen", "127.0.0.1:0", "--workers"])
+            .arg(workers.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start the baseline server: {e}"))?;
+        let mut line = String::new();
+        if let Some(stdout) = child.stdout.take() {
+            let _ = BufReader::new(stdout).read_line(&mut line);
+        }
+        let address = line
+            .trim()
+            .strip_prefix("listening on ")
+            .and_then(|a| a.parse().ok());
+        match address {
+            Some(address) => Ok(Self { child, address }),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(format!(
+                    "the baseline server did not start (it said `{}`)",
+                    line.trim()
+                ))
+            }
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for BaselineChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("10x").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,19 @@
+//! `signet-bench`: the load generator that measures Signet, and the baseline it is measured
+//! against. See `BENCHMARKS.md` at the repository root for how to run it and the figures.
+//!
+//! - `cli`: the command line; one subcommand per scenario, plus `baseline-server`.
+//! - `scenario`: `connect`, `idle`, `echo`, `broadcast`, `command`, each written once against
+//!   [`client::Client`] so it drives Signet and the baseline alike.
+//! - `client`: connecting like a SignalR client (negotiate, upgrade, handshake) from several
+//!   loopback source addresses, with Signet's own codecs (`signet::protocol`).
+//! - `credentials`: tokens and message keys minted from the server's secrets.
+//! - `baseline`: the minimal actix-ws server (echo and fan-out, no protocol, no authentication).
+//! - `stats`, `system`: latency histograms; file limit, memory and CPU from `/proc`.
+
+pub mod baseline;
+pub mod cli;
+pub mod client;
+pub mod credentials;
+pub mod scenario;
+pub mod stats;
+pub mod system;

@@ -1,0 +1,304 @@
+//! `broadcast`: one admin broadcasting to N connections; deliveries per second and delivery
+//! latency. The admin calls `BroadcastMessage(text)` (on the baseline: sends a `!` frame) with
+//! the send time embedded in the text; every receiver measures the time from that stamp to its
+//! arrival. The admin pipelines its calls, and flow control keeps the run sustainable: broadcast
+//! `k` is sent only while fewer than `window` calls await their completion and once
+//! `(k - window) x receivers` deliveries have arrived, so no receiver queue fills unless one
+//! receiver falls far behind the others (the server then closes it, which is counted). `--rate`
+//! caps the broadcasts per second too, for the latency at a given load.
+
+use super::{measure_cpu, round, Outcome, Target, Window, CALL_TIMEOUT};
+use crate::baseline::BROADCAST_MARKER;
+use crate::client::{Client, ClientError};
+use crate::stats::Latencies;
+use serde_json::{json, Value};
+use signet::protocol::{CompletionResult, HubMessage};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// How long after the window the run waits for deliveries still in flight.
+const DRAIN: Duration = Duration::from_secs(5);
+
+pub struct BroadcastOptions {
+    pub connections: usize,
+    pub warmup: Duration,
+    pub duration: Duration,
+    /// Broadcasts per second; `None` sends as fast as flow control allows.
+    pub rate: Option<f64>,
+    /// Broadcasts allowed in flight (sent but not yet delivered everywhere, on average).
+    pub window: u64,
+    /// Padding added to each broadcast text.
+    pub payload_bytes: usize,
+}
+
+pub async fn run(target: &Target, options: &BroadcastOptions) -> Result<Outcome, String> {
+    let identities = target.identities("user", options.connections, &["user"])?;
+    let admin_identity = target.identities("admin", 1, &["admin", "user"])?;
+    let receivers = target.establish(identities).await;
+    let mut admin = target
+        .establish_from(options.connections, admin_identity)
+        .await;
+    let Some((mut admin_client, _)) = admin.connections.pop() else {
+        return Err(format!(
+            "the admin could not connect: {}",
+            admin.first_error.unwrap_or_default()
+        ));
+    };
+    let receiver_count = receivers.connections.len();
+    if receiver_count == 0 {
+        return Err(format!(
+            "no receiver connected: {}",
+            receivers.first_error.unwrap_or_default()
+        ));
+    }
+
+    let clock = Instant::now();
+    let window = Window::after(options.warmup, options.duration);
+    let server_cpu = measure_cpu(target.server_pid, window);
+    let generator_cpu = measure_cpu(Some(std::process::id()), window);
+    let stop = CancellationToken::new();
+    let delivered = Arc::new(AtomicU64::new(0));
+    let in_window = Arc::new(AtomicU64::new(0));
+    let alive = Arc::new(AtomicUsize::new(receiver_count));
+    let latencies = Arc::new(Latencies::new());
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, (mut client, _)) in receivers.connections.into_iter().enumerate() {
+        let (stop, delivered, in_window, alive, latencies) = (
+            stop.clone(),
+            delivered.clone(),
+            in_window.clone(),
+            alive.clone(),
+            latencies.clone(),
+        );
+        tasks.spawn(async move {
+            loop {
+                let stamp = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    stamp = next_broadcast(&mut client) => stamp,
+                };
+                match stamp {
+                    Ok(Some(sent_us)) => {
+                        let now = Instant::now();
+                        let now_us = now.duration_since(clock).as_micros() as u64;
+                        delivered.fetch_add(1, Ordering::Relaxed);
+                        if window.contains(now) {
+                            in_window.fetch_add(1, Ordering::Relaxed);
+                            let latency = Duration::from_micros(now_us.saturating_sub(sent_us));
+                            latencies.record(index, latency);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(_) => {
+                        alive.fetch_sub(1, Ordering::Relaxed);
+                        return None;
+                    }
+                }
+            }
+            Some(client)
+        });
+    }
+
+    let padding = "x".repeat(options.payload_bytes);
+    let pacing = options
+        .rate
+        .filter(|r| *r > 0.0)
+        .map(|r| Duration::from_secs_f64(1.0 / r));
+    let call_latencies = Latencies::new();
+    let mut next_at = Instant::now();
+    let mut outstanding: HashMap<u64, Instant> = HashMap::new();
+    let mut sent = 0u64;
+    let mut sent_in_window = 0u64;
+    let mut admin_error = None;
+    // The admin pipelines: up to `window` calls outstanding, their completions read as they
+    // come, so the rate is bounded by the fan-out's capacity rather than one call's round trip.
+    let admin_deadline = window.end + CALL_TIMEOUT;
+    loop {
+        let now = Instant::now();
+        let sending = now < window.end;
+        if (!sending && outstanding.is_empty()) || now >= admin_deadline {
+            break;
+        }
+        let owed = sent.saturating_sub(options.window) * alive.load(Ordering::Relaxed) as u64;
+        let may_send = sending
+            && (outstanding.len() as u64) < options.window.max(1)
+            && delivered.load(Ordering::Relaxed) >= owed
+            && now >= next_at;
+        // Nothing to send yet: wake for the pacing time, or soon to look at deliveries again.
+        let pause = if now < next_at {
+            next_at - now
+        } else {
+            Duration::from_millis(1)
+        };
+        tokio::select! {
+            biased;
+            event = admin_event(&mut admin_client) => match event {
+                Ok(Some(seq)) => {
+                    if let Some(began) = outstanding.remove(&seq) {
+                        call_latencies.record(0, began.elapsed());
+                    }
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    admin_error = Some(err.to_string());
+                    break;
+                }
+            },
+            _ = std::future::ready(()), if may_send => {
+                let began = Instant::now();
+                let stamp = began.duration_since(clock).as_micros();
+                let text = format!("{stamp} {sent} {padding}");
+                if let Err(err) = send_broadcast(&mut admin_client, sent, text).await {
+                    admin_error = Some(err.to_string());
+                    break;
+                }
+                outstanding.insert(sent, began);
+                sent += 1;
+                if window.contains(began) {
+                    sent_in_window += 1;
+                }
+                if let Some(pacing) = pacing {
+                    // On schedule, keep it; behind it, start again from now (no catch-up burst).
+                    next_at = (next_at + pacing).max(began);
+                }
+            }
+            _ = tokio::time::sleep(pause), if !may_send => {}
+        }
+    }
+    let drain_until = Instant::now() + DRAIN;
+    while Instant::now() < drain_until
+        && delivered.load(Ordering::Relaxed) < sent * alive.load(Ordering::Relaxed) as u64
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.cancel();
+    let mut clients = vec![admin_client];
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok(Some(client)) = joined {
+            clients.push(client);
+        }
+    }
+    super::close_all(clients).await;
+
+    let server_cpu = server_cpu.await.ok().flatten();
+    let generator_cpu = generator_cpu.await.ok().flatten();
+    let deliveries = in_window.load(Ordering::Relaxed);
+    let rate = deliveries as f64 / window.seconds();
+    let latency = latencies.summary();
+    let delivered_total = delivered.load(Ordering::Relaxed);
+    let receivers_lost = receiver_count - alive.load(Ordering::Relaxed);
+    let figures = json!({
+        "receivers": receiver_count,
+        "receiver_failures": receivers.failures,
+        "first_connect_error": receivers.first_error,
+        "duration_s": window.seconds(),
+        "rate_limit_per_s": options.rate,
+        "window": options.window,
+        "payload_bytes": options.payload_bytes,
+        "broadcasts": sent,
+        "broadcasts_per_s": round(sent_in_window as f64 / window.seconds(), 1),
+        "deliveries_in_window": deliveries,
+        "deliveries_per_s": round(rate, 1),
+        "delivery_latency": latency,
+        "broadcast_call_latency": call_latencies.summary(),
+        "expected_deliveries": sent * receiver_count as u64,
+        "delivered": delivered_total,
+        "receivers_lost": receivers_lost,
+        "admin_error": admin_error,
+        "server_cpu": server_cpu,
+        "generator_cpu": generator_cpu,
+    });
+    let summary = format!(
+        "{:.0} deliveries/s to {receiver_count} connections ({:.1} broadcasts/s), delivery p50 {:.1} ms, p99 {:.1} ms; {delivered_total} of {} delivered, {receivers_lost} receivers lost",
+        rate,
+        sent_in_window as f64 / window.seconds(),
+        latency.p50_ms,
+        latency.p99_ms,
+        sent * receiver_count as u64,
+    );
+    Ok(Outcome {
+        figures,
+        headline: Some(("deliveries_per_s", round(rate, 1))),
+        summary,
+    })
+}
+
+/// The send stamp (µs on the run's clock) of the next broadcast received; `None` for other
+/// messages.
+async fn next_broadcast(client: &mut Client) -> Result<Option<u64>, ClientError> {
+    match client {
+        Client::Hub(hub) => match hub.recv().await? {
+            HubMessage::Invocation {
+                target, arguments, ..
+            } if target == "SystemMessage" => {
+                Ok(arguments.first().and_then(Value::as_str).and_then(stamp_of))
+            }
+            _ => Ok(None),
+        },
+        Client::Raw(raw) => {
+            let frame = raw.recv().await?;
+            Ok(frame
+                .strip_prefix(&[BROADCAST_MARKER])
+                .and_then(|rest| std::str::from_utf8(rest).ok())
+                .and_then(stamp_of))
+        }
+    }
+}
+
+fn stamp_of(text: &str) -> Option<u64> {
+    text.split(' ').next()?.parse().ok()
+}
+
+/// Sends broadcast number `seq` without waiting for it to be done.
+async fn send_broadcast(client: &mut Client, seq: u64, text: String) -> Result<(), ClientError> {
+    match client {
+        Client::Hub(hub) => {
+            hub.send(&HubMessage::Invocation {
+                headers: Default::default(),
+                invocation_id: Some(format!("b{seq}")),
+                target: "BroadcastMessage".into(),
+                arguments: vec![Value::String(text)],
+                stream_ids: Vec::new(),
+            })
+            .await
+        }
+        Client::Raw(raw) => {
+            let mut frame = Vec::with_capacity(text.len() + 1);
+            frame.push(BROADCAST_MARKER);
+            frame.extend_from_slice(text.as_bytes());
+            raw.send(frame).await
+        }
+    }
+}
+
+/// The next message to the admin: `Some(seq)` once broadcast `seq` is done (Signet's completion,
+/// or on the baseline the admin's own copy of the frame); `None` for anything else.
+async fn admin_event(client: &mut Client) -> Result<Option<u64>, ClientError> {
+    match client {
+        Client::Hub(hub) => match hub.recv().await? {
+            HubMessage::Completion {
+                invocation_id,
+                result,
+                ..
+            } => {
+                if let CompletionResult::Error(error) = result {
+                    return Err(ClientError::Refused(error));
+                }
+                Ok(invocation_id
+                    .strip_prefix('b')
+                    .and_then(|seq| seq.parse().ok()))
+            }
+            _ => Ok(None),
+        },
+        Client::Raw(raw) => {
+            let frame = raw.recv().await?;
+            Ok(frame
+                .strip_prefix(&[BROADCAST_MARKER])
+                .and_then(|rest| std::str::from_utf8(rest).ok())
+                .and_then(|text| text.split(' ').nth(1))
+                .and_then(|seq| seq.parse().ok()))
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! `connect`: how fast authenticated connections open (negotiate, upgrade, handshake), and how
+//! many fail. The connections stay open until all attempts are done, then close.
+
+use super::{close_all, round, Outcome, Target};
+use crate::system::CpuMeter;
+use serde_json::json;
+
+pub async fn run(target: &Target, connections: usize) -> Result<Outcome, String> {
+    let identities = target.identities("user", connections, &["user"])?;
+    let server = target.server_pid.and_then(CpuMeter::start);
+    let generator = CpuMeter::start(std::process::id());
+    let established = target.establish(identities).await;
+    let server_cpu = server.and_then(|meter| meter.stop());
+    let generator_cpu = generator.and_then(|meter| meter.stop());
+    let rate = established.rate();
+    let summary = format!(
+        "{} of {connections} connected in {:.2} s: {:.0} connects/s, {} failures; connect p50 {:.1} ms, p99 {:.1} ms",
+        established.connections.len(),
+        established.elapsed.as_secs_f64(),
+        rate,
+        established.failures,
+        established.latency.p50_ms,
+        established.latency.p99_ms,
+    );
+    let mut figures = established.figures();
+    figures["attempted"] = json!(connections);
+    figures["server_cpu"] = json!(server_cpu);
+    figures["generator_cpu"] = json!(generator_cpu);
+    close_all(
+        established
+            .connections
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect(),
+    )
+    .await;
+    Ok(Outcome {
+        figures,
+        headline: Some(("connects_per_s", round(rate, 1))),
+        summary,
+    })
+}

@@ -1,0 +1,254 @@
+//! `echo`: round trips per second and their latency, each connection in a closed loop (one
+//! call outstanding, the next sent when the answer arrives). On Signet each call is `Echo` with a
+//! small object, then, on the same connections, `EchoSigned` with a freshly signed envelope
+//! around the same object; on the baseline each call is a frame echoed back.
+
+use super::{measure_cpu, round, Outcome, Target, Window, CALL_TIMEOUT};
+use crate::client::{bounded, Client, ClientError, HubClient, RawClient};
+use crate::credentials::Identity;
+use crate::stats::Latencies;
+use serde_json::{json, Value};
+use signet::envelope::{EnvelopeBuilder, MessageKey};
+use signet::protocol::CompletionResult;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EchoMode {
+    Plain,
+    Signed,
+    Both,
+}
+
+pub struct EchoOptions {
+    pub connections: usize,
+    pub warmup: Duration,
+    pub duration: Duration,
+    pub mode: EchoMode,
+    /// `expiry - issuedAt` of the envelopes signed for `EchoSigned`.
+    pub envelope_lifetime: Duration,
+}
+
+/// What one measured pass reports.
+struct Pass {
+    figures: Value,
+    rate: f64,
+}
+
+pub async fn run(target: &Target, options: &EchoOptions) -> Result<Outcome, String> {
+    let signed_wanted = options.mode != EchoMode::Plain && target.kind == super::TargetKind::Signet;
+    if signed_wanted
+        && !target
+            .credentials
+            .as_ref()
+            .is_some_and(|c| c.has_envelope_secret())
+    {
+        return Err(
+            "signed echo needs --envelope-secret (or SIGNET__ENVELOPE__SECRET); use --mode plain without it"
+                .into(),
+        );
+    }
+    let identities = target.identities("user", options.connections, &["user"])?;
+    let established = target.establish(identities).await;
+    let mut connections = established.connections;
+    let mut figures = json!({ "connect": {
+        "established": connections.len(),
+        "failures": established.failures,
+        "first_error": established.first_error,
+    }});
+    if connections.is_empty() {
+        return Err(format!(
+            "no connection opened: {}",
+            established.first_error.unwrap_or_default()
+        ));
+    }
+
+    let mut summary = Vec::new();
+    let mut headline = None;
+    let mut plain_rate = None;
+    if options.mode != EchoMode::Signed || target.kind == super::TargetKind::Baseline {
+        let (pass, back) = measure(target, connections, options, false).await;
+        connections = back;
+        summary.push(format!("plain {}", describe(&pass.figures)));
+        figures["plain"] = pass.figures;
+        headline = Some(("round_trips_per_s", round(pass.rate, 1)));
+        plain_rate = Some(pass.rate);
+    }
+    if signed_wanted {
+        let (pass, back) = measure(target, connections, options, true).await;
+        connections = back;
+        let mut line = format!("signed {}", describe(&pass.figures));
+        if let Some(plain) = plain_rate.filter(|rate| *rate > 0.0) {
+            let ratio = pass.rate / plain;
+            figures["signed_over_plain"] = json!(round(ratio, 3));
+            line.push_str(&format!(" ({:.0}% of plain)", ratio * 100.0));
+        }
+        summary.push(line);
+        figures["signed"] = pass.figures;
+        headline.get_or_insert(("round_trips_per_s", round(pass.rate, 1)));
+    }
+    super::close_all(connections.into_iter().map(|(c, _)| c).collect()).await;
+    Ok(Outcome {
+        figures,
+        headline,
+        summary: summary.join("; "),
+    })
+}
+
+fn describe(figures: &Value) -> String {
+    format!(
+        "{:.0} rt/s, p50 {} ms, p99 {} ms, p999 {} ms, {} errors",
+        figures["round_trips_per_s"].as_f64().unwrap_or(0.0),
+        figures["latency"]["p50_ms"],
+        figures["latency"]["p99_ms"],
+        figures["latency"]["p999_ms"],
+        figures["errors"],
+    )
+}
+
+/// Runs every connection's closed loop over one window; gives the connections back.
+async fn measure(
+    target: &Target,
+    connections: Vec<(Client, Option<Identity>)>,
+    options: &EchoOptions,
+    signed: bool,
+) -> (Pass, Vec<(Client, Option<Identity>)>) {
+    let window = Window::after(options.warmup, options.duration);
+    let server_cpu = measure_cpu(target.server_pid, window);
+    let generator_cpu = measure_cpu(Some(std::process::id()), window);
+    let latencies = Arc::new(Latencies::new());
+    let completed = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let first_error = Arc::new(Mutex::new(None::<String>));
+    let hub_path: Arc<str> = Arc::from(target.endpoint.path.as_str());
+    let lifetime = options.envelope_lifetime;
+    let mut tasks = tokio::task::JoinSet::new();
+    let started = connections.len();
+    for (index, (mut client, identity)) in connections.into_iter().enumerate() {
+        let latencies = latencies.clone();
+        let completed = completed.clone();
+        let errors = errors.clone();
+        let first_error = first_error.clone();
+        let hub_path = hub_path.clone();
+        tasks.spawn(async move {
+            let key = identity.as_ref().and_then(|i| i.message_key.clone());
+            let mut seq = 0u64;
+            let mut alive = true;
+            while Instant::now() < window.end {
+                seq += 1;
+                let began = Instant::now();
+                let call = round_trip(
+                    &mut client,
+                    seq,
+                    signed.then_some(key.as_ref()).flatten(),
+                    &hub_path,
+                    lifetime,
+                );
+                let result = bounded(CALL_TIMEOUT, call).await;
+                let ended = Instant::now();
+                let counted = window.contains(began) && window.contains(ended);
+                match result {
+                    Ok(None) if counted => {
+                        latencies.record(index, ended - began);
+                        completed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(None) => {}
+                    Ok(Some(error)) => {
+                        if counted {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                        remember(&first_error, error);
+                    }
+                    Err(err) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        remember(&first_error, format!("connection lost: {err}"));
+                        alive = false;
+                        break;
+                    }
+                }
+            }
+            alive.then_some((client, identity))
+        });
+    }
+    let mut back = Vec::with_capacity(started);
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok(Some(connection)) = joined {
+            back.push(connection);
+        }
+    }
+    let server_cpu = server_cpu.await.ok().flatten();
+    let generator_cpu = generator_cpu.await.ok().flatten();
+    let count = completed.load(Ordering::Relaxed);
+    let rate = count as f64 / window.seconds();
+    let first_error = first_error.lock().ok().and_then(|e| e.clone());
+    let figures = json!({
+        "connections": started,
+        "duration_s": window.seconds(),
+        "round_trips": count,
+        "round_trips_per_s": round(rate, 1),
+        "latency": latencies.summary(),
+        "errors": errors.load(Ordering::Relaxed),
+        "first_error": first_error,
+        "connections_lost": started - back.len(),
+        "server_cpu": server_cpu,
+        "generator_cpu": generator_cpu,
+        "round_trips_per_server_cpu_s": server_cpu
+            .filter(|cpu| cpu.cpu_s > 0.0)
+            .map(|cpu| round(count as f64 / cpu.cpu_s, 0)),
+    });
+    (Pass { figures, rate }, back)
+}
+
+fn remember(slot: &Mutex<Option<String>>, error: String) {
+    if let Ok(mut slot) = slot.lock() {
+        slot.get_or_insert(error);
+    }
+}
+
+/// One call and its answer. `Ok(None)` is success, `Ok(Some(text))` an error the server
+/// answered with (the connection stays usable), `Err` a lost connection.
+async fn round_trip(
+    client: &mut Client,
+    seq: u64,
+    key: Option<&MessageKey>,
+    hub_path: &str,
+    lifetime: Duration,
+) -> Result<Option<String>, ClientError> {
+    match client {
+        Client::Hub(hub) => hub_round_trip(hub, seq, key, hub_path, lifetime).await,
+        Client::Raw(raw) => raw_round_trip(raw, seq).await,
+    }
+}
+
+async fn hub_round_trip(
+    hub: &mut HubClient,
+    seq: u64,
+    key: Option<&MessageKey>,
+    hub_path: &str,
+    lifetime: Duration,
+) -> Result<Option<String>, ClientError> {
+    let (target, argument) = match key {
+        Some(key) => {
+            let message = format!("{{\"seq\":{seq},\"text\":\"hello\"}}");
+            let envelope = EnvelopeBuilder::new(key, hub_path, "EchoSigned")
+                .lifetime(lifetime)
+                .build(&message);
+            ("EchoSigned", envelope)
+        }
+        None => ("Echo", json!({ "seq": seq, "text": "hello" })),
+    };
+    let id = seq.to_string();
+    match hub.invoke(&id, target, vec![argument]).await? {
+        CompletionResult::Error(error) => Ok(Some(error)),
+        CompletionResult::Result(_) | CompletionResult::Void => Ok(None),
+    }
+}
+
+async fn raw_round_trip(raw: &mut RawClient, seq: u64) -> Result<Option<String>, ClientError> {
+    let payload = format!("{{\"seq\":{seq},\"text\":\"hello\"}}");
+    let expected = payload.len();
+    raw.send(payload.into_bytes()).await?;
+    let echoed = raw.recv().await?;
+    Ok((echoed.len() != expected).then(|| "the echo differs from what was sent".to_string()))
+}

@@ -1,0 +1,255 @@
+//! The scenarios. Each is written once against [`Client`] and runs against Signet or the
+//! baseline; each returns its figures as JSON plus a one-line summary and, where there is one, a
+//! headline rate that `--compare` divides by the baseline's.
+
+pub mod broadcast;
+pub mod command;
+pub mod connect;
+pub mod echo;
+pub mod idle;
+
+use crate::client::{bounded, Client, ClientError, Endpoint, HubClient, RawClient, SourceAddrs};
+use crate::credentials::{Credentials, Identity};
+use crate::stats::{Latencies, LatencySummary};
+use serde_json::Value;
+use signet::protocol::HubProtocol;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// Longest a single connection attempt (TCP, negotiate, upgrade, handshake) may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest any single request/response exchange may take before the connection counts as failed.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Which server a run drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    Signet,
+    Baseline,
+}
+
+impl TargetKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Signet => "signet",
+            Self::Baseline => "baseline",
+        }
+    }
+}
+
+/// Everything a scenario needs to know about the server it drives and how to connect.
+#[derive(Clone)]
+pub struct Target {
+    pub kind: TargetKind,
+    pub endpoint: Endpoint,
+    pub protocol: HubProtocol,
+    pub skip_negotiation: bool,
+    pub sources: SourceAddrs,
+    pub connect_concurrency: usize,
+    /// Signet's secrets; unused for the baseline.
+    pub credentials: Option<Arc<Credentials>>,
+    /// The server's process, for memory and CPU figures.
+    pub server_pid: Option<u32>,
+    /// Distinct users the connections are spread over.
+    pub users: usize,
+}
+
+/// What a scenario reports.
+pub struct Outcome {
+    pub figures: Value,
+    /// The rate `--compare` divides by the baseline's, e.g. `("round_trips_per_s", 1234.0)`.
+    pub headline: Option<(&'static str, f64)>,
+    pub summary: String,
+}
+
+impl Target {
+    /// Mints the identities of `count` connections of `kind` (`user`, `admin`) with `roles`.
+    pub fn identities(
+        &self,
+        kind: &str,
+        count: usize,
+        roles: &[&str],
+    ) -> Result<Vec<Option<Identity>>, String> {
+        match &self.credentials {
+            None if self.kind == TargetKind::Signet => {
+                Err("Signet needs --jwt-secret (or SIGNET__JWT__SECRET)".into())
+            }
+            None => Ok((0..count).map(|_| None).collect()),
+            Some(credentials) => (0..count)
+                .map(|i| {
+                    credentials
+                        .identity(kind, i, self.users, roles)
+                        .map(Some)
+                        .map_err(|e| format!("cannot mint a token: {e}"))
+                })
+                .collect(),
+        }
+    }
+
+    /// Opens connection number `index` (its number picks the source address).
+    pub async fn open(
+        &self,
+        index: usize,
+        identity: Option<&Identity>,
+    ) -> Result<Client, ClientError> {
+        let source = self.sources.for_index(index);
+        match (self.kind, identity) {
+            (TargetKind::Signet, Some(identity)) => HubClient::connect(
+                &self.endpoint,
+                source,
+                &identity.token,
+                self.protocol,
+                self.skip_negotiation,
+            )
+            .await
+            .map(Client::Hub),
+            (TargetKind::Signet, None) => Err(ClientError::Handshake("no token".into())),
+            (TargetKind::Baseline, _) => {
+                let binary = self.protocol == HubProtocol::MessagePack;
+                RawClient::connect(&self.endpoint, source, binary)
+                    .await
+                    .map(Client::Raw)
+            }
+        }
+    }
+
+    /// Opens one connection per identity, at most `connect_concurrency` at a time, each on its
+    /// own task so the generator's threads share the client-side work.
+    pub async fn establish(&self, identities: Vec<Option<Identity>>) -> Established {
+        self.establish_from(0, identities).await
+    }
+
+    /// As [`Target::establish`], numbering connections from `first` (for source addresses).
+    pub async fn establish_from(
+        &self,
+        first: usize,
+        identities: Vec<Option<Identity>>,
+    ) -> Established {
+        let count = identities.len();
+        let permits = Arc::new(Semaphore::new(self.connect_concurrency.max(1)));
+        let latencies = Arc::new(Latencies::new());
+        let started = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for (offset, identity) in identities.into_iter().enumerate() {
+            let target = self.clone();
+            let permits = permits.clone();
+            let latencies = latencies.clone();
+            tasks.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                let began = Instant::now();
+                let index = first + offset;
+                let result = bounded(CONNECT_TIMEOUT, target.open(index, identity.as_ref())).await;
+                if result.is_ok() {
+                    latencies.record(index, began.elapsed());
+                }
+                (offset, result, identity)
+            });
+        }
+        let mut slots: Vec<Option<(Client, Option<Identity>)>> = (0..count).map(|_| None).collect();
+        let mut failures = 0;
+        let mut first_error = None;
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok((offset, Ok(client), identity)) => slots[offset] = Some((client, identity)),
+                Ok((_, Err(err), _)) => {
+                    failures += 1;
+                    first_error.get_or_insert_with(|| err.to_string());
+                }
+                Err(err) => {
+                    failures += 1;
+                    first_error.get_or_insert_with(|| err.to_string());
+                }
+            }
+        }
+        let elapsed = started.elapsed();
+        Established {
+            connections: slots.into_iter().flatten().collect(),
+            failures,
+            first_error,
+            elapsed,
+            latency: latencies.summary(),
+        }
+    }
+}
+
+/// The connections a batch of attempts produced, and how the attempts went.
+pub struct Established {
+    /// Each open connection with the identity it was opened with.
+    pub connections: Vec<(Client, Option<Identity>)>,
+    pub failures: usize,
+    pub first_error: Option<String>,
+    pub elapsed: Duration,
+    pub latency: LatencySummary,
+}
+
+impl Established {
+    pub fn rate(&self) -> f64 {
+        self.connections.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    pub fn figures(&self) -> Value {
+        serde_json::json!({
+            "established": self.connections.len(),
+            "failures": self.failures,
+            "first_error": self.first_error,
+            "elapsed_s": round(self.elapsed.as_secs_f64(), 3),
+            "connects_per_s": round(self.rate(), 1),
+            "connect_latency": self.latency,
+        })
+    }
+}
+
+/// Closes every connection politely, a bounded number at a time.
+pub async fn close_all(connections: Vec<Client>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for client in connections {
+        tasks.spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(2), client.close()).await;
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// The measurement window of a timed scenario: a warm-up, then the measured part.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub start: Instant,
+    pub end: Instant,
+}
+
+impl Window {
+    pub fn after(warmup: Duration, duration: Duration) -> Self {
+        let start = Instant::now() + warmup;
+        Self {
+            start,
+            end: start + duration,
+        }
+    }
+
+    pub fn contains(&self, at: Instant) -> bool {
+        at >= self.start && at <= self.end
+    }
+
+    pub fn seconds(&self) -> f64 {
+        (self.end - self.start).as_secs_f64()
+    }
+}
+
+/// Server CPU over a window, measured by a task that wakes at its start and end.
+pub fn measure_cpu(
+    pid: Option<u32>,
+    window: Window,
+) -> tokio::task::JoinHandle<Option<crate::system::CpuUse>> {
+    tokio::spawn(async move {
+        tokio::time::sleep_until(window.start.into()).await;
+        let meter = crate::system::CpuMeter::start(pid?)?;
+        tokio::time::sleep_until(window.end.into()).await;
+        meter.stop()
+    })
+}
+
+pub fn round(value: f64, decimals: i32) -> f64 {
+    let scale = 10f64.powi(decimals);
+    (value * scale).round() / scale
+}

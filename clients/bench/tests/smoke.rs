@@ -1,0 +1,191 @@
+//! A short run of every scenario, so the load generator cannot rot: a real Signet server started
+//! in-process on port 0 (as the server's own integration tests do) and the baseline server, each
+//! driven by the `signet-bench` binary for about a second with 20 connections. The figures mean
+//! nothing here (debug build, tiny N, a busy machine); the test checks that each scenario runs,
+//! prints one JSON line and did real work. Benchmarks are never assertions.
+
+use serde_json::Value;
+use signet::startup::Application;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const JWT_SECRET: &str = "smoke-jwt-secret-0123456789-abcdefghijklmnopqrstuvwxyz";
+const ENVELOPE_SECRET: &str = "smoke-envelope-secret-0123456789-abcdefghijklmnopqrstuvwxyz";
+/// Bounds one scenario run, so a hang fails the test instead of stalling the suite.
+const RUN_DEADLINE: Duration = Duration::from_secs(60);
+const CONNECTIONS: &str = "20";
+
+/// Starts Signet on its own actix system in a background thread; returns its address.
+fn start_signet(data_dir: &Path) -> SocketAddr {
+    let env = [
+        ("SIGNET__SERVER__LISTEN", "127.0.0.1:0"),
+        ("SIGNET__SERVER__DATA_DIR", &data_dir.display().to_string()),
+        ("SIGNET__SERVER__WORKERS", "1"),
+        ("SIGNET__JWT__SECRET", JWT_SECRET),
+        ("SIGNET__ENVELOPE__SECRET", ENVELOPE_SECRET),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()));
+    let settings = signet::settings::load_from_str("", Path::new("smoke"), env).expect("settings");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let app = Application::build(settings).await.expect("server builds");
+            tx.send(app.address()).expect("test is waiting");
+            let _ = app.run_until_stopped().await;
+        })
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("signet started")
+}
+
+fn start_baseline() -> SocketAddr {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let (address, server) =
+                signet_bench::baseline::bind("127.0.0.1:0".parse().expect("address"), 1)
+                    .expect("baseline binds");
+            tx.send(address).expect("test is waiting");
+            let _ = server.await;
+        })
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("baseline started")
+}
+
+/// Runs `signet-bench <args>` and returns its JSON line.
+fn bench(args: &[&str]) -> Value {
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_signet-bench"))
+        .args(args)
+        .args(["--threads", "1", "--source-addrs", "2"])
+        .env("SIGNET__JWT__SECRET", JWT_SECRET)
+        .env("SIGNET__ENVELOPE__SECRET", ENVELOPE_SECRET)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("signet-bench starts");
+    loop {
+        match child.try_wait().expect("status") {
+            Some(_) => break,
+            None if started.elapsed() > RUN_DEADLINE => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("signet-bench {args:?} did not finish within {RUN_DEADLINE:?}");
+            }
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    let output = child.wait_with_output().expect("output");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!(
+        "signet-bench {} ({:.1} s)\n{stderr}",
+        args.join(" "),
+        started.elapsed().as_secs_f64()
+    );
+    let line = stdout.lines().last().unwrap_or_default();
+    let value: Value = serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}\nstderr: {stderr}"));
+    assert!(
+        output.status.success() && value.get("error").is_none(),
+        "signet-bench {args:?} failed: {value}\nstderr: {stderr}"
+    );
+    value
+}
+
+fn number(value: &Value, pointer: &str) -> f64 {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("{pointer} missing in {value}"))
+}
+
+#[test]
+fn every_scenario_runs_against_signet_and_the_baseline() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let signet = format!("http://{}", start_signet(data_dir.path()));
+    let baseline = format!("http://{}", start_baseline());
+    let pid = std::process::id().to_string();
+    let short = ["--warmup", "200ms", "--duration", "1s"];
+
+    // connect, with --compare: a baseline server in a child process, and the ratio.
+    let line = bench(&["connect", "--url", &signet, "-c", CONNECTIONS, "--compare"]);
+    assert_eq!(number(&line, "/established"), 20.0);
+    assert_eq!(number(&line, "/failures"), 0.0);
+    assert!(number(&line, "/connects_per_s") > 0.0);
+    assert_eq!(number(&line, "/baseline/established"), 20.0);
+    assert!(number(&line, "/ratio_to_baseline/ratio") > 0.0);
+
+    // idle: the in-process server's pid is this test's, so only the shape is checked.
+    for url in [&signet, &baseline] {
+        let mut args = vec!["idle", "--url", url, "-c", CONNECTIONS];
+        args.extend(["--settle", "100ms", "--hold", "500ms", "--server-pid", &pid]);
+        if url == &baseline {
+            args.push("--baseline");
+        }
+        let line = bench(&args);
+        assert_eq!(number(&line, "/held"), 20.0, "{line}");
+        assert!(line["server_rss_kib"]["after"].is_u64(), "{line}");
+        assert!(line["server_cpu_idle"]["cpu_s"].is_f64(), "{line}");
+    }
+
+    // echo, plain and signed, over JSON and MessagePack.
+    for protocol in ["json", "messagepack"] {
+        let mut args = vec!["echo", "--url", &signet, "-c", CONNECTIONS];
+        args.extend(["--protocol", protocol]);
+        args.extend(short);
+        let line = bench(&args);
+        for mode in ["plain", "signed"] {
+            assert!(
+                number(&line, &format!("/{mode}/round_trips")) > 0.0,
+                "{line}"
+            );
+            assert_eq!(number(&line, &format!("/{mode}/errors")), 0.0, "{line}");
+            assert!(number(&line, &format!("/{mode}/latency/p99_ms")) > 0.0);
+        }
+    }
+    let mut args = vec!["echo", "--url", &baseline, "--baseline", "-c", CONNECTIONS];
+    args.extend(short);
+    let line = bench(&args);
+    assert!(number(&line, "/plain/round_trips") > 0.0, "{line}");
+
+    // broadcast: every receiver gets every broadcast.
+    for (url, protocol, is_baseline) in [
+        (&signet, "json", false),
+        (&signet, "messagepack", false),
+        (&baseline, "json", true),
+    ] {
+        let mut args = vec!["broadcast", "--url", url, "-c", CONNECTIONS];
+        args.extend(["--protocol", protocol]);
+        args.extend(short);
+        if is_baseline {
+            args.push("--baseline");
+        }
+        let line = bench(&args);
+        assert!(number(&line, "/deliveries_in_window") > 0.0, "{line}");
+        assert_eq!(number(&line, "/receivers_lost"), 0.0, "{line}");
+        assert_eq!(
+            number(&line, "/delivered"),
+            number(&line, "/expected_deliveries"),
+            "{line}"
+        );
+        assert!(number(&line, "/delivery_latency/p99_ms") > 0.0);
+    }
+
+    // command: the bootstrap admin logs in, provisions devices, commands them and gets results.
+    let password = std::fs::read_to_string(data_dir.path().join("initial-admin-password"))
+        .expect("the first start wrote the bootstrap admin's password");
+    let mut args = vec!["command", "--url", &signet, "-c", "2", "--devices", "4"];
+    args.extend(short);
+    args.extend(["--password", password.trim()]);
+    let line = bench(&args);
+    assert_eq!(line["available"], true, "{line}");
+    assert!(number(&line, "/round_trips") > 0.0, "{line}");
+    assert_eq!(number(&line, "/errors"), 0.0, "{line}");
+    assert!(number(&line, "/latency/p99_ms") > 0.0);
+}
