@@ -12,7 +12,7 @@ use serde_json::json;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The suite takes well under a minute; this only stops a hung run.
 const SUITE_DEADLINE: Duration = Duration::from_secs(150);
@@ -149,21 +149,9 @@ async fn the_console_and_the_official_browser_client_work_in_chromium() {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut node = NodeRun::start(command);
-
-    let started = Instant::now();
-    let status = loop {
-        match node.child.try_wait().expect("node's status") {
-            Some(status) => break status,
-            None if started.elapsed() > SUITE_DEADLINE => {
-                panic!("the browser suite did not finish within {SUITE_DEADLINE:?}")
-            }
-            // The server runs on this test's runtime: wait without blocking it.
-            None => actix_web::rt::time::sleep(Duration::from_millis(50)).await,
-        }
-    };
-    node.finish_output();
-    println!("browser suite: {:.1} s", started.elapsed().as_secs_f64());
+    let status = NodeRun::start(command)
+        .wait("the browser suite", SUITE_DEADLINE)
+        .await;
     assert!(
         status.success(),
         "the browser suite failed ({status}); node's report is above"

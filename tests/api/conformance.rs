@@ -71,20 +71,9 @@ async fn official_signalr_client_passes_the_conformance_suite() {
                 .env("SIGNET_LOGIN_PASSWORD", password);
         }
     }
-    let mut node = NodeRun::start(command);
-
-    let started = Instant::now();
-    let status = loop {
-        match node.child.try_wait().expect("node's status") {
-            Some(status) => break status,
-            None if started.elapsed() > SUITE_DEADLINE => {
-                panic!("the conformance suite did not finish within {SUITE_DEADLINE:?}")
-            }
-            // The server runs on this test's runtime: wait without blocking it.
-            None => actix_web::rt::time::sleep(Duration::from_millis(50)).await,
-        }
-    };
-    node.finish_output();
+    let status = NodeRun::start(command)
+        .wait("the conformance suite", SUITE_DEADLINE)
+        .await;
     assert!(
         status.success(),
         "the official SignalR client failed the conformance suite ({status}); node's report is above"
@@ -114,6 +103,24 @@ impl NodeRun {
     }
 
     /// Waits for the forwarders to reach the end of node's output.
+    /// Waits for node without blocking the runtime the server runs on, then forwards the rest
+    /// of its output; panics naming `what` if it takes longer than `deadline`.
+    pub(crate) async fn wait(mut self, what: &str, deadline: Duration) -> std::process::ExitStatus {
+        let started = Instant::now();
+        let status = loop {
+            match self.child.try_wait().expect("node's status") {
+                Some(status) => break status,
+                None if started.elapsed() > deadline => {
+                    panic!("{what} did not finish within {deadline:?}")
+                }
+                None => actix_web::rt::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        self.finish_output();
+        println!("{what}: {:.1} s", started.elapsed().as_secs_f64());
+        status
+    }
+
     pub(crate) fn finish_output(&mut self) {
         for forwarder in self.forwarders.drain(..) {
             let _ = forwarder.join();
