@@ -12,6 +12,7 @@
 //! users see the same messages as with a .NET server.
 
 use serde::Deserialize;
+use std::borrow::Cow;
 
 use super::json::RECORD_SEPARATOR;
 use super::{HubProtocol, TransferFormat};
@@ -122,8 +123,7 @@ fn write_json_string(out: &mut Vec<u8>, text: &str) {
 /// checks it against what this server and transport allow.
 #[derive(Debug)]
 pub struct HandshakeDecoder {
-    buffer: Vec<u8>,
-    max_message_size: usize,
+    record: RecordBuffer,
     json_enabled: bool,
     msgpack_enabled: bool,
     binary_transport: bool,
@@ -134,8 +134,7 @@ impl HandshakeDecoder {
     /// `max_message_size` bounds the request, separator excluded.
     pub fn new(max_message_size: usize) -> Self {
         Self {
-            buffer: Vec::new(),
-            max_message_size,
+            record: RecordBuffer::new(max_message_size),
             json_enabled: true,
             msgpack_enabled: true,
             binary_transport: true,
@@ -160,34 +159,15 @@ impl HandshakeDecoder {
     /// `Ok(None)` means the request is not complete yet. Once it returns
     /// `Ok(Some(_))` or an error the handshake is over and the decoder is spent.
     pub fn feed(&mut self, frame: &[u8]) -> Result<Option<Handshake>, HandshakeError> {
-        let too_large = HandshakeError::TooLarge {
-            limit: self.max_message_size,
-        };
-        let Some(separator) = frame.iter().position(|&b| b == RECORD_SEPARATOR) else {
-            if self.buffer.len().saturating_add(frame.len()) > self.max_message_size {
-                self.buffer = Vec::new();
-                return Err(too_large);
-            }
-            self.buffer.extend_from_slice(frame);
+        let Some((record, remaining)) = self.record.push(frame)? else {
             return Ok(None);
         };
-        if self.buffer.len().saturating_add(separator) > self.max_message_size {
-            self.buffer = Vec::new();
-            return Err(too_large);
-        }
-        let buffered = std::mem::take(&mut self.buffer);
-        let request = if buffered.is_empty() {
-            parse_request(&frame[..separator])
-        } else {
-            let mut record = buffered;
-            record.extend_from_slice(&frame[..separator]);
-            parse_request(&record)
-        }?;
+        let request = parse_request(&record)?;
         let protocol = self.resolve(request.protocol, request.version)?;
         Ok(Some(Handshake {
             protocol,
             version: request.version,
-            remaining: frame[separator + 1..].to_vec(),
+            remaining: remaining.to_vec(),
         }))
     }
 
@@ -273,44 +253,75 @@ pub struct HandshakeResponse {
 /// even for MessagePack) from the first frames of a connection.
 #[derive(Debug)]
 pub struct HandshakeResponseDecoder {
-    buffer: Vec<u8>,
-    max_message_size: usize,
+    record: RecordBuffer,
 }
 
 impl HandshakeResponseDecoder {
     /// `max_message_size` bounds the response, separator excluded.
     pub fn new(max_message_size: usize) -> Self {
         Self {
-            buffer: Vec::new(),
-            max_message_size,
+            record: RecordBuffer::new(max_message_size),
         }
     }
 
     /// Adds one received frame. `Ok(None)` means the response is not complete yet; after
     /// `Ok(Some(_))` or an error the decoder is spent.
     pub fn feed(&mut self, frame: &[u8]) -> Result<Option<HandshakeResponse>, HandshakeError> {
-        let too_large = HandshakeError::TooLarge {
-            limit: self.max_message_size,
+        let Some((record, remaining)) = self.record.push(frame)? else {
+            return Ok(None);
         };
+        let error = parse_response(&record)?;
+        Ok(Some(HandshakeResponse {
+            error,
+            remaining: remaining.to_vec(),
+        }))
+    }
+}
+
+/// A complete handshake record and the bytes that followed it in its frame.
+type Record<'f> = (Cow<'f, [u8]>, &'f [u8]);
+
+/// Collects the one record a handshake side sends, terminated by `0x1E`, from as many frames
+/// as it takes; bounded by a maximum size, separator excluded. Both handshake decoders use it.
+#[derive(Debug)]
+struct RecordBuffer {
+    buffer: Vec<u8>,
+    max: usize,
+}
+
+impl RecordBuffer {
+    fn new(max: usize) -> Self {
+        Self {
+            buffer: Vec::new(),
+            max,
+        }
+    }
+
+    /// `Ok(None)` until the separator arrives; then the record (separator excluded, borrowed
+    /// from the frame when it came whole) and the bytes after it.
+    fn push<'f>(&mut self, frame: &'f [u8]) -> Result<Option<Record<'f>>, HandshakeError> {
+        let too_large = HandshakeError::TooLarge { limit: self.max };
         let Some(separator) = frame.iter().position(|&b| b == RECORD_SEPARATOR) else {
-            if self.buffer.len().saturating_add(frame.len()) > self.max_message_size {
+            if self.buffer.len().saturating_add(frame.len()) > self.max {
                 self.buffer = Vec::new();
                 return Err(too_large);
             }
             self.buffer.extend_from_slice(frame);
             return Ok(None);
         };
-        if self.buffer.len().saturating_add(separator) > self.max_message_size {
+        if self.buffer.len().saturating_add(separator) > self.max {
             self.buffer = Vec::new();
             return Err(too_large);
         }
-        let mut record = std::mem::take(&mut self.buffer);
-        record.extend_from_slice(&frame[..separator]);
-        let error = parse_response(&record)?;
-        Ok(Some(HandshakeResponse {
-            error,
-            remaining: frame[separator + 1..].to_vec(),
-        }))
+        let buffered = std::mem::take(&mut self.buffer);
+        let record = if buffered.is_empty() {
+            Cow::Borrowed(&frame[..separator])
+        } else {
+            let mut record = buffered;
+            record.extend_from_slice(&frame[..separator]);
+            Cow::Owned(record)
+        };
+        Ok(Some((record, &frame[separator + 1..])))
     }
 }
 
