@@ -33,6 +33,13 @@ if [ "${SIGNET_SKIP_BROWSER_TESTS:-}" != "1" ]; then
   echo "== npm ci tests/browser (playwright-core, which drives that Chromium)"
   npm ci --prefix tests/browser --no-audit --no-fund
 fi
+echo "== python venv target/python-venv (the Python clients some tests drive; tests/python/requirements.txt)"
+venv="$PWD/target/python-venv"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+export SIGNET_PYTHON="$venv/bin/python"
 echo "== cargo test"
 cargo test --workspace
 
