@@ -472,3 +472,37 @@ async fn a_close_message_from_the_client_ends_the_connection_cleanly() {
     other.assert_echo("after a client close").await;
     server.assert_healthy().await;
 }
+
+#[actix_web::test]
+async fn websocket_pings_get_a_pong_with_their_payload() {
+    let server = spawn_hub(&[]).await;
+    let mut client = server.open(&user_token("pinger")).await;
+    client.ping_for_pong(b"are you there", PROMPT).await;
+    // An empty payload is a Ping too.
+    client.ping_for_pong(b"", PROMPT).await;
+    client.assert_echo("after pings").await;
+}
+
+#[actix_web::test]
+async fn a_busy_hub_still_answers_websocket_pings() {
+    let server = spawn_hub(&[]).await;
+    let mut client = server.open(&user_token("busy")).await;
+    // A stream in progress and a burst of calls the client does not read answers to: the
+    // session is working through them when the Ping arrives behind them on the socket.
+    client
+        .invoke_stream("stream", "Counter", json!([50, 20]))
+        .await;
+    for i in 0..200 {
+        client
+            .invoke(&format!("burst-{i}"), "Echo", json!([i]))
+            .await;
+    }
+    let sent = Instant::now();
+    client.ping_for_pong(b"busy?", PROMPT).await;
+    println!("pong after {:?} behind 200 calls", sent.elapsed());
+    for i in 0..200 {
+        let completion = client.completion(&format!("burst-{i}")).await;
+        assert_eq!(completion["result"], i);
+    }
+    server.assert_healthy().await;
+}
