@@ -470,7 +470,12 @@ impl Session {
         let hub = self.hub.clone();
         let Some(method) = hub.method(&target) else {
             if let Some(id) = &invocation_id {
-                let text = format!("Unknown hub method '{target}'");
+                // ASP.NET Core finds the method while binding the arguments, so an unknown one is
+                // a binding failure with a HubException, shown even without detailed errors.
+                let text = format!(
+                    "Failed to invoke '{target}' due to an error on the server. \
+                     HubException: Method does not exist."
+                );
                 self.reply(id, CompletionResult::Error(text)).await;
             }
             return None;
@@ -617,7 +622,10 @@ impl Session {
         }
     }
 
-    /// Every check before a method runs, in ASP.NET Core's order; `Err` is the completion text.
+    /// Every check before a method runs; `Err` is the completion text. The texts are ASP.NET
+    /// Core's; the order is too, except that ASP.NET Core binds the arguments first (in its
+    /// protocol reader) and Signet checks the caller's roles first, so that a caller without
+    /// them learns nothing about a method's parameters.
     fn check_call(
         &self,
         method: &Method,
@@ -687,7 +695,8 @@ impl Session {
             .find_map(|(i, (param, value))| (!param.accepts(value)).then_some((i, param)))
         {
             let err = HubError::Binding(format!(
-                "Error binding arguments. Argument {index} must be {}.",
+                "Error binding arguments. Make sure that the types of the provided values match \
+                 the types of the hub method being invoked. Argument {index} must be {}.",
                 param.name()
             ));
             return Err(err.completion_text(target, detailed));

@@ -347,7 +347,7 @@ async fn an_unknown_method_gets_the_signalr_error() {
     let mut client = server.open(&user_token("alice")).await;
     assert_eq!(
         client.call_error("1", "Nope", json!([])).await,
-        "Unknown hub method 'Nope'"
+        "Failed to invoke 'Nope' due to an error on the server. HubException: Method does not exist."
     );
     // Method names are case-insensitive, as in ASP.NET Core.
     assert_eq!(
@@ -409,6 +409,18 @@ async fn detailed_errors_add_the_binding_detail() {
         client.call_error("1", "Echo", json!([])).await,
         "Failed to invoke 'Echo' due to an error on the server. InvalidDataException: \
          Invocation provides 0 argument(s) but target expects 1."
+    );
+    // ASP.NET Core's binding sentence, then which argument was wrong.
+    assert_eq!(
+        client.call_error("2", "RefreshToken", json!([42])).await,
+        "Failed to invoke 'RefreshToken' due to an error on the server. InvalidDataException: \
+         Error binding arguments. Make sure that the types of the provided values match the types \
+         of the hub method being invoked. Argument 0 must be a string."
+    );
+    // A HubException is shown whether or not details are on.
+    assert_eq!(
+        client.call_error("3", "Nope", json!([])).await,
+        "Failed to invoke 'Nope' due to an error on the server. HubException: Method does not exist."
     );
     server.assert_healthy().await;
 }
