@@ -371,6 +371,27 @@ impl Session {
                 Err(ProtocolError::UnknownMessageType(kind)) => {
                     tracing::debug!(connection = %self.connection.id, kind, "ignoring a message of unknown type");
                 }
+                Err(ProtocolError::InvocationBinding {
+                    invocation_id,
+                    target,
+                    detail,
+                }) => {
+                    // Still an invocation the client counted, as ASP.NET Core's binding
+                    // failure message is.
+                    if let Some(received) = &mut self.received {
+                        if !received.accept(true, false) {
+                            continue;
+                        }
+                    }
+                    if let Some(id) = invocation_id {
+                        let text = match self.hub.method(&target) {
+                            None => unknown_method(&target),
+                            Some(method) => HubError::Binding(detail.to_string())
+                                .completion_text(method.spec.name, self.limits.detailed_errors),
+                        };
+                        self.reply(&id, CompletionResult::Error(text)).await;
+                    }
+                }
                 Err(err) => return Some(protocol_close(err)),
             }
         }
@@ -470,13 +491,8 @@ impl Session {
         let hub = self.hub.clone();
         let Some(method) = hub.method(&target) else {
             if let Some(id) = &invocation_id {
-                // ASP.NET Core finds the method while binding the arguments, so an unknown one is
-                // a binding failure with a HubException, shown even without detailed errors.
-                let text = format!(
-                    "Failed to invoke '{target}' due to an error on the server. \
-                     HubException: Method does not exist."
-                );
-                self.reply(id, CompletionResult::Error(text)).await;
+                self.reply(id, CompletionResult::Error(unknown_method(&target)))
+                    .await;
             }
             return None;
         };
@@ -795,6 +811,12 @@ async fn send_message(
             false
         }
     }
+}
+
+/// ASP.NET Core finds the method while binding the arguments, so an unknown one is a binding
+/// failure with a HubException, whose text is shown even without detailed errors.
+fn unknown_method(target: &str) -> String {
+    format!("Failed to invoke '{target}' due to an error on the server. HubException: Method does not exist.")
 }
 
 fn protocol_close(err: ProtocolError) -> CloseReason {
