@@ -330,10 +330,7 @@ pub fn parse_message(body: &[u8]) -> Result<HubMessage, ProtocolError> {
         MessageType::Invocation => {
             let headers = fields.headers()?;
             let invocation_id = fields.optional_str("invocationId")?;
-            let target = fields.required_str("target")?;
-            let arguments = fields.arguments()?;
-            let stream_ids = fields.stream_ids()?;
-            fields.bound(invocation_id.as_deref(), &target)?;
+            let (target, arguments, stream_ids) = fields.call(invocation_id.as_deref())?;
             HubMessage::Invocation {
                 headers,
                 invocation_id,
@@ -345,10 +342,7 @@ pub fn parse_message(body: &[u8]) -> Result<HubMessage, ProtocolError> {
         MessageType::StreamInvocation => {
             let headers = fields.headers()?;
             let invocation_id = fields.required_str("invocationId")?;
-            let target = fields.required_str("target")?;
-            let arguments = fields.arguments()?;
-            let stream_ids = fields.stream_ids()?;
-            fields.bound(Some(&invocation_id), &target)?;
+            let (target, arguments, stream_ids) = fields.call(Some(&invocation_id))?;
             HubMessage::StreamInvocation {
                 headers,
                 invocation_id,
@@ -517,19 +511,26 @@ impl Fields<'_> {
         Ok(value)
     }
 
-    /// After an invocation was read: a binding failure if an argument held a str that is not
-    /// UTF-8, which fails that invocation only, as ASP.NET Core's binding failures do.
-    fn bound(&self, invocation_id: Option<&str>, target: &str) -> Result<(), ProtocolError> {
+    /// The target, arguments and stream ids of an Invocation or StreamInvocation. An argument
+    /// holding a str that is not UTF-8 fails that invocation only (a binding failure, as in
+    /// ASP.NET Core), once the whole message has been read.
+    fn call(
+        &mut self,
+        invocation_id: Option<&str>,
+    ) -> Result<(String, Vec<Value>, Vec<String>), ProtocolError> {
+        let target = self.required_str("target")?;
+        let arguments = self.arguments()?;
+        let stream_ids = self.stream_ids()?;
         if self.reader.invalid_utf8() {
             return Err(ProtocolError::InvocationBinding {
                 invocation_id: invocation_id
                     .filter(|id| !id.is_empty())
                     .map(str::to_string),
-                target: target.to_string(),
+                target,
                 detail: "an argument holds a string that is not valid UTF-8",
             });
         }
-        Ok(())
+        Ok((target, arguments, stream_ids))
     }
 
     fn arguments(&mut self) -> Result<Vec<Value>, ProtocolError> {
