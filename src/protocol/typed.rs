@@ -132,7 +132,7 @@ impl Serialize for JsonPayloads<'_> {
 
 /// `Date.toISOString()` text for a Unix time (nine fraction digits when the nanoseconds are not
 /// whole milliseconds); `None` outside years 0000..=9999 or for nanoseconds of a second or more.
-pub(crate) fn format_iso8601(seconds: i64, nanos: u32) -> Option<String> {
+fn format_iso8601(seconds: i64, nanos: u32) -> Option<String> {
     const FIRST: i64 = -62_167_219_200; // 0000-01-01T00:00:00Z
     const LAST: i64 = 253_402_300_799; // 9999-12-31T23:59:59Z
     if !(FIRST..=LAST).contains(&seconds) || nanos >= 1_000_000_000 {
