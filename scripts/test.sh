@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, then every Rust test (unit and integration, including
-# the official-client conformance suite in tests/conformance, which needs Node.js 20+ and npm,
+# the official-client conformance suite in tests/conformance and the client matrix in
+# tests/clients, which need Node.js 20+ and npm,
 # and the browser suite in tests/browser, which needs Debian's chromium: installed here with
 # apt-get when missing if this runs as root; SIGNET_SKIP_BROWSER_TESTS=1 skips that suite).
 # The README's test command runs this script; .ci/run runs the README's command.
@@ -13,6 +14,8 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== npm ci tests/conformance (the official SignalR clients the conformance suite drives)"
 npm ci --prefix tests/conformance --no-audit --no-fund
+echo "== npm ci tests/clients (the older official SignalR clients of the client matrix)"
+npm ci --prefix tests/clients --no-audit --no-fund
 if [ "${SIGNET_SKIP_BROWSER_TESTS:-}" != "1" ]; then
   if ! command -v chromium >/dev/null 2>&1; then
     echo "== apt-get install chromium (the browser suite drives Debian's Chromium)"

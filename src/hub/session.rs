@@ -371,6 +371,27 @@ impl Session {
                 Err(ProtocolError::UnknownMessageType(kind)) => {
                     tracing::debug!(connection = %self.connection.id, kind, "ignoring a message of unknown type");
                 }
+                Err(ProtocolError::InvocationBinding {
+                    invocation_id,
+                    target,
+                    detail,
+                }) => {
+                    // Still an invocation the client counted, as ASP.NET Core's binding
+                    // failure message is.
+                    if let Some(received) = &mut self.received {
+                        if !received.accept(true, false) {
+                            continue;
+                        }
+                    }
+                    if let Some(id) = invocation_id {
+                        let text = match self.hub.method(&target) {
+                            None => unknown_method(&target),
+                            Some(method) => HubError::Binding(detail.to_string())
+                                .completion_text(method.spec.name, self.limits.detailed_errors),
+                        };
+                        self.reply(&id, CompletionResult::Error(text)).await;
+                    }
+                }
                 Err(err) => return Some(protocol_close(err)),
             }
         }
@@ -470,8 +491,8 @@ impl Session {
         let hub = self.hub.clone();
         let Some(method) = hub.method(&target) else {
             if let Some(id) = &invocation_id {
-                let text = format!("Unknown hub method '{target}'");
-                self.reply(id, CompletionResult::Error(text)).await;
+                self.reply(id, CompletionResult::Error(unknown_method(&target)))
+                    .await;
             }
             return None;
         };
@@ -617,7 +638,10 @@ impl Session {
         }
     }
 
-    /// Every check before a method runs, in ASP.NET Core's order; `Err` is the completion text.
+    /// Every check before a method runs; `Err` is the completion text. The texts are ASP.NET
+    /// Core's; the order is too, except that ASP.NET Core binds the arguments first (in its
+    /// protocol reader) and Signet checks the caller's roles first, so that a caller without
+    /// them learns nothing about a method's parameters.
     fn check_call(
         &self,
         method: &Method,
@@ -687,7 +711,8 @@ impl Session {
             .find_map(|(i, (param, value))| (!param.accepts(value)).then_some((i, param)))
         {
             let err = HubError::Binding(format!(
-                "Error binding arguments. Argument {index} must be {}.",
+                "Error binding arguments. Make sure that the types of the provided values match \
+                 the types of the hub method being invoked. Argument {index} must be {}.",
                 param.name()
             ));
             return Err(err.completion_text(target, detailed));
@@ -786,6 +811,12 @@ async fn send_message(
             false
         }
     }
+}
+
+/// ASP.NET Core finds the method while binding the arguments, so an unknown one is a binding
+/// failure with a HubException, whose text is shown even without detailed errors.
+fn unknown_method(target: &str) -> String {
+    format!("Failed to invoke '{target}' due to an error on the server. HubException: Method does not exist.")
 }
 
 fn protocol_close(err: ProtocolError) -> CloseReason {

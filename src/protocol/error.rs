@@ -56,6 +56,16 @@ pub enum ProtocolError {
         expected: &'static str,
     },
 
+    /// An invocation whose arguments could not be read (a MessagePack str that is not UTF-8):
+    /// ASP.NET Core's `InvocationBindingFailureMessage`. The message was consumed and the
+    /// connection can go on; the invocation fails with a completion error.
+    #[error("the arguments of an invocation of '{target}' could not be read: {detail}")]
+    InvocationBinding {
+        invocation_id: Option<String>,
+        target: String,
+        detail: &'static str,
+    },
+
     /// The text ASP.NET Core uses for the same protocol error.
     #[error("The 'error' and 'result' properties are mutually exclusive.")]
     ErrorAndResult,

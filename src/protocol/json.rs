@@ -15,6 +15,7 @@ use serde_json::Value;
 use super::buffer::InboundBuffer;
 use super::error::ProtocolError;
 use super::message::{CompletionResult, Headers, HubMessage, MessageType};
+use super::typed::{JsonPayload, JsonPayloads};
 
 /// Terminates every JSON record, the handshake included.
 pub const RECORD_SEPARATOR: u8 = 0x1E;
@@ -260,7 +261,7 @@ impl Serialize for WireOut<'_> {
                     map.serialize_entry("invocationId", id)?;
                 }
                 map.serialize_entry("target", target)?;
-                map.serialize_entry("arguments", arguments)?;
+                map.serialize_entry("arguments", &JsonPayloads(arguments))?;
                 if !stream_ids.is_empty() {
                     map.serialize_entry("streamIds", stream_ids)?;
                 }
@@ -275,7 +276,7 @@ impl Serialize for WireOut<'_> {
                 write_headers(&mut map, headers)?;
                 map.serialize_entry("invocationId", invocation_id)?;
                 map.serialize_entry("target", target)?;
-                map.serialize_entry("arguments", arguments)?;
+                map.serialize_entry("arguments", &JsonPayloads(arguments))?;
                 if !stream_ids.is_empty() {
                     map.serialize_entry("streamIds", stream_ids)?;
                 }
@@ -287,7 +288,7 @@ impl Serialize for WireOut<'_> {
             } => {
                 write_headers(&mut map, headers)?;
                 map.serialize_entry("invocationId", invocation_id)?;
-                map.serialize_entry("item", item)?;
+                map.serialize_entry("item", &JsonPayload(item))?;
             }
             HubMessage::Completion {
                 headers,
@@ -298,7 +299,9 @@ impl Serialize for WireOut<'_> {
                 map.serialize_entry("invocationId", invocation_id)?;
                 match result {
                     CompletionResult::Void => {}
-                    CompletionResult::Result(value) => map.serialize_entry("result", value)?,
+                    CompletionResult::Result(value) => {
+                        map.serialize_entry("result", &JsonPayload(value))?
+                    }
                     CompletionResult::Error(error) => map.serialize_entry("error", error)?,
                 }
             }

@@ -28,6 +28,7 @@ pub mod handshake;
 pub mod json;
 mod message;
 pub mod msgpack;
+pub mod typed;
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -368,5 +369,31 @@ mod tests {
         );
         let binary = shared.bytes(HubProtocol::MessagePack).unwrap();
         assert_eq!(binary.first(), Some(&0x0c));
+    }
+
+    /// What a MessagePack client sent as bin and timestamp reaches MessagePack receivers as bin
+    /// and timestamp, JSON receivers as base64 and ISO 8601, each encoded once.
+    #[test]
+    fn typed_values_keep_their_type_per_protocol() {
+        // [1, {}, nil, "Data", [bin [1, 2, 3], timestamp 2024-01-02T03:04:05.678Z], []]
+        let sent = [
+            0x96, 0x01, 0x80, 0xc0, 0xa4, b'D', b'a', b't', b'a', 0x92, 0xc4, 0x03, 1, 2, 3, 0xd7,
+            0xff, 0xa1, 0xa5, 0xd6, 0x00, 0x65, 0x93, 0x7d, 0x25, 0x90,
+        ];
+        let mut frame = vec![sent.len() as u8];
+        frame.extend_from_slice(&sent);
+        let mut decoder = HubProtocol::MessagePack.decoder(1024);
+        decoder.feed(&frame).unwrap();
+        let message = decoder.next_message().unwrap().unwrap();
+        let shared = SerializedHubMessage::new(message);
+        let binary = shared.bytes(HubProtocol::MessagePack).unwrap();
+        assert_eq!(&binary[..], &frame[..]);
+        let json = shared.bytes(HubProtocol::Json).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&json).unwrap(),
+            "{\"type\":1,\"target\":\"Data\",\"arguments\":[\"AQID\",\"2024-01-02T03:04:05.678Z\"]}\u{1e}"
+        );
+        let again = shared.bytes(HubProtocol::Json).unwrap();
+        assert_eq!(json.as_ptr(), again.as_ptr());
     }
 }

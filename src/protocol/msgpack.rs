@@ -22,7 +22,10 @@
 //! follows ASP.NET Core byte for byte: Invocation and StreamInvocation always
 //! carry a (possibly empty) StreamIds array, Close always carries AllowReconnect.
 //!
-//! Values are mapped to and from `serde_json::Value` as described in [`value`].
+//! Values are mapped to and from `serde_json::Value` as described in [`value`]; bin and
+//! timestamps keep their type through the model ([`super::typed`]). An argument holding a str
+//! that is not UTF-8 fails that invocation alone
+//! ([`ProtocolError::InvocationBinding`]); anywhere else it is a protocol error.
 
 pub mod value;
 
@@ -324,20 +327,30 @@ pub fn parse_message(body: &[u8]) -> Result<HubMessage, ProtocolError> {
         index: 1,
     };
     Ok(match kind {
-        MessageType::Invocation => HubMessage::Invocation {
-            headers: fields.headers()?,
-            invocation_id: fields.optional_str("invocationId")?,
-            target: fields.required_str("target")?,
-            arguments: fields.arguments()?,
-            stream_ids: fields.stream_ids()?,
-        },
-        MessageType::StreamInvocation => HubMessage::StreamInvocation {
-            headers: fields.headers()?,
-            invocation_id: fields.required_str("invocationId")?,
-            target: fields.required_str("target")?,
-            arguments: fields.arguments()?,
-            stream_ids: fields.stream_ids()?,
-        },
+        MessageType::Invocation => {
+            let headers = fields.headers()?;
+            let invocation_id = fields.optional_str("invocationId")?;
+            let (target, arguments, stream_ids) = fields.call(invocation_id.as_deref())?;
+            HubMessage::Invocation {
+                headers,
+                invocation_id,
+                target,
+                arguments,
+                stream_ids,
+            }
+        }
+        MessageType::StreamInvocation => {
+            let headers = fields.headers()?;
+            let invocation_id = fields.required_str("invocationId")?;
+            let (target, arguments, stream_ids) = fields.call(Some(&invocation_id))?;
+            HubMessage::StreamInvocation {
+                headers,
+                invocation_id,
+                target,
+                arguments,
+                stream_ids,
+            }
+        }
         MessageType::StreamItem => HubMessage::StreamItem {
             headers: fields.headers()?,
             invocation_id: fields.required_str("invocationId")?,
@@ -485,10 +498,39 @@ impl Fields<'_> {
             .ok_or_else(|| self.invalid(field, "a boolean"))
     }
 
-    /// A payload value, one level inside the message array.
+    /// A payload value, one level inside the message array. Outside arguments (a stream item, a
+    /// result) a str that is not UTF-8 fails the message as a protocol error.
     fn value(&mut self, field: &'static str) -> Result<Value, ProtocolError> {
         self.require(field)?;
-        self.reader.value(1)
+        let value = self.reader.value(1)?;
+        if self.reader.invalid_utf8() {
+            return Err(ProtocolError::InvalidMessagePack(
+                "string is not valid UTF-8",
+            ));
+        }
+        Ok(value)
+    }
+
+    /// The target, arguments and stream ids of an Invocation or StreamInvocation. An argument
+    /// holding a str that is not UTF-8 fails that invocation only (a binding failure, as in
+    /// ASP.NET Core), once the whole message has been read.
+    fn call(
+        &mut self,
+        invocation_id: Option<&str>,
+    ) -> Result<(String, Vec<Value>, Vec<String>), ProtocolError> {
+        let target = self.required_str("target")?;
+        let arguments = self.arguments()?;
+        let stream_ids = self.stream_ids()?;
+        if self.reader.invalid_utf8() {
+            return Err(ProtocolError::InvocationBinding {
+                invocation_id: invocation_id
+                    .filter(|id| !id.is_empty())
+                    .map(str::to_string),
+                target,
+                detail: "an argument holds a string that is not valid UTF-8",
+            });
+        }
+        Ok((target, arguments, stream_ids))
     }
 
     fn arguments(&mut self) -> Result<Vec<Value>, ProtocolError> {
@@ -936,6 +978,50 @@ mod tests {
             parse("94 02 80 a1 31 d4 07 00"),
             Err(ProtocolError::UnsupportedExtension(7))
         );
+    }
+
+    /// A str that is not UTF-8 in an argument fails that invocation alone (the decoder goes on
+    /// with the next message); in an id, a target or a stream item it is a protocol error.
+    #[test]
+    fn invalid_utf8_fails_an_invocation_or_the_message() {
+        // [1, {}, "7", "Echo", ["\xc3\x28"]], [4, {}, "8", "Echo", [{"k": "\xc3\x28"}]], then a Ping.
+        let frames = hex("0e 95 01 80 a1 37 a4 45 63 68 6f 91 a2 c3 28
+             11 95 04 80 a1 38 a4 45 63 68 6f 91 81 a1 6b a2 c3 28
+             02 91 06");
+        let messages = decode_all(&[&frames]);
+        let binding = |id: &str| {
+            Err(ProtocolError::InvocationBinding {
+                invocation_id: Some(id.to_string()),
+                target: "Echo".to_string(),
+                detail: "an argument holds a string that is not valid UTF-8",
+            })
+        };
+        assert_eq!(
+            messages,
+            vec![binding("7"), binding("8"), Ok(HubMessage::Ping)]
+        );
+        // Non-blocking: no id to answer.
+        let frames = hex("0d 95 01 80 a0 a4 45 63 68 6f 91 a2 c3 28");
+        assert!(matches!(
+            &decode_all(&[&frames])[..],
+            [Err(ProtocolError::InvocationBinding {
+                invocation_id: None,
+                ..
+            })]
+        ));
+        // In the target, and in a stream item.
+        for frames in [
+            "09 95 01 80 a1 37 a2 c3 28 90",
+            "08 94 02 80 a1 37 a2 c3 28",
+        ] {
+            assert_eq!(
+                decode_all(&[&hex(frames)]),
+                vec![Err(ProtocolError::InvalidMessagePack(
+                    "string is not valid UTF-8"
+                ))],
+                "{frames}"
+            );
+        }
     }
 
     #[test]

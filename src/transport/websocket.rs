@@ -1,7 +1,7 @@
 //! The WebSocket transport: `GET /hubs/{hub}?id=<connectionToken>` with an upgrade, or without
 //! `id` when the client skips negotiation. One task per socket runs a reader, which feeds
-//! frames to the hub session, and a writer, which writes what the connection's [`Attachment`]
-//! gives it.
+//! frames to the hub session and answers WebSocket pings itself, and a writer, which writes
+//! what the connection's [`Attachment`] gives it.
 //!
 //! How a socket ends decides what happens to the connection:
 //! - the connection closed (the session ended, an expiry, a kick, a shutdown): the writer
@@ -88,7 +88,7 @@ async fn run(
     let connection = attachment.connection().clone();
     let ending = attachment.ending();
     tokio::join!(
-        read_frames(stream, &connection, &ending),
+        read_frames(stream, session.clone(), &connection, &ending),
         write_frames(&mut session, &mut attachment),
     );
     if connection.is_closed() {
@@ -113,41 +113,102 @@ fn transport_lost(connection: &Connection, ending: &CancellationToken, reason: C
     }
 }
 
+/// What the reader does with one frame from the socket.
+enum Read {
+    /// A hub protocol frame for the session.
+    Data(Inbound),
+    /// A WebSocket Ping, answered with a Pong carrying the same payload (RFC 6455 5.5.2).
+    Ping(Bytes),
+    /// A Pong (unsolicited or not): nothing to do.
+    Pong,
+    /// The socket ended; the connection has been told why.
+    End,
+}
+
+fn classify(
+    message: Option<Result<AggregatedMessage, actix_ws::ProtocolError>>,
+    connection: &Connection,
+    ending: &CancellationToken,
+) -> Read {
+    match message {
+        Some(Ok(AggregatedMessage::Text(text))) => Read::Data(Inbound::Text(text.into_bytes())),
+        Some(Ok(AggregatedMessage::Binary(bytes))) => Read::Data(Inbound::Binary(bytes)),
+        Some(Ok(AggregatedMessage::Ping(payload))) => Read::Ping(payload),
+        Some(Ok(AggregatedMessage::Pong(_))) => Read::Pong,
+        Some(Ok(AggregatedMessage::Close(_))) => {
+            connection.close(CloseReason::ClientClosed);
+            Read::End
+        }
+        None => {
+            transport_lost(connection, ending, CloseReason::ClientClosed);
+            Read::End
+        }
+        Some(Err(actix_ws::ProtocolError::Overflow)) => {
+            connection.close(CloseReason::MessageTooLarge);
+            Read::End
+        }
+        Some(Err(err)) => {
+            tracing::debug!(connection = %connection.id, error = %err, "websocket read failed");
+            transport_lost(connection, ending, CloseReason::TransportError);
+            Read::End
+        }
+    }
+}
+
 /// Socket -> session. Ends when the socket closes or the attachment ends.
+///
+/// Pings are answered here, not by the session, so a Pong never waits for the hub: while a
+/// frame waits for room in the session's inbound queue the reader goes on reading, answering
+/// pings, and holds at most one further data frame (the socket is not read past it, which is
+/// the back-pressure a flooding client gets).
 async fn read_frames(
     mut stream: actix_ws::AggregatedMessageStream,
+    mut session: actix_ws::Session,
     connection: &Connection,
     ending: &CancellationToken,
 ) {
+    let mut held: Option<Inbound> = None;
     loop {
-        let message = tokio::select! {
-            _ = ending.cancelled() => return,
-            message = stream.next() => message,
-        };
-        let frame = match message {
-            Some(Ok(AggregatedMessage::Text(text))) => Inbound::Text(text.into_bytes()),
-            Some(Ok(AggregatedMessage::Binary(bytes))) => Inbound::Binary(bytes),
-            Some(Ok(AggregatedMessage::Ping(_) | AggregatedMessage::Pong(_))) => continue,
-            Some(Ok(AggregatedMessage::Close(_))) => {
-                connection.close(CloseReason::ClientClosed);
-                return;
-            }
+        let frame = match held.take() {
+            Some(frame) => frame,
             None => {
-                transport_lost(connection, ending, CloseReason::ClientClosed);
-                return;
-            }
-            Some(Err(actix_ws::ProtocolError::Overflow)) => {
-                connection.close(CloseReason::MessageTooLarge);
-                return;
-            }
-            Some(Err(err)) => {
-                tracing::debug!(connection = %connection.id, error = %err, "websocket read failed");
-                transport_lost(connection, ending, CloseReason::TransportError);
-                return;
+                let message = tokio::select! {
+                    _ = ending.cancelled() => return,
+                    message = stream.next() => message,
+                };
+                match classify(message, connection, ending) {
+                    Read::Data(frame) => frame,
+                    Read::Ping(payload) => {
+                        let _ = session.pong(&payload).await;
+                        continue;
+                    }
+                    Read::Pong => continue,
+                    Read::End => return,
+                }
             }
         };
-        if connection.receive(frame).await.is_err() {
-            return;
+        let delivery = connection.receive(frame);
+        tokio::pin!(delivery);
+        loop {
+            tokio::select! {
+                biased;
+                delivered = &mut delivery => {
+                    if delivered.is_err() {
+                        return;
+                    }
+                    break;
+                }
+                message = stream.next(), if held.is_none() => {
+                    match classify(message, connection, ending) {
+                        Read::Data(frame) => held = Some(frame),
+                        Read::Ping(payload) => {
+                            let _ = session.pong(&payload).await;
+                        }
+                        Read::Pong => {}
+                        Read::End => return,
+                    }
+                }
+            }
         }
     }
 }

@@ -80,8 +80,8 @@ async fn official_signalr_client_passes_the_conformance_suite() {
     );
 }
 
-/// A running `node --test` whose output is forwarded line by line into the test output, and
-/// which is killed if the test ends before it does.
+/// A running client process (`node --test`, a Python script) whose output is forwarded line by
+/// line into the test output, and which is killed if the test ends before it does.
 pub(crate) struct NodeRun {
     pub(crate) child: Child,
     forwarders: Vec<JoinHandle<()>>,
@@ -90,7 +90,10 @@ pub(crate) struct NodeRun {
 impl NodeRun {
     pub(crate) fn start(mut command: Command) -> Self {
         let mut child = command.spawn().unwrap_or_else(|err| {
-            panic!("cannot run `node` ({err}): the conformance suite needs Node.js 20 or later")
+            panic!(
+                "cannot run {:?} ({err}): the Node.js suites need Node.js 20 or later",
+                command.get_program()
+            )
         });
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");

@@ -347,7 +347,7 @@ async fn an_unknown_method_gets_the_signalr_error() {
     let mut client = server.open(&user_token("alice")).await;
     assert_eq!(
         client.call_error("1", "Nope", json!([])).await,
-        "Unknown hub method 'Nope'"
+        "Failed to invoke 'Nope' due to an error on the server. HubException: Method does not exist."
     );
     // Method names are case-insensitive, as in ASP.NET Core.
     assert_eq!(
@@ -410,6 +410,18 @@ async fn detailed_errors_add_the_binding_detail() {
         "Failed to invoke 'Echo' due to an error on the server. InvalidDataException: \
          Invocation provides 0 argument(s) but target expects 1."
     );
+    // ASP.NET Core's binding sentence, then which argument was wrong.
+    assert_eq!(
+        client.call_error("2", "RefreshToken", json!([42])).await,
+        "Failed to invoke 'RefreshToken' due to an error on the server. InvalidDataException: \
+         Error binding arguments. Make sure that the types of the provided values match the types \
+         of the hub method being invoked. Argument 0 must be a string."
+    );
+    // A HubException is shown whether or not details are on.
+    assert_eq!(
+        client.call_error("3", "Nope", json!([])).await,
+        "Failed to invoke 'Nope' due to an error on the server. HubException: Method does not exist."
+    );
     server.assert_healthy().await;
 }
 
@@ -470,5 +482,39 @@ async fn a_close_message_from_the_client_ends_the_connection_cleanly() {
     assert!(ending.close_message.is_none(), "{ending:?}");
     server.wait_for_connections(1).await;
     other.assert_echo("after a client close").await;
+    server.assert_healthy().await;
+}
+
+#[actix_web::test]
+async fn websocket_pings_get_a_pong_with_their_payload() {
+    let server = spawn_hub(&[]).await;
+    let mut client = server.open(&user_token("pinger")).await;
+    client.ping_for_pong(b"are you there", PROMPT).await;
+    // An empty payload is a Ping too.
+    client.ping_for_pong(b"", PROMPT).await;
+    client.assert_echo("after pings").await;
+}
+
+#[actix_web::test]
+async fn a_busy_hub_still_answers_websocket_pings() {
+    let server = spawn_hub(&[]).await;
+    let mut client = server.open(&user_token("busy")).await;
+    // A stream in progress and a burst of calls the client does not read answers to: the
+    // session is working through them when the Ping arrives behind them on the socket.
+    client
+        .invoke_stream("stream", "Counter", json!([50, 20]))
+        .await;
+    for i in 0..200 {
+        client
+            .invoke(&format!("burst-{i}"), "Echo", json!([i]))
+            .await;
+    }
+    let sent = Instant::now();
+    client.ping_for_pong(b"busy?", PROMPT).await;
+    println!("pong after {:?} behind 200 calls", sent.elapsed());
+    for i in 0..200 {
+        let completion = client.completion(&format!("burst-{i}")).await;
+        assert_eq!(completion["result"], i);
+    }
     server.assert_healthy().await;
 }

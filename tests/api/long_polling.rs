@@ -200,6 +200,80 @@ async fn messagepack_travels_as_binary_over_long_polling() {
     assert_eq!(completion[3], V::from(3));
 }
 
+/// bin and timestamps come back as bin and timestamps; a str that is not UTF-8 fails its own
+/// invocation and the connection goes on.
+#[actix_web::test]
+async fn messagepack_keeps_binary_and_timestamps_and_refuses_bad_utf8_per_call() {
+    let app = spawn_app().await;
+    let alice = token("alice", &["user"], 600);
+    let id = long_polling_connection(&app, &alice, MSGPACK_HANDSHAKE).await;
+    use rmpv::Value as V;
+    let invocation = |id: &str, argument: V| {
+        msgpack_frame(&V::Array(vec![
+            V::from(1),
+            V::Map(vec![]),
+            V::from(id),
+            V::from("Echo"),
+            V::Array(vec![argument]),
+        ]))
+    };
+    // `new Date(Date.UTC(2024, 0, 2, 3, 4, 5, 678))` as @msgpack/msgpack writes it.
+    let date = V::Ext(-1, vec![0xa1, 0xa5, 0xd6, 0x00, 0x65, 0x93, 0x7d, 0x25]);
+    let bytes = V::Binary(vec![0, 1, 0xff]);
+    let nested = V::Map(vec![
+        (V::from("bytes"), bytes.clone()),
+        (V::from("when"), date.clone()),
+    ]);
+    // rmpv writes a str that is not UTF-8 as bin, so that one is written by hand:
+    // [1, {}, "4", "Echo", ["\xc3\x28"]].
+    let not_utf8 = [
+        14, 0x95, 1, 0x80, 0xa1, b'4', 0xa4, b'E', b'c', b'h', b'o', 0x91, 0xa2, 0xc3, 0x28,
+    ];
+    let mut body = Vec::new();
+    for (id, argument) in [
+        ("1", bytes.clone()),
+        ("2", date.clone()),
+        ("3", nested.clone()),
+    ] {
+        body.extend(invocation(id, argument));
+    }
+    body.extend(not_utf8);
+    body.extend(invocation("5", V::from("still here")));
+    assert_eq!(send(&app, Some(&id), &alice, &body).await.status, 200);
+    let mut completions = Vec::new();
+    while completions.len() < 5 {
+        let answer = poll(&app, Some(&id), &alice).await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        completions.extend(msgpack_messages(&answer.body));
+    }
+    // The calls run side by side (the failed one is answered at once): sort by invocation id.
+    completions.sort_by_key(|c| c[2].as_str().map(str::to_string));
+    // [Completion, headers, invocation id, result kind, result or error]
+    let result = |id: &str, value: V| {
+        V::Array(vec![
+            V::from(3),
+            V::Map(vec![]),
+            V::from(id),
+            V::from(3),
+            value,
+        ])
+    };
+    assert_eq!(completions[0], result("1", bytes));
+    assert_eq!(completions[1], result("2", date));
+    assert_eq!(completions[2], result("3", nested));
+    assert_eq!(
+        completions[3],
+        V::Array(vec![
+            V::from(3),
+            V::Map(vec![]),
+            V::from("4"),
+            V::from(1),
+            V::from("Failed to invoke 'Echo' due to an error on the server."),
+        ])
+    );
+    assert_eq!(completions[4], result("5", V::from("still here")));
+}
+
 #[actix_web::test]
 async fn requests_without_id_or_for_unknown_connections_are_refused() {
     let app = spawn_app().await;

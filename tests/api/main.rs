@@ -2,6 +2,7 @@
 
 mod browser;
 mod cli;
+mod client_matrix;
 mod config;
 mod conformance;
 mod demo;

@@ -277,6 +277,14 @@ impl RawClient {
         .await;
     }
 
+    /// Starts a server-to-client stream (a `StreamInvocation`).
+    pub async fn invoke_stream(&mut self, id: &str, target: &str, arguments: Value) {
+        self.send_record(
+            json!({"type": 4, "invocationId": id, "target": target, "arguments": arguments}),
+        )
+        .await;
+    }
+
     /// Sends the JSON handshake and expects `{}`.
     pub async fn handshake(&mut self) {
         self.send_text(format!(r#"{{"protocol":"json","version":1}}{RS}"#))
@@ -450,6 +458,27 @@ impl RawClient {
             }
         });
         Pinger { stop, task }
+    }
+
+    /// Sends a WebSocket Ping frame (not the hub protocol's Ping message) and waits for the Pong
+    /// with the same payload; hub records arriving meanwhile are kept for the next reads.
+    pub async fn ping_for_pong(&mut self, payload: &'static [u8], wait: Duration) {
+        self.io
+            .send(Message::Ping(Bytes::from_static(payload)))
+            .await
+            .expect("ping frame sent");
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.io.next())
+                .await
+                .unwrap_or_else(|_| panic!("no Pong for a WebSocket Ping within {wait:?}"));
+            match frame {
+                Some(Ok(Frame::Pong(echoed))) if echoed == payload => return,
+                Some(Ok(Frame::Text(bytes))) => self.split_records(&bytes),
+                Some(Ok(Frame::Pong(_) | Frame::Ping(_))) => {}
+                other => panic!("the socket ended while waiting for a Pong: {other:?}"),
+            }
+        }
     }
 
     /// Closes the socket as a well-behaved client does.

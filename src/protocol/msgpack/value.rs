@@ -6,28 +6,30 @@
 //! and writes to a `Vec` cannot fail.
 //!
 //! Mapping, MessagePack to JSON:
-//! - nil, bool, str, array: the JSON equivalents; str must be valid UTF-8.
+//! - nil, bool, str, array: the JSON equivalents. A str inside a payload value that is not
+//!   valid UTF-8 reads as `null` and marks the reader ([`Reader::invalid_utf8`]), so that the
+//!   message it is in can fail alone (a binding failure); elsewhere it is an error.
 //! - int/uint of any width: a JSON integer (`i64` or `u64`).
 //! - float32/float64: a JSON number; NaN and ±infinity have no JSON form and
 //!   become `null`, which is what the JSON client sends for them (`JSON.stringify`).
-//! - bin: a base64 (standard alphabet, padded) string, as .NET maps `byte[]` to
-//!   JSON. One way only: JSON strings are always written back as str.
+//! - bin: a binary value of the model ([`crate::protocol::typed`]), written back as bin to
+//!   MessagePack clients and as base64 to JSON clients. JSON strings are always str.
 //! - map: a JSON object. String keys are kept; integer and float keys become their
 //!   decimal text, as JavaScript turns number keys into property names; any other
 //!   key type is rejected. A repeated key keeps its last value.
-//! - ext -1 (timestamp, all three widths): an ISO-8601 UTC string in
-//!   JavaScript's `Date.toISOString()` form, `2024-01-02T03:04:05.678Z` (nine
-//!   fraction digits when the nanoseconds are not whole milliseconds), the same
-//!   text the JSON client sends for a `Date`. Years outside 0000..=9999 are rejected.
+//! - ext -1 (timestamp, all three widths): a timestamp value of the model, written back as a
+//!   timestamp to MessagePack clients (the smallest width that holds it, as `@msgpack/msgpack`
+//!   writes) and to JSON clients as `Date.toISOString()` text, `2024-01-02T03:04:05.678Z`.
+//!   Years outside 0000..=9999, which that text cannot hold, are rejected.
 //! - any other extension type: rejected with [`ProtocolError::UnsupportedExtension`].
 //!
 //! JSON to MessagePack uses the smallest encoding of each integer, str and
 //! container length (as `@msgpack/msgpack` does) and float64 for non-integers.
 
-use base64::Engine as _;
 use serde_json::{Map, Number, Value};
 
 use crate::protocol::error::ProtocolError;
+use crate::protocol::typed::{self, Typed};
 
 /// Deepest array/map nesting accepted inside one message, the same bound
 /// serde_json applies to JSON input.
@@ -69,11 +71,21 @@ fn truncated() -> ProtocolError {
 pub(crate) struct Reader<'a> {
     bytes: &'a [u8],
     position: usize,
+    invalid_utf8: bool,
 }
 
 impl<'a> Reader<'a> {
     pub(crate) fn new(bytes: &'a [u8]) -> Self {
-        Self { bytes, position: 0 }
+        Self {
+            bytes,
+            position: 0,
+            invalid_utf8: false,
+        }
+    }
+
+    /// Whether a payload value read so far held a str that is not valid UTF-8.
+    pub(crate) fn invalid_utf8(&self) -> bool {
+        self.invalid_utf8
     }
 
     fn remaining(&self) -> usize {
@@ -164,6 +176,16 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn str(&mut self) -> Result<Option<&'a str>, ProtocolError> {
+        match self.str_bytes()? {
+            Some(bytes) => std::str::from_utf8(bytes)
+                .map(Some)
+                .map_err(|_| ProtocolError::InvalidMessagePack("string is not valid UTF-8")),
+            None => Ok(None),
+        }
+    }
+
+    /// A str's bytes, not yet checked to be UTF-8.
+    fn str_bytes(&mut self) -> Result<Option<&'a [u8]>, ProtocolError> {
         let marker = self.peek()?;
         if !matches!(marker, 0xa0..=0xbf | 0xd9..=0xdb) {
             return Ok(None);
@@ -175,10 +197,18 @@ impl<'a> Reader<'a> {
             0xdb => self.len32()?,
             _ => usize::from(marker & 0x1f),
         };
-        let bytes = self.take(len)?;
-        std::str::from_utf8(bytes)
-            .map(Some)
-            .map_err(|_| ProtocolError::InvalidMessagePack("string is not valid UTF-8"))
+        self.take(len).map(Some)
+    }
+
+    /// A payload str; one that is not UTF-8 marks the reader and reads as `None`.
+    fn payload_str(&mut self, bytes: &[u8]) -> Option<String> {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Some(text.to_owned()),
+            Err(_) => {
+                self.invalid_utf8 = true;
+                None
+            }
+        }
     }
 
     pub(crate) fn array_len(&mut self) -> Result<Option<usize>, ProtocolError> {
@@ -227,8 +257,8 @@ impl<'a> Reader<'a> {
                 Integer::Signed(n) => Value::from(n),
             });
         }
-        if let Some(text) = self.str()? {
-            return Ok(Value::String(text.to_owned()));
+        if let Some(bytes) = self.str_bytes()? {
+            return Ok(self.payload_str(bytes).map_or(Value::Null, Value::String));
         }
         if let Some(len) = self.array_len()? {
             let depth = nested(depth)?;
@@ -262,10 +292,7 @@ impl<'a> Reader<'a> {
                     0xc5 => usize::from(self.u16()?),
                     _ => self.len32()?,
                 };
-                let bytes = self.take(len)?;
-                Ok(Value::String(
-                    base64::engine::general_purpose::STANDARD.encode(bytes),
-                ))
+                Ok(typed::binary(self.take(len)?))
             }
             0xc7..=0xc9 | 0xd4..=0xd8 => {
                 let len = match marker {
@@ -278,7 +305,7 @@ impl<'a> Reader<'a> {
                 let ext_type = self.u8()? as i8;
                 let data = self.take(len)?;
                 if ext_type == TIMESTAMP_EXT {
-                    timestamp(data).map(Value::String)
+                    timestamp(data)
                 } else {
                     Err(ProtocolError::UnsupportedExtension(ext_type))
                 }
@@ -289,8 +316,9 @@ impl<'a> Reader<'a> {
     }
 
     fn map_key(&mut self) -> Result<String, ProtocolError> {
-        if let Some(text) = self.str()? {
-            return Ok(text.to_owned());
+        if let Some(bytes) = self.str_bytes()? {
+            // The message fails as a whole when a key is not UTF-8, so its text does not matter.
+            return Ok(self.payload_str(bytes).unwrap_or_default());
         }
         if let Some(integer) = self.integer()? {
             return Ok(match integer {
@@ -334,7 +362,7 @@ fn float(value: f64) -> Value {
 }
 
 /// Decodes the timestamp extension (msgpack spec, "Timestamp extension type").
-fn timestamp(data: &[u8]) -> Result<String, ProtocolError> {
+fn timestamp(data: &[u8]) -> Result<Value, ProtocolError> {
     let invalid = || ProtocolError::InvalidMessagePack("invalid timestamp");
     let (seconds, nanos) = match data.len() {
         4 => {
@@ -355,47 +383,9 @@ fn timestamp(data: &[u8]) -> Result<String, ProtocolError> {
         }
         _ => return Err(invalid()),
     };
-    format_iso8601(seconds, nanos).ok_or(ProtocolError::InvalidMessagePack(
+    typed::timestamp(seconds, nanos).ok_or(ProtocolError::InvalidMessagePack(
         "timestamp outside years 0000 to 9999",
     ))
-}
-
-/// `Date.toISOString()` text for a Unix time; `None` outside years 0000..=9999
-/// or for nanoseconds of a second or more.
-fn format_iso8601(seconds: i64, nanos: u32) -> Option<String> {
-    const FIRST: i64 = -62_167_219_200; // 0000-01-01T00:00:00Z
-    const LAST: i64 = 253_402_300_799; // 9999-12-31T23:59:59Z
-    if !(FIRST..=LAST).contains(&seconds) || nanos >= 1_000_000_000 {
-        return None;
-    }
-    let days = seconds.div_euclid(86_400);
-    let second_of_day = seconds.rem_euclid(86_400);
-    // Civil date from a day count (H. Hinnant, "chrono-Compatible Low-Level Date Algorithms").
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted_month = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
-    let month = if shifted_month < 10 {
-        shifted_month + 3
-    } else {
-        shifted_month - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    let (hour, minute, second) = (
-        second_of_day / 3600,
-        second_of_day % 3600 / 60,
-        second_of_day % 60,
-    );
-    let date_time = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}");
-    Some(if nanos.is_multiple_of(1_000_000) {
-        format!("{date_time}.{:03}Z", nanos / 1_000_000)
-    } else {
-        format!("{date_time}.{nanos:09}Z")
-    })
 }
 
 // Writers. Lengths above u32::MAX cannot be expressed; they are saturated here
@@ -497,6 +487,40 @@ pub(crate) fn write_map_len(out: &mut Vec<u8>, len: usize) {
     }
 }
 
+fn write_bin(out: &mut Vec<u8>, bytes: &[u8]) {
+    let len = len_u32(bytes.len());
+    if let Ok(l) = u8::try_from(len) {
+        out.extend_from_slice(&[0xc4, l]);
+    } else if let Ok(l) = u16::try_from(len) {
+        out.push(0xc5);
+        out.extend_from_slice(&l.to_be_bytes());
+    } else {
+        out.push(0xc6);
+        out.extend_from_slice(&len.to_be_bytes());
+    }
+    out.extend_from_slice(bytes);
+}
+
+/// The timestamp extension in the smallest of its three forms, as `@msgpack/msgpack` picks it.
+fn write_timestamp(out: &mut Vec<u8>, seconds: i64, nanos: u32) {
+    let ext = TIMESTAMP_EXT as u8;
+    match u64::try_from(seconds) {
+        Ok(secs) if nanos == 0 && secs <= u64::from(u32::MAX) => {
+            out.extend_from_slice(&[0xd6, ext]);
+            out.extend_from_slice(&(secs as u32).to_be_bytes());
+        }
+        Ok(secs) if secs < 1 << 34 => {
+            out.extend_from_slice(&[0xd7, ext]);
+            out.extend_from_slice(&((u64::from(nanos) << 34) | secs).to_be_bytes());
+        }
+        _ => {
+            out.extend_from_slice(&[0xc7, 12, ext]);
+            out.extend_from_slice(&nanos.to_be_bytes());
+            out.extend_from_slice(&seconds.to_be_bytes());
+        }
+    }
+}
+
 pub(crate) fn write_value(out: &mut Vec<u8>, value: &Value) {
     match value {
         Value::Null => write_nil(out),
@@ -519,6 +543,13 @@ pub(crate) fn write_value(out: &mut Vec<u8>, value: &Value) {
             }
         }
         Value::Object(object) => {
+            match typed::typed(value) {
+                Some(Typed::Binary(bytes)) => return write_bin(out, &bytes),
+                Some(Typed::Timestamp { seconds, nanos }) => {
+                    return write_timestamp(out, seconds, nanos)
+                }
+                None => {}
+            }
             write_map_len(out, object.len());
             for (key, item) in object {
                 write_str(out, key);
@@ -605,41 +636,43 @@ mod tests {
     }
 
     #[test]
-    fn binary_becomes_base64() {
-        assert_eq!(read(&hex("c403010203")), Ok(json!("AQID")));
-        assert_eq!(read(&hex("c500020102")), Ok(json!("AQI=")));
+    fn binary_stays_binary() {
+        assert_eq!(read(&hex("c403010203")), Ok(typed::binary(&[1, 2, 3])));
+        assert_eq!(read(&hex("c500020102")), Ok(typed::binary(&[1, 2])));
+        assert_eq!(read(&hex("c400")), Ok(typed::binary(&[])));
+        // Written back as bin8 (the smallest), whatever width it came in.
+        assert_eq!(written(&typed::binary(&[1, 2])), hex("c4020102"));
+        let long = vec![7; 300];
+        assert_eq!(written(&typed::binary(&long))[..3], hex("c5012c")[..]);
+        assert_eq!(
+            read(&written(&typed::binary(&long))),
+            Ok(typed::binary(&long))
+        );
     }
 
     /// `@msgpack/msgpack` encodings of `new Date(Date.UTC(2024,0,2,3,4,5,678))`,
-    /// `new Date(0)` and `new Date(-1)`.
+    /// `new Date(0)` and `new Date(-1)`: read as timestamps and written back byte for byte.
     #[test]
-    fn timestamps_become_iso_strings() {
+    fn timestamps_stay_timestamps() {
+        for (bytes, seconds, nanos) in [
+            ("d7ffa1a5d60065937d25", 1_704_164_645, 678_000_000),
+            ("d6ff00000000", 0, 0),
+            ("c70cff3b8b87c0ffffffffffffffff", -1, 999_000_000),
+        ] {
+            let value = typed::timestamp(seconds, nanos).expect("in range");
+            assert_eq!(read(&hex(bytes)), Ok(value.clone()), "{bytes}");
+            assert_eq!(written(&value), hex(bytes), "{bytes}");
+        }
+        // A 96-bit timestamp of a time the 64-bit form holds is read all the same.
         assert_eq!(
-            read(&hex("d7ffa1a5d60065937d25")),
-            Ok(json!("2024-01-02T03:04:05.678Z"))
+            read(&hex("c70cff000000000000000000000001")),
+            Ok(typed::timestamp(1, 0).expect("in range"))
         );
-        assert_eq!(
-            read(&hex("d6ff00000000")),
-            Ok(json!("1970-01-01T00:00:00.000Z"))
-        );
-        assert_eq!(
-            read(&hex("c70cff3b8b87c0ffffffffffffffff")),
-            Ok(json!("1969-12-31T23:59:59.999Z"))
-        );
-        assert_eq!(
-            format_iso8601(951_782_400, 1).as_deref(),
-            Some("2000-02-29T00:00:00.000000001Z")
-        );
-        assert_eq!(
-            format_iso8601(-62_167_219_200, 0).as_deref(),
-            Some("0000-01-01T00:00:00.000Z")
-        );
-        assert_eq!(
-            format_iso8601(253_402_300_799, 999_000_000).as_deref(),
-            Some("9999-12-31T23:59:59.999Z")
-        );
-        assert_eq!(format_iso8601(253_402_300_800, 0), None);
-        assert_eq!(format_iso8601(0, 1_000_000_000), None);
+        // Past 2106 (no 32-bit form) and past 2514 (no 64-bit form).
+        for seconds in [5_000_000_000, 20_000_000_000] {
+            let value = typed::timestamp(seconds, 0).expect("in range");
+            assert_eq!(read(&written(&value)), Ok(value));
+        }
         // ext8 announcing 12 bytes but carrying 4, and a 1-byte timestamp.
         assert!(matches!(
             read(&hex("c70cff00000000")),
@@ -649,6 +682,31 @@ mod tests {
             read(&hex("d4ff00")),
             Err(ProtocolError::InvalidMessagePack(_))
         ));
+    }
+
+    #[test]
+    fn invalid_utf8_in_a_payload_marks_the_reader() {
+        // ["\xc3\x28", "a"] and {"\xc3\x28": 1}
+        for (bytes, expected) in [
+            ("92a2c328a161", json!([null, "a"])),
+            ("81a2c32801", json!({"": 1})),
+        ] {
+            let bytes = hex(bytes);
+            let mut reader = Reader::new(&bytes);
+            assert_eq!(reader.value(0), Ok(expected));
+            assert!(reader.invalid_utf8());
+        }
+        let mut reader = Reader::new(b"\xa1a");
+        assert_eq!(reader.value(0), Ok(json!("a")));
+        assert!(!reader.invalid_utf8());
+        // Outside payloads (targets, ids) such a str is an error.
+        let bytes = hex("a2c328");
+        assert_eq!(
+            Reader::new(&bytes).str(),
+            Err(ProtocolError::InvalidMessagePack(
+                "string is not valid UTF-8"
+            ))
+        );
     }
 
     #[test]
@@ -699,10 +757,7 @@ mod tests {
             read(&hex("a3616263")[..3]),
             Err(ProtocolError::InvalidMessagePack(_))
         ));
-        assert!(matches!(
-            read(&hex("a2c328")),
-            Err(ProtocolError::InvalidMessagePack(_))
-        ));
+        // A str that is not UTF-8 is not a structural error (see the test above).
         // An array claiming 2^32-1 elements in five bytes must fail, not allocate.
         assert!(matches!(
             read(&hex("ddffffffff")),
@@ -731,13 +786,25 @@ mod tests {
             Mp::F64(-2.25),
             Mp::String("é".repeat(200).into()),
             Mp::Map(vec![(Mp::from("k"), Mp::Array(vec![Mp::from(1); 70_000]))]),
+            Mp::Binary(vec![1, 2, 3]),
+            Mp::Ext(-1, vec![0, 0, 0, 1]),
         ]);
         let mut bytes = Vec::new();
         rmpv::encode::write_value(&mut bytes, &sample).unwrap();
         let value = read(&bytes).unwrap();
         assert_eq!(
             value,
-            json!([null, true, -70000, u64::MAX, -2.25, "é".repeat(200), {"k": vec![1; 70_000]}])
+            json!([
+                null,
+                true,
+                -70000,
+                u64::MAX,
+                -2.25,
+                "é".repeat(200),
+                {"k": vec![1; 70_000]},
+                typed::binary(&[1, 2, 3]),
+                typed::timestamp(1, 0),
+            ])
         );
         let back = rmpv::decode::read_value(&mut written(&value).as_slice()).unwrap();
         assert_eq!(back, sample);
