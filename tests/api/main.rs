@@ -15,6 +15,7 @@ mod lifetime;
 mod login;
 mod long_polling;
 mod message_key;
+mod python_client;
 mod restart;
 mod secrets;
 mod server_sent_events;
