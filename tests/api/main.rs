@@ -10,6 +10,7 @@ mod helpers;
 mod hub_limits;
 mod hub_negotiate;
 mod hub_protocol;
+mod js_package;
 mod jwt;
 mod lifetime;
 mod login;
