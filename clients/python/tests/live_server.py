@@ -46,6 +46,12 @@ def step(text):
     print(f"python client: {time.monotonic() - STARTED:5.1f} s: {text}", flush=True)
 
 
+def check(condition, failure):
+    # Not `assert`, which python -O would drop.
+    if not condition:
+        raise AssertionError(failure)
+
+
 def post(base_url, path, body, token=None):
     request = urllib.request.Request(
         base_url.rstrip("/") + path,
@@ -139,7 +145,7 @@ def main():
     command = {"hello": "from python", "temperature": "21.5 °C"}
     envelope = se.sign_envelope(user_key, hub_path=HUB_PATH, target="EchoSigned", message=command)
     echoed = user.invoke("EchoSigned", envelope)
-    assert echoed == command, f"EchoSigned returned {echoed!r}"
+    check(echoed == command, f"EchoSigned returned {echoed!r}")
     step("a signed EchoSigned was accepted and returned its command")
 
     expect_refused(user, "EchoSigned", envelope, "replayed_nonce")
@@ -211,14 +217,14 @@ def main():
     received, replay = checked.get(timeout=DEADLINE_SECS)
     if isinstance(received, Exception):
         raise received
-    assert received["commandId"] == sent["commandId"], received
-    assert received["command"] == "UNLOCK" and received["from"], received
-    assert replay == "replayed_nonce", f"the device's second check said {replay}"
+    check(received["commandId"] == sent["commandId"], f"the device received {received!r}")
+    check(received["command"] == "UNLOCK" and received["from"], f"the device received {received!r}")
+    check(replay == "replayed_nonce", f"the device's second check said {replay}")
     step("the device verified the server-signed Command and refused it a second time")
 
     result = results.get(timeout=DEADLINE_SECS)
-    assert result == {"commandId": sent["commandId"], "deviceId": device["deviceId"],
-                      "status": "ok", "result": {"locked": False}}, result
+    check(result == {"commandId": sent["commandId"], "deviceId": device["deviceId"],
+                     "status": "ok", "result": {"locked": False}}, f"the user received {result!r}")
     step("the device's signed CommandResult reached the user")
 
     device_hub.stop()
