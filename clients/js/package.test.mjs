@@ -40,6 +40,12 @@ test('the manifest is a publishable ES module package', () => {
   );
 });
 
+test('the package version is the server\'s', async () => {
+  const cargo = await readFile(new URL('../../Cargo.toml', here), 'utf8');
+  const [, server] = /^\[package\][^[]*?^version = "([^"]+)"/m.exec(cargo);
+  assert.equal(manifest.version, server);
+});
+
 test('every export resolves by package name to the module beside it', async () => {
   for (const { subpath, module } of ENTRIES) {
     const specifier = subpath === '.' ? manifest.name : `${manifest.name}/${subpath.slice(2)}`;

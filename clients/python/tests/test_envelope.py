@@ -6,6 +6,7 @@ Run from the repository root: python -m unittest discover -s clients/python/test
 
 import json
 import os
+import re
 import sys
 import unittest
 from pathlib import Path
@@ -44,6 +45,19 @@ def flip_low_bit(char):
 def signed(message='{"device":"lamp-1"}', **options):
     options.setdefault("now_ms", NOW)
     return se.sign_envelope(KEY, hub_path=HUB, target=TARGET, message=message, **options)
+
+
+class Package(unittest.TestCase):
+    def test_the_version_is_the_servers(self):
+        def version(path, section):
+            text = (ROOT / path).read_text(encoding="utf-8")
+            match = re.search(rf'^\[{section}\][^[]*?^version = "([^"]+)"', text, re.M)
+            self.assertIsNotNone(match, path)
+            return match.group(1)
+
+        server = version("Cargo.toml", "package")
+        self.assertEqual(version("clients/python/pyproject.toml", "project"), server)
+        self.assertEqual(se.__version__, server)
 
 
 class Vectors(unittest.TestCase):
