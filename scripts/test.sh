@@ -36,6 +36,8 @@ if [ "${SIGNET_SKIP_BROWSER_TESTS:-}" != "1" ]; then
   echo "== npm ci tests/browser (playwright-core, which drives that Chromium)"
   npm ci --prefix tests/browser --no-audit --no-fund
 fi
+echo "== npm ci tests/typescript (TypeScript, which type-checks the declarations of clients/js)"
+npm ci --prefix tests/typescript --no-audit --no-fund
 echo "== python venv target/python-venv (the Python clients some tests drive; tests/python/requirements.txt)"
 venv="$PWD/target/python-venv"
 if [ ! -x "$venv/bin/python" ]; then
