@@ -41,7 +41,7 @@ pub async fn refresh(
                 ApiError::not_found("unknown_connection", "no connection with this id")
             }
         })?;
-    tracing::info!(target: "audit", event = "token_refreshed", via = "http", %sub, connection = %connection.id, "connection token refreshed");
+    tracing::info!(target: "audit", event = "token_refreshed", via = "http", %sub, connection = %connection.log_id(), "connection token refreshed");
     let mut response = HttpResponse::Ok();
     super::cors::allow(&mut response, origin);
     Ok(response

@@ -97,7 +97,7 @@ async fn run(
         // The socket dropped or was cut while the connection lives on: detach first, so that a
         // client reconnecting at once finds the connection free, then drop the socket without a
         // close frame, as a network failure would.
-        tracing::debug!(connection = %connection.id, resumable = connection.is_resumable(), "websocket detached");
+        tracing::debug!(connection = %connection.log_id(), resumable = connection.is_resumable(), "websocket detached");
         drop(attachment);
         drop(session);
     }
@@ -141,7 +141,7 @@ async fn read_frames(
                 return;
             }
             Some(Err(err)) => {
-                tracing::debug!(connection = %connection.id, error = %err, "websocket read failed");
+                tracing::debug!(connection = %connection.log_id(), error = %err, "websocket read failed");
                 transport_lost(connection, ending, CloseReason::TransportError);
                 return;
             }
