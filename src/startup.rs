@@ -165,6 +165,9 @@ impl Application {
                 .app_data(web::Data::new(state.clone()))
                 .app_data(json_config(&state.settings))
                 .wrap(from_fn(http::request_log::log_requests))
+                .app_data(web::Data::new(http::ClientAddresses::new(
+                    &state.settings.server,
+                )))
                 .service(http::health::healthz)
                 .service(http::metrics::metrics)
                 .configure(crate::api::configure)

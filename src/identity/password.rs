@@ -6,6 +6,8 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::{Algorithm, Argon2, Params, Version};
 use rand::RngCore;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Longest password accepted, in bytes: argon2 cost does not depend on it, but nothing
 /// legitimate needs more and it bounds the work per request.
@@ -14,13 +16,23 @@ pub const MAX_PASSWORD_BYTES: usize = 1024;
 pub const MIN_PASSWORD_CHARS: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
-#[error("password hashing failed: {0}")]
-pub struct HashingError(String);
+pub enum HashingError {
+    #[error("password hashing failed: {0}")]
+    Failed(String),
+    /// Every hashing slot stayed taken for the configured wait.
+    #[error("the server is busy checking other passwords; retry shortly")]
+    Busy,
+}
 
-/// Hashes and verifies passwords. Cheap to clone.
+/// Hashes and verifies passwords, at most `max_concurrent_password_hashes` at once (each holds
+/// `password_hash_memory_kib` while it runs), so a login storm costs time, not memory.
+/// Cheap to clone.
 #[derive(Clone)]
 pub struct Passwords {
     argon2: Arc<Argon2<'static>>,
+    slots: Arc<Semaphore>,
+    /// How long a hash waits for a slot before giving up with [`HashingError::Busy`].
+    wait: Duration,
     /// A hash of a password nobody knows, verified when the user does not exist so that an
     /// unknown name costs as much as a wrong password.
     dummy_hash: Arc<str>,
@@ -40,7 +52,7 @@ impl Passwords {
             settings.password_hash_parallelism,
             None,
         )
-        .map_err(|e| HashingError(e.to_string()))?;
+        .map_err(|e| HashingError::Failed(e.to_string()))?;
         let argon2 = Arc::new(Argon2::new(Algorithm::Argon2id, Version::V0x13, params));
         let mut unknown = [0u8; 32];
         rand::rng().fill_bytes(&mut unknown);
@@ -50,26 +62,50 @@ impl Passwords {
         };
         Ok(Self {
             argon2,
+            slots: Arc::new(Semaphore::new(
+                settings.max_concurrent_password_hashes.max(1),
+            )),
+            wait: Duration::from_millis(settings.password_hash_wait_ms),
             dummy_hash: dummy.into(),
         })
     }
 
+    /// A hashing slot, waiting at most the configured time for one.
+    async fn slot(&self) -> Result<OwnedSemaphorePermit, HashingError> {
+        let slots = self.slots.clone();
+        if let Ok(permit) = slots.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        match tokio::time::timeout(self.wait, slots.acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(HashingError::Busy),
+        }
+    }
+
     /// An argon2id PHC string for `password`, with a fresh random salt.
     pub async fn hash(&self, password: &str) -> Result<String, HashingError> {
+        let permit = self.slot().await?;
         let argon2 = self.argon2.clone();
         let password = password.as_bytes().to_vec();
-        blocking(move || hash_with(&argon2, &password)).await?
+        blocking(move || {
+            let _permit = permit;
+            hash_with(&argon2, &password)
+        })
+        .await?
     }
 
     /// Whether `password` matches `stored`. With `None` (no such user) a dummy hash is verified
     /// and the answer is false, so both cases take the same time.
     pub async fn verify(&self, password: &str, stored: Option<&str>) -> Result<bool, HashingError> {
+        // Held by the blocking task, so an abandoned request still frees it only when done.
+        let permit = self.slot().await?;
         let known = stored.is_some();
         let hash = stored.unwrap_or(&self.dummy_hash).to_string();
         let dummy = self.dummy_hash.clone();
         let argon2 = self.argon2.clone();
         let password = password.as_bytes().to_vec();
         let matched = blocking(move || {
+            let _permit = permit;
             let parsed = match PasswordHash::new(&hash) {
                 Ok(parsed) => parsed,
                 Err(e) => {
@@ -91,11 +127,11 @@ impl Passwords {
 fn hash_with(argon2: &Argon2<'_>, password: &[u8]) -> Result<String, HashingError> {
     let mut salt = [0u8; 16];
     rand::rng().fill_bytes(&mut salt);
-    let salt = SaltString::encode_b64(&salt).map_err(|e| HashingError(e.to_string()))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| HashingError::Failed(e.to_string()))?;
     argon2
         .hash_password(password, &salt)
         .map(|hash| hash.to_string())
-        .map_err(|e| HashingError(e.to_string()))
+        .map_err(|e| HashingError::Failed(e.to_string()))
 }
 
 async fn blocking<T: Send + 'static>(
@@ -103,7 +139,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, HashingError> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| HashingError(format!("hashing task failed: {e}")))
+        .map_err(|e| HashingError::Failed(format!("hashing task failed: {e}")))
 }
 
 #[cfg(test)]
@@ -135,5 +171,20 @@ mod tests {
             passwords.hash("correct horse").await.unwrap(),
             "salted"
         );
+    }
+
+    #[tokio::test]
+    async fn hashing_waits_for_a_slot_then_reports_busy() {
+        let passwords = Passwords::new(&IdentitySettings {
+            max_concurrent_password_hashes: 1,
+            password_hash_wait_ms: 50,
+            ..cheap()
+        })
+        .await
+        .unwrap();
+        let held = passwords.slot().await.unwrap();
+        assert!(matches!(passwords.hash("x").await, Err(HashingError::Busy)));
+        drop(held);
+        assert!(passwords.hash("correct horse").await.is_ok());
     }
 }

@@ -14,6 +14,7 @@ mod jwt;
 mod lifetime;
 mod login;
 mod long_polling;
+mod login_throttling;
 mod message_key;
 mod restart;
 mod secrets;
