@@ -280,7 +280,7 @@ async fn connection_request(
     hub: &str,
     state: &AppState,
 ) -> Result<ConnectionRequest, ApiError> {
-    let origin = check_origin(req, &state.settings.server.allowed_origins)?;
+    let origin = check_origin(req, &state.settings.server)?;
     let hub = find_hub(state, hub)?;
     let (bearer, _) = token_from_request(req)?
         .ok_or_else(|| ApiError::unauthorized("missing_token", "a bearer token is required"))?;

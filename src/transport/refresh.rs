@@ -14,7 +14,7 @@ pub async fn refresh(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let origin = super::check_origin(&req, &state.settings.server.allowed_origins)?;
+    let origin = super::check_origin(&req, &state.settings.server)?;
     let hub = find_hub(&state, &path)?;
     let token = query_param(req.query_string(), "id").ok_or_else(|| {
         ApiError::bad_request(

@@ -37,7 +37,7 @@ pub async fn connect(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    super::check_origin(&req, &state.settings.server.allowed_origins)?;
+    super::check_origin(&req, &state.settings.server)?;
     let hub = find_hub(&state, &path)?;
     let principal = authenticate(&req, &state).await?;
     let connection = match query_param(req.query_string(), "id") {
