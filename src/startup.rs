@@ -135,6 +135,12 @@ pub struct Application {
 impl Application {
     /// Validates nothing itself: `settings` come from [`crate::settings::load`], already valid.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        // Before any secret is generated into it.
+        let data_dir = &settings.server.data_dir;
+        crate::store::ensure_private_dir(data_dir).map_err(|source| StoreError::File {
+            path: data_dir.clone(),
+            source,
+        })?;
         let secrets = ResolvedSecrets::resolve(&settings)?;
         tracing::info!(source = %secrets.jwt_source, kid = %crate::auth::hmac_kid(&secrets.jwt), "jwt signing secret");
         tracing::info!(source = %secrets.envelope_source, "envelope master key");
@@ -159,15 +165,15 @@ impl Application {
             App::new()
                 .app_data(web::Data::new(state.auth.clone()))
                 .app_data(web::Data::new(state.identity.clone()))
+                .app_data(web::Data::new(http::ClientAddresses::new(
+                    &state.settings.server,
+                )))
                 .app_data(web::Data::new(JsonLimit(
                     state.settings.server.max_request_body_bytes,
                 )))
                 .app_data(web::Data::new(state.clone()))
                 .app_data(json_config(&state.settings))
                 .wrap(from_fn(http::request_log::log_requests))
-                .app_data(web::Data::new(http::ClientAddresses::new(
-                    &state.settings.server,
-                )))
                 .service(http::health::healthz)
                 .service(http::metrics::metrics)
                 .configure(crate::api::configure)
