@@ -16,15 +16,7 @@ async fn login_via(app: &TestApp, header: &str, client: &str, user: &str, pw: &s
         .send_json(&json!({"username": user, "password": pw}))
         .await
         .expect("request sent");
-    let mut res = res;
-    let status = res.status().as_u16();
-    let headers = res.headers().clone();
-    let body = res.body().await.expect("body");
-    Answer {
-        status,
-        headers,
-        body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
-    }
+    answer(res).await
 }
 
 async fn login_from(app: &TestApp, client: &str, user: &str, pw: &str) -> Answer {
