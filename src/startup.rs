@@ -29,6 +29,11 @@ pub enum StartupError {
     Store(#[from] StoreError),
     #[error("identity: {0}")]
     Identity(#[from] IdentityError),
+    #[error("cannot make the data directory {path} private (mode 0700): {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -137,7 +142,7 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         // Before any secret is generated into it.
         let data_dir = &settings.server.data_dir;
-        crate::store::ensure_private_dir(data_dir).map_err(|source| StoreError::File {
+        crate::store::ensure_private_dir(data_dir).map_err(|source| StartupError::DataDir {
             path: data_dir.clone(),
             source,
         })?;

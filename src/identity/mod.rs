@@ -17,7 +17,7 @@ mod sessions;
 mod users;
 
 pub use devices::{device_subject, DeviceToken, NewDeviceKey};
-pub use limiter::{address_key, retry_after_secs, AttemptKeys, LoginLimiter, LoginLimits};
+pub use limiter::{retry_after_secs, AttemptKeys, LoginLimiter, LoginLimits};
 pub use password::{HashingError, Passwords, MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS};
 pub use sessions::SessionTokens;
 pub use users::{

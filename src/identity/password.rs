@@ -250,10 +250,16 @@ mod tests {
             }
         });
         let results = futures_util::future::join_all(checks).await;
-        assert_eq!(results, [true, false, true, false, true, false, true, false]);
+        assert_eq!(
+            results,
+            [true, false, true, false, true, false, true, false]
+        );
         let buffers = passwords.memory.0.lock().unwrap();
         assert!((1..=2).contains(&buffers.len()), "{}", buffers.len());
-        assert!(buffers.iter().all(|b| b.len() == 256), "grown to the stored cost");
+        assert!(
+            buffers.iter().all(|b| b.len() == 256),
+            "grown to the stored cost"
+        );
     }
 
     #[tokio::test]
