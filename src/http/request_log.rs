@@ -3,9 +3,11 @@
 //!
 //! Parameter names are compared after the same decoding the query parser applies
 //! (`form_urlencoded`: percent-escapes and `+`), so `access%5Ftoken` or `%69d`, which the
-//! parser reads as `access_token` and `id`, are redacted too. Names are also compared without
-//! regard to case or surrounding white space, and any value that decodes to something shaped
-//! like a JWT is redacted whatever its name: redacting too much costs a log reader little.
+//! parser reads as `access_token` and `id`, are redacted too. Beyond what the parser honours,
+//! names are also compared decoded again (double encoding), without regard to case and with
+//! everything but letters and digits dropped (`id%00`, `Access-Token`), and any value
+//! that decodes to something shaped like a JWT is redacted whatever its name: a client that
+//! misspells a parameter still sent its secret, and redacting too much costs a reader little.
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -68,11 +70,37 @@ fn is_secret_pair(pair: &str) -> bool {
     let Some((name, value)) = form_urlencoded::parse(pair.as_bytes()).next() else {
         return false;
     };
-    let name = name.trim();
+    let name = normalized_name(&name);
     SECRET_QUERY_PARAMS
         .iter()
-        .any(|secret| name.eq_ignore_ascii_case(secret))
+        .any(|secret| name == normalized_name(secret))
         || looks_like_jwt(&value)
+}
+
+/// A decoded parameter name decoded again while it still holds escapes (at most three more
+/// times), then lower-cased with everything but letters and digits dropped, so that
+/// `Access-Token` and `accessToken` compare equal to `access_token`.
+fn normalized_name(decoded: &str) -> String {
+    let mut name = decoded.to_string();
+    for _ in 0..3 {
+        if !name.contains('%') {
+            break;
+        }
+        name = percent_decoded(&name);
+    }
+    name.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+/// `text` with its percent-escapes decoded (`+` left alone: it was decoded already).
+fn percent_decoded(text: &str) -> String {
+    let escaped = text.replace('+', "%2B");
+    form_urlencoded::parse(format!("n={escaped}").as_bytes())
+        .next()
+        .map(|(_, value)| value.into_owned())
+        .unwrap_or_default()
 }
 
 /// Three non-empty base64url segments, the first a JSON object's encoding (`eyJ`).
@@ -119,6 +147,10 @@ mod tests {
             ("id+=s3cret", "id+"),
             ("+access_token=s3cret", "+access_token"),
             ("access_token==s3cret", "access_token"),
+            ("%2561ccess_token=s3cret", "%2561ccess_token"),
+            ("%252569d=s3cret", "%252569d"),
+            ("id%00=s3cret", "id%00"),
+            ("%20Access-Token=s3cret", "%20Access-Token"),
         ] {
             let out = redacted_target("/hubs/home", query);
             assert!(!out.contains("s3cret"), "{query} -> {out}");
