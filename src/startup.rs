@@ -29,6 +29,11 @@ pub enum StartupError {
     Store(#[from] StoreError),
     #[error("identity: {0}")]
     Identity(#[from] IdentityError),
+    #[error("cannot make the data directory {path} private (mode 0700): {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -135,6 +140,12 @@ pub struct Application {
 impl Application {
     /// Validates nothing itself: `settings` come from [`crate::settings::load`], already valid.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        // Before any secret is generated into it.
+        let data_dir = &settings.server.data_dir;
+        crate::store::ensure_private_dir(data_dir).map_err(|source| StartupError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
         let secrets = ResolvedSecrets::resolve(&settings)?;
         tracing::info!(source = %secrets.jwt_source, kid = %crate::auth::hmac_kid(&secrets.jwt), "jwt signing secret");
         tracing::info!(source = %secrets.envelope_source, "envelope master key");
@@ -159,6 +170,9 @@ impl Application {
             App::new()
                 .app_data(web::Data::new(state.auth.clone()))
                 .app_data(web::Data::new(state.identity.clone()))
+                .app_data(web::Data::new(http::ClientAddresses::new(
+                    &state.settings.server,
+                )))
                 .app_data(web::Data::new(JsonLimit(
                     state.settings.server.max_request_body_bytes,
                 )))

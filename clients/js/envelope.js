@@ -127,7 +127,8 @@ export function signingInput({ hubPath, target, issuedAt, expiry, nonce, message
  * @param {CryptoKey} key from {@link importMessageKey}
  * @param {object} options
  * @param {string} options.hubPath e.g. `/hubs/home`
- * @param {string} options.target hub method name, e.g. `SendCommand`
+ * @param {string} options.target the hub method's declared name, e.g. `SendCommand` (the server
+ *   verifies this spelling whatever case the method is invoked in)
  * @param {string|object} options.message JSON text, or a value that is stringified once and
  *   signed as that exact text
  * @param {number} [options.lifetimeMs=30000] time until expiry; the server allows at most 60 s

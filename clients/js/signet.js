@@ -466,7 +466,8 @@ export class HubConnection {
 
   /**
    * Signs `message` with the session's message key for this hub and `target`, then invokes
-   * `target` with the envelope.
+   * `target` with the envelope. `target` must be the method's declared name (`SendCommand`):
+   * the server matches method names in any case but verifies the signature over that spelling.
    */
   async invokeSigned(target, message, { lifetimeMs = 30_000, key } = {}) {
     const signingKey = key ?? this.#session.messageKey;

@@ -6,7 +6,7 @@ pub mod auth;
 pub mod devices;
 
 use crate::http::ApiError;
-use crate::identity::IdentityError;
+use crate::identity::{HashingError, IdentityError};
 use actix_web::http::{header, StatusCode};
 use actix_web::web;
 
@@ -53,6 +53,10 @@ impl From<IdentityError> for ApiError {
             E::Invalid { .. } => ApiError::bad_request("invalid_request", message),
             E::NotRevocable => ApiError::bad_request("not_revocable", message),
             E::Revoked => ApiError::forbidden("revoked", message),
+            E::Hashing(HashingError::Busy) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message)
+                    .with_header(header::RETRY_AFTER, "1")
+            }
             E::Store(_) | E::Revocation(_) | E::Signing(_) | E::Hashing(_) | E::Setup(_) => {
                 ApiError::internal(err)
             }

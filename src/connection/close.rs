@@ -128,7 +128,7 @@ pub struct CloseStats {
 
 impl CloseStats {
     /// Counts a close, and writes the security-relevant ones to the audit log.
-    pub fn record(&self, reason: &CloseReason, connection_id: &str, sub: &str) {
+    pub fn record(&self, reason: &CloseReason, connection: &str, sub: &str) {
         let code = reason.code();
         let slot = CLOSE_CODES
             .iter()
@@ -146,7 +146,7 @@ impl CloseStats {
                 target: "audit",
                 event = "connection_closed",
                 reason = code,
-                connection = connection_id,
+                connection,
                 sub,
                 "connection closed"
             );

@@ -84,12 +84,14 @@ impl fmt::Display for TransportKind {
 }
 
 /// A live or negotiated hub connection.
-#[derive(Debug)]
 pub struct Connection {
     /// Public id, shown to the hub (`connectionId`).
     pub id: String,
     /// Secret token from negotiate (`id` on transport requests); equals `id` for negotiate v0.
     pub token: String,
+    /// What log lines name the connection by: `id`, except for negotiate v0 where `id` is the
+    /// token, so a separate random label (`v0-...`) that grants nothing.
+    log_id: String,
     /// Hub name, e.g. `home`.
     pub hub: Arc<str>,
     principal: RwLock<Arc<Principal>>,
@@ -116,6 +118,17 @@ pub struct Connection {
     expiry_changed: tokio::sync::Notify,
 }
 
+/// Names the connection by its log id: `Debug` output must never show the token.
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("log_id", &self.log_id)
+            .field("hub", &self.hub)
+            .field("transport", &self.transport.get())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Why a send did not reach the connection's queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
@@ -137,9 +150,16 @@ impl Connection {
     ) -> Arc<Self> {
         let (tx, rx) = mpsc::channel(queue_capacity.max(1));
         let (inbound, inbound_rx) = mpsc::channel(INBOUND_BUFFER);
+        let log_id = if id == token {
+            let label = crate::auth::issue::random_id();
+            format!("v0-{}", &label[..12])
+        } else {
+            id.clone()
+        };
         Arc::new(Self {
             id,
             token,
+            log_id,
             hub,
             expires_at: AtomicI64::new(principal.expires_at),
             opening_jti: principal.jti.clone(),
@@ -164,6 +184,11 @@ impl Connection {
     #[cfg(test)]
     pub(crate) fn try_recv_outbound(&self) -> Option<OutboundFrame> {
         self.outbound_rx.try_lock().ok()?.try_recv().ok()
+    }
+
+    /// The connection's name in log lines: never its token, whatever the negotiate version.
+    pub fn log_id(&self) -> &str {
+        &self.log_id
     }
 
     /// Whether `jti` names the token this connection was opened with (never true without one).
@@ -347,7 +372,7 @@ impl Connection {
     /// Closes the connection; the first reason given is the one reported.
     pub fn close(&self, reason: CloseReason) {
         if self.close_reason.set(reason.clone()).is_ok() {
-            tracing::debug!(connection = %self.id, reason = reason.code(), "closing connection");
+            tracing::debug!(connection = %self.log_id, reason = reason.code(), "closing connection");
         }
         self.cancel.cancel();
     }

@@ -67,7 +67,7 @@ async fn watch_transports(connection: &Connection, timeouts: Timeouts) {
             _ = connection.closed() => return,
             changed = attached.wait_for(|a| *a) => if changed.is_err() { return },
             _ = sleep(timeouts.disconnect) => {
-                tracing::debug!(connection = %connection.id, "no transport came back within the disconnect timeout");
+                tracing::debug!(connection = %connection.log_id(), "no transport came back within the disconnect timeout");
                 connection.close(CloseReason::TransportTimeout);
                 return;
             }

@@ -1,5 +1,13 @@
 //! One log line per request, with secrets in the query string redacted: `access_token`
 //! (a JWT) and `id` (the SignalR connection token, which lets its holder use the connection).
+//!
+//! Parameter names are compared after the same decoding the query parser applies
+//! (`form_urlencoded`: percent-escapes and `+`), so `access%5Ftoken` or `%69d`, which the
+//! parser reads as `access_token` and `id`, are redacted too. Beyond what the parser honours,
+//! names are also compared decoded again (double encoding), without regard to case and with
+//! everything but letters and digits dropped (`id%00`, `Access-Token`), and any value
+//! that decodes to something shaped like a JWT is redacted whatever its name: a client that
+//! misspells a parameter still sent its secret, and redacting too much costs a reader little.
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -33,7 +41,8 @@ pub async fn log_requests(
     result
 }
 
-/// `path?query` with the values of secret parameters replaced by `[redacted]`.
+/// `path?query` with the values of secret parameters replaced by `[redacted]`. The names
+/// are kept as sent; every other parameter is kept as sent.
 pub fn redacted_target<'a>(path: &'a str, query: &str) -> Cow<'a, str> {
     if query.is_empty() {
         return Cow::Borrowed(path);
@@ -45,18 +54,69 @@ pub fn redacted_target<'a>(path: &'a str, query: &str) -> Cow<'a, str> {
         if i > 0 {
             out.push('&');
         }
-        let name = pair.split('=').next().unwrap_or(pair);
-        if SECRET_QUERY_PARAMS
-            .iter()
-            .any(|secret| name.eq_ignore_ascii_case(secret))
-        {
-            out.push_str(name);
+        if is_secret_pair(pair) {
+            out.push_str(pair.split('=').next().unwrap_or(""));
             out.push_str("=[redacted]");
         } else {
             out.push_str(pair);
         }
     }
     Cow::Owned(out)
+}
+
+/// Whether one `name=value` piece of a query carries a secret, judged on what the query
+/// parser makes of it.
+fn is_secret_pair(pair: &str) -> bool {
+    let Some((name, value)) = form_urlencoded::parse(pair.as_bytes()).next() else {
+        return false;
+    };
+    let name = normalized_name(&name);
+    SECRET_QUERY_PARAMS
+        .iter()
+        .any(|secret| name == normalized_name(secret))
+        || looks_like_jwt(&value)
+}
+
+/// A decoded parameter name decoded again while it still holds escapes (at most three more
+/// times), then lower-cased with everything but letters and digits dropped, so that
+/// `Access-Token` and `accessToken` compare equal to `access_token`.
+fn normalized_name(decoded: &str) -> String {
+    let mut name = decoded.to_string();
+    for _ in 0..3 {
+        if !name.contains('%') {
+            break;
+        }
+        name = percent_decoded(&name);
+    }
+    name.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+/// `text` with its percent-escapes decoded (`+` left alone: it was decoded already).
+fn percent_decoded(text: &str) -> String {
+    let escaped = text.replace('+', "%2B");
+    form_urlencoded::parse(format!("n={escaped}").as_bytes())
+        .next()
+        .map(|(_, value)| value.into_owned())
+        .unwrap_or_default()
+}
+
+/// Three non-empty base64url segments, the first a JSON object's encoding (`eyJ`).
+fn looks_like_jwt(value: &str) -> bool {
+    let mut segments = 0;
+    for segment in value.trim().split('.') {
+        if segment.is_empty()
+            || !segment
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'=')
+        {
+            return false;
+        }
+        segments += 1;
+    }
+    segments == 3 && value.trim().starts_with("eyJ")
 }
 
 #[cfg(test)]
@@ -74,5 +134,41 @@ mod tests {
             "/hubs/home?id=[redacted]&access_token=[redacted]&v=1&ACCESS_TOKEN=[redacted]"
         );
         assert_eq!(redacted_target("/healthz", ""), "/healthz");
+    }
+
+    #[test]
+    fn names_are_compared_as_the_query_parser_decodes_them() {
+        for (query, kept_name) in [
+            ("access%5Ftoken=s3cret", "access%5Ftoken"),
+            ("%61ccess_token=s3cret", "%61ccess_token"),
+            ("%61ccess%5ftoken=s3cret", "%61ccess%5ftoken"),
+            ("%69d=s3cret", "%69d"),
+            ("%69%64=s3cret", "%69%64"),
+            ("id+=s3cret", "id+"),
+            ("+access_token=s3cret", "+access_token"),
+            ("access_token==s3cret", "access_token"),
+            ("%2561ccess_token=s3cret", "%2561ccess_token"),
+            ("%252569d=s3cret", "%252569d"),
+            ("id%00=s3cret", "id%00"),
+            ("%20Access-Token=s3cret", "%20Access-Token"),
+        ] {
+            let out = redacted_target("/hubs/home", query);
+            assert!(!out.contains("s3cret"), "{query} -> {out}");
+            assert_eq!(out, format!("/hubs/home?{kept_name}=[redacted]"));
+        }
+        let out = redacted_target("/hubs/home", "id=a&negotiateVersion=1&id=b&x=%69d");
+        assert_eq!(
+            out,
+            "/hubs/home?id=[redacted]&negotiateVersion=1&id=[redacted]&x=%69d"
+        );
+    }
+
+    #[test]
+    fn a_jwt_is_redacted_under_any_name() {
+        let out = redacted_target("/hubs/home", "%2561ccess_token=eyJhbGci.eyJzdWIi.c2ln&v=1");
+        assert_eq!(out, "/hubs/home?%2561ccess_token=[redacted]&v=1");
+        let out = redacted_target("/x", "t=eyJhbGci%2EeyJzdWIi%2Ec2ln");
+        assert_eq!(out, "/x?t=[redacted]");
+        assert_eq!(redacted_target("/x", "t=eyJ.a"), "/x?t=eyJ.a");
     }
 }

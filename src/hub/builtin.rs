@@ -26,7 +26,7 @@ async fn refresh_token(services: HubServices, call: Call, args: Vec<Value>) -> M
         .refresh(&call.connection, principal, unix_now())
     {
         Ok(lifetime) => {
-            tracing::info!(target: "audit", event = "token_refreshed", via = "hub", sub = %call.principal.sub, connection = %call.connection.id, "connection token refreshed");
+            tracing::info!(target: "audit", event = "token_refreshed", via = "hub", sub = %call.principal.sub, connection = %call.connection.log_id(), "connection token refreshed");
             Ok(Some(json!({ "tokenLifetimeSeconds": lifetime })))
         }
         Err(RefreshError::UserMismatch) => Err(HubError::hub(

@@ -177,7 +177,7 @@ async fn perform_handshake(
                     Ok(Some(handshake)) => return Ok(handshake),
                     Ok(None) => {}
                     Err(err) => {
-                        tracing::debug!(connection = %connection.id, error = %err, "handshake refused");
+                        tracing::debug!(connection = %connection.log_id(), error = %err, "handshake refused");
                         send_handshake_error(connection, &err.response_text(limits.detailed_errors)).await;
                         return Err(CloseReason::HandshakeFailed);
                     }
@@ -369,7 +369,7 @@ impl Session {
                     }
                 }
                 Err(ProtocolError::UnknownMessageType(kind)) => {
-                    tracing::debug!(connection = %self.connection.id, kind, "ignoring a message of unknown type");
+                    tracing::debug!(connection = %self.connection.log_id(), kind, "ignoring a message of unknown type");
                 }
                 Err(ProtocolError::InvocationBinding {
                     invocation_id,
@@ -454,7 +454,7 @@ impl Session {
             HubMessage::Ping => None,
             HubMessage::Close { error, .. } => {
                 if let Some(error) = error {
-                    tracing::debug!(connection = %self.connection.id, %error, "client closed with an error");
+                    tracing::debug!(connection = %self.connection.log_id(), %error, "client closed with an error");
                 }
                 Some(CloseReason::ClientClosed)
             }
@@ -630,7 +630,7 @@ impl Session {
                     code = err.code(),
                     sub = %principal.sub,
                     method = target,
-                    connection = %self.connection.id,
+                    connection = %self.connection.log_id(),
                     "signed envelope rejected"
                 );
                 Err(rejected(err.code()))

@@ -17,7 +17,7 @@ mod sessions;
 mod users;
 
 pub use devices::{device_subject, DeviceToken, NewDeviceKey};
-pub use limiter::{retry_after_secs, AttemptKeys, LoginLimiter};
+pub use limiter::{retry_after_secs, AttemptKeys, LoginLimiter, LoginLimits};
 pub use password::{HashingError, Passwords, MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS};
 pub use sessions::SessionTokens;
 pub use users::{
@@ -91,6 +91,39 @@ pub(crate) fn client_label(client: Option<IpAddr>) -> String {
     client.map_or_else(|| "unknown".to_string(), |ip| ip.to_string())
 }
 
+/// How an attempted username that names no user is written to the audit log: it may be a
+/// password typed into the wrong field, so never verbatim. `unknown:` and 12 hex digits of
+/// HMAC-SHA256 under a key drawn at start-up: the same attempt gives the same mark while the
+/// process runs (repeated guesses can be told apart and counted), and without the key, which
+/// never leaves memory, the mark cannot be tested against candidate names.
+pub(crate) struct UnknownNameMarks {
+    key: [u8; 32],
+}
+
+impl UnknownNameMarks {
+    fn new() -> Self {
+        let mut key = [0u8; 32];
+        rand::rng().fill_bytes(&mut key);
+        Self { key }
+    }
+
+    pub(crate) fn mark(&self, attempted: &str) -> String {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(attempted.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+        format!("unknown:{hex}")
+    }
+}
+
+impl std::fmt::Debug for UnknownNameMarks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UnknownNameMarks")
+    }
+}
+
 /// 256 random bits, base64url: refresh tokens and device keys.
 pub(crate) fn new_secret_token() -> (String, [u8; 32]) {
     let mut bytes = [0u8; 32];
@@ -128,6 +161,7 @@ struct Inner {
     envelopes: Arc<EnvelopeService>,
     passwords: Passwords,
     limiter: LoginLimiter,
+    unknown_names: UnknownNameMarks,
     access_ttl: Duration,
     session_ttl_secs: i64,
     max_devices_per_user: u32,
@@ -150,11 +184,15 @@ impl IdentityService {
                 auth,
                 envelopes,
                 passwords,
-                limiter: LoginLimiter::new(
-                    identity.login_max_failures,
-                    Duration::from_secs(identity.login_failure_window_secs),
-                    identity.login_limiter_capacity,
-                ),
+                limiter: LoginLimiter::new(LoginLimits {
+                    max_failures: identity.login_max_failures,
+                    max_failures_per_address: identity.login_max_failures_per_address,
+                    window: Duration::from_secs(identity.login_failure_window_secs),
+                    backoff_after: identity.login_backoff_after_failures,
+                    max_backoff: Duration::from_secs(identity.login_max_backoff_secs),
+                    capacity: identity.login_limiter_capacity,
+                }),
+                unknown_names: UnknownNameMarks::new(),
                 access_ttl: Duration::from_secs(
                     settings
                         .jwt

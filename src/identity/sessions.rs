@@ -2,7 +2,7 @@
 //! administrator's revocation of everything a user holds.
 
 use super::limiter::{retry_after_secs, AttemptKeys};
-use super::password::MAX_PASSWORD_BYTES;
+use super::password::{HashingError, MAX_PASSWORD_BYTES};
 use super::users::{is_valid_username, normalize_username};
 use super::{
     client_label, is_secret_token_shaped, new_secret_token, secret_hash, IdentityError,
@@ -27,7 +27,10 @@ pub struct SessionTokens {
 impl IdentityService {
     /// Checks a username and password. Unknown user and wrong password fail alike, and alike
     /// in time (an unknown user costs a verification against a dummy hash). Failures are
-    /// throttled per username and per client address.
+    /// throttled per (username, address), per address and per username (see [`LoginLimiter`]);
+    /// the audit log names an attempted username only when it is a user's.
+    ///
+    /// [`LoginLimiter`]: super::LoginLimiter
     pub async fn login(
         &self,
         username: &str,
@@ -35,38 +38,51 @@ impl IdentityService {
         client: Option<IpAddr>,
     ) -> Result<SessionTokens, IdentityError> {
         let username = normalize_username(username);
-        let shown_name = if is_valid_username(&username) {
-            username.as_str()
-        } else {
-            "[invalid]"
-        };
-        // Names that cannot exist share one bucket, so junk cannot grow the limiter's keys.
-        let keys = AttemptKeys::new(shown_name, client);
-        if let Err(wait) = self.inner.limiter.begin(&keys) {
-            let retry_after_secs = retry_after_secs(wait);
-            tracing::warn!(
-                target: "audit", action = "login", outcome = "rate_limited",
-                username = shown_name, client = %client_label(client), retry_after_secs,
-            );
-            return Err(IdentityError::RateLimited { retry_after_secs });
-        }
-        let found = if is_valid_username(&username) {
+        let valid = is_valid_username(&username);
+        let found = if valid {
             self.inner.store.user_by_name(&username).await?
         } else {
             None
         };
+        let shown_name = match &found {
+            Some(credentials) => credentials.user.username.clone(),
+            None => self.inner.unknown_names.mark(&username),
+        };
+        // Names that cannot exist share one bucket, so junk cannot grow the limiter's keys.
+        let keys = AttemptKeys::new(if valid { &username } else { "[invalid]" }, client);
+        if let Err(wait) = self.inner.limiter.begin(&keys) {
+            let retry_after_secs = retry_after_secs(wait);
+            tracing::warn!(
+                target: "audit", action = "login", outcome = "rate_limited",
+                username = %shown_name, client = %client_label(client), retry_after_secs,
+            );
+            return Err(IdentityError::RateLimited { retry_after_secs });
+        }
         let matched = if password.len() > MAX_PASSWORD_BYTES {
             false
         } else {
             let stored = found.as_ref().map(|c| c.password_hash.as_str());
-            self.inner.passwords.verify(password, stored).await?
+            match self.inner.passwords.verify(password, stored).await {
+                Ok(matched) => matched,
+                Err(err) => {
+                    // Nothing was checked: the attempt is not a failure.
+                    self.inner.limiter.abandoned(&keys);
+                    if matches!(err, HashingError::Busy) {
+                        tracing::warn!(
+                            target: "audit", action = "login", outcome = "busy",
+                            username = %shown_name, client = %client_label(client),
+                        );
+                    }
+                    return Err(err.into());
+                }
+            }
         };
         let user = match found {
             Some(credentials) if matched => credentials.user,
             _ => {
                 tracing::warn!(
                     target: "audit", action = "login", outcome = "failure",
-                    username = shown_name, client = %client_label(client),
+                    username = %shown_name, client = %client_label(client),
                 );
                 return Err(IdentityError::InvalidCredentials);
             }

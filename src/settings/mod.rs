@@ -6,10 +6,12 @@
 
 mod duration;
 mod load;
+mod net;
 mod secrets;
 
 pub use duration::parse_duration;
 pub use load::{load, load_from_str, SettingsError};
+pub use net::IpNet;
 pub use secrets::{new_random_secret, write_private_file, ResolvedSecrets, Secret, SecretSource};
 
 use serde::{Deserialize, Serialize};
@@ -46,6 +48,24 @@ pub struct ServerSettings {
     /// Browser origins allowed to negotiate and open WebSockets (exact match, e.g.
     /// `https://app.example.com`). Requests without an `Origin` header are always allowed.
     pub allowed_origins: Vec<String>,
+    /// Also allow a browser origin whose host and port equal the request's `Host` (the
+    /// console Signet serves). See the README for its DNS-rebinding caveat.
+    pub allow_same_origin: bool,
+    /// Reverse proxies (addresses or networks) whose forwarding header names the client.
+    /// Empty: the socket's peer is the client and forwarding headers are ignored.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Which header a trusted proxy writes: `x-forwarded-for` or `forwarded` (RFC 7239).
+    pub forwarded_header: ForwardedHeader,
+}
+
+/// The header a trusted proxy names the client in. Only one is read, so a client cannot slip
+/// in the other one past a proxy that passes it through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ForwardedHeader {
+    #[serde(rename = "x-forwarded-for")]
+    XForwardedFor,
+    #[serde(rename = "forwarded")]
+    Forwarded,
 }
 
 impl Default for ServerSettings {
@@ -57,6 +77,9 @@ impl Default for ServerSettings {
             shutdown_timeout_secs: 10,
             max_request_body_bytes: 16 * 1024,
             allowed_origins: Vec::new(),
+            allow_same_origin: true,
+            trusted_proxies: Vec::new(),
+            forwarded_header: ForwardedHeader::XForwardedFor,
         }
     }
 }
@@ -286,13 +309,27 @@ impl Default for TransportSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IdentitySettings {
-    /// Failed logins allowed per username, and separately per client address, within
-    /// `login_failure_window_secs`; once reached, logins answer 429 until the window ends.
+    /// Failed logins allowed per (username, client address) within
+    /// `login_failure_window_secs`; once reached, that name from that address answers 429
+    /// until the window ends. Other names from the address are not affected.
     pub login_max_failures: u32,
-    /// Length of the failed-login window, in seconds.
+    /// Failed logins allowed per client address (IPv6: per /64), whatever the names, within
+    /// the same window; once reached, every login from the address answers 429.
+    pub login_max_failures_per_address: u32,
+    /// Length of the failed-login windows, in seconds.
     pub login_failure_window_secs: u64,
-    /// Usernames and addresses whose failures are tracked at once (memory bound).
+    /// Failed logins of one username, from any address, before each further attempt must
+    /// wait a delay doubling from 1 s (a success, or a quiet window, resets it).
+    pub login_backoff_after_failures: u32,
+    /// Longest delay of that backoff, in seconds.
+    pub login_max_backoff_secs: u64,
+    /// Keys tracked at once in each of the three throttling tables (memory bound).
     pub login_limiter_capacity: u64,
+    /// Password hashes computed at once (each takes `password_hash_memory_kib`). Defaults to
+    /// the number of CPU cores.
+    pub max_concurrent_password_hashes: usize,
+    /// How long a login waits for a free hashing slot before it is answered 503.
+    pub password_hash_wait_ms: u64,
     /// Argon2id memory cost in KiB. The default (19 MiB, 2 passes, 1 lane) is OWASP's
     /// recommended minimum; lower it only for tests.
     pub password_hash_memory_kib: u32,
@@ -312,8 +349,14 @@ impl Default for IdentitySettings {
     fn default() -> Self {
         Self {
             login_max_failures: 5,
+            login_max_failures_per_address: 100,
             login_failure_window_secs: 60,
+            login_backoff_after_failures: 10,
+            login_max_backoff_secs: 60,
             login_limiter_capacity: 100_000,
+            max_concurrent_password_hashes: std::thread::available_parallelism()
+                .map_or(2, usize::from),
+            password_hash_wait_ms: 500,
             password_hash_memory_kib: 19 * 1024,
             password_hash_iterations: 2,
             password_hash_parallelism: 1,
@@ -474,8 +517,20 @@ impl Settings {
                 u64::from(identity.login_max_failures),
             ),
             (
+                "identity.login_max_failures_per_address",
+                u64::from(identity.login_max_failures_per_address),
+            ),
+            (
                 "identity.login_failure_window_secs",
                 identity.login_failure_window_secs,
+            ),
+            (
+                "identity.login_max_backoff_secs",
+                identity.login_max_backoff_secs,
+            ),
+            (
+                "identity.max_concurrent_password_hashes",
+                identity.max_concurrent_password_hashes as u64,
             ),
             (
                 "identity.login_limiter_capacity",

@@ -6,8 +6,10 @@
 //! each backend makes it atomic in its own way. Times are Unix seconds; secrets arrive already
 //! hashed and never leave as anything else.
 
+mod data_dir;
 mod sqlite;
 
+pub use data_dir::ensure_private_dir;
 pub use sqlite::{SqliteStore, DATABASE_FILE};
 
 use async_trait::async_trait;

@@ -12,7 +12,7 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::Row;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -39,11 +39,7 @@ impl SqliteStore {
             let path = path.to_path_buf();
             move |source| StoreError::File { path, source }
         };
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(data_dir)
-            .map_err(file_err(data_dir))?;
+        super::ensure_private_dir(data_dir).map_err(file_err(data_dir))?;
         let path = data_dir.join(DATABASE_FILE);
         // Created here so that the mode is ours; SQLite gives its -wal and -shm files the same.
         std::fs::OpenOptions::new()

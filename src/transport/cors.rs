@@ -1,8 +1,15 @@
 //! Browser origins. CORS does not protect WebSockets, so negotiate and every transport request
 //! check `Origin` against the allow-list themselves. Requests without `Origin` (devices,
-//! servers) and same-origin requests (the console Signet serves) are allowed.
+//! servers) are allowed, and so are same-origin requests (the console Signet serves) unless
+//! `server.allow_same_origin` is off.
+//!
+//! "Same origin" means the `Origin`'s host and port equal the request's `Host` header. Both come
+//! from the browser, so a page whose DNS name is rebound to this server's address passes it:
+//! it names its own host in both. That page still needs a token, which a browser never adds
+//! by itself (Signet uses no cookies), so the rule lets through nothing a token does not.
 
 use crate::http::ApiError;
+use crate::settings::ServerSettings;
 use crate::startup::AppState;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
@@ -14,22 +21,27 @@ const ALLOWED_METHODS: &str = "GET, POST, DELETE, OPTIONS";
 /// `Ok(Some(origin))` for an allowed browser origin, `Ok(None)` without `Origin`, 403 otherwise.
 pub fn check_origin(
     req: &HttpRequest,
-    allowed: &[String],
+    settings: &ServerSettings,
 ) -> Result<Option<HeaderValue>, ApiError> {
     let Some(origin) = req.headers().get(header::ORIGIN) else {
         return Ok(None);
     };
     let text = origin.to_str().unwrap_or("");
-    let same_origin = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .is_some_and(|host| {
-            text.strip_prefix("http://")
-                .or_else(|| text.strip_prefix("https://"))
-                .is_some_and(|rest| rest.eq_ignore_ascii_case(host))
-        });
-    if same_origin || allowed.iter().any(|a| a.eq_ignore_ascii_case(text)) {
+    let same_origin = settings.allow_same_origin
+        && req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .is_some_and(|host| {
+                text.strip_prefix("http://")
+                    .or_else(|| text.strip_prefix("https://"))
+                    .is_some_and(|rest| rest.eq_ignore_ascii_case(host))
+            });
+    let listed = settings
+        .allowed_origins
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(text));
+    if same_origin || listed {
         Ok(Some(origin.clone()))
     } else {
         Err(ApiError::forbidden(
@@ -68,7 +80,7 @@ pub async fn preflight(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let origin = check_origin(&req, &state.settings.server.allowed_origins)?;
+    let origin = check_origin(&req, &state.settings.server)?;
     let mut response = HttpResponse::NoContent();
     allow(&mut response, origin);
     response

@@ -249,7 +249,7 @@ fn existing_connection(
             .refresh(&connection, principal.clone(), unix_now())
             .is_ok()
     {
-        tracing::debug!(connection = %connection.id, expires_at = principal.expires_at, "connection moved onto a later token");
+        tracing::debug!(connection = %connection.log_id(), expires_at = principal.expires_at, "connection moved onto a later token");
     }
     Ok(connection)
 }
@@ -280,7 +280,7 @@ async fn connection_request(
     hub: &str,
     state: &AppState,
 ) -> Result<ConnectionRequest, ApiError> {
-    let origin = check_origin(req, &state.settings.server.allowed_origins)?;
+    let origin = check_origin(req, &state.settings.server)?;
     let hub = find_hub(state, hub)?;
     let (bearer, _) = token_from_request(req)?
         .ok_or_else(|| ApiError::unauthorized("missing_token", "a bearer token is required"))?;
@@ -346,7 +346,7 @@ async fn begin(state: &AppState, hub: Arc<Hub>, attachment: &Attachment) -> bool
         return true;
     }
     if attachment.is_resumed() {
-        tracing::debug!(connection = %connection.id, "transport resumed");
+        tracing::debug!(connection = %connection.log_id(), "transport resumed");
         // Fails only when the connection closed meanwhile; the transport then sees it too.
         let _ = connection.receive(Inbound::Resumed).await;
     }
@@ -366,14 +366,14 @@ fn open_session(
     let stats = state.close_stats.clone();
     let task = async move {
         let reason = run_session(hub, connection.clone(), inbound, limits, text_only).await;
-        tracing::debug!(connection = %connection.id, reason = reason.code(), "hub session ended");
+        tracing::debug!(connection = %connection.log_id(), reason = reason.code(), "hub session ended");
         connection.close(reason);
         // The first reason wins: a revocation that raced the session's own end is reported.
         let reason = connection
             .close_reason()
             .cloned()
             .unwrap_or(CloseReason::Shutdown);
-        stats.record(&reason, &connection.id, &connection.principal().sub);
+        stats.record(&reason, connection.log_id(), &connection.principal().sub);
     };
     actix_web::rt::spawn(state.tasks.track_future(task));
 }

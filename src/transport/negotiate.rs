@@ -47,7 +47,7 @@ pub async fn negotiate(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let origin = super::check_origin(&req, &state.settings.server.allowed_origins)?;
+    let origin = super::check_origin(&req, &state.settings.server)?;
     let hub = find_hub(&state, &path)?;
     let principal = authenticate(&req, &state).await?;
     let query = req.query_string();

@@ -14,7 +14,7 @@ pub async fn refresh(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let origin = super::check_origin(&req, &state.settings.server.allowed_origins)?;
+    let origin = super::check_origin(&req, &state.settings.server)?;
     let hub = find_hub(&state, &path)?;
     let token = query_param(req.query_string(), "id").ok_or_else(|| {
         ApiError::bad_request(
@@ -41,7 +41,7 @@ pub async fn refresh(
                 ApiError::not_found("unknown_connection", "no connection with this id")
             }
         })?;
-    tracing::info!(target: "audit", event = "token_refreshed", via = "http", %sub, connection = %connection.id, "connection token refreshed");
+    tracing::info!(target: "audit", event = "token_refreshed", via = "http", %sub, connection = %connection.log_id(), "connection token refreshed");
     let mut response = HttpResponse::Ok();
     super::cors::allow(&mut response, origin);
     Ok(response

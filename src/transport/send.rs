@@ -37,7 +37,7 @@ pub async fn send(
     let bytes = match body.to_bytes_limited(limit).await {
         Ok(Ok(bytes)) => bytes,
         Ok(Err(err)) => {
-            tracing::debug!(connection = %connection.id, error = %err, "reading a send body failed");
+            tracing::debug!(connection = %connection.log_id(), error = %err, "reading a send body failed");
             return Err(ApiError::bad_request(
                 "invalid_body",
                 "the request body could not be read",

@@ -37,7 +37,7 @@ pub async fn connect(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    super::check_origin(&req, &state.settings.server.allowed_origins)?;
+    super::check_origin(&req, &state.settings.server)?;
     let hub = find_hub(&state, &path)?;
     let principal = authenticate(&req, &state).await?;
     let connection = match query_param(req.query_string(), "id") {
@@ -97,7 +97,7 @@ async fn run(
         // The socket dropped or was cut while the connection lives on: detach first, so that a
         // client reconnecting at once finds the connection free, then drop the socket without a
         // close frame, as a network failure would.
-        tracing::debug!(connection = %connection.id, resumable = connection.is_resumable(), "websocket detached");
+        tracing::debug!(connection = %connection.log_id(), resumable = connection.is_resumable(), "websocket detached");
         drop(attachment);
         drop(session);
     }
@@ -148,7 +148,7 @@ fn classify(
             Read::End
         }
         Some(Err(err)) => {
-            tracing::debug!(connection = %connection.id, error = %err, "websocket read failed");
+            tracing::debug!(connection = %connection.log_id(), error = %err, "websocket read failed");
             transport_lost(connection, ending, CloseReason::TransportError);
             Read::End
         }

@@ -79,8 +79,11 @@ fn each_invalid_setting_is_refused_with_its_key() {
     }
     for key in [
         "LOGIN_MAX_FAILURES",
+        "LOGIN_MAX_FAILURES_PER_ADDRESS",
         "LOGIN_FAILURE_WINDOW_SECS",
+        "LOGIN_MAX_BACKOFF_SECS",
         "LOGIN_LIMITER_CAPACITY",
+        "MAX_CONCURRENT_PASSWORD_HASHES",
         "PASSWORD_HASH_MEMORY_KIB",
         "PASSWORD_HASH_ITERATIONS",
         "PASSWORD_HASH_PARALLELISM",
@@ -100,6 +103,21 @@ fn each_invalid_setting_is_refused_with_its_key() {
         None,
         "identity.password_hash_memory_kib",
         "argon2 rejects",
+    );
+    assert_refused(
+        &[(
+            "SIGNET__SERVER__TRUSTED_PROXIES",
+            "10.0.0.0/8, proxy.example",
+        )],
+        None,
+        "server.trusted_proxies",
+        "is not an IP address or network",
+    );
+    assert_refused(
+        &[("SIGNET__SERVER__FORWARDED_HEADER", "x-real-ip")],
+        None,
+        "server.forwarded_header",
+        "unknown variant",
     );
     assert_refused(
         &[],

@@ -238,7 +238,7 @@ impl TestApp {
     }
 }
 
-async fn answer<S>(mut res: awc::ClientResponse<S>) -> Answer
+pub async fn answer<S>(mut res: awc::ClientResponse<S>) -> Answer
 where
     S: futures_util::Stream<Item = Result<actix_web::web::Bytes, awc::error::PayloadError>> + Unpin,
 {

@@ -94,7 +94,7 @@ async fn failed_logins_are_limited_per_username() {
 
 #[actix_web::test]
 async fn failed_logins_are_limited_per_client_address_and_successes_do_not_count() {
-    let app = spawn_app_with(&[("SIGNET__IDENTITY__LOGIN_MAX_FAILURES", "3")]).await;
+    let app = spawn_app_with(&[("SIGNET__IDENTITY__LOGIN_MAX_FAILURES_PER_ADDRESS", "3")]).await;
     app.create_user("erin", &["user"], TEST_PASSWORD).await;
     for _ in 0..10 {
         assert_eq!(app.login("erin", TEST_PASSWORD).await.status, 200);

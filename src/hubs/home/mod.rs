@@ -161,7 +161,7 @@ async fn disconnect_user(
 /// connection to its reconnect rules. For trying out clients' reconnect handling, stateful
 /// reconnect above all; its completion arrives once the client is back.
 async fn drop_transport(call: Call, _: Vec<Value>) -> MethodResult {
-    tracing::info!(target: "audit", event = "drop_transport", sub = %call.principal.sub, connection = %call.connection.id, "admin dropped its transport");
+    tracing::info!(target: "audit", event = "drop_transport", sub = %call.principal.sub, connection = %call.connection.log_id(), "admin dropped its transport");
     call.connection.end_attachment();
     Ok(None)
 }
