@@ -16,6 +16,7 @@ mod js_package;
 mod jwt;
 mod lifetime;
 mod login;
+mod log_noise;
 mod login_throttling;
 mod long_polling;
 mod message_key;
