@@ -246,3 +246,35 @@ fn futures_executor<F: std::future::Future>(future: F) -> F::Output {
         std::task::Poll::Pending => panic!("the in-memory nonce store does not wait"),
     }
 }
+
+/// The fuzz targets' own checks, shared so a fuzz finding replays here.
+#[path = "../fuzz/fuzz_targets/common.rs"]
+mod fuzz_common;
+
+/// Inputs the fuzzers flagged (`fuzz/regressions/<target>/`), replayed through the same
+/// decode, re-encode and decode again checks in the normal suite.
+#[test]
+fn fuzz_findings_replay() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
+    let mut replayed = 0;
+    for (target, protocol) in [
+        ("json_protocol", HubProtocol::Json),
+        ("msgpack_protocol", HubProtocol::MessagePack),
+    ] {
+        let Ok(entries) = std::fs::read_dir(root.join(target)) else {
+            continue;
+        };
+        for entry in entries {
+            let data = std::fs::read(entry.unwrap().path()).unwrap();
+            for message in fuzz_common::decode_all(protocol, &fuzz_common::frames(&data)) {
+                if let Some((once, _)) = fuzz_common::reencode(protocol, &message) {
+                    let (twice, _) =
+                        fuzz_common::reencode(protocol, &once).expect("encodes again");
+                    assert_eq!(once, twice, "{target}");
+                }
+            }
+            replayed += 1;
+        }
+    }
+    assert!(replayed > 0, "the recorded findings are present");
+}
