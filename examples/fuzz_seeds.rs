@@ -5,16 +5,16 @@
 //! `fuzz/corpus`); `scripts/fuzz.sh` runs it before fuzzing.
 
 use serde_json::{json, Value};
-use signet::protocol::{
-    handshake, typed, CompletionResult, Headers, HubMessage, HubProtocol,
-};
+use signet::protocol::{handshake, typed, CompletionResult, Headers, HubMessage, HubProtocol};
 use std::path::{Path, PathBuf};
 
 const ENVELOPE_VECTORS: &str = include_str!("../tests/vectors/envelope.json");
 const CONFIG: &str = include_str!("../config.toml");
 
 fn messages() -> Vec<HubMessage> {
-    let headers: Headers = [("trace".to_string(), "abc".to_string())].into_iter().collect();
+    let headers: Headers = [("trace".to_string(), "abc".to_string())]
+        .into_iter()
+        .collect();
     vec![
         HubMessage::invocation("Echo", vec![json!({"k": [1, "v", null, true, 1.5]})]),
         HubMessage::Invocation {
@@ -52,7 +52,9 @@ fn messages() -> Vec<HubMessage> {
         HubMessage::close(Some("bye".into()), true),
         HubMessage::close(None, false),
         HubMessage::Ack { sequence_id: 3 },
-        HubMessage::Sequence { sequence_id: 1 << 40 },
+        HubMessage::Sequence {
+            sequence_id: 1 << 40,
+        },
     ]
 }
 

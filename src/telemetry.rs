@@ -6,8 +6,8 @@
 //! client can cause (malformed HTTP requests) are not logged at the default levels.
 
 use crate::settings::{LogFormat, LogSettings};
-use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
 /// Targets capped whatever the configured level, because at `trace` they print request heads.
@@ -21,7 +21,10 @@ const DISPATCHER: &str = "actix_http::h1::dispatcher";
 /// The filter for `level` (or `RUST_LOG` when set), with the caps above appended.
 pub fn filter(level: &str) -> EnvFilter {
     let base = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_string());
-    let dispatcher = match EnvFilter::try_new(&base).ok().and_then(|f| f.max_level_hint()) {
+    let dispatcher = match EnvFilter::try_new(&base)
+        .ok()
+        .and_then(|f| f.max_level_hint())
+    {
         Some(max) if max >= LevelFilter::DEBUG => "debug",
         _ => "off",
     };

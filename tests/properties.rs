@@ -60,15 +60,22 @@ fn id() -> impl Strategy<Value = String> {
 fn hub_message(value: BoxedStrategy<Value>) -> impl Strategy<Value = HubMessage> {
     let args = vec(value.clone(), 0..4);
     prop_oneof![
-        (headers(), proptest::option::of(id()), id(), args.clone(), vec(id(), 0..2)).prop_map(
-            |(headers, invocation_id, target, arguments, stream_ids)| HubMessage::Invocation {
-                headers,
-                invocation_id,
-                target,
-                arguments,
-                stream_ids,
-            }
-        ),
+        (
+            headers(),
+            proptest::option::of(id()),
+            id(),
+            args.clone(),
+            vec(id(), 0..2)
+        )
+            .prop_map(|(headers, invocation_id, target, arguments, stream_ids)| {
+                HubMessage::Invocation {
+                    headers,
+                    invocation_id,
+                    target,
+                    arguments,
+                    stream_ids,
+                }
+            }),
         (headers(), id(), id(), args, vec(id(), 0..2)).prop_map(
             |(headers, invocation_id, target, arguments, stream_ids)| {
                 HubMessage::StreamInvocation {
@@ -106,11 +113,12 @@ fn hub_message(value: BoxedStrategy<Value>) -> impl Strategy<Value = HubMessage>
             invocation_id,
         }),
         Just(HubMessage::Ping),
-        (proptest::option::of(".{0,10}"), any::<bool>())
-            .prop_map(|(error, allow_reconnect)| HubMessage::Close {
+        (proptest::option::of(".{0,10}"), any::<bool>()).prop_map(|(error, allow_reconnect)| {
+            HubMessage::Close {
                 error,
-                allow_reconnect
-            }),
+                allow_reconnect,
+            }
+        }),
         any::<u64>().prop_map(|sequence_id| HubMessage::Ack { sequence_id }),
         any::<u64>().prop_map(|sequence_id| HubMessage::Sequence { sequence_id }),
     ]
@@ -268,8 +276,7 @@ fn fuzz_findings_replay() {
             let data = std::fs::read(entry.unwrap().path()).unwrap();
             for message in fuzz_common::decode_all(protocol, &fuzz_common::frames(&data)) {
                 if let Some((once, _)) = fuzz_common::reencode(protocol, &message) {
-                    let (twice, _) =
-                        fuzz_common::reencode(protocol, &once).expect("encodes again");
+                    let (twice, _) = fuzz_common::reencode(protocol, &once).expect("encodes again");
                     assert_eq!(once, twice, "{target}");
                 }
             }

@@ -64,7 +64,10 @@ pub fn reencode(protocol: HubProtocol, message: &HubMessage) -> Option<(HubMessa
         .next_message()
         .unwrap_or_else(|| panic!("{protocol}: own encoding of {message:?} incomplete"))
         .unwrap_or_else(|e| panic!("{protocol}: own encoding of {message:?} invalid: {e}"));
-    assert!(decoder.next_message().is_none(), "{protocol}: one message in, one out");
+    assert!(
+        decoder.next_message().is_none(),
+        "{protocol}: one message in, one out"
+    );
     assert_eq!(
         protocol.message_type_of(&encoded),
         Some(decoded.message_type()),

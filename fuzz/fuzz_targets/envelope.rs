@@ -7,8 +7,8 @@ use futures_util::FutureExt as _;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use signet::envelope::{
-    sign, unix_now_ms, Envelope, EnvelopeError, EnvelopeLimits, EnvelopeVerifier, InMemoryNonceStore,
-    MessageKey,
+    sign, unix_now_ms, Envelope, EnvelopeError, EnvelopeLimits, EnvelopeVerifier,
+    InMemoryNonceStore, MessageKey,
 };
 use std::sync::Arc;
 

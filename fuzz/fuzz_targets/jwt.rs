@@ -20,7 +20,10 @@ fn ring() -> &'static KeyRing {
     RING.get_or_init(|| {
         let env = [
             ("SIGNET__JWT__SECRET", JWT_SECRET),
-            ("SIGNET__ENVELOPE__SECRET", "fuzz-envelope-secret-0123456789-abcdefghijkl"),
+            (
+                "SIGNET__ENVELOPE__SECRET",
+                "fuzz-envelope-secret-0123456789-abcdefghijkl",
+            ),
         ]
         .map(|(k, v)| (k.to_string(), v.to_string()));
         let settings = settings::load_from_str("", Path::new("fuzz"), env).expect("settings");

@@ -11,13 +11,18 @@ use libfuzzer_sys::fuzz_target;
 use signet::auth::query_param;
 use signet::http::request_log::redacted_target;
 use signet::http::ClientAddresses;
-use signet::settings::{ServerSettings, ForwardedHeader};
+use signet::settings::{ForwardedHeader, ServerSettings};
 use std::net::{IpAddr, Ipv4Addr};
 
 const PATH: &str = "/hubs/home/negotiate";
 
 fn check_query(query: &str) {
-    for name in ["access_token", "id", "negotiateVersion", "useStatefulReconnect"] {
+    for name in [
+        "access_token",
+        "id",
+        "negotiateVersion",
+        "useStatefulReconnect",
+    ] {
         let _ = query_param(query, name);
     }
     let logged = redacted_target(PATH, query);

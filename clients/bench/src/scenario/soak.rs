@@ -74,7 +74,10 @@ fn ending(error: &ClientError) -> String {
             format!("closed: {}", text.chars().take(48).collect::<String>())
         }
         ClientError::Closed(None) => "closed without reason".into(),
-        other => format!("error: {}", other.to_string().chars().take(48).collect::<String>()),
+        other => format!(
+            "error: {}",
+            other.to_string().chars().take(48).collect::<String>()
+        ),
     }
 }
 
@@ -122,11 +125,18 @@ pub async fn run(target: &Target, options: &SoakOptions) -> Result<Outcome, Stri
 
     let mut tasks = tokio::task::JoinSet::new();
     for slot in 0..options.connections {
-        let (target, credentials, tally, stop) =
-            (target.clone(), credentials.clone(), tally.clone(), stop.clone());
+        let (target, credentials, tally, stop) = (
+            target.clone(),
+            credentials.clone(),
+            tally.clone(),
+            stop.clone(),
+        );
         let revocable = options.revocable.clone();
-        let (connections, ttl, garbage_every) =
-            (options.connections, options.token_ttl, options.garbage_every);
+        let (connections, ttl, garbage_every) = (
+            options.connections,
+            options.token_ttl,
+            options.garbage_every,
+        );
         tasks.spawn(async move {
             let mut spread = Spread(0x9e37_79b9_7f4a_7c15 ^ (slot as u64 + 1).wrapping_mul(0x2545_f491));
             // Slots start spread over the first few seconds instead of all at once.
@@ -206,8 +216,12 @@ pub async fn run(target: &Target, options: &SoakOptions) -> Result<Outcome, Stri
     }
 
     if !options.revocable.is_empty() && !options.revoke_every.is_zero() {
-        let (target, credentials, tally, stop) =
-            (target.clone(), credentials.clone(), tally.clone(), stop.clone());
+        let (target, credentials, tally, stop) = (
+            target.clone(),
+            credentials.clone(),
+            tally.clone(),
+            stop.clone(),
+        );
         let (users, every) = (options.revocable.clone(), options.revoke_every);
         tasks.spawn(async move {
             for (turn, (name, _)) in users.iter().cycle().enumerate() {
@@ -216,7 +230,11 @@ pub async fn run(target: &Target, options: &SoakOptions) -> Result<Outcome, Stri
                     _ = tokio::time::sleep(every) => {}
                 }
                 let revoked = revoke(&target, &credentials, name, turn).await;
-                let counter = if revoked { &tally.revokes_ok } else { &tally.revokes_failed };
+                let counter = if revoked {
+                    &tally.revokes_ok
+                } else {
+                    &tally.revokes_failed
+                };
                 counter.fetch_add(1, Ordering::Relaxed);
             }
         });
