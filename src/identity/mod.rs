@@ -258,6 +258,14 @@ impl IdentityService {
             claims.exp = now + ttl;
         }
         let issued = self.inner.auth.keyring().issue(&claims)?;
+        // Re-checked after signing: a revocation that landed while this token was being made
+        // (its session revoked, or a cut-off the wait above was racing) refuses it now rather
+        // than on first use. Revocations record what they refuse before they return, so a
+        // token that passes here was issued before the revocation and is refused by it, or
+        // after it and may stand.
+        if self.inner.auth.authenticate(&issued.token).await.is_err() {
+            return Err(IdentityError::Revoked);
+        }
         let session = claims.sid.as_deref().unwrap_or(&claims.jti);
         let message_key = self.inner.envelopes.message_key(session).to_base64url();
         Ok((issued.token, issued.expires_at, message_key))
