@@ -54,9 +54,7 @@ impl From<IdentityError> for ApiError {
             E::NotRevocable => ApiError::bad_request("not_revocable", message),
             E::Revoked => ApiError::forbidden("revoked", message),
             E::NoMessageKey => ApiError::bad_request("no_message_key", message),
-            E::MessageKeyNotClaimable => {
-                ApiError::forbidden("message_key_not_claimable", message)
-            }
+            E::MessageKeyNotClaimable => ApiError::forbidden("message_key_not_claimable", message),
             E::MessageKeyClaimed => {
                 ApiError::new(StatusCode::CONFLICT, "message_key_claimed", message)
             }

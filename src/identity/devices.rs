@@ -216,7 +216,10 @@ impl IdentityService {
 
     /// Makes the keys of every device `owner_id` owns unusable (an administrator's revoke of
     /// the owner); the owner gives each a new key with `rotate_device_key`. Returns how many.
-    pub(crate) async fn revoke_owned_device_keys(&self, owner_id: &str) -> Result<u64, IdentityError> {
+    pub(crate) async fn revoke_owned_device_keys(
+        &self,
+        owner_id: &str,
+    ) -> Result<u64, IdentityError> {
         Ok(self
             .inner
             .store

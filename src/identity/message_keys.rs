@@ -86,10 +86,10 @@ impl IdentityService {
         let session = principal
             .message_session()
             .ok_or(IdentityError::NoMessageKey)?;
-        if let Err(err) = self
-            .inner
-            .message_key_claims
-            .claim(session, principal.expires_at, unix_now())
+        if let Err(err) =
+            self.inner
+                .message_key_claims
+                .claim(session, principal.expires_at, unix_now())
         {
             if matches!(err, IdentityError::MessageKeyClaimed) {
                 tracing::warn!(
@@ -103,11 +103,7 @@ impl IdentityService {
             target: "audit", action = "message_key_claim", outcome = "success",
             sub = %principal.sub,
         );
-        Ok(self
-            .inner
-            .envelopes
-            .message_key(session)
-            .to_base64url())
+        Ok(self.inner.envelopes.message_key(session).to_base64url())
     }
 }
 

@@ -137,8 +137,7 @@ pub trait DeviceStore: Send + Sync {
     async fn record_device_token(&self, id: &str, now: i64) -> Result<(), StoreError>;
     /// Replaces the key of every device `owner_id` owns with random bytes no key hashes to;
     /// returns how many.
-    async fn disable_owner_device_keys(&self, owner_id: &str, now: i64)
-        -> Result<u64, StoreError>;
+    async fn disable_owner_device_keys(&self, owner_id: &str, now: i64) -> Result<u64, StoreError>;
 }
 
 #[async_trait]

@@ -296,11 +296,7 @@ impl DeviceStore for SqliteStore {
         Ok(())
     }
 
-    async fn disable_owner_device_keys(
-        &self,
-        owner_id: &str,
-        now: i64,
-    ) -> Result<u64, StoreError> {
+    async fn disable_owner_device_keys(&self, owner_id: &str, now: i64) -> Result<u64, StoreError> {
         // A stored key is the SHA-256 of a presented key: 32 random bytes match none.
         let done = sqlx::query(
             "UPDATE devices SET key_hash = randomblob(32), key_rotated_at = ? WHERE owner_id = ?",

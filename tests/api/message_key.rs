@@ -31,7 +31,13 @@ async fn spawn_with_idp(extra_env: &[(&str, &str)]) -> (TestApp, EncodingKey) {
     let private = keys.path().join("idp.key");
     let public = keys.path().join("idp.pub");
     for args in [
-        vec!["genpkey", "-algorithm", "ED25519", "-out", private.to_str().unwrap()],
+        vec![
+            "genpkey",
+            "-algorithm",
+            "ED25519",
+            "-out",
+            private.to_str().unwrap(),
+        ],
         vec![
             "pkey",
             "-pubout",
@@ -41,7 +47,11 @@ async fn spawn_with_idp(extra_env: &[(&str, &str)]) -> (TestApp, EncodingKey) {
             public.to_str().unwrap(),
         ],
     ] {
-        let ok = Command::new("openssl").args(&args).status().unwrap().success();
+        let ok = Command::new("openssl")
+            .args(&args)
+            .status()
+            .unwrap()
+            .success();
         assert!(ok, "openssl {args:?}");
     }
     let data_dir = tempfile::tempdir().unwrap();
@@ -80,9 +90,7 @@ async fn signet_tokens_carry_their_message_key_only_where_they_are_issued() {
     let access = session["accessToken"].as_str().unwrap();
     let sid = jwt_payload(access)["sid"].as_str().unwrap().to_string();
     assert_eq!(session["messageKey"], documented(&sid).as_str());
-    let refreshed = app
-        .refresh(session["refreshToken"].as_str().unwrap())
-        .await;
+    let refreshed = app.refresh(session["refreshToken"].as_str().unwrap()).await;
     assert_eq!(refreshed.str("messageKey"), documented(&sid));
 
     // A device token has no sid: its jti is used.
@@ -116,7 +124,10 @@ async fn signet_tokens_carry_their_message_key_only_where_they_are_issued() {
     }
     // Never from a query string either: /api ignores it.
     let answer = app
-        .get(&format!("/api/auth/message-key?access_token={access}"), None)
+        .get(
+            &format!("/api/auth/message-key?access_token={access}"),
+            None,
+        )
         .await;
     assert_eq!((answer.status, answer.error()), (401, "missing_token"));
     assert_eq!(app.get("/api/auth/message-key", None).await.status, 401);
@@ -130,7 +141,10 @@ async fn an_external_token_claims_its_message_key_once() {
     let first = idp_token(&idp, &with_sid);
     let answer = app.get("/api/auth/message-key", Some(&first)).await;
     assert_eq!(answer.status, 200, "{answer:?}");
-    assert_eq!(answer.body, json!({ "messageKey": documented("external-session") }));
+    assert_eq!(
+        answer.body,
+        json!({ "messageKey": documented("external-session") })
+    );
     assert_eq!(answer.headers.get("cache-control").unwrap(), "no-store");
     // A second claim, with the same token or another token of the session: refused.
     let mut later = with_sid.clone();
@@ -164,14 +178,26 @@ async fn message_key_claims_follow_the_configured_maximum() {
     let (app, idp) = spawn_with_idp(&[("SIGNET__IDENTITY__MESSAGE_KEY_CLAIMS_MAX", "2")]).await;
     let token = idp_token(&idp, &idp_claims("twice"));
     for _ in 0..2 {
-        assert_eq!(app.get("/api/auth/message-key", Some(&token)).await.status, 200);
+        assert_eq!(
+            app.get("/api/auth/message-key", Some(&token)).await.status,
+            200
+        );
     }
     let answer = app.get("/api/auth/message-key", Some(&token)).await;
-    assert_eq!((answer.status, answer.error()), (409, "message_key_claimed"));
+    assert_eq!(
+        (answer.status, answer.error()),
+        (409, "message_key_claimed")
+    );
 
     let (app, idp) = spawn_with_idp(&[("SIGNET__IDENTITY__MESSAGE_KEY_CLAIMS_MAX", "0")]).await;
     let answer = app
-        .get("/api/auth/message-key", Some(&idp_token(&idp, &idp_claims("never"))))
+        .get(
+            "/api/auth/message-key",
+            Some(&idp_token(&idp, &idp_claims("never"))),
+        )
         .await;
-    assert_eq!((answer.status, answer.error()), (403, "message_key_not_claimable"));
+    assert_eq!(
+        (answer.status, answer.error()),
+        (403, "message_key_not_claimable")
+    );
 }

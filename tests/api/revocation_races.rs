@@ -8,6 +8,7 @@ use crate::helpers::*;
 use crate::ws_client::{admin_token, spawn_hub, HubServer, PROMPT};
 use futures_util::future::join_all;
 use serde_json::json;
+use signet::connection::{admit, Connection};
 use signet::identity::{Passwords, UserAdmin};
 use std::time::Duration;
 
@@ -104,14 +105,19 @@ async fn refreshes_racing_an_admin_revoke_leave_no_valid_token() {
         let tokens = join_all(batch.iter().map(|&t| refresh_trial(&app, &admin, t))).await;
         issued.extend(tokens.into_iter().flatten());
     }
-    assert!(issued.len() >= 100, "the refreshers hardly ran: {}", issued.len());
+    assert!(
+        issued.len() >= 100,
+        "the refreshers hardly ran: {}",
+        issued.len()
+    );
     assert_all_refused(&app, &issued, "refreshed access tokens").await;
 }
 
-/// Trades `device_key` for tokens until the server refuses it; returns the tokens.
+/// Trades `device_key` for tokens until the server refuses it (or a bound, so a key that
+/// outlives its revocation fails the test rather than hangs it); returns the tokens.
 async fn keep_exchanging(app: &TestApp, device_id: &str, device_key: &str) -> Vec<String> {
     let mut issued = Vec::new();
-    loop {
+    while issued.len() < 500 {
         let answer = app
             .post(
                 "/api/auth/device-token",
@@ -129,6 +135,7 @@ async fn keep_exchanging(app: &TestApp, device_id: &str, device_key: &str) -> Ve
         }
         issued.push(answer.str("accessToken"));
     }
+    issued
 }
 
 /// A user with one device: (owner's access token, device id, device key).
@@ -184,7 +191,11 @@ async fn device_exchanges_racing_a_rekey_leave_no_valid_token() {
         let tokens = join_all(batch.iter().map(|&t| rekey_trial(&app, t))).await;
         issued.extend(tokens.into_iter().flatten());
     }
-    assert!(issued.len() >= 100, "the exchangers hardly ran: {}", issued.len());
+    assert!(
+        issued.len() >= 100,
+        "the exchangers hardly ran: {}",
+        issued.len()
+    );
     assert_all_refused(&app, &issued, "device tokens of the old key").await;
 }
 
@@ -261,15 +272,19 @@ async fn connections_opened_during_a_revoke_do_not_outlive_it() {
         let mut tokens = Vec::new();
         for &trial in batch {
             let user = users
-                .add(&format!("connector{trial}"), &["user".to_string()], TEST_PASSWORD)
+                .add(
+                    &format!("connector{trial}"),
+                    &["user".to_string()],
+                    TEST_PASSWORD,
+                )
                 .await
                 .unwrap();
             tokens.push((trial, user_token(&user.id)));
         }
         join_all(tokens.iter().map(|(trial, token)| async move {
-            let negotiates = join_all((0..RACERS).map(|_| {
-                server.negotiate("?negotiateVersion=1", Some(token), None)
-            }));
+            let negotiates = join_all(
+                (0..RACERS).map(|_| server.negotiate("?negotiateVersion=1", Some(token), None)),
+            );
             let revocation = async {
                 tokio::time::sleep(delay(*trial) / 4).await;
                 let mut res = server
@@ -296,4 +311,50 @@ async fn connections_opened_during_a_revoke_do_not_outlive_it() {
         open = open_revoked_connections(&server).await;
     }
     assert_eq!(open, 0, "connections with revoked tokens are still open");
+}
+
+/// The step the race above needs luck to hit, made deterministic: a connection authenticated
+/// before a revocation, whose event has been applied, joins the registry afterwards (as a slow
+/// negotiate would). The check after the insert closes it; nothing else would.
+#[actix_web::test]
+async fn a_connection_registered_after_its_revocation_is_closed_at_admission() {
+    let server = spawn_hub(&[]).await;
+    let passwords = Passwords::new(&server.state.settings.identity)
+        .await
+        .unwrap();
+    let user = UserAdmin::new(server.state.store.clone(), passwords)
+        .add("latecomer", &["user".to_string()], TEST_PASSWORD)
+        .await
+        .unwrap();
+    let principal = server
+        .state
+        .auth
+        .authenticate(&user_token(&user.id))
+        .await
+        .expect("valid before the revoke");
+    let mut res = server
+        .http
+        .post(server.url("/api/admin/users/latecomer/revoke"))
+        .bearer_auth(admin_token("root"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 204, "{:?}", res.body().await);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let late = Connection::new(
+        "late-id".into(),
+        "late-token".into(),
+        "home".into(),
+        principal,
+        8,
+        &server.state.shutdown,
+    );
+    server.state.connections.insert(late.clone()).unwrap();
+    assert!(
+        !late.is_closed(),
+        "nothing else closes it once the event has passed"
+    );
+    assert!(!admit(&server.state.auth, &late).await);
+    assert!(late.is_closed());
+    server.state.connections.remove(&late.token);
 }
