@@ -290,7 +290,7 @@ async fn connections_opened_during_a_revoke_do_not_outlive_it() {
                 let mut res = server
                     .http
                     .post(server.url(&format!("/api/admin/users/connector{trial}/revoke")))
-                    .bearer_auth(&admin)
+                    .bearer_auth(admin)
                     .send()
                     .await
                     .unwrap();
@@ -305,10 +305,10 @@ async fn connections_opened_during_a_revoke_do_not_outlive_it() {
     }
     // Revocation reaches live connections through an event task: give it its moment.
     let deadline = tokio::time::Instant::now() + PROMPT;
-    let mut open = open_revoked_connections(&server).await;
+    let mut open = open_revoked_connections(server).await;
     while open > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        open = open_revoked_connections(&server).await;
+        open = open_revoked_connections(server).await;
     }
     assert_eq!(open, 0, "connections with revoked tokens are still open");
 }
