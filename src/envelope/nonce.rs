@@ -104,7 +104,7 @@ impl Default for InMemoryNonceStore {
 }
 
 impl InMemoryNonceStore {
-    /// A store of `capacity` nonces, each scope allowed all of them (see [`Self::with_scope_quota`]).
+    /// A store of `capacity` nonces, with no quota per scope (see [`Self::with_scope_quota`]).
     pub fn new(capacity: u64) -> Self {
         let live = Arc::new(AtomicU64::new(0));
         let released = Arc::clone(&live);
@@ -127,7 +127,7 @@ impl InMemoryNonceStore {
             live,
             capacity,
             per_scope,
-            scope_quota: capacity,
+            scope_quota: u64::MAX,
         }
     }
 
