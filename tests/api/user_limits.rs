@@ -199,7 +199,8 @@ async fn send_command(
         .await
 }
 
-const TOO_MANY_PENDING: &str = "An unexpected error occurred invoking 'SendCommand' on the server. \
+const TOO_MANY_PENDING: &str =
+    "An unexpected error occurred invoking 'SendCommand' on the server. \
      HubException: you have too many commands waiting for results; wait for some to be answered";
 
 #[actix_web::test]
