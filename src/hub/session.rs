@@ -88,36 +88,64 @@ impl OpenUploads {
 
 /// One session's client-to-server streams by stream id, counted in [`OpenUploads`].
 struct Uploads {
-    senders: HashMap<String, mpsc::Sender<Value>>,
+    senders: HashMap<String, Upload>,
+    /// Numbers each registration, so an ending invocation frees its own streams and never a
+    /// later invocation's stream that reuses the id after the client completed the first.
+    registered: u64,
     open: Arc<OpenUploads>,
+}
+
+struct Upload {
+    registration: u64,
+    sender: mpsc::Sender<Value>,
 }
 
 impl Uploads {
     fn new(open: Arc<OpenUploads>) -> Self {
         Self {
             senders: HashMap::new(),
+            registered: 0,
             open,
         }
     }
 
     fn get(&self, stream_id: &str) -> Option<&mpsc::Sender<Value>> {
-        self.senders.get(stream_id)
+        self.senders.get(stream_id).map(|upload| &upload.sender)
     }
 
     fn contains(&self, stream_id: &str) -> bool {
         self.senders.contains_key(stream_id)
     }
 
-    fn insert(&mut self, stream_id: String, sender: mpsc::Sender<Value>) {
-        if self.senders.insert(stream_id, sender).is_none() {
+    /// Registers a stream; returns its registration, for [`Self::remove_registered`].
+    fn insert(&mut self, stream_id: String, sender: mpsc::Sender<Value>) -> u64 {
+        self.registered += 1;
+        let registration = self.registered;
+        let upload = Upload {
+            registration,
+            sender,
+        };
+        if self.senders.insert(stream_id, upload).is_none() {
             self.open.0.fetch_add(1, Ordering::Relaxed);
         }
+        registration
     }
 
     /// Ends a stream: dropping the sender ends the method's receiver.
     fn remove(&mut self, stream_id: &str) {
         if self.senders.remove(stream_id).is_some() {
             self.open.0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Ends a stream if it is still the one `registration` names.
+    fn remove_registered(&mut self, stream_id: &str, registration: u64) {
+        if self
+            .senders
+            .get(stream_id)
+            .is_some_and(|upload| upload.registration == registration)
+        {
+            self.remove(stream_id);
         }
     }
 }
@@ -134,7 +162,7 @@ struct Finished {
     counted: Slot,
     /// The client-to-server streams the invocation took: they end with it, whichever way it
     /// ended (result, error, a bad item), so a client that never completes them leaks nothing.
-    stream_ids: Vec<String>,
+    stream_ids: Vec<(String, u64)>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -399,8 +427,8 @@ impl Session {
             self.active_ids.remove(id);
             self.streams.remove(id);
         }
-        for stream_id in &finished.stream_ids {
-            self.uploads.remove(stream_id);
+        for (stream_id, registration) in &finished.stream_ids {
+            self.uploads.remove_registered(stream_id, *registration);
         }
         match finished.counted {
             Slot::Parallel => self.parallel = self.parallel.saturating_sub(1),
@@ -639,9 +667,11 @@ impl Session {
             }
             Handler::Upload { handler, .. } => {
                 let mut receivers = Vec::with_capacity(stream_ids.len());
-                for stream_id in &stream_ids {
+                let mut registered = Vec::with_capacity(stream_ids.len());
+                for stream_id in stream_ids {
                     let (tx, rx) = mpsc::channel(self.limits.upload_buffer);
-                    self.uploads.insert(stream_id.clone(), tx);
+                    let registration = self.uploads.insert(stream_id.clone(), tx);
+                    registered.push((stream_id, registration));
                     receivers.push(rx);
                 }
                 let future = handler(call, arguments, receivers);
@@ -657,7 +687,7 @@ impl Session {
                         Slot::Stream,
                     )
                     .await;
-                    finished.stream_ids = stream_ids;
+                    finished.stream_ids = registered;
                     finished
                 });
             }

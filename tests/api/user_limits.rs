@@ -325,6 +325,30 @@ async fn upload_streams_are_freed_when_their_invocation_ends() {
     }
     client.assert_echo("after uploads").await;
 
+    // A stream id the client completed may be reused at once; the first invocation ending
+    // afterwards must not end the second one's stream.
+    client
+        .send_text(format!(
+            "{}{RS}{}{RS}{}{RS}{}{RS}{}{RS}",
+            json!({"type": 1, "invocationId": "first", "target": "UploadSum", "arguments": [], "streamIds": ["r"]}),
+            json!({"type": 2, "invocationId": "r", "item": 1}),
+            json!({"type": 3, "invocationId": "r"}),
+            json!({"type": 1, "invocationId": "second", "target": "UploadSum", "arguments": [], "streamIds": ["r"]}),
+            json!({"type": 2, "invocationId": "r", "item": 10}),
+        ))
+        .await;
+    assert_eq!(client.completion("first").await["result"], json!(1.0));
+    // The session handles the first invocation's end before it reads the next frame.
+    client.assert_echo("between").await;
+    client
+        .send_text(format!(
+            "{}{RS}{}{RS}",
+            json!({"type": 2, "invocationId": "r", "item": 5}),
+            json!({"type": 3, "invocationId": "r"}),
+        ))
+        .await;
+    assert_eq!(client.completion("second").await["result"], json!(15.0));
+
     // A stream left open by a running invocation is freed when the connection closes.
     client
         .send_record(json!({
