@@ -28,4 +28,5 @@ mod shutdown;
 mod token_source;
 mod transport_client;
 mod transports;
+mod user_limits;
 mod ws_client;
