@@ -269,7 +269,18 @@ impl IdentityService {
         );
         claims.owner = Some(device.owner_id.clone());
         claims.name = Some(device.name.clone());
-        let (access_token, expires_at, message_key) = self.issue(claims).await?;
+        let (access_token, expires_at, message_key) = match self.issue(claims).await {
+            // A re-key, removal or owner's revoke landed while the token was made: the key it
+            // was traded for is no longer the device's.
+            Err(IdentityError::Revoked) => {
+                tracing::warn!(
+                    target: "audit", action = "device_token", outcome = "key_replaced",
+                    device = %device.id, client = %client_label(client),
+                );
+                return Err(IdentityError::InvalidDeviceCredentials);
+            }
+            other => other?,
+        };
         // A re-key or an owner's revoke may have replaced the key while the token was made
         // (issuance waits out a fresh cut-off): the token is handed out only if the key it was
         // traded for is still the device's.

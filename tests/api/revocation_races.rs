@@ -13,7 +13,7 @@ use signet::identity::{Passwords, UserAdmin};
 use std::time::Duration;
 
 /// Trials that run at once: enough to race, few enough for SQLite's single writer.
-const BATCH: usize = 10;
+const BATCH: usize = 20;
 
 /// Concurrent tasks per trial that keep asking for tokens while the revocation happens.
 const RACERS: usize = 4;
