@@ -28,7 +28,7 @@ pub use cors::check_origin;
 
 use crate::auth::{issue::unix_now, query_param, token_from_request, Principal, TokenError};
 use crate::connection::{
-    supervise, Attachment, CloseReason, Connection, Inbound, Timeouts, TransportKind,
+    supervise, Attachment, CloseReason, Connection, Inbound, RegistryFull, Timeouts, TransportKind,
 };
 use crate::http::ApiError;
 use crate::hub::{run_session, Hub};
@@ -178,8 +178,14 @@ fn use_transport(
     })
 }
 
+/// 401 for a connection whose token was revoked while it was being registered.
+fn revoked_while_connecting() -> ApiError {
+    ApiError::unauthorized("invalid_token", "the token is not valid")
+}
+
 /// A new connection for `principal`, registered, supervised and ready for a transport.
-fn create_connection(
+/// Its token is checked once more after the insert (see [`crate::connection::admit`]).
+async fn create_connection(
     state: &AppState,
     hub: &Hub,
     principal: Principal,
@@ -199,13 +205,29 @@ fn create_connection(
         state.settings.hub.outbound_queue_messages,
         &state.shutdown,
     );
-    state.connections.insert(connection.clone()).map_err(|_| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_connections",
-            "the server is at its connection limit; try again later",
-        )
-    })?;
+    state
+        .connections
+        .insert(connection.clone())
+        .map_err(|full| match full {
+            RegistryFull::Server => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_connections",
+                "the server is at its connection limit; try again later",
+            ),
+            RegistryFull::Principal => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_user_connections",
+                format!(
+                    "this user already holds {} connections (negotiated or connected); \
+                     close one before opening another",
+                    state.settings.hub.max_connections_per_user
+                ),
+            ),
+        })?;
+    if !crate::connection::admit(&state.auth, &connection).await {
+        state.connections.remove(&connection.token);
+        return Err(revoked_while_connecting());
+    }
     let timeouts = Timeouts {
         negotiate: Duration::from_secs(state.settings.hub.negotiate_timeout_secs),
         disconnect: Duration::from_secs(state.settings.transports.disconnect_timeout_secs),
@@ -224,7 +246,7 @@ fn create_connection(
 /// 403 (and the connection closed) if the token belongs to someone else. A token of the same
 /// user that expires later extends the connection's life: the connection carries on under it
 /// (its expiry and roles), as after an in-band refresh.
-fn existing_connection(
+async fn existing_connection(
     state: &AppState,
     hub: &Hub,
     token: &str,
@@ -250,6 +272,9 @@ fn existing_connection(
             .is_ok()
     {
         tracing::debug!(connection = %connection.log_id(), expires_at = principal.expires_at, "connection moved onto a later token");
+        if !crate::connection::admit(&state.auth, &connection).await {
+            return Err(revoked_while_connecting());
+        }
     }
     Ok(connection)
 }
@@ -319,7 +344,7 @@ async fn connection_request(
             return Err(refused(TokenError::Expired));
         }
     }
-    let connection = existing_connection(state, &hub, &token, &principal)?;
+    let connection = existing_connection(state, &hub, &token, &principal).await?;
     Ok(ConnectionRequest {
         hub,
         connection,

@@ -3,7 +3,8 @@
 // Everything it shows goes into the page as text (textContent, cloned templates), never as HTML;
 // the Content-Security-Policy enforces that with Trusted Types. Tokens live in the Session
 // object's memory only: nothing goes to localStorage, sessionStorage or cookies, so a reload
-// logs out.
+// logs out. The message key that signs commands comes with the login (and refresh) answer only:
+// the access token, which goes into WebSocket URLs, never yields it on its own.
 
 import { HubConnection, Session, SignetError, State } from '/js/signet.js';
 
@@ -49,6 +50,7 @@ const ENVELOPE_WORDS = {
   bad_signature: 'its signature did not match (the session key may have changed: log in again)',
   replayed_nonce: 'the same signed command was already used once',
   nonce_store_unavailable: 'the server cannot take more signed commands right now',
+  nonce_quota_exceeded: 'this session sent too many signed commands in the last minute; wait a little',
 };
 
 /** A sentence for a person, from any error this console meets. */
