@@ -176,10 +176,10 @@ pub async fn run(target: &Target, options: &SoakOptions) -> Result<Outcome, Stri
                     }
                 };
                 tally.opened.fetch_add(1, Ordering::Relaxed);
-                if garbage_every > 0 && spread.next() % garbage_every == 0 {
+                if garbage_every > 0 && spread.next().is_multiple_of(garbage_every) {
                     let frame = GARBAGE_FRAMES[(spread.next() % 4) as usize];
                     tally.garbage_frames.fetch_add(1, Ordering::Relaxed);
-                    if client.send_raw(frame.to_vec(), spread.next() % 2 == 0).await.is_err() {
+                    if client.send_raw(frame.to_vec(), spread.next().is_multiple_of(2)).await.is_err() {
                         tally.count("error: garbage frame not sent");
                         continue;
                     }
