@@ -6,6 +6,7 @@
 #
 #   ./scripts/soak.sh                          # 19,000 slots for 10 minutes
 #   SOAK_N=2000 SOAK_DURATION=1m ./scripts/soak.sh   # a short run
+#   SOAK_NO_BUILD=1 ...                           # use the release binaries as they are
 #
 # "Start" is measured after a warm-up churn (SOAK_WARMUP) and a settle pause, so one-time
 # allocations (pools, caches, allocator arenas) count as start-up cost, not as growth.
@@ -25,7 +26,7 @@ RSS_TOLERANCE_PCT=${SOAK_RSS_TOLERANCE_PCT:-10}
 PORT=${PORT:-18090}
 NICE=${SOAK_NICE:-10}
 
-cargo build --release -p signet -p signet-bench >&2
+[[ -n "${SOAK_NO_BUILD:-}" ]] || cargo build --release -p signet -p signet-bench >&2
 SIGNET=./target/release/signet
 BENCH=./target/release/signet-bench
 
