@@ -112,7 +112,7 @@ fn jwt_seeds() -> Vec<Vec<u8>> {
         format!("{header}\n{claims}").into_bytes(),
         format!("{{\"alg\":\"HS256\",\"kid\":\"hs-0\"}}\n{claims}").into_bytes(),
         format!("{{\"alg\":\"none\"}}\n{claims}").into_bytes(),
-        format!("{{\"alg\":\"RS256\",\"jwk\":{{\"kty\":\"oct\"}}}}\n{{\"exp\":1}}").into_bytes(),
+        b"{\"alg\":\"RS256\",\"jwk\":{\"kty\":\"oct\"}}\n{\"exp\":1}".to_vec(),
         b"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln".to_vec(),
     ]
 }
