@@ -148,7 +148,7 @@ http_garbage=$(sed -n 's/.*"http_garbage_requests":\([0-9]*\).*/\1/p' "$DATA_DIR
 TABLE=$(cat <<TABLE
 Run $(date -u +%FT%TZ), $(nproc) cores (shared, load average $(cut -d' ' -f1-3 /proc/loadavg) at the end),
 $N slots for $DURATION after a $WARMUP warm-up, tokens of $TOKEN_TTL, $USERS revocable users,
-allocator: ${SOAK_ALLOCATOR:-as built}. $opened connections opened ($rate/s); revocations: $revokes;
+allocator: ${SOAK_ALLOCATOR:-mimalloc}. $opened connections opened ($rate/s); revocations: $revokes;
 $garbage malformed frames; $http_garbage malformed HTTP requests; server ERROR lines: $errors.
 Closes by reason: $closes.
 
