@@ -34,6 +34,7 @@
 //! layers above call.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod connection;
@@ -44,6 +45,7 @@ pub mod http;
 pub mod hub;
 pub mod hubs;
 pub mod identity;
+pub mod metrics;
 pub mod protocol;
 pub mod settings;
 pub mod startup;

@@ -76,6 +76,7 @@ pub struct HubServices {
     pub connections: Arc<ConnectionRegistry>,
     /// Verifies the envelopes of methods declared `signed`, before they run.
     pub envelopes: Arc<EnvelopeService>,
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Declares a hub's methods; each registration names its access rules beside its handler.

@@ -15,6 +15,7 @@ use super::Hub;
 use crate::auth::issue::unix_now;
 pub use crate::connection::Inbound;
 use crate::connection::{CloseReason, Connection, ReceivedSequence};
+use crate::metrics::{Metrics, Outcome, OTHER_METHOD};
 use crate::protocol::handshake::{self, HandshakeDecoder};
 use crate::protocol::{
     CompletionResult, Handshake, HubMessage, HubMessageDecoder, HubProtocol, ProtocolError,
@@ -23,6 +24,7 @@ use crate::protocol::{
 use crate::settings::Settings;
 use bytes::Bytes;
 use futures_util::StreamExt;
+use prometheus_client::metrics::counter::Counter;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -99,9 +101,14 @@ pub async fn run_session(
     let handshake =
         match perform_handshake(&connection, &mut inbound, &limits, text_only_transport).await {
             Ok(handshake) => handshake,
-            Err(reason) => return reason,
+            Err(reason) => {
+                hub.services.metrics.handshake_failed(reason.code());
+                return reason;
+            }
         };
     connection.set_protocol(handshake.protocol);
+    let metrics = &hub.services.metrics;
+    connection.set_traffic(metrics.outbound(&hub.name, handshake.protocol.name()));
     if connection
         .send(Bytes::from_static(handshake::SUCCESS_RESPONSE))
         .await
@@ -115,6 +122,8 @@ pub async fn run_session(
         tracing::error!(error = %err, "cannot register a connection with its hub");
         return CloseReason::ProtocolError("the hub could not accept the connection".into());
     }
+    let transport = connection.transport().map_or("none", |t| t.name());
+    metrics.connected(&hub.name, transport, handshake.protocol.name());
     if let Some(hook) = hub.on_connected() {
         hook(Call::new(connection.clone(), hub.lifetime.clone())).await;
     }
@@ -132,6 +141,7 @@ pub async fn run_session(
         parallel: 0,
         open_streams: 0,
         received: stateful.then(ReceivedSequence::default),
+        received_counters: metrics.inbound(&hub.name, handshake.protocol.name()),
     };
     let reason = match session.on_bytes(&handshake.remaining).await {
         Some(reason) => reason,
@@ -233,6 +243,8 @@ struct Session {
     open_streams: usize,
     /// The client's trackable messages, when stateful reconnect is on.
     received: Option<ReceivedSequence>,
+    /// Messages and bytes received, by hub and protocol.
+    received_counters: (Counter, Counter),
 }
 
 impl Session {
@@ -355,9 +367,12 @@ impl Session {
         if let Err(err) = self.decoder.feed(bytes) {
             return Some(protocol_close(err));
         }
+        self.received_counters.1.inc_by(bytes.len() as u64);
         while let Some(next) = self.decoder.next_message() {
             match next {
                 Ok(message) => {
+                    self.received_counters.0.inc();
+                    self.hub.services.metrics.message_received();
                     if let Some(received) = &mut self.received {
                         let is_sequence = matches!(message, HubMessage::Sequence { .. });
                         if !received.accept(message.is_trackable(), is_sequence) {
@@ -489,7 +504,9 @@ impl Session {
             return Some(CloseReason::Expired);
         }
         let hub = self.hub.clone();
+        let metrics = hub.services.metrics.clone();
         let Some(method) = hub.method(&target) else {
+            metrics.invocation(&hub.name, OTHER_METHOD, Outcome::Invalid);
             if let Some(id) = &invocation_id {
                 self.reply(id, CompletionResult::Error(unknown_method(&target)))
                     .await;
@@ -504,6 +521,16 @@ impl Session {
             &stream_ids,
             stream_response,
         ) {
+            let refused = !method
+                .spec
+                .access
+                .allows(&self.connection.principal().roles);
+            let outcome = if refused {
+                Outcome::Refused
+            } else {
+                Outcome::Invalid
+            };
+            metrics.invocation(&hub.name, target, outcome);
             if let Some(id) = &invocation_id {
                 self.reply(id, CompletionResult::Error(text)).await;
             }
@@ -513,6 +540,7 @@ impl Session {
             match self.open_envelope(&hub, target, arguments).await {
                 Ok(arguments) => arguments,
                 Err(text) => {
+                    metrics.invocation(&hub.name, target, Outcome::EnvelopeRejected);
                     if let Some(id) = &invocation_id {
                         self.reply(id, CompletionResult::Error(text)).await;
                     }
@@ -541,6 +569,7 @@ impl Session {
                     target,
                     detailed,
                     Slot::Parallel,
+                    metrics,
                 ));
             }
             Handler::ServerStream(handler) => {
@@ -554,6 +583,7 @@ impl Session {
                 self.streams.insert(id.clone(), cancel.clone());
                 self.open_streams += 1;
                 self.tasks.spawn_local(async move {
+                    let started = Instant::now();
                     let end = match stream {
                         Ok(stream) => {
                             pump_stream(
@@ -569,6 +599,7 @@ impl Session {
                         }
                         Err(err) => CompletionResult::Error(err.completion_text(target, detailed)),
                     };
+                    record_end(&metrics, &connection.hub, target, started, &end);
                     reply(&connection, protocol, &id, end).await;
                     Finished {
                         invocation_id: Some(id),
@@ -593,6 +624,7 @@ impl Session {
                     target,
                     detailed,
                     Slot::Stream,
+                    metrics,
                 ));
             }
         }
@@ -607,8 +639,10 @@ impl Session {
         target: &str,
         arguments: Vec<Value>,
     ) -> Result<Vec<Value>, String> {
-        let rejected =
-            |code: &str| format!("Failed to invoke '{target}': envelope rejected ({code})");
+        let rejected = |code: &'static str| {
+            hub.services.metrics.envelope_rejected(code);
+            format!("Failed to invoke '{target}': envelope rejected ({code})")
+        };
         let principal = self.connection.principal();
         let Some(session) = principal.message_session() else {
             return Err(rejected("no_message_key"));
@@ -722,6 +756,8 @@ impl Session {
 }
 
 /// Awaits a method and answers the caller (when it asked for an answer).
+// What a finished invocation needs; a struct for them would only be unpacked again here.
+#[allow(clippy::too_many_arguments)]
 async fn complete(
     method: futures_util::future::LocalBoxFuture<'static, super::MethodResult>,
     connection: Arc<Connection>,
@@ -730,20 +766,39 @@ async fn complete(
     target: &'static str,
     detailed: bool,
     counted: Slot,
+    metrics: Metrics,
 ) -> Finished {
+    let started = Instant::now();
     let result = method.await;
+    let completion = match result {
+        Ok(None) => CompletionResult::Void,
+        Ok(Some(value)) => CompletionResult::Result(value),
+        Err(err) => CompletionResult::Error(err.completion_text(target, detailed)),
+    };
+    record_end(&metrics, &connection.hub, target, started, &completion);
     if let Some(id) = &invocation_id {
-        let completion = match result {
-            Ok(None) => CompletionResult::Void,
-            Ok(Some(value)) => CompletionResult::Result(value),
-            Err(err) => CompletionResult::Error(err.completion_text(target, detailed)),
-        };
         reply(&connection, protocol, id, completion).await;
     }
     Finished {
         invocation_id,
         counted,
     }
+}
+
+/// Counts a method that ran, with how long it took.
+fn record_end(
+    metrics: &Metrics,
+    hub: &str,
+    target: &'static str,
+    started: Instant,
+    end: &CompletionResult,
+) {
+    let outcome = match end {
+        CompletionResult::Error(_) => Outcome::Error,
+        _ => Outcome::Ok,
+    };
+    metrics.invocation(hub, target, outcome);
+    metrics.invocation_time(hub, target, started.elapsed());
 }
 
 /// Sends every item of a server-to-client stream, until it ends or the caller cancels it.

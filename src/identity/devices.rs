@@ -106,7 +106,7 @@ impl IdentityService {
             return Err(IdentityError::DeviceLimit(max));
         }
         tracing::info!(
-            target: "audit", action = "device_created", device = %device.id,
+            target: "audit", event = "device_created", device = %device.id,
             sub = %principal.sub, client = %client_label(client),
         );
         Ok(NewDeviceKey { device, device_key })
@@ -173,7 +173,7 @@ impl IdentityService {
             return Err(IdentityError::DeviceNotFound);
         }
         tracing::info!(
-            target: "audit", action = "device_removed", device = %device.id,
+            target: "audit", event = "device_removed", device = %device.id,
             owner = %device.owner_id, sub = %principal.sub, client = %client_label(client),
         );
         Ok(())
@@ -206,7 +206,7 @@ impl IdentityService {
             .revoke_device(&device_subject(&device.id), Some(now + 1))
             .await?;
         tracing::info!(
-            target: "audit", action = "device_rekeyed", device = %device.id,
+            target: "audit", event = "device_rekeyed", device = %device.id,
             owner = %device.owner_id, sub = %principal.sub, client = %client_label(client),
         );
         Ok(NewDeviceKey { device, device_key })
@@ -240,7 +240,7 @@ impl IdentityService {
                     "[invalid]"
                 };
                 tracing::warn!(
-                    target: "audit", action = "device_token", outcome = "failure",
+                    target: "audit", event = "device_token", outcome = "failure",
                     device = %shown_id, client = %client_label(client),
                 );
                 return Err(IdentityError::InvalidDeviceCredentials);
@@ -260,7 +260,7 @@ impl IdentityService {
             .record_device_token(&device.id, unix_now())
             .await?;
         tracing::info!(
-            target: "audit", action = "device_token", outcome = "success", device = %device.id,
+            target: "audit", event = "device_token", outcome = "success", device = %device.id,
             owner = %device.owner_id, client = %client_label(client),
         );
         Ok(DeviceToken {

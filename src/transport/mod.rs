@@ -140,8 +140,10 @@ fn find_hub(state: &AppState, name: &str) -> Result<Arc<Hub>, ApiError> {
 
 /// Authenticates a hub request: a valid, unrevoked token from the header or `access_token`.
 async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Principal, ApiError> {
-    let (token, _) = token_from_request(req)?
-        .ok_or_else(|| ApiError::unauthorized("missing_token", "a bearer token is required"))?;
+    let (token, _) = token_from_request(req)?.ok_or_else(|| {
+        state.metrics.auth_failed("missing");
+        ApiError::unauthorized("missing_token", "a bearer token is required")
+    })?;
     state.auth.authenticate(&token).await.map_err(|err| {
         tracing::debug!(reason = err.code(), "hub request refused");
         ApiError::unauthorized("invalid_token", "the token is not valid")
@@ -282,8 +284,10 @@ async fn connection_request(
 ) -> Result<ConnectionRequest, ApiError> {
     let origin = check_origin(req, &state.settings.server)?;
     let hub = find_hub(state, hub)?;
-    let (bearer, _) = token_from_request(req)?
-        .ok_or_else(|| ApiError::unauthorized("missing_token", "a bearer token is required"))?;
+    let (bearer, _) = token_from_request(req)?.ok_or_else(|| {
+        state.metrics.auth_failed("missing");
+        ApiError::unauthorized("missing_token", "a bearer token is required")
+    })?;
     let refused = |err: TokenError| {
         tracing::debug!(reason = err.code(), "hub request refused");
         ApiError::unauthorized("invalid_token", "the token is not valid")
