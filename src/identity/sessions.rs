@@ -156,6 +156,10 @@ impl IdentityService {
         client: Option<IpAddr>,
     ) -> Result<SessionTokens, IdentityError> {
         if !is_secret_token_shaped(refresh_token) {
+            self.inner
+                .auth
+                .metrics()
+                .token_refreshed("session", "invalid");
             return Err(IdentityError::InvalidRefreshToken);
         }
         let (next_token, next_hash) = new_secret_token();
