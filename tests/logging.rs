@@ -195,6 +195,13 @@ async fn tokens_never_reach_the_log() {
             .iter()
             .any(|e| e["event"] == action && e["outcome"] == outcome && e["client"] == "127.0.0.1")
     };
+    // The audit schema: a UTC timestamp and the event's name on every line.
+    for event in &audit {
+        let ts = event["ts"].as_str().unwrap_or_default();
+        assert!(ts.len() == 24 && ts.ends_with('Z'), "{event}");
+        assert!(event["event"].is_string(), "{event}");
+        assert!(event.get("action").is_none(), "{event}");
+    }
     assert!(has("login", "failure"), "{audit:?}");
     assert!(has("login", "success"), "{audit:?}");
     assert!(has("refresh", "success"), "{audit:?}");
