@@ -198,6 +198,7 @@ impl Application {
             App::new()
                 .app_data(web::Data::new(state.auth.clone()))
                 .app_data(web::Data::new(state.identity.clone()))
+                .app_data(web::Data::new(state.stats.clone()))
                 .app_data(web::Data::new(http::ClientAddresses::new(
                     &state.settings.server,
                 )))

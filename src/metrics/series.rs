@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 /// One sample: live connections, and rates over the interval before it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct StatsPoint {
     /// Unix seconds.
     pub t: i64,
