@@ -494,8 +494,10 @@ impl Metrics {
             .store_seconds
             .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
+        // Created at zero with the operation's first use, so an error rate has a series.
+        let errors = self.0.store_errors.get_or_create(&labels);
         if !ok {
-            self.0.store_errors.get_or_create(&labels).inc();
+            errors.inc();
         }
     }
 

@@ -5,6 +5,8 @@
 use crate::helpers::{spawn_app, spawn_app_with, user_token};
 use crate::ws_client::{admin_token, spawn_hub};
 use serde_json::json;
+use signet::envelope::{derive_message_key, EnvelopeBuilder};
+use std::time::Duration;
 
 async fn get(client: &awc::Client, url: String) -> (u16, String) {
     let mut response = client.get(url).send().await.expect("answered");
@@ -114,4 +116,103 @@ async fn readiness_follows_the_store_and_liveness_does_not() {
     std::fs::rename(&moved, &db).expect("moved back");
     let (status, _) = get(&app.client, app.url("/readyz")).await;
     assert_eq!(status, 200, "ready again");
+}
+
+/// Every metric `docs/grafana-dashboard.json` queries is one the server exposes. A labelled
+/// family shows once it has a series, so the server first does one of everything.
+#[actix_web::test]
+async fn the_grafana_dashboard_queries_only_exposed_metrics() {
+    let server = spawn_hub(&[]).await;
+    let mut client = server.open(&user_token("dashboard-user")).await;
+    client.assert_echo("dashboard").await;
+    let wrong_key = derive_message_key(b"not-the-envelope-secret-0123456789abcdef", "jti");
+    let forged = EnvelopeBuilder::new(&wrong_key, "/hubs/home", "EchoSigned").build("1");
+    client.call_error("2", "EchoSigned", json!([forged])).await;
+    let refreshed = client
+        .call("3", "RefreshToken", json!([user_token("dashboard-user")]))
+        .await;
+    assert!(refreshed["result"].is_object(), "{refreshed}");
+    assert_eq!(server.negotiate("", None, None).await.status, 401);
+    let mut bad = server
+        .connect("", Some(&user_token("bad-handshake")), None)
+        .await
+        .expect("upgraded");
+    bad.send_text("{\"protocol\":\"carrier-pigeon\",\"version\":1}\u{1e}")
+        .await;
+    let _ = bad.next_event(Duration::from_secs(5)).await;
+    server
+        .state
+        .auth
+        .revocations()
+        .revoke_user_before("nobody-connected", crate::helpers::now())
+        .await
+        .expect("revoked");
+    let mut login = server
+        .http
+        .post(server.url("/api/auth/login"))
+        .send_json(&json!({"username": "nobody", "password": "nothing"}))
+        .await
+        .expect("answered");
+    assert_eq!(login.status().as_u16(), 401);
+    let _ = login.body().await;
+    // The revocation event is applied by a task; give it a moment.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut response = server
+        .http
+        .get(server.url("/metrics"))
+        .bearer_auth(admin_token("dashboard"))
+        .send()
+        .await
+        .expect("answered");
+    let body = String::from_utf8(response.body().await.expect("body").to_vec()).expect("text");
+    let mut exposed = std::collections::HashSet::new();
+    for line in body.lines() {
+        let mut words = line.split_whitespace();
+        if let (Some("#"), Some("TYPE"), Some(name), Some(kind)) =
+            (words.next(), words.next(), words.next(), words.next())
+        {
+            exposed.insert(name.to_string());
+            if kind == "histogram" {
+                for suffix in ["_bucket", "_count", "_sum"] {
+                    exposed.insert(format!("{name}{suffix}"));
+                }
+            }
+        }
+    }
+
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/grafana-dashboard.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("dashboard")).expect("JSON");
+    let mut exprs = Vec::new();
+    collect_exprs(&dashboard, &mut exprs);
+    assert!(exprs.len() >= 15, "the dashboard has its queries");
+    let mut used = 0;
+    for expr in &exprs {
+        let names = expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("signet_") || w.starts_with("process_"));
+        for name in names {
+            used += 1;
+            assert!(
+                exposed.contains(name),
+                "{name} (in `{expr}`) is not exposed"
+            );
+        }
+    }
+    assert!(used >= exprs.len());
+}
+
+fn collect_exprs(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map {
+                match (key.as_str(), v) {
+                    ("expr", serde_json::Value::String(expr)) => out.push(expr.clone()),
+                    _ => collect_exprs(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_exprs(v, out)),
+        _ => {}
+    }
 }
