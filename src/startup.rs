@@ -6,7 +6,7 @@ use crate::auth::{Authenticator, InProcessRevocations, KeyRing, KeyRingError};
 use crate::connection::{CloseReason, CloseStats, ConnectionRegistry};
 use crate::envelope::{EnvelopeLimits, EnvelopeService, InMemoryNonceStore};
 use crate::http::{self, ApiError, JsonLimit};
-use crate::hub::{HubCatalog, HubServices, SessionLimits};
+use crate::hub::{HubCatalog, HubServices, OpenUploads, SessionLimits};
 use crate::identity::{IdentityError, IdentityService, Passwords, UserAdmin};
 use crate::metrics::{MeteredStore, Metrics, StatsSeries};
 use crate::settings::{ResolvedSecrets, Settings, SettingsError};
@@ -56,6 +56,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// The recent history the admin console charts.
     pub stats: StatsSeries,
+    /// Client-to-server streams open across hub sessions (`/metrics`).
+    pub open_uploads: Arc<OpenUploads>,
     pub limits: SessionLimits,
     /// Cancelled once at shutdown; every connection's token is a child of it.
     pub shutdown: CancellationToken,
@@ -71,7 +73,10 @@ impl AppState {
     ) -> Result<Self, StartupError> {
         let keyring = KeyRing::new(&settings.jwt, secrets)?;
         let metrics = Metrics::new();
-        let connections = Arc::new(ConnectionRegistry::new(settings.hub.max_connections));
+        let connections = Arc::new(ConnectionRegistry::new(
+            settings.hub.max_connections,
+            settings.hub.max_connections_per_user,
+        ));
         metrics.watch_connections(connections.clone());
         let sqlite = Arc::new(MeteredStore::new(
             SqliteStore::open(&settings.server.data_dir).await?,
@@ -91,7 +96,10 @@ impl AppState {
             clock_skew: Duration::from_secs(envelope.clock_skew_secs),
             max_message_bytes: envelope.max_message_bytes,
         };
-        let nonces = Arc::new(InMemoryNonceStore::new(envelope.nonce_capacity));
+        let nonces = Arc::new(
+            InMemoryNonceStore::new(envelope.nonce_capacity)
+                .with_scope_quota(envelope.max_nonces_per_session),
+        );
         let envelopes = Arc::new(EnvelopeService::new(
             limits,
             nonces,
@@ -102,7 +110,15 @@ impl AppState {
             connections: connections.clone(),
             envelopes: envelopes.clone(),
             metrics: metrics.clone(),
+            open_uploads: Arc::new(OpenUploads::default()),
         };
+        let open_uploads = services.open_uploads.clone();
+        let uploads = open_uploads.clone();
+        metrics.watch_gauge(
+            "signet_upload_streams",
+            "Client-to-server streams open now.",
+            move || i64::try_from(uploads.get()).unwrap_or(i64::MAX),
+        );
 
         let store: Arc<dyn Store> = sqlite;
         let passwords = Passwords::new(&settings.identity)
@@ -134,6 +150,7 @@ impl AppState {
                 Duration::from_secs(settings.metrics.chart_window_secs),
             ),
             metrics,
+            open_uploads,
             limits: SessionLimits::from_settings(&settings),
             settings: Arc::new(settings),
             auth,

@@ -13,7 +13,7 @@ pub use lifetime::{HubLifetimeManager, InProcessLifetimeManager, LifetimeError};
 pub use method::{
     bind, Access, Handler, HubError, Method, MethodResult, MethodSpec, Param, UploadStream,
 };
-pub use session::{run_session, Inbound, SessionLimits};
+pub use session::{run_session, Inbound, OpenUploads, SessionLimits};
 
 use crate::auth::Authenticator;
 use crate::connection::ConnectionRegistry;
@@ -77,6 +77,8 @@ pub struct HubServices {
     /// Verifies the envelopes of methods declared `signed`, before they run.
     pub envelopes: Arc<EnvelopeService>,
     pub metrics: crate::metrics::Metrics,
+    /// Client-to-server streams open across sessions (a diagnostic gauge).
+    pub open_uploads: Arc<OpenUploads>,
 }
 
 /// Declares a hub's methods; each registration names its access rules beside its handler.

@@ -25,7 +25,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 /// The `Content-Type` of [`Metrics::render`]'s output (Prometheus text format 0.0.4).
@@ -191,8 +191,16 @@ struct Inner {
     store_seconds: HistogramFamily<OperationLabel>,
     store_errors: Family<OperationLabel, Counter>,
     census: Arc<OnceLock<Arc<dyn ConnectionCensus>>>,
+    sampled: Arc<Mutex<Vec<SampledGauge>>>,
     totals: Totals,
 }
+
+/// A gauge read from elsewhere on each scrape: `(name, help, read)`.
+type SampledGauge = (
+    &'static str,
+    &'static str,
+    Arc<dyn Fn() -> i64 + Send + Sync>,
+);
 
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -312,6 +320,8 @@ impl Metrics {
         let census: Arc<OnceLock<Arc<dyn ConnectionCensus>>> = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(ConnectionCollector(census.clone())));
         registry.register_collector(Box::new(process::ProcessCollector));
+        let sampled: Arc<Mutex<Vec<SampledGauge>>> = Arc::default();
+        registry.register_collector(Box::new(SampledCollector(sampled.clone())));
         Self(Arc::new(Inner {
             registry,
             connects,
@@ -334,6 +344,7 @@ impl Metrics {
             store_seconds,
             store_errors,
             census,
+            sampled,
             totals: Totals::default(),
         }))
     }
@@ -341,6 +352,18 @@ impl Metrics {
     /// Where the connection gauges come from; set once at start-up.
     pub fn watch_connections(&self, census: Arc<dyn ConnectionCensus>) {
         let _ = self.0.census.set(census);
+    }
+
+    /// A gauge whose value `read` gives on each scrape (state another layer keeps).
+    pub fn watch_gauge(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        read: impl Fn() -> i64 + Send + Sync + 'static,
+    ) {
+        if let Ok(mut sampled) = self.0.sampled.lock() {
+            sampled.push((name, help, Arc::new(read)));
+        }
     }
 
     /// The exposition, in the Prometheus text format.
@@ -556,6 +579,29 @@ impl Collector for ConnectionCollector {
             None,
             depth.metric_type(),
         )?)?;
+        Ok(())
+    }
+}
+
+/// The gauges of [`Metrics::watch_gauge`].
+struct SampledCollector(Arc<Mutex<Vec<SampledGauge>>>);
+
+impl std::fmt::Debug for SampledCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SampledCollector")
+    }
+}
+
+impl Collector for SampledCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let gauges: Vec<SampledGauge> = match self.0.lock() {
+            Ok(gauges) => gauges.clone(),
+            Err(_) => return Ok(()),
+        };
+        for (name, help, read) in gauges {
+            let gauge = ConstGauge::new(read());
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
         Ok(())
     }
 }
