@@ -1,5 +1,6 @@
 //! Integration tests: each starts a real Signet server in-process and talks to it over HTTP.
 
+mod audit;
 mod browser;
 mod cli;
 mod client_matrix;
