@@ -107,6 +107,13 @@ impl<S: Store> DeviceStore for MeteredStore<S> {
             self.inner.record_device_token(id, now)
         )
     }
+    async fn disable_owner_device_keys(&self, owner_id: &str, now: i64) -> Result<u64, StoreError> {
+        metered!(
+            self,
+            "disable_owner_device_keys",
+            self.inner.disable_owner_device_keys(owner_id, now)
+        )
+    }
 }
 
 #[async_trait]

@@ -24,6 +24,7 @@ mod message_key;
 mod metrics;
 mod python_client;
 mod restart;
+mod revocation_races;
 mod secrets;
 mod server_sent_events;
 mod sessions;
