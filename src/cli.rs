@@ -170,7 +170,18 @@ fn serve(arg: &ConfigArg) -> ExitCode {
     };
     use std::io::IsTerminal;
     let ansi = std::io::stdout().is_terminal();
-    crate::telemetry::init(&settings.log, std::io::stdout, ansi);
+    let audit = match crate::audit::AuditLayer::new(
+        &settings.audit,
+        &settings.server.data_dir,
+        std::io::stdout,
+    ) {
+        Ok(audit) => audit,
+        Err(err) => {
+            eprintln!("error: cannot open the audit file: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    crate::telemetry::init_with_audit(&settings.log, audit, std::io::stdout, ansi);
     let result = actix_web::rt::System::new().block_on(async move {
         let app = Application::build(settings).await?;
         app.run_until_stopped()
@@ -197,7 +208,18 @@ fn demo(args: DemoArgs) -> ExitCode {
     };
     use std::io::IsTerminal;
     let ansi = std::io::stdout().is_terminal();
-    crate::telemetry::init(&settings.log, std::io::stdout, ansi);
+    let audit = match crate::audit::AuditLayer::new(
+        &settings.audit,
+        &settings.server.data_dir,
+        std::io::stdout,
+    ) {
+        Ok(audit) => audit,
+        Err(err) => {
+            eprintln!("error: cannot open the audit file: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    crate::telemetry::init_with_audit(&settings.log, audit, std::io::stdout, ansi);
     let options = crate::demo::DemoOptions {
         listen: args.listen,
         device_binary: args.device_bin,

@@ -22,7 +22,8 @@
 //! - `console`: the browser console at `/`, static files compiled into the binary with their
 //!   security headers; it is a client of the API and hub like any other.
 //! - `demo`: `signet demo`, the server with demo users and simulated devices for a first look.
-//! - `telemetry`: logging set-up.
+//! - `telemetry`: logging set-up; `audit`: audit events as JSON lines (log stream or rotated
+//!   file); `metrics`: the Prometheus registry the layers count into, with bounded labels.
 //!
 //! - `transport`: negotiate and the three transports (WebSockets, Server-Sent Events, long
 //!   polling with `POST` sends) adapt HTTP to one `connection` type.
@@ -34,6 +35,7 @@
 //! layers above call.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod connection;
@@ -44,6 +46,7 @@ pub mod http;
 pub mod hub;
 pub mod hubs;
 pub mod identity;
+pub mod metrics;
 pub mod protocol;
 pub mod settings;
 pub mod startup;

@@ -8,6 +8,7 @@ use crate::envelope::{EnvelopeLimits, EnvelopeService, InMemoryNonceStore};
 use crate::http::{self, ApiError, JsonLimit};
 use crate::hub::{HubCatalog, HubServices, OpenUploads, SessionLimits};
 use crate::identity::{IdentityError, IdentityService, Passwords, UserAdmin};
+use crate::metrics::{MeteredStore, Metrics, StatsSeries};
 use crate::settings::{ResolvedSecrets, Settings, SettingsError};
 use crate::store::{SqliteStore, Store, StoreError};
 use actix_web::dev::{Server, ServerHandle};
@@ -52,6 +53,9 @@ pub struct AppState {
     pub hubs: Arc<HubCatalog>,
     pub connections: Arc<ConnectionRegistry>,
     pub close_stats: Arc<CloseStats>,
+    pub metrics: Metrics,
+    /// The recent history the admin console charts.
+    pub stats: StatsSeries,
     /// Client-to-server streams open across hub sessions (`/metrics`).
     pub open_uploads: Arc<OpenUploads>,
     pub limits: SessionLimits,
@@ -68,18 +72,24 @@ impl AppState {
         secrets: &ResolvedSecrets,
     ) -> Result<Self, StartupError> {
         let keyring = KeyRing::new(&settings.jwt, secrets)?;
-        let sqlite = Arc::new(SqliteStore::open(&settings.server.data_dir).await?);
+        let metrics = Metrics::new();
+        let connections = Arc::new(ConnectionRegistry::new(
+            settings.hub.max_connections,
+            settings.hub.max_connections_per_user,
+        ));
+        metrics.watch_connections(connections.clone());
+        let sqlite = Arc::new(MeteredStore::new(
+            SqliteStore::open(&settings.server.data_dir).await?,
+            metrics.clone(),
+        ));
         let revocations = InProcessRevocations::load(
             sqlite.clone(),
             settings.jwt.leeway_secs,
             settings.identity.revocation_event_capacity,
         )
         .await?;
-        let auth = Authenticator::new(Arc::new(keyring), Arc::new(revocations));
-        let connections = Arc::new(ConnectionRegistry::new(
-            settings.hub.max_connections,
-            settings.hub.max_connections_per_user,
-        ));
+        let auth = Authenticator::new(Arc::new(keyring), Arc::new(revocations))
+            .with_metrics(metrics.clone());
         let envelope = &settings.envelope;
         let limits = EnvelopeLimits {
             max_lifetime: Duration::from_secs(envelope.max_lifetime_secs),
@@ -99,9 +109,16 @@ impl AppState {
             auth: auth.clone(),
             connections: connections.clone(),
             envelopes: envelopes.clone(),
+            metrics: metrics.clone(),
             open_uploads: Arc::new(OpenUploads::default()),
         };
         let open_uploads = services.open_uploads.clone();
+        let uploads = open_uploads.clone();
+        metrics.watch_gauge(
+            "signet_upload_streams",
+            "Client-to-server streams open now.",
+            move || i64::try_from(uploads.get()).unwrap_or(i64::MAX),
+        );
 
         let store: Arc<dyn Store> = sqlite;
         let passwords = Passwords::new(&settings.identity)
@@ -127,7 +144,12 @@ impl AppState {
         Ok(Self {
             hubs: Arc::new(crate::hubs::catalog(&settings, &services, store.clone())),
             connections,
-            close_stats: Arc::new(CloseStats::default()),
+            close_stats: Arc::new(CloseStats::new(metrics.clone())),
+            stats: StatsSeries::new(
+                Duration::from_secs(settings.metrics.chart_interval_secs),
+                Duration::from_secs(settings.metrics.chart_window_secs),
+            ),
+            metrics,
             open_uploads,
             limits: SessionLimits::from_settings(&settings),
             settings: Arc::new(settings),
@@ -143,6 +165,8 @@ impl AppState {
 /// A bound, not yet running server.
 pub struct Application {
     address: SocketAddr,
+    /// The `[metrics] listen` listener: its bound address and server.
+    metrics: Option<(SocketAddr, Server)>,
     server: Server,
     state: AppState,
     trigger: CancellationToken,
@@ -167,6 +191,16 @@ impl Application {
             state.connections.clone(),
             state.shutdown.clone(),
         ));
+        actix_web::rt::spawn(
+            state
+                .stats
+                .clone()
+                .run(state.metrics.clone(), state.shutdown.clone()),
+        );
+        let metrics_server = match settings.metrics.listen {
+            Some(addr) => Some(metrics_server(addr, state.metrics.clone())?),
+            None => None,
+        };
 
         let addr = settings.server.listen;
         let listener =
@@ -181,6 +215,7 @@ impl Application {
             App::new()
                 .app_data(web::Data::new(state.auth.clone()))
                 .app_data(web::Data::new(state.identity.clone()))
+                .app_data(web::Data::new(state.stats.clone()))
                 .app_data(web::Data::new(http::ClientAddresses::new(
                     &state.settings.server,
                 )))
@@ -191,7 +226,8 @@ impl Application {
                 .app_data(json_config(&state.settings))
                 .wrap(from_fn(http::request_log::log_requests))
                 .service(http::health::healthz)
-                .service(http::metrics::metrics)
+                .service(http::health::readyz)
+                .service(http::metrics::admin_metrics)
                 .configure(crate::api::configure)
                 .configure(crate::transport::configure)
                 .configure(crate::console::configure)
@@ -211,6 +247,7 @@ impl Application {
         tracing::info!(%address, "signet listening");
         Ok(Self {
             address,
+            metrics: metrics_server,
             server,
             state,
             trigger: CancellationToken::new(),
@@ -220,6 +257,11 @@ impl Application {
     /// The address actually bound (the port is real even when 0 was configured).
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// The metrics listener's bound address, when `[metrics] listen` is set.
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(address, _)| *address)
     }
 
     pub fn state(&self) -> &AppState {
@@ -243,8 +285,14 @@ impl Application {
             server,
             state,
             trigger,
+            metrics,
             ..
         } = self;
+        let metrics = metrics.map(|(_, server)| {
+            let handle = server.handle();
+            actix_web::rt::spawn(server);
+            handle
+        });
         let handle = server.handle();
         let mut server = std::pin::pin!(server);
         tokio::select! {
@@ -256,6 +304,9 @@ impl Application {
         // Stop accepting. The command is processed while `server` is polled below, which is
         // also what lets the workers finish; awaiting the returned future alone would hang.
         drop(handle.stop(true));
+        if let Some(metrics) = &metrics {
+            drop(metrics.stop(false));
+        }
         for connection in state.connections.all() {
             connection.close(CloseReason::Shutdown);
         }
@@ -273,6 +324,29 @@ impl Application {
         tracing::info!("signet stopped");
         result
     }
+}
+
+/// The `[metrics] listen` server: `/metrics` without authentication, and nothing else.
+fn metrics_server(
+    addr: SocketAddr,
+    metrics: Metrics,
+) -> Result<(SocketAddr, Server), StartupError> {
+    let bind_err = |source| StartupError::Bind { addr, source };
+    let listener = TcpListener::bind(addr).map_err(bind_err)?;
+    let address = listener.local_addr().map_err(bind_err)?;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(metrics.clone()))
+            .service(http::metrics::scrape)
+    })
+    .disable_signals()
+    .workers(1)
+    .shutdown_timeout(1)
+    .listen(listener)
+    .map_err(bind_err)?
+    .run();
+    tracing::info!(%address, "metrics listening (/metrics, no authentication)");
+    Ok((address, server))
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -1,14 +1,19 @@
-//! Logging set-up: `tracing` with a human or JSON format chosen in configuration.
+//! Logging set-up: `tracing` with a human or JSON format chosen in configuration, and the audit
+//! log ([`crate::audit`]) beside it: audit events leave the ordinary output for their own
+//! JSON-lines sink.
 //!
 //! Tokens never reach a log line: request paths are logged through
 //! [`crate::http::request_log`], which redacts them, and library internals that could print
 //! raw request heads (actix's HTTP codec at trace level) are capped at `debug`. Errors any
 //! client can cause (malformed HTTP requests) are not logged at the default levels.
 
+use crate::audit::AuditLayer;
 use crate::settings::{LogFormat, LogSettings};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 /// Targets capped whatever the configured level, because at `trace` they print request heads.
 const CAPPED_TARGETS: &str = "actix_http=debug,h2=info,mio=info";
@@ -32,18 +37,44 @@ pub fn filter(level: &str) -> EnvFilter {
         .unwrap_or_else(|_| EnvFilter::new(format!("info,{CAPPED_TARGETS},{DISPATCHER}=off")))
 }
 
-/// Installs the global subscriber writing to `writer`. Returns false if one was installed
-/// already (tests start many servers in one process).
+/// Installs the global subscriber writing to `writer`, audit events as JSON lines on the same
+/// writer. Returns false if one was installed already (tests start many servers in one process).
 pub fn init<W>(settings: &LogSettings, writer: W, ansi: bool) -> bool
 where
-    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+    W: for<'w> MakeWriter<'w> + Clone + Send + Sync + 'static,
 {
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter(&settings.level))
+    init_with_audit(settings, AuditLayer::to_log(writer.clone()), writer, ansi)
+}
+
+/// Installs the global subscriber: the log on `writer`, audit events (target `audit`) only
+/// through `audit`. Returns false if one was installed already.
+pub fn init_with_audit<W, A>(
+    settings: &LogSettings,
+    audit: AuditLayer<A>,
+    writer: W,
+    ansi: bool,
+) -> bool
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+    A: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let log = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
         .with_writer(writer);
-    match settings.format {
-        LogFormat::Human => builder.try_init().is_ok(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init().is_ok(),
-    }
+    let log = match settings.format {
+        LogFormat::Human => log.boxed(),
+        LogFormat::Json => log.json().flatten_event(true).boxed(),
+    };
+    let not_audit =
+        tracing_subscriber::filter::filter_fn(|meta| meta.target() != crate::audit::TARGET);
+    let only_audit =
+        tracing_subscriber::filter::filter_fn(|meta| meta.target() == crate::audit::TARGET);
+    tracing_subscriber::registry()
+        .with(
+            log.with_filter(filter(&settings.level))
+                .with_filter(not_audit),
+        )
+        .with(audit.with_filter(only_audit))
+        .try_init()
+        .is_ok()
 }

@@ -193,8 +193,15 @@ async fn tokens_never_reach_the_log() {
     let has = |action: &str, outcome: &str| {
         audit
             .iter()
-            .any(|e| e["action"] == action && e["outcome"] == outcome && e["client"] == "127.0.0.1")
+            .any(|e| e["event"] == action && e["outcome"] == outcome && e["client"] == "127.0.0.1")
     };
+    // The audit schema: a UTC timestamp and the event's name on every line.
+    for event in &audit {
+        let ts = event["ts"].as_str().unwrap_or_default();
+        assert!(ts.len() == 24 && ts.ends_with('Z'), "{event}");
+        assert!(event["event"].is_string(), "{event}");
+        assert!(event.get("action").is_none(), "{event}");
+    }
     assert!(has("login", "failure"), "{audit:?}");
     assert!(has("login", "success"), "{audit:?}");
     assert!(has("refresh", "success"), "{audit:?}");
@@ -473,7 +480,7 @@ async fn failed_logins_name_unknown_usernames_only_by_a_mark() {
     }
     let failures: Vec<String> = events()
         .iter()
-        .filter(|e| e["target"] == "audit" && e["action"] == "login" && e["outcome"] == "failure")
+        .filter(|e| e["target"] == "audit" && e["event"] == "login" && e["outcome"] == "failure")
         .filter_map(|e| e["username"].as_str().map(str::to_string))
         .collect();
     let marks: Vec<&String> = failures

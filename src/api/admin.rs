@@ -3,7 +3,8 @@
 use crate::auth::{Authenticated, Principal};
 use crate::http::{client_addr, ApiError};
 use crate::identity::{IdentityService, ADMIN_ROLE};
-use actix_web::{post, web, HttpRequest, HttpResponse};
+use crate::metrics::StatsSeries;
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
 
 fn require_admin(principal: &Principal) -> Result<(), ApiError> {
     if principal.has_role(ADMIN_ROLE) {
@@ -30,4 +31,20 @@ pub async fn revoke_user(
         .revoke_user(&principal, &username, client_addr(&req))
         .await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// `GET /api/admin/stats` (admin) -> `{intervalSecs, points: [{t, connections, messagesPerSec,
+/// invocationsPerSec, envelopeRejectionsPerSec}]}`, oldest first: what the console charts.
+#[get("/admin/stats")]
+pub async fn stats(
+    Authenticated(principal): Authenticated,
+    series: web::Data<StatsSeries>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&principal)?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(serde_json::json!({
+            "intervalSecs": series.interval().as_secs(),
+            "points": series.points(),
+        })))
 }

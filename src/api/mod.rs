@@ -24,7 +24,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(devices::list)
             .service(devices::delete)
             .service(devices::rotate_key)
-            .service(admin::revoke_user),
+            .service(admin::revoke_user)
+            .service(admin::stats),
     );
 }
 

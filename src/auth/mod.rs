@@ -18,6 +18,7 @@ pub use token_source::{
     query_param, token_from_request, Authenticated, TokenLocation, HUB_PATH_PREFIX,
 };
 
+use crate::metrics::Metrics;
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
@@ -27,6 +28,8 @@ use tokio::sync::broadcast;
 pub struct Authenticator {
     keyring: Arc<KeyRing>,
     revocations: Arc<dyn RevocationStore>,
+    /// Where authentication failures (and the identity service's outcomes) are counted.
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -43,13 +46,29 @@ impl Authenticator {
         Self {
             keyring,
             revocations,
+            metrics: Metrics::default(),
         }
+    }
+
+    /// Counts into `metrics` (a new authenticator counts into a detached instance).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Verifies `token` and returns the principal it proves, unless it is revoked.
     pub async fn authenticate(&self, token: &str) -> Result<Principal, TokenError> {
-        let principal = self.keyring.verify(token)?;
-        self.check_revocation(&principal).await?;
+        let principal = self
+            .keyring
+            .verify(token)
+            .inspect_err(|e| self.metrics.auth_failed(e.code()))?;
+        self.check_revocation(&principal)
+            .await
+            .inspect_err(|e| self.metrics.auth_failed(e.code()))?;
         Ok(principal)
     }
 
@@ -58,8 +77,13 @@ impl Authenticator {
     /// token of the same user: the official clients send their first token on every
     /// long-polling and SSE request of a connection, also after an in-band refresh.
     pub async fn authenticate_past_expiry(&self, token: &str) -> Result<Principal, TokenError> {
-        let principal = self.keyring.verify_past_expiry(token)?;
-        self.check_revocation(&principal).await?;
+        let principal = self
+            .keyring
+            .verify_past_expiry(token)
+            .inspect_err(|e| self.metrics.auth_failed(e.code()))?;
+        self.check_revocation(&principal)
+            .await
+            .inspect_err(|e| self.metrics.auth_failed(e.code()))?;
         Ok(principal)
     }
 

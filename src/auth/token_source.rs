@@ -82,6 +82,7 @@ impl FromRequest for Authenticated {
         Box::pin(async move {
             let auth = auth.ok_or_else(|| ApiError::internal("Authenticator is not registered"))?;
             let (token, _) = token?.ok_or_else(|| {
+                auth.metrics().auth_failed("missing");
                 ApiError::unauthorized("missing_token", "a bearer token is required")
             })?;
             match auth.authenticate(&token).await {

@@ -120,21 +120,22 @@ pub const CLOSE_CODES: [&str; 15] = [
     "other",
 ];
 
-/// How many connections ended for each reason, since start.
+/// Counts every close by reason (in the server's metrics), and writes the security-relevant
+/// ones to the audit log.
 #[derive(Debug, Default)]
 pub struct CloseStats {
-    counts: [std::sync::atomic::AtomicU64; CLOSE_CODES.len()],
+    metrics: crate::metrics::Metrics,
 }
 
 impl CloseStats {
+    pub fn new(metrics: crate::metrics::Metrics) -> Self {
+        Self { metrics }
+    }
+
     /// Counts a close, and writes the security-relevant ones to the audit log.
     pub fn record(&self, reason: &CloseReason, connection: &str, sub: &str) {
         let code = reason.code();
-        let slot = CLOSE_CODES
-            .iter()
-            .position(|c| *c == code)
-            .unwrap_or(CLOSE_CODES.len() - 1);
-        self.counts[slot].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.closed(code);
         if matches!(
             reason,
             CloseReason::Expired
@@ -151,14 +152,5 @@ impl CloseStats {
                 "connection closed"
             );
         }
-    }
-
-    /// `(code, count)` for every reason.
-    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-        CLOSE_CODES
-            .iter()
-            .zip(&self.counts)
-            .map(|(code, n)| (*code, n.load(std::sync::atomic::Ordering::Relaxed)))
-            .collect()
     }
 }

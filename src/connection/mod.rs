@@ -16,6 +16,7 @@
 //! polling, a WebSocket with stateful reconnect), which [`supervise`] enforces.
 
 mod attach;
+mod census;
 mod close;
 mod registry;
 mod replay;
@@ -23,7 +24,7 @@ mod revocation;
 mod supervise;
 
 pub use attach::{coalesce, AttachError, Attachment};
-pub use close::{CloseReason, CloseStats};
+pub use close::{CloseReason, CloseStats, CLOSE_CODES};
 pub use registry::{Claim, ConnectionRegistry, RefreshError, RegistryFull};
 pub use replay::{ReceivedSequence, ReplayBuffer, SequenceAhead};
 pub use revocation::{admit, enforce_revocations};
@@ -116,6 +117,8 @@ pub struct Connection {
     /// A `POST` is feeding the session (a second one at the same time gets 409).
     posting: AtomicBool,
     expiry_changed: tokio::sync::Notify,
+    /// Outbound counters, set once the handshake names the protocol.
+    traffic: OnceLock<crate::metrics::Traffic>,
 }
 
 /// Names the connection by its log id: `Debug` output must never show the token.
@@ -177,6 +180,7 @@ impl Connection {
             replay: OnceLock::new(),
             posting: AtomicBool::new(false),
             expiry_changed: tokio::sync::Notify::new(),
+            traffic: OnceLock::new(),
         })
     }
 
@@ -326,8 +330,12 @@ impl Connection {
         if self.cancel.is_cancelled() {
             return Err(SendError::Closed);
         }
+        let len = frame.len();
         match self.outbound.try_send(frame) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.count_sent(len);
+                Ok(())
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.close(CloseReason::SlowConsumer);
                 Err(SendError::Full)
@@ -339,11 +347,32 @@ impl Connection {
     /// Queues bytes of this connection's own replies and stream items, waiting for room: the
     /// only one held up is the connection itself (its reader stops while it waits).
     pub async fn send(&self, frame: OutboundFrame) -> Result<(), SendError> {
+        let len = frame.len();
         tokio::select! {
             biased;
             _ = self.cancel.cancelled() => Err(SendError::Closed),
-            sent = self.outbound.send(frame) => sent.map_err(|_| SendError::Closed),
+            sent = self.outbound.send(frame) => {
+                sent.map_err(|_| SendError::Closed)?;
+                self.count_sent(len);
+                Ok(())
+            }
         }
+    }
+
+    /// Counts into the server's metrics from now on.
+    pub fn set_traffic(&self, traffic: crate::metrics::Traffic) {
+        let _ = self.traffic.set(traffic);
+    }
+
+    fn count_sent(&self, len: usize) {
+        if let Some(traffic) = self.traffic.get() {
+            traffic.record(len);
+        }
+    }
+
+    /// Frames waiting in the outbound queue.
+    pub fn queue_depth(&self) -> usize {
+        self.outbound.max_capacity() - self.outbound.capacity()
     }
 
     /// Hands a frame from the client to the hub session, waiting for room (the client's

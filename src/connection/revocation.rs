@@ -33,17 +33,31 @@ async fn follow(
             event = events.recv() => event,
         };
         match event {
-            Ok(event) => apply(&auth, &connections, &event).await,
+            Ok(event) => {
+                auth.metrics().revocation_applied(kind(&event));
+                apply(&auth, &connections, &event).await
+            }
             Err(RecvError::Lagged(missed)) => {
                 // Events were lost: check every connection rather than miss a revocation.
                 tracing::warn!(
                     missed,
                     "revocation events lagged; re-checking every connection"
                 );
+                auth.metrics().revocation_applied("lagged");
                 recheck(&auth, connections.all(), "token revoked").await;
             }
             Err(RecvError::Closed) => return,
         }
+    }
+}
+
+/// The metrics label of an event.
+fn kind(event: &RevocationEvent) -> &'static str {
+    match event {
+        RevocationEvent::Jti(_) => "token",
+        RevocationEvent::Session(_) => "session",
+        RevocationEvent::UserBefore { .. } => "user",
+        RevocationEvent::Device { .. } => "device",
     }
 }
 
@@ -94,6 +108,7 @@ async fn recheck(auth: &Authenticator, candidates: Vec<Arc<super::Connection>>, 
             .is_err()
         {
             connection.close(CloseReason::Revoked(why.to_string()));
+            auth.metrics().revocation_closed_connection();
         }
     }
 }

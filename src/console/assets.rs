@@ -36,7 +36,11 @@ const SVG: &str = "image/svg+xml";
 
 pub static INDEX: Asset = Asset::new(include_bytes!("assets/index.html"), HTML);
 
-static CONSOLE: [(&str, Asset); 3] = [
+static CONSOLE: [(&str, Asset); 4] = [
+    (
+        "admin.js",
+        Asset::new(include_bytes!("assets/admin.js"), JAVASCRIPT),
+    ),
     (
         "console.js",
         Asset::new(include_bytes!("assets/console.js"), JAVASCRIPT),

@@ -1,10 +1,56 @@
-//! `GET /healthz`: 200 once the server accepts connections.
+//! `GET /healthz` (liveness: 200 once the server accepts connections) and `GET /readyz`
+//! (readiness: 200 when the server accepts work and its dependencies answer, 503 naming the
+//! failing ones).
 
-use actix_web::{get, HttpResponse};
+use crate::startup::AppState;
+use actix_web::{get, web, HttpResponse};
+use serde_json::json;
+use std::time::Duration;
 
 #[get("/healthz")]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
-        .json(serde_json::json!({ "status": "ok" }))
+        .json(json!({ "status": "ok" }))
+}
+
+/// Each dependency is asked under `server.readiness_timeout_secs`. The body names each check's
+/// result (`ok`, `error`, `timeout`); the cause goes to the log only, since anyone may ask.
+#[get("/readyz")]
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let timeout = Duration::from_secs(state.settings.server.readiness_timeout_secs);
+    let store = match tokio::time::timeout(timeout, state.store.ping()).await {
+        Ok(Ok(())) => "ok",
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "readiness: the store does not answer");
+            "error"
+        }
+        Err(_) => {
+            tracing::warn!(?timeout, "readiness: the store did not answer in time");
+            "timeout"
+        }
+    };
+    let mut failing = Vec::new();
+    if state.shutdown.is_cancelled() {
+        failing.push("server");
+    }
+    if store != "ok" {
+        failing.push("store");
+    }
+    let checks = json!({ "store": store });
+    let response = if failing.is_empty() {
+        HttpResponse::Ok().json(json!({ "status": "ready", "checks": checks }))
+    } else {
+        HttpResponse::ServiceUnavailable().json(json!({
+            "status": "unavailable",
+            "failing": failing,
+            "checks": checks,
+        }))
+    };
+    let mut response = response;
+    response.headers_mut().insert(
+        actix_web::http::header::CACHE_CONTROL,
+        actix_web::http::header::HeaderValue::from_static("no-store"),
+    );
+    response
 }

@@ -19,6 +19,7 @@ async fn refresh_token(services: HubServices, call: Call, args: Vec<Value>) -> M
     let (token,): (String,) = bind(args)?;
     let principal = services.auth.authenticate(&token).await.map_err(|err| {
         tracing::debug!(reason = err.code(), "in-band refresh refused");
+        services.metrics.token_refreshed("connection", "invalid");
         HubError::hub("invalid_token: the new token is not valid")
     })?;
     match services
@@ -30,6 +31,7 @@ async fn refresh_token(services: HubServices, call: Call, args: Vec<Value>) -> M
         ),
         Ok(lifetime) => {
             tracing::info!(target: "audit", event = "token_refreshed", via = "hub", sub = %call.principal.sub, connection = %call.connection.log_id(), "connection token refreshed");
+            services.metrics.token_refreshed("connection", "success");
             Ok(Some(json!({ "tokenLifetimeSeconds": lifetime })))
         }
         Err(RefreshError::UserMismatch) => Err(HubError::hub(

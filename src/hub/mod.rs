@@ -76,6 +76,7 @@ pub struct HubServices {
     pub connections: Arc<ConnectionRegistry>,
     /// Verifies the envelopes of methods declared `signed`, before they run.
     pub envelopes: Arc<EnvelopeService>,
+    pub metrics: crate::metrics::Metrics,
     /// Client-to-server streams open across sessions (a diagnostic gauge).
     pub open_uploads: Arc<OpenUploads>,
 }

@@ -15,6 +15,7 @@ use super::Hub;
 use crate::auth::issue::unix_now;
 pub use crate::connection::Inbound;
 use crate::connection::{CloseReason, Connection, ReceivedSequence};
+use crate::metrics::{Metrics, Outcome, OTHER_METHOD};
 use crate::protocol::handshake::{self, HandshakeDecoder};
 use crate::protocol::{
     CompletionResult, Handshake, HubMessage, HubMessageDecoder, HubProtocol, ProtocolError,
@@ -23,6 +24,7 @@ use crate::protocol::{
 use crate::settings::Settings;
 use bytes::Bytes;
 use futures_util::StreamExt;
+use prometheus_client::metrics::counter::Counter;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -184,9 +186,14 @@ pub async fn run_session(
     let handshake =
         match perform_handshake(&connection, &mut inbound, &limits, text_only_transport).await {
             Ok(handshake) => handshake,
-            Err(reason) => return reason,
+            Err(reason) => {
+                hub.services.metrics.handshake_failed(reason.code());
+                return reason;
+            }
         };
     connection.set_protocol(handshake.protocol);
+    let metrics = &hub.services.metrics;
+    connection.set_traffic(metrics.outbound(&hub.name, handshake.protocol.name()));
     if connection
         .send(Bytes::from_static(handshake::SUCCESS_RESPONSE))
         .await
@@ -200,6 +207,8 @@ pub async fn run_session(
         tracing::error!(error = %err, "cannot register a connection with its hub");
         return CloseReason::ProtocolError("the hub could not accept the connection".into());
     }
+    let transport = connection.transport().map_or("none", |t| t.name());
+    metrics.connected(&hub.name, transport, handshake.protocol.name());
     if let Some(hook) = hub.on_connected() {
         hook(Call::new(connection.clone(), hub.lifetime.clone())).await;
     }
@@ -217,6 +226,7 @@ pub async fn run_session(
         parallel: 0,
         open_streams: 0,
         received: stateful.then(ReceivedSequence::default),
+        received_counters: metrics.inbound(&hub.name, handshake.protocol.name()),
     };
     let reason = match session.on_bytes(&handshake.remaining).await {
         Some(reason) => reason,
@@ -318,6 +328,8 @@ struct Session {
     open_streams: usize,
     /// The client's trackable messages, when stateful reconnect is on.
     received: Option<ReceivedSequence>,
+    /// Messages and bytes received, by hub and protocol.
+    received_counters: (Counter, Counter),
 }
 
 impl Session {
@@ -443,9 +455,12 @@ impl Session {
         if let Err(err) = self.decoder.feed(bytes) {
             return Some(protocol_close(err));
         }
+        self.received_counters.1.inc_by(bytes.len() as u64);
         while let Some(next) = self.decoder.next_message() {
             match next {
                 Ok(message) => {
+                    self.received_counters.0.inc();
+                    self.hub.services.metrics.message_received();
                     if let Some(received) = &mut self.received {
                         let is_sequence = matches!(message, HubMessage::Sequence { .. });
                         if !received.accept(message.is_trackable(), is_sequence) {
@@ -577,7 +592,9 @@ impl Session {
             return Some(CloseReason::Expired);
         }
         let hub = self.hub.clone();
+        let metrics = hub.services.metrics.clone();
         let Some(method) = hub.method(&target) else {
+            metrics.invocation(&hub.name, OTHER_METHOD, Outcome::Invalid);
             if let Some(id) = &invocation_id {
                 self.reply(id, CompletionResult::Error(unknown_method(&target)))
                     .await;
@@ -592,6 +609,16 @@ impl Session {
             &stream_ids,
             stream_response,
         ) {
+            let refused = !method
+                .spec
+                .access
+                .allows(&self.connection.principal().roles);
+            let outcome = if refused {
+                Outcome::Refused
+            } else {
+                Outcome::Invalid
+            };
+            metrics.invocation(&hub.name, target, outcome);
             if let Some(id) = &invocation_id {
                 self.reply(id, CompletionResult::Error(text)).await;
             }
@@ -601,6 +628,7 @@ impl Session {
             match self.open_envelope(&hub, target, arguments).await {
                 Ok(arguments) => arguments,
                 Err(text) => {
+                    metrics.invocation(&hub.name, target, Outcome::EnvelopeRejected);
                     if let Some(id) = &invocation_id {
                         self.reply(id, CompletionResult::Error(text)).await;
                     }
@@ -629,6 +657,7 @@ impl Session {
                     target,
                     detailed,
                     Slot::Parallel,
+                    metrics,
                 ));
             }
             Handler::ServerStream(handler) => {
@@ -642,6 +671,7 @@ impl Session {
                 self.streams.insert(id.clone(), cancel.clone());
                 self.open_streams += 1;
                 self.tasks.spawn_local(async move {
+                    let started = Instant::now();
                     let end = match stream {
                         Ok(stream) => {
                             pump_stream(
@@ -657,6 +687,7 @@ impl Session {
                         }
                         Err(err) => CompletionResult::Error(err.completion_text(target, detailed)),
                     };
+                    record_end(&metrics, &connection.hub, target, started, &end);
                     reply(&connection, protocol, &id, end).await;
                     Finished {
                         invocation_id: Some(id),
@@ -685,6 +716,7 @@ impl Session {
                         target,
                         detailed,
                         Slot::Stream,
+                        metrics,
                     )
                     .await;
                     finished.stream_ids = registered;
@@ -703,8 +735,13 @@ impl Session {
         target: &str,
         arguments: Vec<Value>,
     ) -> Result<Vec<Value>, String> {
-        let rejected =
-            |code: &str| format!("Failed to invoke '{target}': envelope rejected ({code})");
+        let rejected = |code: &'static str| {
+            hub.services.metrics.envelope_rejected(code);
+            if code == "nonce_quota_exceeded" {
+                hub.services.metrics.rate_limited("nonces");
+            }
+            format!("Failed to invoke '{target}': envelope rejected ({code})")
+        };
         let principal = self.connection.principal();
         let Some(session) = principal.message_session() else {
             return Err(rejected("no_message_key"));
@@ -818,6 +855,8 @@ impl Session {
 }
 
 /// Awaits a method and answers the caller (when it asked for an answer).
+// What a finished invocation needs; a struct for them would only be unpacked again here.
+#[allow(clippy::too_many_arguments)]
 async fn complete(
     method: futures_util::future::LocalBoxFuture<'static, super::MethodResult>,
     connection: Arc<Connection>,
@@ -826,14 +865,17 @@ async fn complete(
     target: &'static str,
     detailed: bool,
     counted: Slot,
+    metrics: Metrics,
 ) -> Finished {
+    let started = Instant::now();
     let result = method.await;
+    let completion = match result {
+        Ok(None) => CompletionResult::Void,
+        Ok(Some(value)) => CompletionResult::Result(value),
+        Err(err) => CompletionResult::Error(err.completion_text(target, detailed)),
+    };
+    record_end(&metrics, &connection.hub, target, started, &completion);
     if let Some(id) = &invocation_id {
-        let completion = match result {
-            Ok(None) => CompletionResult::Void,
-            Ok(Some(value)) => CompletionResult::Result(value),
-            Err(err) => CompletionResult::Error(err.completion_text(target, detailed)),
-        };
         reply(&connection, protocol, id, completion).await;
     }
     Finished {
@@ -841,6 +883,22 @@ async fn complete(
         counted,
         stream_ids: Vec::new(),
     }
+}
+
+/// Counts a method that ran, with how long it took.
+fn record_end(
+    metrics: &Metrics,
+    hub: &str,
+    target: &'static str,
+    started: Instant,
+    end: &CompletionResult,
+) {
+    let outcome = match end {
+        CompletionResult::Error(_) => Outcome::Error,
+        _ => Outcome::Ok,
+    };
+    metrics.invocation(hub, target, outcome);
+    metrics.invocation_time(hub, target, started.elapsed());
 }
 
 /// Sends every item of a server-to-client stream, until it ends or the caller cancels it.

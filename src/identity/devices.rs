@@ -106,7 +106,7 @@ impl IdentityService {
             return Err(IdentityError::DeviceLimit(max));
         }
         tracing::info!(
-            target: "audit", action = "device_created", device = %device.id,
+            target: "audit", event = "device_created", device = %device.id,
             sub = %principal.sub, client = %client_label(client),
         );
         Ok(NewDeviceKey { device, device_key })
@@ -173,7 +173,7 @@ impl IdentityService {
             return Err(IdentityError::DeviceNotFound);
         }
         tracing::info!(
-            target: "audit", action = "device_removed", device = %device.id,
+            target: "audit", event = "device_removed", device = %device.id,
             owner = %device.owner_id, sub = %principal.sub, client = %client_label(client),
         );
         Ok(())
@@ -208,7 +208,7 @@ impl IdentityService {
             .revoke_device(&device_subject(&device.id), Some(unix_now() + 1))
             .await?;
         tracing::info!(
-            target: "audit", action = "device_rekeyed", device = %device.id,
+            target: "audit", event = "device_rekeyed", device = %device.id,
             owner = %device.owner_id, sub = %principal.sub, client = %client_label(client),
         );
         Ok(NewDeviceKey { device, device_key })
@@ -255,7 +255,7 @@ impl IdentityService {
                     "[invalid]"
                 };
                 tracing::warn!(
-                    target: "audit", action = "device_token", outcome = "failure",
+                    target: "audit", event = "device_token", outcome = "failure",
                     device = %shown_id, client = %client_label(client),
                 );
                 return Err(IdentityError::InvalidDeviceCredentials);
@@ -274,7 +274,7 @@ impl IdentityService {
             // was traded for is no longer the device's.
             Err(IdentityError::Revoked) => {
                 tracing::warn!(
-                    target: "audit", action = "device_token", outcome = "key_replaced",
+                    target: "audit", event = "device_token", outcome = "key_replaced",
                     device = %device.id, client = %client_label(client),
                 );
                 return Err(IdentityError::InvalidDeviceCredentials);
@@ -292,7 +292,7 @@ impl IdentityService {
             .is_some_and(|c| bool::from(c.key_hash[..].ct_eq(&presented[..])));
         if !still_current {
             tracing::warn!(
-                target: "audit", action = "device_token", outcome = "key_replaced",
+                target: "audit", event = "device_token", outcome = "key_replaced",
                 device = %device.id, client = %client_label(client),
             );
             return Err(IdentityError::InvalidDeviceCredentials);
@@ -302,7 +302,7 @@ impl IdentityService {
             .record_device_token(&device.id, unix_now())
             .await?;
         tracing::info!(
-            target: "audit", action = "device_token", outcome = "success", device = %device.id,
+            target: "audit", event = "device_token", outcome = "success", device = %device.id,
             owner = %device.owner_id, client = %client_label(client),
         );
         Ok(DeviceToken {

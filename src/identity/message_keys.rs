@@ -93,14 +93,14 @@ impl IdentityService {
         {
             if matches!(err, IdentityError::MessageKeyClaimed) {
                 tracing::warn!(
-                    target: "audit", action = "message_key_claim", outcome = "already_claimed",
+                    target: "audit", event = "message_key_claim", outcome = "already_claimed",
                     sub = %principal.sub,
                 );
             }
             return Err(err);
         }
         tracing::info!(
-            target: "audit", action = "message_key_claim", outcome = "success",
+            target: "audit", event = "message_key_claim", outcome = "success",
             sub = %principal.sub,
         );
         Ok(self.inner.envelopes.message_key(session).to_base64url())

@@ -53,9 +53,11 @@ impl IdentityService {
         if let Err(wait) = self.inner.limiter.begin(&keys) {
             let retry_after_secs = retry_after_secs(wait);
             tracing::warn!(
-                target: "audit", action = "login", outcome = "rate_limited",
+                target: "audit", event = "login", outcome = "rate_limited",
                 username = %shown_name, client = %client_label(client), retry_after_secs,
             );
+            self.inner.auth.metrics().login("rate_limited");
+            self.inner.auth.metrics().rate_limited("login");
             return Err(IdentityError::RateLimited { retry_after_secs });
         }
         let matched = if password.len() > MAX_PASSWORD_BYTES {
@@ -69,9 +71,10 @@ impl IdentityService {
                     self.inner.limiter.abandoned(&keys);
                     if matches!(err, HashingError::Busy) {
                         tracing::warn!(
-                            target: "audit", action = "login", outcome = "busy",
+                            target: "audit", event = "login", outcome = "busy",
                             username = %shown_name, client = %client_label(client),
                         );
+                        self.inner.auth.metrics().login("busy");
                     }
                     return Err(err.into());
                 }
@@ -81,18 +84,20 @@ impl IdentityService {
             Some(credentials) if matched => credentials.user,
             _ => {
                 tracing::warn!(
-                    target: "audit", action = "login", outcome = "failure",
+                    target: "audit", event = "login", outcome = "failure",
                     username = %shown_name, client = %client_label(client),
                 );
+                self.inner.auth.metrics().login("failure");
                 return Err(IdentityError::InvalidCredentials);
             }
         };
         self.inner.limiter.succeeded(&keys);
         let tokens = self.open_session(&user).await?;
         tracing::info!(
-            target: "audit", action = "login", outcome = "success",
+            target: "audit", event = "login", outcome = "success",
             sub = %user.id, username = %user.username, client = %client_label(client),
         );
+        self.inner.auth.metrics().login("success");
         Ok(tokens)
     }
 
@@ -114,7 +119,7 @@ impl IdentityService {
         for sid in evicted {
             self.revoke_session_tokens(&sid).await?;
             tracing::info!(
-                target: "audit", action = "session_evicted", sub = %user.id, sid = %sid,
+                target: "audit", event = "session_evicted", sub = %user.id, sid = %sid,
             );
         }
         self.session_tokens(user, &session.id, refresh_token).await
@@ -151,6 +156,10 @@ impl IdentityService {
         client: Option<IpAddr>,
     ) -> Result<SessionTokens, IdentityError> {
         if !is_secret_token_shaped(refresh_token) {
+            self.inner
+                .auth
+                .metrics()
+                .token_refreshed("session", "invalid");
             return Err(IdentityError::InvalidRefreshToken);
         }
         let (next_token, next_hash) = new_secret_token();
@@ -166,16 +175,24 @@ impl IdentityService {
             Rotation::Reused(session) => {
                 self.revoke_session_tokens(&session.id).await?;
                 tracing::warn!(
-                    target: "audit", action = "refresh", outcome = "reuse_detected",
+                    target: "audit", event = "refresh", outcome = "reuse_detected",
                     sub = %session.user_id, sid = %session.id, client = %client_label(client),
                 );
+                self.inner
+                    .auth
+                    .metrics()
+                    .token_refreshed("session", "reuse_detected");
                 return Err(IdentityError::RefreshTokenReused);
             }
             Rotation::Invalid => {
                 tracing::info!(
-                    target: "audit", action = "refresh", outcome = "invalid",
+                    target: "audit", event = "refresh", outcome = "invalid",
                     client = %client_label(client),
                 );
+                self.inner
+                    .auth
+                    .metrics()
+                    .token_refreshed("session", "invalid");
                 return Err(IdentityError::InvalidRefreshToken);
             }
         };
@@ -187,17 +204,25 @@ impl IdentityService {
             Err(IdentityError::Revoked) => {
                 // The session was revoked while this refresh was under way.
                 tracing::info!(
-                    target: "audit", action = "refresh", outcome = "revoked",
+                    target: "audit", event = "refresh", outcome = "revoked",
                     sub = %user.id, sid = %session.id, client = %client_label(client),
                 );
+                self.inner
+                    .auth
+                    .metrics()
+                    .token_refreshed("session", "revoked");
                 return Err(IdentityError::InvalidRefreshToken);
             }
             other => other?,
         };
         tracing::info!(
-            target: "audit", action = "refresh", outcome = "success",
+            target: "audit", event = "refresh", outcome = "success",
             sub = %user.id, sid = %session.id, client = %client_label(client),
         );
+        self.inner
+            .auth
+            .metrics()
+            .token_refreshed("session", "success");
         Ok(tokens)
     }
 
@@ -228,7 +253,7 @@ impl IdentityService {
                 Some(session) if session.user_id == principal.sub => {}
                 // Someone else's refresh token: not the caller's to end.
                 Some(_) => tracing::warn!(
-                    target: "audit", action = "logout", outcome = "foreign_refresh_token",
+                    target: "audit", event = "logout", outcome = "foreign_refresh_token",
                     sub = %principal.sub, client = %client_label(client),
                 ),
                 None => {}
@@ -243,7 +268,7 @@ impl IdentityService {
             revocations.revoke_session(sid, until).await?;
         }
         tracing::info!(
-            target: "audit", action = "logout", outcome = "success",
+            target: "audit", event = "logout", outcome = "success",
             sub = %principal.sub, sessions = sessions.len(), client = %client_label(client),
         );
         Ok(())
@@ -298,7 +323,7 @@ impl IdentityService {
             .revoke_user_before(&user.id, unix_now() + 1)
             .await?;
         tracing::warn!(
-            target: "audit", action = "admin_revoke_user", sub = %user.id,
+            target: "audit", event = "admin_revoke_user", sub = %user.id,
             username = %user.username, sessions = sessions.len(), devices, by = %admin.sub,
             client = %client_label(client),
         );

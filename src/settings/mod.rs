@@ -30,6 +30,8 @@ pub struct Settings {
     pub transports: TransportSettings,
     pub identity: IdentitySettings,
     pub home: HomeSettings,
+    pub metrics: MetricsSettings,
+    pub audit: AuditSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -56,6 +58,8 @@ pub struct ServerSettings {
     pub trusted_proxies: Vec<IpNet>,
     /// Which header a trusted proxy writes: `x-forwarded-for` or `forwarded` (RFC 7239).
     pub forwarded_header: ForwardedHeader,
+    /// How long `/readyz` waits for each dependency (the store) before calling it failing.
+    pub readiness_timeout_secs: u64,
 }
 
 /// The header a trusted proxy names the client in. Only one is read, so a client cannot slip
@@ -80,7 +84,73 @@ impl Default for ServerSettings {
             allow_same_origin: true,
             trusted_proxies: Vec::new(),
             forwarded_header: ForwardedHeader::XForwardedFor,
+            readiness_timeout_secs: 2,
         }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// A second listener serving only `/metrics`, without authentication (bind it to an
+    /// internal interface). Unset: `/metrics` is on the main listener, for admins only.
+    pub listen: Option<SocketAddr>,
+    /// Seconds between the samples the admin console charts.
+    pub chart_interval_secs: u64,
+    /// Seconds of history the admin console charts.
+    pub chart_window_secs: u64,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            chart_interval_secs: 5,
+            chart_window_secs: 600,
+        }
+    }
+}
+
+/// Where audit events go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditOutput {
+    /// JSON lines on the log stream (standard output), beside the other log lines.
+    Log,
+    /// JSON lines in `audit.file`, rotated by size.
+    File,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    /// `log` or `file`.
+    pub output: AuditOutput,
+    /// The audit file with `output = "file"`; unset: `audit.log` in the data directory.
+    pub file: Option<PathBuf>,
+    /// The file is rotated (`audit.log.1`, `.2`, ...) before it grows past this size.
+    pub max_file_bytes: u64,
+    /// Rotated files kept besides the current one; older ones are deleted.
+    pub max_files: u32,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            output: AuditOutput::Log,
+            file: None,
+            max_file_bytes: 10 * 1024 * 1024,
+            max_files: 5,
+        }
+    }
+}
+
+impl AuditSettings {
+    /// The audit file, resolved against the data directory.
+    pub fn file_path(&self, data_dir: &std::path::Path) -> PathBuf {
+        self.file
+            .clone()
+            .unwrap_or_else(|| data_dir.join("audit.log"))
     }
 }
 
@@ -535,6 +605,16 @@ impl Settings {
                 self.envelope.forward_lifetime_secs,
             ),
             ("server.workers", server.workers as u64),
+            (
+                "server.readiness_timeout_secs",
+                server.readiness_timeout_secs,
+            ),
+            (
+                "metrics.chart_interval_secs",
+                self.metrics.chart_interval_secs,
+            ),
+            ("audit.max_file_bytes", self.audit.max_file_bytes),
+            ("audit.max_files", u64::from(self.audit.max_files)),
             ("server.shutdown_timeout_secs", server.shutdown_timeout_secs),
             (
                 "server.max_request_body_bytes",
@@ -607,6 +687,21 @@ impl Settings {
             return fail(
                 "hub.client_timeout_secs",
                 "must be greater than hub.keep_alive_interval_secs (clients ping at that interval)",
+            );
+        }
+        let metrics = &self.metrics;
+        if metrics.chart_window_secs < metrics.chart_interval_secs
+            || metrics.chart_window_secs / metrics.chart_interval_secs.max(1) > 10_000
+        {
+            return fail(
+                "metrics.chart_window_secs",
+                "must be at least metrics.chart_interval_secs and at most 10000 intervals",
+            );
+        }
+        if metrics.listen == Some(server.listen) && server.listen.port() != 0 {
+            return fail(
+                "metrics.listen",
+                "must differ from server.listen (unset it to serve /metrics there, for admins)",
             );
         }
         let transports = &self.transports;

@@ -184,7 +184,19 @@ pub trait RevocationLog: Send + Sync {
 }
 
 /// Every store the identity service needs, as one object.
-pub trait Store: UserStore + DeviceStore + SessionStore + RevocationLog + std::fmt::Debug {}
+/// Whether the store answers, for readiness.
+#[async_trait]
+pub trait StoreHealth: Send + Sync {
+    /// A cheap query that reaches the database; `Err` says why it does not answer.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
 
-impl<T> Store for T where T: UserStore + DeviceStore + SessionStore + RevocationLog + std::fmt::Debug
-{}
+pub trait Store:
+    UserStore + DeviceStore + SessionStore + RevocationLog + StoreHealth + std::fmt::Debug
+{
+}
+
+impl<T> Store for T where
+    T: UserStore + DeviceStore + SessionStore + RevocationLog + StoreHealth + std::fmt::Debug
+{
+}

@@ -29,6 +29,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The database file, which readiness checks is still there (`None` in memory).
+    path: Option<std::path::PathBuf>,
 }
 
 impl SqliteStore {
@@ -59,7 +61,9 @@ impl SqliteStore {
             .max_connections(MAX_CONNECTIONS)
             .connect_with(options)
             .await?;
-        Self::migrated(pool).await
+        let mut store = Self::migrated(pool).await?;
+        store.path = Some(path);
+        Ok(store)
     }
 
     /// A private in-memory database, for unit tests.
@@ -77,7 +81,32 @@ impl SqliteStore {
 
     async fn migrated(pool: SqlitePool) -> Result<Self, StoreError> {
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, path: None })
+    }
+}
+
+#[async_trait]
+impl super::StoreHealth for SqliteStore {
+    /// Reads the schema through the pool, and checks that the database file is still where it
+    /// was opened: a removed or replaced file leaves open connections working on a file that is
+    /// gone, which a query alone would not notice.
+    async fn ping(&self) -> Result<(), StoreError> {
+        if let Some(path) = &self.path {
+            let meta = std::fs::metadata(path).map_err(|source| StoreError::File {
+                path: path.clone(),
+                source,
+            })?;
+            if !meta.is_file() {
+                return Err(StoreError::Corrupt(format!(
+                    "{} is not a file",
+                    path.display()
+                )));
+            }
+        }
+        sqlx::query("SELECT count(*) FROM sqlite_master")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(())
     }
 }
 

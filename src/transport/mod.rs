@@ -140,8 +140,10 @@ fn find_hub(state: &AppState, name: &str) -> Result<Arc<Hub>, ApiError> {
 
 /// Authenticates a hub request: a valid, unrevoked token from the header or `access_token`.
 async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Principal, ApiError> {
-    let (token, _) = token_from_request(req)?
-        .ok_or_else(|| ApiError::unauthorized("missing_token", "a bearer token is required"))?;
+    let (token, _) = token_from_request(req)?.ok_or_else(|| {
+        state.metrics.auth_failed("missing");
+        ApiError::unauthorized("missing_token", "a bearer token is required")
+    })?;
     state.auth.authenticate(&token).await.map_err(|err| {
         tracing::debug!(reason = err.code(), "hub request refused");
         ApiError::unauthorized("invalid_token", "the token is not valid")
@@ -208,6 +210,12 @@ async fn create_connection(
     state
         .connections
         .insert(connection.clone())
+        .inspect_err(|full| {
+            state.metrics.rate_limited(match full {
+                RegistryFull::Server => "connections",
+                RegistryFull::Principal => "user_connections",
+            })
+        })
         .map_err(|full| match full {
             RegistryFull::Server => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -307,8 +315,10 @@ async fn connection_request(
 ) -> Result<ConnectionRequest, ApiError> {
     let origin = check_origin(req, &state.settings.server)?;
     let hub = find_hub(state, hub)?;
-    let (bearer, _) = token_from_request(req)?
-        .ok_or_else(|| ApiError::unauthorized("missing_token", "a bearer token is required"))?;
+    let (bearer, _) = token_from_request(req)?.ok_or_else(|| {
+        state.metrics.auth_failed("missing");
+        ApiError::unauthorized("missing_token", "a bearer token is required")
+    })?;
     let refused = |err: TokenError| {
         tracing::debug!(reason = err.code(), "hub request refused");
         ApiError::unauthorized("invalid_token", "the token is not valid")

@@ -48,6 +48,7 @@ pub async fn refresh(
         ));
     }
     tracing::info!(target: "audit", event = "token_refreshed", via = "http", %sub, connection = %connection.log_id(), "connection token refreshed");
+    state.metrics.token_refreshed("connection", "success");
     let mut response = HttpResponse::Ok();
     super::cors::allow(&mut response, origin);
     Ok(response

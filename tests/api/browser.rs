@@ -101,10 +101,16 @@ async fn the_console_and_the_official_browser_client_work_in_chromium() {
     });
 
     let data_dir = tempfile::tempdir().expect("temp dir");
-    let settings = test_settings(data_dir.path(), &[]);
+    // The console's charts sample every second, so the suite sees them move.
+    let settings = test_settings(
+        data_dir.path(),
+        &[("SIGNET__METRICS__CHART_INTERVAL_SECS", "1")],
+    );
     let app = spawn_with_settings(settings, data_dir).await;
     let user_id = app.create_user("alice", &["user"], TEST_PASSWORD).await;
     app.create_user("root", &["admin"], TEST_PASSWORD).await;
+    // Someone for the admin to revoke.
+    app.create_user("mallory", &["user"], TEST_PASSWORD).await;
 
     // Alice's front door, provisioned as its owner would; the suite runs it.
     let login = app.login("alice", TEST_PASSWORD).await;
@@ -133,6 +139,7 @@ async fn the_console_and_the_official_browser_client_work_in_chromium() {
         .current_dir(root())
         .env("SIGNET_URL", app.url(""))
         .env("SIGNET_JWT_SECRET", TEST_SECRET)
+        .env("SIGNET_REVOKE_USER", "mallory")
         .env("SIGNET_USER", "alice")
         .env("SIGNET_USER_PASSWORD", TEST_PASSWORD)
         .env("SIGNET_USER_ID", &user_id)

@@ -17,6 +17,8 @@ pub const TEST_SECRET: &str = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz
 
 pub struct TestApp {
     pub address: SocketAddr,
+    /// The `[metrics] listen` listener, when configured.
+    pub metrics_address: Option<SocketAddr>,
     /// Kept so the directory lives as long as the server; some tests restart on it.
     pub data_dir: tempfile::TempDir,
     pub client: awc::Client,
@@ -104,11 +106,13 @@ pub async fn spawn_with_settings(settings: Settings, data_dir: tempfile::TempDir
         .await
         .expect("server builds");
     let address = app.address();
+    let metrics_address = app.metrics_address();
     let handle = app.handle();
     let store = app.state().store.clone();
     actix_web::rt::spawn(app.run_until_stopped());
     TestApp {
         address,
+        metrics_address,
         data_dir,
         client: awc::Client::default(),
         settings,

@@ -210,6 +210,20 @@ async fn a_client_that_never_reads_is_disconnected_and_never_slows_the_broadcast
     for conn in [&never_conn, &late_conn] {
         assert_eq!(conn.close_reason(), Some(&CloseReason::SlowConsumer));
     }
+    // Both are counted as slow consumers once their sessions end.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !server
+        .state
+        .metrics
+        .render()
+        .contains("\nsignet_slow_consumers_total 2\n")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the slow consumers were not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // The late reader finds its backlog (less than everything), read at once
     // (before its stalled socket could be dropped), and then the Close reason.
     let mut late = late.stop().await;

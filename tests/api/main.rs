@@ -1,5 +1,6 @@
 //! Integration tests: each starts a real Signet server in-process and talks to it over HTTP.
 
+mod audit;
 mod browser;
 mod cli;
 mod client_matrix;
@@ -7,6 +8,7 @@ mod config;
 mod conformance;
 mod demo;
 mod devices;
+mod exposition;
 mod helpers;
 mod hub_limits;
 mod hub_negotiate;
@@ -20,6 +22,7 @@ mod login;
 mod login_throttling;
 mod long_polling;
 mod message_key;
+mod metrics;
 mod python_client;
 mod restart;
 mod revocation_races;

@@ -83,6 +83,18 @@ async fn device(server: &HubServer, owner_token: &str, name: &str) -> (String, S
     (id, token)
 }
 
+/// `signet_rate_limited_total{limit="<limit>"}` of `server`, as exposed.
+fn rate_limited(server: &HubServer, limit: &str) -> String {
+    let series = format!("signet_rate_limited_total{{limit=\"{limit}\"}} ");
+    server
+        .state
+        .metrics
+        .render()
+        .lines()
+        .find_map(|line| line.strip_prefix(&series).map(str::to_string))
+        .unwrap_or_default()
+}
+
 #[actix_web::test]
 async fn a_user_at_the_connection_cap_is_refused_and_another_still_connects() {
     let server = spawn_hub(&[("SIGNET__HUB__MAX_CONNECTIONS_PER_USER", "3")]).await;
@@ -110,6 +122,7 @@ async fn a_user_at_the_connection_cap_is_refused_and_another_still_connects() {
     );
     let upgrade = server.connect("", Some(&greedy), None).await;
     assert_eq!(upgrade.err(), Some(429), "a direct WebSocket counts too");
+    assert_eq!(rate_limited(&server, "user_connections"), "2");
 
     // Everyone else is unaffected.
     let other = user_token("modest");
@@ -162,6 +175,7 @@ async fn a_session_over_its_nonce_quota_is_refused_and_other_users_sign_on() {
         error,
         "Failed to invoke 'EchoSigned': envelope rejected (nonce_quota_exceeded)"
     );
+    assert_eq!(rate_limited(&server, "nonces"), "1");
 
     let other_token = user_token("nonce-modest");
     let other_key = message_key(&other_token);
@@ -229,6 +243,7 @@ async fn a_user_at_the_pending_command_cap_is_refused_and_another_still_sends() 
     }
     let refused = send_command(&mut alice, &alice_key, "a3", &alice_device).await;
     assert_eq!(refused["error"], TOO_MANY_PENDING, "{refused}");
+    assert_eq!(rate_limited(&server, "user_pending_commands"), "1");
 
     // Bob is not affected.
     let sent = send_command(&mut bob, &bob_key, "b0", &bob_device).await;

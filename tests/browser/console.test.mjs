@@ -203,6 +203,73 @@ describe('the console', () => {
     await item.locator('.result[data-tone="ok"]', { hasText: 'Lock: done (lock locked)' }).waitFor();
   });
 
+  test('the admin sees the hub at a glance: charts drawn from the server, as SVG', async () => {
+    const { page } = admin;
+    await page.locator('#overview-panel').waitFor();
+    // At a one-second interval, a few samples arrive within seconds.
+    await page.waitForFunction(
+      () => Number(document.querySelector('.chart[data-key="connections"]')?.dataset.points) >= 3,
+      null,
+      { timeout: EVENT_TIMEOUT_MS },
+    );
+    for (const key of ['connections', 'messagesPerSec', 'invocationsPerSec', 'envelopeRejectionsPerSec']) {
+      const chart = page.locator(`.chart[data-key="${key}"]`);
+      assert.match(await chart.locator('polyline.line').getAttribute('points'), /^[\d.]+,[\d.]+( [\d.]+,[\d.]+)+$/);
+      assert.match(await chart.locator('.chart-value').textContent(), /^\d+(\.\d+)?$/);
+    }
+    // The admin's and the user's connections are live now.
+    const connections = Number(await page.locator('.chart[data-key="connections"]').getAttribute('data-latest'));
+    assert.ok(connections >= 2, `connections: ${connections}`);
+    await page.locator('#overview-panel').screenshot({ path: screenshotPath('console-overview.png') });
+  });
+
+  test('the admin adds a device and sees its key once, rotates the key, and deletes the device', async () => {
+    const { page } = admin;
+    const name = `Garage door ${Date.now()}`;
+    await page.fill('#device-add-name', name);
+    await page.click('#device-add-form button[type="submit"]');
+    await page.locator('#device-key:not([hidden])').waitFor();
+    const firstKey = await page.textContent('#device-key-value');
+    assert.ok(firstKey.length >= 32, 'a device key is shown');
+    assert.match(await page.textContent('#device-key'), /shown only once/);
+    const row = page.locator('#managed-devices li', { hasText: name });
+    await row.waitFor();
+    await page.locator('#device-admin').screenshot({ path: screenshotPath('console-devices.png') });
+    await page.click('#device-key-close');
+    assert.ok(await page.isHidden('#device-key'), 'the key is gone once dismissed');
+    assert.equal(await page.textContent('#device-key-value'), '');
+
+    await row.locator('[data-action="rotate"]').click();
+    await page.locator('#device-key:not([hidden])', { hasText: 'New key for' }).waitFor();
+    const secondKey = await page.textContent('#device-key-value');
+    assert.ok(secondKey.length >= 32 && secondKey !== firstKey, 'a new key replaces the old one');
+
+    await row.locator('[data-action="delete"]').click();
+    await page.locator('#device-admin-result', { hasText: `Deleted “${name}”.` }).waitFor();
+    await row.waitFor({ state: 'detached' });
+    // The user's own device is listed for the admin too, untouched.
+    await page.locator('#managed-devices li', { hasText: DEVICE_NAME }).waitFor();
+  });
+
+  test("the admin revokes a user's tokens; the user's token stops working at once", async () => {
+    const { page } = admin;
+    const username = required('SIGNET_REVOKE_USER');
+    const login = await fetch(`${BASE_URL}/api/auth/login`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ username, password: USER_PASSWORD }),
+    });
+    assert.equal(login.status, 200);
+    const { accessToken } = await login.json();
+    const me = () => fetch(`${BASE_URL}/api/auth/me`, { headers: { Authorization: `Bearer ${accessToken}` } });
+    assert.equal((await me()).status, 200);
+
+    await page.fill('#revoke-username', username);
+    await page.click('#revoke-form button[type="submit"]');
+    await page.locator('#revoke-result', { hasText: `Revoked every token of ${username}` }).waitFor();
+    assert.equal((await me()).status, 401, 'the revoked token is refused');
+  });
+
   test('nothing went wrong in the pages unnoticed', () => {
     for (const person of [user, admin]) assert.deepEqual(person?.problems ?? [], []);
   });

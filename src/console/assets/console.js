@@ -7,6 +7,7 @@
 // the access token, which goes into WebSocket URLs, never yields it on its own.
 
 import { HubConnection, Session, SignetError, State } from '/js/signet.js';
+import { startAdmin, stopAdmin } from '/console/admin.js';
 
 const HUB_URL = '/hubs/home';
 const COMMAND_LABELS = {
@@ -175,6 +176,7 @@ async function enter(session) {
   app.isAdmin = app.me.roles.includes('admin');
   $('who').textContent = `${app.me.username}${app.isAdmin ? ' (admin)' : ''}`;
   $('admin-panel').hidden = !app.isAdmin;
+  if (app.isAdmin) startAdmin(session, describeError);
   $('login-view').hidden = true;
   $('app-view').hidden = false;
   $('status').hidden = false;
@@ -219,6 +221,7 @@ function leave() {
   app.timers = [];
   clearInterval(app.adminTimer);
   app.adminTimer = null;
+  stopAdmin();
   app.telemetrySubscription?.dispose();
   app.telemetrySubscription = null;
   app.session = null;

@@ -37,6 +37,8 @@ struct Home {
     /// Commands sent and not yet answered: command id -> device and issuer.
     pending: PendingCommands,
     telemetry: broadcast::Sender<Arc<TelemetryEvent>>,
+    /// Counts refusals by the pending-command caps.
+    metrics: crate::metrics::Metrics,
 }
 
 struct TelemetryEvent {
@@ -62,6 +64,7 @@ pub(super) fn register(
             Duration::from_secs(settings.home.command_timeout_secs),
         ),
         telemetry,
+        metrics: services.metrics.clone(),
     });
     builder
         .method(
@@ -198,6 +201,12 @@ async fn send_command(home: Arc<Home>, call: Call, args: Vec<Value>) -> MethodRe
                 issuer: principal.sub.clone(),
             },
         )
+        .inspect_err(|full| {
+            home.metrics.rate_limited(match full {
+                PendingFull::Issuer => "user_pending_commands",
+                PendingFull::Server => "pending_commands",
+            })
+        })
         .map_err(|full| match full {
             PendingFull::Issuer => HubError::hub(
                 "you have too many commands waiting for results; wait for some to be answered",

@@ -1,0 +1,114 @@
+//! `[audit] output = "file"`: the real binary writes audit events as JSON lines to the audit
+//! file, rotated by size, and not to its log output.
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+#[actix_web::test]
+async fn audit_events_go_to_a_rotated_file_and_not_to_the_log() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().join("data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_signet"))
+        .arg("serve")
+        .current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .env("SIGNET__SERVER__LISTEN", "127.0.0.1:0")
+        .env("SIGNET__SERVER__DATA_DIR", &data_dir)
+        .env("SIGNET__SERVER__WORKERS", "1")
+        .env("SIGNET__IDENTITY__PASSWORD_HASH_MEMORY_KIB", "64")
+        .env("SIGNET__IDENTITY__PASSWORD_HASH_ITERATIONS", "1")
+        .env("SIGNET__AUDIT__OUTPUT", "file")
+        .env("SIGNET__AUDIT__MAX_FILE_BYTES", "400")
+        .env("SIGNET__AUDIT__MAX_FILES", "2")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("signet serve runs");
+    let (tx, lines) = mpsc::channel::<String>();
+    let stdout = child.stdout.take().expect("piped stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut log = Vec::new();
+    let started = Instant::now();
+    let address = loop {
+        assert!(started.elapsed() < Duration::from_secs(30), "{log:#?}");
+        match lines.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => {
+                let found = line
+                    .contains("signet listening")
+                    .then(|| line.split("address=").nth(1).map(str::to_string))
+                    .flatten();
+                log.push(line);
+                if let Some(address) = found {
+                    break address.trim().to_string();
+                }
+            }
+            Err(_) => continue,
+        }
+    };
+
+    let client = awc::Client::default();
+    for i in 0..8 {
+        let response = client
+            .post(format!("http://{address}/api/auth/login"))
+            .send_json(&json!({"username": "admin", "password": format!("wrong {i}")}))
+            .await
+            .expect("answered");
+        assert!(matches!(response.status().as_u16(), 401 | 429));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    log.extend(lines.try_iter());
+
+    let file = data_dir.join("audit.log");
+    let rotated = data_dir.join("audit.log.1");
+    let oldest = data_dir.join("audit.log.2");
+    assert!(
+        oldest.exists(),
+        "eight events rotate the file at least twice"
+    );
+    let mut events = Vec::new();
+    for path in [&oldest, &rotated, &file] {
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+        assert!(
+            text.len() <= 400,
+            "{path:?} is bounded: {} bytes",
+            text.len()
+        );
+        for line in text.lines() {
+            let event: Value = serde_json::from_str(line).expect("a JSON line");
+            events.push(event);
+        }
+    }
+    assert!(
+        !data_dir.join("audit.log.3").exists(),
+        "max_files bounds the rotation"
+    );
+    assert!(
+        events.iter().any(|e| e["event"] == "login"
+            && e["outcome"] == "failure"
+            && e["username"] == "admin"),
+        "{events:#?}"
+    );
+    for event in &events {
+        assert_eq!(event["target"], "audit");
+        assert!(event["ts"].as_str().is_some_and(|ts| ts.ends_with('Z')));
+    }
+    assert!(
+        !log.iter().any(|l| l.contains("outcome")),
+        "audit events stay out of the log: {log:#?}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).expect("file").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
