@@ -77,7 +77,7 @@ sample() {
   threads=$(awk '/^Threads:/ {print $2}' "/proc/$SERVER_PID/status")
   fds=$(find "/proc/$SERVER_PID/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
   conns=$(curl -sf -H "Authorization: Bearer $MONITOR_TOKEN" "http://127.0.0.1:$PORT/metrics" \
-    | awk '$1 == "signet_connections" {print $2}')
+    | awk '/^signet_connections[{ ]/ {sum += $NF; seen = 1} END {if (seen) print sum}')
   echo "$rss $fds $threads ${conns:-?}"
 }
 
