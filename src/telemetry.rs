@@ -4,10 +4,12 @@
 //!
 //! Tokens never reach a log line: request paths are logged through
 //! [`crate::http::request_log`], which redacts them, and library internals that could print
-//! raw request heads (actix's HTTP codec at trace level) are capped at `debug`.
+//! raw request heads (actix's HTTP codec at trace level) are capped at `debug`. Errors any
+//! client can cause (malformed HTTP requests) are not logged at the default levels.
 
 use crate::audit::AuditLayer;
 use crate::settings::{LogFormat, LogSettings};
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -16,11 +18,23 @@ use tracing_subscriber::{EnvFilter, Layer};
 /// Targets capped whatever the configured level, because at `trace` they print request heads.
 const CAPPED_TARGETS: &str = "actix_http=debug,h2=info,mio=info";
 
+/// actix's HTTP/1 dispatcher logs every malformed request (`stream error: ...`) at ERROR: any
+/// client could flood the log, and an operator could not tell real errors from noise. Its
+/// events are shown only when debug logging is asked for.
+const DISPATCHER: &str = "actix_http::h1::dispatcher";
+
 /// The filter for `level` (or `RUST_LOG` when set), with the caps above appended.
 pub fn filter(level: &str) -> EnvFilter {
     let base = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_string());
-    EnvFilter::try_new(format!("{base},{CAPPED_TARGETS}"))
-        .unwrap_or_else(|_| EnvFilter::new(format!("info,{CAPPED_TARGETS}")))
+    let dispatcher = match EnvFilter::try_new(&base)
+        .ok()
+        .and_then(|f| f.max_level_hint())
+    {
+        Some(max) if max >= LevelFilter::DEBUG => "debug",
+        _ => "off",
+    };
+    EnvFilter::try_new(format!("{base},{CAPPED_TARGETS},{DISPATCHER}={dispatcher}"))
+        .unwrap_or_else(|_| EnvFilter::new(format!("info,{CAPPED_TARGETS},{DISPATCHER}=off")))
 }
 
 /// Installs the global subscriber writing to `writer`, audit events as JSON lines on the same

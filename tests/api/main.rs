@@ -17,6 +17,7 @@ mod hub_rules;
 mod js_package;
 mod jwt;
 mod lifetime;
+mod log_noise;
 mod login;
 mod login_throttling;
 mod long_polling;

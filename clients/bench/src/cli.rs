@@ -8,6 +8,7 @@ use crate::scenario::broadcast::BroadcastOptions;
 use crate::scenario::command::CommandOptions;
 use crate::scenario::echo::{EchoMode, EchoOptions};
 use crate::scenario::idle::IdleOptions;
+use crate::scenario::soak::SoakOptions;
 use crate::scenario::{self, round, Outcome, Target, TargetKind};
 use crate::system;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -96,6 +97,29 @@ pub enum Command {
         #[arg(long, env = "SIGNET_BENCH_PASSWORD", hide_env_values = true)]
         password: Option<String>,
     },
+    /// Connection churn for a long time (see scripts/soak.sh): N slots each connect, hold for a
+    /// random time (tokens expire: use a short --token-ttl), and connect again; revocations of
+    /// real users and malformed frames and HTTP requests mixed in.
+    Soak {
+        #[command(flatten)]
+        common: Common,
+        /// How long the churn runs.
+        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        duration: Duration,
+        /// A real user `username=id` (id as `signet user list` prints it) whose tokens one slot
+        /// in ten carries and whom an admin revokes in turn; repeat for several.
+        #[arg(long = "revocable", value_name = "NAME=ID", value_parser = parse_user)]
+        revocable: Vec<(String, String)>,
+        /// Pause between admin revocations.
+        #[arg(long, default_value = "20s", value_parser = parse_duration)]
+        revoke_every: Duration,
+        /// One connection in this many sends a malformed frame (0: none).
+        #[arg(long, default_value_t = 50)]
+        garbage_every: u64,
+        /// Pause between malformed HTTP requests (0: none).
+        #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+        http_garbage_interval: Duration,
+    },
     /// Run the baseline server: a WebSocket echo and fan-out on actix-ws, nothing else.
     BaselineServer {
         #[arg(long, default_value = "127.0.0.1:9090")]
@@ -178,6 +202,16 @@ pub struct Timing {
     pub duration: Duration,
 }
 
+/// `name=id`: a user name and the id its tokens carry as `sub`.
+fn parse_user(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, id)) if !name.is_empty() && !id.is_empty() => {
+            Ok((name.to_string(), id.to_string()))
+        }
+        _ => Err(format!("`{text}` is not NAME=ID")),
+    }
+}
+
 /// `500ms`, `10s`, `2m`, `1h`, or a number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -208,6 +242,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Echo { common, .. } => ("echo", common),
         Command::Broadcast { common, .. } => ("broadcast", common),
         Command::Command { common, .. } => ("command", common),
+        Command::Soak { common, .. } => ("soak", common),
     };
     // Each connection is one descriptor here, and one more in a baseline started by --compare.
     let wanted = (common.connections as u64 + 1) * 2 + 1024;
@@ -267,7 +302,7 @@ async fn run_scenario(command: &Command, common: &Common, threads: usize) -> Res
         line["summary"].as_str().unwrap_or("")
     );
 
-    if common.compare && name != "command" {
+    if common.compare && name != "command" && name != "soak" {
         let workers = common.baseline_workers.unwrap_or_else(cores);
         let baseline = BaselineChild::spawn(workers)?;
         let url = format!("http://{}", baseline.address);
@@ -388,6 +423,25 @@ async fn dispatch(command: &Command, target: &Target) -> Result<Outcome, String>
             };
             scenario::command::run(target, &options).await
         }
+        Command::Soak {
+            common,
+            duration,
+            revocable,
+            revoke_every,
+            garbage_every,
+            http_garbage_interval,
+        } => {
+            let options = SoakOptions {
+                connections: common.connections,
+                duration: *duration,
+                token_ttl: common.token_ttl,
+                revoke_every: *revoke_every,
+                revocable: revocable.clone(),
+                garbage_every: *garbage_every,
+                http_garbage_interval: *http_garbage_interval,
+            };
+            scenario::soak::run(target, &options).await
+        }
         Command::BaselineServer { .. } => Err("not a scenario".into()),
     }
 }
@@ -399,6 +453,7 @@ fn scenario_name(command: &Command) -> &'static str {
         Command::Echo { .. } => "echo",
         Command::Broadcast { .. } => "broadcast",
         Command::Command { .. } => "command",
+        Command::Soak { .. } => "soak",
         Command::BaselineServer { .. } => "baseline-server",
     }
 }

@@ -382,6 +382,16 @@ impl HubClient {
         self.send(&HubMessage::Ping).await
     }
 
+    /// Sends `payload` as one frame as it is, valid or not (the soak's garbage).
+    pub async fn send_raw(&mut self, payload: Vec<u8>, text: bool) -> Result<(), ClientError> {
+        let frame = match Utf8Bytes::try_from(payload.clone()) {
+            Ok(text_frame) if text => Message::Text(text_frame),
+            _ => Message::Binary(Bytes::from(payload)),
+        };
+        self.ws.send(frame).await?;
+        Ok(())
+    }
+
     pub async fn close(mut self) {
         let _ = self.send(&HubMessage::close(None, false)).await;
         let _ = self.ws.close(None).await;

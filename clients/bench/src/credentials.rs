@@ -69,6 +69,17 @@ impl Credentials {
     ) -> Result<Identity, jsonwebtoken::errors::Error> {
         let sub = format!("bench-{kind}-{}", index % users.max(1));
         let session = format!("bench-{}-{kind}-{index}", self.run_id);
+        self.identity_of(sub, session, roles)
+    }
+
+    /// A token for `sub` (a real user's id, say, so an admin revoke reaches it) in `session`,
+    /// minted now with the configured lifetime.
+    pub fn identity_of(
+        &self,
+        sub: String,
+        session: String,
+        roles: &[&str],
+    ) -> Result<Identity, jsonwebtoken::errors::Error> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);

@@ -7,6 +7,7 @@ pub mod command;
 pub mod connect;
 pub mod echo;
 pub mod idle;
+pub mod soak;
 
 use crate::client::{bounded, Client, ClientError, Endpoint, HubClient, RawClient, SourceAddrs};
 use crate::credentials::{Credentials, Identity};
