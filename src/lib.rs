@@ -23,6 +23,7 @@
 //!   security headers; it is a client of the API and hub like any other.
 //! - `demo`: `signet demo`, the server with demo users and simulated devices for a first look.
 //! - `telemetry`: logging set-up.
+//! - `tls`: HTTPS/WSS with rustls, the certificate reloaded when its files change.
 //!
 //! - `transport`: negotiate and the three transports (WebSockets, Server-Sent Events, long
 //!   polling with `POST` sends) adapt HTTP to one `connection` type.
@@ -49,4 +50,5 @@ pub mod settings;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod transport;
