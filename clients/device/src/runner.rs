@@ -6,6 +6,7 @@
 //! device was removed or re-keyed (exit 3), anything else that the server does not want this
 //! connection back (exit 1).
 
+use crate::actuator::Actuator;
 use crate::backoff::Backoff;
 use crate::commands::CommandHandler;
 use crate::config::Config;
@@ -53,6 +54,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Exit {
         .timeout(REQUEST_TIMEOUT)
         // A redirect could carry the device key in a re-sent body to another host.
         .disable_redirects()
+        .connector(awc::Connector::new().rustls_0_23(config.tls.clone()))
         .finish();
     let tokens = TokenSource::new(client.clone(), &config);
     let handler = CommandHandler::new(
@@ -61,7 +63,8 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Exit {
         EnvelopeLimits::default(),
     );
     let mut device = SimulatedDevice::default();
-    let mut outbox = Outbox::default();
+    let mut outbox = Outbox::new(config.result_timeout);
+    let mut actuator = Actuator::new(config.actuation_time);
     let mut rng = StdRng::from_os_rng();
     let mut backoff = Backoff::new(BACKOFF_BASE, config.max_backoff);
     let mut token: Option<DeviceToken> = None;
@@ -146,6 +149,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Exit {
             handler: &handler,
             device: &mut device,
             outbox: &mut outbox,
+            actuator: &mut actuator,
             rng: &mut rng,
             shutdown: &shutdown,
         };
