@@ -8,7 +8,7 @@
 
 use crate::actuator::Actuator;
 use crate::backoff::Backoff;
-use crate::commands::CommandHandler;
+use crate::commands::{CommandHandler, Handled};
 use crate::config::Config;
 use crate::device::SimulatedDevice;
 use crate::hub::{ConnectError, HubConnection};
@@ -76,7 +76,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Exit {
             tracing::info!(retry_in = ?wait, "waiting before connecting again");
             tokio::select! {
                 _ = shutdown.cancelled() => return Exit::Stopped,
-                _ = tokio::time::sleep(wait) => {}
+                _ = offline(&mut actuator, &mut device, &mut outbox, tokio::time::sleep(wait)) => {}
             }
         }
 
@@ -85,7 +85,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Exit {
             _ => {
                 let exchanged = tokio::select! {
                     _ = shutdown.cancelled() => return Exit::Stopped,
-                    result = tokens.exchange() => result,
+                    result = offline(&mut actuator, &mut device, &mut outbox, tokens.exchange()) => result,
                 };
                 match exchanged {
                     Ok(fresh) => {
@@ -112,13 +112,13 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Exit {
 
         let connected = tokio::select! {
             _ = shutdown.cancelled() => return Exit::Stopped,
-            result = HubConnection::connect(
+            result = offline(&mut actuator, &mut device, &mut outbox, HubConnection::connect(
                 &client,
                 &config.server,
                 &config.hub_path,
                 current.expose_access_token(),
                 config.skip_negotiation,
-            ) => result,
+            )) => result,
         };
         let (connection_id, receiver, sender) = match connected {
             Ok(parts) => parts,
@@ -195,6 +195,36 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Exit {
                         "the server closed the connection and does not allow reconnecting: {error}"
                     )),
                 };
+            }
+        }
+    }
+}
+
+/// Awaits `work` (a wait, a token exchange, a connection attempt) while the actuator goes on
+/// with the commands it accepted: their results wait in the outbox for the next connection.
+async fn offline<F: std::future::Future>(
+    actuator: &mut Actuator,
+    device: &mut SimulatedDevice,
+    outbox: &mut Outbox,
+    work: F,
+) -> F::Output {
+    tokio::pin!(work);
+    loop {
+        let done = actuator.done_at();
+        tokio::select! {
+            output = &mut work => return output,
+            _ = tokio::time::sleep_until(done.unwrap_or_else(Instant::now)), if done.is_some() => {
+                if let Some((Handled::Executed { command, reply, .. }, received)) =
+                    actuator.finish(device, Instant::now())
+                {
+                    tracing::info!(
+                        command_id = %reply.command_id,
+                        %command,
+                        status = reply.status.as_str(),
+                        "executed a verified command while offline; its result waits for the connection"
+                    );
+                    outbox.push(reply, received);
+                }
             }
         }
     }
