@@ -301,3 +301,30 @@ fn check_config_validates_the_certificate_and_key() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("no usable private key"), "{err}");
 }
+
+#[actix_web::test]
+async fn a_tls_1_1_client_hello_is_refused_with_a_protocol_version_alert() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = TestCa::new("signet test CA");
+    let server = TlsServer::start(&ca, &[]).await;
+    // A minimal ClientHello offering TLS 1.1 at most: one cipher suite and the one extension
+    // rustls requires before it looks at the version (signature_algorithms: ECDSA P-256).
+    let mut body = vec![0x03, 0x02];
+    body.extend_from_slice(&[0x42; 32]); // random
+    body.extend_from_slice(&[0x00, 0x00, 0x02, 0xc0, 0x2b, 0x01, 0x00]);
+    body.extend_from_slice(&[0x00, 0x08, 0x00, 0x0d, 0x00, 0x04, 0x00, 0x02, 0x04, 0x03]);
+    let mut handshake = vec![0x01, 0x00, 0x00, body.len() as u8];
+    handshake.extend_from_slice(&body);
+    let mut record = vec![0x16, 0x03, 0x02, 0x00, handshake.len() as u8];
+    record.extend_from_slice(&handshake);
+
+    let mut socket = tokio::net::TcpStream::connect(server.address)
+        .await
+        .expect("connects");
+    socket.write_all(&record).await.expect("hello sent");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut answer)).await;
+    // An alert record (21), fatal (2), protocol_version (70): no TLS 1.1 session.
+    assert_eq!(answer.first(), Some(&21), "{answer:?}");
+    assert_eq!(answer.get(5..7), Some(&[2u8, 70][..]), "{answer:?}");
+}
