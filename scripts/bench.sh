@@ -48,9 +48,17 @@ stop_server() {
 }
 trap 'stop_server; rm -rf "$DATA_DIR"' EXIT
 
+# The signed scenarios send from few sessions as fast as they can: one session's unexpired nonces
+# (envelope.max_nonces_per_session, 10,000 by default, a guard against one user filling the store)
+# would cap them at about 150 signed commands per second per session. They raise it; the others
+# run with the default. An explicit SIGNET__ENVELOPE__MAX_NONCES_PER_SESSION wins.
+SIGNED_NONCE_QUOTA=${SIGNET__ENVELOPE__MAX_NONCES_PER_SESSION:-1000000}
+NONCE_QUOTA=${SIGNET__ENVELOPE__MAX_NONCES_PER_SESSION:-10000}
+
 start_server() {
   SIGNET__SERVER__LISTEN=127.0.0.1:$PORT SIGNET__SERVER__DATA_DIR=$DATA_DIR \
     SIGNET__LOG__LEVEL=${SIGNET_LOG_LEVEL:-warn} \
+    SIGNET__ENVELOPE__MAX_NONCES_PER_SESSION=$NONCE_QUOTA \
     "$SIGNET" serve >>"$DATA_DIR/server.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 100); do
@@ -85,11 +93,11 @@ for scenario in "${scenarios[@]}"; do
   case "$scenario" in
     connect) run connect -c "$CONNECT_N" ;;
     idle) run idle -c "$IDLE_N" --hold "$DURATION" ;;
-    echo) run echo -c "$ECHO_N" --duration "$DURATION" ;;
+    echo) NONCE_QUOTA=$SIGNED_NONCE_QUOTA run echo -c "$ECHO_N" --duration "$DURATION" ;;
     broadcast) run broadcast -c "$BROADCAST_N" --duration "$DURATION" ;;
     command)
       # The bootstrap admin (created on the first start) logs in and provisions the devices.
-      run command -c "${COMMAND_USERS:-4}" --devices "${COMMAND_DEVICES:-20}" --duration "$DURATION"
+      NONCE_QUOTA=$SIGNED_NONCE_QUOTA run command -c "${COMMAND_USERS:-4}" --devices "${COMMAND_DEVICES:-20}" --duration "$DURATION"
       ;;
     *) echo "unknown scenario: $scenario" >&2; exit 2 ;;
   esac

@@ -6,7 +6,7 @@ use crate::auth::{Authenticator, InProcessRevocations, KeyRing, KeyRingError};
 use crate::connection::{CloseReason, CloseStats, ConnectionRegistry};
 use crate::envelope::{EnvelopeLimits, EnvelopeService, InMemoryNonceStore};
 use crate::http::{self, ApiError, JsonLimit};
-use crate::hub::{HubCatalog, HubServices, SessionLimits};
+use crate::hub::{HubCatalog, HubServices, OpenUploads, SessionLimits};
 use crate::identity::{IdentityError, IdentityService, Passwords, UserAdmin};
 use crate::settings::{ResolvedSecrets, Settings, SettingsError};
 use crate::store::{SqliteStore, Store, StoreError};
@@ -54,6 +54,8 @@ pub struct AppState {
     pub hubs: Arc<HubCatalog>,
     pub connections: Arc<ConnectionRegistry>,
     pub close_stats: Arc<CloseStats>,
+    /// Client-to-server streams open across hub sessions (`/metrics`).
+    pub open_uploads: Arc<OpenUploads>,
     pub limits: SessionLimits,
     /// Cancelled once at shutdown; every connection's token is a child of it.
     pub shutdown: CancellationToken,
@@ -76,14 +78,20 @@ impl AppState {
         )
         .await?;
         let auth = Authenticator::new(Arc::new(keyring), Arc::new(revocations));
-        let connections = Arc::new(ConnectionRegistry::new(settings.hub.max_connections));
+        let connections = Arc::new(ConnectionRegistry::new(
+            settings.hub.max_connections,
+            settings.hub.max_connections_per_user,
+        ));
         let envelope = &settings.envelope;
         let limits = EnvelopeLimits {
             max_lifetime: Duration::from_secs(envelope.max_lifetime_secs),
             clock_skew: Duration::from_secs(envelope.clock_skew_secs),
             max_message_bytes: envelope.max_message_bytes,
         };
-        let nonces = Arc::new(InMemoryNonceStore::new(envelope.nonce_capacity));
+        let nonces = Arc::new(
+            InMemoryNonceStore::new(envelope.nonce_capacity)
+                .with_scope_quota(envelope.max_nonces_per_session),
+        );
         let envelopes = Arc::new(EnvelopeService::new(
             limits,
             nonces,
@@ -93,7 +101,9 @@ impl AppState {
             auth: auth.clone(),
             connections: connections.clone(),
             envelopes: envelopes.clone(),
+            open_uploads: Arc::new(OpenUploads::default()),
         };
+        let open_uploads = services.open_uploads.clone();
 
         let store: Arc<dyn Store> = sqlite;
         let passwords = Passwords::new(&settings.identity)
@@ -120,6 +130,7 @@ impl AppState {
             hubs: Arc::new(crate::hubs::catalog(&settings, &services, store.clone())),
             connections,
             close_stats: Arc::new(CloseStats::default()),
+            open_uploads,
             limits: SessionLimits::from_settings(&settings),
             settings: Arc::new(settings),
             auth,

@@ -55,7 +55,7 @@ export interface SigningFields {
   message: string;
 }
 
-/** Codes `verifyEnvelope` answers; the server adds `replayed_nonce` and `nonce_store_unavailable`. */
+/** Codes `verifyEnvelope` answers; the server adds `replayed_nonce`, `nonce_quota_exceeded` and `nonce_store_unavailable`. */
 export type EnvelopeRejectionCode =
   | 'malformed'
   | 'lifetime_too_long'

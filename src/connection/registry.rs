@@ -1,6 +1,6 @@
-//! Every connection the server holds, by connection token, with a hard cap, and indexes by the
-//! token claims revocation names (`jti`, `sid`, `sub`), so revoking closes exactly the affected
-//! connections without scanning them all.
+//! Every connection the server holds, by connection token, with a hard cap overall and one per
+//! principal, and indexes by the token claims revocation names (`jti`, `sid`, `sub`), so revoking
+//! closes exactly the affected connections without scanning them all.
 
 use super::{CloseReason, Connection};
 use crate::auth::Principal;
@@ -9,10 +9,16 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// The registry is at its configured maximum.
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("the server holds its maximum number of connections")]
-pub struct RegistryFull;
+/// Why a connection could not be registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryFull {
+    /// The server holds its maximum number of connections.
+    #[error("the server holds its maximum number of connections")]
+    Server,
+    /// The connection's principal holds its own maximum; other principals are unaffected.
+    #[error("the principal holds its maximum number of connections")]
+    Principal,
+}
 
 /// Which connections a revocation or kick names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +54,8 @@ pub struct ConnectionRegistry {
     by_owner: Index,
     count: AtomicUsize,
     max: usize,
+    /// Connections one `sub` may hold; `by_sub` is the exact count.
+    max_per_principal: usize,
 }
 
 fn index_add(index: &Index, key: Option<&str>, token: &str) {
@@ -69,7 +77,7 @@ fn index_remove(index: &Index, key: Option<&str>, token: &str) {
 }
 
 impl ConnectionRegistry {
-    pub fn new(max: usize) -> Self {
+    pub fn new(max: usize, max_per_principal: usize) -> Self {
         Self {
             by_token: DashMap::new(),
             by_jti: DashMap::new(),
@@ -78,24 +86,24 @@ impl ConnectionRegistry {
             by_owner: DashMap::new(),
             count: AtomicUsize::new(0),
             max,
+            max_per_principal,
         }
     }
 
-    fn index(&self, principal: &Principal, token: &str) {
+    /// Indexes the claims a refresh may change (`sub` never changes: it is indexed on insert).
+    fn index_claims(&self, principal: &Principal, token: &str) {
         index_add(&self.by_jti, principal.jti.as_deref(), token);
         index_add(&self.by_sid, principal.sid.as_deref(), token);
-        index_add(&self.by_sub, Some(&principal.sub), token);
         index_add(&self.by_owner, principal.owner.as_deref(), token);
     }
 
-    fn unindex(&self, principal: &Principal, token: &str) {
+    fn unindex_claims(&self, principal: &Principal, token: &str) {
         index_remove(&self.by_jti, principal.jti.as_deref(), token);
         index_remove(&self.by_sid, principal.sid.as_deref(), token);
-        index_remove(&self.by_sub, Some(&principal.sub), token);
         index_remove(&self.by_owner, principal.owner.as_deref(), token);
     }
 
-    /// Registers a connection unless the cap is reached.
+    /// Registers a connection unless the server's or its principal's cap is reached.
     pub fn insert(&self, connection: Arc<Connection>) -> Result<(), RegistryFull> {
         let reserved = self
             .count
@@ -103,9 +111,24 @@ impl ConnectionRegistry {
                 (n < self.max).then_some(n + 1)
             });
         if reserved.is_err() {
-            return Err(RegistryFull);
+            return Err(RegistryFull::Server);
         }
-        self.index(&connection.principal(), &connection.token);
+        let principal = connection.principal();
+        // The per-principal check and the insert happen under the entry's shard lock, so
+        // concurrent negotiates of one principal cannot overshoot its cap.
+        {
+            let mut tokens = self.by_sub.entry(principal.sub.clone()).or_default();
+            if tokens.len() >= self.max_per_principal {
+                drop(tokens);
+                // Drops the entry again if it was created empty just now.
+                self.by_sub
+                    .remove_if(&principal.sub, |_, tokens| tokens.is_empty());
+                self.count.fetch_sub(1, Ordering::AcqRel);
+                return Err(RegistryFull::Principal);
+            }
+            tokens.insert(connection.token.clone());
+        }
+        self.index_claims(&principal, &connection.token);
         if self
             .by_token
             .insert(connection.token.clone(), connection)
@@ -125,7 +148,9 @@ impl ConnectionRegistry {
         let removed = self.by_token.remove(token).map(|(_, c)| c);
         if let Some(connection) = &removed {
             self.count.fetch_sub(1, Ordering::AcqRel);
-            self.unindex(&connection.principal(), token);
+            let principal = connection.principal();
+            self.unindex_claims(&principal, token);
+            index_remove(&self.by_sub, Some(&principal.sub), token);
         }
         removed
     }
@@ -147,8 +172,9 @@ impl ConnectionRegistry {
             return Err(RefreshError::Closed);
         }
         let lifetime = principal.expires_at.saturating_sub(now).max(0);
-        self.unindex(&current, &connection.token);
-        self.index(&principal, &connection.token);
+        // Same `sub`: its index entry (and the principal's connection count) stays as it is.
+        self.unindex_claims(&current, &connection.token);
+        self.index_claims(&principal, &connection.token);
         connection.set_principal(principal);
         Ok(lifetime)
     }

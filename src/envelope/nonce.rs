@@ -2,8 +2,10 @@
 //!
 //! A nonce only needs remembering until its envelope would be refused as expired anyway
 //! (`expiry + clock skew`), which keeps the store small: at most one lifetime's worth of
-//! commands.
+//! commands. Each scope (a login session) may also hold only so many unexpired nonces, so one
+//! sender at full speed exhausts its own quota long before the store is full for everyone.
 
+use dashmap::DashMap;
 use futures_util::future::BoxFuture;
 use moka::notification::RemovalCause;
 use moka::sync::Cache;
@@ -20,6 +22,9 @@ use super::format::unix_now_ms;
 pub enum NonceStoreError {
     #[error("nonce store is full ({capacity} unexpired nonces)")]
     Full { capacity: u64 },
+    /// This scope holds its quota of unexpired nonces; other scopes are unaffected.
+    #[error("nonce quota of the scope is used up ({quota} unexpired nonces)")]
+    ScopeFull { quota: u64 },
     #[error("nonce store unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -71,10 +76,14 @@ impl Equivalent<NonceKey> for NonceKeyRef<'_> {
 /// expired could be replayed, and moka's admission policy may also silently drop a new entry
 /// when the cache is at capacity. A count of live entries, reserved before each insert and
 /// released by moka's removal listener, keeps the cache below its capacity so neither happens.
+/// An exact count per scope, kept the same way, enforces the per-scope quota.
 pub struct InMemoryNonceStore {
     entries: Cache<NonceKey, u64>,
     live: Arc<AtomicU64>,
     capacity: u64,
+    /// Unexpired nonces per scope (scopes with none are absent).
+    per_scope: Arc<DashMap<Box<str>, u64>>,
+    scope_quota: u64,
 }
 
 impl std::fmt::Debug for InMemoryNonceStore {
@@ -82,6 +91,7 @@ impl std::fmt::Debug for InMemoryNonceStore {
         f.debug_struct("InMemoryNonceStore")
             .field("live", &self.live.load(Ordering::Relaxed))
             .field("capacity", &self.capacity)
+            .field("scope_quota", &self.scope_quota)
             .finish()
     }
 }
@@ -94,25 +104,43 @@ impl Default for InMemoryNonceStore {
 }
 
 impl InMemoryNonceStore {
+    /// A store of `capacity` nonces, with no quota per scope (see [`Self::with_scope_quota`]).
     pub fn new(capacity: u64) -> Self {
         let live = Arc::new(AtomicU64::new(0));
         let released = Arc::clone(&live);
+        let per_scope: Arc<DashMap<Box<str>, u64>> = Arc::new(DashMap::new());
+        let scope_released = Arc::clone(&per_scope);
         let entries = Cache::builder()
             // A backstop only: the live count keeps the cache from reaching it.
             .max_capacity(capacity)
             .expire_after(ExpireAtOwnTime)
-            .eviction_listener(move |_key, _value, _cause: RemovalCause| {
+            .eviction_listener(move |key: Arc<NonceKey>, _value, _cause: RemovalCause| {
                 // Every removal (expired, replaced after expiry, or evicted) frees a slot.
                 let _ = released.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                     Some(n.saturating_sub(1))
                 });
+                release_scope(&scope_released, &key.scope);
             })
             .build();
         Self {
             entries,
             live,
             capacity,
+            per_scope,
+            scope_quota: u64::MAX,
         }
+    }
+
+    /// Limits each scope to `quota` unexpired nonces; beyond it that scope's new nonces are
+    /// refused with [`NonceStoreError::ScopeFull`].
+    pub fn with_scope_quota(mut self, quota: u64) -> Self {
+        self.scope_quota = quota;
+        self
+    }
+
+    /// Unexpired nonces `scope` holds (exact, unlike [`Self::entry_count`]).
+    pub fn scope_count(&self, scope: &str) -> u64 {
+        self.per_scope.get(scope).map_or(0, |n| *n)
     }
 
     pub fn capacity(&self) -> u64 {
@@ -141,11 +169,21 @@ impl InMemoryNonceStore {
         if self.entries.contains_key(&NonceKeyRef { scope, nonce }) {
             return Ok(false);
         }
+        // The scope's quota first: a scope at its quota takes nothing from the shared capacity.
+        if !self.reserve_scope_slot(scope) {
+            self.entries.run_pending_tasks();
+            if !self.reserve_scope_slot(scope) {
+                return Err(NonceStoreError::ScopeFull {
+                    quota: self.scope_quota,
+                });
+            }
+        }
         if !self.reserve_slot() {
             // Expired entries hold their slots until moka's housekeeping removes them, which its
             // timer wheel does about a second after expiry; run it once before refusing.
             self.entries.run_pending_tasks();
             if !self.reserve_slot() {
+                release_scope(&self.per_scope, scope);
                 return Err(NonceStoreError::Full {
                     capacity: self.capacity,
                 });
@@ -162,8 +200,19 @@ impl InMemoryNonceStore {
             Ok(true)
         } else {
             self.release_slot();
+            release_scope(&self.per_scope, scope);
             Ok(false)
         }
+    }
+
+    fn reserve_scope_slot(&self, scope: &str) -> bool {
+        // The entry holds its shard's lock: check and increment are one step.
+        let mut count = self.per_scope.entry(scope.into()).or_insert(0);
+        if *count >= self.scope_quota {
+            return false;
+        }
+        *count += 1;
+        true
     }
 
     fn reserve_slot(&self) -> bool {
@@ -198,6 +247,14 @@ impl NonceStore for InMemoryNonceStore {
             expires_at_ms,
         )))
     }
+}
+
+/// Gives back one of `scope`'s slots, forgetting the scope when it holds none.
+fn release_scope(per_scope: &DashMap<Box<str>, u64>, scope: &str) {
+    per_scope.remove_if_mut(scope, |_, count| {
+        *count = count.saturating_sub(1);
+        *count == 0
+    });
 }
 
 /// Expires each entry at the Unix time stored as its value.
@@ -330,6 +387,50 @@ mod tests {
         store.run_pending_tasks();
         assert_eq!(store.live.load(Ordering::Acquire), 5);
         assert!(store.entry_count() <= 5);
+    }
+
+    #[test]
+    fn a_scope_at_its_quota_is_refused_and_others_are_not() {
+        let store = InMemoryNonceStore::new(100).with_scope_quota(3);
+        let until = in_ms(60_000);
+        for i in 0..3 {
+            assert!(store
+                .insert_if_absent_now("greedy", &format!("n{i}"), until)
+                .unwrap());
+        }
+        assert!(matches!(
+            store.insert_if_absent_now("greedy", "n3", until),
+            Err(NonceStoreError::ScopeFull { quota: 3 })
+        ));
+        // A replay is still recognised as one, and other scopes keep working.
+        assert!(!store.insert_if_absent_now("greedy", "n0", until).unwrap());
+        assert!(store.insert_if_absent_now("other", "n3", until).unwrap());
+        assert_eq!(store.scope_count("greedy"), 3);
+        assert_eq!(store.scope_count("other"), 1);
+        // The refused attempts took nothing from the shared capacity.
+        assert_eq!(store.live.load(Ordering::Acquire), 4);
+    }
+
+    #[test]
+    fn expired_nonces_give_their_scope_slots_back() {
+        let store = InMemoryNonceStore::new(100).with_scope_quota(2);
+        assert!(store.insert_if_absent_now("s", "a", in_ms(20)).unwrap());
+        assert!(store.insert_if_absent_now("s", "b", in_ms(20)).unwrap());
+        let deadline = Instant::now() + Duration::from_millis(1_800);
+        loop {
+            match store.insert_if_absent_now("s", "c", in_ms(60_000)) {
+                Ok(fresh) => {
+                    assert!(fresh);
+                    break;
+                }
+                Err(NonceStoreError::ScopeFull { .. }) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(other) => panic!("scope slots not freed: {other}"),
+            }
+        }
+        store.run_pending_tasks();
+        assert_eq!(store.scope_count("s"), 1);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! 2. lifetime within the maximum (`lifetime_too_long`)
 //! 3. `issuedAt <= now + skew` (`not_yet_valid`), `now <= expiry + skew` (`expired`)
 //! 4. the signature, in constant time (`bad_signature`)
-//! 5. the nonce, recorded until `expiry + skew` (`replayed_nonce`)
+//! 5. the nonce, recorded until `expiry + skew` (`replayed_nonce`; `nonce_quota_exceeded` when
+//!    the session already holds its quota of unexpired nonces)
 //!
 //! The nonce comes last so that only a correctly signed envelope can use one up: a forger who
 //! sees a nonce go by cannot burn it ahead of the real sender.
@@ -56,6 +57,10 @@ pub enum EnvelopeError {
     BadSignature,
     #[error("envelope nonce was already used")]
     ReplayedNonce,
+    /// The sender's session holds its quota of unexpired nonces: it sends faster than the
+    /// server lets one session send; other sessions are unaffected.
+    #[error("the session's nonce quota is used up")]
+    NonceQuotaExceeded,
     /// The nonce could not be recorded, so the envelope is refused: accepting it would let it be
     /// replayed.
     #[error("nonce store failed")]
@@ -72,6 +77,7 @@ impl EnvelopeError {
             Self::Expired { .. } => "expired",
             Self::BadSignature => "bad_signature",
             Self::ReplayedNonce => "replayed_nonce",
+            Self::NonceQuotaExceeded => "nonce_quota_exceeded",
             Self::NonceStore(_) => "nonce_store_unavailable",
         }
     }
@@ -222,6 +228,7 @@ impl EnvelopeVerifier {
                 nonce: parsed.nonce,
             }),
             Ok(false) => Err(EnvelopeError::ReplayedNonce),
+            Err(NonceStoreError::ScopeFull { .. }) => Err(EnvelopeError::NonceQuotaExceeded),
             Err(error) => Err(EnvelopeError::NonceStore(error)),
         }
     }

@@ -1,4 +1,5 @@
-//! `GET /metrics` (admin): Prometheus text with connection counts and closes by reason.
+//! `GET /metrics` (admin): Prometheus text with connection counts, open upload streams and
+//! closes by reason.
 
 use crate::auth::Authenticated;
 use crate::http::ApiError;
@@ -21,6 +22,12 @@ pub async fn metrics(
     );
     let _ = writeln!(out, "# TYPE signet_connections gauge");
     let _ = writeln!(out, "signet_connections {}", state.connections.len());
+    let _ = writeln!(
+        out,
+        "# HELP signet_upload_streams Client-to-server streams open now."
+    );
+    let _ = writeln!(out, "# TYPE signet_upload_streams gauge");
+    let _ = writeln!(out, "signet_upload_streams {}", state.open_uploads.get());
     let _ = writeln!(
         out,
         "# HELP signet_connections_closed_total Connections closed, by reason."

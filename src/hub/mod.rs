@@ -13,7 +13,7 @@ pub use lifetime::{HubLifetimeManager, InProcessLifetimeManager, LifetimeError};
 pub use method::{
     bind, Access, Handler, HubError, Method, MethodResult, MethodSpec, Param, UploadStream,
 };
-pub use session::{run_session, Inbound, SessionLimits};
+pub use session::{run_session, Inbound, OpenUploads, SessionLimits};
 
 use crate::auth::Authenticator;
 use crate::connection::ConnectionRegistry;
@@ -76,6 +76,8 @@ pub struct HubServices {
     pub connections: Arc<ConnectionRegistry>,
     /// Verifies the envelopes of methods declared `signed`, before they run.
     pub envelopes: Arc<EnvelopeService>,
+    /// Client-to-server streams open across sessions (a diagnostic gauge).
+    pub open_uploads: Arc<OpenUploads>,
 }
 
 /// Declares a hub's methods; each registration names its access rules beside its handler.

@@ -25,6 +25,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -74,10 +75,94 @@ impl SessionLimits {
     }
 }
 
+/// Client-to-server streams open on this server, over every session: `signet_upload_streams`
+/// in `/metrics`, and how tests see that finished uploads leave nothing behind.
+#[derive(Debug, Default)]
+pub struct OpenUploads(AtomicUsize);
+
+impl OpenUploads {
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// One session's client-to-server streams by stream id, counted in [`OpenUploads`].
+struct Uploads {
+    senders: HashMap<String, Upload>,
+    /// Numbers each registration, so an ending invocation frees its own streams and never a
+    /// later invocation's stream that reuses the id after the client completed the first.
+    registered: u64,
+    open: Arc<OpenUploads>,
+}
+
+struct Upload {
+    registration: u64,
+    sender: mpsc::Sender<Value>,
+}
+
+impl Uploads {
+    fn new(open: Arc<OpenUploads>) -> Self {
+        Self {
+            senders: HashMap::new(),
+            registered: 0,
+            open,
+        }
+    }
+
+    fn get(&self, stream_id: &str) -> Option<&mpsc::Sender<Value>> {
+        self.senders.get(stream_id).map(|upload| &upload.sender)
+    }
+
+    fn contains(&self, stream_id: &str) -> bool {
+        self.senders.contains_key(stream_id)
+    }
+
+    /// Registers a stream; returns its registration, for [`Self::remove_registered`].
+    fn insert(&mut self, stream_id: String, sender: mpsc::Sender<Value>) -> u64 {
+        self.registered += 1;
+        let registration = self.registered;
+        let upload = Upload {
+            registration,
+            sender,
+        };
+        if self.senders.insert(stream_id, upload).is_none() {
+            self.open.0.fetch_add(1, Ordering::Relaxed);
+        }
+        registration
+    }
+
+    /// Ends a stream: dropping the sender ends the method's receiver.
+    fn remove(&mut self, stream_id: &str) {
+        if self.senders.remove(stream_id).is_some() {
+            self.open.0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Ends a stream if it is still the one `registration` names.
+    fn remove_registered(&mut self, stream_id: &str, registration: u64) {
+        if self
+            .senders
+            .get(stream_id)
+            .is_some_and(|upload| upload.registration == registration)
+        {
+            self.remove(stream_id);
+        }
+    }
+}
+
+impl Drop for Uploads {
+    fn drop(&mut self) {
+        self.open.0.fetch_sub(self.senders.len(), Ordering::Relaxed);
+    }
+}
+
 /// What an invocation task reports when it ends.
 struct Finished {
     invocation_id: Option<String>,
     counted: Slot,
+    /// The client-to-server streams the invocation took: they end with it, whichever way it
+    /// ended (result, error, a bad item), so a client that never completes them leaks nothing.
+    stream_ids: Vec<(String, u64)>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -128,7 +213,7 @@ pub async fn run_session(
         tasks: JoinSet::new(),
         active_ids: HashSet::new(),
         streams: HashMap::new(),
-        uploads: HashMap::new(),
+        uploads: Uploads::new(hub.services.open_uploads.clone()),
         parallel: 0,
         open_streams: 0,
         received: stateful.then(ReceivedSequence::default),
@@ -228,7 +313,7 @@ struct Session {
     /// Server-to-client streams, cancelled by `CancelInvocation`.
     streams: HashMap<String, CancellationToken>,
     /// Client-to-server streams by stream id.
-    uploads: HashMap<String, mpsc::Sender<Value>>,
+    uploads: Uploads,
     parallel: usize,
     open_streams: usize,
     /// The client's trackable messages, when stateful reconnect is on.
@@ -341,6 +426,9 @@ impl Session {
         if let Some(id) = &finished.invocation_id {
             self.active_ids.remove(id);
             self.streams.remove(id);
+        }
+        for (stream_id, registration) in &finished.stream_ids {
+            self.uploads.remove_registered(stream_id, *registration);
         }
         match finished.counted {
             Slot::Parallel => self.parallel = self.parallel.saturating_sub(1),
@@ -573,27 +661,35 @@ impl Session {
                     Finished {
                         invocation_id: Some(id),
                         counted: Slot::Stream,
+                        stream_ids: Vec::new(),
                     }
                 });
             }
             Handler::Upload { handler, .. } => {
                 let mut receivers = Vec::with_capacity(stream_ids.len());
+                let mut registered = Vec::with_capacity(stream_ids.len());
                 for stream_id in stream_ids {
                     let (tx, rx) = mpsc::channel(self.limits.upload_buffer);
-                    self.uploads.insert(stream_id, tx);
+                    let registration = self.uploads.insert(stream_id.clone(), tx);
+                    registered.push((stream_id, registration));
                     receivers.push(rx);
                 }
                 let future = handler(call, arguments, receivers);
                 self.open_streams += 1;
-                self.tasks.spawn_local(complete(
-                    future,
-                    connection,
-                    protocol,
-                    invocation_id,
-                    target,
-                    detailed,
-                    Slot::Stream,
-                ));
+                self.tasks.spawn_local(async move {
+                    let mut finished = complete(
+                        future,
+                        connection,
+                        protocol,
+                        invocation_id,
+                        target,
+                        detailed,
+                        Slot::Stream,
+                    )
+                    .await;
+                    finished.stream_ids = registered;
+                    finished
+                });
             }
         }
         None
@@ -681,7 +777,7 @@ impl Session {
             ));
             return Err(err.completion_text(target, detailed));
         }
-        if stream_ids.iter().any(|id| self.uploads.contains_key(id)) {
+        if stream_ids.iter().any(|id| self.uploads.contains(id)) {
             return Err(
                 HubError::hub("A stream id is already in use.").completion_text(target, detailed)
             );
@@ -743,6 +839,7 @@ async fn complete(
     Finished {
         invocation_id,
         counted,
+        stream_ids: Vec::new(),
     }
 }
 

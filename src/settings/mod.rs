@@ -198,6 +198,10 @@ pub struct EnvelopeSettings {
     /// Nonces remembered at once; when full, new envelopes are refused (fail closed) until
     /// old nonces expire.
     pub nonce_capacity: u64,
+    /// Unexpired nonces one login session may hold in the store; beyond it its envelopes are
+    /// refused (`nonce_quota_exceeded`) until its own nonces expire, so one user sending as
+    /// fast as it can never fills the store for everyone else.
+    pub max_nonces_per_session: u64,
     /// Lifetime of the envelopes the server signs when it forwards a command to a device.
     pub forward_lifetime_secs: u64,
 }
@@ -211,6 +215,7 @@ impl Default for EnvelopeSettings {
             clock_skew_secs: 5,
             max_message_bytes: 16 * 1024,
             nonce_capacity: 1_000_000,
+            max_nonces_per_session: 10_000,
             forward_lifetime_secs: 30,
         }
     }
@@ -238,6 +243,9 @@ pub struct HubSettings {
     pub outbound_queue_messages: usize,
     /// Connections the server holds at once (negotiated or connected); more get 503.
     pub max_connections: usize,
+    /// Connections one principal (user or device, by `sub`) may hold at once, negotiated or
+    /// connected; beyond it negotiate answers 429 `too_many_user_connections` to that principal only.
+    pub max_connections_per_user: usize,
     /// Groups one connection may belong to.
     pub max_groups_per_connection: usize,
     /// A negotiated connection that no transport picks up within this many seconds is dropped.
@@ -261,6 +269,7 @@ impl Default for HubSettings {
             max_streams_per_connection: 16,
             outbound_queue_messages: 1024,
             max_connections: 100_000,
+            max_connections_per_user: 100,
             max_groups_per_connection: 64,
             negotiate_timeout_secs: 15,
             close_on_expiry: true,
@@ -374,6 +383,9 @@ impl Default for IdentitySettings {
 pub struct HomeSettings {
     /// Commands awaiting their device's result, at most; beyond it new commands are refused.
     pub max_pending_commands: u64,
+    /// Commands one user may have awaiting results at once (counted exactly); beyond it that
+    /// user's `SendCommand` is refused while everyone else's still goes through.
+    pub max_pending_commands_per_user: u64,
     /// A command whose device has not answered after this many seconds is forgotten (its late
     /// result is refused).
     pub command_timeout_secs: u64,
@@ -386,6 +398,7 @@ impl Default for HomeSettings {
     fn default() -> Self {
         Self {
             max_pending_commands: 100_000,
+            max_pending_commands_per_user: 1_000,
             command_timeout_secs: 60,
             telemetry_buffer: 1024,
         }
@@ -512,6 +525,10 @@ impl Settings {
             ),
             ("hub.max_connections", hub.max_connections as u64),
             (
+                "hub.max_connections_per_user",
+                hub.max_connections_per_user as u64,
+            ),
+            (
                 "hub.max_groups_per_connection",
                 hub.max_groups_per_connection as u64,
             ),
@@ -537,6 +554,16 @@ impl Settings {
                 self.envelope.max_message_bytes as u64,
             ),
             ("envelope.nonce_capacity", self.envelope.nonce_capacity),
+            (
+                "envelope.max_nonces_per_session",
+                self.envelope.max_nonces_per_session,
+            ),
+            ("home.max_pending_commands", self.home.max_pending_commands),
+            (
+                "home.max_pending_commands_per_user",
+                self.home.max_pending_commands_per_user,
+            ),
+            ("home.command_timeout_secs", self.home.command_timeout_secs),
             (
                 "envelope.forward_lifetime_secs",
                 self.envelope.forward_lifetime_secs,

@@ -28,7 +28,7 @@ pub use cors::check_origin;
 
 use crate::auth::{issue::unix_now, query_param, token_from_request, Principal, TokenError};
 use crate::connection::{
-    supervise, Attachment, CloseReason, Connection, Inbound, Timeouts, TransportKind,
+    supervise, Attachment, CloseReason, Connection, Inbound, RegistryFull, Timeouts, TransportKind,
 };
 use crate::http::ApiError;
 use crate::hub::{run_session, Hub};
@@ -205,13 +205,25 @@ fn create_connection(
         state.settings.hub.outbound_queue_messages,
         &state.shutdown,
     );
-    state.connections.insert(connection.clone()).map_err(|_| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_connections",
-            "the server is at its connection limit; try again later",
-        )
-    })?;
+    state
+        .connections
+        .insert(connection.clone())
+        .map_err(|full| match full {
+            RegistryFull::Server => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_connections",
+                "the server is at its connection limit; try again later",
+            ),
+            RegistryFull::Principal => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_user_connections",
+                format!(
+                    "this user already holds {} connections (negotiated or connected); \
+                     close one before opening another",
+                    state.settings.hub.max_connections_per_user
+                ),
+            ),
+        })?;
     let timeouts = Timeouts {
         negotiate: Duration::from_secs(state.settings.hub.negotiate_timeout_secs),
         disconnect: Duration::from_secs(state.settings.transports.disconnect_timeout_secs),

@@ -30,4 +30,5 @@ mod tls;
 mod token_source;
 mod transport_client;
 mod transports;
+mod user_limits;
 mod ws_client;

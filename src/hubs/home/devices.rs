@@ -6,6 +6,7 @@
 //! device is an envelope it signs with that device's own message key, so the device can check
 //! freshness and replay itself.
 
+use super::pending::{PendingCommand, PendingCommands, PendingFull};
 use crate::auth::issue::random_id;
 use crate::auth::Principal;
 use crate::envelope::{unix_now_ms, EnvelopeService};
@@ -34,15 +35,8 @@ struct Home {
     hub_path: String,
     forward_lifetime: Duration,
     /// Commands sent and not yet answered: command id -> device and issuer.
-    pending: moka::sync::Cache<String, PendingCommand>,
-    max_pending: u64,
+    pending: PendingCommands,
     telemetry: broadcast::Sender<Arc<TelemetryEvent>>,
-}
-
-#[derive(Debug, Clone)]
-struct PendingCommand {
-    device_id: String,
-    issuer: String,
 }
 
 struct TelemetryEvent {
@@ -62,11 +56,11 @@ pub(super) fn register(
         envelopes: services.envelopes.clone(),
         hub_path: "/hubs/home".to_string(),
         forward_lifetime: Duration::from_secs(settings.envelope.forward_lifetime_secs),
-        pending: moka::sync::Cache::builder()
-            .max_capacity(settings.home.max_pending_commands)
-            .time_to_live(Duration::from_secs(settings.home.command_timeout_secs))
-            .build(),
-        max_pending: settings.home.max_pending_commands,
+        pending: PendingCommands::new(
+            settings.home.max_pending_commands,
+            settings.home.max_pending_commands_per_user,
+            Duration::from_secs(settings.home.command_timeout_secs),
+        ),
         telemetry,
     });
     builder
@@ -97,7 +91,10 @@ pub(super) fn register(
             move |call, _| Ok(stream_telemetry(&home, &call.principal))
         })
         .on_connected(|call| presence(call, true))
-        .on_disconnected(|call| presence(call, false))
+        .on_disconnected({
+            let home = home.clone();
+            move |call| device_left(home.clone(), call)
+        })
 }
 
 /// Binds the shared state into a method handler.
@@ -192,19 +189,23 @@ async fn send_command(home: Arc<Home>, call: Call, args: Vec<Value>) -> MethodRe
     if targets.is_empty() {
         return Err(HubError::hub("device offline"));
     }
-    if home.pending.entry_count() >= home.max_pending {
-        return Err(HubError::hub(
-            "too many commands are waiting for results; try again later",
-        ));
-    }
     let command_id = random_id();
-    home.pending.insert(
-        command_id.clone(),
-        PendingCommand {
-            device_id: device.id.clone(),
-            issuer: principal.sub.clone(),
-        },
-    );
+    home.pending
+        .insert(
+            command_id.clone(),
+            PendingCommand {
+                device_id: device.id.clone(),
+                issuer: principal.sub.clone(),
+            },
+        )
+        .map_err(|full| match full {
+            PendingFull::Issuer => HubError::hub(
+                "you have too many commands waiting for results; wait for some to be answered",
+            ),
+            PendingFull::Server => {
+                HubError::hub("too many commands are waiting for results; try again later")
+            }
+        })?;
     let forwarded = json!({
         "commandId": command_id,
         "command": message.command,
@@ -230,7 +231,7 @@ async fn send_command(home: Arc<Home>, call: Call, args: Vec<Value>) -> MethodRe
             .map_err(internal)?;
     }
     if delivered == 0 {
-        home.pending.invalidate(&command_id);
+        home.pending.remove(&command_id);
         return Err(HubError::hub("device offline"));
     }
     tracing::info!(
@@ -260,15 +261,11 @@ async fn command_result(home: Arc<Home>, call: Call, args: Vec<Value>) -> Method
     let message: CommandResultMessage = command(args, "command result")?;
     let device_id = device_id_of(&call.principal)
         .ok_or_else(|| HubError::hub("only devices send command results"))?;
-    let unknown = || HubError::hub("unknown command");
-    let pending = home.pending.get(&message.command_id).ok_or_else(unknown)?;
-    if pending.device_id != device_id {
-        return Err(unknown());
-    }
-    // Removing is what makes the answer single: a second result finds nothing.
-    home.pending
-        .remove(&message.command_id)
-        .ok_or_else(unknown)?;
+    // Taking is what makes the answer single: a second result finds nothing.
+    let pending = home
+        .pending
+        .take(&message.command_id, device_id)
+        .ok_or_else(|| HubError::hub("unknown command"))?;
     let delivered = json!({
         "commandId": message.command_id,
         "deviceId": device_id,
@@ -348,6 +345,17 @@ fn stream_telemetry(
             }
         }
     })
+}
+
+/// A device connection ended: when it was the device's last, the commands it will never answer
+/// are forgotten (freeing their issuers' slots), and its owner learns it went offline.
+async fn device_left(home: Arc<Home>, call: Call) {
+    if let Some(device_id) = device_id_of(&call.principal) {
+        if !is_online(&call, device_id).await.unwrap_or(false) {
+            home.pending.remove_device(device_id);
+        }
+    }
+    presence(call, false).await;
 }
 
 /// Tells the owner `DeviceStatus({deviceId, online})` when a device connects or disconnects.

@@ -3,6 +3,7 @@
 //! results, telemetry and presence.
 
 mod devices;
+mod pending;
 
 use crate::connection::{Claim, CloseReason, ConnectionRegistry};
 use crate::hub::{
