@@ -35,8 +35,13 @@ async fn start_server() -> Server {
     start_server_with(None).await
 }
 
-/// A server over HTTPS with `tls`'s certificate when given.
 async fn start_server_with(tls: Option<&TestCa>) -> Server {
+    start_server_tls(tls, false).await
+}
+
+/// A server over HTTPS with `tls`'s certificate when given, requiring client certificates
+/// from the same CA with `mutual`.
+async fn start_server_tls(tls: Option<&TestCa>, mutual: bool) -> Server {
     let data_dir = tempfile::tempdir().unwrap();
     let mut env = vec![
         ("SIGNET__SERVER__LISTEN", "127.0.0.1:0".to_string()),
@@ -62,6 +67,12 @@ async fn start_server_with(tls: Option<&TestCa>) -> Server {
             tls.cert_file.display().to_string(),
         ));
         env.push(("SIGNET__TLS__KEY_FILE", tls.key_file.display().to_string()));
+        if mutual {
+            env.push((
+                "SIGNET__TLS__CLIENT_CA_FILE",
+                tls.ca_file.display().to_string(),
+            ));
+        }
     }
     let env = env.into_iter().map(|(k, v)| (k.to_string(), v));
     let settings = settings::load_from_str("", std::path::Path::new("test"), env).unwrap();
@@ -464,6 +475,48 @@ async fn the_device_works_over_https_and_wss_with_a_private_ca() {
     assert_eq!(result["commandId"], json!(command_id));
     assert_eq!(result["status"], "ok", "{result}");
     device.assert_log_free_of(&[&key, alice_token]);
+}
+
+#[actix_rt::test]
+async fn the_device_presents_its_client_certificate_to_a_mutual_tls_server() {
+    let ca = TestCa::new();
+    let server = start_server_tls(Some(&ca), true).await;
+    let admin = server.admin_session().await;
+    let admin_token = admin["accessToken"].as_str().unwrap();
+    let (id, key) = server.provision(admin_token, "garage").await;
+    let ca_file = ca.ca_file.display().to_string();
+    let cert = ca.client_cert_file.display().to_string();
+    let client_key = ca.client_key_file.display().to_string();
+
+    let without = DeviceProcess::start(&server.url, &id, &key, &["--ca-file", &ca_file]);
+    without
+        .wait_for_log("cannot obtain an access token", WAIT)
+        .await;
+    drop(without);
+
+    let mut device = DeviceProcess::start(
+        &server.url,
+        &id,
+        &key,
+        &[
+            "--ca-file",
+            &ca_file,
+            "--client-cert",
+            &cert,
+            "--client-key",
+            &client_key,
+        ],
+    );
+    device.wait_for_log("connected to the hub", WAIT).await;
+    // The certificate does not replace the token: the device is who its token says.
+    let mut client = server.hub_client(admin_token).await;
+    client.kick_when_online(&format!("device:{id}")).await;
+    assert_eq!(
+        device.wait_exit(WAIT).await.code(),
+        Some(1),
+        "{}",
+        device.log()
+    );
 }
 
 #[actix_rt::test]
