@@ -92,6 +92,12 @@ export interface IssuedTokens {
 export interface SessionTokens extends IssuedTokens, SessionOptions {
   /** Asked for a new access token when the session has no refresh token. */
   renew?: () => Promise<IssuedTokens>;
+  /**
+   * For an external identity provider's tokens: claim the message key from
+   * `GET /api/auth/message-key` (once per message session; do it right after sign-in), now and
+   * after each `renew` that brings no key. Signet's own tokens never yield it there.
+   */
+  claimMessageKey?: boolean;
 }
 
 export interface TokenEvent {
@@ -129,6 +135,11 @@ export declare class Session {
   login(username: string, password: string): Promise<this>;
   /** A new access token now, rotating the refresh token. */
   refresh(): Promise<string>;
+  /**
+   * Claims the current external token's message key (`GET /api/auth/message-key`). Rejects with
+   * `message_key_claimed` (409) or `message_key_not_claimable` (403, Signet's own tokens).
+   */
+  claimMessageKey(): Promise<CryptoKey>;
   freshAccessToken(options?: FreshTokenOptions): Promise<string>;
   /** `POST /api/auth/logout`, then forgets the tokens. */
   logout(): Promise<void>;

@@ -125,6 +125,7 @@ export class Session {
   #messageKey = null;
   #refreshing = null;
   #listeners = new Set();
+  #claimMessageKey = false;
 
   /**
    * @param {object} [options]
@@ -140,14 +141,44 @@ export class Session {
   /**
    * A session over tokens obtained elsewhere (another login flow, tests). Without a refresh
    * token, `refresh` asks `renew` (if given) for a new access token.
+   *
+   * `claimMessageKey: true` is for an external identity provider's tokens, which come without a
+   * message key: the session claims it once from `GET /api/auth/message-key` (token in the
+   * Authorization header), now and after each `renew` that starts a new message session. The
+   * server hands a session's key out once, so claim it right after sign-in. Signet's own tokens
+   * never yield their key there (403 `message_key_not_claimable`): it comes with login, refresh
+   * and the device-token exchange.
    * @param {{accessToken: string, expiresIn?: number, refreshToken?: string, messageKey?: string,
-   *   baseUrl?: string, fetch?: typeof fetch, renew?: () => Promise<{accessToken: string, expiresIn?: number}>}} tokens
+   *   claimMessageKey?: boolean, baseUrl?: string, fetch?: typeof fetch,
+   *   renew?: () => Promise<{accessToken: string, expiresIn?: number}>}} tokens
    */
-  static async fromTokens({ renew, ...tokens }) {
+  static async fromTokens({ renew, claimMessageKey = false, ...tokens }) {
     const session = new Session(tokens);
+    session.#claimMessageKey = claimMessageKey === true;
     await session.#accept(tokens);
     session.renew = renew;
     return session;
+  }
+
+  /**
+   * `GET /api/auth/message-key` for the current (external) access token; imports and keeps the
+   * key. Throws `message_key_claimed` when the key of this token's session was claimed before
+   * (unless this session already holds it), `message_key_not_claimable` for Signet's own tokens.
+   */
+  async claimMessageKey() {
+    if (this.#accessToken === null) {
+      throw new SignetError('not logged in', { code: 'unauthorized' });
+    }
+    const answer = await requestJson(this.#fetch, this.url('/api/auth/message-key'), { token: this.#accessToken });
+    if (answer.status === 409 && this.#messageKey !== null) {
+      // A renewed token of the same session: the key this session holds is still its key.
+      return this.#messageKey;
+    }
+    if (answer.status !== 200 || typeof answer.body?.messageKey !== 'string') {
+      throw apiError(answer, 'claiming the message key failed');
+    }
+    this.#messageKey = await importMessageKey(answer.body.messageKey);
+    return this.#messageKey;
   }
 
   url(path) {
@@ -268,6 +299,7 @@ export class Session {
     this.#accessToken = accessToken;
     if (typeof refreshToken === 'string') this.#refreshToken = refreshToken;
     this.#expiresAt = Date.now() + (Number.isFinite(expiresIn) ? expiresIn * 1000 : jwtLifetimeMs(accessToken));
+    if (this.#claimMessageKey && typeof messageKey !== 'string') await this.claimMessageKey();
     for (const listener of this.#listeners) listener({ accessToken, expiresAt: this.#expiresAt });
   }
 

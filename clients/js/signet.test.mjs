@@ -325,3 +325,46 @@ test('hub error texts map to codes', () => {
   assert.equal(hubError("Failed to invoke 'X' because user is unauthorized").code, 'forbidden');
   assert.equal(hubError('An unexpected error occurred invoking ...').code, 'hub_error');
 });
+
+test('fromTokens with claimMessageKey claims an external token\'s key once, in the header', async () => {
+  const claimed = new Set();
+  const routes = {
+    // The server's rule: one claim per message session (here: per token).
+    'GET /api/auth/message-key': async ({ authorization, query }) => {
+      assert.equal(query.access_token, undefined);
+      const token = authorization?.replace('Bearer ', '');
+      if (token === 'signet-token') return [403, { error: 'message_key_not_claimable', message: 'no' }];
+      if (claimed.has(token)) return [409, { error: 'message_key_claimed', message: 'claimed' }];
+      claimed.add(token);
+      return [200, { messageKey: MESSAGE_KEY }];
+    },
+  };
+  const { fetchImpl, requests } = fakeFetch(routes);
+  let renewals = 0;
+  const session = await Session.fromTokens({
+    accessToken: 'idp-1',
+    expiresIn: 900,
+    baseUrl: BASE,
+    fetch: fetchImpl,
+    claimMessageKey: true,
+    renew: async () => ({ accessToken: renewals++ === 0 ? 'idp-1' : 'idp-2', expiresIn: 900 }),
+  });
+  assert.equal(session.messageKey.extractable, false);
+  // A renewed token of the same session: the claim is refused, the key kept.
+  const held = session.messageKey;
+  await session.refresh();
+  assert.equal(session.messageKey, held);
+  // A new session: claimed again.
+  await session.refresh();
+  assert.equal(requests.filter((r) => r.pathname === '/api/auth/message-key').length, 3);
+  assert.ok(requests.every((r) => r.authorization?.startsWith('Bearer idp-')));
+
+  // Without the option nothing is claimed; Signet's own tokens are refused with a clear code.
+  const plain = await Session.fromTokens({ accessToken: 'signet-token', expiresIn: 900, baseUrl: BASE, fetch: fetchImpl });
+  assert.equal(plain.messageKey, null);
+  await assert.rejects(plain.claimMessageKey(), (error) => error.code === 'message_key_not_claimable' && error.status === 403);
+  await assert.rejects(
+    Session.fromTokens({ accessToken: 'idp-1', baseUrl: BASE, fetch: fetchImpl, claimMessageKey: true }),
+    (error) => error.code === 'message_key_claimed' && error.status === 409,
+  );
+});

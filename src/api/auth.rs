@@ -117,18 +117,17 @@ struct MessageKeyBody {
     message_key: String,
 }
 
-/// `GET /api/auth/message-key` (Bearer) -> `{messageKey}` of the presented token.
+/// `GET /api/auth/message-key` (`Authorization: Bearer`, never a query string) -> `{messageKey}`
+/// for an external identity provider's token, `identity.message_key_claims_max` times per
+/// message session; 409 `message_key_claimed` after that. A Signet-issued token is answered
+/// 403 `message_key_not_claimable`: its key comes only with login, refresh and the device-token
+/// exchange, so a token leaked from a URL cannot sign commands.
 #[get("/auth/message-key")]
 pub async fn message_key(
     Authenticated(principal): Authenticated,
     identity: web::Data<IdentityService>,
 ) -> Result<HttpResponse, ApiError> {
-    let message_key = identity.message_key(&principal).ok_or_else(|| {
-        ApiError::bad_request(
-            "no_message_key",
-            "this token carries neither sid nor jti, so it has no message key",
-        )
-    })?;
+    let message_key = identity.claim_message_key(&principal)?;
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(MessageKeyBody { message_key }))

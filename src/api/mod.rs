@@ -53,6 +53,15 @@ impl From<IdentityError> for ApiError {
             E::Invalid { .. } => ApiError::bad_request("invalid_request", message),
             E::NotRevocable => ApiError::bad_request("not_revocable", message),
             E::Revoked => ApiError::forbidden("revoked", message),
+            E::NoMessageKey => ApiError::bad_request("no_message_key", message),
+            E::MessageKeyNotClaimable => ApiError::forbidden("message_key_not_claimable", message),
+            E::MessageKeyClaimed => {
+                ApiError::new(StatusCode::CONFLICT, "message_key_claimed", message)
+            }
+            E::MessageKeyClaimsFull => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message)
+                    .with_header(header::RETRY_AFTER, "60")
+            }
             E::Hashing(HashingError::Busy) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message)
                     .with_header(header::RETRY_AFTER, "1")

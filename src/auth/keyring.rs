@@ -89,6 +89,8 @@ struct VerifyingKey {
     key: DecodingKey,
     /// Exactly the algorithms this key may verify, and the issuer/audience its tokens carry.
     validation: Validation,
+    /// An external identity provider's key, not one of Signet's own secrets.
+    external: bool,
 }
 
 /// Verifies every accepted token and signs the tokens Signet issues.
@@ -150,6 +152,7 @@ impl KeyRing {
                 hmac_kid(secret),
                 DecodingKey::from_secret(secret.expose()),
                 validation,
+                false,
             )?;
         }
         for (i, issuer) in settings.external.iter().enumerate() {
@@ -163,6 +166,7 @@ impl KeyRing {
         kid: String,
         key: DecodingKey,
         validation: Validation,
+        external: bool,
     ) -> Result<(), KeyRingError> {
         if self.by_kid.contains_key(&kid) {
             return Err(KeyRingError {
@@ -175,6 +179,7 @@ impl KeyRing {
             kid,
             key,
             validation,
+            external,
         });
         Ok(())
     }
@@ -210,7 +215,7 @@ impl KeyRing {
             }
             .map_err(|e| err(format!("{}: not a usable {alg} public key: {e}", pem_file.display())))?;
             let validation = validation(&[algorithm], &issuer.issuer, &issuer.audience, leeway);
-            return self.add(kid.clone(), key, validation);
+            return self.add(kid.clone(), key, validation, true);
         }
         let Some(jwks_file) = &issuer.jwks_file else {
             return Err(err(
@@ -252,7 +257,7 @@ impl KeyRing {
             let key = DecodingKey::from_jwk(jwk)
                 .map_err(|e| err(format!("key `{kid}` is not usable: {e}")))?;
             let validation = validation(&[algorithm], &issuer.issuer, &issuer.audience, leeway);
-            self.add(kid, key, validation)?;
+            self.add(kid, key, validation, true)?;
         }
         Ok(())
     }
@@ -322,6 +327,15 @@ impl KeyRing {
         let mut header = Header::new(self.signing_algorithm);
         header.kid = Some(self.signing_kid.clone());
         jsonwebtoken::encode(&header, claims, &self.signing_key)
+    }
+
+    /// Whether the key `kid` belongs to an external identity provider (`jwt.external`) rather
+    /// than to Signet: a verified principal's `kid` tells who issued its token.
+    pub fn is_external(&self, kid: &str) -> bool {
+        self.by_kid
+            .get(kid)
+            .and_then(|&index| self.keys.get(index))
+            .is_some_and(|key| key.external)
     }
 
     pub fn signing_kid(&self) -> &str {

@@ -26,7 +26,7 @@ pub use attach::{coalesce, AttachError, Attachment};
 pub use close::{CloseReason, CloseStats};
 pub use registry::{Claim, ConnectionRegistry, RefreshError, RegistryFull};
 pub use replay::{ReceivedSequence, ReplayBuffer, SequenceAhead};
-pub use revocation::enforce_revocations;
+pub use revocation::{admit, enforce_revocations};
 pub use supervise::{supervise, Timeouts};
 
 use crate::auth::Principal;

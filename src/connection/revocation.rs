@@ -66,6 +66,26 @@ async fn apply(auth: &Authenticator, connections: &ConnectionRegistry, event: &R
     recheck(auth, candidates, why).await;
 }
 
+/// Asks once more, after `connection` was registered or moved onto a new token, whether that
+/// token is revoked, and closes the connection at once if it is. Authentication and the
+/// registry insert are two steps: a revocation landing between them finds the connection in
+/// none of the indexes its event is applied through, and only this check catches it. (One
+/// after the insert is enough: a revocation recorded later finds the connection indexed.)
+/// Returns whether the connection stays open.
+pub async fn admit(auth: &Authenticator, connection: &super::Connection) -> bool {
+    if auth
+        .check_revocation(&connection.principal())
+        .await
+        .is_err()
+    {
+        connection.close(CloseReason::Revoked(
+            "the token was revoked while connecting".to_string(),
+        ));
+        return false;
+    }
+    true
+}
+
 async fn recheck(auth: &Authenticator, candidates: Vec<Arc<super::Connection>>, why: &str) {
     for connection in candidates {
         if auth

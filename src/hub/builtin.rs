@@ -25,6 +25,9 @@ async fn refresh_token(services: HubServices, call: Call, args: Vec<Value>) -> M
         .connections
         .refresh(&call.connection, principal, unix_now())
     {
+        Ok(_) if !crate::connection::admit(&services.auth, &call.connection).await => Err(
+            HubError::hub("invalid_token: the new token was revoked; the connection is closed"),
+        ),
         Ok(lifetime) => {
             tracing::info!(target: "audit", event = "token_refreshed", via = "hub", sub = %call.principal.sub, connection = %call.connection.log_id(), "connection token refreshed");
             Ok(Some(json!({ "tokenLifetimeSeconds": lifetime })))

@@ -199,17 +199,32 @@ impl IdentityService {
             return Err(IdentityError::DeviceNotFound);
         }
         device.key_rotated_at = now;
-        // The next second, as for users: tokens are stamped in whole seconds.
+        // The next second, as for users: tokens are stamped in whole seconds. Taken after the
+        // key changed, so that an exchange of the old key that re-read it before the change
+        // (see `device_token`) made a token older than the cut-off.
         self.inner
             .auth
             .revocations()
-            .revoke_device(&device_subject(&device.id), Some(now + 1))
+            .revoke_device(&device_subject(&device.id), Some(unix_now() + 1))
             .await?;
         tracing::info!(
             target: "audit", action = "device_rekeyed", device = %device.id,
             owner = %device.owner_id, sub = %principal.sub, client = %client_label(client),
         );
         Ok(NewDeviceKey { device, device_key })
+    }
+
+    /// Makes the keys of every device `owner_id` owns unusable (an administrator's revoke of
+    /// the owner); the owner gives each a new key with `rotate_device_key`. Returns how many.
+    pub(crate) async fn revoke_owned_device_keys(
+        &self,
+        owner_id: &str,
+    ) -> Result<u64, IdentityError> {
+        Ok(self
+            .inner
+            .store
+            .disable_owner_device_keys(owner_id, unix_now())
+            .await?)
     }
 
     /// A device proves its key and gets an access token: `sub = "device:<id>"`, role `device`,
@@ -254,7 +269,34 @@ impl IdentityService {
         );
         claims.owner = Some(device.owner_id.clone());
         claims.name = Some(device.name.clone());
-        let (access_token, expires_at, message_key) = self.issue(claims).await?;
+        let (access_token, expires_at, message_key) = match self.issue(claims).await {
+            // A re-key, removal or owner's revoke landed while the token was made: the key it
+            // was traded for is no longer the device's.
+            Err(IdentityError::Revoked) => {
+                tracing::warn!(
+                    target: "audit", action = "device_token", outcome = "key_replaced",
+                    device = %device.id, client = %client_label(client),
+                );
+                return Err(IdentityError::InvalidDeviceCredentials);
+            }
+            other => other?,
+        };
+        // A re-key or an owner's revoke may have replaced the key while the token was made
+        // (issuance waits out a fresh cut-off): the token is handed out only if the key it was
+        // traded for is still the device's.
+        let still_current = self
+            .inner
+            .store
+            .device(&device.id)
+            .await?
+            .is_some_and(|c| bool::from(c.key_hash[..].ct_eq(&presented[..])));
+        if !still_current {
+            tracing::warn!(
+                target: "audit", action = "device_token", outcome = "key_replaced",
+                device = %device.id, client = %client_label(client),
+            );
+            return Err(IdentityError::InvalidDeviceCredentials);
+        }
         self.inner
             .store
             .record_device_token(&device.id, unix_now())

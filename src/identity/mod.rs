@@ -12,12 +12,14 @@
 
 mod devices;
 mod limiter;
+mod message_keys;
 mod password;
 mod sessions;
 mod users;
 
 pub use devices::{device_subject, DeviceToken, NewDeviceKey};
 pub use limiter::{retry_after_secs, AttemptKeys, LoginLimiter, LoginLimits};
+pub use message_keys::MAX_TRACKED_MESSAGE_KEY_CLAIMS;
 pub use password::{HashingError, Passwords, MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS};
 pub use sessions::SessionTokens;
 pub use users::{
@@ -65,6 +67,14 @@ pub enum IdentityError {
     NotRevocable,
     #[error("the subject's tokens are revoked")]
     Revoked,
+    #[error("this token carries neither sid nor jti, so it has no message key")]
+    NoMessageKey,
+    #[error("Signet's access tokens never yield their message key: it comes with login, refresh and the device-token exchange")]
+    MessageKeyNotClaimable,
+    #[error("this session's message key was already claimed")]
+    MessageKeyClaimed,
+    #[error("too many message-key claims are tracked; retry later")]
+    MessageKeyClaimsFull,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -162,6 +172,7 @@ struct Inner {
     passwords: Passwords,
     limiter: LoginLimiter,
     unknown_names: UnknownNameMarks,
+    message_key_claims: message_keys::MessageKeyClaims,
     access_ttl: Duration,
     session_ttl_secs: i64,
     max_devices_per_user: u32,
@@ -193,6 +204,10 @@ impl IdentityService {
                     capacity: identity.login_limiter_capacity,
                 }),
                 unknown_names: UnknownNameMarks::new(),
+                message_key_claims: message_keys::MessageKeyClaims::new(
+                    identity.message_key_claims_max,
+                    settings.jwt.leeway_secs,
+                ),
                 access_ttl: Duration::from_secs(
                     settings
                         .jwt
@@ -219,15 +234,6 @@ impl IdentityService {
             .name
             .clone()
             .unwrap_or_else(|| principal.sub.clone()))
-    }
-
-    /// The message key of the presented token (base64url, no padding):
-    /// HMAC-SHA256(envelope master key, `"signet-msgkey-v1:" + sid`), or `+ jti` without a
-    /// `sid`; `None` when the token has neither.
-    pub fn message_key(&self, principal: &Principal) -> Option<String> {
-        principal
-            .message_session()
-            .map(|session| self.inner.envelopes.message_key(session).to_base64url())
     }
 
     /// Signs `claims` once every subject they name may be issued tokens again: right after a
@@ -258,6 +264,14 @@ impl IdentityService {
             claims.exp = now + ttl;
         }
         let issued = self.inner.auth.keyring().issue(&claims)?;
+        // Re-checked after signing: a revocation that landed while this token was being made
+        // (its session revoked, or a cut-off the wait above was racing) refuses it now rather
+        // than on first use. Revocations record what they refuse before they return, so a
+        // token that passes here was issued before the revocation and is refused by it, or
+        // after it and may stand.
+        if self.inner.auth.authenticate(&issued.token).await.is_err() {
+            return Err(IdentityError::Revoked);
+        }
         let session = claims.sid.as_deref().unwrap_or(&claims.jti);
         let message_key = self.inner.envelopes.message_key(session).to_base64url();
         Ok((issued.token, issued.expires_at, message_key))

@@ -183,7 +183,17 @@ impl IdentityService {
             return Err(IdentityError::InvalidRefreshToken);
         };
         // Roles are read again, so a change applies from the next refresh on.
-        let tokens = self.session_tokens(&user, &session.id, next_token).await?;
+        let tokens = match self.session_tokens(&user, &session.id, next_token).await {
+            Err(IdentityError::Revoked) => {
+                // The session was revoked while this refresh was under way.
+                tracing::info!(
+                    target: "audit", action = "refresh", outcome = "revoked",
+                    sub = %user.id, sid = %session.id, client = %client_label(client),
+                );
+                return Err(IdentityError::InvalidRefreshToken);
+            }
+            other => other?,
+        };
         tracing::info!(
             target: "audit", action = "refresh", outcome = "success",
             sub = %user.id, sid = %session.id, client = %client_label(client),
@@ -251,7 +261,15 @@ impl IdentityService {
     }
 
     /// An administrator revokes everything `username` holds: every token issued to them (or
-    /// to their devices) before now is refused from now on, and their sessions end.
+    /// to their devices) before now is refused from now on, their sessions end, and their
+    /// devices' keys stop working (the owner re-keys each device once allowed back in).
+    ///
+    /// The order makes a concurrent refresh, device-token exchange or login linearizable with
+    /// the revoke: the sessions are ended and their ids recorded as revoked, and the device
+    /// keys replaced, before the cut-off moves. Issuance waits out a fresh cut-off and then
+    /// re-checks the token it made (see `issue`), and the device exchange re-reads its key, so
+    /// a token made during the revoke either carries a revoked `sid`, is older than the
+    /// cut-off, or comes from a credential that was replaced: refused in every case.
     pub async fn revoke_user(
         &self,
         admin: &Principal,
@@ -263,22 +281,25 @@ impl IdentityService {
             return Err(IdentityError::UserNotFound);
         };
         let user = credentials.user;
-        let now = unix_now();
+        let sessions = self
+            .inner
+            .store
+            .revoke_user_sessions(&user.id, "admin_revoked", unix_now())
+            .await?;
+        for sid in &sessions {
+            self.revoke_session_tokens(sid).await?;
+        }
+        let devices = self.revoke_owned_device_keys(&user.id).await?;
         // Cut-off at the next second: tokens are stamped in whole seconds, so every token of
         // this second is refused; issuing to this user waits for the next one.
         self.inner
             .auth
             .revocations()
-            .revoke_user_before(&user.id, now + 1)
-            .await?;
-        let sessions = self
-            .inner
-            .store
-            .revoke_user_sessions(&user.id, "admin_revoked", now)
+            .revoke_user_before(&user.id, unix_now() + 1)
             .await?;
         tracing::warn!(
             target: "audit", action = "admin_revoke_user", sub = %user.id,
-            username = %user.username, sessions = sessions.len(), by = %admin.sub,
+            username = %user.username, sessions = sessions.len(), devices, by = %admin.sub,
             client = %client_label(client),
         );
         Ok(())

@@ -353,6 +353,9 @@ pub struct IdentitySettings {
     pub max_sessions_per_user: u32,
     /// Revocation events buffered for a slow subscriber (the hub) before it must resync.
     pub revocation_event_capacity: usize,
+    /// How many times the message key of one message session of an external identity
+    /// provider's token can be claimed at `GET /api/auth/message-key`; 0 turns claims off.
+    pub message_key_claims_max: u32,
 }
 
 impl Default for IdentitySettings {
@@ -373,6 +376,7 @@ impl Default for IdentitySettings {
             max_devices_per_user: 50,
             max_sessions_per_user: 20,
             revocation_event_capacity: 1024,
+            message_key_claims_max: 1,
         }
     }
 }

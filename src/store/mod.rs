@@ -135,6 +135,9 @@ pub trait DeviceStore: Send + Sync {
     async fn set_device_key(&self, id: &str, key_hash: &[u8], now: i64)
         -> Result<bool, StoreError>;
     async fn record_device_token(&self, id: &str, now: i64) -> Result<(), StoreError>;
+    /// Replaces the key of every device `owner_id` owns with random bytes no key hashes to;
+    /// returns how many.
+    async fn disable_owner_device_keys(&self, owner_id: &str, now: i64) -> Result<u64, StoreError>;
 }
 
 #[async_trait]

@@ -295,6 +295,18 @@ impl DeviceStore for SqliteStore {
             .await?;
         Ok(())
     }
+
+    async fn disable_owner_device_keys(&self, owner_id: &str, now: i64) -> Result<u64, StoreError> {
+        // A stored key is the SHA-256 of a presented key: 32 random bytes match none.
+        let done = sqlx::query(
+            "UPDATE devices SET key_hash = randomblob(32), key_rotated_at = ? WHERE owner_id = ?",
+        )
+        .bind(now)
+        .bind(owner_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
 }
 
 const SESSION_OF_TOKEN: &str = "SELECT s.id, s.user_id, s.created_at, s.expires_at, s.revoked_at

@@ -184,8 +184,14 @@ fn use_transport(
     })
 }
 
+/// 401 for a connection whose token was revoked while it was being registered.
+fn revoked_while_connecting() -> ApiError {
+    ApiError::unauthorized("invalid_token", "the token is not valid")
+}
+
 /// A new connection for `principal`, registered, supervised and ready for a transport.
-fn create_connection(
+/// Its token is checked once more after the insert (see [`crate::connection::admit`]).
+async fn create_connection(
     state: &AppState,
     hub: &Hub,
     principal: Principal,
@@ -224,6 +230,10 @@ fn create_connection(
                 ),
             ),
         })?;
+    if !crate::connection::admit(&state.auth, &connection).await {
+        state.connections.remove(&connection.token);
+        return Err(revoked_while_connecting());
+    }
     let timeouts = Timeouts {
         negotiate: Duration::from_secs(state.settings.hub.negotiate_timeout_secs),
         disconnect: Duration::from_secs(state.settings.transports.disconnect_timeout_secs),
@@ -242,7 +252,7 @@ fn create_connection(
 /// 403 (and the connection closed) if the token belongs to someone else. A token of the same
 /// user that expires later extends the connection's life: the connection carries on under it
 /// (its expiry and roles), as after an in-band refresh.
-fn existing_connection(
+async fn existing_connection(
     state: &AppState,
     hub: &Hub,
     token: &str,
@@ -268,6 +278,9 @@ fn existing_connection(
             .is_ok()
     {
         tracing::debug!(connection = %connection.log_id(), expires_at = principal.expires_at, "connection moved onto a later token");
+        if !crate::connection::admit(&state.auth, &connection).await {
+            return Err(revoked_while_connecting());
+        }
     }
     Ok(connection)
 }
@@ -337,7 +350,7 @@ async fn connection_request(
             return Err(refused(TokenError::Expired));
         }
     }
-    let connection = existing_connection(state, &hub, &token, &principal)?;
+    let connection = existing_connection(state, &hub, &token, &principal).await?;
     Ok(ConnectionRequest {
         hub,
         connection,

@@ -59,7 +59,7 @@ pub async fn negotiate(
         && query_param(query, "useStatefulReconnect")
             .is_some_and(|v| v.eq_ignore_ascii_case("true"));
     let token_lifetime_seconds = principal.expires_at.saturating_sub(unix_now()).max(0);
-    let connection = create_connection(&state, &hub, principal, version == 0)?;
+    let connection = create_connection(&state, &hub, principal, version == 0).await?;
     if stateful_reconnect {
         connection.request_stateful_reconnect();
     }

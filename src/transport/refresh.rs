@@ -41,6 +41,12 @@ pub async fn refresh(
                 ApiError::not_found("unknown_connection", "no connection with this id")
             }
         })?;
+    if !crate::connection::admit(&state.auth, &connection).await {
+        return Err(ApiError::unauthorized(
+            "invalid_token",
+            "the token was revoked; the connection is closed",
+        ));
+    }
     tracing::info!(target: "audit", event = "token_refreshed", via = "http", %sub, connection = %connection.log_id(), "connection token refreshed");
     let mut response = HttpResponse::Ok();
     super::cors::allow(&mut response, origin);

@@ -41,7 +41,7 @@ pub async fn connect(
     let hub = find_hub(&state, &path)?;
     let principal = authenticate(&req, &state).await?;
     let connection = match query_param(req.query_string(), "id") {
-        Some(token) => existing_connection(&state, &hub, &token, &principal)?,
+        Some(token) => existing_connection(&state, &hub, &token, &principal).await?,
         // skipNegotiation: the connection is created here.
         None => {
             if !state.settings.transports.websockets {
@@ -50,7 +50,7 @@ pub async fn connect(
                     "the WebSockets transport is disabled on this server",
                 ));
             }
-            create_connection(&state, &hub, principal, false)?
+            create_connection(&state, &hub, principal, false).await?
         }
     };
     use_transport(&state, &connection, TransportKind::WebSockets)?;

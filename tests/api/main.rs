@@ -21,6 +21,7 @@ mod long_polling;
 mod message_key;
 mod python_client;
 mod restart;
+mod revocation_races;
 mod secrets;
 mod server_sent_events;
 mod sessions;

@@ -79,6 +79,14 @@ export async function tokensFromElsewhere(accessToken: string, messageKey: strin
   });
   const me = await session.api<{ sub: string; roles: string[] }>('/api/auth/me');
   console.log(me.sub, session.signedIn, session.expiresAt, session.accessToken?.length);
+  const external = await Session.fromTokens({
+    accessToken,
+    baseUrl: 'https://hub.example',
+    claimMessageKey: true,
+    renew: async () => ({ accessToken: 'next', expiresIn: 900 }),
+  });
+  const claimed: CryptoKey = await external.claimMessageKey();
+  console.log(claimed.extractable, external.messageKey === claimed);
   const source: TokenSource = { freshAccessToken: async () => accessToken };
   const hub = new HubConnection({ url: 'wss://hub.example/hubs/home', session: source, skipNegotiation: true });
   hub.off('SystemMessage');

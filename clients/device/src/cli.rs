@@ -19,7 +19,7 @@ use std::time::Duration;
 ///
 /// Exit status: 0 stopped by SIGINT/SIGTERM; 1 the server ended the connection and does not
 /// allow reconnecting, or refused the handshake; 2 bad flags; 3 the server refused the device
-/// key (wrong key, device removed or re-keyed).
+/// key (wrong key, device removed or re-keyed, owner revoked).
 #[derive(Debug, Parser)]
 #[command(name = "signet-device", version)]
 pub struct Cli {
@@ -328,7 +328,8 @@ pub fn run(cli: Cli) -> ExitCode {
             tracing::error!(
                 exit = 3,
                 "the server refused the device key (401): the key is wrong, or the device was \
-                 removed or re-keyed; provision it again"
+                 removed or re-keyed, or an administrator revoked its owner (which ends the \
+                 keys of all their devices); give it a new key (rotate-key) and provision it again"
             );
             ExitCode::from(3)
         }

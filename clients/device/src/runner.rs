@@ -3,7 +3,7 @@
 //!
 //! The server's Close message is obeyed: `allowReconnect: false` ends the process. Before it
 //! does, the device tries its key once more, so that it can say precisely why: a 401 means the
-//! device was removed or re-keyed (exit 3), anything else that the server does not want this
+//! device was removed or re-keyed, or its owner revoked (exit 3), anything else that the server does not want this
 //! connection back (exit 1).
 
 use crate::actuator::Actuator;

@@ -1,8 +1,10 @@
 //! Exchanging the device id and key for an access token and the message key of its session:
 //! `POST /api/auth/device-token {deviceId, deviceKey}` -> `{accessToken, expiresIn, messageKey}`.
 //!
-//! Each exchange starts a new session with its own message key; the device renews a margin
-//! before the token expires so that a live connection never carries an expired token.
+//! The exchange is where a device gets its message key: an access token alone never yields it
+//! (a leaked token must not sign commands). Each exchange starts a new session with its own
+//! message key; the device renews a margin before the token expires so that a live connection
+//! never carries an expired token.
 
 use crate::config::Config;
 use serde::Deserialize;
@@ -72,7 +74,8 @@ pub fn renewal_margin(lifetime: Duration) -> Duration {
 /// Why an exchange failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
-    /// 401: the key is wrong, or the device was removed or re-keyed. Retrying cannot help.
+    /// 401: the key is wrong, or the device was removed or re-keyed, or its owner was revoked
+    /// by an administrator (which ends the keys of all their devices). Retrying cannot help.
     #[error("the server refused the device credentials (401)")]
     Rejected,
     /// 429: try again, not before `retry_after` when the server said.

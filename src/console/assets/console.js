@@ -3,7 +3,8 @@
 // Everything it shows goes into the page as text (textContent, cloned templates), never as HTML;
 // the Content-Security-Policy enforces that with Trusted Types. Tokens live in the Session
 // object's memory only: nothing goes to localStorage, sessionStorage or cookies, so a reload
-// logs out.
+// logs out. The message key that signs commands comes with the login (and refresh) answer only:
+// the access token, which goes into WebSocket URLs, never yields it on its own.
 
 import { HubConnection, Session, SignetError, State } from '/js/signet.js';
 
