@@ -255,6 +255,14 @@ fn check_config(arg: &ConfigArg) -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    match crate::tls::ServerTls::load(&settings.tls) {
+        Ok(Some(_)) => println!("# tls: certificate and key are valid and match"),
+        Ok(None) => {}
+        Err(err) => {
+            eprintln!("error: tls: {err}");
+            return ExitCode::from(2);
+        }
+    }
     match toml::to_string_pretty(&settings) {
         Ok(text) => {
             println!("# configuration is valid; secrets are masked\n{text}");

@@ -24,6 +24,7 @@
 //! - `demo`: `signet demo`, the server with demo users and simulated devices for a first look.
 //! - `telemetry`: logging set-up; `audit`: audit events as JSON lines (log stream or rotated
 //!   file); `metrics`: the Prometheus registry the layers count into, with bounded labels.
+//! - `tls`: HTTPS/WSS with rustls, the certificate reloaded when its files change.
 //!
 //! - `transport`: negotiate and the three transports (WebSockets, Server-Sent Events, long
 //!   polling with `POST` sends) adapt HTTP to one `connection` type.
@@ -52,4 +53,5 @@ pub mod settings;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod transport;

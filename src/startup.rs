@@ -35,6 +35,8 @@ pub enum StartupError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("tls: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -202,6 +204,9 @@ impl Application {
             None => None,
         };
 
+        // Loaded before binding, so a bad certificate fails start-up rather than every handshake.
+        let tls = crate::tls::ServerTls::load(&settings.tls)?;
+        let tls_config = tls.as_ref().map(|tls| tls.server_config()).transpose()?;
         let addr = settings.server.listen;
         let listener =
             TcpListener::bind(addr).map_err(|source| StartupError::Bind { addr, source })?;
@@ -240,11 +245,26 @@ impl Application {
         .tcp_nodelay(true)
         .disable_signals()
         .workers(settings.server.workers)
-        .shutdown_timeout(settings.server.shutdown_timeout_secs)
-        .listen(listener)
+        .shutdown_timeout(settings.server.shutdown_timeout_secs);
+        let server = match tls_config {
+            Some(config) => server.listen_rustls_0_23(listener, config),
+            None => server.listen(listener),
+        }
         .map_err(|source| StartupError::Bind { addr, source })?
         .run();
-        tracing::info!(%address, "signet listening");
+        if let Some(tls) = tls {
+            actix_web::rt::spawn(crate::tls::watch(
+                tls,
+                Duration::from_secs(settings.tls.reload_interval_secs),
+                state.shutdown.clone(),
+            ));
+        }
+        let scheme = if settings.tls.enabled() {
+            "https"
+        } else {
+            "http"
+        };
+        tracing::info!(%address, scheme, "signet listening");
         Ok(Self {
             address,
             metrics: metrics_server,

@@ -32,6 +32,7 @@ pub struct Settings {
     pub home: HomeSettings,
     pub metrics: MetricsSettings,
     pub audit: AuditSettings,
+    pub tls: TlsSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -478,6 +479,43 @@ impl Default for HomeSettings {
     }
 }
 
+/// HTTPS and WSS. With `cert_file` and `key_file` set the listener speaks only TLS (1.2 and 1.3).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// The certificate chain, PEM, leaf first (a Let's Encrypt `fullchain.pem`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    /// The private key of the leaf certificate, PEM (PKCS#8, PKCS#1 or SEC1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    /// CA certificates, PEM. When set, every client must present a certificate issued by one
+    /// of them (mutual TLS); hub and API requests still need their token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<PathBuf>,
+    /// How often the certificate and key files are checked for changes, in seconds. SIGHUP
+    /// checks at once.
+    pub reload_interval_secs: u64,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        Self {
+            cert_file: None,
+            key_file: None,
+            client_ca_file: None,
+            reload_interval_secs: 30,
+        }
+    }
+}
+
+impl TlsSettings {
+    /// Whether the listener speaks TLS.
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some()
+    }
+}
+
 /// Smallest accepted HMAC secret, in bytes.
 pub const MIN_SECRET_BYTES: usize = 32;
 
@@ -615,6 +653,7 @@ impl Settings {
             ),
             ("audit.max_file_bytes", self.audit.max_file_bytes),
             ("audit.max_files", u64::from(self.audit.max_files)),
+            ("tls.reload_interval_secs", self.tls.reload_interval_secs),
             ("server.shutdown_timeout_secs", server.shutdown_timeout_secs),
             (
                 "server.max_request_body_bytes",
@@ -722,6 +761,18 @@ impl Settings {
                 &format!(
                     "argon2 rejects these parameters: {e} (memory must be at least 8 KiB per lane)"
                 ),
+            );
+        }
+        let tls = &self.tls;
+        match (&tls.cert_file, &tls.key_file) {
+            (Some(_), None) => return fail("tls.key_file", "is required with tls.cert_file"),
+            (None, Some(_)) => return fail("tls.cert_file", "is required with tls.key_file"),
+            _ => {}
+        }
+        if tls.client_ca_file.is_some() && !tls.enabled() {
+            return fail(
+                "tls.client_ca_file",
+                "needs tls.cert_file and tls.key_file (mutual TLS is TLS)",
             );
         }
         for origin in &server.allowed_origins {

@@ -3,7 +3,8 @@
 //! servers) are allowed, and so are same-origin requests (the console Signet serves) unless
 //! `server.allow_same_origin` is off.
 //!
-//! "Same origin" means the `Origin`'s host and port equal the request's `Host` header. Both come
+//! "Same origin" means the `Origin`'s host and port equal the request's `Host` header (over
+//! HTTP/2, which has no `Host`, the `:authority` of the request's URI). Both come
 //! from the browser, so a page whose DNS name is rebound to this server's address passes it:
 //! it names its own host in both. That page still needs a token, which a browser never adds
 //! by itself (Signet uses no cookies), so the rule lets through nothing a token does not.
@@ -28,15 +29,11 @@ pub fn check_origin(
     };
     let text = origin.to_str().unwrap_or("");
     let same_origin = settings.allow_same_origin
-        && req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .is_some_and(|host| {
-                text.strip_prefix("http://")
-                    .or_else(|| text.strip_prefix("https://"))
-                    .is_some_and(|rest| rest.eq_ignore_ascii_case(host))
-            });
+        && request_authority(req).is_some_and(|host| {
+            text.strip_prefix("http://")
+                .or_else(|| text.strip_prefix("https://"))
+                .is_some_and(|rest| rest.eq_ignore_ascii_case(host))
+        });
     let listed = settings
         .allowed_origins
         .iter()
@@ -49,6 +46,14 @@ pub fn check_origin(
             "this origin may not connect to the hub",
         ))
     }
+}
+
+/// The host and port the client addressed: `Host` in HTTP/1.1, `:authority` in HTTP/2.
+fn request_authority(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
 }
 
 /// Adds the CORS answer for an allowed origin to a response.

@@ -121,7 +121,13 @@ pub fn drop_stalled_peers(
 ) -> impl Fn(&dyn Any, &mut Extensions) + Send + Sync + 'static {
     move |io, _| {
         #[cfg(target_os = "linux")]
-        if let Some(tcp) = io.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        let tcp = io
+            .downcast_ref::<actix_web::rt::net::TcpStream>()
+            .or_else(|| {
+                io.downcast_ref::<actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>>()
+                    .map(|tls| tls.get_ref().0)
+            });
+        if let Some(tcp) = tcp {
             if let Err(err) = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(timeout)) {
                 tracing::warn!(error = %err, "cannot set TCP_USER_TIMEOUT on a connection");
             }

@@ -8,6 +8,7 @@
 
 use crate::conformance::NodeRun;
 use crate::helpers::{spawn_with_settings, test_settings, TEST_PASSWORD, TEST_SECRET};
+use crate::test_ca::{TestCa, TlsFiles, Usage};
 use serde_json::json;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -84,6 +85,19 @@ fn screenshot_dir() -> PathBuf {
 
 #[actix_web::test]
 async fn the_console_and_the_official_browser_client_work_in_chromium() {
+    run_suite(None, &[]).await;
+}
+
+/// The console over HTTPS (and WSS) with a test certificate: same origin and CSP as over HTTP.
+#[actix_web::test]
+async fn the_console_works_over_https_in_chromium() {
+    let ca = TestCa::new("signet browser test CA");
+    let files = TlsFiles::write(&ca.issue(Usage::Server), &ca);
+    run_suite(Some((&ca, &files)), &["console.test.mjs"]).await;
+}
+
+/// Runs the suite's `files` (all when empty) against a new server, over TLS when given.
+async fn run_suite(tls: Option<(&TestCa, &TlsFiles)>, files: &[&str]) {
     if std::env::var_os("SIGNET_SKIP_BROWSER_TESTS").is_some_and(|v| v == "1") {
         println!("SKIPPED: the browser suite (SIGNET_SKIP_BROWSER_TESTS=1)");
         return;
@@ -102,11 +116,14 @@ async fn the_console_and_the_official_browser_client_work_in_chromium() {
 
     let data_dir = tempfile::tempdir().expect("temp dir");
     // The console's charts sample every second, so the suite sees them move.
-    let settings = test_settings(
-        data_dir.path(),
-        &[("SIGNET__METRICS__CHART_INTERVAL_SECS", "1")],
-    );
-    let app = spawn_with_settings(settings, data_dir).await;
+    let tls_env = tls.map(|(_, files)| files.env()).unwrap_or_default();
+    let mut env: Vec<(&str, &str)> = tls_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.push(("SIGNET__METRICS__CHART_INTERVAL_SECS", "1"));
+    let settings = test_settings(data_dir.path(), &env);
+    let mut app = spawn_with_settings(settings, data_dir).await;
+    if let Some((ca, _)) = tls {
+        app = app.over_tls(ca.http_client(None));
+    }
     let user_id = app.create_user("alice", &["user"], TEST_PASSWORD).await;
     app.create_user("root", &["admin"], TEST_PASSWORD).await;
     // Someone for the admin to revoke.
@@ -135,7 +152,6 @@ async fn the_console_and_the_official_browser_client_work_in_chromium() {
             "--test-reporter=spec",
             "--test-timeout=60000",
         ])
-        .arg(root().join("tests/browser"))
         .current_dir(root())
         .env("SIGNET_URL", app.url(""))
         .env("SIGNET_JWT_SECRET", TEST_SECRET)
@@ -156,6 +172,18 @@ async fn the_console_and_the_official_browser_client_work_in_chromium() {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    if files.is_empty() {
+        command.arg(root().join("tests/browser"));
+    } else {
+        command.args(
+            files
+                .iter()
+                .map(|file| root().join("tests/browser").join(file)),
+        );
+    }
+    if let Some((_, tls_files)) = tls {
+        command.env("NODE_EXTRA_CA_CERTS", &tls_files.ca);
+    }
     let status = NodeRun::start(command)
         .wait("the browser suite", SUITE_DEADLINE)
         .await;

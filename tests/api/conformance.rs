@@ -152,7 +152,7 @@ fn forward(output: impl Read, print: impl Fn(&str)) {
 /// The password of the `admin` user the identity service creates on a first start, for the
 /// suite's revocation test (login, logout, then the logged-out token must not connect). `None`
 /// until that service exists: the test then skips itself, seeing `POST /api/auth/login` 404.
-fn bootstrap_admin_password(data_dir: &Path) -> Option<String> {
+pub(crate) fn bootstrap_admin_password(data_dir: &Path) -> Option<String> {
     let mut candidates = std::fs::read_dir(data_dir)
         .ok()?
         .filter_map(Result::ok)

@@ -25,6 +25,7 @@ pub struct TestApp {
     pub settings: Settings,
     pub store: Arc<dyn Store>,
     handle: ServerHandle,
+    scheme: &'static str,
 }
 
 /// A password for users the tests create.
@@ -118,12 +119,20 @@ pub async fn spawn_with_settings(settings: Settings, data_dir: tempfile::TempDir
         settings,
         store,
         handle,
+        scheme: "http",
     }
 }
 
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.address, path)
+        format!("{}://{}{}", self.scheme, self.address, path)
+    }
+
+    /// For a server started with `[tls]`: requests go over HTTPS with `client`.
+    pub fn over_tls(mut self, client: awc::Client) -> Self {
+        self.client = client;
+        self.scheme = "https";
+        self
     }
 
     /// `GET /api/auth/me` with an optional bearer token; returns status and JSON body.

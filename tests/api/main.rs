@@ -30,6 +30,8 @@ mod secrets;
 mod server_sent_events;
 mod sessions;
 mod shutdown;
+mod test_ca;
+mod tls;
 mod token_source;
 mod transport_client;
 mod transports;

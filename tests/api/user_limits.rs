@@ -269,7 +269,7 @@ async fn a_user_at_the_pending_command_cap_is_refused_and_another_still_sends() 
     let refused = send_command(&mut alice, &alice_key, "a5", &alice_device).await;
     assert_eq!(refused["error"], TOO_MANY_PENDING, "{refused}");
 
-    // The device going offline forgets the commands it will never answer.
+    // The device going offline frees its commands' slots.
     lamp.close().await;
     server.wait_for_connections(3).await;
     let mut lamp = server.open(&alice_device_token).await;

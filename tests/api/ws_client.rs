@@ -250,6 +250,15 @@ pub struct RawClient {
 }
 
 impl RawClient {
+    /// A client over a WebSocket opened elsewhere (over TLS, say).
+    pub fn from_socket(io: Framed) -> Self {
+        Self {
+            io,
+            partial: Vec::new(),
+            records: VecDeque::new(),
+        }
+    }
+
     pub async fn send_text(&mut self, text: impl Into<String>) {
         let text: String = text.into();
         self.io

@@ -39,6 +39,8 @@ function startDevice() {
       '--name', DEVICE_NAME,
       '--telemetry-interval', '1s',
       '--log-level', 'warn',
+      // Over HTTPS the server's certificate comes from the test CA.
+      ...(process.env.NODE_EXTRA_CA_CERTS ? ['--ca-file', process.env.NODE_EXTRA_CA_CERTS] : []),
     ],
     { stdio: ['ignore', 'inherit', 'inherit'] },
   );

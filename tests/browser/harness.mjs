@@ -11,6 +11,8 @@
 //   SIGNET_CHROMIUM            Chromium's executable (default /usr/bin/chromium)
 //   SIGNET_SCREENSHOT_DIR      where screenshots go (default: target/browser-screenshots)
 //   SIGNET_SIGNALR_BUNDLE      the official @microsoft/signalr browser bundle (signalr.js)
+//   NODE_EXTRA_CA_CERTS        with an https SIGNET_URL: the test CA (Node's own variable; the
+//                              device gets it as --ca-file, Chromium accepts the test certificate)
 
 import { createHmac, randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
@@ -61,7 +63,11 @@ export async function launchBrowser() {
  * among them) and requests that left the server's origin.
  */
 export async function newPage(browser) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+  const context = await browser.newContext({
+    viewport: { width: 1280, height: 860 },
+    // The test certificate's CA is not in Chromium's store; everything else about TLS applies.
+    ignoreHTTPSErrors: BASE_URL.startsWith('https:'),
+  });
   const page = await context.newPage();
   const problems = [];
   page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));

@@ -9,10 +9,12 @@
 //   SIGNET_LOGIN_USERNAME, SIGNET_LOGIN_PASSWORD
 //                              a user that can log in, for the revocation test (once the identity
 //                              service serves POST /api/auth/login)
+//   NODE_EXTRA_CA_CERTS        the CA of an https SIGNET_URL's certificate (Node's own variable)
 //   SIGNET_CONFORMANCE_LOG     a client log level (Trace, Debug, Information, ...); silent by default
 
 import { createHmac, randomBytes, randomUUID } from "node:crypto";
 import http from "node:http";
+import https from "node:https";
 import { after, afterEach } from "node:test";
 import {
   HttpTransportType,
@@ -276,7 +278,8 @@ export function transportRequest(transport, { id, token }) {
   }
   return within(
     new Promise((resolve, reject) => {
-      const request = http.request(url, { method: "GET", headers });
+      const client = url.protocol === "https:" ? https : http;
+      const request = client.request(url, { method: "GET", headers });
       request.on("response", (response) => {
         resolve(response.statusCode);
         response.destroy();

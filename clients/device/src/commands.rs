@@ -77,6 +77,30 @@ pub enum Handled {
     Unanswerable { reason: &'static str },
 }
 
+/// A verified command waiting for the actuator. Its nonce is already recorded: it is executed
+/// at most once, whatever happens to the connection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AcceptedCommand {
+    pub command_id: String,
+    pub name: String,
+    pub args: Value,
+}
+
+impl AcceptedCommand {
+    pub fn execute(self, device: &mut SimulatedDevice) -> Handled {
+        let outcome = device.execute(&self.name, &self.args);
+        Handled::Executed {
+            command: self.name,
+            reply: CommandReply {
+                command_id: self.command_id,
+                status: outcome.status,
+                result: Some(outcome.result),
+            },
+            changed: outcome.changed,
+        }
+    }
+}
+
 /// Verifies and executes commands. One per process: its nonce cache outlives connections, so
 /// a command replayed on a later connection is caught too.
 #[derive(Debug, Clone)]
@@ -113,6 +137,20 @@ impl CommandHandler {
         device: &mut SimulatedDevice,
         now_ms: u64,
     ) -> Handled {
+        match self.accept(envelope, keys, now_ms).await {
+            Ok(command) => command.execute(device),
+            Err(handled) => handled,
+        }
+    }
+
+    /// Verifies `envelope` (recording its nonce) without executing it: `Ok` is a command for
+    /// the actuator, `Err` the final outcome (refused, or nothing to execute).
+    pub async fn accept(
+        &self,
+        envelope: &Value,
+        keys: &[&MessageKey],
+        now_ms: u64,
+    ) -> Result<AcceptedCommand, Handled> {
         let command = match self.verify(envelope, keys, now_ms).await {
             Ok(command) => command,
             Err(error) => {
@@ -127,16 +165,16 @@ impl CommandHandler {
                         }),
                     _ => None,
                 };
-                return Handled::Rejected { code, reply };
+                return Err(Handled::Rejected { code, reply });
             }
         };
         let Some(command_id) = command_id(&command) else {
-            return Handled::Unanswerable {
+            return Err(Handled::Unanswerable {
                 reason: "the message has no usable commandId",
-            };
+            });
         };
         let Some(name) = command.get("command").and_then(Value::as_str) else {
-            return Handled::Executed {
+            return Err(Handled::Executed {
                 command: String::new(),
                 reply: CommandReply {
                     command_id,
@@ -144,19 +182,13 @@ impl CommandHandler {
                     result: Some(json!({ "error": "the message has no command name" })),
                 },
                 changed: false,
-            };
+            });
         };
-        let args = command.get("args").unwrap_or(&Value::Null);
-        let outcome = device.execute(name, args);
-        Handled::Executed {
-            command: name.to_string(),
-            reply: CommandReply {
-                command_id,
-                status: outcome.status,
-                result: Some(outcome.result),
-            },
-            changed: outcome.changed,
-        }
+        Ok(AcceptedCommand {
+            name: name.to_string(),
+            args: command.get("args").cloned().unwrap_or(Value::Null),
+            command_id,
+        })
     }
 
     /// The library's checks with each key in turn. Only `bad_signature` depends on the key,

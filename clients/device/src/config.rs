@@ -27,6 +27,13 @@ pub struct Config {
     pub max_backoff: Duration,
     /// Open the WebSocket directly instead of negotiating first.
     pub skip_negotiation: bool,
+    /// TLS for an `https://` server: trusted roots and the optional client certificate.
+    pub tls: std::sync::Arc<rustls::ClientConfig>,
+    /// How long the simulated actuator takes per command; commands queue behind it.
+    pub actuation_time: std::time::Duration,
+    /// A result not delivered this long after its command arrived is dropped: the server
+    /// has given up on it by then (its `home.command_timeout_secs`).
+    pub result_timeout: std::time::Duration,
 }
 
 /// Why the configuration is unusable. The process exits with status 2.
@@ -52,25 +59,32 @@ pub enum ConfigError {
     HubPath,
     #[error("{flag}: {reason}")]
     Timing { flag: &'static str, reason: String },
+    #[error("{flag}: {reason}")]
+    Tls { flag: &'static str, reason: String },
+    #[error("--config {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("{0} is required (on the command line, in its environment variable or in --config)")]
+    Missing(&'static str),
 }
 
-/// The server's base URL (`http://host:port[/prefix]`), without a trailing slash.
+/// The server's base URL (`https://host:port[/prefix]`), without a trailing slash.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ServerUrl {
     base: String,
+    host: String,
 }
 
 impl ServerUrl {
-    /// Accepts `http://` to a loopback host, or to any host with `allow_insecure`: the device key
-    /// and tokens travel in the clear over plain HTTP. `https://` needs a TLS-enabled build.
+    /// Accepts `https://`, and `http://` to a loopback host or to any host with
+    /// `allow_insecure`: the device key and tokens travel in the clear over plain HTTP.
     pub fn parse(text: &str, allow_insecure: bool) -> Result<Self, ConfigError> {
         let bad = |reason: &str| ConfigError::Server(reason.to_string());
         let uri: awc::http::Uri = text
             .parse()
-            .map_err(|_| bad("not a URL, expected e.g. http://127.0.0.1:8080"))?;
+            .map_err(|_| bad("not a URL, expected e.g. https://home.example.com"))?;
         let host = uri
             .host()
-            .ok_or_else(|| bad("the URL has no host, expected e.g. http://127.0.0.1:8080"))?;
+            .ok_or_else(|| bad("the URL has no host, expected e.g. https://home.example.com"))?;
         if uri.query().is_some() || text.contains('#') {
             return Err(bad("the URL must not have a query or fragment"));
         }
@@ -84,16 +98,21 @@ impl ServerUrl {
                     ));
                 }
             }
-            Some("https") => {
+            Some("https") => {}
+            _ => {
                 return Err(bad(
-                    "this build speaks plain HTTP only; reach the server through a TLS proxy on \
-                     the device (e.g. stunnel) listening on 127.0.0.1",
+                    "the scheme must be https:// (or http:// to this machine)",
                 ))
             }
-            _ => return Err(bad("the scheme must be http://")),
         }
         let base = text.trim_end_matches('/').to_string();
-        Ok(Self { base })
+        let host = host.to_string();
+        Ok(Self { base, host })
+    }
+
+    /// The host part, for messages.
+    pub fn host(&self) -> &str {
+        &self.host
     }
 
     /// `path` (starting with `/`) under the base URL.
@@ -233,7 +252,7 @@ mod tests {
         assert!(ServerUrl::parse("http://[::1]:8080", false).is_ok());
         assert!(ServerUrl::parse("http://signet.example:8080", false).is_err());
         assert!(ServerUrl::parse("http://signet.example:8080", true).is_ok());
-        assert!(ServerUrl::parse("https://signet.example", true).is_err());
+        assert!(ServerUrl::parse("https://signet.example", false).is_ok());
         assert!(ServerUrl::parse("ftp://127.0.0.1", true).is_err());
         assert!(ServerUrl::parse("127.0.0.1:8080", true).is_err());
         assert!(ServerUrl::parse("http://127.0.0.1/?x=1", true).is_err());

@@ -140,7 +140,10 @@ impl HubConnection {
                 WsClientError::InvalidResponseStatus(status) => {
                     ConnectError::Status(status.as_u16())
                 }
-                other => ConnectError::Transport(other.to_string()),
+                other => ConnectError::Transport(crate::tls::explain_connect_error(
+                    server.host(),
+                    &other,
+                )),
             })?;
         let mut decoder = HubProtocol::Json.decoder(MAX_MESSAGE_BYTES);
         tokio::time::timeout(

@@ -12,12 +12,15 @@
 //!   invocations. The codecs are the server's own, from `signet::protocol`.
 //! - [`commands`]: verify a `Command` envelope (with `signet::envelope`), act on it, build the
 //!   `CommandResult`; [`keys`] holds the message keys a command may be signed with.
+//! - [`actuator`]: commands carried out one at a time, in order, across reconnections.
 //! - [`device`]: the simulated hardware and its state; [`telemetry`]: what it reports.
+//! - [`tls`]: HTTPS/WSS: trusted roots, `--ca-file`, the optional client certificate.
 //! - [`token`]: exchanging the device id and key for an access token and message key.
 //!
 //! Nothing here holds a second copy of the protocol or envelope code: both come from the
 //! `signet` library, so the device and the server cannot disagree on the wire format.
 
+pub mod actuator;
 pub mod backoff;
 pub mod cli;
 pub mod commands;
@@ -28,4 +31,5 @@ pub mod keys;
 pub mod runner;
 pub mod session;
 pub mod telemetry;
+pub mod tls;
 pub mod token;

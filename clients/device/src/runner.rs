@@ -6,8 +6,9 @@
 //! device was removed or re-keyed, or its owner revoked (exit 3), anything else that the server does not want this
 //! connection back (exit 1).
 
+use crate::actuator::Actuator;
 use crate::backoff::Backoff;
-use crate::commands::CommandHandler;
+use crate::commands::{CommandHandler, Handled};
 use crate::config::Config;
 use crate::device::SimulatedDevice;
 use crate::hub::{ConnectError, HubConnection};
@@ -53,6 +54,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Exit {
         .timeout(REQUEST_TIMEOUT)
         // A redirect could carry the device key in a re-sent body to another host.
         .disable_redirects()
+        .connector(awc::Connector::new().rustls_0_23(config.tls.clone()))
         .finish();
     let tokens = TokenSource::new(client.clone(), &config);
     let handler = CommandHandler::new(
@@ -61,7 +63,8 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Exit {
         EnvelopeLimits::default(),
     );
     let mut device = SimulatedDevice::default();
-    let mut outbox = Outbox::default();
+    let mut outbox = Outbox::new(config.result_timeout);
+    let mut actuator = Actuator::new(config.actuation_time);
     let mut rng = StdRng::from_os_rng();
     let mut backoff = Backoff::new(BACKOFF_BASE, config.max_backoff);
     let mut token: Option<DeviceToken> = None;
@@ -73,7 +76,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Exit {
             tracing::info!(retry_in = ?wait, "waiting before connecting again");
             tokio::select! {
                 _ = shutdown.cancelled() => return Exit::Stopped,
-                _ = tokio::time::sleep(wait) => {}
+                _ = offline(&mut actuator, &mut device, &mut outbox, tokio::time::sleep(wait)) => {}
             }
         }
 
@@ -82,7 +85,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Exit {
             _ => {
                 let exchanged = tokio::select! {
                     _ = shutdown.cancelled() => return Exit::Stopped,
-                    result = tokens.exchange() => result,
+                    result = offline(&mut actuator, &mut device, &mut outbox, tokens.exchange()) => result,
                 };
                 match exchanged {
                     Ok(fresh) => {
@@ -109,13 +112,13 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Exit {
 
         let connected = tokio::select! {
             _ = shutdown.cancelled() => return Exit::Stopped,
-            result = HubConnection::connect(
+            result = offline(&mut actuator, &mut device, &mut outbox, HubConnection::connect(
                 &client,
                 &config.server,
                 &config.hub_path,
                 current.expose_access_token(),
                 config.skip_negotiation,
-            ) => result,
+            )) => result,
         };
         let (connection_id, receiver, sender) = match connected {
             Ok(parts) => parts,
@@ -146,6 +149,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Exit {
             handler: &handler,
             device: &mut device,
             outbox: &mut outbox,
+            actuator: &mut actuator,
             rng: &mut rng,
             shutdown: &shutdown,
         };
@@ -191,6 +195,36 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Exit {
                         "the server closed the connection and does not allow reconnecting: {error}"
                     )),
                 };
+            }
+        }
+    }
+}
+
+/// Awaits `work` (a wait, a token exchange, a connection attempt) while the actuator goes on
+/// with the commands it accepted: their results wait in the outbox for the next connection.
+async fn offline<F: std::future::Future>(
+    actuator: &mut Actuator,
+    device: &mut SimulatedDevice,
+    outbox: &mut Outbox,
+    work: F,
+) -> F::Output {
+    tokio::pin!(work);
+    loop {
+        let done = actuator.done_at();
+        tokio::select! {
+            output = &mut work => return output,
+            _ = tokio::time::sleep_until(done.unwrap_or_else(Instant::now)), if done.is_some() => {
+                if let Some((Handled::Executed { command, reply, .. }, received)) =
+                    actuator.finish(device, Instant::now())
+                {
+                    tracing::info!(
+                        command_id = %reply.command_id,
+                        %command,
+                        status = reply.status.as_str(),
+                        "executed a verified command while offline; its result waits for the connection"
+                    );
+                    outbox.push(reply, received);
+                }
             }
         }
     }

@@ -11,8 +11,10 @@
 //! refuses the refresh, the session ends with [`SessionEnd::Reconnect`] and the runner connects
 //! again with the new token.
 
+use crate::actuator::Actuator;
 use crate::commands::{CommandHandler, CommandReply, Handled, RESULT_TARGET};
 use crate::config::Config;
+use crate::device::CommandStatus;
 use crate::device::SimulatedDevice;
 use crate::hub::{HubReceiver, HubSender, Incoming, LinkError};
 use crate::keys::SessionKeys;
@@ -69,20 +71,46 @@ pub enum SessionEnd {
 }
 
 /// `CommandResult`s waiting to be signed and sent; outlives connections so a result computed
-/// just before a connection dropped is delivered on the next one.
-#[derive(Debug, Default)]
+/// while (or just before) a connection was down is delivered on the next one, unless its
+/// command has timed out on the server by then (`--result-timeout`).
+#[derive(Debug)]
 pub struct Outbox {
-    replies: VecDeque<CommandReply>,
+    /// Each reply with the time its command arrived.
+    replies: VecDeque<(CommandReply, Instant)>,
+    result_timeout: Duration,
 }
 
 impl Outbox {
-    pub fn push(&mut self, reply: CommandReply) {
+    pub fn new(result_timeout: Duration) -> Self {
+        Self {
+            replies: VecDeque::new(),
+            result_timeout,
+        }
+    }
+
+    /// Queues the reply to a command that arrived at `received`.
+    pub fn push(&mut self, reply: CommandReply, received: Instant) {
         if self.replies.len() >= OUTBOX_CAPACITY {
-            if let Some(dropped) = self.replies.pop_front() {
+            if let Some((dropped, _)) = self.replies.pop_front() {
                 tracing::warn!(command_id = %dropped.command_id, "outbox full: dropped the oldest unsent result");
             }
         }
-        self.replies.push_back(reply);
+        self.replies.push_back((reply, received));
+    }
+
+    /// Drops the replies whose command the server has given up on.
+    fn drop_timed_out(&mut self, now: Instant) {
+        let timeout = self.result_timeout;
+        self.replies.retain(|(reply, received)| {
+            let live = now.duration_since(*received) <= timeout;
+            if !live {
+                tracing::warn!(
+                    command_id = %reply.command_id,
+                    "result not delivered before its command timed out; dropped"
+                );
+            }
+            live
+        });
     }
 
     pub fn len(&self) -> usize {
@@ -101,6 +129,7 @@ pub struct SessionContext<'a> {
     pub handler: &'a CommandHandler,
     pub device: &'a mut SimulatedDevice,
     pub outbox: &'a mut Outbox,
+    pub actuator: &'a mut Actuator,
     pub rng: &'a mut StdRng,
     pub shutdown: &'a CancellationToken,
 }
@@ -165,6 +194,7 @@ pub async fn run(
 
     let end = loop {
         let refresh_deadline = session.refresh.as_ref().map(|r| r.deadline);
+        let actuation_done = session.ctx.actuator.done_at();
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break SessionEnd::Stopped,
@@ -189,6 +219,11 @@ pub async fn run(
             }
             _ = &mut server_timeout => {
                 break SessionEnd::Lost(format!("nothing from the server for {:?}", config.server_timeout));
+            }
+            _ = sleep_until(actuation_done.unwrap_or_else(Instant::now)), if actuation_done.is_some() => {
+                if let Err(error) = session.finish_actuation().await {
+                    break lost(error);
+                }
             }
             _ = keep_alive.tick() => {
                 if let Err(error) = session.sender.ping().await {
@@ -323,48 +358,85 @@ impl Session<'_, '_> {
         };
         let now = Instant::now();
         let keys = self.keys.verification_keys(now);
-        let handled = self
+        let accepted = self
             .ctx
             .handler
-            .handle(envelope, &keys, self.ctx.device, unix_now_ms())
+            .accept(envelope, &keys, unix_now_ms())
             .await;
-        match handled {
-            Handled::Executed {
-                command,
-                reply,
-                changed,
-            } => {
-                tracing::info!(
-                    command_id = %reply.command_id,
-                    %command,
-                    status = reply.status.as_str(),
-                    "executed a verified command"
-                );
-                self.ctx.outbox.push(reply);
-                self.flush_outbox().await?;
-                if changed && self.refresh.is_none() {
-                    let report = TelemetryReport::state(self.ctx.device, &self.ctx.config.name);
-                    self.send_signed(
-                        TELEMETRY_TARGET,
-                        report.seal(self.keys.signing_key(), self.ctx.handler.hub_path()),
-                    )
-                    .await?;
+        match accepted {
+            Ok(command) => {
+                let command_id = command.command_id.clone();
+                match self.ctx.actuator.submit(command, now) {
+                    Ok(()) => tracing::info!(
+                        %command_id,
+                        queued = self.ctx.actuator.len(),
+                        "accepted a verified command"
+                    ),
+                    Err(command) => {
+                        tracing::warn!(%command_id, "the actuator queue is full; command refused");
+                        let reply = CommandReply {
+                            command_id: command.command_id,
+                            status: CommandStatus::Rejected,
+                            result: Some(json!({ "reason": "device_busy" })),
+                        };
+                        self.ctx.outbox.push(reply, now);
+                        self.flush_outbox().await?;
+                    }
                 }
             }
-            Handled::Rejected { code, reply } => {
+            Err(Handled::Executed { reply, .. }) => {
+                tracing::warn!(command_id = %reply.command_id, "a verified Command names no command");
+                self.ctx.outbox.push(reply, now);
+                self.flush_outbox().await?;
+            }
+            Err(Handled::Rejected { code, reply }) => {
                 tracing::warn!(
                     code,
                     answered = reply.is_some(),
                     "refused a Command envelope; not executed"
                 );
                 if let Some(reply) = reply {
-                    self.ctx.outbox.push(reply);
+                    self.ctx.outbox.push(reply, now);
                     self.flush_outbox().await?;
                 }
             }
-            Handled::Unanswerable { reason } => {
+            Err(Handled::Unanswerable { reason }) => {
                 tracing::warn!(reason, "a verified Command is not a command; ignored");
             }
+        }
+        Ok(())
+    }
+
+    /// The actuator finished its current command: queue the result, send what can be sent,
+    /// and report the new state.
+    async fn finish_actuation(&mut self) -> Result<(), LinkError> {
+        let Some((handled, received)) = self.ctx.actuator.finish(self.ctx.device, Instant::now())
+        else {
+            return Ok(());
+        };
+        let Handled::Executed {
+            command,
+            reply,
+            changed,
+        } = handled
+        else {
+            return Ok(());
+        };
+        tracing::info!(
+            command_id = %reply.command_id,
+            %command,
+            status = reply.status.as_str(),
+            "executed a verified command"
+        );
+        self.ctx.outbox.push(reply, received);
+        self.flush_outbox().await?;
+        if changed && self.refresh.is_none() {
+            let report = TelemetryReport::state(self.ctx.device, &self.ctx.config.name);
+            self.send_signed(
+                TELEMETRY_TARGET,
+                report.seal(self.keys.signing_key(), self.ctx.handler.hub_path()),
+            )
+            .await?;
         }
         Ok(())
     }
@@ -451,7 +523,8 @@ impl Session<'_, '_> {
         if self.refresh.is_some() {
             return Ok(());
         }
-        while let Some(reply) = self.ctx.outbox.replies.front() {
+        self.ctx.outbox.drop_timed_out(Instant::now());
+        while let Some((reply, _)) = self.ctx.outbox.replies.front() {
             let envelope = reply.seal(self.keys.signing_key(), self.ctx.handler.hub_path());
             self.send_signed(RESULT_TARGET, envelope).await?;
             self.ctx.outbox.replies.pop_front();

@@ -120,6 +120,7 @@ struct ErrorBody {
 pub struct TokenSource {
     client: awc::Client,
     url: String,
+    host: String,
     device_id: String,
     device_key: Secret,
 }
@@ -129,6 +130,7 @@ impl TokenSource {
         Self {
             client,
             url: config.server.join(DEVICE_TOKEN_PATH),
+            host: config.server.host().to_string(),
             device_id: config.device_id.clone(),
             device_key: config.device_key.clone(),
         }
@@ -143,7 +145,9 @@ impl TokenSource {
             .post(&self.url)
             .send_json(&body)
             .await
-            .map_err(|error| TokenError::Unavailable(error.to_string()))?;
+            .map_err(|error| {
+                TokenError::Unavailable(crate::tls::explain_connect_error(&self.host, &error))
+            })?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()

@@ -14,6 +14,8 @@ use signet_device::config::ServerUrl;
 use signet_device::hub::{HubConnection, HubReceiver, HubSender, Incoming};
 use std::sync::Arc;
 use std::time::Duration;
+use support::proxy::Proxy;
+use support::test_ca::TestCa;
 use support::DeviceProcess;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -22,6 +24,7 @@ const USER_PASSWORD: &str = "correct horse battery staple";
 
 struct Server {
     url: String,
+    address: std::net::SocketAddr,
     data_dir: tempfile::TempDir,
     client: awc::Client,
     settings: settings::Settings,
@@ -29,8 +32,18 @@ struct Server {
 }
 
 async fn start_server() -> Server {
+    start_server_with(None).await
+}
+
+async fn start_server_with(tls: Option<&TestCa>) -> Server {
+    start_server_tls(tls, false).await
+}
+
+/// A server over HTTPS with `tls`'s certificate when given, requiring client certificates
+/// from the same CA with `mutual`.
+async fn start_server_tls(tls: Option<&TestCa>, mutual: bool) -> Server {
     let data_dir = tempfile::tempdir().unwrap();
-    let env = [
+    let mut env = vec![
         ("SIGNET__SERVER__LISTEN", "127.0.0.1:0".to_string()),
         (
             "SIGNET__SERVER__DATA_DIR",
@@ -47,17 +60,33 @@ async fn start_server() -> Server {
             "SIGNET__IDENTITY__PASSWORD_HASH_ITERATIONS",
             "1".to_string(),
         ),
-    ]
-    .map(|(k, v)| (k.to_string(), v));
+    ];
+    if let Some(tls) = tls {
+        env.push((
+            "SIGNET__TLS__CERT_FILE",
+            tls.cert_file.display().to_string(),
+        ));
+        env.push(("SIGNET__TLS__KEY_FILE", tls.key_file.display().to_string()));
+        if mutual {
+            env.push((
+                "SIGNET__TLS__CLIENT_CA_FILE",
+                tls.ca_file.display().to_string(),
+            ));
+        }
+    }
+    let env = env.into_iter().map(|(k, v)| (k.to_string(), v));
     let settings = settings::load_from_str("", std::path::Path::new("test"), env).unwrap();
     let app = Application::build(settings.clone()).await.unwrap();
-    let url = format!("http://{}", app.address());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}", app.address());
+    let address = app.address();
     let store = app.state().store.clone();
     actix_rt::spawn(app.run_until_stopped());
     Server {
         url,
+        address,
         data_dir,
-        client: awc::Client::default(),
+        client: tls.map_or_else(awc::Client::default, TestCa::http_client),
         settings,
         store,
     }
@@ -392,4 +421,183 @@ async fn the_official_js_client_opens_the_door_of_a_real_device() {
     assert_eq!(result["deviceId"], json!(id));
     assert_eq!(result["status"], json!("ok"), "{result}");
     device.assert_log_free_of(&[&key, token]);
+}
+
+/// Sends `command` to the device as `key`'s user; returns its `commandId`.
+async fn command_id_of(
+    client: &mut HubClient,
+    key: &MessageKey,
+    device: &str,
+    command: &str,
+) -> String {
+    let sent = client
+        .call("SendCommand", vec![send_command(key, device, command)])
+        .await;
+    let CompletionResult::Result(sent) = sent else {
+        panic!("SendCommand: {sent:?}");
+    };
+    sent["commandId"].as_str().unwrap().to_string()
+}
+
+/// The next `CommandResult` the user receives, within `WAIT`.
+async fn next_result(client: &mut HubClient) -> Value {
+    let arguments = tokio::time::timeout(WAIT, client.invoked("CommandResult"))
+        .await
+        .expect("a CommandResult in time");
+    arguments[0].clone()
+}
+
+/// Waits until the user is told the device is online.
+async fn wait_online(client: &mut HubClient, id: &str) {
+    loop {
+        let status = client.invoked("DeviceStatus").await;
+        if status[0] == json!({"deviceId": id, "online": true}) {
+            return;
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn the_device_works_over_https_and_wss_with_a_private_ca() {
+    let ca = TestCa::new();
+    let server = start_server_with(Some(&ca)).await;
+    let alice = server.user_session("alice").await;
+    let alice_token = alice["accessToken"].as_str().unwrap();
+    let alice_key = MessageKey::from_base64url(alice["messageKey"].as_str().unwrap()).unwrap();
+    let (id, key) = server.provision(alice_token, "front door").await;
+    let mut client = server.hub_client(alice_token).await;
+    let ca_file = ca.ca_file.display().to_string();
+    let device = DeviceProcess::start(&server.url, &id, &key, &["--ca-file", &ca_file]);
+    wait_online(&mut client, &id).await;
+
+    let command_id = command_id_of(&mut client, &alice_key, &id, "OPEN_DOOR").await;
+    let result = next_result(&mut client).await;
+    assert_eq!(result["commandId"], json!(command_id));
+    assert_eq!(result["status"], "ok", "{result}");
+    device.assert_log_free_of(&[&key, alice_token]);
+}
+
+#[actix_rt::test]
+async fn the_device_presents_its_client_certificate_to_a_mutual_tls_server() {
+    let ca = TestCa::new();
+    let server = start_server_tls(Some(&ca), true).await;
+    let admin = server.admin_session().await;
+    let admin_token = admin["accessToken"].as_str().unwrap();
+    let (id, key) = server.provision(admin_token, "garage").await;
+    let ca_file = ca.ca_file.display().to_string();
+    let cert = ca.client_cert_file.display().to_string();
+    let client_key = ca.client_key_file.display().to_string();
+
+    let without = DeviceProcess::start(&server.url, &id, &key, &["--ca-file", &ca_file]);
+    without
+        .wait_for_log("cannot obtain an access token", WAIT)
+        .await;
+    drop(without);
+
+    let mut device = DeviceProcess::start(
+        &server.url,
+        &id,
+        &key,
+        &[
+            "--ca-file",
+            &ca_file,
+            "--client-cert",
+            &cert,
+            "--client-key",
+            &client_key,
+        ],
+    );
+    device.wait_for_log("connected to the hub", WAIT).await;
+    // The certificate does not replace the token: the device is who its token says.
+    let mut client = server.hub_client(admin_token).await;
+    client.kick_when_online(&format!("device:{id}")).await;
+    assert_eq!(
+        device.wait_exit(WAIT).await.code(),
+        Some(1),
+        "{}",
+        device.log()
+    );
+}
+
+#[actix_rt::test]
+async fn without_the_ca_the_device_names_the_host_and_the_certificate_problem() {
+    let ca = TestCa::new();
+    let server = start_server_with(Some(&ca)).await;
+    let admin = server.admin_session().await;
+    let (id, key) = server
+        .provision(admin["accessToken"].as_str().unwrap(), "door")
+        .await;
+    let device = DeviceProcess::start(&server.url, &id, &key, &[]);
+    device
+        .wait_for_log("the TLS certificate of 127.0.0.1 is not trusted", WAIT)
+        .await;
+    assert!(device.log().contains("UnknownIssuer"), "{}", device.log());
+    device.assert_log_free_of(&[&key]);
+}
+
+#[actix_rt::test]
+async fn plain_http_to_another_host_is_refused_and_a_config_file_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("device.toml");
+    std::fs::write(
+        &file,
+        "server = \"http://signet.example\"\ndevice_id = \"door-1\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_signet-device"))
+        .args(["--config", file.to_str().unwrap()])
+        .env("SIGNET_DEVICE_KEY", "k")
+        .env_remove("SIGNET_SERVER")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--allow-insecure-http"), "{stderr}");
+}
+
+/// Commands accepted while the actuator is busy are answered in order, and results computed
+/// while the connection is down reach the user after the device reconnects, each once.
+#[actix_rt::test]
+async fn results_computed_during_an_outage_are_delivered_in_order_after_reconnecting() {
+    let server = start_server().await;
+    let proxy = Proxy::start(server.address).await;
+    let alice = server.user_session("alice").await;
+    let alice_token = alice["accessToken"].as_str().unwrap();
+    let alice_key = MessageKey::from_base64url(alice["messageKey"].as_str().unwrap()).unwrap();
+    let (id, key) = server.provision(alice_token, "front door").await;
+    let mut client = server.hub_client(alice_token).await;
+    let device = DeviceProcess::start(
+        &format!("http://{}", proxy.address),
+        &id,
+        &key,
+        &["--actuation-time", "1500ms", "--max-backoff", "1s"],
+    );
+    wait_online(&mut client, &id).await;
+
+    let first = command_id_of(&mut client, &alice_key, &id, "LIGHT_ON").await;
+    let second = command_id_of(&mut client, &alice_key, &id, "OPEN_DOOR").await;
+    while device.log().matches("accepted a verified command").count() < 2 {
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Both were accepted, neither finished: the link goes down for longer than both take.
+    proxy.cut(Duration::from_secs(4));
+
+    let results = [
+        next_result(&mut client).await,
+        next_result(&mut client).await,
+    ];
+    assert_eq!(results[0]["commandId"], json!(first), "{results:?}");
+    assert_eq!(results[1]["commandId"], json!(second), "{results:?}");
+    assert!(results.iter().all(|r| r["status"] == "ok"), "{results:?}");
+    let log = device.log();
+    assert!(log.contains("connection lost"), "{log}");
+    assert!(
+        log.contains("sending results left from the last connection"),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("executed a verified command").count(),
+        2,
+        "{log}"
+    );
 }

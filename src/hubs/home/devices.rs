@@ -356,8 +356,9 @@ fn stream_telemetry(
     })
 }
 
-/// A device connection ended: when it was the device's last, the commands it will never answer
-/// are forgotten (freeing their issuers' slots), and its owner learns it went offline.
+/// A device connection ended: when it was the device's last, its pending commands stop counting
+/// against their issuers (a result it sends after reconnecting before their deadline is still
+/// delivered), and its owner learns it went offline.
 async fn device_left(home: Arc<Home>, call: Call) {
     if let Some(device_id) = device_id_of(&call.principal) {
         if !is_online(&call, device_id).await.unwrap_or(false) {

@@ -5,8 +5,13 @@
 //! result. This table never evicts: a command leaves it when its result arrives, when it times
 //! out, when its device goes offline, or when it could not be delivered. Every operation first
 //! drops the commands whose time is up, so the counts are exact at each check.
+//!
+//! A command whose device went offline no longer counts against its issuer, but is remembered
+//! (bounded, oldest forgotten first, until its own deadline) as an orphan: `signet-device` keeps
+//! results it could not send during a short outage and sends them after reconnecting, and such a
+//! late result still reaches the issuer.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -43,6 +48,10 @@ struct Table {
     /// Command ids by deadline; the sequence number keeps equal instants apart.
     deadlines: BTreeMap<(Instant, u64), String>,
     sequence: u64,
+    /// Commands of devices that went offline, with their deadlines; they count for no one.
+    orphans: HashMap<String, (PendingCommand, Instant)>,
+    /// Orphan ids, oldest first: the bound drops from the front.
+    orphan_order: VecDeque<String>,
 }
 
 #[derive(Debug)]
@@ -104,6 +113,14 @@ impl PendingCommands {
     fn take_at(&self, id: &str, device_id: &str, now: Instant) -> Option<PendingCommand> {
         let mut table = self.lock();
         table.expire(now);
+        if !table.commands.contains_key(id) {
+            let (command, deadline) = table.orphans.get(id)?;
+            if command.device_id != device_id || *deadline <= now {
+                return None;
+            }
+            table.orphan_order.retain(|orphan| orphan != id);
+            return table.orphans.remove(id).map(|(command, _)| command);
+        }
         if table.commands.get(id)?.command.device_id != device_id {
             return None;
         }
@@ -115,11 +132,30 @@ impl PendingCommands {
         self.lock().remove(id);
     }
 
-    /// Forgets every command pending for a device that went offline: it will never answer them.
+    /// Frees the slots of every command pending for a device that went offline. Each is kept as
+    /// an orphan until its deadline, so a result the device sends after reconnecting is still
+    /// delivered; at most as many orphans as the table's total cap are kept.
     pub fn remove_device(&self, device_id: &str) -> usize {
         let mut table = self.lock();
         let ids = table.by_device.remove(device_id).unwrap_or_default();
-        ids.iter().filter(|id| table.remove(id).is_some()).count()
+        let mut removed = 0;
+        for id in ids {
+            let Some(entry) = table.commands.get(&id) else {
+                continue;
+            };
+            let deadline = entry.deadline.0;
+            if let Some(command) = table.remove(&id) {
+                removed += 1;
+                if table.orphans.len() >= self.max_total {
+                    if let Some(oldest) = table.orphan_order.pop_front() {
+                        table.orphans.remove(&oldest);
+                    }
+                }
+                table.orphan_order.push_back(id.clone());
+                table.orphans.insert(id, (command, deadline));
+            }
+        }
+        removed
     }
 
     /// Commands `issuer` has waiting (exact).
@@ -151,6 +187,16 @@ impl Table {
             }
             let id = entry.remove();
             self.remove(&id);
+        }
+        while let Some(oldest) = self.orphan_order.front() {
+            match self.orphans.get(oldest) {
+                Some((_, deadline)) if *deadline > now => break,
+                _ => {
+                    if let Some(id) = self.orphan_order.pop_front() {
+                        self.orphans.remove(&id);
+                    }
+                }
+            }
         }
     }
 
@@ -265,6 +311,48 @@ mod tests {
         assert_eq!(pending.pending_for("bob"), 0);
         assert_eq!(pending.len(), 1);
         assert_eq!(pending.remove_device("d1"), 0);
+    }
+
+    #[test]
+    fn a_late_result_of_an_offline_device_is_still_taken_once_before_its_deadline() {
+        let timeout = Duration::from_secs(60);
+        let pending = PendingCommands::new(2, 10, timeout);
+        let start = Instant::now();
+        pending
+            .insert_at("a".into(), command("d1", "alice"), start)
+            .unwrap();
+        pending
+            .insert_at("b".into(), command("d1", "alice"), start)
+            .unwrap();
+        pending.remove_device("d1");
+        // The slots are free at once...
+        pending
+            .insert_at("c".into(), command("d2", "alice"), start)
+            .unwrap();
+        // ...and the device's result after reconnecting still finds its command, once, and
+        // only from that device.
+        assert!(pending.take_at("a", "d2", start).is_none());
+        assert!(pending.take_at("a", "d1", start).is_some());
+        assert!(pending.take_at("a", "d1", start).is_none());
+        assert!(
+            pending.take_at("b", "d1", start + timeout).is_none(),
+            "timed out"
+        );
+        // Orphans are bounded by the table's cap, oldest forgotten first.
+        pending
+            .insert_at("x".into(), command("d3", "bob"), start)
+            .unwrap();
+        pending.remove_device("d2");
+        pending.remove_device("d3");
+        pending
+            .insert_at("y".into(), command("d4", "bob"), start)
+            .unwrap();
+        pending.remove_device("d4");
+        assert!(
+            pending.take_at("c", "d2", start).is_none(),
+            "the oldest orphan was dropped"
+        );
+        assert!(pending.take_at("y", "d4", start).is_some());
     }
 
     #[test]

@@ -2,6 +2,9 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
+pub mod test_ca;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
