@@ -138,6 +138,17 @@ fn format_iso8601(seconds: i64, nanos: u32) -> Option<String> {
     if !(FIRST..=LAST).contains(&seconds) || nanos >= 1_000_000_000 {
         return None;
     }
+    let date_time = utc_date_time(seconds);
+    Some(if nanos.is_multiple_of(1_000_000) {
+        format!("{date_time}.{:03}Z", nanos / 1_000_000)
+    } else {
+        format!("{date_time}.{nanos:09}Z")
+    })
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` (UTC, proleptic Gregorian) for Unix seconds, without fraction or zone:
+/// the one civil-date conversion the crate has (timestamps here, the audit log, the CLI).
+pub fn utc_date_time(seconds: i64) -> String {
     let days = seconds.div_euclid(86_400);
     let second_of_day = seconds.rem_euclid(86_400);
     // Civil date from a day count (H. Hinnant, "chrono-Compatible Low-Level Date Algorithms").
@@ -160,12 +171,7 @@ fn format_iso8601(seconds: i64, nanos: u32) -> Option<String> {
         second_of_day % 3600 / 60,
         second_of_day % 60,
     );
-    let date_time = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}");
-    Some(if nanos.is_multiple_of(1_000_000) {
-        format!("{date_time}.{:03}Z", nanos / 1_000_000)
-    } else {
-        format!("{date_time}.{nanos:09}Z")
-    })
+    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}")
 }
 
 #[cfg(test)]
