@@ -43,11 +43,13 @@ async fn audit_events_go_to_a_rotated_file_and_not_to_the_log() {
             Ok(line) => {
                 let found = line
                     .contains("signet listening")
-                    .then(|| line.split("address=").nth(1).map(str::to_string))
-                    .flatten();
+                    .then(|| line.split("address=").nth(1))
+                    .flatten()
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .map(str::to_string);
                 log.push(line);
                 if let Some(address) = found {
-                    break address.trim().to_string();
+                    break address;
                 }
             }
             Err(_) => continue,
