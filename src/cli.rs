@@ -168,20 +168,9 @@ fn serve(arg: &ConfigArg) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    use std::io::IsTerminal;
-    let ansi = std::io::stdout().is_terminal();
-    let audit = match crate::audit::AuditLayer::new(
-        &settings.audit,
-        &settings.server.data_dir,
-        std::io::stdout,
-    ) {
-        Ok(audit) => audit,
-        Err(err) => {
-            eprintln!("error: cannot open the audit file: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    crate::telemetry::init_with_audit(&settings.log, audit, std::io::stdout, ansi);
+    if let Err(code) = init_logging(&settings) {
+        return code;
+    }
     let result = actix_web::rt::System::new().block_on(async move {
         let app = Application::build(settings).await?;
         app.run_until_stopped()
@@ -201,11 +190,8 @@ fn serve(arg: &ConfigArg) -> ExitCode {
     }
 }
 
-fn demo(args: DemoArgs) -> ExitCode {
-    let settings = match load_settings(&args.config) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
+/// The log and the audit log to standard output (or the audit file), as `serve` and `demo` run.
+fn init_logging(settings: &Settings) -> Result<(), ExitCode> {
     use std::io::IsTerminal;
     let ansi = std::io::stdout().is_terminal();
     let audit = match crate::audit::AuditLayer::new(
@@ -216,10 +202,21 @@ fn demo(args: DemoArgs) -> ExitCode {
         Ok(audit) => audit,
         Err(err) => {
             eprintln!("error: cannot open the audit file: {err}");
-            return ExitCode::FAILURE;
+            return Err(ExitCode::FAILURE);
         }
     };
     crate::telemetry::init_with_audit(&settings.log, audit, std::io::stdout, ansi);
+    Ok(())
+}
+
+fn demo(args: DemoArgs) -> ExitCode {
+    let settings = match load_settings(&args.config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    if let Err(code) = init_logging(&settings) {
+        return code;
+    }
     let options = crate::demo::DemoOptions {
         listen: args.listen,
         device_binary: args.device_bin,
