@@ -9,9 +9,9 @@
 //! it names its own host in both. That page still needs a token, which a browser never adds
 //! by itself (Signet uses no cookies), so the rule lets through nothing a token does not.
 
+use super::HubEndpoints;
 use crate::http::ApiError;
 use crate::settings::ServerSettings;
-use crate::startup::AppState;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 
@@ -83,7 +83,7 @@ pub fn allow_response(response: &mut HttpResponse, origin: Option<HeaderValue>) 
 /// `OPTIONS` on hub paths: the preflight of a browser client.
 pub async fn preflight(
     req: HttpRequest,
-    state: web::Data<AppState>,
+    state: web::Data<HubEndpoints>,
 ) -> Result<HttpResponse, ApiError> {
     let origin = check_origin(&req, &state.settings.server)?;
     let mut response = HttpResponse::NoContent();

@@ -13,12 +13,12 @@
 //! Every answer carries the no-cache headers. A connection that is not polled for
 //! `transports.disconnect_timeout_secs` is removed (see `connection::supervise`).
 
+use super::HubEndpoints;
 use super::{
     begin, connection_request, no_cache, unknown_connection, use_transport, COALESCE_BYTES,
 };
 use crate::connection::{AttachError, CloseReason, TransportKind};
 use crate::http::ApiError;
-use crate::startup::AppState;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -28,7 +28,7 @@ use std::time::Duration;
 pub async fn poll(
     req: HttpRequest,
     path: web::Path<String>,
-    state: web::Data<AppState>,
+    state: web::Data<HubEndpoints>,
 ) -> HttpResponse {
     let mut response = match connection_request(&req, &path, &state).await {
         Ok(request) => {
@@ -47,7 +47,7 @@ pub async fn poll(
 
 async fn answer_poll(
     request: super::ConnectionRequest,
-    state: &AppState,
+    state: &HubEndpoints,
 ) -> Result<HttpResponse, ApiError> {
     let connection = request.connection;
     use_transport(state, &connection, TransportKind::LongPolling)?;
@@ -108,7 +108,7 @@ fn no_content() -> HttpResponse {
 pub async fn delete(
     req: HttpRequest,
     path: web::Path<String>,
-    state: web::Data<AppState>,
+    state: web::Data<HubEndpoints>,
 ) -> HttpResponse {
     let mut response = match connection_request(&req, &path, &state).await {
         Ok(request) => {

@@ -14,9 +14,11 @@
 //! Every transport request is authenticated like negotiate and checked against the
 //! connection's user ([`connection_request`]); every transport starts or resumes the one hub
 //! session through [`begin`]; what a transport writes comes from the connection's
-//! [`Attachment`], so replay, flushing and the Close message exist once.
+//! [`Attachment`], so replay, flushing and the Close message exist once. The handlers read
+//! [`HubEndpoints`], the narrow state `startup` registers for them.
 
 mod cors;
+mod endpoints;
 mod long_polling;
 mod negotiate;
 mod refresh;
@@ -25,6 +27,7 @@ mod sse;
 mod websocket;
 
 pub use cors::check_origin;
+pub use endpoints::HubEndpoints;
 
 use crate::auth::{issue::unix_now, query_param, token_from_request, Principal, TokenError};
 use crate::connection::{
@@ -33,7 +36,6 @@ use crate::connection::{
 use crate::http::ApiError;
 use crate::hub::{run_session, Hub};
 use crate::settings::TransportSettings;
-use crate::startup::AppState;
 use actix_web::dev::Extensions;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{Method, StatusCode};
@@ -48,7 +50,7 @@ use tokio::sync::mpsc;
 const COALESCE_BYTES: usize = 64 * 1024;
 
 /// The largest WebSocket frame or `POST` body accepted: several messages may share one.
-fn max_frame_bytes(state: &AppState) -> usize {
+fn max_frame_bytes(state: &HubEndpoints) -> usize {
     state
         .settings
         .hub
@@ -83,7 +85,7 @@ async fn get(
     req: HttpRequest,
     body: web::Payload,
     path: web::Path<String>,
-    state: web::Data<AppState>,
+    state: web::Data<HubEndpoints>,
 ) -> Result<HttpResponse, ApiError> {
     let is_upgrade = req
         .headers()
@@ -138,14 +140,14 @@ pub fn drop_stalled_peers(
 }
 
 /// The hub named in the path, or 404.
-fn find_hub(state: &AppState, name: &str) -> Result<Arc<Hub>, ApiError> {
+fn find_hub(state: &HubEndpoints, name: &str) -> Result<Arc<Hub>, ApiError> {
     state.hubs.get(name).cloned().ok_or_else(|| {
         ApiError::not_found("unknown_hub", format!("there is no hub named '{name}'"))
     })
 }
 
 /// Authenticates a hub request: a valid, unrevoked token from the header or `access_token`.
-async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Principal, ApiError> {
+async fn authenticate(req: &HttpRequest, state: &HubEndpoints) -> Result<Principal, ApiError> {
     let (token, _) = token_from_request(req)?.ok_or_else(|| {
         state.metrics.auth_failed("missing");
         ApiError::unauthorized("missing_token", "a bearer token is required")
@@ -168,7 +170,7 @@ fn is_enabled(settings: &TransportSettings, kind: TransportKind) -> bool {
 /// Fixes the transport of `connection` to `kind`: 404 if the configuration disables it (as
 /// ASP.NET Core answers), 400 if the connection already uses another one.
 fn use_transport(
-    state: &AppState,
+    state: &HubEndpoints,
     connection: &Connection,
     kind: TransportKind,
 ) -> Result<(), ApiError> {
@@ -194,7 +196,7 @@ fn revoked_while_connecting() -> ApiError {
 /// A new connection for `principal`, registered, supervised and ready for a transport.
 /// Its token is checked once more after the insert (see [`crate::connection::admit`]).
 async fn create_connection(
-    state: &AppState,
+    state: &HubEndpoints,
     hub: &Hub,
     principal: Principal,
     legacy_token: bool,
@@ -261,7 +263,7 @@ async fn create_connection(
 /// user that expires later extends the connection's life: the connection carries on under it
 /// (its expiry and roles), as after an in-band refresh.
 async fn existing_connection(
-    state: &AppState,
+    state: &HubEndpoints,
     hub: &Hub,
     token: &str,
     principal: &Principal,
@@ -317,7 +319,7 @@ struct ConnectionRequest {
 async fn connection_request(
     req: &HttpRequest,
     hub: &str,
-    state: &AppState,
+    state: &HubEndpoints,
 ) -> Result<ConnectionRequest, ApiError> {
     let origin = check_origin(req, &state.settings.server)?;
     let hub = find_hub(state, hub)?;
@@ -380,7 +382,7 @@ fn conflict(what: &str) -> ApiError {
 /// A transport attached: the connection's first one starts its hub session (and `begin` returns
 /// true); one that resumes after a drop tells the session, before any frame of the new transport
 /// reaches it.
-async fn begin(state: &AppState, hub: Arc<Hub>, attachment: &Attachment) -> bool {
+async fn begin(state: &HubEndpoints, hub: Arc<Hub>, attachment: &Attachment) -> bool {
     let connection = attachment.connection();
     if let Some(inbound) = connection.take_inbound() {
         open_session(state, hub, connection.clone(), inbound);
@@ -397,7 +399,7 @@ async fn begin(state: &AppState, hub: Arc<Hub>, attachment: &Attachment) -> bool
 /// Runs the hub session of a connection, then closes the connection with the session's reason.
 /// Leaving the registry is [`supervise`]'s part.
 fn open_session(
-    state: &AppState,
+    state: &HubEndpoints,
     hub: Arc<Hub>,
     connection: Arc<Connection>,
     inbound: mpsc::Receiver<Inbound>,

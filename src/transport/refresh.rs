@@ -2,17 +2,17 @@
 //! in-band refresh without reconnecting, in the shape of the ASP.NET Core
 //! authentication-refresh proposal. The connection's expiry and roles become the new token's.
 
+use super::HubEndpoints;
 use super::{authenticate, find_hub};
 use crate::auth::{issue::unix_now, query_param};
 use crate::connection::RefreshError;
 use crate::http::ApiError;
-use crate::startup::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 pub async fn refresh(
     req: HttpRequest,
     path: web::Path<String>,
-    state: web::Data<AppState>,
+    state: web::Data<HubEndpoints>,
 ) -> Result<HttpResponse, ApiError> {
     let origin = super::check_origin(&req, &state.settings.server)?;
     let hub = find_hub(&state, &path)?;

@@ -6,11 +6,11 @@
 //! 409 while another send on the same connection is in progress, 413 for a body over the
 //! frame limit.
 
+use super::HubEndpoints;
 use super::{conflict, connection_request, max_frame_bytes, unknown_connection};
 use crate::connection::{Inbound, TransportKind};
 use crate::http::ApiError;
 use crate::protocol::HubProtocol;
-use crate::startup::AppState;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 
@@ -18,7 +18,7 @@ pub async fn send(
     req: HttpRequest,
     body: web::Payload,
     path: web::Path<String>,
-    state: web::Data<AppState>,
+    state: web::Data<HubEndpoints>,
 ) -> Result<HttpResponse, ApiError> {
     let request = connection_request(&req, &path, &state).await?;
     let connection = request.connection;

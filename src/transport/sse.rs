@@ -7,12 +7,12 @@
 //! error. The stream ends when the connection closes (after its Close message) or when the
 //! client goes away, which closes the connection: SSE connections do not resume.
 
+use super::HubEndpoints;
 use super::{
     begin, conflict, connection_request, unknown_connection, use_transport, COALESCE_BYTES,
 };
 use crate::connection::{Attachment, TransportKind};
 use crate::http::ApiError;
-use crate::startup::AppState;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
@@ -25,7 +25,7 @@ const OPENING: &[u8] = b":\r\n";
 pub async fn connect(
     req: HttpRequest,
     path: web::Path<String>,
-    state: web::Data<AppState>,
+    state: web::Data<HubEndpoints>,
 ) -> Result<HttpResponse, ApiError> {
     let request = connection_request(&req, &path, &state).await?;
     let connection = request.connection;

@@ -14,6 +14,7 @@
 //! A second socket for a connection gets 409, except under stateful reconnect, where a new
 //! socket of the same user replaces the attached one (its client has given up on it).
 
+use super::HubEndpoints;
 use super::{
     authenticate, begin, conflict, create_connection, existing_connection, find_hub,
     max_frame_bytes, unknown_connection, use_transport, COALESCE_BYTES,
@@ -22,7 +23,6 @@ use crate::auth::query_param;
 use crate::connection::{coalesce, Attachment, CloseReason, Connection, Inbound, TransportKind};
 use crate::http::ApiError;
 use crate::protocol::HubProtocol;
-use crate::startup::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{AggregatedMessage, CloseCode};
 use bytes::Bytes;
@@ -35,7 +35,7 @@ pub async fn connect(
     req: HttpRequest,
     body: web::Payload,
     path: web::Path<String>,
-    state: web::Data<AppState>,
+    state: web::Data<HubEndpoints>,
 ) -> Result<HttpResponse, ApiError> {
     super::check_origin(&req, &state.settings.server)?;
     let hub = find_hub(&state, &path)?;
