@@ -13,12 +13,11 @@
 //! Every answer carries the no-cache headers. A connection that is not polled for
 //! `transports.disconnect_timeout_secs` is removed (see `connection::supervise`).
 
-use super::HubEndpoints;
 use super::{
     begin, connection_request, no_cache, unknown_connection, use_transport, COALESCE_BYTES,
 };
+use super::{HubEndpoints, TransportError};
 use crate::connection::{AttachError, CloseReason, TransportKind};
-use crate::http::ApiError;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -48,7 +47,7 @@ pub async fn poll(
 async fn answer_poll(
     request: super::ConnectionRequest,
     state: &HubEndpoints,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, TransportError> {
     let connection = request.connection;
     use_transport(state, &connection, TransportKind::LongPolling)?;
     if !connection.accepts_transport() {
@@ -118,11 +117,7 @@ pub async fn delete(
                 connection.end_attachment();
                 HttpResponse::new(StatusCode::ACCEPTED)
             } else {
-                ApiError::bad_request(
-                    "delete_not_supported",
-                    "only long-polling connections are ended with DELETE",
-                )
-                .error_response()
+                TransportError::DeleteNotSupported.error_response()
             };
             super::cors::allow_response(&mut response, request.origin);
             response

@@ -5,10 +5,9 @@
 //! Server-Sent Events carry text only, so MessagePack clients skip them.
 
 use super::HubEndpoints;
-use super::{authenticate, create_connection, find_hub, is_enabled};
+use super::{authenticate, create_connection, find_hub, is_enabled, TransportError};
 use crate::auth::{issue::unix_now, query_param};
 use crate::connection::TransportKind;
-use crate::http::ApiError;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
@@ -46,7 +45,7 @@ pub async fn negotiate(
     req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<HubEndpoints>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, TransportError> {
     let origin = super::check_origin(&req, &state.settings.server)?;
     let hub = find_hub(&state, &path)?;
     let principal = authenticate(&req, &state).await?;

@@ -7,12 +7,11 @@
 //! error. The stream ends when the connection closes (after its Close message) or when the
 //! client goes away, which closes the connection: SSE connections do not resume.
 
-use super::HubEndpoints;
 use super::{
     begin, conflict, connection_request, unknown_connection, use_transport, COALESCE_BYTES,
 };
+use super::{HubEndpoints, TransportError};
 use crate::connection::{Attachment, TransportKind};
-use crate::http::ApiError;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
@@ -26,7 +25,7 @@ pub async fn connect(
     req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<HubEndpoints>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, TransportError> {
     let request = connection_request(&req, &path, &state).await?;
     let connection = request.connection;
     use_transport(&state, &connection, TransportKind::ServerSentEvents)?;
