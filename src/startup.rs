@@ -5,12 +5,14 @@
 use crate::auth::{Authenticator, InProcessRevocations, KeyRing, KeyRingError};
 use crate::connection::{CloseReason, CloseStats, ConnectionRegistry};
 use crate::envelope::{EnvelopeLimits, EnvelopeService, InMemoryNonceStore};
+use crate::http::health::Readiness;
 use crate::http::{self, ApiError, JsonLimit};
 use crate::hub::{HubCatalog, HubServices, OpenUploads, SessionLimits};
 use crate::identity::{IdentityError, IdentityService, Passwords, UserAdmin};
 use crate::metrics::{MeteredStore, Metrics, StatsSeries};
 use crate::settings::{ResolvedSecrets, Settings, SettingsError};
 use crate::store::{SqliteStore, Store, StoreError};
+use crate::transport::HubEndpoints;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
@@ -162,6 +164,30 @@ impl AppState {
             tasks: TaskTracker::new(),
         })
     }
+
+    /// The narrow state of negotiate and the transports.
+    fn hub_endpoints(&self) -> HubEndpoints {
+        HubEndpoints {
+            settings: self.settings.clone(),
+            auth: self.auth.clone(),
+            hubs: self.hubs.clone(),
+            connections: self.connections.clone(),
+            close_stats: self.close_stats.clone(),
+            metrics: self.metrics.clone(),
+            limits: self.limits.clone(),
+            shutdown: self.shutdown.clone(),
+            tasks: self.tasks.clone(),
+        }
+    }
+
+    /// What `/readyz` asks.
+    fn readiness(&self) -> Readiness {
+        Readiness {
+            store: self.store.clone(),
+            timeout: Duration::from_secs(self.settings.server.readiness_timeout_secs),
+            shutdown: self.shutdown.clone(),
+        }
+    }
 }
 
 /// A bound, not yet running server.
@@ -214,21 +240,27 @@ impl Application {
             .local_addr()
             .map_err(|source| StartupError::Bind { addr, source })?;
 
-        let app_state = state.clone();
+        // Each layer gets the narrow handle it needs; none of them sees `AppState`.
+        let auth = web::Data::new(state.auth.clone());
+        let identity = web::Data::new(state.identity.clone());
+        let stats = web::Data::new(state.stats.clone());
+        let metrics = web::Data::new(state.metrics.clone());
+        let client_addresses = web::Data::new(http::ClientAddresses::new(&settings.server));
+        let json_limit = web::Data::new(JsonLimit(settings.server.max_request_body_bytes));
+        let readiness = web::Data::new(state.readiness());
+        let hub_endpoints = web::Data::new(state.hub_endpoints());
+        let json_settings = settings.clone();
         let server = HttpServer::new(move || {
-            let state = app_state.clone();
             App::new()
-                .app_data(web::Data::new(state.auth.clone()))
-                .app_data(web::Data::new(state.identity.clone()))
-                .app_data(web::Data::new(state.stats.clone()))
-                .app_data(web::Data::new(http::ClientAddresses::new(
-                    &state.settings.server,
-                )))
-                .app_data(web::Data::new(JsonLimit(
-                    state.settings.server.max_request_body_bytes,
-                )))
-                .app_data(web::Data::new(state.clone()))
-                .app_data(json_config(&state.settings))
+                .app_data(auth.clone())
+                .app_data(identity.clone())
+                .app_data(stats.clone())
+                .app_data(metrics.clone())
+                .app_data(client_addresses.clone())
+                .app_data(json_limit.clone())
+                .app_data(readiness.clone())
+                .app_data(hub_endpoints.clone())
+                .app_data(json_config(&json_settings))
                 .wrap(from_fn(http::request_log::log_requests))
                 .service(http::health::healthz)
                 .service(http::health::readyz)

@@ -15,7 +15,8 @@ pub use revocation::{
     InProcessRevocations, RevocationError, RevocationEvent, RevocationStore, Revoked,
 };
 pub use token_source::{
-    query_param, token_from_request, Authenticated, TokenLocation, HUB_PATH_PREFIX,
+    query_param, token_from_request, Authenticated, RequestAuthError, TokenLocation,
+    HUB_PATH_PREFIX,
 };
 
 use crate::metrics::Metrics;

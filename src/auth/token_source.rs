@@ -3,7 +3,6 @@
 //! only on hub paths (`/hubs/...`), never on `/api/...`.
 
 use super::{Authenticator, Principal};
-use crate::http::ApiError;
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest};
@@ -18,25 +17,48 @@ pub enum TokenLocation {
     Query,
 }
 
+/// Why a request's token was not accepted. The texts are what the client reads; the HTTP
+/// answer (status, code, `WWW-Authenticate`) is `http`'s part, so `auth` needs no HTTP errors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestAuthError {
+    /// 401 `invalid_token`.
+    #[error("malformed Authorization header")]
+    MalformedHeader,
+    /// 401 `invalid_token`.
+    #[error("Authorization must be `Bearer <token>`")]
+    NotBearer,
+    /// 400 `conflicting_tokens`.
+    #[error(
+        "the Authorization header and the access_token query parameter carry different tokens"
+    )]
+    ConflictingTokens,
+    /// 401 `missing_token`.
+    #[error("a bearer token is required")]
+    Missing,
+    /// 401 `invalid_token`: it did not verify or was revoked (the reason goes to the log only).
+    #[error("the token is not valid")]
+    Invalid,
+    /// 500: the server was built without an [`Authenticator`] in its app data.
+    #[error("Authenticator is not registered")]
+    NotConfigured,
+}
+
 /// Finds the request's token. `Ok(None)` when there is none.
-pub fn token_from_request(req: &HttpRequest) -> Result<Option<(String, TokenLocation)>, ApiError> {
+pub fn token_from_request(
+    req: &HttpRequest,
+) -> Result<Option<(String, TokenLocation)>, RequestAuthError> {
     let from_header = match req.headers().get(header::AUTHORIZATION) {
         None => None,
         Some(value) => {
-            let value = value.to_str().map_err(|_| {
-                ApiError::unauthorized("invalid_token", "malformed Authorization header")
-            })?;
+            let value = value
+                .to_str()
+                .map_err(|_| RequestAuthError::MalformedHeader)?;
             let token = value
                 .strip_prefix("Bearer ")
                 .or_else(|| value.strip_prefix("bearer "))
                 .map(str::trim)
                 .filter(|t| !t.is_empty())
-                .ok_or_else(|| {
-                    ApiError::unauthorized(
-                        "invalid_token",
-                        "Authorization must be `Bearer <token>`",
-                    )
-                })?;
+                .ok_or(RequestAuthError::NotBearer)?;
             Some(token.to_string())
         }
     };
@@ -46,10 +68,7 @@ pub fn token_from_request(req: &HttpRequest) -> Result<Option<(String, TokenLoca
         None
     };
     match (from_header, from_query) {
-        (Some(h), Some(q)) if h != q => Err(ApiError::bad_request(
-            "conflicting_tokens",
-            "the Authorization header and the access_token query parameter carry different tokens",
-        )),
+        (Some(h), Some(q)) if h != q => Err(RequestAuthError::ConflictingTokens),
         (Some(h), _) => Ok(Some((h, TokenLocation::Header))),
         (None, Some(q)) => Ok(Some((q, TokenLocation::Query))),
         (None, None) => Ok(None),
@@ -73,26 +92,23 @@ pub fn query_param(query: &str, name: &str) -> Option<String> {
 pub struct Authenticated(pub Principal);
 
 impl FromRequest for Authenticated {
-    type Error = ApiError;
-    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+    type Error = RequestAuthError;
+    type Future = LocalBoxFuture<'static, Result<Self, RequestAuthError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let token = token_from_request(req);
         let auth = req.app_data::<web::Data<Authenticator>>().cloned();
         Box::pin(async move {
-            let auth = auth.ok_or_else(|| ApiError::internal("Authenticator is not registered"))?;
+            let auth = auth.ok_or(RequestAuthError::NotConfigured)?;
             let (token, _) = token?.ok_or_else(|| {
                 auth.metrics().auth_failed("missing");
-                ApiError::unauthorized("missing_token", "a bearer token is required")
+                RequestAuthError::Missing
             })?;
             match auth.authenticate(&token).await {
                 Ok(principal) => Ok(Authenticated(principal)),
                 Err(err) => {
                     tracing::debug!(reason = err.code(), "token rejected");
-                    Err(ApiError::unauthorized(
-                        "invalid_token",
-                        "the token is not valid",
-                    ))
+                    Err(RequestAuthError::Invalid)
                 }
             }
         })
@@ -104,8 +120,8 @@ mod tests {
     use super::*;
     use actix_web::test::TestRequest;
 
-    fn found(req: &HttpRequest) -> Result<Option<(String, TokenLocation)>, u16> {
-        token_from_request(req).map_err(|e| e.status.as_u16())
+    fn found(req: &HttpRequest) -> Result<Option<(String, TokenLocation)>, RequestAuthError> {
+        token_from_request(req)
     }
 
     #[test]
@@ -137,7 +153,7 @@ mod tests {
             .uri("/hubs/home/negotiate?access_token=one")
             .insert_header(("Authorization", "Bearer two"))
             .to_http_request();
-        assert_eq!(found(&req), Err(400));
+        assert_eq!(found(&req), Err(RequestAuthError::ConflictingTokens));
     }
 
     #[test]
@@ -146,6 +162,6 @@ mod tests {
             .uri("/hubs/home")
             .insert_header(("Authorization", "Basic abc"))
             .to_http_request();
-        assert_eq!(found(&req), Err(401));
+        assert_eq!(found(&req), Err(RequestAuthError::NotBearer));
     }
 }

@@ -129,6 +129,7 @@ pub struct CloseStats {
 
 impl CloseStats {
     pub fn new(metrics: crate::metrics::Metrics) -> Self {
+        metrics.expect_close_reasons(&CLOSE_CODES);
         Self { metrics }
     }
 

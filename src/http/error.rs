@@ -1,6 +1,8 @@
 //! The JSON error every HTTP route answers with: `{"error": "<code>", "message": "..."}`.
-//! 5xx bodies are opaque; their cause goes to the log.
+//! 5xx bodies are opaque; their cause goes to the log. The HTTP answers of other layers' request
+//! errors live here too, so those layers need nothing from `http`.
 
+use crate::auth::RequestAuthError;
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
@@ -95,5 +97,89 @@ impl ResponseError for ApiError {
             error: self.code,
             message: &self.message,
         })
+    }
+}
+
+/// A token refused at the door: 401 with a `WWW-Authenticate` challenge, 400 for two different
+/// tokens, 500 for a server built without an authenticator.
+impl From<RequestAuthError> for ApiError {
+    fn from(err: RequestAuthError) -> Self {
+        let message = err.to_string();
+        match err {
+            RequestAuthError::Missing => Self::unauthorized("missing_token", message),
+            RequestAuthError::MalformedHeader
+            | RequestAuthError::NotBearer
+            | RequestAuthError::Invalid => Self::unauthorized("invalid_token", message),
+            RequestAuthError::ConflictingTokens => Self::bad_request("conflicting_tokens", message),
+            RequestAuthError::NotConfigured => Self::internal(err),
+        }
+    }
+}
+
+impl ResponseError for RequestAuthError {
+    fn status_code(&self) -> StatusCode {
+        ApiError::from(self.clone()).status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        ApiError::from(self.clone()).error_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_tokens_keep_their_codes_and_challenges() {
+        let cases = [
+            (
+                RequestAuthError::Missing,
+                401,
+                "missing_token",
+                Some("Bearer"),
+            ),
+            (
+                RequestAuthError::MalformedHeader,
+                401,
+                "invalid_token",
+                Some("Bearer error=\"invalid_token\""),
+            ),
+            (
+                RequestAuthError::NotBearer,
+                401,
+                "invalid_token",
+                Some("Bearer error=\"invalid_token\""),
+            ),
+            (
+                RequestAuthError::Invalid,
+                401,
+                "invalid_token",
+                Some("Bearer error=\"invalid_token\""),
+            ),
+            (
+                RequestAuthError::ConflictingTokens,
+                400,
+                "conflicting_tokens",
+                None,
+            ),
+            (RequestAuthError::NotConfigured, 500, "internal_error", None),
+        ];
+        for (err, status, code, challenge) in cases {
+            let api = ApiError::from(err.clone());
+            assert_eq!(api.status.as_u16(), status, "{err:?}");
+            assert_eq!(api.code, code, "{err:?}");
+            let found = api
+                .headers
+                .iter()
+                .find(|(name, _)| *name == header::WWW_AUTHENTICATE)
+                .map(|(_, value)| value.as_str());
+            assert_eq!(found, challenge, "{err:?}");
+            assert_eq!(err.status_code().as_u16(), status);
+        }
+        assert_eq!(
+            ApiError::from(RequestAuthError::Invalid).message,
+            "the token is not valid"
+        );
     }
 }

@@ -2,10 +2,22 @@
 //! (readiness: 200 when the server accepts work and its dependencies answer, 503 naming the
 //! failing ones).
 
-use crate::startup::AppState;
+use crate::store::Store;
 use actix_web::{get, web, HttpResponse};
 use serde_json::json;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// What `/readyz` asks: the store, and whether shutdown has begun.
+#[derive(Clone)]
+pub struct Readiness {
+    pub store: Arc<dyn Store>,
+    /// How long each dependency may take to answer (`server.readiness_timeout_secs`).
+    pub timeout: Duration,
+    /// Cancelled once at shutdown: from then on the server is not ready.
+    pub shutdown: CancellationToken,
+}
 
 #[get("/healthz")]
 pub async fn healthz() -> HttpResponse {
@@ -17,8 +29,8 @@ pub async fn healthz() -> HttpResponse {
 /// Each dependency is asked under `server.readiness_timeout_secs`. The body names each check's
 /// result (`ok`, `error`, `timeout`); the cause goes to the log only, since anyone may ask.
 #[get("/readyz")]
-pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let timeout = Duration::from_secs(state.settings.server.readiness_timeout_secs);
+pub async fn readyz(state: web::Data<Readiness>) -> HttpResponse {
+    let timeout = state.timeout;
     let store = match tokio::time::timeout(timeout, state.store.ping()).await {
         Ok(Ok(())) => "ok",
         Ok(Err(err)) => {

@@ -5,19 +5,18 @@
 use crate::auth::Authenticated;
 use crate::http::ApiError;
 use crate::metrics::{Metrics, CONTENT_TYPE};
-use crate::startup::AppState;
 use actix_web::{get, web, HttpResponse};
 
 /// The main listener's `/metrics`: an admin's token is required.
 #[get("/metrics")]
 pub async fn admin_metrics(
     Authenticated(principal): Authenticated,
-    state: web::Data<AppState>,
+    metrics: web::Data<Metrics>,
 ) -> Result<HttpResponse, ApiError> {
     if !principal.has_role("admin") {
         return Err(ApiError::forbidden("forbidden", "metrics are for admins"));
     }
-    Ok(exposition(&state.metrics))
+    Ok(exposition(&metrics))
 }
 
 /// The metrics listener's `/metrics`, without authentication.

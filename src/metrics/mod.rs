@@ -244,9 +244,6 @@ impl Metrics {
             "signet_connections_closed",
             "Connections closed, by reason."
         );
-        for reason in crate::connection::CLOSE_CODES {
-            let _ = closes.get_or_create(&ReasonLabel { reason });
-        }
         let handshake_failures = family!(
             "signet_handshake_failures",
             "Connections that ended before their handshake completed, by reason."
@@ -389,6 +386,15 @@ impl Metrics {
     }
 
     /// A connection ended with the close reason `code`.
+    /// Creates the close counters of `codes` at zero, so that a dashboard sees every reason
+    /// before the first close of each (the connection layer names them: metrics does not
+    /// import it).
+    pub fn expect_close_reasons(&self, codes: &[&'static str]) {
+        for &reason in codes {
+            let _ = self.0.closes.get_or_create(&ReasonLabel { reason });
+        }
+    }
+
     pub fn closed(&self, code: &'static str) {
         self.0
             .closes

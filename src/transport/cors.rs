@@ -9,9 +9,9 @@
 //! it names its own host in both. That page still needs a token, which a browser never adds
 //! by itself (Signet uses no cookies), so the rule lets through nothing a token does not.
 
-use crate::http::ApiError;
+use super::HubEndpoints;
+use super::TransportError;
 use crate::settings::ServerSettings;
-use crate::startup::AppState;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 
@@ -23,7 +23,7 @@ const ALLOWED_METHODS: &str = "GET, POST, DELETE, OPTIONS";
 pub fn check_origin(
     req: &HttpRequest,
     settings: &ServerSettings,
-) -> Result<Option<HeaderValue>, ApiError> {
+) -> Result<Option<HeaderValue>, TransportError> {
     let Some(origin) = req.headers().get(header::ORIGIN) else {
         return Ok(None);
     };
@@ -41,10 +41,7 @@ pub fn check_origin(
     if same_origin || listed {
         Ok(Some(origin.clone()))
     } else {
-        Err(ApiError::forbidden(
-            "origin_not_allowed",
-            "this origin may not connect to the hub",
-        ))
+        Err(TransportError::OriginNotAllowed)
     }
 }
 
@@ -83,8 +80,8 @@ pub fn allow_response(response: &mut HttpResponse, origin: Option<HeaderValue>) 
 /// `OPTIONS` on hub paths: the preflight of a browser client.
 pub async fn preflight(
     req: HttpRequest,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+    state: web::Data<HubEndpoints>,
+) -> Result<HttpResponse, TransportError> {
     let origin = check_origin(&req, &state.settings.server)?;
     let mut response = HttpResponse::NoContent();
     allow(&mut response, origin);

@@ -16,9 +16,8 @@
 use super::{
     begin, connection_request, no_cache, unknown_connection, use_transport, COALESCE_BYTES,
 };
+use super::{HubEndpoints, TransportError};
 use crate::connection::{AttachError, CloseReason, TransportKind};
-use crate::http::ApiError;
-use crate::startup::AppState;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -28,7 +27,7 @@ use std::time::Duration;
 pub async fn poll(
     req: HttpRequest,
     path: web::Path<String>,
-    state: web::Data<AppState>,
+    state: web::Data<HubEndpoints>,
 ) -> HttpResponse {
     let mut response = match connection_request(&req, &path, &state).await {
         Ok(request) => {
@@ -47,8 +46,8 @@ pub async fn poll(
 
 async fn answer_poll(
     request: super::ConnectionRequest,
-    state: &AppState,
-) -> Result<HttpResponse, ApiError> {
+    state: &HubEndpoints,
+) -> Result<HttpResponse, TransportError> {
     let connection = request.connection;
     use_transport(state, &connection, TransportKind::LongPolling)?;
     if !connection.accepts_transport() {
@@ -108,7 +107,7 @@ fn no_content() -> HttpResponse {
 pub async fn delete(
     req: HttpRequest,
     path: web::Path<String>,
-    state: web::Data<AppState>,
+    state: web::Data<HubEndpoints>,
 ) -> HttpResponse {
     let mut response = match connection_request(&req, &path, &state).await {
         Ok(request) => {
@@ -118,11 +117,7 @@ pub async fn delete(
                 connection.end_attachment();
                 HttpResponse::new(StatusCode::ACCEPTED)
             } else {
-                ApiError::bad_request(
-                    "delete_not_supported",
-                    "only long-polling connections are ended with DELETE",
-                )
-                .error_response()
+                TransportError::DeleteNotSupported.error_response()
             };
             super::cors::allow_response(&mut response, request.origin);
             response

@@ -14,9 +14,12 @@
 //! Every transport request is authenticated like negotiate and checked against the
 //! connection's user ([`connection_request`]); every transport starts or resumes the one hub
 //! session through [`begin`]; what a transport writes comes from the connection's
-//! [`Attachment`], so replay, flushing and the Close message exist once.
+//! [`Attachment`], so replay, flushing and the Close message exist once. The handlers read
+//! [`HubEndpoints`], the narrow state `startup` registers for them.
 
 mod cors;
+mod endpoints;
+mod error;
 mod long_polling;
 mod negotiate;
 mod refresh;
@@ -25,18 +28,20 @@ mod sse;
 mod websocket;
 
 pub use cors::check_origin;
+pub use endpoints::HubEndpoints;
+pub use error::TransportError;
 
-use crate::auth::{issue::unix_now, query_param, token_from_request, Principal, TokenError};
+use crate::auth::{
+    issue::unix_now, query_param, token_from_request, Principal, RequestAuthError, TokenError,
+};
 use crate::connection::{
     supervise, Attachment, CloseReason, Connection, Inbound, RegistryFull, Timeouts, TransportKind,
 };
-use crate::http::ApiError;
 use crate::hub::{run_session, Hub};
 use crate::settings::TransportSettings;
-use crate::startup::AppState;
 use actix_web::dev::Extensions;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::http::{Method, StatusCode};
+use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use std::any::Any;
 use std::sync::Arc;
@@ -48,7 +53,7 @@ use tokio::sync::mpsc;
 const COALESCE_BYTES: usize = 64 * 1024;
 
 /// The largest WebSocket frame or `POST` body accepted: several messages may share one.
-fn max_frame_bytes(state: &AppState) -> usize {
+fn max_frame_bytes(state: &HubEndpoints) -> usize {
     state
         .settings
         .hub
@@ -83,8 +88,8 @@ async fn get(
     req: HttpRequest,
     body: web::Payload,
     path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+    state: web::Data<HubEndpoints>,
+) -> Result<HttpResponse, TransportError> {
     let is_upgrade = req
         .headers()
         .get(header::UPGRADE)
@@ -138,21 +143,26 @@ pub fn drop_stalled_peers(
 }
 
 /// The hub named in the path, or 404.
-fn find_hub(state: &AppState, name: &str) -> Result<Arc<Hub>, ApiError> {
-    state.hubs.get(name).cloned().ok_or_else(|| {
-        ApiError::not_found("unknown_hub", format!("there is no hub named '{name}'"))
-    })
+fn find_hub(state: &HubEndpoints, name: &str) -> Result<Arc<Hub>, TransportError> {
+    state
+        .hubs
+        .get(name)
+        .cloned()
+        .ok_or_else(|| TransportError::UnknownHub(name.to_string()))
 }
 
 /// Authenticates a hub request: a valid, unrevoked token from the header or `access_token`.
-async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Principal, ApiError> {
+async fn authenticate(
+    req: &HttpRequest,
+    state: &HubEndpoints,
+) -> Result<Principal, TransportError> {
     let (token, _) = token_from_request(req)?.ok_or_else(|| {
         state.metrics.auth_failed("missing");
-        ApiError::unauthorized("missing_token", "a bearer token is required")
+        RequestAuthError::Missing
     })?;
     state.auth.authenticate(&token).await.map_err(|err| {
         tracing::debug!(reason = err.code(), "hub request refused");
-        ApiError::unauthorized("invalid_token", "the token is not valid")
+        TransportError::invalid_token()
     })
 }
 
@@ -168,37 +178,31 @@ fn is_enabled(settings: &TransportSettings, kind: TransportKind) -> bool {
 /// Fixes the transport of `connection` to `kind`: 404 if the configuration disables it (as
 /// ASP.NET Core answers), 400 if the connection already uses another one.
 fn use_transport(
-    state: &AppState,
+    state: &HubEndpoints,
     connection: &Connection,
     kind: TransportKind,
-) -> Result<(), ApiError> {
+) -> Result<(), TransportError> {
     if !is_enabled(&state.settings.transports, kind) {
-        return Err(ApiError::not_found(
-            "transport_disabled",
-            format!("the {kind} transport is disabled on this server"),
-        ));
+        return Err(TransportError::TransportDisabled(kind));
     }
-    connection.set_transport(kind).map_err(|current| {
-        ApiError::bad_request(
-            "transport_mismatch",
-            format!("this connection uses {current}; a connection cannot change transports"),
-        )
-    })
+    connection
+        .set_transport(kind)
+        .map_err(TransportError::TransportMismatch)
 }
 
 /// 401 for a connection whose token was revoked while it was being registered.
-fn revoked_while_connecting() -> ApiError {
-    ApiError::unauthorized("invalid_token", "the token is not valid")
+fn revoked_while_connecting() -> TransportError {
+    TransportError::invalid_token()
 }
 
 /// A new connection for `principal`, registered, supervised and ready for a transport.
 /// Its token is checked once more after the insert (see [`crate::connection::admit`]).
 async fn create_connection(
-    state: &AppState,
+    state: &HubEndpoints,
     hub: &Hub,
     principal: Principal,
     legacy_token: bool,
-) -> Result<Arc<Connection>, ApiError> {
+) -> Result<Arc<Connection>, TransportError> {
     let id = crate::auth::issue::random_id();
     let token = if legacy_token {
         id.clone()
@@ -223,20 +227,10 @@ async fn create_connection(
             })
         })
         .map_err(|full| match full {
-            RegistryFull::Server => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too_many_connections",
-                "the server is at its connection limit; try again later",
-            ),
-            RegistryFull::Principal => ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_user_connections",
-                format!(
-                    "this user already holds {} connections (negotiated or connected); \
-                     close one before opening another",
-                    state.settings.hub.max_connections_per_user
-                ),
-            ),
+            RegistryFull::Server => TransportError::TooManyConnections,
+            RegistryFull::Principal => {
+                TransportError::TooManyUserConnections(state.settings.hub.max_connections_per_user)
+            }
         })?;
     if !crate::connection::admit(&state.auth, &connection).await {
         state.connections.remove(&connection.token);
@@ -261,11 +255,11 @@ async fn create_connection(
 /// user that expires later extends the connection's life: the connection carries on under it
 /// (its expiry and roles), as after an in-band refresh.
 async fn existing_connection(
-    state: &AppState,
+    state: &HubEndpoints,
     hub: &Hub,
     token: &str,
     principal: &Principal,
-) -> Result<Arc<Connection>, ApiError> {
+) -> Result<Arc<Connection>, TransportError> {
     let connection = state
         .connections
         .get(token)
@@ -274,10 +268,7 @@ async fn existing_connection(
     if connection.principal().sub != principal.sub {
         connection.close(CloseReason::TokenMismatch);
         state.connections.remove(&connection.token);
-        return Err(ApiError::forbidden(
-            "user_mismatch",
-            "the token belongs to another user than the connection",
-        ));
+        return Err(TransportError::UserMismatch);
     }
     if principal.expires_at > connection.expires_at()
         && state
@@ -293,8 +284,8 @@ async fn existing_connection(
     Ok(connection)
 }
 
-fn unknown_connection() -> ApiError {
-    ApiError::not_found("unknown_connection", "no connection with this id")
+fn unknown_connection() -> TransportError {
+    TransportError::UnknownConnection
 }
 
 /// A request on an existing connection (SSE, poll, send, delete), authenticated and checked.
@@ -317,17 +308,17 @@ struct ConnectionRequest {
 async fn connection_request(
     req: &HttpRequest,
     hub: &str,
-    state: &AppState,
-) -> Result<ConnectionRequest, ApiError> {
+    state: &HubEndpoints,
+) -> Result<ConnectionRequest, TransportError> {
     let origin = check_origin(req, &state.settings.server)?;
     let hub = find_hub(state, hub)?;
     let (bearer, _) = token_from_request(req)?.ok_or_else(|| {
         state.metrics.auth_failed("missing");
-        ApiError::unauthorized("missing_token", "a bearer token is required")
+        RequestAuthError::Missing
     })?;
     let refused = |err: TokenError| {
         tracing::debug!(reason = err.code(), "hub request refused");
-        ApiError::unauthorized("invalid_token", "the token is not valid")
+        TransportError::invalid_token()
     };
     let (principal, expired) = match state.auth.authenticate(&bearer).await {
         Ok(principal) => (principal, false),
@@ -341,12 +332,7 @@ async fn connection_request(
         ),
         Err(err) => return Err(refused(err)),
     };
-    let token = query_param(req.query_string(), "id").ok_or_else(|| {
-        ApiError::bad_request(
-            "missing_connection_id",
-            "the `id` query parameter (the connection token from negotiate) is required",
-        )
-    })?;
+    let token = query_param(req.query_string(), "id").ok_or(TransportError::MissingConnectionId)?;
     if expired {
         let leeway = i64::try_from(state.settings.jwt.leeway_secs).unwrap_or(i64::MAX);
         // Only the very token the connection was opened with (the one official clients keep
@@ -369,18 +355,14 @@ async fn connection_request(
 }
 
 /// 409: another transport or send is in progress on the connection.
-fn conflict(what: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::CONFLICT,
-        "transport_in_use",
-        format!("another {what} is already in progress on this connection"),
-    )
+fn conflict(what: &'static str) -> TransportError {
+    TransportError::InUse(what)
 }
 
 /// A transport attached: the connection's first one starts its hub session (and `begin` returns
 /// true); one that resumes after a drop tells the session, before any frame of the new transport
 /// reaches it.
-async fn begin(state: &AppState, hub: Arc<Hub>, attachment: &Attachment) -> bool {
+async fn begin(state: &HubEndpoints, hub: Arc<Hub>, attachment: &Attachment) -> bool {
     let connection = attachment.connection();
     if let Some(inbound) = connection.take_inbound() {
         open_session(state, hub, connection.clone(), inbound);
@@ -397,7 +379,7 @@ async fn begin(state: &AppState, hub: Arc<Hub>, attachment: &Attachment) -> bool
 /// Runs the hub session of a connection, then closes the connection with the session's reason.
 /// Leaving the registry is [`supervise`]'s part.
 fn open_session(
-    state: &AppState,
+    state: &HubEndpoints,
     hub: Arc<Hub>,
     connection: Arc<Connection>,
     inbound: mpsc::Receiver<Inbound>,

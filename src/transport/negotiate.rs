@@ -4,11 +4,10 @@
 //! listed are those the configuration enables, each with the transfer formats it carries:
 //! Server-Sent Events carry text only, so MessagePack clients skip them.
 
-use super::{authenticate, create_connection, find_hub, is_enabled};
+use super::HubEndpoints;
+use super::{authenticate, create_connection, find_hub, is_enabled, TransportError};
 use crate::auth::{issue::unix_now, query_param};
 use crate::connection::TransportKind;
-use crate::http::ApiError;
-use crate::startup::AppState;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
@@ -45,8 +44,8 @@ const TRANSPORTS: [(TransportKind, &[&str]); 3] = [
 pub async fn negotiate(
     req: HttpRequest,
     path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+    state: web::Data<HubEndpoints>,
+) -> Result<HttpResponse, TransportError> {
     let origin = super::check_origin(&req, &state.settings.server)?;
     let hub = find_hub(&state, &path)?;
     let principal = authenticate(&req, &state).await?;

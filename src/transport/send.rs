@@ -6,28 +6,22 @@
 //! 409 while another send on the same connection is in progress, 413 for a body over the
 //! frame limit.
 
-use super::{conflict, connection_request, max_frame_bytes, unknown_connection};
+use super::HubEndpoints;
+use super::{conflict, connection_request, max_frame_bytes, unknown_connection, TransportError};
 use crate::connection::{Inbound, TransportKind};
-use crate::http::ApiError;
 use crate::protocol::HubProtocol;
-use crate::startup::AppState;
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 pub async fn send(
     req: HttpRequest,
     body: web::Payload,
     path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+    state: web::Data<HubEndpoints>,
+) -> Result<HttpResponse, TransportError> {
     let request = connection_request(&req, &path, &state).await?;
     let connection = request.connection;
     if connection.transport() == Some(TransportKind::WebSockets) {
-        return Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "post_not_allowed",
-            "POST requests are not allowed for WebSocket connections",
-        ));
+        return Err(TransportError::PostNotAllowed);
     }
     if connection.is_closed() {
         return Err(unknown_connection());
@@ -38,18 +32,9 @@ pub async fn send(
         Ok(Ok(bytes)) => bytes,
         Ok(Err(err)) => {
             tracing::debug!(connection = %connection.log_id(), error = %err, "reading a send body failed");
-            return Err(ApiError::bad_request(
-                "invalid_body",
-                "the request body could not be read",
-            ));
+            return Err(TransportError::InvalidBody);
         }
-        Err(_) => {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("a send carries at most {limit} bytes"),
-            ))
-        }
+        Err(_) => return Err(TransportError::PayloadTooLarge(limit)),
     };
     if !bytes.is_empty() {
         // Before the handshake completes the protocol is unknown: the handshake is JSON text.

@@ -10,9 +10,8 @@
 use super::{
     begin, conflict, connection_request, unknown_connection, use_transport, COALESCE_BYTES,
 };
+use super::{HubEndpoints, TransportError};
 use crate::connection::{Attachment, TransportKind};
-use crate::http::ApiError;
-use crate::startup::AppState;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
@@ -25,8 +24,8 @@ const OPENING: &[u8] = b":\r\n";
 pub async fn connect(
     req: HttpRequest,
     path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+    state: web::Data<HubEndpoints>,
+) -> Result<HttpResponse, TransportError> {
     let request = connection_request(&req, &path, &state).await?;
     let connection = request.connection;
     use_transport(&state, &connection, TransportKind::ServerSentEvents)?;

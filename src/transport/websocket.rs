@@ -18,11 +18,10 @@ use super::{
     authenticate, begin, conflict, create_connection, existing_connection, find_hub,
     max_frame_bytes, unknown_connection, use_transport, COALESCE_BYTES,
 };
+use super::{HubEndpoints, TransportError};
 use crate::auth::query_param;
 use crate::connection::{coalesce, Attachment, CloseReason, Connection, Inbound, TransportKind};
-use crate::http::ApiError;
 use crate::protocol::HubProtocol;
-use crate::startup::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{AggregatedMessage, CloseCode};
 use bytes::Bytes;
@@ -35,8 +34,8 @@ pub async fn connect(
     req: HttpRequest,
     body: web::Payload,
     path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+    state: web::Data<HubEndpoints>,
+) -> Result<HttpResponse, TransportError> {
     super::check_origin(&req, &state.settings.server)?;
     let hub = find_hub(&state, &path)?;
     let principal = authenticate(&req, &state).await?;
@@ -45,10 +44,7 @@ pub async fn connect(
         // skipNegotiation: the connection is created here.
         None => {
             if !state.settings.transports.websockets {
-                return Err(ApiError::not_found(
-                    "transport_disabled",
-                    "the WebSockets transport is disabled on this server",
-                ));
+                return Err(TransportError::TransportDisabled(TransportKind::WebSockets));
             }
             create_connection(&state, &hub, principal, false).await?
         }
@@ -58,7 +54,7 @@ pub async fn connect(
         return Err(unknown_connection());
     }
     let (response, session, stream) = actix_ws::handle(&req, body)
-        .map_err(|e| ApiError::bad_request("websocket_handshake", e.to_string()))?;
+        .map_err(|e| TransportError::WebSocketHandshake(e.to_string()))?;
     // A client reconnects under stateful reconnect when it believes its socket dead; the server
     // may not have noticed yet (a half-open TCP connection), so the new socket replaces the old
     // one, as ASP.NET Core does. Otherwise a second socket is refused with 409.
