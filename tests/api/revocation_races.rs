@@ -95,16 +95,26 @@ async fn refresh_trial(app: &TestApp, admin: &str, trial: usize) -> Vec<String> 
     issued.concat()
 }
 
+/// Runs `trials` trials, `BATCH` at a time, and gathers the tokens each one was issued.
+async fn in_batches<F, Fut>(trials: usize, trial: F) -> Vec<String>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Vec<String>>,
+{
+    let mut issued = Vec::new();
+    let numbers: Vec<usize> = (0..trials).collect();
+    for batch in numbers.chunks(BATCH) {
+        let tokens = join_all(batch.iter().map(|&t| trial(t))).await;
+        issued.extend(tokens.into_iter().flatten());
+    }
+    issued
+}
+
 #[actix_web::test]
 async fn refreshes_racing_an_admin_revoke_leave_no_valid_token() {
     let app = spawn_app_with(&racing_app_env()).await;
     let admin = app.admin_token().await;
-    let mut issued = Vec::new();
-    let trials: Vec<usize> = (0..100).collect();
-    for batch in trials.chunks(BATCH) {
-        let tokens = join_all(batch.iter().map(|&t| refresh_trial(&app, &admin, t))).await;
-        issued.extend(tokens.into_iter().flatten());
-    }
+    let issued = in_batches(100, |t| refresh_trial(&app, &admin, t)).await;
     assert!(
         issued.len() >= 100,
         "the refreshers hardly ran: {}",
@@ -185,12 +195,7 @@ async fn rekey_trial(app: &TestApp, trial: usize) -> Vec<String> {
 #[actix_web::test]
 async fn device_exchanges_racing_a_rekey_leave_no_valid_token() {
     let app = spawn_app_with(&racing_app_env()).await;
-    let mut issued = Vec::new();
-    let trials: Vec<usize> = (0..100).collect();
-    for batch in trials.chunks(BATCH) {
-        let tokens = join_all(batch.iter().map(|&t| rekey_trial(&app, t))).await;
-        issued.extend(tokens.into_iter().flatten());
-    }
+    let issued = in_batches(100, |t| rekey_trial(&app, t)).await;
     assert!(
         issued.len() >= 100,
         "the exchangers hardly ran: {}",
@@ -230,12 +235,7 @@ async fn owner_revoke_trial(app: &TestApp, admin: &str, trial: usize) -> Vec<Str
 async fn an_owner_revoke_racing_device_exchanges_ends_the_keys_and_every_token() {
     let app = spawn_app_with(&racing_app_env()).await;
     let admin = app.admin_token().await;
-    let mut issued = Vec::new();
-    let trials: Vec<usize> = (0..100).collect();
-    for batch in trials.chunks(BATCH) {
-        let tokens = join_all(batch.iter().map(|&t| owner_revoke_trial(&app, &admin, t))).await;
-        issued.extend(tokens.into_iter().flatten());
-    }
+    let issued = in_batches(100, |t| owner_revoke_trial(&app, &admin, t)).await;
     assert_all_refused(&app, &issued, "device tokens").await;
 }
 
