@@ -2,6 +2,7 @@
 //! user's connections and says how many; every close is counted by reason in `/metrics`.
 
 use crate::helpers::{claims, kid_of, sign_hs, user_token, TEST_SECRET};
+use crate::metrics::scrape;
 use crate::ws_client::{admin_token, spawn_hub, HubServer};
 use jsonwebtoken::Algorithm;
 use serde_json::json;
@@ -9,20 +10,12 @@ use std::time::Duration;
 
 /// The value of `signet_connections_closed_total{reason="<reason>"}` in `/metrics`.
 async fn closed_total(server: &HubServer, reason: &str) -> u64 {
-    let mut response = server
-        .http
-        .get(server.url("/metrics"))
-        .bearer_auth(admin_token("metrics-reader"))
-        .send()
-        .await
-        .expect("metrics answered");
-    assert_eq!(response.status().as_u16(), 200);
-    let body = String::from_utf8(response.body().await.expect("body").to_vec()).expect("text");
-    let prefix = format!("signet_connections_closed_total{{reason=\"{reason}\"}} ");
-    body.lines()
-        .find_map(|line| line.strip_prefix(&prefix))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no counter for {reason} in:\n{body}"))
+    let series = format!("signet_connections_closed_total{{reason=\"{reason}\"}}");
+    let metrics = scrape(server).await;
+    let value = metrics
+        .get(&series)
+        .unwrap_or_else(|| panic!("no counter for {reason} in {metrics:?}"));
+    *value as u64
 }
 
 #[actix_web::test]

@@ -22,7 +22,7 @@ pub fn parse(text: &str) -> HashMap<String, f64> {
 }
 
 /// `/metrics` on the main listener, as an admin.
-async fn scrape(server: &HubServer) -> HashMap<String, f64> {
+pub async fn scrape(server: &HubServer) -> HashMap<String, f64> {
     let mut response = server
         .http
         .get(server.url("/metrics"))
