@@ -11,6 +11,7 @@
 
 mod dispatch;
 mod handshake;
+mod refusal;
 mod streams;
 
 pub use streams::OpenUploads;
@@ -26,15 +27,13 @@ use crate::protocol::{
 };
 use crate::settings::Settings;
 use bytes::Bytes;
+use dispatch::{Finished, Invocations};
 use prometheus_client::metrics::counter::Counter;
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
-use streams::Uploads;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::{sleep, sleep_until, Instant};
-use tokio_util::sync::CancellationToken;
 
 /// How often the server acknowledges the client's messages under stateful reconnect (the
 /// official clients and ASP.NET Core use one second).
@@ -76,23 +75,6 @@ impl SessionLimits {
             replay_buffer_bytes: settings.transports.stateful_reconnect_buffer_bytes,
         }
     }
-}
-
-/// What an invocation task reports when it ends.
-struct Finished {
-    invocation_id: Option<String>,
-    counted: Slot,
-    /// The client-to-server streams the invocation took: they end with it, whichever way it
-    /// ended (result, error, a bad item), so a client that never completes them leaks nothing.
-    stream_ids: Vec<(String, u64)>,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Slot {
-    /// A plain invocation: counts against `max_parallel_invocations`.
-    Parallel,
-    /// A streaming invocation or upload: counts against `max_streams`.
-    Stream,
 }
 
 /// Runs the session to its end and returns why it ended. The caller closes the connection.
@@ -142,11 +124,7 @@ pub async fn run_session(
         connection: connection.clone(),
         limits,
         tasks: JoinSet::new(),
-        active_ids: HashSet::new(),
-        streams: HashMap::new(),
-        uploads: Uploads::new(hub.services.open_uploads.clone()),
-        parallel: 0,
-        open_streams: 0,
+        running: Invocations::new(hub.services.open_uploads.clone()),
         received: stateful.then(ReceivedSequence::default),
         received_counters: metrics.inbound(&hub.name, handshake.protocol.name()),
     };
@@ -193,14 +171,8 @@ struct Session {
     connection: Arc<Connection>,
     limits: SessionLimits,
     tasks: JoinSet<Finished>,
-    /// Invocation ids of running invocations (a reused id is refused).
-    active_ids: HashSet<String>,
-    /// Server-to-client streams, cancelled by `CancelInvocation`.
-    streams: HashMap<String, CancellationToken>,
-    /// Client-to-server streams by stream id.
-    uploads: Uploads,
-    parallel: usize,
-    open_streams: usize,
+    /// Running invocations and open streams.
+    running: Invocations,
     /// The client's trackable messages, when stateful reconnect is on.
     received: Option<ReceivedSequence>,
     /// Messages and bytes received, by hub and protocol.
@@ -243,7 +215,7 @@ impl Session {
                 _ = &mut client_deadline, if !inherent_keep_alive => {
                     // While the parallel-invocation limit holds reading back, the client's pings
                     // wait unread in the transport: its silence is ours, not a timeout.
-                    if self.parallel < self.limits.max_parallel_invocations {
+                    if self.running.parallel < self.limits.max_parallel_invocations {
                         return CloseReason::ClientTimeout;
                     }
                     client_deadline.as_mut().reset(Instant::now() + self.limits.client_timeout);
@@ -255,10 +227,10 @@ impl Session {
                 _ = acks.tick(), if self.received.is_some() => self.acknowledge(),
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
                     if let Ok(finished) = done {
-                        self.finished(finished);
+                        self.running.finished(finished);
                     }
                 }
-                frame = inbound.recv(), if self.parallel < self.limits.max_parallel_invocations => {
+                frame = inbound.recv(), if self.running.parallel < self.limits.max_parallel_invocations => {
                     let Some(frame) = frame else { return CloseReason::ClientClosed };
                     client_deadline.as_mut().reset(Instant::now() + self.limits.client_timeout);
                     let (bytes, format) = match frame {
@@ -306,20 +278,6 @@ impl Session {
                 let _ = self.connection.try_send(ack);
             }
             Err(err) => tracing::error!(error = %err, "cannot encode an Ack message"),
-        }
-    }
-
-    fn finished(&mut self, finished: Finished) {
-        if let Some(id) = &finished.invocation_id {
-            self.active_ids.remove(id);
-            self.streams.remove(id);
-        }
-        for (stream_id, registration) in &finished.stream_ids {
-            self.uploads.remove_registered(stream_id, *registration);
-        }
-        match finished.counted {
-            Slot::Parallel => self.parallel = self.parallel.saturating_sub(1),
-            Slot::Stream => self.open_streams = self.open_streams.saturating_sub(1),
         }
     }
 }

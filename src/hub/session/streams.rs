@@ -4,7 +4,8 @@
 use super::send_message;
 use crate::connection::Connection;
 use crate::hub::method::HubError;
-use crate::protocol::{CompletionResult, HubMessage, HubProtocol};
+use crate::protocol::{HubMessage, HubProtocol};
+use futures_util::stream::LocalBoxStream;
 use futures_util::StreamExt;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -94,40 +95,125 @@ impl Drop for Uploads {
     }
 }
 
-/// Sends every item of a server-to-client stream, until it ends or the caller cancels it.
+/// Sends every item of a server-to-client stream, until it ends, the caller cancels it or the
+/// connection goes (all `Ok`), or the stream fails (its error).
 pub(super) async fn pump_stream(
     connection: &Connection,
     protocol: HubProtocol,
     invocation_id: &str,
-    mut stream: futures_util::stream::LocalBoxStream<'static, Result<Value, HubError>>,
+    mut stream: LocalBoxStream<'static, Result<Value, HubError>>,
     cancel: &CancellationToken,
-    target: &str,
-    detailed: bool,
-) -> CompletionResult {
+) -> Result<(), HubError> {
     loop {
         let item = tokio::select! {
             biased;
-            _ = cancel.cancelled() => return CompletionResult::Void,
+            _ = cancel.cancelled() => return Ok(()),
             item = stream.next() => item,
         };
-        match item {
-            None => return CompletionResult::Void,
-            Some(Ok(value)) => {
-                let message = HubMessage::stream_item(invocation_id, value);
-                if !send_message(connection, protocol, &message).await {
-                    return CompletionResult::Void;
-                }
-            }
-            Some(Err(err)) => {
-                let text = match err {
-                    HubError::Hub(_) | HubError::Exact(_) => err.completion_text(target, detailed),
-                    _ if detailed => format!(
-                        "An error occurred on the server while streaming results. Exception: {err}"
-                    ),
-                    _ => "An error occurred on the server while streaming results.".to_string(),
-                };
-                return CompletionResult::Error(text);
-            }
+        let Some(value) = item.transpose()? else {
+            return Ok(());
+        };
+        let message = HubMessage::stream_item(invocation_id, value);
+        if !send_message(connection, protocol, &message).await {
+            return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uploads() -> (Uploads, Arc<OpenUploads>) {
+        let open = Arc::new(OpenUploads::default());
+        (Uploads::new(open.clone()), open)
+    }
+
+    #[test]
+    fn open_uploads_count_every_registered_stream_until_it_ends() {
+        let (mut uploads, open) = uploads();
+        let (a, _rx_a) = mpsc::channel(1);
+        let (b, _rx_b) = mpsc::channel(1);
+        uploads.insert("a".into(), a);
+        uploads.insert("b".into(), b);
+        assert_eq!(open.get(), 2);
+        assert!(uploads.contains("a") && uploads.get("b").is_some());
+        uploads.remove("a");
+        uploads.remove("a");
+        assert_eq!(open.get(), 1);
+        assert!(!uploads.contains("a"));
+    }
+
+    #[test]
+    fn an_ended_invocation_frees_its_own_stream_and_never_a_reused_id() {
+        let (mut uploads, open) = uploads();
+        let (first, _rx1) = mpsc::channel(1);
+        let old = uploads.insert("s".into(), first);
+        // The client completed the first stream and a new invocation reuses its id.
+        uploads.remove("s");
+        let (second, _rx2) = mpsc::channel(1);
+        let new = uploads.insert("s".into(), second);
+        assert_ne!(old, new);
+        uploads.remove_registered("s", old);
+        assert!(
+            uploads.contains("s"),
+            "the later invocation keeps its stream"
+        );
+        assert_eq!(open.get(), 1);
+        uploads.remove_registered("s", new);
+        assert!(!uploads.contains("s"));
+        assert_eq!(open.get(), 0);
+    }
+
+    #[test]
+    fn a_session_that_ends_gives_back_its_open_streams() {
+        let (mut uploads, open) = uploads();
+        let (tx, mut rx) = mpsc::channel(1);
+        uploads.insert("s".into(), tx);
+        drop(uploads);
+        assert_eq!(open.get(), 0);
+        // Dropping the sender ends the method's receiver.
+        assert!(rx.try_recv().is_err() && rx.is_closed());
+    }
+
+    #[tokio::test]
+    async fn a_stream_failure_is_returned_for_the_completion_and_earlier_items_are_sent() {
+        use crate::auth::Principal;
+        use futures_util::stream;
+        let principal = Principal {
+            sub: "alice".into(),
+            roles: Vec::new(),
+            jti: None,
+            sid: None,
+            owner: None,
+            name: None,
+            issued_at: None,
+            expires_at: i64::MAX,
+            kid: "k".into(),
+        };
+        let parent = CancellationToken::new();
+        let connection = Connection::new(
+            "c".into(),
+            "t".into(),
+            Arc::from("home"),
+            principal,
+            8,
+            &parent,
+        );
+        let items = vec![Ok(Value::from(1)), Err(HubError::hub("sensor offline"))];
+        let stream = Box::pin(stream::iter(items));
+        let cancel = CancellationToken::new();
+        let end = pump_stream(&connection, HubProtocol::Json, "7", stream, &cancel).await;
+        assert!(matches!(end, Err(HubError::Hub(text)) if text == "sensor offline"));
+        let item = connection.try_recv_outbound().map(|frame| frame.to_vec());
+        let item = String::from_utf8(item.unwrap_or_default()).unwrap_or_default();
+        assert!(
+            item.contains("\"invocationId\":\"7\"") && item.contains("\"item\":1"),
+            "{item}"
+        );
+        assert!(
+            connection.try_recv_outbound().is_none(),
+            "the completion is the caller's"
+        );
     }
 }
