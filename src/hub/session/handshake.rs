@@ -57,34 +57,14 @@ async fn send_handshake_error(connection: &Connection, text: &str) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_connection;
     use super::*;
-    use crate::auth::Principal;
     use crate::protocol::HubProtocol;
     use crate::settings::Settings;
-    use std::sync::Arc;
     use std::time::Duration;
-    use tokio_util::sync::CancellationToken;
 
     /// Longer than any of these tests waits.
     const LONG: Duration = Duration::from_secs(30);
-
-    fn connection() -> Arc<Connection> {
-        let principal = Principal {
-            sub: "alice".into(),
-            roles: vec!["user".into()],
-            jti: None,
-            sid: None,
-            owner: None,
-            name: None,
-            issued_at: None,
-            expires_at: i64::MAX,
-            kid: "k".into(),
-        };
-        let id = crate::auth::issue::random_id();
-        let token = crate::auth::issue::random_id();
-        let hub = Arc::from("home");
-        Connection::new(id, token, hub, principal, 8, &CancellationToken::new())
-    }
 
     /// Runs a handshake over `frames` (the channel then stays open, as a silent client's does);
     /// returns its result and the text of what the server queued, if anything.
@@ -93,7 +73,7 @@ mod tests {
         text_only: bool,
         timeout: Duration,
     ) -> (Result<Handshake, CloseReason>, Option<String>) {
-        let connection = connection();
+        let connection = test_connection();
         let mut limits = SessionLimits::from_settings(&Settings::default());
         limits.handshake_timeout = timeout;
         let (tx, mut rx) = mpsc::channel(4);
@@ -160,7 +140,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_that_leaves_before_its_handshake_closed_the_session() {
-        let connection = connection();
+        let connection = test_connection();
         let limits = SessionLimits::from_settings(&Settings::default());
         let (tx, mut rx) = mpsc::channel::<Inbound>(1);
         drop(tx);

@@ -310,3 +310,23 @@ async fn send_message(
         }
     }
 }
+
+/// A connection of `alice` (role `user`) on the `home` hub, for the unit tests of this module.
+#[cfg(test)]
+fn test_connection() -> Arc<Connection> {
+    let principal = crate::auth::Principal {
+        sub: "alice".into(),
+        roles: vec!["user".into()],
+        jti: None,
+        sid: None,
+        owner: None,
+        name: None,
+        issued_at: None,
+        expires_at: i64::MAX,
+        kid: "k".into(),
+    };
+    let id = crate::auth::issue::random_id();
+    let token = crate::auth::issue::random_id();
+    let parent = tokio_util::sync::CancellationToken::new();
+    Connection::new(id, token, Arc::from("home"), principal, 8, &parent)
+}

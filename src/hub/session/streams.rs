@@ -178,28 +178,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_stream_failure_is_returned_for_the_completion_and_earlier_items_are_sent() {
-        use crate::auth::Principal;
         use futures_util::stream;
-        let principal = Principal {
-            sub: "alice".into(),
-            roles: Vec::new(),
-            jti: None,
-            sid: None,
-            owner: None,
-            name: None,
-            issued_at: None,
-            expires_at: i64::MAX,
-            kid: "k".into(),
-        };
-        let parent = CancellationToken::new();
-        let connection = Connection::new(
-            "c".into(),
-            "t".into(),
-            Arc::from("home"),
-            principal,
-            8,
-            &parent,
-        );
+        let connection = super::super::test_connection();
         let items = vec![Ok(Value::from(1)), Err(HubError::hub("sensor offline"))];
         let stream = Box::pin(stream::iter(items));
         let cancel = CancellationToken::new();
