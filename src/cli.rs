@@ -353,45 +353,7 @@ fn user(command: UserCommand) -> ExitCode {
         let store = SqliteStore::open(&settings.server.data_dir).await?;
         let passwords = Passwords::new(&settings.identity).await?;
         let admin = UserAdmin::new(Arc::new(store), passwords);
-        match command {
-            UserCommand::Add { name, roles, .. } => {
-                let user = admin.add(&name, &roles, &password).await?;
-                println!(
-                    "created user {} (id {}) with roles {}",
-                    user.username,
-                    user.id,
-                    user.roles.join(",")
-                );
-            }
-            UserCommand::List { .. } => {
-                let users = admin.list().await?;
-                println!("{:<24} {:<24} {:<20} created", "username", "id", "roles");
-                for user in users {
-                    println!(
-                        "{:<24} {:<24} {:<20} {}",
-                        user.username,
-                        user.id,
-                        user.roles.join(","),
-                        utc_timestamp(user.created_at)
-                    );
-                }
-            }
-            UserCommand::Passwd { name, .. } => {
-                let user = admin.set_password(&name, &password).await?;
-                println!(
-                    "changed the password of {}; their sessions are ended",
-                    user.username
-                );
-            }
-            UserCommand::Remove { name, .. } => {
-                let user = admin.remove(&name).await?;
-                println!(
-                    "removed user {} with their devices and sessions",
-                    user.username
-                );
-            }
-        }
-        Ok::<(), IdentityError>(())
+        run_user_command(&admin, command, &password).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -400,6 +362,53 @@ fn user(command: UserCommand) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Carries out one `signet user` command and prints what it did.
+async fn run_user_command(
+    admin: &UserAdmin,
+    command: UserCommand,
+    password: &str,
+) -> Result<(), IdentityError> {
+    match command {
+        UserCommand::Add { name, roles, .. } => {
+            let user = admin.add(&name, &roles, password).await?;
+            println!(
+                "created user {} (id {}) with roles {}",
+                user.username,
+                user.id,
+                user.roles.join(",")
+            );
+        }
+        UserCommand::List { .. } => {
+            let users = admin.list().await?;
+            println!("{:<24} {:<24} {:<20} created", "username", "id", "roles");
+            for user in users {
+                println!(
+                    "{:<24} {:<24} {:<20} {}",
+                    user.username,
+                    user.id,
+                    user.roles.join(","),
+                    utc_timestamp(user.created_at)
+                );
+            }
+        }
+        UserCommand::Passwd { name, .. } => {
+            let user = admin.set_password(&name, password).await?;
+            println!(
+                "changed the password of {}; their sessions are ended",
+                user.username
+            );
+        }
+        UserCommand::Remove { name, .. } => {
+            let user = admin.remove(&name).await?;
+            println!(
+                "removed user {} with their devices and sessions",
+                user.username
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for Unix seconds (civil-from-days, proleptic Gregorian).

@@ -97,8 +97,11 @@ impl MethodSpec {
     }
 }
 
+/// A failure inside the server, with its cause chain (a store or lifetime-manager error).
+pub type InternalError = Box<dyn std::error::Error + Send + Sync>;
+
 /// An error a hub method reports; the dispatcher turns it into the completion text.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum HubError {
     /// Meant for the caller (ASP.NET Core's `HubException`): always shown.
     #[error("{0}")]
@@ -106,17 +109,20 @@ pub enum HubError {
     /// The arguments did not bind to the method's parameters.
     #[error("{0}")]
     Binding(String),
-    /// A failure inside the server: hidden unless detailed errors are on.
+    /// A failure inside the server: hidden from the caller unless detailed errors are on,
+    /// logged with its causes where the call completes ([`HubError::log_internal`]).
     #[error("{0}")]
-    Internal(String),
-    /// A complete completion text, sent as is (envelope rejections).
-    #[error("{0}")]
-    Exact(String),
+    Internal(#[source] InternalError),
 }
 
 impl HubError {
     pub fn hub(message: impl Into<String>) -> Self {
         Self::Hub(message.into())
+    }
+
+    /// A failure inside the server, keeping `err` (and the errors behind it) for the log.
+    pub fn internal(err: impl Into<InternalError>) -> Self {
+        Self::Internal(err.into())
     }
 
     /// The completion error text for a call to `target`, worded as ASP.NET Core words it.
@@ -135,9 +141,33 @@ impl HubError {
             Self::Internal(_) => {
                 format!("An unexpected error occurred invoking '{target}' on the server.")
             }
-            Self::Exact(text) => text.clone(),
         }
     }
+
+    /// Logs a failure inside the server at error level with its whole cause chain, since the
+    /// caller sees at most its first line. Errors meant for the caller are not logged.
+    pub fn log_internal(&self, target: &str, connection: &str) {
+        if let Self::Internal(err) = self {
+            tracing::error!(
+                method = target,
+                connection,
+                error = %cause_chain(err.as_ref()),
+                "hub method failed"
+            );
+        }
+    }
+}
+
+/// `err` and every error behind it, outermost first, joined by `: `.
+fn cause_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Binds the arguments to a typed tuple or struct, e.g. `let (text,): (String,) = bind(args)?`.
@@ -195,5 +225,90 @@ impl Method {
             Handler::Upload { streams, .. } => streams,
             _ => 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("the store failed")]
+    struct StoreFailed(#[source] std::io::Error);
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .map_err(|_| std::io::ErrorKind::Other)?
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What `log` writes, at every level, as plain text.
+    fn logged(log: impl FnOnce()) -> String {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, log);
+        let bytes = captured.0.lock().map(|b| b.clone()).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    fn store_failure() -> HubError {
+        let io = std::io::Error::other("database is locked");
+        HubError::internal(StoreFailed(io))
+    }
+
+    #[test]
+    fn an_internal_error_is_logged_once_with_its_causes() {
+        let log = logged(|| store_failure().log_internal("SendCommand", "conn-1"));
+        assert_eq!(log.lines().count(), 1, "{log}");
+        assert!(log.contains("ERROR"), "{log}");
+        assert!(log.contains("hub method failed"), "{log}");
+        assert!(
+            log.contains("the store failed: database is locked"),
+            "{log}"
+        );
+        assert!(
+            log.contains("method=\"SendCommand\"") || log.contains("method=SendCommand"),
+            "{log}"
+        );
+        assert!(log.contains("conn-1"), "{log}");
+    }
+
+    #[test]
+    fn errors_meant_for_the_caller_are_not_logged() {
+        let log = logged(|| {
+            HubError::hub("no such device").log_internal("SendCommand", "conn-1");
+            HubError::Binding("bad".into()).log_internal("SendCommand", "conn-1");
+        });
+        assert_eq!(log, "");
+    }
+
+    #[test]
+    fn the_caller_sees_the_generic_text_or_only_the_outer_error() {
+        let err = store_failure();
+        assert_eq!(
+            err.completion_text("SendCommand", false),
+            "An unexpected error occurred invoking 'SendCommand' on the server."
+        );
+        assert_eq!(
+            err.completion_text("SendCommand", true),
+            "An unexpected error occurred invoking 'SendCommand' on the server. Exception: the store failed"
+        );
     }
 }

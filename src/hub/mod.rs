@@ -11,7 +11,8 @@ mod session;
 pub use call::{Call, Clients};
 pub use lifetime::{HubLifetimeManager, InProcessLifetimeManager, LifetimeError};
 pub use method::{
-    bind, Access, Handler, HubError, Method, MethodResult, MethodSpec, Param, UploadStream,
+    bind, Access, Handler, HubError, InternalError, Method, MethodResult, MethodSpec, Param,
+    UploadStream,
 };
 pub use session::{run_session, Inbound, OpenUploads, SessionLimits};
 

@@ -188,6 +188,58 @@ fn write_strings(out: &mut Vec<u8>, strings: &[String]) {
     }
 }
 
+/// An `Invocation` (whose id is optional: nil without one) or a `StreamInvocation`.
+fn write_invocation(
+    out: &mut Vec<u8>,
+    kind: u64,
+    headers: &Headers,
+    invocation_id: Option<&str>,
+    target: &str,
+    arguments: &[Value],
+    stream_ids: &[String],
+) {
+    write_array_len(out, 6);
+    write_uint(out, kind);
+    write_headers(out, headers);
+    match invocation_id {
+        Some(id) => write_str(out, id),
+        None => write_nil(out),
+    }
+    write_str(out, target);
+    write_values(out, arguments);
+    write_strings(out, stream_ids);
+}
+
+/// A `Completion`: a void one has no result slot; an error or a result has its kind and value.
+fn write_completion(
+    out: &mut Vec<u8>,
+    kind: u64,
+    headers: &Headers,
+    invocation_id: &str,
+    result: &CompletionResult,
+) {
+    let len = if matches!(result, CompletionResult::Void) {
+        4
+    } else {
+        5
+    };
+    write_array_len(out, len);
+    write_uint(out, kind);
+    write_headers(out, headers);
+    write_str(out, invocation_id);
+    match result {
+        CompletionResult::Error(error) => {
+            write_uint(out, RESULT_KIND_ERROR);
+            write_str(out, error);
+        }
+        CompletionResult::Void => write_uint(out, RESULT_KIND_VOID),
+        CompletionResult::Result(value) => {
+            write_uint(out, RESULT_KIND_RESULT);
+            write_value(out, value);
+        }
+    }
+}
+
 fn write_body(message: &HubMessage, out: &mut Vec<u8>) {
     let kind = u64::from(message.message_type().wire_number());
     match message {
@@ -198,16 +250,8 @@ fn write_body(message: &HubMessage, out: &mut Vec<u8>) {
             arguments,
             stream_ids,
         } => {
-            write_array_len(out, 6);
-            write_uint(out, kind);
-            write_headers(out, headers);
-            match invocation_id {
-                Some(id) => write_str(out, id),
-                None => write_nil(out),
-            }
-            write_str(out, target);
-            write_values(out, arguments);
-            write_strings(out, stream_ids);
+            let id = invocation_id.as_deref();
+            write_invocation(out, kind, headers, id, target, arguments, stream_ids);
         }
         HubMessage::StreamInvocation {
             headers,
@@ -216,13 +260,8 @@ fn write_body(message: &HubMessage, out: &mut Vec<u8>) {
             arguments,
             stream_ids,
         } => {
-            write_array_len(out, 6);
-            write_uint(out, kind);
-            write_headers(out, headers);
-            write_str(out, invocation_id);
-            write_str(out, target);
-            write_values(out, arguments);
-            write_strings(out, stream_ids);
+            let id = Some(invocation_id.as_str());
+            write_invocation(out, kind, headers, id, target, arguments, stream_ids);
         }
         HubMessage::StreamItem {
             headers,
@@ -239,28 +278,7 @@ fn write_body(message: &HubMessage, out: &mut Vec<u8>) {
             headers,
             invocation_id,
             result,
-        } => {
-            let len = if matches!(result, CompletionResult::Void) {
-                4
-            } else {
-                5
-            };
-            write_array_len(out, len);
-            write_uint(out, kind);
-            write_headers(out, headers);
-            write_str(out, invocation_id);
-            match result {
-                CompletionResult::Error(error) => {
-                    write_uint(out, RESULT_KIND_ERROR);
-                    write_str(out, error);
-                }
-                CompletionResult::Void => write_uint(out, RESULT_KIND_VOID),
-                CompletionResult::Result(value) => {
-                    write_uint(out, RESULT_KIND_RESULT);
-                    write_value(out, value);
-                }
-            }
-        }
+        } => write_completion(out, kind, headers, invocation_id, result),
         HubMessage::CancelInvocation {
             headers,
             invocation_id,

@@ -10,7 +10,9 @@ use super::pending::{PendingCommand, PendingCommands, PendingFull};
 use crate::auth::issue::random_id;
 use crate::auth::Principal;
 use crate::envelope::{unix_now_ms, EnvelopeService};
-use crate::hub::{Call, HubBuilder, HubError, HubServices, MethodResult, MethodSpec, Param};
+use crate::hub::{
+    Call, HubBuilder, HubError, HubServices, InternalError, MethodResult, MethodSpec, Param,
+};
 use crate::identity::device_subject;
 use crate::settings::Settings;
 use crate::store::Store;
@@ -127,8 +129,8 @@ fn command<T: serde::de::DeserializeOwned>(args: Vec<Value>, what: &str) -> Resu
     serde_json::from_value(value).map_err(|e| HubError::hub(format!("invalid {what}: {e}")))
 }
 
-fn internal(err: impl std::fmt::Display) -> HubError {
-    HubError::Internal(err.to_string())
+fn internal(err: impl Into<InternalError>) -> HubError {
+    HubError::internal(err)
 }
 
 async fn is_online(call: &Call, device_id: &str) -> Result<bool, HubError> {

@@ -94,7 +94,7 @@ async fn broadcast_message(call: Call, args: Vec<Value>) -> MethodResult {
         .clients
         .all("SystemMessage", vec![Value::String(text)])
         .await
-        .map_err(|e| HubError::Internal(e.to_string()))?;
+        .map_err(HubError::internal)?;
     tracing::info!(target: "audit", event = "broadcast", sub = %call.principal.sub, reached, "admin broadcast");
     Ok(None)
 }
@@ -106,7 +106,7 @@ async fn connected_users_count(call: Call, _: Vec<Value>) -> MethodResult {
         .lifetime()
         .user_count()
         .await
-        .map_err(|e| HubError::Internal(e.to_string()))?;
+        .map_err(HubError::internal)?;
     Ok(Some(json!(count)))
 }
 
