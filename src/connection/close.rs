@@ -193,3 +193,35 @@ impl CloseStats {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `reason` labels `/metrics` shows: dashboards and alerts are written against them.
+    #[test]
+    fn every_kind_keeps_its_metrics_label() {
+        let codes: Vec<&str> = CloseKind::ALL.iter().map(|k| k.code()).collect();
+        assert_eq!(
+            codes,
+            [
+                "client_closed",
+                "shutdown",
+                "expired",
+                "revoked",
+                "kicked",
+                "refreshed_away",
+                "slow_consumer",
+                "client_timeout",
+                "handshake_timeout",
+                "handshake_failed",
+                "message_too_large",
+                "protocol_error",
+                "transport_error",
+                "transport_timeout",
+            ]
+        );
+        assert_eq!(CloseReason::TokenMismatch.code(), "refreshed_away");
+        assert_eq!(CloseReason::Revoked("why".into()).kind(), CloseKind::Revoked);
+    }
+}
