@@ -90,7 +90,7 @@ pub fn query_param(query: &str, name: &str) -> Option<String> {
 /// authenticated ([`authenticate_request`]).
 #[derive(Clone, Copy)]
 pub enum TokenPolicy<'a> {
-    /// The token must be valid now: the API, negotiate, a WebSocket, an in-band refresh.
+    /// The token must be valid now: the API, negotiate, a WebSocket.
     Current,
     /// A token valid now, or one whose `exp` has passed (it must still verify and be
     /// unrevoked) that `accept` takes for the principal it proves. Requests on an existing

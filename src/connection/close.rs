@@ -222,6 +222,9 @@ mod tests {
             ]
         );
         assert_eq!(CloseReason::TokenMismatch.code(), "refreshed_away");
-        assert_eq!(CloseReason::Revoked("why".into()).kind(), CloseKind::Revoked);
+        assert_eq!(
+            CloseReason::Revoked("why".into()).kind(),
+            CloseKind::Revoked
+        );
     }
 }

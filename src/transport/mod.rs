@@ -291,11 +291,11 @@ struct ConnectionRequest {
 ///
 /// The token must verify and be unrevoked like negotiate's, with one allowance: its `exp` may
 /// have passed if it is the token the connection was opened with (same `jti`) and the
-/// connection itself holds a later, unexpired token of the same user (after an in-band refresh):
-/// [`TokenPolicy::ExpiredIf`] with [`expired_token_allowed`]. The official clients send their negotiate-time token on every
-/// long-polling and SSE request for the life of the connection, so without it a refreshed
-/// connection would fail at its first token's expiry; what bounds trust is the connection's own
-/// token, whose expiry the session enforces.
+/// connection itself holds a later, unexpired token of the same user (after an in-band
+/// refresh): [`TokenPolicy::ExpiredIf`] with [`expired_token_allowed`]. The official clients
+/// send their negotiate-time token on every long-polling and SSE request for the life of the
+/// connection, so without it a refreshed connection would fail at its first token's expiry;
+/// what bounds trust is the connection's own token, whose expiry the session enforces.
 async fn connection_request(
     req: &HttpRequest,
     hub: &str,
