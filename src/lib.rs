@@ -19,14 +19,16 @@
 //!   streams, the hub session) and the lifetime manager behind which sends go.
 //! - `connection`: the connection whatever the transport: principal, bounded queues both ways,
 //!   attachments of transports, the stateful-reconnect replay buffer, its supervisor, close
-//!   reasons.
+//!   reasons (with their exhaustive metrics index), in-band refresh (one for the HTTP endpoint
+//!   and the hub method).
 //! - `identity`: Signet as its own token issuer: logins and refresh rotation, devices and their
 //!   key exchange, message keys (through `envelope`), operator user management.
 //!
 //! Services the layers above call, never calling back up:
 //!
 //! - `auth`: token verification (key ring pinned per key), where a request carries its token
-//!   (its refusals are `auth` errors; `http` maps them to responses), the [`auth::Principal`]
+//!   and the one way a request is authenticated, under an explicit token policy (its refusals
+//!   are `auth` errors; `http` maps them to responses), the [`auth::Principal`]
 //!   a token proves, revocation (checked on every token, published as events for live
 //!   connections).
 //! - `envelope`: signed command envelopes (format, verification, nonce store).

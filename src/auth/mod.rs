@@ -15,8 +15,8 @@ pub use revocation::{
     InProcessRevocations, RevocationError, RevocationEvent, RevocationStore, Revoked,
 };
 pub use token_source::{
-    query_param, token_from_request, Authenticated, RequestAuthError, TokenLocation,
-    HUB_PATH_PREFIX,
+    authenticate_request, bearer_token, query_param, token_from_request, Authenticated,
+    RequestAuthError, TokenLocation, TokenPolicy, HUB_PATH_PREFIX,
 };
 
 use crate::metrics::Metrics;

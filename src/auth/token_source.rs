@@ -2,7 +2,7 @@
 //! query parameter, which browsers need for WebSockets and SSE and which is therefore honoured
 //! only on hub paths (`/hubs/...`), never on `/api/...`.
 
-use super::{Authenticator, Principal};
+use super::{Authenticator, Principal, TokenError};
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest};
@@ -86,8 +86,71 @@ pub fn query_param(query: &str, name: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// Extractor for routes that need an authenticated principal: `Authenticated(principal)`.
-/// Answers 401 (`missing_token`, `invalid_token`) or 400 (`conflicting_tokens`) on its own.
+/// Which tokens a request may carry: every hub and API request names its policy where it is
+/// authenticated ([`authenticate_request`]).
+#[derive(Clone, Copy)]
+pub enum TokenPolicy<'a> {
+    /// The token must be valid now: the API, negotiate, a WebSocket.
+    Current,
+    /// A token valid now, or one whose `exp` has passed (it must still verify and be
+    /// unrevoked) that `accept` takes for the principal it proves. Requests on an existing
+    /// connection: the official clients send their negotiate-time token on every long-polling
+    /// and SSE request, also after an in-band refresh, so the transports accept the token a
+    /// connection was opened with while the connection itself holds a later one.
+    ExpiredIf(&'a dyn Fn(&Principal) -> bool),
+}
+
+impl std::fmt::Debug for TokenPolicy<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Current => "Current",
+            Self::ExpiredIf(_) => "ExpiredIf",
+        })
+    }
+}
+
+/// The request's token, which it must carry: a missing one is counted as an authentication
+/// failure. For a caller that verifies the token itself (an in-band refresh judges the new
+/// token as such); every other one uses [`authenticate_request`].
+pub fn bearer_token(req: &HttpRequest, auth: &Authenticator) -> Result<String, RequestAuthError> {
+    let (token, _) = token_from_request(req)?.ok_or_else(|| {
+        auth.metrics().auth_failed("missing");
+        RequestAuthError::Missing
+    })?;
+    Ok(token)
+}
+
+/// The one way a request becomes a [`Principal`]: its token ([`token_from_request`]) verified
+/// and checked against revocation under `policy`. Why a token was refused goes to the log
+/// only: the client reads [`RequestAuthError::Invalid`].
+pub async fn authenticate_request(
+    req: &HttpRequest,
+    auth: &Authenticator,
+    policy: TokenPolicy<'_>,
+) -> Result<Principal, RequestAuthError> {
+    let token = bearer_token(req, auth)?;
+    let verified = match (auth.authenticate(&token).await, policy) {
+        (Err(TokenError::Expired), TokenPolicy::ExpiredIf(accept)) => auth
+            .authenticate_past_expiry(&token)
+            .await
+            .and_then(|principal| {
+                if accept(&principal) {
+                    Ok(principal)
+                } else {
+                    Err(TokenError::Expired)
+                }
+            }),
+        (verified, _) => verified,
+    };
+    verified.map_err(|err| {
+        tracing::debug!(reason = err.code(), "token refused");
+        RequestAuthError::Invalid
+    })
+}
+
+/// Extractor for API routes that need an authenticated principal: `Authenticated(principal)`,
+/// under [`TokenPolicy::Current`]. Answers 401 (`missing_token`, `invalid_token`) or 400
+/// (`conflicting_tokens`) on its own.
 #[derive(Debug, Clone)]
 pub struct Authenticated(pub Principal);
 
@@ -96,21 +159,15 @@ impl FromRequest for Authenticated {
     type Future = LocalBoxFuture<'static, Result<Self, RequestAuthError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let token = token_from_request(req);
-        let auth = req.app_data::<web::Data<Authenticator>>().cloned();
+        let req = req.clone();
         Box::pin(async move {
-            let auth = auth.ok_or(RequestAuthError::NotConfigured)?;
-            let (token, _) = token?.ok_or_else(|| {
-                auth.metrics().auth_failed("missing");
-                RequestAuthError::Missing
-            })?;
-            match auth.authenticate(&token).await {
-                Ok(principal) => Ok(Authenticated(principal)),
-                Err(err) => {
-                    tracing::debug!(reason = err.code(), "token rejected");
-                    Err(RequestAuthError::Invalid)
-                }
-            }
+            let auth = req
+                .app_data::<web::Data<Authenticator>>()
+                .cloned()
+                .ok_or(RequestAuthError::NotConfigured)?;
+            authenticate_request(&req, &auth, TokenPolicy::Current)
+                .await
+                .map(Authenticated)
         })
     }
 }

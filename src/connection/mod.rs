@@ -18,14 +18,16 @@
 mod attach;
 mod census;
 mod close;
+mod refresh;
 mod registry;
 mod replay;
 mod revocation;
 mod supervise;
 
 pub use attach::{coalesce, AttachError, Attachment};
-pub use close::{CloseReason, CloseStats, CLOSE_CODES};
-pub use registry::{Claim, ConnectionRegistry, RefreshError, RegistryFull};
+pub use close::{CloseKind, CloseReason, CloseStats};
+pub use refresh::{carry_on, refresh, RefreshError};
+pub use registry::{Claim, ConnectionRegistry, RegistryFull};
 pub use replay::{ReceivedSequence, ReplayBuffer, SequenceAhead};
 pub use revocation::{admit, enforce_revocations};
 pub use supervise::{supervise, Timeouts};

@@ -2,7 +2,7 @@
 //! principal, and indexes by the token claims revocation names (`jti`, `sid`, `sub`), so revoking
 //! closes exactly the affected connections without scanning them all.
 
-use super::{CloseReason, Connection};
+use super::{CloseReason, Connection, RefreshError};
 use crate::auth::Principal;
 use dashmap::DashMap;
 use std::collections::HashSet;
@@ -31,15 +31,6 @@ pub enum Claim<'a> {
     Subject(&'a str),
     /// The owner of device tokens (`owner`): every connection of a user's devices.
     Owner(&'a str),
-}
-
-/// Why an in-band refresh was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum RefreshError {
-    #[error("the new token belongs to another principal")]
-    UserMismatch,
-    #[error("the connection is closed")]
-    Closed,
 }
 
 type Index = DashMap<String, HashSet<String>>;

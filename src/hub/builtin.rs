@@ -1,8 +1,6 @@
 //! Methods every hub has, whatever its application.
 
 use super::{bind, Call, HubBuilder, HubError, HubServices, MethodResult, MethodSpec, Param};
-use crate::auth::issue::unix_now;
-use crate::connection::RefreshError;
 use serde_json::{json, Value};
 
 pub(super) fn register(builder: HubBuilder, services: &HubServices) -> HubBuilder {
@@ -14,29 +12,18 @@ pub(super) fn register(builder: HubBuilder, services: &HubServices) -> HubBuilde
 }
 
 /// `RefreshToken(token)`: moves the connection onto a fresh token of the same principal, so it
-/// stays open past the old token's expiry. Its expiry and roles become the new token's.
+/// stays open past the old token's expiry. Its expiry and roles become the new token's. A
+/// refusal reads `<code>: <text>`, the `error` and `message` `POST /hubs/{hub}/refresh` answers.
 async fn refresh_token(services: HubServices, call: Call, args: Vec<Value>) -> MethodResult {
     let (token,): (String,) = bind(args)?;
-    let principal = services.auth.authenticate(&token).await.map_err(|err| {
-        tracing::debug!(reason = err.code(), "in-band refresh refused");
-        services.metrics.token_refreshed("connection", "invalid");
-        HubError::hub("invalid_token: the new token is not valid")
-    })?;
-    match services
-        .connections
-        .refresh(&call.connection, principal, unix_now())
-    {
-        Ok(_) if !crate::connection::admit(&services.auth, &call.connection).await => Err(
-            HubError::hub("invalid_token: the new token was revoked; the connection is closed"),
-        ),
-        Ok(lifetime) => {
-            tracing::info!(target: "audit", event = "token_refreshed", via = "hub", sub = %call.principal.sub, connection = %call.connection.log_id(), "connection token refreshed");
-            services.metrics.token_refreshed("connection", "success");
-            Ok(Some(json!({ "tokenLifetimeSeconds": lifetime })))
-        }
-        Err(RefreshError::UserMismatch) => Err(HubError::hub(
-            "user_mismatch: the new token belongs to another user",
-        )),
-        Err(RefreshError::Closed) => Err(HubError::hub("the connection is closed")),
-    }
+    let lifetime = crate::connection::refresh(
+        &services.auth,
+        &services.connections,
+        Some(call.connection.as_ref()),
+        &token,
+        "hub",
+    )
+    .await
+    .map_err(|err| HubError::hub(format!("{}: {err}", err.code())))?;
+    Ok(Some(json!({ "tokenLifetimeSeconds": lifetime })))
 }

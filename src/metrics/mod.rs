@@ -385,7 +385,6 @@ impl Metrics {
             .inc();
     }
 
-    /// A connection ended with the close reason `code`.
     /// Creates the close counters of `codes` at zero, so that a dashboard sees every reason
     /// before the first close of each (the connection layer names them: metrics does not
     /// import it).
@@ -395,14 +394,17 @@ impl Metrics {
         }
     }
 
+    /// A connection ended with the close reason `code`.
     pub fn closed(&self, code: &'static str) {
         self.0
             .closes
             .get_or_create(&ReasonLabel { reason: code })
             .inc();
-        if code == "slow_consumer" {
-            self.0.slow_consumers.inc();
-        }
+    }
+
+    /// A connection was closed because its outbound queue was full (besides its [`Self::closed`]).
+    pub fn slow_consumer(&self) {
+        self.0.slow_consumers.inc();
     }
 
     pub fn handshake_failed(&self, code: &'static str) {

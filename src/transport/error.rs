@@ -3,7 +3,7 @@
 //! The texts are the `message` clients read.
 
 use crate::auth::RequestAuthError;
-use crate::connection::TransportKind;
+use crate::connection::{RefreshError, TransportKind};
 use crate::http::ApiError;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
@@ -39,12 +39,9 @@ pub enum TransportError {
     /// A transport request whose token names another user: the connection is closed.
     #[error("the token belongs to another user than the connection")]
     UserMismatch,
-    /// An in-band refresh to another user's token.
-    #[error("the new token belongs to another user than the connection")]
-    RefreshUserMismatch,
-    /// The refreshed connection's token was revoked meanwhile.
-    #[error("the token was revoked; the connection is closed")]
-    RevokedOnRefresh,
+    /// An in-band refresh refused: the same texts as the `RefreshToken` hub method's.
+    #[error(transparent)]
+    Refresh(#[from] RefreshError),
     /// Another transport or send (named) is in progress on the connection.
     #[error("another {0} is already in progress on this connection")]
     InUse(&'static str),
@@ -72,10 +69,16 @@ impl TransportError {
     fn api_error(&self) -> ApiError {
         let (status, code) = match self {
             Self::Auth(auth) => return auth.clone().into(),
-            // A 401 carries its `WWW-Authenticate` challenge.
-            Self::RevokedOnRefresh => {
-                return ApiError::unauthorized("invalid_token", self.to_string())
-            }
+            Self::Refresh(refused) => match refused {
+                // A 401 carries its `WWW-Authenticate` challenge.
+                RefreshError::InvalidToken | RefreshError::Revoked => {
+                    return ApiError::unauthorized(refused.code(), self.to_string())
+                }
+                RefreshError::UserMismatch => (StatusCode::FORBIDDEN, refused.code()),
+                RefreshError::UnknownConnection | RefreshError::Closed => {
+                    (StatusCode::NOT_FOUND, refused.code())
+                }
+            },
             Self::OriginNotAllowed => (StatusCode::FORBIDDEN, "origin_not_allowed"),
             Self::UnknownHub(_) => (StatusCode::NOT_FOUND, "unknown_hub"),
             Self::TransportDisabled(_) => (StatusCode::NOT_FOUND, "transport_disabled"),
@@ -87,9 +90,7 @@ impl TransportError {
             Self::MissingConnectionId => (StatusCode::BAD_REQUEST, "missing_connection_id"),
             Self::MissingConnectionToken => (StatusCode::BAD_REQUEST, "missing_connection_token"),
             Self::UnknownConnection => (StatusCode::NOT_FOUND, "unknown_connection"),
-            Self::UserMismatch | Self::RefreshUserMismatch => {
-                (StatusCode::FORBIDDEN, "user_mismatch")
-            }
+            Self::UserMismatch => (StatusCode::FORBIDDEN, "user_mismatch"),
             Self::InUse(_) => (StatusCode::CONFLICT, "transport_in_use"),
             Self::PostNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "post_not_allowed"),
             Self::DeleteNotSupported => (StatusCode::BAD_REQUEST, "delete_not_supported"),
@@ -200,16 +201,34 @@ mod tests {
                 "the token belongs to another user than the connection",
             ),
             (
-                E::RefreshUserMismatch,
+                E::Refresh(RefreshError::InvalidToken),
+                401,
+                "invalid_token",
+                "the new token is not valid",
+            ),
+            (
+                E::Refresh(RefreshError::UserMismatch),
                 403,
                 "user_mismatch",
                 "the new token belongs to another user than the connection",
             ),
             (
-                E::RevokedOnRefresh,
+                E::Refresh(RefreshError::Revoked),
                 401,
                 "invalid_token",
-                "the token was revoked; the connection is closed",
+                "the new token was revoked; the connection is closed",
+            ),
+            (
+                E::Refresh(RefreshError::UnknownConnection),
+                404,
+                "unknown_connection",
+                "no connection with this id",
+            ),
+            (
+                E::Refresh(RefreshError::Closed),
+                404,
+                "unknown_connection",
+                "the connection is closed",
             ),
             (
                 E::InUse("send"),

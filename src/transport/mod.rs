@@ -31,11 +31,10 @@ pub use cors::check_origin;
 pub use endpoints::HubEndpoints;
 pub use error::TransportError;
 
-use crate::auth::{
-    issue::unix_now, query_param, token_from_request, Principal, RequestAuthError, TokenError,
-};
+use crate::auth::{authenticate_request, issue::unix_now, query_param, Principal, TokenPolicy};
 use crate::connection::{
-    supervise, Attachment, CloseReason, Connection, Inbound, RegistryFull, Timeouts, TransportKind,
+    carry_on, supervise, Attachment, CloseReason, Connection, Inbound, RefreshError, RegistryFull,
+    Timeouts, TransportKind,
 };
 use crate::hub::{run_session, Hub};
 use crate::settings::TransportSettings;
@@ -151,21 +150,6 @@ fn find_hub(state: &HubEndpoints, name: &str) -> Result<Arc<Hub>, TransportError
         .ok_or_else(|| TransportError::UnknownHub(name.to_string()))
 }
 
-/// Authenticates a hub request: a valid, unrevoked token from the header or `access_token`.
-async fn authenticate(
-    req: &HttpRequest,
-    state: &HubEndpoints,
-) -> Result<Principal, TransportError> {
-    let (token, _) = token_from_request(req)?.ok_or_else(|| {
-        state.metrics.auth_failed("missing");
-        RequestAuthError::Missing
-    })?;
-    state.auth.authenticate(&token).await.map_err(|err| {
-        tracing::debug!(reason = err.code(), "hub request refused");
-        TransportError::invalid_token()
-    })
-}
-
 /// Whether the configuration offers `kind`.
 fn is_enabled(settings: &TransportSettings, kind: TransportKind) -> bool {
     match kind {
@@ -270,15 +254,21 @@ async fn existing_connection(
         state.connections.remove(&connection.token);
         return Err(TransportError::UserMismatch);
     }
-    if principal.expires_at > connection.expires_at()
-        && state
-            .connections
-            .refresh(&connection, principal.clone(), unix_now())
-            .is_ok()
-    {
-        tracing::debug!(connection = %connection.log_id(), expires_at = principal.expires_at, "connection moved onto a later token");
-        if !crate::connection::admit(&state.auth, &connection).await {
-            return Err(revoked_while_connecting());
+    if principal.expires_at > connection.expires_at() {
+        match carry_on(
+            &state.auth,
+            &state.connections,
+            &connection,
+            principal.clone(),
+        )
+        .await
+        {
+            Ok(_) => {
+                tracing::debug!(connection = %connection.log_id(), expires_at = principal.expires_at, "connection moved onto a later token");
+            }
+            Err(RefreshError::Revoked) => return Err(revoked_while_connecting()),
+            // Closed meanwhile: the transport finds it closed.
+            Err(_) => {}
         }
     }
     Ok(connection)
@@ -301,10 +291,11 @@ struct ConnectionRequest {
 ///
 /// The token must verify and be unrevoked like negotiate's, with one allowance: its `exp` may
 /// have passed if it is the token the connection was opened with (same `jti`) and the
-/// connection itself holds a later, unexpired token of the same user (after an in-band refresh). The official clients send their negotiate-time token on every
-/// long-polling and SSE request for the life of the connection, so without it a refreshed
-/// connection would fail at its first token's expiry; what bounds trust is the connection's own
-/// token, whose expiry the session enforces.
+/// connection itself holds a later, unexpired token of the same user (after an in-band
+/// refresh): [`TokenPolicy::ExpiredIf`] with [`expired_token_allowed`]. The official clients
+/// send their negotiate-time token on every long-polling and SSE request for the life of the
+/// connection, so without it a refreshed connection would fail at its first token's expiry;
+/// what bounds trust is the connection's own token, whose expiry the session enforces.
 async fn connection_request(
     req: &HttpRequest,
     hub: &str,
@@ -312,45 +303,32 @@ async fn connection_request(
 ) -> Result<ConnectionRequest, TransportError> {
     let origin = check_origin(req, &state.settings.server)?;
     let hub = find_hub(state, hub)?;
-    let (bearer, _) = token_from_request(req)?.ok_or_else(|| {
-        state.metrics.auth_failed("missing");
-        RequestAuthError::Missing
-    })?;
-    let refused = |err: TokenError| {
-        tracing::debug!(reason = err.code(), "hub request refused");
-        TransportError::invalid_token()
+    let id = query_param(req.query_string(), "id");
+    // Without an `id` the request is refused just below (400), whatever its token's `exp`.
+    let accept_expired = |principal: &Principal| {
+        id.as_deref()
+            .is_none_or(|token| expired_token_allowed(state, token, principal))
     };
-    let (principal, expired) = match state.auth.authenticate(&bearer).await {
-        Ok(principal) => (principal, false),
-        Err(TokenError::Expired) => (
-            state
-                .auth
-                .authenticate_past_expiry(&bearer)
-                .await
-                .map_err(refused)?,
-            true,
-        ),
-        Err(err) => return Err(refused(err)),
-    };
-    let token = query_param(req.query_string(), "id").ok_or(TransportError::MissingConnectionId)?;
-    if expired {
-        let leeway = i64::try_from(state.settings.jwt.leeway_secs).unwrap_or(i64::MAX);
-        // Only the very token the connection was opened with (the one official clients keep
-        // sending), only for its own user, and only while the connection holds a later token.
-        let carried_on = state.connections.get(&token).is_some_and(|c| {
-            c.opened_with(principal.jti.as_deref())
-                && c.principal().sub == principal.sub
-                && c.expires_at().saturating_add(leeway) > unix_now()
-        });
-        if !carried_on {
-            return Err(refused(TokenError::Expired));
-        }
-    }
+    let policy = TokenPolicy::ExpiredIf(&accept_expired);
+    let principal = authenticate_request(req, &state.auth, policy).await?;
+    let token = id.ok_or(TransportError::MissingConnectionId)?;
     let connection = existing_connection(state, &hub, &token, &principal).await?;
     Ok(ConnectionRequest {
         hub,
         connection,
         origin,
+    })
+}
+
+/// Whether the expired token proving `principal` may still be used on the connection `token`
+/// names: only the very token the connection was opened with (the one official clients keep
+/// sending), only for its own user, and only while the connection holds a later token.
+fn expired_token_allowed(state: &HubEndpoints, token: &str, principal: &Principal) -> bool {
+    let leeway = i64::try_from(state.settings.jwt.leeway_secs).unwrap_or(i64::MAX);
+    state.connections.get(token).is_some_and(|c| {
+        c.opened_with(principal.jti.as_deref())
+            && c.principal().sub == principal.sub
+            && c.expires_at().saturating_add(leeway) > unix_now()
     })
 }
 

@@ -5,8 +5,8 @@
 //! Server-Sent Events carry text only, so MessagePack clients skip them.
 
 use super::HubEndpoints;
-use super::{authenticate, create_connection, find_hub, is_enabled, TransportError};
-use crate::auth::{issue::unix_now, query_param};
+use super::{create_connection, find_hub, is_enabled, TransportError};
+use crate::auth::{authenticate_request, issue::unix_now, query_param, TokenPolicy};
 use crate::connection::TransportKind;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -48,7 +48,7 @@ pub async fn negotiate(
 ) -> Result<HttpResponse, TransportError> {
     let origin = super::check_origin(&req, &state.settings.server)?;
     let hub = find_hub(&state, &path)?;
-    let principal = authenticate(&req, &state).await?;
+    let principal = authenticate_request(&req, &state.auth, TokenPolicy::Current).await?;
     let query = req.query_string();
     let version = query_param(query, "negotiateVersion")
         .and_then(|v| v.parse::<u32>().ok())

@@ -15,11 +15,11 @@
 //! socket of the same user replaces the attached one (its client has given up on it).
 
 use super::{
-    authenticate, begin, conflict, create_connection, existing_connection, find_hub,
-    max_frame_bytes, unknown_connection, use_transport, COALESCE_BYTES,
+    begin, conflict, create_connection, existing_connection, find_hub, max_frame_bytes,
+    unknown_connection, use_transport, COALESCE_BYTES,
 };
 use super::{HubEndpoints, TransportError};
-use crate::auth::query_param;
+use crate::auth::{authenticate_request, query_param, TokenPolicy};
 use crate::connection::{coalesce, Attachment, CloseReason, Connection, Inbound, TransportKind};
 use crate::protocol::HubProtocol;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -38,7 +38,7 @@ pub async fn connect(
 ) -> Result<HttpResponse, TransportError> {
     super::check_origin(&req, &state.settings.server)?;
     let hub = find_hub(&state, &path)?;
-    let principal = authenticate(&req, &state).await?;
+    let principal = authenticate_request(&req, &state.auth, TokenPolicy::Current).await?;
     let connection = match query_param(req.query_string(), "id") {
         Some(token) => existing_connection(&state, &hub, &token, &principal).await?,
         // skipNegotiation: the connection is created here.

@@ -91,3 +91,104 @@ async fn metrics_are_for_admins_only() {
         .expect("answered");
     assert_eq!(response.status().as_u16(), 401);
 }
+
+/// `POST /hubs/home/refresh?id=` with `token`: the status and the JSON body.
+async fn refresh_over_http(server: &HubServer, id: &str, token: &str) -> (u16, serde_json::Value) {
+    let mut response = server
+        .http
+        .post(server.url(&format!("/hubs/home/refresh?id={id}")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("refresh answered");
+    let body = response.json().await.expect("a JSON body");
+    (response.status().as_u16(), body)
+}
+
+/// Both ways into an in-band refresh refuse the same tokens with the same words: the
+/// `RefreshToken` hub method's error is the HTTP answer's `error: message`, and neither changes
+/// the connection.
+#[actix_web::test]
+async fn both_ways_to_refresh_refuse_a_bad_token_with_the_same_text() {
+    let server = spawn_hub(&[]).await;
+    let owner = user_token("refresh-owner");
+    let negotiated = server
+        .negotiate("?negotiateVersion=1", Some(&owner), None)
+        .await;
+    let id = negotiated.body["connectionToken"]
+        .as_str()
+        .expect("a connection token")
+        .to_string();
+    let mut client = server
+        .connect(&format!("?id={id}"), Some(&owner), None)
+        .await
+        .expect("upgraded");
+    client.handshake().await;
+    let who = client.call("who", "Whoami", json!([])).await["result"].clone();
+    let invalid_refreshes = |m: std::collections::HashMap<String, f64>| {
+        m.get(r#"signet_token_refreshes_total{kind="connection",outcome="invalid"}"#)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let invalid_before = invalid_refreshes(scrape(&server).await);
+
+    let mut expired = claims("refresh-owner");
+    expired["exp"] = json!(crate::helpers::now() - 3600);
+    let expired = sign_hs(
+        TEST_SECRET,
+        Some(&kid_of(TEST_SECRET)),
+        Algorithm::HS256,
+        &expired,
+    );
+    let refusals = [
+        (
+            "not-a-token".to_string(),
+            401,
+            "invalid_token",
+            "the new token is not valid",
+        ),
+        (expired, 401, "invalid_token", "the new token is not valid"),
+        (
+            user_token("someone-else"),
+            403,
+            "user_mismatch",
+            "the new token belongs to another user than the connection",
+        ),
+    ];
+    for (n, (token, status, code, message)) in refusals.iter().enumerate() {
+        let (answered, body) = refresh_over_http(&server, &id, token).await;
+        assert_eq!(
+            (answered, &body["error"], &body["message"]),
+            (*status, &json!(code), &json!(message)),
+            "{body}"
+        );
+        let error = client
+            .call_error(&n.to_string(), "RefreshToken", json!([token]))
+            .await;
+        assert_eq!(
+            error,
+            format!(
+                "An unexpected error occurred invoking 'RefreshToken' on the server. \
+                 HubException: {code}: {message}"
+            )
+        );
+    }
+    assert_eq!(
+        client.call("who", "Whoami", json!([])).await["result"],
+        who,
+        "no refusal changed the connection"
+    );
+    // The invalid tokens are counted whichever way they came.
+    let invalid_after = invalid_refreshes(scrape(&server).await);
+    assert_eq!(invalid_after - invalid_before, 4.0);
+    // A request naming no connection is told so once its token is judged valid.
+    let (answered, body) = refresh_over_http(&server, "no-such-connection", &owner).await;
+    assert_eq!(
+        (answered, &body["error"], &body["message"]),
+        (
+            404,
+            &json!("unknown_connection"),
+            &json!("no connection with this id")
+        )
+    );
+}
