@@ -38,9 +38,25 @@ pub enum RequestAuthError {
     /// 401 `invalid_token`: it did not verify or was revoked (the reason goes to the log only).
     #[error("the token is not valid")]
     Invalid,
+    /// 503 `store_unavailable`: whether the token is revoked could not be checked, so it is
+    /// refused for now (fail closed); the client should retry, not discard its token.
+    #[error("the token could not be checked against revocations; try again later")]
+    StoreUnavailable,
     /// 500: the server was built without an [`Authenticator`] in its app data.
     #[error("Authenticator is not registered")]
     NotConfigured,
+}
+
+impl RequestAuthError {
+    /// What a request learns of a refused token: only whether to retry (the reason goes to
+    /// the log only).
+    pub fn refused(err: super::TokenError) -> Self {
+        tracing::debug!(reason = err.code(), "token rejected");
+        match err {
+            super::TokenError::RevocationUnavailable => Self::StoreUnavailable,
+            _ => Self::Invalid,
+        }
+    }
 }
 
 /// Finds the request's token. `Ok(None)` when there is none.
@@ -104,13 +120,10 @@ impl FromRequest for Authenticated {
                 auth.metrics().auth_failed("missing");
                 RequestAuthError::Missing
             })?;
-            match auth.authenticate(&token).await {
-                Ok(principal) => Ok(Authenticated(principal)),
-                Err(err) => {
-                    tracing::debug!(reason = err.code(), "token rejected");
-                    Err(RequestAuthError::Invalid)
-                }
-            }
+            auth.authenticate(&token)
+                .await
+                .map(Authenticated)
+                .map_err(RequestAuthError::refused)
         })
     }
 }

@@ -160,10 +160,11 @@ async fn authenticate(
         state.metrics.auth_failed("missing");
         RequestAuthError::Missing
     })?;
-    state.auth.authenticate(&token).await.map_err(|err| {
-        tracing::debug!(reason = err.code(), "hub request refused");
-        TransportError::invalid_token()
-    })
+    state
+        .auth
+        .authenticate(&token)
+        .await
+        .map_err(|err| RequestAuthError::refused(err).into())
 }
 
 /// Whether the configuration offers `kind`.
@@ -316,10 +317,7 @@ async fn connection_request(
         state.metrics.auth_failed("missing");
         RequestAuthError::Missing
     })?;
-    let refused = |err: TokenError| {
-        tracing::debug!(reason = err.code(), "hub request refused");
-        TransportError::invalid_token()
-    };
+    let refused = |err: TokenError| TransportError::from(RequestAuthError::refused(err));
     let (principal, expired) = match state.auth.authenticate(&bearer).await {
         Ok(principal) => (principal, false),
         Err(TokenError::Expired) => (
