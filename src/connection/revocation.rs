@@ -33,10 +33,7 @@ async fn follow(
             event = events.recv() => event,
         };
         match event {
-            Ok(event) => {
-                auth.metrics().revocation_applied(kind(&event));
-                apply(&auth, &connections, &event).await
-            }
+            Ok(event) => apply(&auth, &connections, &event).await,
             Err(RecvError::Lagged(missed)) => {
                 // Events were lost: check every connection rather than miss a revocation.
                 tracing::warn!(
@@ -51,26 +48,6 @@ async fn follow(
     }
 }
 
-/// The metrics label of an event.
-fn kind(event: &RevocationEvent) -> &'static str {
-    match event {
-        RevocationEvent::Jti { .. } => "token",
-        RevocationEvent::Session { .. } => "session",
-        RevocationEvent::UserBefore { .. } => "user",
-        RevocationEvent::Device { .. } => "device",
-    }
-}
-
-/// What a connection closed by an event is told (after `Authentication revoked: `).
-fn close_text(event: &RevocationEvent) -> &'static str {
-    match event {
-        RevocationEvent::Jti { .. } => "logged out",
-        RevocationEvent::Session { .. } => "session revoked",
-        RevocationEvent::UserBefore { .. } => "access revoked by an administrator",
-        RevocationEvent::Device { .. } => "device removed or re-keyed",
-    }
-}
-
 /// The close text when events were lost and every connection is checked again.
 const LAGGED: &str = "token revoked";
 /// The close text when a revocation landed while the connection was being set up.
@@ -78,20 +55,35 @@ const WHILE_CONNECTING: &str = "the token was revoked while connecting";
 /// The close text when revocation could not be checked (fail closed).
 const UNVERIFIABLE: &str = "the token could not be checked against revocations";
 
+/// Closes the connections `event` revokes. Each kind of event has its metrics label and the
+/// text a closed connection is told (after `Authentication revoked: `).
 async fn apply(auth: &Authenticator, connections: &ConnectionRegistry, event: &RevocationEvent) {
-    let candidates = match event {
-        RevocationEvent::Jti { jti, .. } => connections.matching(Claim::TokenId(jti)),
-        RevocationEvent::Session { sid, .. } => connections.matching(Claim::Session(sid)),
+    let (kind, candidates, why) = match event {
+        RevocationEvent::Jti { jti, .. } => (
+            "token",
+            connections.matching(Claim::TokenId(jti)),
+            "logged out",
+        ),
+        RevocationEvent::Session { sid, .. } => (
+            "session",
+            connections.matching(Claim::Session(sid)),
+            "session revoked",
+        ),
         RevocationEvent::UserBefore { sub, .. } => {
             let mut found = connections.matching(Claim::Subject(sub));
             found.extend(connections.matching(Claim::Owner(sub)));
-            found
+            ("user", found, "access revoked by an administrator")
         }
-        RevocationEvent::Device { sub, .. } => connections.matching(Claim::Subject(sub)),
+        RevocationEvent::Device { sub, .. } => (
+            "device",
+            connections.matching(Claim::Subject(sub)),
+            "device removed or re-keyed",
+        ),
     };
-    let closed = recheck(auth, candidates, close_text(event)).await;
+    auth.metrics().revocation_applied(kind);
+    let closed = recheck(auth, candidates, why).await;
     tracing::debug!(
-        kind = kind(event),
+        kind,
         cause = event.cause().as_str(),
         closed,
         "revocation applied to live connections"
