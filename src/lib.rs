@@ -16,7 +16,8 @@
 //!   layers' request errors), the body extractor, redacting request logs, health, `/metrics`.
 //! - `hubs`: the application: the home hub and its admin methods.
 //! - `hub`: the dispatcher (method table with role gates and envelope policy, invocations,
-//!   streams, the hub session) and the lifetime manager behind which sends go.
+//!   streams, the hub session) and the lifetime manager behind which sends, presence and kicks
+//!   go: a seam toward other nodes that speaks data, never connection handles.
 //! - `connection`: the connection whatever the transport: principal, bounded queues both ways,
 //!   attachments of transports, the stateful-reconnect replay buffer, its supervisor, close
 //!   reasons (with their exhaustive metrics index), in-band refresh (one for the HTTP endpoint

@@ -38,6 +38,9 @@ pub enum TokenError {
     MissingClaim(String),
     #[error("token has been revoked")]
     Revoked,
+    /// Whether the token is revoked could not be learnt: it is refused (fail closed).
+    #[error("token revocation could not be checked")]
+    RevocationUnavailable,
 }
 
 impl TokenError {
@@ -54,6 +57,7 @@ impl TokenError {
             Self::Audience => "audience",
             Self::MissingClaim(_) => "missing_claim",
             Self::Revoked => "revoked",
+            Self::RevocationUnavailable => "revocation_unavailable",
         }
     }
 }

@@ -12,7 +12,8 @@ pub use issue::{AccessClaims, IssuedToken};
 pub use keyring::{hmac_kid, KeyRing, KeyRingError, TokenError};
 pub use principal::{Principal, TokenClaims, DOTNET_ROLE_CLAIM};
 pub use revocation::{
-    InProcessRevocations, RevocationError, RevocationEvent, RevocationStore, Revoked,
+    InProcessRevocations, RevocationCause, RevocationError, RevocationEvent, RevocationState,
+    RevocationStore, Revoked, StoreUnavailable,
 };
 pub use token_source::{
     authenticate_request, bearer_token, query_param, token_from_request, Authenticated,
@@ -89,12 +90,20 @@ impl Authenticator {
     }
 
     /// Asks again whether `principal`'s token is revoked: for live connections after a
-    /// [`RevocationEvent`] that [`RevocationEvent::affects`] them.
+    /// [`RevocationEvent`] that [`RevocationEvent::affects`] them. Fails closed: a token whose
+    /// revocation cannot be checked is refused ([`TokenError::RevocationUnavailable`]).
     pub async fn check_revocation(&self, principal: &Principal) -> Result<(), TokenError> {
-        self.revocations.check(principal).await.map_err(|reason| {
-            tracing::debug!(sub = %principal.sub, %reason, "revoked token refused");
-            TokenError::Revoked
-        })
+        match self.revocations.check(principal).await {
+            Ok(RevocationState::Valid) => Ok(()),
+            Ok(RevocationState::Revoked(reason)) => {
+                tracing::debug!(sub = %principal.sub, %reason, "revoked token refused");
+                Err(TokenError::Revoked)
+            }
+            Err(err) => {
+                tracing::warn!(sub = %principal.sub, error = %err, "token refused: revocation unavailable");
+                Err(TokenError::RevocationUnavailable)
+            }
+        }
     }
 
     /// Revocations from now on, for closing live connections.

@@ -25,6 +25,49 @@ use tokio::sync::broadcast;
 /// `jwt.access_token_lifetime_minutes`): records about Signet's own tokens are kept this long.
 pub const MAX_ACCESS_TOKEN_LIFETIME_SECS: i64 = 1440 * 60;
 
+/// Why tokens were revoked: one name ([`RevocationCause::as_str`]) for logs, events and the
+/// store's session records (`revoked_reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RevocationCause {
+    /// The user logged out.
+    Logout,
+    /// A refresh token was presented a second time: its session is ended.
+    RefreshTokenReused,
+    /// A new login ended the user's oldest session (`identity.max_sessions_per_user`).
+    SessionLimit,
+    /// An administrator revoked everything the user holds.
+    AdminRevoked,
+    /// The user's password was changed.
+    PasswordChanged,
+    /// The user was removed.
+    UserRemoved,
+    /// The device was removed.
+    DeviceRemoved,
+    /// The device's key was replaced.
+    DeviceRekeyed,
+}
+
+impl RevocationCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Logout => "logout",
+            Self::RefreshTokenReused => "refresh_token_reused",
+            Self::SessionLimit => "session_limit",
+            Self::AdminRevoked => "admin_revoked",
+            Self::PasswordChanged => "password_changed",
+            Self::UserRemoved => "user_removed",
+            Self::DeviceRemoved => "device_removed",
+            Self::DeviceRekeyed => "device_rekeyed",
+        }
+    }
+}
+
+impl std::fmt::Display for RevocationCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A revocation that happened, for whoever holds live connections.
 ///
 /// Use [`RevocationEvent::affects`] as a cheap filter over connections, then
@@ -33,26 +76,39 @@ pub const MAX_ACCESS_TOKEN_LIFETIME_SECS: i64 = 1440 * 60;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RevocationEvent {
     /// One access token (by `jti`) is revoked.
-    Jti(String),
+    Jti { jti: String, cause: RevocationCause },
     /// Every access token of a session (`sid`) is revoked.
-    Session(String),
+    Session { sid: String, cause: RevocationCause },
     /// Tokens of `sub`, or owned by `sub`, issued before `before` (Unix seconds) are revoked.
-    UserBefore { sub: String, before: i64 },
+    UserBefore {
+        sub: String,
+        before: i64,
+        cause: RevocationCause,
+    },
     /// A device (`sub = "device:<id>"`) was removed or re-keyed.
-    Device { sub: String },
+    Device { sub: String, cause: RevocationCause },
 }
 
 impl RevocationEvent {
+    pub fn cause(&self) -> RevocationCause {
+        match self {
+            Self::Jti { cause, .. }
+            | Self::Session { cause, .. }
+            | Self::UserBefore { cause, .. }
+            | Self::Device { cause, .. } => *cause,
+        }
+    }
+
     /// Whether this event may revoke `principal`'s token.
     pub fn affects(&self, principal: &Principal) -> bool {
         match self {
-            Self::Jti(jti) => principal.jti.as_deref() == Some(jti),
-            Self::Session(sid) => principal.sid.as_deref() == Some(sid),
-            Self::UserBefore { sub, before } => {
+            Self::Jti { jti, .. } => principal.jti.as_deref() == Some(jti),
+            Self::Session { sid, .. } => principal.sid.as_deref() == Some(sid),
+            Self::UserBefore { sub, before, .. } => {
                 let owned = principal.sub == *sub || principal.owner.as_deref() == Some(sub);
                 owned && principal.issued_at.is_none_or(|iat| iat < *before)
             }
-            Self::Device { sub } => principal.sub == *sub,
+            Self::Device { sub, .. } => principal.sub == *sub,
         }
     }
 }
@@ -68,6 +124,25 @@ pub enum Revoked {
     Subject,
 }
 
+/// The verdict on a verified token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevocationState {
+    Valid,
+    Revoked(Revoked),
+}
+
+/// The revocation records could not be consulted (a shared store down, for example). Callers
+/// fail closed: the token is refused, the connection refused or closed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the revocation store is unavailable: {0}")]
+pub struct StoreUnavailable(pub String);
+
+impl From<StoreError> for StoreUnavailable {
+    fn from(err: StoreError) -> Self {
+        Self(err.to_string())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RevocationError {
     /// The revocation is in force in memory but could not be persisted.
@@ -78,15 +153,32 @@ pub enum RevocationError {
 /// Where revocations are recorded and checked. Object safe: held as `Arc<dyn RevocationStore>`.
 #[async_trait]
 pub trait RevocationStore: Send + Sync + std::fmt::Debug {
-    /// `Ok` unless something revokes `principal`'s token.
-    async fn check(&self, principal: &Principal) -> Result<(), Revoked>;
+    /// Whether something revokes `principal`'s token; [`StoreUnavailable`] when that cannot
+    /// be known.
+    async fn check(&self, principal: &Principal) -> Result<RevocationState, StoreUnavailable>;
     /// Denies the token `jti` until `expires_at`.
-    async fn deny_token(&self, jti: &str, expires_at: i64) -> Result<(), RevocationError>;
+    async fn deny_token(
+        &self,
+        jti: &str,
+        expires_at: i64,
+        cause: RevocationCause,
+    ) -> Result<(), RevocationError>;
     /// Revokes every access token of session `sid`; the record is kept at least until `until`.
-    async fn revoke_session(&self, sid: &str, until: i64) -> Result<(), RevocationError>;
+    async fn revoke_session(
+        &self,
+        sid: &str,
+        until: i64,
+        cause: RevocationCause,
+    ) -> Result<(), RevocationError>;
     /// Revokes tokens of user `sub` (and of devices it owns) issued before `before`.
-    async fn revoke_user_before(&self, sub: &str, before: i64) -> Result<(), RevocationError>;
-    /// Revokes a device's tokens issued before `before`; `None` revokes all (device removed).
+    async fn revoke_user_before(
+        &self,
+        sub: &str,
+        before: i64,
+        cause: RevocationCause,
+    ) -> Result<(), RevocationError>;
+    /// Revokes a device's tokens issued before `before` (the device was re-keyed); `None`
+    /// revokes all (the device was removed).
     async fn revoke_device(&self, sub: &str, before: Option<i64>) -> Result<(), RevocationError>;
     /// The cut-off for `sub`: a token issued to it must have `iat >= not_before`.
     async fn not_before(&self, sub: &str) -> Option<i64>;
@@ -233,48 +325,72 @@ impl InProcessRevocations {
 
 #[async_trait]
 impl RevocationStore for InProcessRevocations {
-    async fn check(&self, principal: &Principal) -> Result<(), Revoked> {
+    /// In memory: never unavailable.
+    async fn check(&self, principal: &Principal) -> Result<RevocationState, StoreUnavailable> {
+        let revoked = |why| Ok(RevocationState::Revoked(why));
         if let Some(jti) = &principal.jti {
             if self.denied.contains_key(jti) {
-                return Err(Revoked::Token);
+                return revoked(Revoked::Token);
             }
         }
         if let Some(sid) = &principal.sid {
             if self.sessions.contains_key(sid) {
-                return Err(Revoked::Session);
+                return revoked(Revoked::Session);
             }
         }
         let owner = principal.owner.as_deref();
         if self.cutoff_refuses(&principal.sub, principal.issued_at)
             || owner.is_some_and(|owner| self.cutoff_refuses(owner, principal.issued_at))
         {
-            return Err(Revoked::Subject);
+            return revoked(Revoked::Subject);
         }
-        Ok(())
+        Ok(RevocationState::Valid)
     }
 
-    async fn deny_token(&self, jti: &str, expires_at: i64) -> Result<(), RevocationError> {
+    async fn deny_token(
+        &self,
+        jti: &str,
+        expires_at: i64,
+        cause: RevocationCause,
+    ) -> Result<(), RevocationError> {
         let until = expires_at.saturating_add(self.leeway_secs);
         self.denied.insert(jti.to_string(), until);
-        self.publish(RevocationEvent::Jti(jti.to_string()));
+        self.publish(RevocationEvent::Jti {
+            jti: jti.to_string(),
+            cause,
+        });
         self.log.record_denied_token(jti, until).await?;
         Ok(())
     }
 
-    async fn revoke_session(&self, sid: &str, until: i64) -> Result<(), RevocationError> {
+    async fn revoke_session(
+        &self,
+        sid: &str,
+        until: i64,
+        cause: RevocationCause,
+    ) -> Result<(), RevocationError> {
         let until = until.saturating_add(self.leeway_secs);
         self.sessions.insert(sid.to_string(), until);
-        self.publish(RevocationEvent::Session(sid.to_string()));
+        self.publish(RevocationEvent::Session {
+            sid: sid.to_string(),
+            cause,
+        });
         self.log.record_revoked_session(sid, until).await?;
         Ok(())
     }
 
-    async fn revoke_user_before(&self, sub: &str, before: i64) -> Result<(), RevocationError> {
+    async fn revoke_user_before(
+        &self,
+        sub: &str,
+        before: i64,
+        cause: RevocationCause,
+    ) -> Result<(), RevocationError> {
         // Kept for good: tokens of external issuers may live longer than Signet's.
         let cutoff = self.raise_cutoff(sub, before, None);
         self.publish(RevocationEvent::UserBefore {
             sub: sub.to_string(),
             before,
+            cause,
         });
         self.persist_cutoff(sub, cutoff).await
     }
@@ -291,6 +407,10 @@ impl RevocationStore for InProcessRevocations {
             .retain(|_, c| c.forget_after.is_none_or(|forget| forget > now));
         self.publish(RevocationEvent::Device {
             sub: sub.to_string(),
+            cause: match before {
+                Some(_) => RevocationCause::DeviceRekeyed,
+                None => RevocationCause::DeviceRemoved,
+            },
         });
         self.persist_cutoff(sub, cutoff).await
     }
@@ -337,44 +457,75 @@ mod tests {
         let mut events = r.subscribe();
         let now = unix_now();
         let a = principal("a", now);
-        assert_eq!(r.check(&a).await, Ok(()));
+        assert_eq!(r.check(&a).await, Ok(RevocationState::Valid));
 
-        r.deny_token("jti-a-0", now + 60).await.unwrap();
-        assert_eq!(r.check(&principal("a", 0)).await, Err(Revoked::Token));
-        assert_eq!(r.check(&a).await, Ok(()));
+        r.deny_token("jti-a-0", now + 60, RevocationCause::Logout)
+            .await
+            .unwrap();
+        assert_eq!(
+            r.check(&principal("a", 0)).await,
+            Ok(RevocationState::Revoked(Revoked::Token))
+        );
+        assert_eq!(r.check(&a).await, Ok(RevocationState::Valid));
 
-        r.revoke_session("sid-b", now + 60).await.unwrap();
-        assert_eq!(r.check(&principal("b", now)).await, Err(Revoked::Session));
+        r.revoke_session("sid-b", now + 60, RevocationCause::RefreshTokenReused)
+            .await
+            .unwrap();
+        assert_eq!(
+            r.check(&principal("b", now)).await,
+            Ok(RevocationState::Revoked(Revoked::Session))
+        );
 
-        r.revoke_user_before("c", now).await.unwrap();
+        r.revoke_user_before("c", now, RevocationCause::AdminRevoked)
+            .await
+            .unwrap();
         assert_eq!(
             r.check(&principal("c", now - 1)).await,
-            Err(Revoked::Subject)
+            Ok(RevocationState::Revoked(Revoked::Subject))
         );
-        assert_eq!(r.check(&principal("c", now)).await, Ok(()));
+        assert_eq!(
+            r.check(&principal("c", now)).await,
+            Ok(RevocationState::Valid)
+        );
         let mut device = principal("device:d", now - 1);
         device.owner = Some("c".into());
         device.sid = None;
-        assert_eq!(r.check(&device).await, Err(Revoked::Subject), "owned");
+        assert_eq!(
+            r.check(&device).await,
+            Ok(RevocationState::Revoked(Revoked::Subject)),
+            "owned"
+        );
         let mut no_iat = principal("c", now);
         no_iat.issued_at = None;
-        assert_eq!(r.check(&no_iat).await, Err(Revoked::Subject), "no iat");
+        assert_eq!(
+            r.check(&no_iat).await,
+            Ok(RevocationState::Revoked(Revoked::Subject)),
+            "no iat"
+        );
 
         r.revoke_device("device:e", None).await.unwrap();
         assert_eq!(
             r.check(&principal("device:e", now + 10)).await,
-            Err(Revoked::Subject)
+            Ok(RevocationState::Revoked(Revoked::Subject))
         );
 
         let expected = [
-            RevocationEvent::Jti("jti-a-0".into()),
-            RevocationEvent::Session("sid-b".into()),
+            RevocationEvent::Jti {
+                jti: "jti-a-0".into(),
+                cause: RevocationCause::Logout,
+            },
+            RevocationEvent::Session {
+                sid: "sid-b".into(),
+                cause: RevocationCause::RefreshTokenReused,
+            },
             RevocationEvent::UserBefore {
                 sub: "c".into(),
                 before: now,
+                cause: RevocationCause::AdminRevoked,
             },
             RevocationEvent::Device {
                 sub: "device:e".into(),
+                cause: RevocationCause::DeviceRemoved,
             },
         ];
         for want in expected {
@@ -386,7 +537,9 @@ mod tests {
     async fn a_cutoff_never_moves_earlier() {
         let (_, r) = revocations().await;
         r.revoke_device("device:x", Some(100)).await.unwrap();
-        r.revoke_user_before("device:x", 50).await.unwrap();
+        r.revoke_user_before("device:x", 50, RevocationCause::AdminRevoked)
+            .await
+            .unwrap();
         assert_eq!(r.not_before("device:x").await, Some(100));
     }
 
@@ -394,18 +547,33 @@ mod tests {
     async fn revocations_are_reloaded_from_the_log() {
         let (store, r) = revocations().await;
         let now = unix_now();
-        r.deny_token("j", now + 60).await.unwrap();
-        r.revoke_session("s", now + 60).await.unwrap();
-        r.revoke_user_before("u", now).await.unwrap();
+        r.deny_token("j", now + 60, RevocationCause::Logout)
+            .await
+            .unwrap();
+        r.revoke_session("s", now + 60, RevocationCause::RefreshTokenReused)
+            .await
+            .unwrap();
+        r.revoke_user_before("u", now, RevocationCause::AdminRevoked)
+            .await
+            .unwrap();
         let reloaded = InProcessRevocations::load(store, 0, 16).await.unwrap();
         let mut p = principal("u", now - 1);
-        assert_eq!(reloaded.check(&p).await, Err(Revoked::Subject));
+        assert_eq!(
+            reloaded.check(&p).await,
+            Ok(RevocationState::Revoked(Revoked::Subject))
+        );
         p.sub = "v".into();
         p.sid = Some("s".into());
-        assert_eq!(reloaded.check(&p).await, Err(Revoked::Session));
+        assert_eq!(
+            reloaded.check(&p).await,
+            Ok(RevocationState::Revoked(Revoked::Session))
+        );
         p.sid = None;
         p.jti = Some("j".into());
-        assert_eq!(reloaded.check(&p).await, Err(Revoked::Token));
+        assert_eq!(
+            reloaded.check(&p).await,
+            Ok(RevocationState::Revoked(Revoked::Token))
+        );
     }
 
     #[test]
@@ -415,13 +583,19 @@ mod tests {
         let before = |b| RevocationEvent::UserBefore {
             sub: "u".into(),
             before: b,
+            cause: RevocationCause::AdminRevoked,
         };
         assert!(before(11).affects(&p));
         assert!(!before(10).affects(&p));
         assert!(RevocationEvent::Device {
-            sub: "device:d".into()
+            sub: "device:d".into(),
+            cause: RevocationCause::DeviceRekeyed,
         }
         .affects(&p));
-        assert!(!RevocationEvent::Jti("other".into()).affects(&p));
+        assert!(!RevocationEvent::Jti {
+            jti: "other".into(),
+            cause: RevocationCause::Logout,
+        }
+        .affects(&p));
     }
 }

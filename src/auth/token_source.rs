@@ -38,9 +38,25 @@ pub enum RequestAuthError {
     /// 401 `invalid_token`: it did not verify or was revoked (the reason goes to the log only).
     #[error("the token is not valid")]
     Invalid,
+    /// 503 `store_unavailable`: whether the token is revoked could not be checked, so it is
+    /// refused for now (fail closed); the client should retry, not discard its token.
+    #[error("the token could not be checked against revocations; try again later")]
+    StoreUnavailable,
     /// 500: the server was built without an [`Authenticator`] in its app data.
     #[error("Authenticator is not registered")]
     NotConfigured,
+}
+
+impl RequestAuthError {
+    /// What a request learns of a refused token: only whether to retry (the reason goes to
+    /// the log only).
+    pub fn refused(err: super::TokenError) -> Self {
+        tracing::debug!(reason = err.code(), "token refused");
+        match err {
+            super::TokenError::RevocationUnavailable => Self::StoreUnavailable,
+            _ => Self::Invalid,
+        }
+    }
 }
 
 /// Finds the request's token. `Ok(None)` when there is none.
@@ -122,7 +138,8 @@ pub fn bearer_token(req: &HttpRequest, auth: &Authenticator) -> Result<String, R
 
 /// The one way a request becomes a [`Principal`]: its token ([`token_from_request`]) verified
 /// and checked against revocation under `policy`. Why a token was refused goes to the log
-/// only: the client reads [`RequestAuthError::Invalid`].
+/// only: the client reads [`RequestAuthError::Invalid`], or `StoreUnavailable` when revocation
+/// could not be checked.
 pub async fn authenticate_request(
     req: &HttpRequest,
     auth: &Authenticator,
@@ -142,10 +159,7 @@ pub async fn authenticate_request(
             }),
         (verified, _) => verified,
     };
-    verified.map_err(|err| {
-        tracing::debug!(reason = err.code(), "token refused");
-        RequestAuthError::Invalid
-    })
+    verified.map_err(RequestAuthError::refused)
 }
 
 /// Extractor for API routes that need an authenticated principal: `Authenticated(principal)`,

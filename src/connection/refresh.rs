@@ -26,6 +26,10 @@ pub enum RefreshError {
     /// The connection closed before it could move onto the new token.
     #[error("the connection is closed")]
     Closed,
+    /// Whether the new token is revoked could not be checked (the revocation store is
+    /// unavailable): refused for now, fail closed; the connection keeps its current token.
+    #[error("the new token could not be checked against revocations; try again later")]
+    StoreUnavailable,
 }
 
 impl RefreshError {
@@ -35,6 +39,7 @@ impl RefreshError {
             Self::InvalidToken | Self::Revoked => "invalid_token",
             Self::UserMismatch => "user_mismatch",
             Self::UnknownConnection | Self::Closed => "unknown_connection",
+            Self::StoreUnavailable => "store_unavailable",
         }
     }
 }
@@ -54,7 +59,10 @@ pub async fn refresh(
     let principal = auth.authenticate(token).await.map_err(|err| {
         tracing::debug!(reason = err.code(), "in-band refresh refused");
         auth.metrics().token_refreshed("connection", "invalid");
-        RefreshError::InvalidToken
+        match err {
+            crate::auth::TokenError::RevocationUnavailable => RefreshError::StoreUnavailable,
+            _ => RefreshError::InvalidToken,
+        }
     })?;
     let connection = connection.ok_or(RefreshError::UnknownConnection)?;
     let sub = principal.sub.clone();

@@ -111,6 +111,11 @@ impl From<RequestAuthError> for ApiError {
             | RequestAuthError::NotBearer
             | RequestAuthError::Invalid => Self::unauthorized("invalid_token", message),
             RequestAuthError::ConflictingTokens => Self::bad_request("conflicting_tokens", message),
+            RequestAuthError::StoreUnavailable => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                message,
+            ),
             RequestAuthError::NotConfigured => Self::internal(err),
         }
     }
@@ -161,6 +166,12 @@ mod tests {
                 RequestAuthError::ConflictingTokens,
                 400,
                 "conflicting_tokens",
+                None,
+            ),
+            (
+                RequestAuthError::StoreUnavailable,
+                503,
+                "store_unavailable",
                 None,
             ),
             (RequestAuthError::NotConfigured, 500, "internal_error", None),

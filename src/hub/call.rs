@@ -30,7 +30,8 @@ impl Call {
     }
 }
 
-/// Sends to other connections of the same hub. A send never waits for a slow recipient.
+/// Sends to other connections of the same hub. A send never waits for a slow recipient, and
+/// `Ok(())` means it was handed on, not that anybody was connected to receive it.
 #[derive(Clone)]
 pub struct Clients {
     lifetime: Arc<dyn HubLifetimeManager>,
@@ -47,8 +48,8 @@ impl Clients {
         &self.lifetime
     }
 
-    /// Calls `target` on every connection of the hub; returns how many were reached.
-    pub async fn all(&self, target: &str, arguments: Vec<Value>) -> Result<usize, LifetimeError> {
+    /// Calls `target` on every connection of the hub.
+    pub async fn all(&self, target: &str, arguments: Vec<Value>) -> Result<(), LifetimeError> {
         self.lifetime
             .send_all(message(target, arguments), &[])
             .await
@@ -59,7 +60,7 @@ impl Clients {
         target: &str,
         arguments: Vec<Value>,
         excluded: &[String],
-    ) -> Result<usize, LifetimeError> {
+    ) -> Result<(), LifetimeError> {
         self.lifetime
             .send_all(message(target, arguments), excluded)
             .await
@@ -70,7 +71,7 @@ impl Clients {
         connection_id: &str,
         target: &str,
         arguments: Vec<Value>,
-    ) -> Result<usize, LifetimeError> {
+    ) -> Result<(), LifetimeError> {
         self.lifetime
             .send_connection(connection_id, message(target, arguments))
             .await
@@ -82,7 +83,7 @@ impl Clients {
         sub: &str,
         target: &str,
         arguments: Vec<Value>,
-    ) -> Result<usize, LifetimeError> {
+    ) -> Result<(), LifetimeError> {
         self.lifetime
             .send_user(sub, message(target, arguments))
             .await
@@ -93,7 +94,7 @@ impl Clients {
         groups: &[String],
         target: &str,
         arguments: Vec<Value>,
-    ) -> Result<usize, LifetimeError> {
+    ) -> Result<(), LifetimeError> {
         self.lifetime
             .send_groups(groups, message(target, arguments))
             .await

@@ -1,16 +1,26 @@
 //! The lifetime manager: who is connected to a hub, and every send to other connections.
 //!
-//! The trait is what a Redis backplane will implement; [`InProcessLifetimeManager`] serves one
-//! node. Sends encode a message once per protocol ([`SerializedHubMessage`]) and hand the shared
+//! The trait is the seam toward other nodes, and what a Redis backplane will implement; it
+//! speaks data, never local handles: a send returns `Ok(())` once it is handed on (a publish
+//! cannot know who received it), presence and counts are questions of their own, and a
+//! connection, wherever it lives, is a [`ConnectionInfo`]. [`InProcessLifetimeManager`] is the
+//! local adapter that serves one node (a backplane would wrap it for its own connections).
+//! Sends encode a message once per protocol ([`SerializedHubMessage`]) and hand the shared
 //! bytes to each recipient with [`Connection::try_send`], so a broadcast never waits for a slow
 //! client and never holds a lock across an `.await`.
 
-use crate::connection::Connection;
+use crate::connection::{Claim, CloseReason, Connection, ConnectionRegistry};
 use crate::protocol::SerializedHubMessage;
 use async_trait::async_trait;
 use dashmap::DashMap;
 use std::collections::HashSet;
 use std::sync::Arc;
+
+/// The shared state other nodes see (a backplane) could not be reached. The in-process
+/// implementations never answer it; a caller decides whether to fail closed or soft.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the backplane is unavailable: {0}")]
+pub struct BackplaneError(pub String);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LifetimeError {
@@ -18,16 +28,43 @@ pub enum LifetimeError {
     UnknownConnection(String),
     #[error("a connection may belong to at most {0} groups")]
     TooManyGroups(usize),
-    #[error("the backplane is unavailable: {0}")]
-    Backplane(String),
+    #[error(transparent)]
+    Backplane(#[from] BackplaneError),
 }
 
-/// Membership and sends for one hub. Every send returns how many connections it reached.
+/// A connection of a hub as any node sees it: plain data, whichever node holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    /// The connection id (what [`HubLifetimeManager::send_connection`] addresses).
+    pub id: String,
+    /// The principal's `sub`.
+    pub sub: String,
+    /// The id message keys of its current token derive from (see
+    /// [`crate::auth::Principal::message_session`]), to seal an envelope for that connection.
+    pub message_session: Option<String>,
+}
+
+impl ConnectionInfo {
+    fn of(connection: &Connection) -> Self {
+        let principal = connection.principal();
+        Self {
+            id: connection.id.clone(),
+            sub: principal.sub.clone(),
+            message_session: principal.message_session().map(str::to_owned),
+        }
+    }
+}
+
+/// Membership, presence and sends for one hub.
+///
+/// Sends answer `Ok(())` once the message is handed on: whether a recipient was connected is
+/// not theirs to say (ask [`HubLifetimeManager::online`]), and a recipient whose queue is full
+/// is closed rather than waited for.
 #[async_trait]
 pub trait HubLifetimeManager: Send + Sync {
-    /// A connection completed its handshake.
+    /// A connection of this node completed its handshake.
     async fn add_connection(&self, connection: Arc<Connection>) -> Result<(), LifetimeError>;
-    /// A connection ended; it leaves every group.
+    /// A connection of this node ended; it leaves every group.
     async fn remove_connection(&self, connection: &Connection);
 
     /// Every connection except those whose ids are in `excluded`.
@@ -35,24 +72,24 @@ pub trait HubLifetimeManager: Send + Sync {
         &self,
         message: Arc<SerializedHubMessage>,
         excluded: &[String],
-    ) -> Result<usize, LifetimeError>;
+    ) -> Result<(), LifetimeError>;
     async fn send_connection(
         &self,
         connection_id: &str,
         message: Arc<SerializedHubMessage>,
-    ) -> Result<usize, LifetimeError>;
+    ) -> Result<(), LifetimeError>;
     /// Every connection of the principal `sub`.
     async fn send_user(
         &self,
         sub: &str,
         message: Arc<SerializedHubMessage>,
-    ) -> Result<usize, LifetimeError>;
+    ) -> Result<(), LifetimeError>;
     /// Every connection in any of `groups`, once each.
     async fn send_groups(
         &self,
         groups: &[String],
         message: Arc<SerializedHubMessage>,
-    ) -> Result<usize, LifetimeError>;
+    ) -> Result<(), LifetimeError>;
 
     async fn add_to_group(&self, connection_id: &str, group: &str) -> Result<(), LifetimeError>;
     async fn remove_from_group(
@@ -61,14 +98,21 @@ pub trait HubLifetimeManager: Send + Sync {
         group: &str,
     ) -> Result<(), LifetimeError>;
 
+    /// Presence: for each of `subs`, in order, whether it has a connection to this hub.
+    async fn online(&self, subs: &[String]) -> Result<Vec<bool>, LifetimeError>;
+    /// The connections of `sub` to this hub, as data.
+    async fn connections_of(&self, sub: &str) -> Result<Vec<ConnectionInfo>, LifetimeError>;
+    /// Closes every connection of `sub`, on every hub and transport, with `reason`; returns
+    /// how many were closed.
+    async fn disconnect_user(&self, sub: &str, reason: CloseReason)
+        -> Result<usize, LifetimeError>;
+
     async fn connection_count(&self) -> Result<usize, LifetimeError>;
     /// Distinct principals (`sub`) connected.
     async fn user_count(&self) -> Result<usize, LifetimeError>;
-    /// This node's connections of `sub` (to close them on revocation or kick).
-    async fn user_connections(&self, sub: &str) -> Result<Vec<Arc<Connection>>, LifetimeError>;
 }
 
-/// The single-node lifetime manager.
+/// The single-node lifetime manager: this node's connections, by id, user and group.
 #[derive(Debug)]
 pub struct InProcessLifetimeManager {
     connections: DashMap<String, Arc<Connection>>,
@@ -79,29 +123,32 @@ pub struct InProcessLifetimeManager {
     /// connection id -> its groups, to leave them all on disconnect.
     memberships: DashMap<String, HashSet<String>>,
     max_groups_per_connection: usize,
+    /// Every connection of the node, whatever its hub or state, for closing a user's.
+    registry: Arc<ConnectionRegistry>,
 }
 
 impl InProcessLifetimeManager {
-    pub fn new(max_groups_per_connection: usize) -> Self {
+    pub fn new(max_groups_per_connection: usize, registry: Arc<ConnectionRegistry>) -> Self {
         Self {
             connections: DashMap::new(),
             users: DashMap::new(),
             groups: DashMap::new(),
             memberships: DashMap::new(),
             max_groups_per_connection,
+            registry,
         }
     }
 
-    fn deliver(&self, connection: &Connection, message: &SerializedHubMessage) -> bool {
+    fn deliver(&self, connection: &Connection, message: &SerializedHubMessage) {
         let Some(protocol) = connection.protocol() else {
-            return false;
+            return;
         };
         match message.bytes(protocol) {
-            Ok(bytes) => connection.try_send(bytes).is_ok(),
-            Err(err) => {
-                tracing::error!(error = %err, "cannot encode a message for sending");
-                false
+            // A full queue closes that connection (slow consumer); the others are unaffected.
+            Ok(bytes) => {
+                let _ = connection.try_send(bytes);
             }
+            Err(err) => tracing::error!(error = %err, "cannot encode a message for sending"),
         }
     }
 
@@ -111,11 +158,21 @@ impl InProcessLifetimeManager {
         &self,
         ids: impl IntoIterator<Item = String>,
         message: &SerializedHubMessage,
-    ) -> usize {
-        ids.into_iter()
+    ) {
+        let recipients: Vec<Arc<Connection>> = ids
+            .into_iter()
             .filter_map(|id| self.connections.get(&id).map(|c| c.clone()))
-            .filter(|c| self.deliver(c, message))
-            .count()
+            .collect();
+        for connection in recipients {
+            self.deliver(&connection, message);
+        }
+    }
+
+    fn ids_of(&self, sub: &str) -> Vec<String> {
+        self.users
+            .get(sub)
+            .map(|ids| ids.iter().cloned().collect())
+            .unwrap_or_default()
     }
 }
 
@@ -152,52 +209,48 @@ impl HubLifetimeManager for InProcessLifetimeManager {
         &self,
         message: Arc<SerializedHubMessage>,
         excluded: &[String],
-    ) -> Result<usize, LifetimeError> {
-        let recipients: Vec<Arc<Connection>> = self
+    ) -> Result<(), LifetimeError> {
+        let ids: Vec<String> = self
             .connections
             .iter()
             .filter(|e| !excluded.contains(e.key()))
-            .map(|e| e.value().clone())
+            .map(|e| e.key().clone())
             .collect();
-        Ok(recipients
-            .iter()
-            .filter(|c| self.deliver(c, &message))
-            .count())
+        self.deliver_to_ids(ids, &message);
+        Ok(())
     }
 
     async fn send_connection(
         &self,
         connection_id: &str,
         message: Arc<SerializedHubMessage>,
-    ) -> Result<usize, LifetimeError> {
-        Ok(self.deliver_to_ids([connection_id.to_string()], &message))
+    ) -> Result<(), LifetimeError> {
+        self.deliver_to_ids([connection_id.to_string()], &message);
+        Ok(())
     }
 
     async fn send_user(
         &self,
         sub: &str,
         message: Arc<SerializedHubMessage>,
-    ) -> Result<usize, LifetimeError> {
-        let ids: Vec<String> = self
-            .users
-            .get(sub)
-            .map(|ids| ids.iter().cloned().collect())
-            .unwrap_or_default();
-        Ok(self.deliver_to_ids(ids, &message))
+    ) -> Result<(), LifetimeError> {
+        self.deliver_to_ids(self.ids_of(sub), &message);
+        Ok(())
     }
 
     async fn send_groups(
         &self,
         groups: &[String],
         message: Arc<SerializedHubMessage>,
-    ) -> Result<usize, LifetimeError> {
+    ) -> Result<(), LifetimeError> {
         let mut ids = HashSet::new();
         for group in groups {
             if let Some(members) = self.groups.get(group) {
                 ids.extend(members.iter().cloned());
             }
         }
-        Ok(self.deliver_to_ids(ids, &message))
+        self.deliver_to_ids(ids, &message);
+        Ok(())
     }
 
     async fn add_to_group(&self, connection_id: &str, group: &str) -> Result<(), LifetimeError> {
@@ -236,24 +289,35 @@ impl HubLifetimeManager for InProcessLifetimeManager {
         Ok(())
     }
 
+    async fn online(&self, subs: &[String]) -> Result<Vec<bool>, LifetimeError> {
+        Ok(subs
+            .iter()
+            .map(|sub| self.users.contains_key(sub))
+            .collect())
+    }
+
+    async fn connections_of(&self, sub: &str) -> Result<Vec<ConnectionInfo>, LifetimeError> {
+        Ok(self
+            .ids_of(sub)
+            .into_iter()
+            .filter_map(|id| self.connections.get(&id).map(|c| ConnectionInfo::of(&c)))
+            .collect())
+    }
+
+    async fn disconnect_user(
+        &self,
+        sub: &str,
+        reason: CloseReason,
+    ) -> Result<usize, LifetimeError> {
+        Ok(self.registry.close_matching(Claim::Subject(sub), &reason))
+    }
+
     async fn connection_count(&self) -> Result<usize, LifetimeError> {
         Ok(self.connections.len())
     }
 
     async fn user_count(&self) -> Result<usize, LifetimeError> {
         Ok(self.users.len())
-    }
-
-    async fn user_connections(&self, sub: &str) -> Result<Vec<Arc<Connection>>, LifetimeError> {
-        let ids: Vec<String> = self
-            .users
-            .get(sub)
-            .map(|ids| ids.iter().cloned().collect())
-            .unwrap_or_default();
-        Ok(ids
-            .into_iter()
-            .filter_map(|id| self.connections.get(&id).map(|c| c.clone()))
-            .collect())
     }
 }
 
@@ -264,29 +328,36 @@ mod tests {
     use crate::protocol::{HubMessage, HubProtocol};
     use tokio_util::sync::CancellationToken;
 
-    fn connection(sub: &str, protocol: HubProtocol) -> Arc<Connection> {
-        let principal = Principal {
+    fn principal(sub: &str) -> Principal {
+        Principal {
             sub: sub.to_string(),
             roles: vec!["user".into()],
             jti: None,
-            sid: None,
+            sid: Some(format!("sid-{sub}")),
             owner: None,
             name: None,
             issued_at: None,
             expires_at: i64::MAX,
             kid: "k".into(),
-        };
+        }
+    }
+
+    fn connection(sub: &str, protocol: HubProtocol) -> Arc<Connection> {
         let id = crate::auth::issue::random_id();
         let connection = Connection::new(
             id.clone(),
             id,
             Arc::from("home"),
-            principal,
+            principal(sub),
             8,
             &CancellationToken::new(),
         );
         connection.set_protocol(protocol);
         connection
+    }
+
+    fn manager(max_groups: usize) -> InProcessLifetimeManager {
+        InProcessLifetimeManager::new(max_groups, Arc::new(ConnectionRegistry::new(100, 100)))
     }
 
     fn message(text: &str) -> Arc<SerializedHubMessage> {
@@ -301,9 +372,13 @@ mod tests {
         std::iter::from_fn(|| connection.try_recv_outbound()).count()
     }
 
+    fn subs(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
     #[tokio::test]
     async fn every_kind_of_send_reaches_exactly_its_recipients() {
-        let hub = InProcessLifetimeManager::new(2);
+        let hub = manager(2);
         let alice_json = connection("alice", HubProtocol::Json);
         let alice_msgpack = connection("alice", HubProtocol::MessagePack);
         let bob = connection("bob", HubProtocol::Json);
@@ -314,7 +389,7 @@ mod tests {
         assert_eq!(hub.connection_count().await.unwrap(), 4);
         assert_eq!(hub.user_count().await.unwrap(), 3);
 
-        assert_eq!(hub.send_user("alice", message("u")).await.unwrap(), 2);
+        hub.send_user("alice", message("u")).await.unwrap();
         assert_eq!(
             (
                 received(&alice_json),
@@ -323,33 +398,40 @@ mod tests {
             ),
             (1, 1, 0)
         );
+        // Nobody connected as "dave": the send is handed on all the same.
+        hub.send_user("dave", message("u")).await.unwrap();
 
         hub.add_to_group(&bob.id, "g1").await.unwrap();
         hub.add_to_group(&carol.id, "g1").await.unwrap();
         hub.add_to_group(&carol.id, "g2").await.unwrap();
         let both = ["g1".to_string(), "g2".to_string()];
         // Carol is in both groups and gets the message once.
-        assert_eq!(hub.send_groups(&both, message("g")).await.unwrap(), 2);
+        hub.send_groups(&both, message("g")).await.unwrap();
         assert_eq!((received(&bob), received(&carol)), (1, 1));
         assert_eq!(
             hub.add_to_group(&carol.id, "g3").await,
             Err(LifetimeError::TooManyGroups(2))
         );
         hub.remove_from_group(&carol.id, "g1").await.unwrap();
-        assert_eq!(hub.send_groups(&both[..1], message("g1")).await.unwrap(), 1);
+        hub.send_groups(&both[..1], message("g1")).await.unwrap();
         assert_eq!((received(&bob), received(&carol)), (1, 0));
 
         let excluded = [bob.id.clone()];
-        assert_eq!(hub.send_all(message("a"), &excluded).await.unwrap(), 3);
-        assert_eq!(received(&bob), 0);
-        assert_eq!(hub.send_connection(&bob.id, message("c")).await.unwrap(), 1);
-        assert_eq!(received(&bob), 1);
+        hub.send_all(message("a"), &excluded).await.unwrap();
+        assert_eq!(
+            (received(&alice_json), received(&bob), received(&carol)),
+            (1, 0, 1)
+        );
+        received(&alice_msgpack);
+        hub.send_connection(&bob.id, message("c")).await.unwrap();
+        assert_eq!((received(&bob), received(&alice_json)), (1, 0));
 
         // Leaving removes the connection from its user and its groups.
         hub.remove_connection(&carol).await;
-        assert_eq!(hub.send_groups(&both, message("gone")).await.unwrap(), 1);
+        hub.send_groups(&both, message("gone")).await.unwrap();
+        assert_eq!((received(&bob), received(&carol)), (1, 0));
         assert_eq!(hub.user_count().await.unwrap(), 2);
-        assert!(hub.user_connections("carol").await.unwrap().is_empty());
+        assert!(hub.connections_of("carol").await.unwrap().is_empty());
         assert_eq!(
             hub.add_to_group(&carol.id, "g1").await,
             Err(LifetimeError::UnknownConnection(carol.id.clone()))
@@ -357,15 +439,76 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn presence_is_one_question_for_many_users_and_connections_are_data() {
+        let hub = manager(2);
+        let alice = connection("alice", HubProtocol::Json);
+        let second = connection("alice", HubProtocol::Json);
+        let bob = connection("bob", HubProtocol::Json);
+        for c in [&alice, &second, &bob] {
+            hub.add_connection(c.clone()).await.unwrap();
+        }
+        assert_eq!(
+            hub.online(&subs(&["bob", "carol", "alice"])).await.unwrap(),
+            vec![true, false, true]
+        );
+        let mut of_alice = hub.connections_of("alice").await.unwrap();
+        of_alice.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut want = vec![alice.id.clone(), second.id.clone()];
+        want.sort();
+        assert_eq!(
+            of_alice.iter().map(|c| c.id.clone()).collect::<Vec<_>>(),
+            want
+        );
+        assert!(of_alice
+            .iter()
+            .all(|c| c.sub == "alice" && c.message_session.as_deref() == Some("sid-alice")));
+
+        hub.remove_connection(&bob).await;
+        assert_eq!(hub.online(&subs(&["bob"])).await.unwrap(), vec![false]);
+        hub.remove_connection(&alice).await;
+        assert_eq!(hub.online(&subs(&["alice"])).await.unwrap(), vec![true]);
+    }
+
+    #[tokio::test]
+    async fn disconnect_user_closes_every_connection_of_that_user_only() {
+        let registry = Arc::new(ConnectionRegistry::new(100, 100));
+        let hub = InProcessLifetimeManager::new(2, registry.clone());
+        let alice = connection("alice", HubProtocol::Json);
+        // Registered but never through its handshake: closed all the same.
+        let connecting = connection("alice", HubProtocol::Json);
+        let bob = connection("bob", HubProtocol::Json);
+        for c in [&alice, &connecting, &bob] {
+            registry.insert(c.clone()).unwrap();
+        }
+        hub.add_connection(alice.clone()).await.unwrap();
+        hub.add_connection(bob.clone()).await.unwrap();
+        assert_eq!(
+            hub.disconnect_user("alice", CloseReason::Kicked)
+                .await
+                .unwrap(),
+            2
+        );
+        assert_eq!(alice.close_reason(), Some(&CloseReason::Kicked));
+        assert_eq!(connecting.close_reason(), Some(&CloseReason::Kicked));
+        assert!(!bob.is_closed());
+        assert_eq!(
+            hub.disconnect_user("nobody", CloseReason::Kicked)
+                .await
+                .unwrap(),
+            0
+        );
+    }
+
+    #[tokio::test]
     async fn a_broadcast_is_encoded_once_per_protocol_and_shared() {
-        let hub = InProcessLifetimeManager::new(4);
+        let hub = manager(4);
         let first = connection("a", HubProtocol::Json);
         let second = connection("b", HubProtocol::Json);
         let binary = connection("c", HubProtocol::MessagePack);
         for c in [&first, &second, &binary] {
             hub.add_connection(c.clone()).await.unwrap();
         }
-        assert_eq!(hub.send_all(message("once"), &[]).await.unwrap(), 3);
+        hub.send_all(message("once"), &[]).await.unwrap();
         let (a, b) = (
             first.try_recv_outbound().unwrap(),
             second.try_recv_outbound().unwrap(),
@@ -378,21 +521,22 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_closes_that_connection_and_spares_the_others() {
-        let hub = InProcessLifetimeManager::new(4);
+        let hub = manager(4);
         let slow = connection("slow", HubProtocol::Json);
         let fine = connection("fine", HubProtocol::Json);
         hub.add_connection(slow.clone()).await.unwrap();
         hub.add_connection(fine.clone()).await.unwrap();
         for i in 0..8 {
-            assert_eq!(hub.send_all(message(&i.to_string()), &[]).await.unwrap(), 2);
-            received(&fine);
+            hub.send_all(message(&i.to_string()), &[]).await.unwrap();
+            assert_eq!(received(&fine), 1);
         }
         // The ninth does not fit the slow connection's queue of 8: it is closed, not waited for.
-        assert_eq!(hub.send_all(message("9"), &[]).await.unwrap(), 1);
+        hub.send_all(message("9"), &[]).await.unwrap();
         assert_eq!(
             slow.close_reason(),
             Some(&crate::connection::CloseReason::SlowConsumer)
         );
+        assert_eq!(received(&fine), 1);
         assert!(!fine.is_closed());
     }
 }

@@ -9,7 +9,9 @@ mod method;
 mod session;
 
 pub use call::{Call, Clients};
-pub use lifetime::{HubLifetimeManager, InProcessLifetimeManager, LifetimeError};
+pub use lifetime::{
+    BackplaneError, ConnectionInfo, HubLifetimeManager, InProcessLifetimeManager, LifetimeError,
+};
 pub use method::{
     bind, Access, Handler, HubError, InternalError, Method, MethodResult, MethodSpec, Param,
     UploadStream,

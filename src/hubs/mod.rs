@@ -11,6 +11,7 @@ use std::sync::Arc;
 pub fn catalog(settings: &Settings, services: &HubServices, store: Arc<dyn Store>) -> HubCatalog {
     let lifetime = Arc::new(InProcessLifetimeManager::new(
         settings.hub.max_groups_per_connection,
+        services.connections.clone(),
     ));
     HubCatalog::default().with(home::hub(lifetime, services, store, settings))
 }

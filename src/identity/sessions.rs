@@ -10,7 +10,7 @@ use super::{
 };
 use crate::auth::issue::{random_id, unix_now};
 use crate::auth::revocation::MAX_ACCESS_TOKEN_LIFETIME_SECS;
-use crate::auth::{AccessClaims, Principal};
+use crate::auth::{AccessClaims, Principal, RevocationCause};
 use crate::store::{Rotation, Session, User};
 use std::net::IpAddr;
 
@@ -117,7 +117,8 @@ impl IdentityService {
             .create_session(&session, &refresh_hash, self.inner.max_sessions_per_user)
             .await?;
         for sid in evicted {
-            self.revoke_session_tokens(&sid).await?;
+            self.revoke_session_tokens(&sid, RevocationCause::SessionLimit)
+                .await?;
             tracing::info!(
                 target: "audit", event = "session_evicted", sub = %user.id, sid = %sid,
             );
@@ -173,7 +174,8 @@ impl IdentityService {
         let session = match rotation {
             Rotation::Rotated(session) => session,
             Rotation::Reused(session) => {
-                self.revoke_session_tokens(&session.id).await?;
+                self.revoke_session_tokens(&session.id, RevocationCause::RefreshTokenReused)
+                    .await?;
                 tracing::warn!(
                     target: "audit", event = "refresh", outcome = "reuse_detected",
                     sub = %session.user_id, sid = %session.id, client = %client_label(client),
@@ -239,7 +241,9 @@ impl IdentityService {
         }
         let revocations = self.inner.auth.revocations();
         if let Some(jti) = &principal.jti {
-            revocations.deny_token(jti, principal.expires_at).await?;
+            revocations
+                .deny_token(jti, principal.expires_at, RevocationCause::Logout)
+                .await?;
         }
         let mut sessions: Vec<String> = principal.sid.iter().cloned().collect();
         if let Some(token) = refresh_token.filter(|t| is_secret_token_shaped(t)) {
@@ -261,11 +265,16 @@ impl IdentityService {
         }
         let now = unix_now();
         for sid in &sessions {
-            self.inner.store.revoke_session(sid, "logout", now).await?;
+            self.inner
+                .store
+                .revoke_session(sid, RevocationCause::Logout.as_str(), now)
+                .await?;
             let until = principal
                 .expires_at
                 .max(now + MAX_ACCESS_TOKEN_LIFETIME_SECS);
-            revocations.revoke_session(sid, until).await?;
+            revocations
+                .revoke_session(sid, until, RevocationCause::Logout)
+                .await?;
         }
         tracing::info!(
             target: "audit", event = "logout", outcome = "success",
@@ -275,12 +284,16 @@ impl IdentityService {
     }
 
     /// Refuses every access token of session `sid` that is still valid.
-    async fn revoke_session_tokens(&self, sid: &str) -> Result<(), IdentityError> {
+    async fn revoke_session_tokens(
+        &self,
+        sid: &str,
+        cause: RevocationCause,
+    ) -> Result<(), IdentityError> {
         let until = unix_now() + MAX_ACCESS_TOKEN_LIFETIME_SECS;
         self.inner
             .auth
             .revocations()
-            .revoke_session(sid, until)
+            .revoke_session(sid, until, cause)
             .await?;
         Ok(())
     }
@@ -309,10 +322,11 @@ impl IdentityService {
         let sessions = self
             .inner
             .store
-            .revoke_user_sessions(&user.id, "admin_revoked", unix_now())
+            .revoke_user_sessions(&user.id, RevocationCause::AdminRevoked.as_str(), unix_now())
             .await?;
         for sid in &sessions {
-            self.revoke_session_tokens(sid).await?;
+            self.revoke_session_tokens(sid, RevocationCause::AdminRevoked)
+                .await?;
         }
         let devices = self.revoke_owned_device_keys(&user.id).await?;
         // Cut-off at the next second: tokens are stamped in whole seconds, so every token of
@@ -320,7 +334,7 @@ impl IdentityService {
         self.inner
             .auth
             .revocations()
-            .revoke_user_before(&user.id, unix_now() + 1)
+            .revoke_user_before(&user.id, unix_now() + 1, RevocationCause::AdminRevoked)
             .await?;
         tracing::warn!(
             target: "audit", event = "admin_revoke_user", sub = %user.id,

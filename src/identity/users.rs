@@ -4,6 +4,7 @@
 use super::password::{Passwords, MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS};
 use super::IdentityError;
 use crate::auth::issue::{random_id, unix_now};
+use crate::auth::RevocationCause;
 use crate::store::{Store, StoreError, SubjectCutoff, User};
 use base64::Engine;
 use rand::RngCore;
@@ -145,14 +146,16 @@ impl UserAdmin {
         let user = self.find(username).await?;
         let hash = self.passwords.hash(password).await?;
         self.store.set_password(&user.id, &hash).await?;
-        self.end_sessions(&user, "password_changed").await?;
+        self.end_sessions(&user, RevocationCause::PasswordChanged)
+            .await?;
         Ok(user)
     }
 
     /// Removes the user with their devices and sessions; their tokens are refused.
     pub async fn remove(&self, username: &str) -> Result<User, IdentityError> {
         let user = self.find(username).await?;
-        self.end_sessions(&user, "user_removed").await?;
+        self.end_sessions(&user, RevocationCause::UserRemoved)
+            .await?;
         self.store.delete_user(&user.id).await?;
         Ok(user)
     }
@@ -166,7 +169,7 @@ impl UserAdmin {
             .ok_or(IdentityError::UserNotFound)
     }
 
-    async fn end_sessions(&self, user: &User, reason: &str) -> Result<(), IdentityError> {
+    async fn end_sessions(&self, user: &User, cause: RevocationCause) -> Result<(), IdentityError> {
         let now = unix_now();
         self.store
             .record_cutoff(&SubjectCutoff {
@@ -176,7 +179,7 @@ impl UserAdmin {
             })
             .await?;
         self.store
-            .revoke_user_sessions(&user.id, reason, now)
+            .revoke_user_sessions(&user.id, cause.as_str(), now)
             .await?;
         Ok(())
     }

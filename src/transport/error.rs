@@ -78,6 +78,7 @@ impl TransportError {
                 RefreshError::UnknownConnection | RefreshError::Closed => {
                     (StatusCode::NOT_FOUND, refused.code())
                 }
+                RefreshError::StoreUnavailable => (StatusCode::SERVICE_UNAVAILABLE, refused.code()),
             },
             Self::OriginNotAllowed => (StatusCode::FORBIDDEN, "origin_not_allowed"),
             Self::UnknownHub(_) => (StatusCode::NOT_FOUND, "unknown_hub"),
@@ -229,6 +230,12 @@ mod tests {
                 404,
                 "unknown_connection",
                 "the connection is closed",
+            ),
+            (
+                E::Refresh(RefreshError::StoreUnavailable),
+                503,
+                "store_unavailable",
+                "the new token could not be checked against revocations; try again later",
             ),
             (
                 E::InUse("send"),

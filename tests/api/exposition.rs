@@ -144,7 +144,11 @@ async fn the_grafana_dashboard_queries_only_exposed_metrics() {
         .state
         .auth
         .revocations()
-        .revoke_user_before("nobody-connected", crate::helpers::now())
+        .revoke_user_before(
+            "nobody-connected",
+            crate::helpers::now(),
+            signet::auth::RevocationCause::AdminRevoked,
+        )
         .await
         .expect("revoked");
     let mut login = server

@@ -1,11 +1,13 @@
 //! Token lifetime on live connections, seen with a raw client: an admin's kick closes exactly the
-//! user's connections and says how many; every close is counted by reason in `/metrics`.
+//! user's connections and says how many; every close is counted by reason in `/metrics`; a
+//! device's status comes from presence.
 
-use crate::helpers::{claims, kid_of, sign_hs, user_token, TEST_SECRET};
+use crate::helpers::{claims, kid_of, sign_hs, user_token, TEST_PASSWORD, TEST_SECRET};
 use crate::metrics::scrape;
 use crate::ws_client::{admin_token, spawn_hub, HubServer};
 use jsonwebtoken::Algorithm;
 use serde_json::json;
+use signet::identity::{Passwords, UserAdmin};
 use std::time::Duration;
 
 /// The value of `signet_connections_closed_total{reason="<reason>"}` in `/metrics`.
@@ -90,6 +92,96 @@ async fn metrics_are_for_admins_only() {
         .await
         .expect("answered");
     assert_eq!(response.status().as_u16(), 401);
+}
+
+/// `POST` a JSON body with a bearer token (or none); the status and the JSON answer.
+async fn post_json(
+    server: &HubServer,
+    path: &str,
+    bearer: Option<&str>,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let mut request = server.http.post(server.url(path));
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token);
+    }
+    let mut res = request.send_json(body).await.expect("request sent");
+    let status = res.status().as_u16();
+    let body = res.json().await.unwrap_or(serde_json::Value::Null);
+    (status, body)
+}
+
+#[actix_web::test]
+async fn list_devices_shows_each_devices_presence() {
+    let server = spawn_hub(&[]).await;
+    let passwords = Passwords::new(&server.state.settings.identity)
+        .await
+        .unwrap();
+    let owner = UserAdmin::new(server.state.store.clone(), passwords)
+        .add("device-owner", &["user".to_string()], TEST_PASSWORD)
+        .await
+        .unwrap();
+    let owner_token = user_token(&owner.id);
+    let mut devices = Vec::new();
+    for name in ["kitchen", "garage", "porch"] {
+        let (status, device) = post_json(
+            &server,
+            "/api/devices",
+            Some(&owner_token),
+            &json!({ "name": name }),
+        )
+        .await;
+        assert_eq!(status, 201, "{device}");
+        devices.push(device);
+    }
+    let exchange = |device: &serde_json::Value| {
+        let body = json!({ "deviceId": device["deviceId"], "deviceKey": device["deviceKey"] });
+        let server = &server;
+        async move {
+            let (status, tokens) = post_json(server, "/api/auth/device-token", None, &body).await;
+            assert_eq!(status, 200, "{tokens}");
+            tokens["accessToken"].as_str().unwrap().to_string()
+        }
+    };
+    // The first and the last device connect; the one between stays away.
+    let kitchen = server.open(&exchange(&devices[0]).await).await;
+    let _porch = server.open(&exchange(&devices[2]).await).await;
+    let mut user = server.open(&owner_token).await;
+
+    let presence = |listed: &serde_json::Value| -> Vec<(String, bool)> {
+        let mut found: Vec<(String, bool)> = listed["result"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no list in {listed}"))
+            .iter()
+            .map(|d| {
+                let name = d["name"].as_str().unwrap_or_default().to_string();
+                (name, d["online"].as_bool().unwrap())
+            })
+            .collect();
+        found.sort();
+        found
+    };
+    let listed = user.call("1", "ListDevices", json!([])).await;
+    assert_eq!(
+        presence(&listed),
+        vec![
+            ("garage".to_string(), false),
+            ("kitchen".to_string(), true),
+            ("porch".to_string(), true),
+        ]
+    );
+
+    kitchen.close().await;
+    server.wait_for_connections(2).await;
+    let listed = user.call("2", "ListDevices", json!([])).await;
+    assert_eq!(
+        presence(&listed),
+        vec![
+            ("garage".to_string(), false),
+            ("kitchen".to_string(), false),
+            ("porch".to_string(), true),
+        ]
+    );
 }
 
 /// `POST /hubs/home/refresh?id=` with `token`: the status and the JSON body.

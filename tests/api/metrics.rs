@@ -216,7 +216,11 @@ async fn authentication_failures_are_counted_by_reason() {
         .state
         .auth
         .revocations()
-        .revoke_user_before("revoked-user", now())
+        .revoke_user_before(
+            "revoked-user",
+            now(),
+            signet::auth::RevocationCause::AdminRevoked,
+        )
         .await
         .expect("revoked");
     client.expect_close(Duration::from_secs(5)).await;

@@ -6,7 +6,10 @@
 //! device is an envelope it signs with that device's own message key, so the device can check
 //! freshness and replay itself.
 
-use super::pending::{PendingCommand, PendingCommands, PendingFull};
+use super::pending::{
+    InProcessPendingCommands, PendingCommand, PendingCommands, PendingError, PendingFull,
+};
+use super::telemetry::{InProcessTelemetry, TelemetryEvent, TelemetryFanout};
 use crate::auth::issue::random_id;
 use crate::auth::Principal;
 use crate::envelope::{unix_now_ms, EnvelopeService};
@@ -16,13 +19,12 @@ use crate::hub::{
 use crate::identity::device_subject;
 use crate::settings::Settings;
 use crate::store::Store;
-use futures_util::stream;
+use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast;
 
 const USERS: &[&str] = &["user", "admin"];
 const DEVICES: &[&str] = &["device"];
@@ -37,15 +39,10 @@ struct Home {
     hub_path: String,
     forward_lifetime: Duration,
     /// Commands sent and not yet answered: command id -> device and issuer.
-    pending: PendingCommands,
-    telemetry: broadcast::Sender<Arc<TelemetryEvent>>,
+    pending: Arc<dyn PendingCommands>,
+    telemetry: Arc<dyn TelemetryFanout>,
     /// Counts refusals by the pending-command caps.
     metrics: crate::metrics::Metrics,
-}
-
-struct TelemetryEvent {
-    owner: String,
-    payload: Value,
 }
 
 pub(super) fn register(
@@ -54,18 +51,17 @@ pub(super) fn register(
     store: Arc<dyn Store>,
     settings: &Settings,
 ) -> HubBuilder {
-    let (telemetry, _) = broadcast::channel(settings.home.telemetry_buffer.max(1));
     let home = Arc::new(Home {
         store,
         envelopes: services.envelopes.clone(),
         hub_path: "/hubs/home".to_string(),
         forward_lifetime: Duration::from_secs(settings.envelope.forward_lifetime_secs),
-        pending: PendingCommands::new(
+        pending: Arc::new(InProcessPendingCommands::new(
             settings.home.max_pending_commands,
             settings.home.max_pending_commands_per_user,
             Duration::from_secs(settings.home.command_timeout_secs),
-        ),
-        telemetry,
+        )),
+        telemetry: Arc::new(InProcessTelemetry::new(settings.home.telemetry_buffer)),
         metrics: services.metrics.clone(),
     });
     builder
@@ -133,25 +129,36 @@ fn internal(err: impl Into<InternalError>) -> HubError {
     HubError::internal(err)
 }
 
+/// Presence of one device: whether it has a connection to the hub (on any node).
 async fn is_online(call: &Call, device_id: &str) -> Result<bool, HubError> {
-    let connections = call
+    let online = call
         .clients
         .lifetime()
-        .user_connections(&device_subject(device_id))
+        .online(&[device_subject(device_id)])
         .await
         .map_err(internal)?;
-    Ok(!connections.is_empty())
+    Ok(online.first().copied().unwrap_or(false))
 }
 
-/// `ListDevices()` (user, admin): the caller's devices (an admin's: all), with presence.
+/// `ListDevices()` (user, admin): the caller's devices (an admin's: all), with presence asked
+/// once for all of them.
 async fn list_devices(home: Arc<Home>, call: Call, _: Vec<Value>) -> MethodResult {
     let owner = (!call.principal.has_role("admin")).then_some(call.principal.sub.as_str());
     let devices = home.store.list_devices(owner).await.map_err(internal)?;
-    let mut listed = Vec::with_capacity(devices.len());
-    for device in devices {
-        let online = is_online(&call, &device.id).await?;
-        listed.push(json!({ "deviceId": device.id, "name": device.name, "online": online }));
-    }
+    let subjects: Vec<String> = devices.iter().map(|d| device_subject(&d.id)).collect();
+    let online = call
+        .clients
+        .lifetime()
+        .online(&subjects)
+        .await
+        .map_err(internal)?;
+    let listed = devices
+        .into_iter()
+        .zip(online.into_iter().chain(std::iter::repeat(false)))
+        .map(|(device, online)| {
+            json!({ "deviceId": device.id, "name": device.name, "online": online })
+        })
+        .collect();
     Ok(Some(Value::Array(listed)))
 }
 
@@ -185,12 +192,16 @@ async fn send_command(home: Arc<Home>, call: Call, args: Vec<Value>) -> MethodRe
     if device.owner_id != principal.sub && !principal.has_role("admin") {
         return Err(not_found());
     }
-    let targets = call
+    // Each connection gets an envelope sealed with the message key of its own token.
+    let targets: Vec<(String, String)> = call
         .clients
         .lifetime()
-        .user_connections(&device_subject(&device.id))
+        .connections_of(&device_subject(&device.id))
         .await
-        .map_err(internal)?;
+        .map_err(internal)?
+        .into_iter()
+        .filter_map(|c| c.message_session.map(|session| (c.id, session)))
+        .collect();
     if targets.is_empty() {
         return Err(HubError::hub("device offline"));
     }
@@ -203,19 +214,23 @@ async fn send_command(home: Arc<Home>, call: Call, args: Vec<Value>) -> MethodRe
                 issuer: principal.sub.clone(),
             },
         )
-        .inspect_err(|full| {
-            home.metrics.rate_limited(match full {
-                PendingFull::Issuer => "user_pending_commands",
-                PendingFull::Server => "pending_commands",
-            })
+        .await
+        .inspect_err(|err| {
+            if let PendingError::Full(full) = err {
+                home.metrics.rate_limited(match full {
+                    PendingFull::Issuer => "user_pending_commands",
+                    PendingFull::Server => "pending_commands",
+                })
+            }
         })
-        .map_err(|full| match full {
-            PendingFull::Issuer => HubError::hub(
+        .map_err(|err| match err {
+            PendingError::Full(PendingFull::Issuer) => HubError::hub(
                 "you have too many commands waiting for results; wait for some to be answered",
             ),
-            PendingFull::Server => {
+            PendingError::Full(PendingFull::Server) => {
                 HubError::hub("too many commands are waiting for results; try again later")
             }
+            PendingError::Backplane(err) => internal(err),
         })?;
     let forwarded = json!({
         "commandId": command_id,
@@ -223,11 +238,7 @@ async fn send_command(home: Arc<Home>, call: Call, args: Vec<Value>) -> MethodRe
         "args": message.args.unwrap_or(Value::Null),
         "from": principal.sub,
     });
-    let mut delivered = 0;
-    for target in targets {
-        let Some(session) = target.principal().message_session().map(str::to_owned) else {
-            continue;
-        };
+    for (connection_id, session) in targets {
         let envelope = home.envelopes.seal(
             &session,
             &home.hub_path,
@@ -235,14 +246,15 @@ async fn send_command(home: Arc<Home>, call: Call, args: Vec<Value>) -> MethodRe
             &forwarded,
             home.forward_lifetime,
         );
-        delivered += call
-            .clients
-            .connection(&target.id, "Command", vec![envelope])
+        call.clients
+            .connection(&connection_id, "Command", vec![envelope])
             .await
             .map_err(internal)?;
     }
-    if delivered == 0 {
-        home.pending.remove(&command_id);
+    // A send cannot say whether the device was still there; presence can. A device that left
+    // meanwhile may already have freed its commands, so this one is freed here.
+    if !is_online(&call, &device.id).await? {
+        home.pending.remove(&command_id).await.map_err(internal)?;
         return Err(HubError::hub("device offline"));
     }
     tracing::info!(
@@ -276,6 +288,8 @@ async fn command_result(home: Arc<Home>, call: Call, args: Vec<Value>) -> Method
     let pending = home
         .pending
         .take(&message.command_id, device_id)
+        .await
+        .map_err(internal)?
         .ok_or_else(|| HubError::hub("unknown command"))?;
     let delivered = json!({
         "commandId": message.command_id,
@@ -326,10 +340,10 @@ async fn report_telemetry(home: Arc<Home>, call: Call, args: Vec<Value>) -> Meth
         .user(&owner, "Telemetry", vec![payload.clone()])
         .await
         .map_err(internal)?;
-    // No subscriber is not an error: the event simply has nobody to reach.
-    let _ = home
-        .telemetry
-        .send(Arc::new(TelemetryEvent { owner, payload }));
+    home.telemetry
+        .publish(TelemetryEvent { owner, payload })
+        .await
+        .map_err(internal)?;
     Ok(None)
 }
 
@@ -339,22 +353,11 @@ fn stream_telemetry(
     home: &Home,
     principal: &Principal,
 ) -> impl futures_util::Stream<Item = Result<Value, HubError>> {
-    let receiver = home.telemetry.subscribe();
     let everything = principal.has_role("admin");
     let me = principal.sub.clone();
-    stream::unfold(receiver, move |mut receiver| {
-        let me = me.clone();
-        async move {
-            loop {
-                match receiver.recv().await {
-                    Ok(event) if everything || event.owner == me => {
-                        return Some((Ok(event.payload.clone()), receiver))
-                    }
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                }
-            }
-        }
+    home.telemetry.subscribe().filter_map(move |event| {
+        let visible = everything || event.owner == me;
+        std::future::ready(visible.then(|| Ok(event.payload.clone())))
     })
 }
 
@@ -364,7 +367,9 @@ fn stream_telemetry(
 async fn device_left(home: Arc<Home>, call: Call) {
     if let Some(device_id) = device_id_of(&call.principal) {
         if !is_online(&call, device_id).await.unwrap_or(false) {
-            home.pending.remove_device(device_id);
+            if let Err(err) = home.pending.remove_device(device_id).await {
+                tracing::warn!(error = %err, "cannot free the commands of a device that left");
+            }
         }
     }
     presence(call, false).await;

@@ -3,9 +3,10 @@
 //! results, telemetry and presence.
 
 mod devices;
-mod pending;
+pub mod pending;
+pub mod telemetry;
 
-use crate::connection::{Claim, CloseReason, ConnectionRegistry};
+use crate::connection::{CloseReason, ConnectionRegistry};
 use crate::hub::{
     bind, Call, Hub, HubBuilder, HubError, HubLifetimeManager, HubServices, MethodResult,
     MethodSpec, Param, UploadStream,
@@ -54,10 +55,7 @@ pub fn hub(
         })
         .method(
             MethodSpec::new("DisconnectUser", &[Param::String]).roles(ADMIN),
-            {
-                let connections = services.connections.clone();
-                move |call, args| disconnect_user(connections.clone(), call, args)
-            },
+            disconnect_user,
         )
         .method(
             MethodSpec::new("DropTransport", &[]).roles(ADMIN),
@@ -90,12 +88,11 @@ async fn echo(_: Call, args: Vec<Value>) -> MethodResult {
 /// `BroadcastMessage(text)` (admin): `SystemMessage(text)` to every connection of the hub.
 async fn broadcast_message(call: Call, args: Vec<Value>) -> MethodResult {
     let (text,): (String,) = bind(args)?;
-    let reached = call
-        .clients
+    call.clients
         .all("SystemMessage", vec![Value::String(text)])
         .await
         .map_err(HubError::internal)?;
-    tracing::info!(target: "audit", event = "broadcast", sub = %call.principal.sub, reached, "admin broadcast");
+    tracing::info!(target: "audit", event = "broadcast", sub = %call.principal.sub, "admin broadcast");
     Ok(None)
 }
 
@@ -146,13 +143,14 @@ async fn list_connected_users(connections: Arc<ConnectionRegistry>) -> MethodRes
 
 /// `DisconnectUser(userId)` (admin): closes every connection of that user (its `sub`), on
 /// every hub and transport, with `allowReconnect: false`; returns how many were closed.
-async fn disconnect_user(
-    connections: Arc<ConnectionRegistry>,
-    call: Call,
-    args: Vec<Value>,
-) -> MethodResult {
+async fn disconnect_user(call: Call, args: Vec<Value>) -> MethodResult {
     let (user,): (String,) = bind(args)?;
-    let closed = connections.close_matching(Claim::Subject(&user), &CloseReason::Kicked);
+    let closed = call
+        .clients
+        .lifetime()
+        .disconnect_user(&user, CloseReason::Kicked)
+        .await
+        .map_err(HubError::internal)?;
     tracing::info!(target: "audit", event = "user_kicked", admin = %call.principal.sub, sub = %user, closed, "admin disconnected a user");
     Ok(Some(json!(closed)))
 }

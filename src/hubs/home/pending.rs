@@ -6,34 +6,93 @@
 //! out, when its device goes offline, or when it could not be delivered. Every operation first
 //! drops the commands whose time is up, so the counts are exact at each check.
 //!
+//! [`PendingCommands`] is the seam a backplane implements so that a result reaches its command
+//! whichever node the device reconnects to; [`InProcessPendingCommands`] serves one node.
+//!
 //! A command whose device went offline no longer counts against its issuer, but is remembered
 //! (bounded, oldest forgotten first, until its own deadline) as an orphan: `signet-device` keeps
 //! results it could not send during a short outage and sends them after reconnecting, and such a
 //! late result still reaches the issuer.
 
+use crate::hub::BackplaneError;
+use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// A command waiting for its device's result.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct PendingCommand {
+pub struct PendingCommand {
     pub device_id: String,
     pub issuer: String,
 }
 
 /// Why a command could not be recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum PendingFull {
+pub enum PendingFull {
     /// Every user together holds `home.max_pending_commands`.
     Server,
     /// This issuer holds `home.max_pending_commands_per_user`; others are unaffected.
     Issuer,
 }
 
-/// The table behind `SendCommand` and `CommandResult`.
+/// Why a command could not be recorded or looked up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PendingError {
+    #[error("too many commands are waiting for results ({0:?})")]
+    Full(PendingFull),
+    #[error(transparent)]
+    Backplane(#[from] BackplaneError),
+}
+
+/// Commands sent to devices and not yet answered, behind `SendCommand` and `CommandResult`.
+/// The caps (`home.max_pending_commands`, `home.max_pending_commands_per_user`) and the
+/// timeout (`home.command_timeout_secs`) are the implementation's to enforce, exactly.
+#[async_trait]
+pub trait PendingCommands: Send + Sync {
+    /// Records a command sent now, unless the server's or its issuer's cap is reached.
+    async fn insert(&self, id: String, command: PendingCommand) -> Result<(), PendingError>;
+    /// Removes and returns the command `id` if it is pending for `device_id` (or was, before
+    /// its device went offline, and its deadline has not passed): a result is accepted once,
+    /// and only from the device the command went to.
+    async fn take(&self, id: &str, device_id: &str)
+        -> Result<Option<PendingCommand>, PendingError>;
+    /// Forgets a command (it could not be delivered).
+    async fn remove(&self, id: &str) -> Result<(), PendingError>;
+    /// The device went offline (its last connection ended): its commands stop counting against
+    /// their issuers; a result it sends after reconnecting before their deadlines is still
+    /// taken. Returns how many commands were pending for it.
+    async fn remove_device(&self, device_id: &str) -> Result<usize, PendingError>;
+}
+
+#[async_trait]
+impl PendingCommands for InProcessPendingCommands {
+    async fn insert(&self, id: String, command: PendingCommand) -> Result<(), PendingError> {
+        self.insert_at(id, command, Instant::now())
+            .map_err(PendingError::Full)
+    }
+
+    async fn take(
+        &self,
+        id: &str,
+        device_id: &str,
+    ) -> Result<Option<PendingCommand>, PendingError> {
+        Ok(self.take_at(id, device_id, Instant::now()))
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), PendingError> {
+        self.lock().remove(id);
+        Ok(())
+    }
+
+    async fn remove_device(&self, device_id: &str) -> Result<usize, PendingError> {
+        Ok(self.orphan_device(device_id))
+    }
+}
+
+/// The single-node table.
 #[derive(Debug)]
-pub(super) struct PendingCommands {
+pub struct InProcessPendingCommands {
     table: Mutex<Table>,
     max_total: usize,
     max_per_issuer: usize,
@@ -60,7 +119,7 @@ struct Entry {
     deadline: (Instant, u64),
 }
 
-impl PendingCommands {
+impl InProcessPendingCommands {
     pub fn new(max_total: u64, max_per_issuer: u64, timeout: Duration) -> Self {
         Self {
             table: Mutex::new(Table::default()),
@@ -68,11 +127,6 @@ impl PendingCommands {
             max_per_issuer: usize::try_from(max_per_issuer).unwrap_or(usize::MAX),
             timeout,
         }
-    }
-
-    /// Records a command sent now, unless the server's or its issuer's cap is reached.
-    pub fn insert(&self, id: String, command: PendingCommand) -> Result<(), PendingFull> {
-        self.insert_at(id, command, Instant::now())
     }
 
     fn insert_at(
@@ -104,12 +158,6 @@ impl PendingCommands {
         Ok(())
     }
 
-    /// Removes and returns the command `id` if it is pending for `device_id`: a result is
-    /// accepted once, and only from the device the command went to.
-    pub fn take(&self, id: &str, device_id: &str) -> Option<PendingCommand> {
-        self.take_at(id, device_id, Instant::now())
-    }
-
     fn take_at(&self, id: &str, device_id: &str, now: Instant) -> Option<PendingCommand> {
         let mut table = self.lock();
         table.expire(now);
@@ -127,15 +175,10 @@ impl PendingCommands {
         table.remove(id)
     }
 
-    /// Forgets a command (it could not be delivered).
-    pub fn remove(&self, id: &str) {
-        self.lock().remove(id);
-    }
-
     /// Frees the slots of every command pending for a device that went offline. Each is kept as
     /// an orphan until its deadline, so a result the device sends after reconnecting is still
     /// delivered; at most as many orphans as the table's total cap are kept.
-    pub fn remove_device(&self, device_id: &str) -> usize {
+    fn orphan_device(&self, device_id: &str) -> usize {
         let mut table = self.lock();
         let ids = table.by_device.remove(device_id).unwrap_or_default();
         let mut removed = 0;
@@ -232,50 +275,72 @@ mod tests {
         }
     }
 
-    #[test]
-    fn an_issuer_at_its_cap_is_refused_and_others_are_not() {
-        let pending = PendingCommands::new(100, 3, Duration::from_secs(60));
+    #[tokio::test]
+    async fn an_issuer_at_its_cap_is_refused_and_others_are_not() {
+        let pending = InProcessPendingCommands::new(100, 3, Duration::from_secs(60));
         for i in 0..3 {
             pending
                 .insert(format!("a{i}"), command("d1", "alice"))
+                .await
                 .unwrap();
         }
         assert_eq!(
-            pending.insert("a3".into(), command("d1", "alice")),
-            Err(PendingFull::Issuer)
+            pending.insert("a3".into(), command("d1", "alice")).await,
+            Err(PendingError::Full(PendingFull::Issuer))
         );
-        pending.insert("b0".into(), command("d2", "bob")).unwrap();
+        pending
+            .insert("b0".into(), command("d2", "bob"))
+            .await
+            .unwrap();
         assert_eq!(pending.pending_for("alice"), 3);
         // A result frees the slot at once (exact count, no lag).
-        assert_eq!(pending.take("a0", "d1"), Some(command("d1", "alice")));
-        pending.insert("a3".into(), command("d1", "alice")).unwrap();
+        assert_eq!(
+            pending.take("a0", "d1").await.unwrap(),
+            Some(command("d1", "alice"))
+        );
+        pending
+            .insert("a3".into(), command("d1", "alice"))
+            .await
+            .unwrap();
     }
 
-    #[test]
-    fn the_server_cap_holds_across_issuers() {
-        let pending = PendingCommands::new(2, 10, Duration::from_secs(60));
-        pending.insert("a".into(), command("d", "alice")).unwrap();
-        pending.insert("b".into(), command("d", "bob")).unwrap();
+    #[tokio::test]
+    async fn the_server_cap_holds_across_issuers() {
+        let pending = InProcessPendingCommands::new(2, 10, Duration::from_secs(60));
+        pending
+            .insert("a".into(), command("d", "alice"))
+            .await
+            .unwrap();
+        pending
+            .insert("b".into(), command("d", "bob"))
+            .await
+            .unwrap();
         assert_eq!(
-            pending.insert("c".into(), command("d", "carol")),
-            Err(PendingFull::Server)
+            pending.insert("c".into(), command("d", "carol")).await,
+            Err(PendingError::Full(PendingFull::Server))
         );
     }
 
-    #[test]
-    fn a_result_is_taken_once_and_only_by_its_device() {
-        let pending = PendingCommands::new(10, 10, Duration::from_secs(60));
-        pending.insert("c".into(), command("d1", "alice")).unwrap();
-        assert_eq!(pending.take("c", "d2"), None);
-        assert_eq!(pending.take("c", "d1"), Some(command("d1", "alice")));
-        assert_eq!(pending.take("c", "d1"), None);
+    #[tokio::test]
+    async fn a_result_is_taken_once_and_only_by_its_device() {
+        let pending = InProcessPendingCommands::new(10, 10, Duration::from_secs(60));
+        pending
+            .insert("c".into(), command("d1", "alice"))
+            .await
+            .unwrap();
+        assert_eq!(pending.take("c", "d2").await.unwrap(), None);
+        assert_eq!(
+            pending.take("c", "d1").await.unwrap(),
+            Some(command("d1", "alice"))
+        );
+        assert_eq!(pending.take("c", "d1").await.unwrap(), None);
         assert_eq!(pending.len(), 0);
     }
 
-    #[test]
-    fn commands_time_out_and_free_their_slots() {
+    #[tokio::test]
+    async fn commands_time_out_and_free_their_slots() {
         let timeout = Duration::from_secs(60);
-        let pending = PendingCommands::new(10, 2, timeout);
+        let pending = InProcessPendingCommands::new(10, 2, timeout);
         let start = Instant::now();
         pending
             .insert_at("a".into(), command("d", "alice"), start)
@@ -300,23 +365,32 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_device_going_offline_frees_its_commands() {
-        let pending = PendingCommands::new(10, 10, Duration::from_secs(60));
-        pending.insert("a".into(), command("d1", "alice")).unwrap();
-        pending.insert("b".into(), command("d1", "bob")).unwrap();
-        pending.insert("c".into(), command("d2", "alice")).unwrap();
-        assert_eq!(pending.remove_device("d1"), 2);
+    #[tokio::test]
+    async fn a_device_going_offline_frees_its_commands() {
+        let pending = InProcessPendingCommands::new(10, 10, Duration::from_secs(60));
+        pending
+            .insert("a".into(), command("d1", "alice"))
+            .await
+            .unwrap();
+        pending
+            .insert("b".into(), command("d1", "bob"))
+            .await
+            .unwrap();
+        pending
+            .insert("c".into(), command("d2", "alice"))
+            .await
+            .unwrap();
+        assert_eq!(pending.remove_device("d1").await.unwrap(), 2);
         assert_eq!(pending.pending_for("alice"), 1);
         assert_eq!(pending.pending_for("bob"), 0);
         assert_eq!(pending.len(), 1);
-        assert_eq!(pending.remove_device("d1"), 0);
+        assert_eq!(pending.remove_device("d1").await.unwrap(), 0);
     }
 
-    #[test]
-    fn a_late_result_of_an_offline_device_is_still_taken_once_before_its_deadline() {
+    #[tokio::test]
+    async fn a_late_result_of_an_offline_device_is_still_taken_once_before_its_deadline() {
         let timeout = Duration::from_secs(60);
-        let pending = PendingCommands::new(2, 10, timeout);
+        let pending = InProcessPendingCommands::new(2, 10, timeout);
         let start = Instant::now();
         pending
             .insert_at("a".into(), command("d1", "alice"), start)
@@ -324,7 +398,7 @@ mod tests {
         pending
             .insert_at("b".into(), command("d1", "alice"), start)
             .unwrap();
-        pending.remove_device("d1");
+        pending.remove_device("d1").await.unwrap();
         // The slots are free at once...
         pending
             .insert_at("c".into(), command("d2", "alice"), start)
@@ -342,12 +416,12 @@ mod tests {
         pending
             .insert_at("x".into(), command("d3", "bob"), start)
             .unwrap();
-        pending.remove_device("d2");
-        pending.remove_device("d3");
+        pending.remove_device("d2").await.unwrap();
+        pending.remove_device("d3").await.unwrap();
         pending
             .insert_at("y".into(), command("d4", "bob"), start)
             .unwrap();
-        pending.remove_device("d4");
+        pending.remove_device("d4").await.unwrap();
         assert!(
             pending.take_at("c", "d2", start).is_none(),
             "the oldest orphan was dropped"
@@ -355,16 +429,17 @@ mod tests {
         assert!(pending.take_at("y", "d4", start).is_some());
     }
 
-    #[test]
-    fn nothing_is_evicted_before_its_time() {
-        let pending = PendingCommands::new(1_000, 1_000, Duration::from_secs(60));
+    #[tokio::test]
+    async fn nothing_is_evicted_before_its_time() {
+        let pending = InProcessPendingCommands::new(1_000, 1_000, Duration::from_secs(60));
         for i in 0..1_000 {
             pending
                 .insert(format!("c{i}"), command("d", &format!("u{}", i % 7)))
+                .await
                 .unwrap();
         }
         for i in 0..1_000 {
-            assert!(pending.take(&format!("c{i}"), "d").is_some());
+            assert!(pending.take(&format!("c{i}"), "d").await.unwrap().is_some());
         }
         assert_eq!(pending.len(), 0);
     }
