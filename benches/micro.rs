@@ -7,7 +7,7 @@
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use futures_util::future::{BoxFuture, FutureExt};
 use serde_json::{json, Value};
-use signet::auth::{AccessClaims, KeyRing};
+use signet::auth::KeyRing;
 use signet::envelope::{
     derive_message_key, unix_now_ms, EnvelopeBuilder, EnvelopeLimits, EnvelopeVerifier,
     InMemoryNonceStore, NonceStore, NonceStoreError,
@@ -36,12 +36,7 @@ fn keyring() -> KeyRing {
 
 fn jwt(c: &mut Criterion) {
     let ring = keyring();
-    let claims = AccessClaims::new(
-        &ring,
-        "bench-user",
-        vec!["user".into()],
-        Duration::from_secs(900),
-    );
+    let claims = ring.claims("bench-user", vec!["user".into()], Duration::from_secs(900));
     let token = ring.issue(&claims).expect("token").token;
     let mut group = c.benchmark_group("jwt");
     group.bench_function("verify_hs256", |b| {

@@ -1,6 +1,6 @@
 //! The `signet` command line. `main` only calls [`run`].
 
-use crate::auth::{AccessClaims, KeyRing};
+use crate::auth::KeyRing;
 use crate::identity::{IdentityError, Passwords, UserAdmin};
 use crate::settings::{self, new_random_secret, ResolvedSecrets, Settings};
 use crate::startup::Application;
@@ -283,7 +283,7 @@ fn mint(arg: &ConfigArg, sub: String, roles: Vec<String>, ttl: Duration) -> Exit
         .map_err(|e| e.to_string())
         .and_then(|secrets| KeyRing::new(&settings.jwt, &secrets).map_err(|e| e.to_string()))
         .and_then(|ring| {
-            ring.issue(&AccessClaims::new(&ring, sub, roles, ttl))
+            ring.issue(&ring.claims(sub, roles, ttl))
                 .map_err(|e| e.to_string())
         });
     match result {

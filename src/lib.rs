@@ -32,11 +32,17 @@
 //!   are `auth` errors; `http` maps them to responses), the [`auth::Principal`]
 //!   a token proves, revocation (checked on every token, published as events for live
 //!   connections).
-//! - `envelope`: signed command envelopes (format, verification, nonce store).
+//! - `envelope`: signed command envelopes: the server's [`envelope::EnvelopeService`] (keys
+//!   from the master secret, `open`, `seal`) over `signet-protocol`'s format, verification and
+//!   nonce store, re-exported here.
 //! - `store`: persistence behind traits (users, devices, sessions, revocation records), with
 //!   the embedded SQLite implementation; migrations live in `migrations/sqlite`.
 //! - `metrics`: the Prometheus registry the layers count into, with bounded labels.
 //! - `protocol`: the SignalR hub protocols (JSON, MessagePack) and handshake; pure, no I/O.
+//!   A re-export of `signet-protocol`'s (`crates/signet-protocol`), the crate the server shares
+//!   with `signet-device` and `signet-bench`: hub protocols, envelopes, access-token claims, the
+//!   unprintable `Secret`, the duration parser, the logging set-up. The clients depend on it,
+//!   never on this crate.
 //! - `settings`: typed configuration from defaults, file and environment, validated once;
 //!   secrets that cannot be printed.
 //! - `telemetry`: logging set-up; `audit`: audit events as JSON lines (log stream or rotated

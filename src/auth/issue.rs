@@ -3,28 +3,9 @@
 use super::KeyRing;
 use base64::Engine;
 use rand::RngCore;
-use serde::Serialize;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// The claims of an access token Signet issues.
-#[derive(Debug, Clone, Serialize)]
-pub struct AccessClaims {
-    pub sub: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub roles: Vec<String>,
-    pub jti: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sid: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub owner: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    pub iat: i64,
-    pub nbf: i64,
-    pub exp: i64,
-    pub iss: String,
-    pub aud: String,
-}
+pub use signet_protocol::token::AccessClaims;
 
 /// A freshly signed token and the facts callers need without decoding it again.
 #[derive(Debug, Clone)]
@@ -47,11 +28,16 @@ pub(crate) fn unix_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-impl AccessClaims {
+impl KeyRing {
     /// Claims for `sub` valid from now for `ttl`, with a fresh `jti`, this ring's `iss` and `aud`.
-    pub fn new(ring: &KeyRing, sub: impl Into<String>, roles: Vec<String>, ttl: Duration) -> Self {
+    pub fn claims(
+        &self,
+        sub: impl Into<String>,
+        roles: Vec<String>,
+        ttl: Duration,
+    ) -> AccessClaims {
         let now = unix_now();
-        Self {
+        AccessClaims {
             sub: sub.into(),
             roles,
             jti: random_id(),
@@ -61,13 +47,11 @@ impl AccessClaims {
             iat: now,
             nbf: now,
             exp: now.saturating_add(ttl.as_secs() as i64),
-            iss: ring.issuer().to_string(),
-            aud: ring.audience().to_string(),
+            iss: self.issuer().to_string(),
+            aud: self.audience().to_string(),
         }
     }
-}
 
-impl KeyRing {
     /// Signs `claims` with the current key.
     pub fn issue(&self, claims: &AccessClaims) -> Result<IssuedToken, jsonwebtoken::errors::Error> {
         Ok(IssuedToken {

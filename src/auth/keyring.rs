@@ -6,12 +6,10 @@
 //! (algorithm confusion), and `alg: none` never parses.
 
 use super::principal::{Principal, TokenClaims};
-use crate::settings::{ExternalIssuer, HmacAlgorithm, JwtSettings, ResolvedSecrets, Secret};
-use base64::Engine;
+use crate::settings::{ExternalIssuer, HmacAlgorithm, JwtSettings, ResolvedSecrets};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -120,14 +118,7 @@ impl std::fmt::Debug for KeyRing {
     }
 }
 
-/// The `kid` of an HMAC secret: a short hash, so rotation needs no naming and reveals nothing.
-pub fn hmac_kid(secret: &Secret) -> String {
-    let digest = Sha256::digest(secret.expose());
-    format!(
-        "hs-{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..9])
-    )
-}
+pub use signet_protocol::token::hmac_kid;
 
 impl KeyRing {
     pub fn new(settings: &JwtSettings, secrets: &ResolvedSecrets) -> Result<Self, KeyRingError> {

@@ -139,8 +139,8 @@ mod tests {
     use super::*;
     use crate::auth::issue::unix_now;
     use crate::auth::{
-        AccessClaims, KeyRing, Principal, RequestAuthError, RevocationCause, RevocationError,
-        RevocationState, RevocationStore, StoreUnavailable,
+        KeyRing, Principal, RequestAuthError, RevocationCause, RevocationError, RevocationState,
+        RevocationStore, StoreUnavailable,
     };
     use crate::connection::Connection;
     use crate::settings::{ResolvedSecrets, Secret, SecretSource, Settings};
@@ -222,8 +222,7 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_revocation_store_fails_closed_everywhere() {
         let ring = Arc::new(keyring());
-        let claims =
-            AccessClaims::new(&ring, "alice", vec!["user".into()], Duration::from_secs(60));
+        let claims = ring.claims("alice", vec!["user".into()], Duration::from_secs(60));
         let token = ring.issue(&claims).unwrap().token;
         let principal = ring.verify(&token).unwrap();
         assert!(principal.expires_at > unix_now());

@@ -1,28 +1,19 @@
-//! Signed command envelopes.
+//! Signed command envelopes: the server's side.
 //!
-//! Hub methods that act on the physical world take one argument: an envelope carrying the command
-//! as JSON text, signed with HMAC-SHA256 under a key derived for the caller's login session,
-//! bound to the hub path and method name, limited in lifetime and usable once. A stolen
-//! connection token alone therefore cannot send commands, and a captured command cannot be sent
-//! again or to another method. `docs/envelope.md` is the protocol for other implementers.
+//! The format, signing, verification and the in-memory nonce store are pure and live in the
+//! `signet-protocol` crate, which the device shares (re-exported here, so `crate::envelope::...`
+//! names them as before). What holds the server's secret stays here: [`EnvelopeService`], what
+//! the hub calls: per-session keys, `open` and `seal`.
 //!
-//! - [`key`]: per-session message keys and their derivation
-//! - [`format`][mod@format]: the wire format, the signing input, signing and building envelopes
-//! - [`verify`]: the ordered checks and their client-visible codes
-//! - [`nonce`]: the nonce store behind replay detection
-//! - [`EnvelopeService`]: what the hub calls: per-session keys, `open` and `seal`
+//! `docs/envelope.md` is the protocol for other implementers.
 
-pub mod format;
-pub mod key;
-pub mod nonce;
 mod service;
-pub mod verify;
 
-#[cfg(test)]
-mod vectors;
+pub use signet_protocol::envelope::{
+    derive_message_key, format, key, nonce, sign, unix_now_ms, verify, Envelope, EnvelopeBuilder,
+    EnvelopeError, EnvelopeLimits, EnvelopeVerifier, InMemoryNonceStore, MalformedReason,
+    MessageKey, MessageKeyError, NonceStore, NonceStoreError, SigningInput, VerifiedEnvelope,
+    DEFAULT_NONCE_CAPACITY, MESSAGE_KEY_LEN,
+};
 
-pub use format::{sign, unix_now_ms, Envelope, EnvelopeBuilder, MalformedReason, SigningInput};
-pub use key::{derive_message_key, MessageKey, MessageKeyError, MESSAGE_KEY_LEN};
-pub use nonce::{InMemoryNonceStore, NonceStore, NonceStoreError, DEFAULT_NONCE_CAPACITY};
 pub use service::EnvelopeService;
-pub use verify::{EnvelopeError, EnvelopeLimits, EnvelopeVerifier, VerifiedEnvelope};

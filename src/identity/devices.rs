@@ -7,7 +7,7 @@ use super::{
     IdentityService,
 };
 use crate::auth::issue::{random_id, unix_now};
-use crate::auth::{AccessClaims, Principal};
+use crate::auth::Principal;
 use crate::store::Device;
 use std::net::IpAddr;
 use subtle::ConstantTimeEq;
@@ -261,8 +261,7 @@ impl IdentityService {
                 return Err(IdentityError::InvalidDeviceCredentials);
             }
         };
-        let mut claims = AccessClaims::new(
-            self.inner.auth.keyring(),
+        let mut claims = self.inner.auth.keyring().claims(
             device_subject(&device.id),
             vec![DEVICE_ROLE.to_string()],
             self.inner.access_ttl,

@@ -10,7 +10,7 @@ use super::{
 };
 use crate::auth::issue::{random_id, unix_now};
 use crate::auth::revocation::MAX_ACCESS_TOKEN_LIFETIME_SECS;
-use crate::auth::{AccessClaims, Principal, RevocationCause};
+use crate::auth::{Principal, RevocationCause};
 use crate::store::{Rotation, Session, User};
 use std::net::IpAddr;
 
@@ -132,8 +132,7 @@ impl IdentityService {
         sid: &str,
         refresh_token: String,
     ) -> Result<SessionTokens, IdentityError> {
-        let mut claims = AccessClaims::new(
-            self.inner.auth.keyring(),
+        let mut claims = self.inner.auth.keyring().claims(
             user.id.clone(),
             user.roles.clone(),
             self.inner.access_ttl,

@@ -4,16 +4,15 @@
 //! documented defaults), the TOML file, then environment variables `SIGNET__<SECTION>__<KEY>`.
 //! Unknown keys are errors in every source: a typo must never be silently ignored.
 
-mod duration;
 mod load;
 mod net;
 mod secrets;
 mod validate;
 
-pub use duration::parse_duration;
 pub use load::{load, load_from_str, SettingsError};
 pub use net::IpNet;
 pub use secrets::{new_random_secret, write_private_file, ResolvedSecrets, Secret, SecretSource};
+pub use signet_protocol::duration::parse_duration;
 pub use validate::MIN_SECRET_BYTES;
 
 use serde::{Deserialize, Serialize};
@@ -157,12 +156,7 @@ impl AuditSettings {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Human,
-    Json,
-}
+pub use signet_protocol::logging::LogFormat;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -13,7 +13,8 @@ use crate::scenario::{self, round, Outcome, Target, TargetKind};
 use crate::system;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
-use signet::protocol::HubProtocol;
+use signet_protocol::duration::parse_duration_allowing_zero;
+use signet_protocol::protocol::HubProtocol;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::process::{Child, ExitCode, Stdio};
@@ -43,10 +44,10 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
         /// Wait after the last connection opened, before measuring.
-        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        #[arg(long, default_value = "2s", value_parser = parse_duration_allowing_zero)]
         settle: Duration,
         /// How long the idle connections are held while the server's CPU is measured.
-        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        #[arg(long, default_value = "10s", value_parser = parse_duration_allowing_zero)]
         hold: Duration,
     },
     /// Round trips per second and latency: `Echo`, then `EchoSigned` with signed envelopes.
@@ -59,7 +60,7 @@ pub enum Command {
         mode: EchoMode,
         /// Lifetime of the signed envelopes; the server keeps each nonce this long plus its
         /// clock skew, so lifetime x rate must fit `envelope.nonce_capacity`.
-        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        #[arg(long, default_value = "5s", value_parser = parse_duration_allowing_zero)]
         envelope_lifetime: Duration,
     },
     /// One admin broadcasting to N connections: deliveries per second and delivery latency.
@@ -104,20 +105,20 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
         /// How long the churn runs.
-        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        #[arg(long, default_value = "10m", value_parser = parse_duration_allowing_zero)]
         duration: Duration,
         /// A real user `username=id` (id as `signet user list` prints it) whose tokens one slot
         /// in ten carries and whom an admin revokes in turn; repeat for several.
         #[arg(long = "revocable", value_name = "NAME=ID", value_parser = parse_user)]
         revocable: Vec<(String, String)>,
         /// Pause between admin revocations.
-        #[arg(long, default_value = "20s", value_parser = parse_duration)]
+        #[arg(long, default_value = "20s", value_parser = parse_duration_allowing_zero)]
         revoke_every: Duration,
         /// One connection in this many sends a malformed frame (0: none).
         #[arg(long, default_value_t = 50)]
         garbage_every: u64,
         /// Pause between malformed HTTP requests (0: none).
-        #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+        #[arg(long, default_value = "200ms", value_parser = parse_duration_allowing_zero)]
         http_garbage_interval: Duration,
     },
     /// Run the baseline server: a WebSocket echo and fan-out on actix-ws, nothing else.
@@ -164,7 +165,7 @@ pub struct Common {
     #[arg(long, default_value = "signet")]
     pub audience: String,
     /// Lifetime of the minted tokens (a connection closes when its token expires).
-    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, default_value = "1h", value_parser = parse_duration_allowing_zero)]
     pub token_ttl: Duration,
     /// The server's process id, for its memory and CPU figures.
     #[arg(long)]
@@ -195,10 +196,10 @@ pub struct Common {
 #[derive(Debug, Args)]
 pub struct Timing {
     /// Load before measuring starts.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = parse_duration_allowing_zero)]
     pub warmup: Duration,
     /// The measured part.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_duration_allowing_zero)]
     pub duration: Duration,
 }
 
@@ -210,27 +211,6 @@ fn parse_user(text: &str) -> Result<(String, String), String> {
         }
         _ => Err(format!("`{text}` is not NAME=ID")),
     }
-}
-
-/// `500ms`, `10s`, `2m`, `1h`, or a number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(at) => text.split_at(at),
-        None => (text, "s"),
-    };
-    let value: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration such as 500ms, 10s, 2m or 1h"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(format!("`{text}`: the unit must be ms, s, m or h")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{text}`: {e}"))
 }
 
 /// Runs the command; exit status 0 when the scenario ran, 1 when it could not.
@@ -577,17 +557,6 @@ impl Drop for BaselineChild {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
-        assert!(parse_duration("10x").is_err());
-        assert!(parse_duration("-1s").is_err());
-    }
 
     #[test]
     fn the_command_line_is_consistent() {

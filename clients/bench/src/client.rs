@@ -4,7 +4,7 @@
 //! has its own ~28,000 ephemeral ports, so one address would cap a run near that), `POST
 //! {hub}/negotiate?negotiateVersion=1` with the bearer token, the WebSocket upgrade with the
 //! returned `connectionToken` on the same keep-alive connection, then the SignalR handshake.
-//! Messages are encoded and decoded with Signet's own codecs (`signet::protocol`).
+//! Messages are encoded and decoded with Signet's own codecs (`signet_protocol::protocol`).
 //!
 //! A raw connection (the baseline server) is only the TCP connection and the upgrade.
 
@@ -12,8 +12,8 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::Value;
-use signet::protocol::handshake::{self, HandshakeResponseDecoder};
-use signet::protocol::{CompletionResult, HubMessage, HubMessageDecoder, HubProtocol};
+use signet_protocol::protocol::handshake::{self, HandshakeResponseDecoder};
+use signet_protocol::protocol::{CompletionResult, HubMessage, HubMessageDecoder, HubProtocol};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -42,7 +42,7 @@ pub enum ClientError {
     #[error("handshake refused: {0}")]
     Handshake(String),
     #[error("protocol: {0}")]
-    Protocol(#[from] signet::protocol::ProtocolError),
+    Protocol(#[from] signet_protocol::protocol::ProtocolError),
     #[error("the server closed the connection{}", .0.as_deref().map(|e| format!(": {e}")).unwrap_or_default())]
     Closed(Option<String>),
     #[error("the server answered: {0}")]

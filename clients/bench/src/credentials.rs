@@ -5,9 +5,9 @@
 //! envelopes the server accepts. Tokens are minted before a scenario's clock starts.
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use signet::auth::{hmac_kid, AccessClaims};
-use signet::envelope::{derive_message_key, MessageKey};
-use signet::settings::Secret;
+use signet_protocol::envelope::{derive_message_key, MessageKey};
+use signet_protocol::secret::Secret;
+use signet_protocol::token::{hmac_kid, AccessClaims};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The server's secrets and token settings, as the generator needs them.

@@ -5,7 +5,7 @@
 //! - `scenario`: `connect`, `idle`, `echo`, `broadcast`, `command`, each written once against
 //!   [`client::Client`] so it drives Signet and the baseline alike.
 //! - `client`: connecting like a SignalR client (negotiate, upgrade, handshake) from several
-//!   loopback source addresses, with Signet's own codecs (`signet::protocol`).
+//!   loopback source addresses, with Signet's own codecs (`signet_protocol::protocol`).
 //! - `credentials`: tokens and message keys minted from the server's secrets.
 //! - `baseline`: the minimal actix-ws server (echo and fan-out, no protocol, no authentication).
 //! - `stats`, `system`: latency histograms; file limit, memory and CPU from `/proc`.

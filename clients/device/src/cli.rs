@@ -5,7 +5,7 @@ use crate::runner::{self, Exit};
 use crate::tls::{self, TlsOptions};
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
-use signet::settings::{LogFormat, LogSettings};
+use signet_protocol::logging::{self, LogFormat};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -299,16 +299,14 @@ pub fn run(cli: Cli) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let log = LogSettings {
-        format: match cli.log_format.unwrap_or(LogFormatArg::Human) {
-            LogFormatArg::Human => LogFormat::Human,
-            LogFormatArg::Json => LogFormat::Json,
-        },
-        level: cli.log_level.clone().unwrap_or_else(|| "info".into()),
+    let format = match cli.log_format.unwrap_or(LogFormatArg::Human) {
+        LogFormatArg::Human => LogFormat::Human,
+        LogFormatArg::Json => LogFormat::Json,
     };
+    let level = cli.log_level.clone().unwrap_or_else(|| "info".into());
     // Logs go to stderr; the same set-up as the server's, which also caps the HTTP client's
     // trace output (it would print request heads, and so the Authorization header).
-    signet::telemetry::init(&log, std::io::stderr, false);
+    logging::init(format, &level, std::io::stderr, false);
     let config = match cli.into_config() {
         Ok(config) => config,
         Err(error) => {

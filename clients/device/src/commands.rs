@@ -15,7 +15,7 @@
 use crate::device::{CommandStatus, SimulatedDevice};
 use serde::Serialize;
 use serde_json::{json, Value};
-use signet::envelope::{
+use signet_protocol::envelope::{
     Envelope, EnvelopeBuilder, EnvelopeError, EnvelopeLimits, EnvelopeVerifier, InMemoryNonceStore,
     MessageKey,
 };
@@ -251,7 +251,7 @@ fn command_id(message: &Value) -> Option<String> {
 mod tests {
     use super::*;
     use crate::device::LockState;
-    use signet::envelope::{derive_message_key, sign, unix_now_ms};
+    use signet_protocol::envelope::{derive_message_key, sign, unix_now_ms};
     use std::time::Duration;
 
     const HUB: &str = "/hubs/home";

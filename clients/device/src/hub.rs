@@ -1,8 +1,8 @@
 //! The SignalR client side of one hub connection over WebSockets: negotiate (or not), the
 //! upgrade with `Authorization: Bearer`, the JSON handshake, then hub messages in text frames.
 //!
-//! Encoding and decoding are the server's own codecs from `signet::protocol`; this module only
-//! moves their bytes over the socket, answers WebSocket pings, and numbers invocations.
+//! Encoding and decoding are the server's own codecs from `signet_protocol::protocol`; this module
+//! only moves their bytes over the socket, answers WebSocket pings, and numbers invocations.
 
 use crate::config::ServerUrl;
 use actix_http::ws::Item;
@@ -13,8 +13,8 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde::Deserialize;
 use serde_json::Value;
-use signet::protocol::handshake;
-use signet::protocol::{
+use signet_protocol::protocol::handshake;
+use signet_protocol::protocol::{
     HandshakeResponseDecoder, HubMessage, HubMessageDecoder, HubProtocol, ProtocolError,
 };
 use std::time::Duration;

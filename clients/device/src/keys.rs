@@ -10,7 +10,7 @@
 //! Results and telemetry are always signed with [`SessionKeys::signing_key`]: the key of the
 //! token the server currently holds for the connection.
 
-use signet::envelope::MessageKey;
+use signet_protocol::envelope::MessageKey;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -78,7 +78,7 @@ impl SessionKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use signet::envelope::derive_message_key;
+    use signet_protocol::envelope::derive_message_key;
 
     fn key(session: &str) -> MessageKey {
         derive_message_key(b"master", session)

@@ -16,7 +16,7 @@ use crate::session::{self, Outbox, SessionContext, SessionEnd};
 use crate::token::{DeviceToken, TokenError, TokenSource};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use signet::envelope::EnvelopeLimits;
+use signet_protocol::envelope::EnvelopeLimits;
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;

@@ -3,7 +3,7 @@
 
 use crate::device::SimulatedDevice;
 use serde_json::{json, Value};
-use signet::envelope::{EnvelopeBuilder, MessageKey};
+use signet_protocol::envelope::{EnvelopeBuilder, MessageKey};
 
 /// The hub method telemetry is reported to.
 pub const TELEMETRY_TARGET: &str = "ReportTelemetry";
@@ -48,7 +48,7 @@ impl TelemetryReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use signet::envelope::{
+    use signet_protocol::envelope::{
         derive_message_key, unix_now_ms, EnvelopeLimits, EnvelopeVerifier, InMemoryNonceStore,
     };
     use std::sync::Arc;

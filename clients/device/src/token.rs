@@ -8,8 +8,8 @@
 
 use crate::config::Config;
 use serde::Deserialize;
-use signet::envelope::MessageKey;
-use signet::settings::Secret;
+use signet_protocol::envelope::MessageKey;
+use signet_protocol::secret::Secret;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -211,7 +211,7 @@ fn error_detail(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use signet::envelope::derive_message_key;
+    use signet_protocol::envelope::derive_message_key;
 
     #[test]
     fn margins() {

@@ -2,19 +2,24 @@
 //! endpoint, negotiate and a `/hubs/home` WebSocket speaking the JSON hub protocol through the
 //! library's own codecs. The stand-in signs `Command`s and checks what the device sends exactly
 //! as the contract of issue 7 says the server does, so these tests pin the device's side of it
-//! without depending on the server's home-hub methods. `live_server.rs` runs the same story
-//! against the real server.
+//! without depending on the server's home-hub methods. The server's
+//! `tests/client_binaries/device.rs` runs the same story against the real server.
 
 mod support;
 
+/// The device binary [`support::DeviceProcess`] starts: this package's own.
+fn device_command() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_signet-device"))
+}
+
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde_json::{json, Value};
-use signet::envelope::{
+use signet_protocol::envelope::{
     derive_message_key, unix_now_ms, EnvelopeBuilder, EnvelopeLimits, EnvelopeVerifier,
     InMemoryNonceStore, MessageKey,
 };
-use signet::protocol::handshake::{HandshakeDecoder, SUCCESS_RESPONSE};
-use signet::protocol::{CompletionResult, HubMessage, HubProtocol, JsonDecoder};
+use signet_protocol::protocol::handshake::{HandshakeDecoder, SUCCESS_RESPONSE};
+use signet_protocol::protocol::{CompletionResult, HubMessage, HubProtocol, JsonDecoder};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -12,7 +12,7 @@ use crate::baseline::BROADCAST_MARKER;
 use crate::client::{Client, ClientError};
 use crate::stats::Latencies;
 use serde_json::{json, Value};
-use signet::protocol::{CompletionResult, HubMessage};
+use signet_protocol::protocol::{CompletionResult, HubMessage};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;

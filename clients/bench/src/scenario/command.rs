@@ -17,10 +17,10 @@ use super::{measure_cpu, round, Outcome, Target, TargetKind, Window};
 use crate::client::{api_request, bounded, ClientError, HubClient};
 use crate::stats::Latencies;
 use serde_json::{json, Value};
-use signet::envelope::{
+use signet_protocol::envelope::{
     unix_now_ms, EnvelopeBuilder, EnvelopeLimits, EnvelopeVerifier, InMemoryNonceStore, MessageKey,
 };
-use signet::protocol::{CompletionResult, HubMessage};
+use signet_protocol::protocol::{CompletionResult, HubMessage};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

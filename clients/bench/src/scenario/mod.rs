@@ -13,7 +13,7 @@ use crate::client::{bounded, Client, ClientError, Endpoint, HubClient, RawClient
 use crate::credentials::{Credentials, Identity};
 use crate::stats::{Latencies, LatencySummary};
 use serde_json::Value;
-use signet::protocol::HubProtocol;
+use signet_protocol::protocol::HubProtocol;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;

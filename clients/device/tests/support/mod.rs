@@ -1,4 +1,7 @@
 //! Running the real `signet-device` binary as a child process, and reading what it logged.
+//!
+//! Shared with the server's `tests/client_binaries`; each test crate including it says how to
+//! start the device with a `device_command()` at its root.
 
 #![allow(dead_code)]
 
@@ -23,7 +26,7 @@ impl DeviceProcess {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("device.log");
         let stderr = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_signet-device"))
+        let child = crate::device_command()
             .args([
                 "--server",
                 server,

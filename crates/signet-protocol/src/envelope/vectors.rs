@@ -13,8 +13,8 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-const VECTORS: &str = include_str!("../../tests/vectors/envelope.json");
-const VECTORS_PATH: &str = "tests/vectors/envelope.json";
+const VECTORS: &str = include_str!("../../../../tests/vectors/envelope.json");
+const VECTORS_PATH: &str = "../../tests/vectors/envelope.json";
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -4,11 +4,12 @@
 //! nothing here (debug build, tiny N, a busy machine); the test checks that each scenario runs,
 //! prints one JSON line and did real work. Benchmarks are never assertions.
 
+use crate::Test;
 use serde_json::Value;
 use signet::startup::Application;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -59,7 +60,7 @@ fn start_baseline() -> SocketAddr {
 /// Runs `signet-bench <args>` and returns its JSON line.
 fn bench(args: &[&str]) -> Value {
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_signet-bench"))
+    let mut child = crate::client_command("signet-bench")
         .args(args)
         .args(["--threads", "1", "--source-addrs", "2"])
         .env("SIGNET__JWT__SECRET", JWT_SECRET)
@@ -105,7 +106,6 @@ fn number(value: &Value, pointer: &str) -> f64 {
         .unwrap_or_else(|| panic!("{pointer} missing in {value}"))
 }
 
-#[test]
 fn every_scenario_runs_against_signet_and_the_baseline() {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let signet = format!("http://{}", start_signet(data_dir.path()));
@@ -191,3 +191,8 @@ fn every_scenario_runs_against_signet_and_the_baseline() {
     assert_eq!(number(&line, "/errors"), 0.0, "{line}");
     assert!(number(&line, "/latency/p99_ms") > 0.0);
 }
+
+pub const TESTS: &[Test] = &[(
+    "bench::every_scenario_runs_against_signet_and_the_baseline",
+    every_scenario_runs_against_signet_and_the_baseline,
+)];

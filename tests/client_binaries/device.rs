@@ -1,8 +1,10 @@
 //! The real `signet-device` binary against the real Signet server, started in-process on port 0:
 //! provisioned through the identity API, connected to `/hubs/home` with its device token.
 
-mod support;
-
+use crate::support::proxy::Proxy;
+use crate::support::test_ca::TestCa;
+use crate::support::DeviceProcess;
+use crate::Test;
 use serde_json::{json, Value};
 use signet::envelope::{EnvelopeBuilder, MessageKey};
 use signet::identity::{Passwords, UserAdmin};
@@ -14,9 +16,6 @@ use signet_device::config::ServerUrl;
 use signet_device::hub::{HubConnection, HubReceiver, HubSender, Incoming};
 use std::sync::Arc;
 use std::time::Duration;
-use support::proxy::Proxy;
-use support::test_ca::TestCa;
-use support::DeviceProcess;
 
 const WAIT: Duration = Duration::from_secs(20);
 const JWT_SECRET: &str = "device-test-secret-0123456789-abcdefghijklmnopqrstuvwxyz";
@@ -238,7 +237,6 @@ fn start_device(server: &Server, id: &str, key: &str) -> DeviceProcess {
     DeviceProcess::start(&server.url, id, key, &["--telemetry-interval", "1s"])
 }
 
-#[actix_rt::test]
 async fn a_provisioned_device_comes_online_and_obeys_an_admin_kick() {
     let server = start_server().await;
     let admin = server.admin_session().await;
@@ -263,7 +261,6 @@ async fn a_provisioned_device_comes_online_and_obeys_an_admin_kick() {
     device.assert_log_free_of(&[&key]);
 }
 
-#[actix_rt::test]
 async fn a_removed_device_exits_3() {
     let server = start_server().await;
     let admin = server.admin_session().await;
@@ -301,7 +298,6 @@ fn send_command(key: &MessageKey, device_id: &str, command: &str) -> Value {
     EnvelopeBuilder::new(key, "/hubs/home", "SendCommand").build(&message.to_string())
 }
 
-#[actix_rt::test]
 async fn a_user_opens_the_door_through_the_real_device() {
     let server = start_server().await;
     let alice = server.user_session("alice").await;
@@ -383,10 +379,8 @@ async fn a_user_opens_the_door_through_the_real_device() {
 /// The end-to-end scenario with the official JavaScript client on the user's side: the
 /// user sends OPEN_DOOR, the real device verifies and executes it, and the user receives the
 /// device's result.
-#[actix_rt::test]
 async fn the_official_js_client_opens_the_door_of_a_real_device() {
-    let conformance =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/conformance");
+    let conformance = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance");
     assert!(
         conformance.join("node_modules/@microsoft/signalr").is_dir(),
         "run `npm ci --prefix tests/conformance` (./scripts/test.sh does it)"
@@ -457,7 +451,6 @@ async fn wait_online(client: &mut HubClient, id: &str) {
     }
 }
 
-#[actix_rt::test]
 async fn the_device_works_over_https_and_wss_with_a_private_ca() {
     let ca = TestCa::new();
     let server = start_server_with(Some(&ca)).await;
@@ -477,7 +470,6 @@ async fn the_device_works_over_https_and_wss_with_a_private_ca() {
     device.assert_log_free_of(&[&key, alice_token]);
 }
 
-#[actix_rt::test]
 async fn the_device_presents_its_client_certificate_to_a_mutual_tls_server() {
     let ca = TestCa::new();
     let server = start_server_tls(Some(&ca), true).await;
@@ -519,7 +511,6 @@ async fn the_device_presents_its_client_certificate_to_a_mutual_tls_server() {
     );
 }
 
-#[actix_rt::test]
 async fn without_the_ca_the_device_names_the_host_and_the_certificate_problem() {
     let ca = TestCa::new();
     let server = start_server_with(Some(&ca)).await;
@@ -535,7 +526,6 @@ async fn without_the_ca_the_device_names_the_host_and_the_certificate_problem() 
     device.assert_log_free_of(&[&key]);
 }
 
-#[actix_rt::test]
 async fn plain_http_to_another_host_is_refused_and_a_config_file_is_read() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("device.toml");
@@ -544,7 +534,7 @@ async fn plain_http_to_another_host_is_refused_and_a_config_file_is_read() {
         "server = \"http://signet.example\"\ndevice_id = \"door-1\"\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_signet-device"))
+    let out = crate::device_command()
         .args(["--config", file.to_str().unwrap()])
         .env("SIGNET_DEVICE_KEY", "k")
         .env_remove("SIGNET_SERVER")
@@ -557,7 +547,6 @@ async fn plain_http_to_another_host_is_refused_and_a_config_file_is_read() {
 
 /// Commands accepted while the actuator is busy are answered in order, and results computed
 /// while the connection is down reach the user after the device reconnects, each once.
-#[actix_rt::test]
 async fn results_computed_during_an_outage_are_delivered_in_order_after_reconnecting() {
     let server = start_server().await;
     let proxy = Proxy::start(server.address).await;
@@ -601,3 +590,15 @@ async fn results_computed_during_an_outage_are_delivered_in_order_after_reconnec
         "{log}"
     );
 }
+
+pub const TESTS: &[Test] = crate::actix_tests!(
+    a_provisioned_device_comes_online_and_obeys_an_admin_kick,
+    a_removed_device_exits_3,
+    a_user_opens_the_door_through_the_real_device,
+    the_official_js_client_opens_the_door_of_a_real_device,
+    the_device_works_over_https_and_wss_with_a_private_ca,
+    the_device_presents_its_client_certificate_to_a_mutual_tls_server,
+    without_the_ca_the_device_names_the_host_and_the_certificate_problem,
+    plain_http_to_another_host_is_refused_and_a_config_file_is_read,
+    results_computed_during_an_outage_are_delivered_in_order_after_reconnecting,
+);

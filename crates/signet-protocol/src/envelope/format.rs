@@ -295,7 +295,7 @@ pub const DEFAULT_BUILD_LIFETIME: Duration = Duration::from_secs(30);
 /// Makes fresh signed envelopes: a random nonce, `issuedAt` now and `expiry` one lifetime later.
 ///
 /// ```
-/// use signet::envelope::{derive_message_key, EnvelopeBuilder};
+/// use signet_protocol::envelope::{derive_message_key, EnvelopeBuilder};
 /// let key = derive_message_key(b"master key bytes", "session-1");
 /// let envelope = EnvelopeBuilder::new(&key, "/hubs/home", "CommandResult")
 ///     .build(r#"{"device":"lamp-1","ok":true}"#);
