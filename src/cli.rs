@@ -4,12 +4,10 @@ use crate::auth::{AccessClaims, KeyRing};
 use crate::identity::{IdentityError, Passwords, UserAdmin};
 use crate::settings::{self, new_random_secret, ResolvedSecrets, Settings};
 use crate::startup::Application;
-use crate::store::SqliteStore;
 use clap::{Args, Parser, Subcommand};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// The configuration file used when `--config` is not given. If it does not exist, the
@@ -350,9 +348,9 @@ fn user(command: UserCommand) -> ExitCode {
     };
     let password = password.unwrap_or_default();
     let result = runtime.block_on(async {
-        let store = SqliteStore::open(&settings.server.data_dir).await?;
+        let store = crate::store::open(&settings).await?;
         let passwords = Passwords::new(&settings.identity).await?;
-        let admin = UserAdmin::new(Arc::new(store), passwords);
+        let admin = UserAdmin::new(store, passwords);
         match command {
             UserCommand::Add { name, roles, .. } => {
                 let user = admin.add(&name, &roles, &password).await?;

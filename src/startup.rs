@@ -11,7 +11,7 @@ use crate::hub::{HubCatalog, HubServices, OpenUploads, SessionLimits};
 use crate::identity::{IdentityError, IdentityService, Passwords, UserAdmin};
 use crate::metrics::{MeteredStore, Metrics, StatsSeries};
 use crate::settings::{ResolvedSecrets, Settings, SettingsError};
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::transport::HubEndpoints;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
@@ -82,12 +82,12 @@ impl AppState {
             settings.hub.max_connections_per_user,
         ));
         metrics.watch_connections(connections.clone());
-        let sqlite = Arc::new(MeteredStore::new(
-            SqliteStore::open(&settings.server.data_dir).await?,
+        let store: Arc<dyn Store> = Arc::new(MeteredStore::new(
+            crate::store::open(&settings).await?,
             metrics.clone(),
         ));
         let revocations = InProcessRevocations::load(
-            sqlite.clone(),
+            store.clone(),
             settings.jwt.leeway_secs,
             settings.identity.revocation_event_capacity,
         )
@@ -124,7 +124,6 @@ impl AppState {
             move || i64::try_from(uploads.get()).unwrap_or(i64::MAX),
         );
 
-        let store: Arc<dyn Store> = sqlite;
         let passwords = Passwords::new(&settings.identity)
             .await
             .map_err(IdentityError::from)?;

@@ -8,11 +8,13 @@ mod duration;
 mod load;
 mod net;
 mod secrets;
+mod store;
 
 pub use duration::parse_duration;
 pub use load::{load, load_from_str, SettingsError};
 pub use net::IpNet;
 pub use secrets::{new_random_secret, write_private_file, ResolvedSecrets, Secret, SecretSource};
+pub use store::{StoreSettings, StoreUrl};
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -33,6 +35,7 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     pub audit: AuditSettings,
     pub tls: TlsSettings,
+    pub store: StoreSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -775,6 +778,7 @@ impl Settings {
                 "needs tls.cert_file and tls.key_file (mutual TLS is TLS)",
             );
         }
+        self.store.validate()?;
         for origin in &server.allowed_origins {
             if !(origin.starts_with("http://") || origin.starts_with("https://"))
                 || origin.ends_with('/')

@@ -1,18 +1,25 @@
 //! Persistence for identity: users, devices, refresh-token sessions and revocation records.
 //!
-//! The services above talk to the traits here, never to SQL, so that a PostgreSQL backend can
-//! follow [`SqliteStore`] behind the same interface. Every operation that must be atomic (refresh
+//! The services above talk to the traits here, never to SQL. Two backends implement them:
+//! [`SqliteStore`] (embedded, the default) and [`PgStore`] (`[store] url`, shared by several
+//! nodes), with one copy of the SQL (`sql.rs`) and of the row mapping (`rows.rs`). Every operation that must be atomic (refresh
 //! rotation with reuse detection, the per-user device and session caps) is one trait method, so
 //! each backend makes it atomic in its own way. Times are Unix seconds; secrets arrive already
 //! hashed and never leave as anything else.
 
 mod data_dir;
+mod postgres;
+mod rows;
+mod sql;
 mod sqlite;
 
 pub use data_dir::ensure_private_dir;
+pub use postgres::PgStore;
 pub use sqlite::{SqliteStore, DATABASE_FILE};
 
+use crate::settings::Settings;
 use async_trait::async_trait;
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -29,6 +36,47 @@ pub enum StoreError {
     },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("store configuration: {0}")]
+    Config(String),
+}
+
+impl StoreError {
+    /// Whether the database could not be reached (or did not answer in time), as opposed to
+    /// refusing the request: the API answers these 503 `store_unavailable`.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Database(e) => match e {
+                sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::WorkerCrashed => true,
+                // 57014 query_canceled (statement_timeout); class 08: connection exceptions;
+                // 57P01-03: the server is shutting down or starting.
+                sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                    code == "57014" || code.starts_with("08") || code.starts_with("57P")
+                }),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+/// Opens the store `settings` name: `[store] url` (PostgreSQL) or, unset, the SQLite file in
+/// the data directory. Pending migrations are applied.
+pub async fn open(settings: &Settings) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match &settings.store.url {
+        Some(url) => {
+            let password = settings
+                .store
+                .password()
+                .map_err(|e| StoreError::Config(e.to_string()))?;
+            Arc::new(PgStore::open(url.expose(), password.as_deref(), &settings.store).await?)
+        }
+        None => Arc::new(SqliteStore::open(&settings.server.data_dir).await?),
+    })
 }
 
 /// A user as listed: everything but the password hash.
