@@ -1,0 +1,143 @@
+//! Several nodes on one PostgreSQL database, and that database going away: the users, sessions
+//! and refresh rotation every node shares, and outages answered 503 `store_unavailable` fast
+//! and recovered from without a restart.
+
+use crate::helpers::*;
+use crate::postgres::{cluster, fresh_database};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+async fn node(url: &str, extra_env: &[(&str, &str)]) -> TestApp {
+    spawn_app_with(&postgres_env(url, extra_env)).await
+}
+
+#[actix_web::test]
+async fn a_user_added_on_one_node_logs_in_on_the_other() {
+    let url = fresh_database().await;
+    let a = node(&url, &[]).await;
+    let b = node(&url, &[]).await;
+    a.create_user("hana", &["user"], TEST_PASSWORD).await;
+    let login = b.login("hana", TEST_PASSWORD).await;
+    assert_eq!(login.status, 200, "{login:?}");
+    // A session opened on B refreshes on A.
+    let refreshed = a.refresh(&login.str("refreshToken")).await;
+    assert_eq!(refreshed.status, 200, "{refreshed:?}");
+}
+
+#[actix_web::test]
+async fn one_refresh_token_redeemed_on_two_nodes_at_once_rotates_once() {
+    let url = fresh_database().await;
+    let a = node(&url, &[]).await;
+    let b = node(&url, &[]).await;
+    a.create_user("ivo", &["user"], TEST_PASSWORD).await;
+    for round in 0..5 {
+        let login = a.login("ivo", TEST_PASSWORD).await;
+        assert_eq!(login.status, 200, "{login:?}");
+        let token = login.str("refreshToken");
+        let (on_a, on_b) = tokio::join!(a.refresh(&token), b.refresh(&token));
+        let mut outcomes = [
+            (on_a.status, on_a.error().to_string()),
+            (on_b.status, on_b.error().to_string()),
+        ];
+        outcomes.sort();
+        assert_eq!(
+            outcomes,
+            [(200, String::new()), (401, "refresh_token_reused".into())],
+            "round {round}: {on_a:?} {on_b:?}"
+        );
+    }
+}
+
+/// A TCP proxy in front of the test cluster that the test cuts and restores: stopping it
+/// closes every connection through it and refuses new ones, as a network outage would.
+struct Proxy {
+    listen: SocketAddr,
+    stop: CancellationToken,
+}
+
+impl Proxy {
+    async fn start(listen: SocketAddr) -> Proxy {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .expect("proxy listens");
+        let listen = listener.local_addr().expect("proxy address");
+        let stop = CancellationToken::new();
+        let target = ("127.0.0.1", cluster().port());
+        let token = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let mut client = tokio::select! {
+                    _ = token.cancelled() => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok((client, _)) => client,
+                        Err(_) => continue,
+                    },
+                };
+                let token = token.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = token.cancelled() => {}
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                    }
+                });
+            }
+        });
+        Proxy { listen, stop }
+    }
+
+    fn cut(&self) {
+        self.stop.cancel();
+    }
+}
+
+#[actix_web::test]
+async fn a_database_outage_answers_503_quickly_and_recovers_without_a_restart() {
+    let direct = fresh_database().await;
+    let proxy = Proxy::start("127.0.0.1:0".parse().unwrap()).await;
+    let url = direct.replace(
+        &format!("127.0.0.1:{}", cluster().port()),
+        &proxy.listen.to_string(),
+    );
+    let app = node(&url, &[("SIGNET__STORE__ACQUIRE_TIMEOUT_SECS", "1")]).await;
+    app.create_user("jo", &["user"], TEST_PASSWORD).await;
+    assert_eq!(app.login("jo", TEST_PASSWORD).await.status, 200);
+    assert_eq!(app.get("/readyz", None).await.status, 200);
+
+    proxy.cut();
+    let started = Instant::now();
+    let login = app.login("jo", TEST_PASSWORD).await;
+    assert_eq!(
+        (login.status, login.error()),
+        (503, "store_unavailable"),
+        "{login:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        !login.body.to_string().contains("127.0.0.1"),
+        "the cause stays in the log: {login:?}"
+    );
+    let ready = app.get("/readyz", None).await;
+    assert_eq!(ready.status, 503, "{ready:?}");
+    assert_ne!(ready.body["checks"]["store"], "ok", "{ready:?}");
+
+    // The database comes back on the same address: the same server recovers.
+    let _restored = Proxy::start(proxy.listen).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let login = app.login("jo", TEST_PASSWORD).await;
+        if login.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no recovery: {login:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(app.get("/readyz", None).await.status, 200);
+}
