@@ -48,7 +48,11 @@ enum Command {
     /// A first look: the server with a demo user, an admin and two simulated devices, on a
     /// temporary data directory removed on exit. Prints the random passwords once.
     Demo(DemoArgs),
-    /// Manage users in the database under the data directory.
+    /// Apply pending schema migrations to the configured store (`[store] url`, or the SQLite
+    /// file in the data directory) and exit. `serve` applies them too; this is for operators
+    /// who want that step on its own.
+    Migrate(ConfigArg),
+    /// Manage users in the configured store.
     User {
         #[command(subcommand)]
         command: UserCommand,
@@ -143,6 +147,7 @@ pub fn run() -> ExitCode {
                     ttl,
                 },
         } => mint(&config, sub, roles, ttl),
+        Command::Migrate(config) => migrate(&config),
         Command::User { command } => user(command),
         Command::Demo(args) => demo(args),
     }
@@ -296,6 +301,43 @@ fn mint(arg: &ConfigArg, sub: String, roles: Vec<String>, ttl: Duration) -> Exit
     }
 }
 
+fn migrate(arg: &ConfigArg) -> ExitCode {
+    let settings = match load_settings(arg) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crate::store::open(&settings)) {
+        Ok(_) => {
+            match &settings.store.url {
+                Some(url) => println!("the store at {} is up to date", url.masked()),
+                None => println!(
+                    "the store at {} is up to date",
+                    settings
+                        .server
+                        .data_dir
+                        .join(crate::store::DATABASE_FILE)
+                        .display()
+                ),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Reads a password: the first line of standard input, without its line ending.
 fn password_from_stdin(password_stdin: bool) -> Result<String, String> {
     if !password_stdin {
@@ -348,7 +390,7 @@ fn user(command: UserCommand) -> ExitCode {
     };
     let password = password.unwrap_or_default();
     let result = runtime.block_on(async {
-        let store = crate::store::open(&settings).await?;
+        let store = crate::store::open(&settings).await?.store;
         let passwords = Passwords::new(&settings.identity).await?;
         let admin = UserAdmin::new(store, passwords);
         match command {

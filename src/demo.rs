@@ -92,7 +92,7 @@ pub async fn run(mut settings: Settings, options: DemoOptions) -> Result<(), Dem
     let admin_password = random_id();
     let demo_password = random_id();
     {
-        let store = crate::store::open(&settings).await?;
+        let store = crate::store::open(&settings).await?.store;
         let users = UserAdmin::new(
             store,
             Passwords::new(&settings.identity)

@@ -31,7 +31,8 @@
 //!   connections).
 //! - `envelope`: signed command envelopes (format, verification, nonce store).
 //! - `store`: persistence behind traits (users, devices, sessions, revocation records), with
-//!   the embedded SQLite implementation; migrations live in `migrations/sqlite`.
+//!   two backends over one copy of the SQL: embedded SQLite (default) and PostgreSQL
+//!   (`[store] url`, shared by several nodes); migrations in `migrations/{sqlite,postgres}`.
 //! - `metrics`: the Prometheus registry the layers count into, with bounded labels.
 //! - `protocol`: the SignalR hub protocols (JSON, MessagePack) and handshake; pure, no I/O.
 //! - `settings`: typed configuration from defaults, file and environment, validated once;

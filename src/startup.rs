@@ -82,18 +82,26 @@ impl AppState {
             settings.hub.max_connections_per_user,
         ));
         metrics.watch_connections(connections.clone());
-        let store: Arc<dyn Store> = Arc::new(MeteredStore::new(
-            crate::store::open(&settings).await?,
-            metrics.clone(),
-        ));
-        let revocations = InProcessRevocations::load(
-            store.clone(),
-            settings.jwt.leeway_secs,
-            settings.identity.revocation_event_capacity,
-        )
-        .await?;
-        let auth = Authenticator::new(Arc::new(keyring), Arc::new(revocations))
-            .with_metrics(metrics.clone());
+        let opened = crate::store::open(&settings).await?;
+        let store: Arc<dyn Store> = Arc::new(MeteredStore::new(opened.store, metrics.clone()));
+        let revocations = Arc::new(
+            InProcessRevocations::load(
+                store.clone(),
+                settings.jwt.leeway_secs,
+                settings.identity.revocation_event_capacity,
+            )
+            .await?,
+        );
+        let shutdown = CancellationToken::new();
+        if let Some(feed) = opened.revocation_feed {
+            // Other nodes' revocations, in force here within a second (README "Several nodes").
+            let revocations = revocations.clone();
+            tokio::spawn(feed.follow(
+                move |record| revocations.apply_recorded(record),
+                shutdown.clone(),
+            ));
+        }
+        let auth = Authenticator::new(Arc::new(keyring), revocations).with_metrics(metrics.clone());
         let envelope = &settings.envelope;
         let limits = EnvelopeLimits {
             max_lifetime: Duration::from_secs(envelope.max_lifetime_secs),
@@ -159,7 +167,7 @@ impl AppState {
             auth,
             store,
             identity,
-            shutdown: CancellationToken::new(),
+            shutdown,
             tasks: TaskTracker::new(),
         })
     }

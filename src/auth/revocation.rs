@@ -14,7 +14,7 @@
 
 use super::issue::unix_now;
 use super::Principal;
-use crate::store::{RevocationLog, StoreError, SubjectCutoff};
+use crate::store::{RevocationLog, RevocationRecord, StoreError, SubjectCutoff};
 use async_trait::async_trait;
 use dashmap::DashMap;
 use std::sync::Arc;
@@ -191,6 +191,33 @@ impl InProcessRevocations {
             "revocations loaded"
         );
         Ok(revocations)
+    }
+
+    /// A record written to the shared store (by another node, or reloaded after the feed was
+    /// lost): in force here at once and published to live connections, not written again.
+    pub fn apply_recorded(&self, record: RevocationRecord) {
+        match record {
+            RevocationRecord::DeniedToken { jti, expires_at } => {
+                self.denied.insert(jti.clone(), expires_at);
+                self.publish(RevocationEvent::Jti(jti));
+            }
+            RevocationRecord::RevokedSession { sid, forget_after } => {
+                self.sessions.insert(sid.clone(), forget_after);
+                self.publish(RevocationEvent::Session(sid));
+            }
+            RevocationRecord::Cutoff(cutoff) => {
+                self.raise_cutoff(&cutoff.sub, cutoff.not_before, cutoff.forget_after);
+                let event = if cutoff.sub.starts_with("device:") {
+                    RevocationEvent::Device { sub: cutoff.sub }
+                } else {
+                    RevocationEvent::UserBefore {
+                        sub: cutoff.sub,
+                        before: cutoff.not_before,
+                    }
+                };
+                self.publish(event);
+            }
+        }
     }
 
     fn publish(&self, event: RevocationEvent) {

@@ -87,7 +87,9 @@ impl StoreUrl {
     pub fn new(url: impl Into<String>) -> Result<Self, String> {
         let url = url.into();
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return Err("must be a postgres:// URL (unset it for the embedded SQLite store)".into());
+            return Err(
+                "must be a postgres:// URL (unset it for the embedded SQLite store)".into(),
+            );
         }
         Ok(Self(url))
     }

@@ -64,20 +64,60 @@ impl StoreError {
     }
 }
 
+/// An opened store: what the services use, and, when other nodes may share it, the feed of
+/// the revocations they record.
+pub struct OpenedStore {
+    pub store: Arc<dyn Store>,
+    pub revocation_feed: Option<RevocationFeed>,
+}
+
 /// Opens the store `settings` name: `[store] url` (PostgreSQL) or, unset, the SQLite file in
 /// the data directory. Pending migrations are applied.
-pub async fn open(settings: &Settings) -> Result<Arc<dyn Store>, StoreError> {
+pub async fn open(settings: &Settings) -> Result<OpenedStore, StoreError> {
     Ok(match &settings.store.url {
         Some(url) => {
             let password = settings
                 .store
                 .password()
                 .map_err(|e| StoreError::Config(e.to_string()))?;
-            Arc::new(PgStore::open(url.expose(), password.as_deref(), &settings.store).await?)
+            let pg = PgStore::open(url.expose(), password.as_deref(), &settings.store).await?;
+            OpenedStore {
+                revocation_feed: Some(RevocationFeed(pg.clone())),
+                store: Arc::new(pg),
+            }
         }
-        None => Arc::new(SqliteStore::open(&settings.server.data_dir).await?),
+        None => OpenedStore {
+            store: Arc::new(SqliteStore::open(&settings.server.data_dir).await?),
+            revocation_feed: None,
+        },
     })
 }
+
+/// A revocation record as written, by this node or another one sharing the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevocationRecord {
+    DeniedToken { jti: String, expires_at: i64 },
+    RevokedSession { sid: String, forget_after: i64 },
+    Cutoff(SubjectCutoff),
+}
+
+impl RevocationSnapshot {
+    pub fn into_records(self) -> impl Iterator<Item = RevocationRecord> {
+        let denied = self
+            .denied_tokens
+            .into_iter()
+            .map(|(jti, expires_at)| RevocationRecord::DeniedToken { jti, expires_at });
+        let sessions = self
+            .revoked_sessions
+            .into_iter()
+            .map(|(sid, forget_after)| RevocationRecord::RevokedSession { sid, forget_after });
+        denied
+            .chain(sessions)
+            .chain(self.cutoffs.into_iter().map(RevocationRecord::Cutoff))
+    }
+}
+
+pub use postgres::RevocationFeed;
 
 /// A user as listed: everything but the password hash.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -43,7 +43,11 @@ async fn a_user_logs_in_and_the_token_carries_the_documented_claims(store: Backe
 }
 
 async fn the_lifetime_comes_from_configuration(store: Backend) {
-    let app = spawn_app_on(store, &[("SIGNET__JWT__ACCESS_TOKEN_LIFETIME_MINUTES", "7")]).await;
+    let app = spawn_app_on(
+        store,
+        &[("SIGNET__JWT__ACCESS_TOKEN_LIFETIME_MINUTES", "7")],
+    )
+    .await;
     let body = app.user_session("bob").await;
     assert_eq!(body["expiresIn"], 7 * 60);
     let claims = jwt_payload(body["accessToken"].as_str().unwrap());
@@ -89,7 +93,11 @@ async fn failed_logins_are_limited_per_username(store: Backend) {
 }
 
 async fn failed_logins_are_limited_per_client_address_and_successes_do_not_count(store: Backend) {
-    let app = spawn_app_on(store, &[("SIGNET__IDENTITY__LOGIN_MAX_FAILURES_PER_ADDRESS", "3")]).await;
+    let app = spawn_app_on(
+        store,
+        &[("SIGNET__IDENTITY__LOGIN_MAX_FAILURES_PER_ADDRESS", "3")],
+    )
+    .await;
     app.create_user("erin", &["user"], TEST_PASSWORD).await;
     for _ in 0..10 {
         assert_eq!(app.login("erin", TEST_PASSWORD).await.status, 200);

@@ -155,7 +155,8 @@ fn bin_dir() -> Option<PathBuf> {
         return Some(bin);
     }
     std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path).find(|dir| dir.join("initdb").exists() && dir.join("postgres").exists())
+        std::env::split_paths(&path)
+            .find(|dir| dir.join("initdb").exists() && dir.join("postgres").exists())
     })
 }
 
@@ -178,9 +179,7 @@ fn as_owner(root: bool, program: &Path, dir: &Path) -> Command {
 }
 
 fn run(command: &mut Command) -> Result<(), String> {
-    let output = command
-        .output()
-        .map_err(|e| format!("{command:?}: {e}"))?;
+    let output = command.output().map_err(|e| format!("{command:?}: {e}"))?;
     if output.status.success() {
         Ok(())
     } else {

@@ -141,3 +141,25 @@ async fn a_database_outage_answers_503_quickly_and_recovers_without_a_restart() 
     }
     assert_eq!(app.get("/readyz", None).await.status, 200);
 }
+
+#[actix_web::test]
+async fn logout_on_one_node_closes_the_websocket_on_the_other_within_a_second() {
+    let url = fresh_database().await;
+    let a = node(&url, &[]).await;
+    let b = crate::ws_client::spawn_hub(&postgres_env(&url, &[])).await;
+    a.create_user("lu", &["user"], TEST_PASSWORD).await;
+    let login = a.login("lu", TEST_PASSWORD).await;
+    let access = login.str("accessToken");
+    let mut on_b = b.open(&access).await;
+
+    let logout = a
+        .post("/api/auth/logout", Some(&access), &serde_json::json!({}))
+        .await;
+    assert!(logout.status < 300, "{logout:?}");
+    let started = Instant::now();
+    on_b.expect_close(Duration::from_secs(1)).await;
+    assert!(started.elapsed() <= Duration::from_secs(1));
+    // And B refuses the logged-out token from now on.
+    let negotiate = b.negotiate("", Some(&access), None).await;
+    assert_eq!(negotiate.status, 401);
+}
