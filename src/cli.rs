@@ -52,6 +52,11 @@ enum Command {
     /// file in the data directory) and exit. `serve` applies them too; this is for operators
     /// who want that step on its own.
     Migrate(ConfigArg),
+    /// The identity store itself.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// Manage users in the configured store.
     User {
         #[command(subcommand)]
@@ -112,6 +117,27 @@ enum UserCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Copy every user, device, session and revocation record from one store to another
+    /// (for instance SQLite to PostgreSQL). Rows the target already has are kept, so running it
+    /// again copies nothing new.
+    Copy {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The store to read: `sqlite://PATH` (a `signet.db` file) or `postgres://...`.
+        #[arg(long, value_name = "URL")]
+        from: String,
+        /// The store to write: as `--from`; default: the configured store (`[store] url`
+        /// with `password_file`, or the SQLite file in the data directory).
+        #[arg(long, value_name = "URL")]
+        to: Option<String>,
+        /// Copy into a target that already holds rows.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum TokenCommand {
     /// Print an access token signed with the configured current key.
     Mint {
@@ -148,6 +174,15 @@ pub fn run() -> ExitCode {
                 },
         } => mint(&config, sub, roles, ttl),
         Command::Migrate(config) => migrate(&config),
+        Command::Store {
+            command:
+                StoreCommand::Copy {
+                    config,
+                    from,
+                    to,
+                    force,
+                },
+        } => store_copy(&config, &from, to.as_deref(), force),
         Command::User { command } => user(command),
         Command::Demo(args) => demo(args),
     }
@@ -329,6 +364,49 @@ fn migrate(arg: &ConfigArg) -> ExitCode {
                         .display()
                 ),
             }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn store_copy(arg: &ConfigArg, from: &str, to: Option<&str>, force: bool) -> ExitCode {
+    let settings = match load_settings(arg) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let source = crate::store::open_for_copy(Some(from), &settings).await?;
+        let target = crate::store::open_for_copy(to, &settings).await?;
+        crate::store::copy::copy_tables(source.as_ref(), target.as_ref(), force, |copied| {
+            println!(
+                "{:<17} {} rows read, {} new in the target",
+                copied.table, copied.read, copied.written
+            );
+        })
+        .await
+    });
+    match result {
+        Ok(copied) => {
+            let read: u64 = copied.iter().map(|c| c.read).sum();
+            let written: u64 = copied.iter().map(|c| c.written).sum();
+            println!(
+                "copied {} tables: {read} rows read, {written} new in the target",
+                copied.len()
+            );
             ExitCode::SUCCESS
         }
         Err(err) => {

@@ -7,6 +7,7 @@
 //! each backend makes it atomic in its own way. Times are Unix seconds; secrets arrive already
 //! hashed and never leave as anything else.
 
+pub mod copy;
 mod data_dir;
 mod postgres;
 mod rows;
@@ -91,6 +92,42 @@ pub async fn open(settings: &Settings) -> Result<OpenedStore, StoreError> {
             revocation_feed: None,
         },
     })
+}
+
+/// Opens a store named by URL for `signet store copy`: `postgres://...` or `sqlite://PATH` (a
+/// `signet.db` file, which must exist); `None`: the configured store. Migrations are applied.
+pub async fn open_for_copy(
+    url: Option<&str>,
+    settings: &Settings,
+) -> Result<Box<dyn copy::TableCopy>, StoreError> {
+    let Some(url) = url else {
+        return Ok(match &settings.store.url {
+            Some(url) => {
+                let password = settings
+                    .store
+                    .password()
+                    .map_err(|e| StoreError::Config(e.to_string()))?;
+                Box::new(PgStore::open(url.expose(), password.as_deref(), &settings.store).await?)
+            }
+            None => Box::new(SqliteStore::open(&settings.server.data_dir).await?),
+        });
+    };
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let path = std::path::Path::new(path);
+        if !path.is_file() {
+            return Err(StoreError::Config(format!(
+                "{} is not a SQLite database file",
+                path.display()
+            )));
+        }
+        return Ok(Box::new(SqliteStore::open_file(path).await?));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Box::new(PgStore::open(url, None, &settings.store).await?));
+    }
+    Err(StoreError::Config(
+        "a store URL is postgres://... or sqlite://PATH".into(),
+    ))
 }
 
 /// A revocation record as written, by this node or another one sharing the store.

@@ -504,6 +504,70 @@ macro_rules! sql_store {
                 Ok(())
             }
         }
+
+        #[async_trait::async_trait]
+        impl $crate::store::copy::TableCopy for $store {
+            async fn count_rows(
+                &self,
+                table: &$crate::store::copy::Table,
+            ) -> Result<u64, StoreError> {
+                let count: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {}", table.name))
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(count.max(0) as u64)
+            }
+
+            async fn read_rows(
+                &self,
+                table: &$crate::store::copy::Table,
+            ) -> Result<Vec<Vec<$crate::store::copy::Cell>>, StoreError> {
+                use $crate::store::copy::{Cell, Kind};
+                use sqlx::Row;
+                let rows = sqlx::query(&table.select_sql())
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter()
+                    .map(|row| {
+                        table
+                            .columns
+                            .iter()
+                            .enumerate()
+                            .map(|(i, (_, kind))| {
+                                Ok(match kind {
+                                    Kind::Text => Cell::Text(row.try_get(i)?),
+                                    Kind::Int => Cell::Int(row.try_get(i)?),
+                                    Kind::Bytes => Cell::Bytes(row.try_get(i)?),
+                                })
+                            })
+                            .collect()
+                    })
+                    .collect()
+            }
+
+            async fn write_rows(
+                &self,
+                table: &$crate::store::copy::Table,
+                rows: &[Vec<$crate::store::copy::Cell>],
+            ) -> Result<u64, StoreError> {
+                use $crate::store::copy::Cell;
+                let sql = table.insert_sql();
+                let mut tx = self.pool.begin().await?;
+                let mut written = 0;
+                for row in rows {
+                    let mut query = sqlx::query(&sql);
+                    for cell in row {
+                        query = match cell {
+                            Cell::Text(v) => query.bind(v.clone()),
+                            Cell::Int(v) => query.bind(*v),
+                            Cell::Bytes(v) => query.bind(v.clone()),
+                        };
+                    }
+                    written += query.execute(&mut *tx).await?.rows_affected();
+                }
+                tx.commit().await?;
+                Ok(written)
+            }
+        }
     };
 }
 

@@ -36,7 +36,17 @@ impl SqliteStore {
             move |source| StoreError::File { path, source }
         };
         super::ensure_private_dir(data_dir).map_err(file_err(data_dir))?;
-        let path = data_dir.join(DATABASE_FILE);
+        Self::open_file(&data_dir.join(DATABASE_FILE)).await
+    }
+
+    /// Opens (creating if missing, mode 0600) the database file `path` and applies pending
+    /// migrations.
+    pub async fn open_file(path: &Path) -> Result<Self, StoreError> {
+        let file_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::File { path, source }
+        };
+        let path = path.to_path_buf();
         // Created here so that the mode is ours; SQLite gives its -wal and -shm files the same.
         std::fs::OpenOptions::new()
             .create(true)

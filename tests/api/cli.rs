@@ -10,7 +10,12 @@ fn signet_user(data_dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
 }
 
 /// `signet <args>` on `data_dir`, with the store at `store_url` when given.
-fn signet(data_dir: &Path, store_url: Option<&str>, args: &[&str], stdin: Option<&str>) -> Output {
+pub fn signet(
+    data_dir: &Path,
+    store_url: Option<&str>,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_signet"));
     if let Some(url) = store_url {
         command.env("SIGNET__STORE__URL", url);
@@ -41,7 +46,7 @@ fn signet(data_dir: &Path, store_url: Option<&str>, args: &[&str], stdin: Option
     child.wait_with_output().unwrap()
 }
 
-fn ok(out: &Output) -> String {
+pub fn ok(out: &Output) -> String {
     assert!(
         out.status.success(),
         "stdout: {}\nstderr: {}",

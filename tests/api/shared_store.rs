@@ -163,3 +163,60 @@ async fn logout_on_one_node_closes_the_websocket_on_the_other_within_a_second() 
     let negotiate = b.negotiate("", Some(&access), None).await;
     assert_eq!(negotiate.status, 401);
 }
+
+#[actix_web::test]
+async fn store_copy_moves_a_sqlite_store_to_postgres_and_is_idempotent() {
+    let old = spawn_app().await;
+    let kept = old.user_session("mia").await;
+    let ended = old.login("mia", TEST_PASSWORD).await;
+    let logout = old
+        .post(
+            "/api/auth/logout",
+            Some(&ended.str("accessToken")),
+            &serde_json::json!({}),
+        )
+        .await;
+    assert!(logout.status < 300, "{logout:?}");
+    let dir = old.data_dir.path();
+    let from = format!(
+        "sqlite://{}",
+        dir.join(signet::store::DATABASE_FILE).display()
+    );
+    let url = fresh_database().await;
+    let copy = |extra: &[&str]| {
+        let args = [&["store", "copy", "--from", &from, "--to", &url][..], extra].concat();
+        crate::cli::signet(dir, None, &args, None)
+    };
+
+    let first = crate::cli::ok(&copy(&[]));
+    for table in [
+        "users",
+        "sessions",
+        "refresh_tokens",
+        "denied_tokens",
+        "revoked_sessions",
+    ] {
+        assert!(first.contains(table), "{first}");
+    }
+    assert!(first.contains("copied 7 tables"), "{first}");
+    // A second run refuses the filled target, and with --force copies nothing new.
+    let refused = copy(&[]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not empty"));
+    let again = crate::cli::ok(&copy(&["--force"]));
+    assert!(again.contains(" 0 new in the target\n"), "{again}");
+    assert!(
+        !again
+            .lines()
+            .any(|l| l.contains("rows read") && !l.ends_with(" 0 new in the target")),
+        "{again}"
+    );
+
+    // A node on the copy: same users, sessions and revocations.
+    let new = node(&url, &[]).await;
+    assert_eq!(new.login("mia", TEST_PASSWORD).await.status, 200);
+    let refreshed = new.refresh(kept["refreshToken"].as_str().unwrap()).await;
+    assert_eq!(refreshed.status, 200, "{refreshed:?}");
+    assert_eq!(new.me(Some(&ended.str("accessToken"))).await.0, 401);
+    assert_eq!(new.refresh(&ended.str("refreshToken")).await.status, 401);
+}
