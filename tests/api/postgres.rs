@@ -43,6 +43,11 @@ impl Cluster {
         format!("postgres://{SUPERUSER}@127.0.0.1:{}/{db}", self.port)
     }
 
+    /// The CA that issued the server's certificate (for `localhost` and `127.0.0.1`), PEM.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
     /// The server's log, for failure messages.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default()
@@ -99,6 +104,10 @@ fn start() -> Result<Cluster, String> {
         .arg(&data)
         .args(["-A", "trust", "-U", SUPERUSER, "-E", "UTF8", "--locale=C"])
         .arg("--no-sync"))?;
+    write_tls_files(&dir)?;
+    if root {
+        run(Command::new("chown").arg("-R").arg("nobody:").arg(&dir))?;
+    }
     let port = free_port()?;
     let watchdog = as_owner(root, Path::new("/bin/sh"), &dir)
         .arg("-c")
@@ -130,13 +139,36 @@ fn start() -> Result<Cluster, String> {
 /// thrown away. Reading standard input to its end waits for the test process to end.
 const WATCHDOG: &str = r#"
 "$0" -D "$1/data" -k "$1" -p "$2" -c listen_addresses=127.0.0.1 -c max_connections=300 \
-    -c fsync=off -c synchronous_commit=off -c full_page_writes=off >"$1/postgres.log" 2>&1 &
+    -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+    -c ssl=on -c ssl_cert_file="$1/server.crt" -c ssl_key_file="$1/server.key" \
+    >"$1/postgres.log" 2>&1 &
 pid=$!
 cat >/dev/null
 kill -INT "$pid"
 wait "$pid"
 rm -rf "$1"
 "#;
+
+/// A certificate for the server from a throwaway CA, so clients can use `sslmode=verify-full`.
+fn write_tls_files(dir: &Path) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let ca = crate::test_ca::TestCa::new("signet test postgres CA");
+    let issued = ca.issue(crate::test_ca::Usage::Server);
+    let write = |name: &str, text: &str| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(dir.join(name))
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .map_err(|e| format!("{name}: {e}"))
+    };
+    write("server.crt", &issued.chain_pem)?;
+    write("server.key", &issued.key_pem)?;
+    write("ca.crt", &ca.cert_pem())
+}
 
 /// The newest `/usr/lib/postgresql/<version>/bin`, else the directory of `initdb` on PATH.
 fn bin_dir() -> Option<PathBuf> {

@@ -220,3 +220,35 @@ async fn store_copy_moves_a_sqlite_store_to_postgres_and_is_idempotent() {
     assert_eq!(new.me(Some(&ended.str("accessToken"))).await.0, 401);
     assert_eq!(new.refresh(&ended.str("refreshToken")).await.status, 401);
 }
+
+#[actix_web::test]
+async fn a_node_reaches_postgres_over_verified_tls() {
+    use sqlx::Connection;
+    let url = fresh_database().await;
+    let ca = cluster().ca_file();
+    let tls_url = format!("{url}?sslmode=verify-full&sslrootcert={}", ca.display());
+    let mut direct = sqlx::PgConnection::connect(&tls_url)
+        .await
+        .expect("a TLS connection");
+    let ssl: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(&mut direct)
+        .await
+        .expect("pg_stat_ssl");
+    assert!(ssl, "the connection is encrypted");
+    // A certificate from another CA is refused.
+    let other = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        other.path(),
+        crate::test_ca::TestCa::new("other").cert_pem(),
+    )
+    .unwrap();
+    let wrong = format!(
+        "{url}?sslmode=verify-full&sslrootcert={}",
+        other.path().display()
+    );
+    assert!(sqlx::PgConnection::connect(&wrong).await.is_err());
+
+    let app = node(&tls_url, &[]).await;
+    app.create_user("ned", &["user"], TEST_PASSWORD).await;
+    assert_eq!(app.login("ned", TEST_PASSWORD).await.status, 200);
+}
