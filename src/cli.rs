@@ -341,18 +341,9 @@ fn migrate(arg: &ConfigArg) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("error: cannot start the runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(crate::store::open(&settings)) {
-        Ok(_) => {
+    match block_on(crate::store::open(&settings)) {
+        Err(code) => code,
+        Ok(Ok(_)) => {
             match &settings.store.url {
                 Some(url) => println!("the store at {} is up to date", url.masked()),
                 None => println!(
@@ -366,7 +357,7 @@ fn migrate(arg: &ConfigArg) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Err(err) => {
+        Ok(Err(err)) => {
             eprintln!("error: {err}");
             ExitCode::FAILURE
         }
@@ -378,17 +369,7 @@ fn store_copy(arg: &ConfigArg, from: &str, to: Option<&str>, force: bool) -> Exi
         Ok(s) => s,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("error: cannot start the runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async {
+    let result = block_on(async {
         let source = crate::store::open_for_copy(Some(from), &settings).await?;
         let target = crate::store::open_for_copy(to, &settings).await?;
         crate::store::copy::copy_tables(source.as_ref(), target.as_ref(), force, |copied| {
@@ -400,7 +381,8 @@ fn store_copy(arg: &ConfigArg, from: &str, to: Option<&str>, force: bool) -> Exi
         .await
     });
     match result {
-        Ok(copied) => {
+        Err(code) => code,
+        Ok(Ok(copied)) => {
             let read: u64 = copied.iter().map(|c| c.read).sum();
             let written: u64 = copied.iter().map(|c| c.written).sum();
             println!(
@@ -409,9 +391,23 @@ fn store_copy(arg: &ConfigArg, from: &str, to: Option<&str>, force: bool) -> Exi
             );
             ExitCode::SUCCESS
         }
-        Err(err) => {
+        Ok(Err(err)) => {
             eprintln!("error: {err}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `work` on a single-threaded runtime, as the one-shot commands do.
+fn block_on<T>(work: impl std::future::Future<Output = T>) -> Result<T, ExitCode> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => Ok(runtime.block_on(work)),
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            Err(ExitCode::FAILURE)
         }
     }
 }
@@ -456,18 +452,8 @@ fn user(command: UserCommand) -> ExitCode {
         }
         _ => None,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("error: cannot start the runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
     let password = password.unwrap_or_default();
-    let result = runtime.block_on(async {
+    let result = block_on(async {
         let store = crate::store::open(&settings).await?.store;
         let passwords = Passwords::new(&settings.identity).await?;
         let admin = UserAdmin::new(store, passwords);
@@ -512,8 +498,9 @@ fn user(command: UserCommand) -> ExitCode {
         Ok::<(), IdentityError>(())
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
+        Err(code) => code,
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(err)) => {
             eprintln!("error: {err}");
             ExitCode::FAILURE
         }
