@@ -3,10 +3,28 @@
 # the official-client conformance suite in tests/conformance and the client matrix in
 # tests/clients, which need Node.js 20+ and npm,
 # and the browser suite in tests/browser, which needs Debian's chromium: installed here with
-# apt-get when missing if this runs as root; SIGNET_SKIP_BROWSER_TESTS=1 skips that suite).
+# apt-get when missing if this runs as root; SIGNET_SKIP_BROWSER_TESTS=1 skips that suite; and
+# the PostgreSQL store tests, which need Debian's postgresql package, installed the same way).
 # The README's test command runs this script; .ci/run runs the README's command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# apt_install PACKAGE WHY HINT: installs a missing Debian package when root, else says how.
+apt_install() {
+  echo "== apt-get install $1 ($2)"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "$1 is missing and only root can install it: run \`apt-get install $1\` $3" >&2
+    exit 1
+  fi
+  apt_log="$(mktemp)"
+  if ! { DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$1"; } \
+    >"$apt_log" 2>&1; then
+    cat "$apt_log" >&2
+    exit 1
+  fi
+  rm -f "$apt_log"
+}
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -18,23 +36,16 @@ echo "== npm ci tests/clients (the older official SignalR clients of the client 
 npm ci --prefix tests/clients --no-audit --no-fund
 if [ "${SIGNET_SKIP_BROWSER_TESTS:-}" != "1" ]; then
   if ! command -v chromium >/dev/null 2>&1; then
-    echo "== apt-get install chromium (the browser suite drives Debian's Chromium)"
-    if [ "$(id -u)" -ne 0 ]; then
-      echo "chromium is missing and only root can install it: run" \
-        "\`apt-get install chromium\` or set SIGNET_SKIP_BROWSER_TESTS=1" >&2
-      exit 1
-    fi
-    apt_log="$(mktemp)"
-    if ! { DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } \
-      >"$apt_log" 2>&1; then
-      cat "$apt_log" >&2
-      exit 1
-    fi
-    rm -f "$apt_log"
+    apt_install chromium "the browser suite drives Debian's Chromium" \
+      "or set SIGNET_SKIP_BROWSER_TESTS=1"
   fi
   echo "== npm ci tests/browser (playwright-core, which drives that Chromium)"
   npm ci --prefix tests/browser --no-audit --no-fund
+fi
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+  # The store tests start a throwaway cluster of their own (tests/api/postgres.rs); the system
+  # PostgreSQL service, if any, is never used.
+  apt_install postgresql "the store tests run a throwaway PostgreSQL cluster" ""
 fi
 echo "== npm ci tests/typescript (TypeScript, which type-checks the declarations of clients/js)"
 npm ci --prefix tests/typescript --no-audit --no-fund

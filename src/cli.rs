@@ -4,12 +4,10 @@ use crate::auth::KeyRing;
 use crate::identity::{IdentityError, Passwords, UserAdmin};
 use crate::settings::{self, new_random_secret, ResolvedSecrets, Settings};
 use crate::startup::Application;
-use crate::store::SqliteStore;
 use clap::{Args, Parser, Subcommand};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// The configuration file used when `--config` is not given. If it does not exist, the
@@ -50,7 +48,16 @@ enum Command {
     /// A first look: the server with a demo user, an admin and two simulated devices, on a
     /// temporary data directory removed on exit. Prints the random passwords once.
     Demo(DemoArgs),
-    /// Manage users in the database under the data directory.
+    /// Apply pending schema migrations to the configured store (`[store] url`, or the SQLite
+    /// file in the data directory) and exit. `serve` applies them too; this is for operators
+    /// who want that step on its own.
+    Migrate(ConfigArg),
+    /// The identity store itself.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+    /// Manage users in the configured store.
     User {
         #[command(subcommand)]
         command: UserCommand,
@@ -110,6 +117,27 @@ enum UserCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Copy every user, device, session and revocation record from one store to another
+    /// (for instance SQLite to PostgreSQL). Rows the target already has are kept, so running it
+    /// again copies nothing new.
+    Copy {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The store to read: `sqlite://PATH` (a `signet.db` file) or `postgres://...`.
+        #[arg(long, value_name = "URL")]
+        from: String,
+        /// The store to write: as `--from`; default: the configured store (`[store] url`
+        /// with `password_file`, or the SQLite file in the data directory).
+        #[arg(long, value_name = "URL")]
+        to: Option<String>,
+        /// Copy into a target that already holds rows.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum TokenCommand {
     /// Print an access token signed with the configured current key.
     Mint {
@@ -145,6 +173,16 @@ pub fn run() -> ExitCode {
                     ttl,
                 },
         } => mint(&config, sub, roles, ttl),
+        Command::Migrate(config) => migrate(&config),
+        Command::Store {
+            command:
+                StoreCommand::Copy {
+                    config,
+                    from,
+                    to,
+                    force,
+                },
+        } => store_copy(&config, &from, to.as_deref(), force),
         Command::User { command } => user(command),
         Command::Demo(args) => demo(args),
     }
@@ -298,6 +336,82 @@ fn mint(arg: &ConfigArg, sub: String, roles: Vec<String>, ttl: Duration) -> Exit
     }
 }
 
+fn migrate(arg: &ConfigArg) -> ExitCode {
+    let settings = match load_settings(arg) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    match block_on(crate::store::open(&settings)) {
+        Err(code) => code,
+        Ok(Ok(_)) => {
+            match &settings.store.url {
+                Some(url) => println!("the store at {} is up to date", url.masked()),
+                None => println!(
+                    "the store at {} is up to date",
+                    settings
+                        .server
+                        .data_dir
+                        .join(crate::store::DATABASE_FILE)
+                        .display()
+                ),
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(Err(err)) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn store_copy(arg: &ConfigArg, from: &str, to: Option<&str>, force: bool) -> ExitCode {
+    let settings = match load_settings(arg) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let result = block_on(async {
+        let source = crate::store::open_for_copy(Some(from), &settings).await?;
+        let target = crate::store::open_for_copy(to, &settings).await?;
+        crate::store::copy::copy_tables(source.as_ref(), target.as_ref(), force, |copied| {
+            println!(
+                "{:<17} {} rows read, {} new in the target",
+                copied.table, copied.read, copied.written
+            );
+        })
+        .await
+    });
+    match result {
+        Err(code) => code,
+        Ok(Ok(copied)) => {
+            let read: u64 = copied.iter().map(|c| c.read).sum();
+            let written: u64 = copied.iter().map(|c| c.written).sum();
+            println!(
+                "copied {} tables: {read} rows read, {written} new in the target",
+                copied.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Err(err)) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `work` on a single-threaded runtime, as the one-shot commands do.
+fn block_on<T>(work: impl std::future::Future<Output = T>) -> Result<T, ExitCode> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => Ok(runtime.block_on(work)),
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
 /// Reads a password: the first line of standard input, without its line ending.
 fn password_from_stdin(password_stdin: bool) -> Result<String, String> {
     if !password_stdin {
@@ -338,26 +452,17 @@ fn user(command: UserCommand) -> ExitCode {
         }
         _ => None,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("error: cannot start the runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
     let password = password.unwrap_or_default();
-    let result = runtime.block_on(async {
-        let store = SqliteStore::open(&settings.server.data_dir).await?;
+    let result = block_on(async {
+        let store = crate::store::open(&settings).await?.store;
         let passwords = Passwords::new(&settings.identity).await?;
-        let admin = UserAdmin::new(Arc::new(store), passwords);
+        let admin = UserAdmin::new(store, passwords);
         run_user_command(&admin, command, &password).await
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
+        Err(code) => code,
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(err)) => {
             eprintln!("error: {err}");
             ExitCode::FAILURE
         }

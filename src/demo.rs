@@ -10,7 +10,6 @@ use crate::auth::issue::random_id;
 use crate::identity::{IdentityError, Passwords, UserAdmin};
 use crate::settings::Settings;
 use crate::startup::{Application, StartupError};
-use crate::store::SqliteStore;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::fs::DirBuilderExt;
@@ -93,7 +92,7 @@ pub async fn run(mut settings: Settings, options: DemoOptions) -> Result<(), Dem
     let admin_password = random_id();
     let demo_password = random_id();
     {
-        let store = Arc::new(SqliteStore::open(&data_dir).await?);
+        let store = crate::store::open(&settings).await?.store;
         let users = UserAdmin::new(
             store,
             Passwords::new(&settings.identity)

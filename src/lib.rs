@@ -36,7 +36,8 @@
 //!   from the master secret, `open`, `seal`) over `signet-protocol`'s format, verification and
 //!   nonce store, re-exported here.
 //! - `store`: persistence behind traits (users, devices, sessions, revocation records), with
-//!   the embedded SQLite implementation; migrations live in `migrations/sqlite`.
+//!   two backends over one copy of the SQL: embedded SQLite (default) and PostgreSQL
+//!   (`[store] url`, shared by several nodes); migrations in `migrations/{sqlite,postgres}`.
 //! - `metrics`: the Prometheus registry the layers count into, with bounded labels.
 //! - `protocol`: the SignalR hub protocols (JSON, MessagePack) and handshake; pure, no I/O.
 //!   A re-export of `signet-protocol`'s (`crates/signet-protocol`), the crate the server shares

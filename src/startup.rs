@@ -11,7 +11,7 @@ use crate::hub::{HubCatalog, HubServices, OpenUploads, SessionLimits};
 use crate::identity::{IdentityError, IdentityService, Passwords, UserAdmin};
 use crate::metrics::{MeteredStore, Metrics, StatsSeries};
 use crate::settings::{ResolvedSecrets, Settings, SettingsError};
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::transport::HubEndpoints;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
@@ -82,18 +82,26 @@ impl AppState {
             settings.hub.max_connections_per_user,
         ));
         metrics.watch_connections(connections.clone());
-        let sqlite = Arc::new(MeteredStore::new(
-            SqliteStore::open(&settings.server.data_dir).await?,
-            metrics.clone(),
-        ));
-        let revocations = InProcessRevocations::load(
-            sqlite.clone(),
-            settings.jwt.leeway_secs,
-            settings.identity.revocation_event_capacity,
-        )
-        .await?;
-        let auth = Authenticator::new(Arc::new(keyring), Arc::new(revocations))
-            .with_metrics(metrics.clone());
+        let opened = crate::store::open(&settings).await?;
+        let store: Arc<dyn Store> = Arc::new(MeteredStore::new(opened.store, metrics.clone()));
+        let revocations = Arc::new(
+            InProcessRevocations::load(
+                store.clone(),
+                settings.jwt.leeway_secs,
+                settings.identity.revocation_event_capacity,
+            )
+            .await?,
+        );
+        let shutdown = CancellationToken::new();
+        if let Some(feed) = opened.revocation_feed {
+            // Other nodes' revocations, in force here within a second (README "Several nodes").
+            let revocations = revocations.clone();
+            tokio::spawn(feed.follow(
+                move |record| revocations.apply_recorded(record),
+                shutdown.clone(),
+            ));
+        }
+        let auth = Authenticator::new(Arc::new(keyring), revocations).with_metrics(metrics.clone());
         let envelope = &settings.envelope;
         let limits = EnvelopeLimits {
             max_lifetime: Duration::from_secs(envelope.max_lifetime_secs),
@@ -124,7 +132,6 @@ impl AppState {
             move || i64::try_from(uploads.get()).unwrap_or(i64::MAX),
         );
 
-        let store: Arc<dyn Store> = sqlite;
         let passwords = Passwords::new(&settings.identity)
             .await
             .map_err(IdentityError::from)?;
@@ -160,7 +167,7 @@ impl AppState {
             auth,
             store,
             identity,
-            shutdown: CancellationToken::new(),
+            shutdown,
             tasks: TaskTracker::new(),
         })
     }

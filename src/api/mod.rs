@@ -5,6 +5,7 @@ pub mod admin;
 pub mod auth;
 pub mod devices;
 
+use crate::auth::RevocationError;
 use crate::http::ApiError;
 use crate::identity::{HashingError, IdentityError};
 use actix_web::http::{header, StatusCode};
@@ -66,6 +67,18 @@ impl From<IdentityError> for ApiError {
             E::Hashing(HashingError::Busy) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message)
                     .with_header(header::RETRY_AFTER, "1")
+            }
+            E::Store(ref store) | E::Revocation(RevocationError::Persist(ref store))
+                if store.is_unavailable() =>
+            {
+                // The cause (which names the database host) goes to the log only.
+                tracing::warn!(error = %err, "the store is unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the identity store is unavailable; retry shortly".to_string(),
+                )
+                .with_header(header::RETRY_AFTER, "1")
             }
             E::Store(_) | E::Revocation(_) | E::Signing(_) | E::Hashing(_) | E::Setup(_) => {
                 ApiError::internal(err)

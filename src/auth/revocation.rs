@@ -14,7 +14,7 @@
 
 use super::issue::unix_now;
 use super::Principal;
-use crate::store::{RevocationLog, StoreError, SubjectCutoff};
+use crate::store::{RevocationLog, RevocationRecord, StoreError, SubjectCutoff};
 use async_trait::async_trait;
 use dashmap::DashMap;
 use std::sync::Arc;
@@ -45,6 +45,9 @@ pub enum RevocationCause {
     DeviceRemoved,
     /// The device's key was replaced.
     DeviceRekeyed,
+    /// Recorded by another node sharing the store (or reloaded after the feed was lost): the
+    /// record says what is revoked, not why. Live connections close with the same texts.
+    Recorded,
 }
 
 impl RevocationCause {
@@ -58,6 +61,7 @@ impl RevocationCause {
             Self::UserRemoved => "user_removed",
             Self::DeviceRemoved => "device_removed",
             Self::DeviceRekeyed => "device_rekeyed",
+            Self::Recorded => "recorded",
         }
     }
 }
@@ -283,6 +287,43 @@ impl InProcessRevocations {
             "revocations loaded"
         );
         Ok(revocations)
+    }
+
+    /// A record written to the shared store (by another node, or reloaded after the feed was
+    /// lost): in force here at once and published to live connections, not written again.
+    pub fn apply_recorded(&self, record: RevocationRecord) {
+        match record {
+            RevocationRecord::DeniedToken { jti, expires_at } => {
+                self.denied.insert(jti.clone(), expires_at);
+                self.publish(RevocationEvent::Jti {
+                    jti,
+                    cause: RevocationCause::Recorded,
+                });
+            }
+            RevocationRecord::RevokedSession { sid, forget_after } => {
+                self.sessions.insert(sid.clone(), forget_after);
+                self.publish(RevocationEvent::Session {
+                    sid,
+                    cause: RevocationCause::Recorded,
+                });
+            }
+            RevocationRecord::Cutoff(cutoff) => {
+                self.raise_cutoff(&cutoff.sub, cutoff.not_before, cutoff.forget_after);
+                let event = if cutoff.sub.starts_with("device:") {
+                    RevocationEvent::Device {
+                        sub: cutoff.sub,
+                        cause: RevocationCause::Recorded,
+                    }
+                } else {
+                    RevocationEvent::UserBefore {
+                        sub: cutoff.sub,
+                        before: cutoff.not_before,
+                        cause: RevocationCause::Recorded,
+                    }
+                };
+                self.publish(event);
+            }
+        }
     }
 
     fn publish(&self, event: RevocationEvent) {

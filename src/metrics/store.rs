@@ -3,17 +3,18 @@
 use super::Metrics;
 use crate::store::*;
 use async_trait::async_trait;
+use std::sync::Arc;
 use std::time::Instant;
 
-/// Wraps a store; every trait method is timed under its own name.
+/// Wraps a store, whichever backend; every trait method is timed under its own name.
 #[derive(Debug)]
-pub struct MeteredStore<S> {
-    inner: S,
+pub struct MeteredStore {
+    inner: Arc<dyn Store>,
     metrics: Metrics,
 }
 
-impl<S> MeteredStore<S> {
-    pub fn new(inner: S, metrics: Metrics) -> Self {
+impl MeteredStore {
+    pub fn new(inner: Arc<dyn Store>, metrics: Metrics) -> Self {
         Self { inner, metrics }
     }
 }
@@ -31,7 +32,7 @@ macro_rules! metered {
 }
 
 #[async_trait]
-impl<S: Store> UserStore for MeteredStore<S> {
+impl UserStore for MeteredStore {
     async fn create_user(&self, user: &User, password_hash: &str) -> Result<(), StoreError> {
         let started = Instant::now();
         let result = self.inner.create_user(user, password_hash).await;
@@ -66,7 +67,7 @@ impl<S: Store> UserStore for MeteredStore<S> {
 }
 
 #[async_trait]
-impl<S: Store> DeviceStore for MeteredStore<S> {
+impl DeviceStore for MeteredStore {
     async fn create_device(
         &self,
         device: &Device,
@@ -117,7 +118,7 @@ impl<S: Store> DeviceStore for MeteredStore<S> {
 }
 
 #[async_trait]
-impl<S: Store> SessionStore for MeteredStore<S> {
+impl SessionStore for MeteredStore {
     async fn create_session(
         &self,
         session: &Session,
@@ -172,7 +173,7 @@ impl<S: Store> SessionStore for MeteredStore<S> {
 }
 
 #[async_trait]
-impl<S: Store> RevocationLog for MeteredStore<S> {
+impl RevocationLog for MeteredStore {
     async fn load_revocations(&self, now: i64) -> Result<RevocationSnapshot, StoreError> {
         metered!(self, "load_revocations", self.inner.load_revocations(now))
     }
@@ -196,7 +197,7 @@ impl<S: Store> RevocationLog for MeteredStore<S> {
 }
 
 #[async_trait]
-impl<S: Store> StoreHealth for MeteredStore<S> {
+impl StoreHealth for MeteredStore {
     async fn ping(&self) -> Result<(), StoreError> {
         metered!(self, "ping", self.inner.ping())
     }

@@ -7,12 +7,14 @@
 mod load;
 mod net;
 mod secrets;
+mod store;
 mod validate;
 
 pub use load::{load, load_from_str, SettingsError};
 pub use net::IpNet;
 pub use secrets::{new_random_secret, write_private_file, ResolvedSecrets, Secret, SecretSource};
 pub use signet_protocol::duration::parse_duration;
+pub use store::{StoreSettings, StoreUrl};
 pub use validate::MIN_SECRET_BYTES;
 
 use serde::{Deserialize, Serialize};
@@ -34,6 +36,7 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     pub audit: AuditSettings,
     pub tls: TlsSettings,
+    pub store: StoreSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -56,6 +56,7 @@ impl Settings {
         self.metrics.validate()?;
         self.audit.validate()?;
         self.tls.validate()?;
+        self.store.validate()?;
         if self.metrics.listen == Some(self.server.listen) && self.server.listen.port() != 0 {
             return fail(
                 "metrics.listen",

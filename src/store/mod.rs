@@ -1,18 +1,26 @@
 //! Persistence for identity: users, devices, refresh-token sessions and revocation records.
 //!
-//! The services above talk to the traits here, never to SQL, so that a PostgreSQL backend can
-//! follow [`SqliteStore`] behind the same interface. Every operation that must be atomic (refresh
+//! The services above talk to the traits here, never to SQL. Two backends implement them:
+//! [`SqliteStore`] (embedded, the default) and [`PgStore`] (`[store] url`, shared by several
+//! nodes), with one copy of the SQL (`sql.rs`) and of the row mapping (`rows.rs`). Every operation that must be atomic (refresh
 //! rotation with reuse detection, the per-user device and session caps) is one trait method, so
 //! each backend makes it atomic in its own way. Times are Unix seconds; secrets arrive already
 //! hashed and never leave as anything else.
 
+pub mod copy;
 mod data_dir;
+mod postgres;
+mod rows;
+mod sql;
 mod sqlite;
 
 pub use data_dir::ensure_private_dir;
+pub use postgres::PgStore;
 pub use sqlite::{SqliteStore, DATABASE_FILE};
 
+use crate::settings::Settings;
 use async_trait::async_trait;
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -29,7 +37,124 @@ pub enum StoreError {
     },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("store configuration: {0}")]
+    Config(String),
 }
+
+impl StoreError {
+    /// Whether the database could not be reached (or did not answer in time), as opposed to
+    /// refusing the request: the API answers these 503 `store_unavailable`.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Database(e) => match e {
+                sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::WorkerCrashed => true,
+                // 57014 query_canceled (statement_timeout); class 08: connection exceptions;
+                // 57P01-03: the server is shutting down or starting.
+                sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                    code == "57014" || code.starts_with("08") || code.starts_with("57P")
+                }),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+/// An opened store: what the services use, and, when other nodes may share it, the feed of
+/// the revocations they record.
+pub struct OpenedStore {
+    pub store: Arc<dyn Store>,
+    pub revocation_feed: Option<RevocationFeed>,
+}
+
+/// Opens the store `settings` name: `[store] url` (PostgreSQL) or, unset, the SQLite file in
+/// the data directory. Pending migrations are applied.
+pub async fn open(settings: &Settings) -> Result<OpenedStore, StoreError> {
+    Ok(match &settings.store.url {
+        Some(url) => {
+            let password = settings
+                .store
+                .password()
+                .map_err(|e| StoreError::Config(e.to_string()))?;
+            let pg = PgStore::open(url.expose(), password.as_deref(), &settings.store).await?;
+            OpenedStore {
+                revocation_feed: Some(RevocationFeed(pg.clone())),
+                store: Arc::new(pg),
+            }
+        }
+        None => OpenedStore {
+            store: Arc::new(SqliteStore::open(&settings.server.data_dir).await?),
+            revocation_feed: None,
+        },
+    })
+}
+
+/// Opens a store named by URL for `signet store copy`: `postgres://...` or `sqlite://PATH` (a
+/// `signet.db` file, which must exist); `None`: the configured store. Migrations are applied.
+pub async fn open_for_copy(
+    url: Option<&str>,
+    settings: &Settings,
+) -> Result<Box<dyn copy::TableCopy>, StoreError> {
+    let Some(url) = url else {
+        return Ok(match &settings.store.url {
+            Some(url) => {
+                let password = settings
+                    .store
+                    .password()
+                    .map_err(|e| StoreError::Config(e.to_string()))?;
+                Box::new(PgStore::open(url.expose(), password.as_deref(), &settings.store).await?)
+            }
+            None => Box::new(SqliteStore::open(&settings.server.data_dir).await?),
+        });
+    };
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let path = std::path::Path::new(path);
+        if !path.is_file() {
+            return Err(StoreError::Config(format!(
+                "{} is not a SQLite database file",
+                path.display()
+            )));
+        }
+        return Ok(Box::new(SqliteStore::open_file(path).await?));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Box::new(PgStore::open(url, None, &settings.store).await?));
+    }
+    Err(StoreError::Config(
+        "a store URL is postgres://... or sqlite://PATH".into(),
+    ))
+}
+
+/// A revocation record as written, by this node or another one sharing the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevocationRecord {
+    DeniedToken { jti: String, expires_at: i64 },
+    RevokedSession { sid: String, forget_after: i64 },
+    Cutoff(SubjectCutoff),
+}
+
+impl RevocationSnapshot {
+    pub fn into_records(self) -> impl Iterator<Item = RevocationRecord> {
+        let denied = self
+            .denied_tokens
+            .into_iter()
+            .map(|(jti, expires_at)| RevocationRecord::DeniedToken { jti, expires_at });
+        let sessions = self
+            .revoked_sessions
+            .into_iter()
+            .map(|(sid, forget_after)| RevocationRecord::RevokedSession { sid, forget_after });
+        denied
+            .chain(sessions)
+            .chain(self.cutoffs.into_iter().map(RevocationRecord::Cutoff))
+    }
+}
+
+pub use postgres::RevocationFeed;
 
 /// A user as listed: everything but the password hash.
 #[derive(Debug, Clone, PartialEq, Eq)]

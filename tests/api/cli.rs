@@ -6,8 +6,21 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 fn signet_user(data_dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_signet"))
-        .arg("user")
+    signet(data_dir, None, &[&["user"], args].concat(), stdin)
+}
+
+/// `signet <args>` on `data_dir`, with the store at `store_url` when given.
+pub fn signet(
+    data_dir: &Path,
+    store_url: Option<&str>,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_signet"));
+    if let Some(url) = store_url {
+        command.env("SIGNET__STORE__URL", url);
+    }
+    let mut child = command
         .args(args)
         .current_dir(data_dir)
         .env_remove("RUST_LOG")
@@ -33,7 +46,7 @@ fn signet_user(data_dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     child.wait_with_output().unwrap()
 }
 
-fn ok(out: &Output) -> String {
+pub fn ok(out: &Output) -> String {
     assert!(
         out.status.success(),
         "stdout: {}\nstderr: {}",
@@ -43,10 +56,19 @@ fn ok(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-#[actix_web::test]
-async fn users_are_managed_from_the_command_line() {
+async fn users_are_managed_from_the_command_line(store: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path();
+    let url = match store {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(crate::postgres::fresh_database().await),
+    };
+    let url = url.as_deref();
+    let migrated = ok(&signet(path, url, &["migrate"], None));
+    assert!(migrated.contains("is up to date"), "{migrated}");
+    let signet_user = |_: &Path, args: &[&str], stdin: Option<&str>| {
+        signet(path, url, &[&["user"], args].concat(), stdin)
+    };
     let added = ok(&signet_user(
         path,
         &[
@@ -107,7 +129,11 @@ async fn users_are_managed_from_the_command_line() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no such user"));
 
     // A server on that directory: the CLI's users, and no generated admin (users existed).
-    let settings = test_settings(path, &[]);
+    let store_env: Vec<_> = url
+        .map(|url| ("SIGNET__STORE__URL", url))
+        .into_iter()
+        .collect();
+    let settings = test_settings(path, &store_env);
     let app = spawn_with_settings(settings, tempfile::tempdir().unwrap()).await;
     assert!(!path.join("initial-admin-password").exists());
     assert_eq!(app.login("wendy", "first-password-1").await.status, 401);
@@ -144,3 +170,5 @@ async fn a_password_change_ends_the_users_sessions() {
     assert_eq!(app.me(Some(&access)).await.0, 401);
     assert_eq!(app.login("zoe", "a-brand-new-password").await.status, 200);
 }
+
+each_store!(users_are_managed_from_the_command_line);

@@ -178,6 +178,10 @@ fn check_config_prints_effective_values_and_masks_secrets() {
         &[
             ("SIGNET__JWT__SECRET", secret),
             ("SIGNET__SERVER__LISTEN", "127.0.0.1:9000"),
+            (
+                "SIGNET__STORE__URL",
+                "postgres://signet:db-password-never-printed@db.example/signet",
+            ),
         ],
         Some("[jwt]\nissuer = \"from-file\"\n"),
     );
@@ -191,6 +195,11 @@ fn check_config_prints_effective_values_and_masks_secrets() {
     assert!(stdout.contains("issuer = \"from-file\""), "{stdout}");
     assert!(stdout.contains("[redacted]"), "{stdout}");
     assert!(!stdout.contains(secret), "{stdout}");
+    assert!(
+        stdout.contains("url = \"postgres://signet:[redacted]@db.example/signet\""),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("db-password-never-printed"), "{stdout}");
 }
 
 #[test]

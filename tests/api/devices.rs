@@ -21,9 +21,8 @@ async fn exchange(app: &TestApp, id: &str, key: &str) -> Answer {
     .await
 }
 
-#[actix_web::test]
-async fn a_device_is_provisioned_and_exchanges_its_key_for_a_token() {
-    let app = spawn_app().await;
+async fn a_device_is_provisioned_and_exchanges_its_key_for_a_token(store: Backend) {
+    let app = spawn_app_on(store, &[]).await;
     let owner = app.user_session("mia").await;
     let owner_token = owner["accessToken"].as_str().unwrap();
     let owner_id = jwt_payload(owner_token)["sub"].clone();
@@ -58,9 +57,8 @@ async fn a_device_is_provisioned_and_exchanges_its_key_for_a_token() {
     );
 }
 
-#[actix_web::test]
-async fn a_wrong_key_or_unknown_device_gets_401() {
-    let app = spawn_app().await;
+async fn a_wrong_key_or_unknown_device_gets_401(store: Backend) {
+    let app = spawn_app_on(store, &[]).await;
     let owner = app.user_session("noah").await;
     let (id, key) = provision(&app, owner["accessToken"].as_str().unwrap(), "door").await;
     let (other_id, _) = provision(&app, owner["accessToken"].as_str().unwrap(), "gate").await;
@@ -80,9 +78,8 @@ async fn a_wrong_key_or_unknown_device_gets_401() {
     }
 }
 
-#[actix_web::test]
-async fn a_deleted_device_loses_its_tokens_and_its_key() {
-    let app = spawn_app().await;
+async fn a_deleted_device_loses_its_tokens_and_its_key(store: Backend) {
+    let app = spawn_app_on(store, &[]).await;
     let owner = app.user_session("olga").await;
     let owner_token = owner["accessToken"].as_str().unwrap();
     let (id, key) = provision(&app, owner_token, "heater").await;
@@ -103,9 +100,8 @@ async fn a_deleted_device_loses_its_tokens_and_its_key() {
     assert_eq!(listed.body, json!([]));
 }
 
-#[actix_web::test]
-async fn a_rekeyed_device_loses_its_old_tokens_and_key() {
-    let app = spawn_app().await;
+async fn a_rekeyed_device_loses_its_old_tokens_and_key(store: Backend) {
+    let app = spawn_app_on(store, &[]).await;
     let owner = app.user_session("pete").await;
     let owner_token = owner["accessToken"].as_str().unwrap();
     let (id, old_key) = provision(&app, owner_token, "camera").await;
@@ -134,9 +130,8 @@ async fn a_rekeyed_device_loses_its_old_tokens_and_key() {
     assert_eq!(app.me(Some(&fresh.str("accessToken"))).await.0, 200);
 }
 
-#[actix_web::test]
-async fn only_the_owner_or_an_admin_manages_a_device() {
-    let app = spawn_app().await;
+async fn only_the_owner_or_an_admin_manages_a_device(store: Backend) {
+    let app = spawn_app_on(store, &[]).await;
     let admin = app.admin_token().await;
     let owner = app.user_session("quinn").await;
     let owner_token = owner["accessToken"].as_str().unwrap();
@@ -192,9 +187,8 @@ async fn only_the_owner_or_an_admin_manages_a_device() {
     assert_eq!(app.get("/api/devices", None).await.status, 401);
 }
 
-#[actix_web::test]
-async fn names_are_validated_and_devices_per_user_are_capped() {
-    let app = spawn_app_with(&[("SIGNET__IDENTITY__MAX_DEVICES_PER_USER", "2")]).await;
+async fn names_are_validated_and_devices_per_user_are_capped(store: Backend) {
+    let app = spawn_app_on(store, &[("SIGNET__IDENTITY__MAX_DEVICES_PER_USER", "2")]).await;
     let owner = app.user_session("sam").await;
     let token = owner["accessToken"].as_str().unwrap();
     for name in ["", "   ", &"n".repeat(65), "bad\nname"] {
@@ -218,9 +212,8 @@ async fn names_are_validated_and_devices_per_user_are_capped() {
     );
 }
 
-#[actix_web::test]
-async fn a_token_whose_subject_is_not_a_local_user_cannot_own_devices() {
-    let app = spawn_app().await;
+async fn a_token_whose_subject_is_not_a_local_user_cannot_own_devices(store: Backend) {
+    let app = spawn_app_on(store, &[]).await;
     let answer = app
         .post(
             "/api/devices",
@@ -230,3 +223,13 @@ async fn a_token_whose_subject_is_not_a_local_user_cannot_own_devices() {
         .await;
     assert_eq!((answer.status, answer.error()), (403, "forbidden"));
 }
+
+each_store!(
+    a_device_is_provisioned_and_exchanges_its_key_for_a_token,
+    a_wrong_key_or_unknown_device_gets_401,
+    a_deleted_device_loses_its_tokens_and_its_key,
+    a_rekeyed_device_loses_its_old_tokens_and_key,
+    only_the_owner_or_an_admin_manages_a_device,
+    names_are_validated_and_devices_per_user_are_capped,
+    a_token_whose_subject_is_not_a_local_user_cannot_own_devices,
+);

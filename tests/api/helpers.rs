@@ -92,6 +92,60 @@ pub fn test_settings(data_dir: &std::path::Path, extra_env: &[(&str, &str)]) -> 
     settings::load_from_str("", std::path::Path::new("test"), env).expect("valid test settings")
 }
 
+/// Where a test server keeps users, devices and sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded SQLite file in the data directory (the default).
+    Sqlite,
+    /// A fresh database in the test PostgreSQL cluster (`tests/api/postgres.rs`).
+    Postgres,
+}
+
+/// A server on `backend`, with `extra_env` as [`spawn_app_with`] takes it.
+pub async fn spawn_app_on(backend: Backend, extra_env: &[(&str, &str)]) -> TestApp {
+    match backend {
+        Backend::Sqlite => spawn_app_with(extra_env).await,
+        Backend::Postgres => {
+            let url = crate::postgres::fresh_database().await;
+            spawn_app_with(&postgres_env(&url, extra_env)).await
+        }
+    }
+}
+
+/// `extra_env` with the store at `url`, and a small pool: many test servers share the cluster.
+pub fn postgres_env<'a>(url: &'a str, extra_env: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut env = vec![
+        ("SIGNET__STORE__URL", url),
+        ("SIGNET__STORE__MAX_CONNECTIONS", "4"),
+    ];
+    env.extend_from_slice(extra_env);
+    env
+}
+
+/// Runs each named `async fn(Backend)` as two tests, `sqlite::<name>` and `postgres::<name>`,
+/// so the identity suite is one suite over both stores.
+macro_rules! each_store {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[actix_web::test]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[actix_web::test]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+pub(crate) use each_store;
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(&[]).await
 }

@@ -4,9 +4,8 @@
 use crate::helpers::*;
 use serde_json::json;
 
-#[actix_web::test]
-async fn a_user_logs_in_and_the_token_carries_the_documented_claims() {
-    let app = spawn_app().await;
+async fn a_user_logs_in_and_the_token_carries_the_documented_claims(store: Backend) {
+    let app = spawn_app_on(store, &[]).await;
     let user_id = app.create_user("Alice", &["user"], TEST_PASSWORD).await;
     // Usernames are compared in lower case.
     let answer = app.login("ALICE", TEST_PASSWORD).await;
@@ -43,9 +42,12 @@ async fn a_user_logs_in_and_the_token_carries_the_documented_claims() {
     );
 }
 
-#[actix_web::test]
-async fn the_lifetime_comes_from_configuration() {
-    let app = spawn_app_with(&[("SIGNET__JWT__ACCESS_TOKEN_LIFETIME_MINUTES", "7")]).await;
+async fn the_lifetime_comes_from_configuration(store: Backend) {
+    let app = spawn_app_on(
+        store,
+        &[("SIGNET__JWT__ACCESS_TOKEN_LIFETIME_MINUTES", "7")],
+    )
+    .await;
     let body = app.user_session("bob").await;
     assert_eq!(body["expiresIn"], 7 * 60);
     let claims = jwt_payload(body["accessToken"].as_str().unwrap());
@@ -55,9 +57,8 @@ async fn the_lifetime_comes_from_configuration() {
     );
 }
 
-#[actix_web::test]
-async fn unknown_user_and_wrong_password_get_the_same_answer() {
-    let app = spawn_app().await;
+async fn unknown_user_and_wrong_password_get_the_same_answer(store: Backend) {
+    let app = spawn_app_on(store, &[]).await;
     app.create_user("carol", &["user"], TEST_PASSWORD).await;
     let wrong = app.login("carol", "not the password").await;
     let unknown = app.login("nobody", TEST_PASSWORD).await;
@@ -69,9 +70,8 @@ async fn unknown_user_and_wrong_password_get_the_same_answer() {
     }
 }
 
-#[actix_web::test]
-async fn failed_logins_are_limited_per_username() {
-    let app = spawn_app().await;
+async fn failed_logins_are_limited_per_username(store: Backend) {
+    let app = spawn_app_on(store, &[]).await;
     app.create_user("dave", &["user"], TEST_PASSWORD).await;
     for _ in 0..5 {
         assert_eq!(app.login("dave", "wrong-password").await.status, 401);
@@ -92,9 +92,12 @@ async fn failed_logins_are_limited_per_username() {
     assert_eq!(app.login("dave", TEST_PASSWORD).await.status, 429);
 }
 
-#[actix_web::test]
-async fn failed_logins_are_limited_per_client_address_and_successes_do_not_count() {
-    let app = spawn_app_with(&[("SIGNET__IDENTITY__LOGIN_MAX_FAILURES_PER_ADDRESS", "3")]).await;
+async fn failed_logins_are_limited_per_client_address_and_successes_do_not_count(store: Backend) {
+    let app = spawn_app_on(
+        store,
+        &[("SIGNET__IDENTITY__LOGIN_MAX_FAILURES_PER_ADDRESS", "3")],
+    )
+    .await;
     app.create_user("erin", &["user"], TEST_PASSWORD).await;
     for _ in 0..10 {
         assert_eq!(app.login("erin", TEST_PASSWORD).await.status, 200);
@@ -108,9 +111,8 @@ async fn failed_logins_are_limited_per_client_address_and_successes_do_not_count
     assert!(limited.headers.contains_key("retry-after"));
 }
 
-#[actix_web::test]
-async fn malformed_bodies_get_400_naming_the_field() {
-    let app = spawn_app().await;
+async fn malformed_bodies_get_400_naming_the_field(store: Backend) {
+    let app = spawn_app_on(store, &[]).await;
     let cases = [
         (r#"{"username": "a", "password": 5}"#, "`password`"),
         (r#"{"username": "a"}"#, "`password`"),
@@ -143,9 +145,8 @@ async fn malformed_bodies_get_400_naming_the_field() {
     assert_eq!(answer.status, 415, "{answer:?}");
 }
 
-#[actix_web::test]
-async fn bodies_over_the_limit_get_413() {
-    let app = spawn_app().await;
+async fn bodies_over_the_limit_get_413(store: Backend) {
+    let app = spawn_app_on(store, &[]).await;
     let big = json!({"username": "a", "password": "p".repeat(17 * 1024)});
     let answer = app.post("/api/auth/login", None, &big).await;
     assert_eq!(answer.status, 413, "{answer:?}");
@@ -179,3 +180,13 @@ async fn the_first_start_creates_admin_with_a_private_password_file() {
     assert_eq!(app.admin_password(), password);
     assert_eq!(app.login("admin", &password).await.status, 200);
 }
+
+each_store!(
+    a_user_logs_in_and_the_token_carries_the_documented_claims,
+    the_lifetime_comes_from_configuration,
+    unknown_user_and_wrong_password_get_the_same_answer,
+    failed_logins_are_limited_per_username,
+    failed_logins_are_limited_per_client_address_and_successes_do_not_count,
+    malformed_bodies_get_400_naming_the_field,
+    bodies_over_the_limit_get_413,
+);

@@ -3,9 +3,8 @@
 use crate::helpers::*;
 use serde_json::json;
 
-#[actix_web::test]
-async fn refresh_rotates_both_tokens_in_the_same_session() {
-    let app = spawn_app().await;
+async fn refresh_rotates_both_tokens_in_the_same_session(store: Backend) {
+    let app = spawn_app_on(store, &[]).await;
     let first = app.user_session("fran").await;
     let refresh = first["refreshToken"].as_str().unwrap();
     let rotated = app.refresh(refresh).await;
@@ -24,9 +23,8 @@ async fn refresh_rotates_both_tokens_in_the_same_session() {
     assert_eq!(again.status, 200, "{again:?}");
 }
 
-#[actix_web::test]
-async fn a_reused_refresh_token_revokes_the_whole_session() {
-    let app = spawn_app().await;
+async fn a_reused_refresh_token_revokes_the_whole_session(store: Backend) {
+    let app = spawn_app_on(store, &[]).await;
     let first = app.user_session("gus").await;
     let stolen = first["refreshToken"].as_str().unwrap();
     let legit = app.refresh(stolen).await;
@@ -59,9 +57,8 @@ async fn a_reused_refresh_token_revokes_the_whole_session() {
     assert_eq!(app.me(Some(&other.str("accessToken"))).await.0, 200);
 }
 
-#[actix_web::test]
-async fn malformed_and_unknown_refresh_tokens_are_refused() {
-    let app = spawn_app().await;
+async fn malformed_and_unknown_refresh_tokens_are_refused(store: Backend) {
+    let app = spawn_app_on(store, &[]).await;
     for token in ["", "short", &"A".repeat(43), &"é".repeat(43)] {
         let answer = app.refresh(token).await;
         assert_eq!(
@@ -74,9 +71,8 @@ async fn malformed_and_unknown_refresh_tokens_are_refused() {
     assert!(answer.str("message").contains("refreshToken"), "{answer:?}");
 }
 
-#[actix_web::test]
-async fn logout_refuses_the_access_token_at_once_and_ends_the_session() {
-    let app = spawn_app().await;
+async fn logout_refuses_the_access_token_at_once_and_ends_the_session(store: Backend) {
+    let app = spawn_app_on(store, &[]).await;
     let session = app.user_session("hana").await;
     let access = session["accessToken"].as_str().unwrap();
     let refresh = session["refreshToken"].as_str().unwrap();
@@ -104,9 +100,8 @@ async fn logout_refuses_the_access_token_at_once_and_ends_the_session() {
     assert_eq!(again.status, 401);
 }
 
-#[actix_web::test]
-async fn logout_does_not_end_another_users_session() {
-    let app = spawn_app().await;
+async fn logout_does_not_end_another_users_session(store: Backend) {
+    let app = spawn_app_on(store, &[]).await;
     let ivan = app.user_session("ivan").await;
     let judy = app.user_session("judy").await;
     let answer = app
@@ -125,9 +120,8 @@ async fn logout_does_not_end_another_users_session() {
     );
 }
 
-#[actix_web::test]
-async fn an_admin_revokes_every_token_a_user_holds() {
-    let app = spawn_app().await;
+async fn an_admin_revokes_every_token_a_user_holds(store: Backend) {
+    let app = spawn_app_on(store, &[]).await;
     let admin = app.admin_token().await;
     let session = app.user_session("kate").await;
     let access = session["accessToken"].as_str().unwrap();
@@ -171,9 +165,8 @@ async fn an_admin_revokes_every_token_a_user_holds() {
     assert_eq!((missing.status, missing.error()), (404, "user_not_found"));
 }
 
-#[actix_web::test]
-async fn tokens_signed_elsewhere_for_the_user_are_cut_off_too() {
-    let app = spawn_app().await;
+async fn tokens_signed_elsewhere_for_the_user_are_cut_off_too(store: Backend) {
+    let app = spawn_app_on(store, &[]).await;
     let admin = app.admin_token().await;
     let user_id = app.create_user("liam", &["user"], TEST_PASSWORD).await;
     // A token minted out of band (no sid), e.g. by `signet token mint`.
@@ -188,9 +181,8 @@ async fn tokens_signed_elsewhere_for_the_user_are_cut_off_too() {
     assert_eq!(app.me(Some(&minted)).await.0, 401);
 }
 
-#[actix_web::test]
-async fn hub_negotiation_checks_revocation_too() {
-    let app = spawn_app().await;
+async fn hub_negotiation_checks_revocation_too(store: Backend) {
+    let app = spawn_app_on(store, &[]).await;
     let session = app.user_session("nora").await;
     let access = session["accessToken"].as_str().unwrap();
     let path = "/hubs/home/negotiate?negotiateVersion=1";
@@ -204,3 +196,14 @@ async fn hub_negotiation_checks_revocation_too() {
     let query = format!("{path}&access_token={access}");
     assert_eq!(app.post(&query, None, &json!({})).await.status, 401);
 }
+
+each_store!(
+    refresh_rotates_both_tokens_in_the_same_session,
+    a_reused_refresh_token_revokes_the_whole_session,
+    malformed_and_unknown_refresh_tokens_are_refused,
+    logout_refuses_the_access_token_at_once_and_ends_the_session,
+    logout_does_not_end_another_users_session,
+    an_admin_revokes_every_token_a_user_holds,
+    tokens_signed_elsewhere_for_the_user_are_cut_off_too,
+    hub_negotiation_checks_revocation_too,
+);

@@ -1,0 +1,155 @@
+//! `[store]`: where users, devices, sessions and revocation records live. Unset `url` keeps
+//! them in the embedded SQLite file in the data directory; a `postgres://` URL puts them in a
+//! PostgreSQL database that several nodes may share.
+
+use super::SettingsError;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    /// `postgres://user[:password]@host[:port]/db[?sslmode=...]`. Unset: SQLite in the data
+    /// directory. Printed with its password masked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<StoreUrl>,
+    /// A file holding the database password (first line), instead of putting it in `url`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Connections each node keeps to PostgreSQL, at most.
+    pub max_connections: u32,
+    /// How long a request waits for a connection before it is answered 503
+    /// `store_unavailable`; this bounds every request while the database is unreachable.
+    pub acquire_timeout_secs: u64,
+    /// PostgreSQL's `statement_timeout` for every statement Signet runs.
+    pub statement_timeout_secs: u64,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            password_file: None,
+            max_connections: 10,
+            acquire_timeout_secs: 3,
+            statement_timeout_secs: 5,
+        }
+    }
+}
+
+impl StoreSettings {
+    pub(super) fn validate(&self) -> Result<(), SettingsError> {
+        for (key, value) in [
+            ("store.max_connections", u64::from(self.max_connections)),
+            ("store.acquire_timeout_secs", self.acquire_timeout_secs),
+            ("store.statement_timeout_secs", self.statement_timeout_secs),
+        ] {
+            if value == 0 {
+                return Err(SettingsError::invalid(key, "must be greater than zero"));
+            }
+        }
+        if self.url.is_none() && self.password_file.is_some() {
+            return Err(SettingsError::invalid(
+                "store.password_file",
+                "needs store.url (the SQLite store has no password)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The password from `password_file` (its first line), if one is configured.
+    pub fn password(&self) -> Result<Option<String>, SettingsError> {
+        let Some(path) = &self.password_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| SettingsError::Secret {
+            key: "store.password_file".into(),
+            message: format!("cannot read {}: {e}", path.display()),
+        })?;
+        let password = text.lines().next().unwrap_or("").to_string();
+        if password.is_empty() {
+            return Err(SettingsError::Secret {
+                key: "store.password_file".into(),
+                message: format!("{} holds no password", path.display()),
+            });
+        }
+        Ok(Some(password))
+    }
+}
+
+/// A database URL. `Debug` and `Serialize` mask its password, so it can be logged and printed
+/// by `check-config`; [`StoreUrl::expose`] gives the whole URL to the driver.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoreUrl(String);
+
+impl StoreUrl {
+    pub fn new(url: impl Into<String>) -> Result<Self, String> {
+        let url = url.into();
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(
+                "must be a postgres:// URL (unset it for the embedded SQLite store)".into(),
+            );
+        }
+        Ok(Self(url))
+    }
+
+    /// The URL with its password. Named so that every use stands out in review.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with the password, if any, replaced by `[redacted]`.
+    pub fn masked(&self) -> String {
+        let Some((scheme, rest)) = self.0.split_once("://") else {
+            return self.0.clone();
+        };
+        // The user information ends at the last `@` before the path.
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let Some(at) = rest[..authority_end].rfind('@') else {
+            return self.0.clone();
+        };
+        match rest[..at].split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:[redacted]{}", &rest[at..]),
+            None => self.0.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StoreUrl({})", self.masked())
+    }
+}
+
+impl Serialize for StoreUrl {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.masked())
+    }
+}
+
+impl<'de> Deserialize<'de> for StoreUrl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::new(text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_of_a_url_is_masked() {
+        let url = StoreUrl::new("postgres://signet:hunter2@db.example:5432/signet?sslmode=require")
+            .unwrap();
+        assert_eq!(
+            url.masked(),
+            "postgres://signet:[redacted]@db.example:5432/signet?sslmode=require"
+        );
+        assert!(!format!("{url:?}").contains("hunter2"));
+        let plain = StoreUrl::new("postgres://signet@db/signet").unwrap();
+        assert_eq!(plain.masked(), "postgres://signet@db/signet");
+        assert!(StoreUrl::new("mysql://x/y").is_err());
+    }
+}
