@@ -91,34 +91,10 @@ pub async fn run(mut settings: Settings, options: DemoOptions) -> Result<(), Dem
     // Users first, so the server's first start finds them and creates no `admin` of its own.
     let admin_password = random_id();
     let demo_password = random_id();
-    {
-        let store = crate::store::open(&settings).await?.store;
-        let users = UserAdmin::new(
-            store,
-            Passwords::new(&settings.identity)
-                .await
-                .map_err(IdentityError::from)?,
-        );
-        users
-            .add(DEMO_ADMIN, &["admin".to_string()], &admin_password)
-            .await?;
-        users
-            .add(DEMO_USER, &["user".to_string()], &demo_password)
-            .await?;
-    }
+    add_demo_users(&settings, &admin_password, &demo_password).await?;
 
     let app = Application::build(settings).await?;
     let url = format!("http://{}", app.address());
-    let state = app.state().clone();
-    let tokens = state
-        .identity
-        .login(DEMO_USER, &demo_password, None)
-        .await?;
-    let principal = state
-        .auth
-        .authenticate(&tokens.access_token)
-        .await
-        .map_err(|e| IdentityError::Setup(format!("the demo user's token: {e}")))?;
     let binary = options
         .device_binary
         .clone()
@@ -128,24 +104,15 @@ pub async fn run(mut settings: Settings, options: DemoOptions) -> Result<(), Dem
                 .map(|exe| exe.with_file_name(DEVICE_BINARY))
         })
         .filter(|path| path.is_file());
-    let mut started = Vec::new();
-    for name in DEMO_DEVICES {
-        let created = state.identity.create_device(&principal, name, None).await?;
-        let key_file = data_dir.join(format!("{}.key", created.device.id));
-        crate::settings::write_private_file(&key_file, &created.device_key)
-            .map_err(DemoError::DataDir)?;
-        let Some(binary) = &binary else { continue };
-        match spawn_device(binary, &url, &created.device.id, &key_file, name, &options) {
-            Ok(child) => {
-                home.devices
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .push(child);
-                started.push(*name);
-            }
-            Err(err) => eprintln!("warning: cannot start {}: {err}", binary.display()),
-        }
-    }
+    let started = start_devices(
+        &app,
+        &home,
+        &url,
+        &demo_password,
+        binary.as_deref(),
+        &options,
+    )
+    .await?;
 
     print_banner(&url, &admin_password, &demo_password, &data_dir);
     if binary.is_none() {
@@ -169,6 +136,66 @@ pub async fn run(mut settings: Settings, options: DemoOptions) -> Result<(), Dem
     let result = app.run_until_stopped().await.map_err(DemoError::Serve);
     drop(home);
     result
+}
+
+/// The demo's admin and user, written to the store before the server first starts.
+async fn add_demo_users(
+    settings: &Settings,
+    admin_password: &str,
+    demo_password: &str,
+) -> Result<(), DemoError> {
+    let store = crate::store::open(settings).await?.store;
+    let users = UserAdmin::new(
+        store,
+        Passwords::new(&settings.identity)
+            .await
+            .map_err(IdentityError::from)?,
+    );
+    users
+        .add(DEMO_ADMIN, &["admin".to_string()], admin_password)
+        .await?;
+    users
+        .add(DEMO_USER, &["user".to_string()], demo_password)
+        .await?;
+    Ok(())
+}
+
+/// Creates the demo user's devices (their keys in the data directory) and, when `binary` was
+/// found, starts a simulated device process for each. Returns the names of those started.
+async fn start_devices(
+    app: &Application,
+    home: &DemoHome,
+    url: &str,
+    demo_password: &str,
+    binary: Option<&Path>,
+    options: &DemoOptions,
+) -> Result<Vec<&'static str>, DemoError> {
+    let state = app.state();
+    let tokens = state.identity.login(DEMO_USER, demo_password, None).await?;
+    let principal = state
+        .auth
+        .authenticate(&tokens.access_token)
+        .await
+        .map_err(|e| IdentityError::Setup(format!("the demo user's token: {e}")))?;
+    let mut started = Vec::new();
+    for name in DEMO_DEVICES {
+        let created = state.identity.create_device(&principal, name, None).await?;
+        let key_file = home.data_dir.join(format!("{}.key", created.device.id));
+        crate::settings::write_private_file(&key_file, &created.device_key)
+            .map_err(DemoError::DataDir)?;
+        let Some(binary) = binary else { continue };
+        match spawn_device(binary, url, &created.device.id, &key_file, name, options) {
+            Ok(child) => {
+                home.devices
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .push(child);
+                started.push(*name);
+            }
+            Err(err) => eprintln!("warning: cannot start {}: {err}", binary.display()),
+        }
+    }
+    Ok(started)
 }
 
 /// Resolves on SIGINT or SIGTERM (the server listens for them too, and shuts down).

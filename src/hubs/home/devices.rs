@@ -18,7 +18,7 @@ use crate::hub::{
 };
 use crate::identity::device_subject;
 use crate::settings::Settings;
-use crate::store::Store;
+use crate::store::{Device, Store};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -181,17 +181,7 @@ async fn send_command(home: Arc<Home>, call: Call, args: Vec<Value>) -> MethodRe
         )));
     }
     let principal = &call.principal;
-    let not_found = || HubError::hub("device not found");
-    let device = home
-        .store
-        .device(&message.device_id)
-        .await
-        .map_err(internal)?
-        .ok_or_else(not_found)?
-        .device;
-    if device.owner_id != principal.sub && !principal.has_role("admin") {
-        return Err(not_found());
-    }
+    let device = commanded_device(&home, principal, &message.device_id).await?;
     // Each connection gets an envelope sealed with the message key of its own token.
     let targets: Vec<(String, String)> = call
         .clients
@@ -206,32 +196,7 @@ async fn send_command(home: Arc<Home>, call: Call, args: Vec<Value>) -> MethodRe
         return Err(HubError::hub("device offline"));
     }
     let command_id = random_id();
-    home.pending
-        .insert(
-            command_id.clone(),
-            PendingCommand {
-                device_id: device.id.clone(),
-                issuer: principal.sub.clone(),
-            },
-        )
-        .await
-        .inspect_err(|err| {
-            if let PendingError::Full(full) = err {
-                home.metrics.rate_limited(match full {
-                    PendingFull::Issuer => "user_pending_commands",
-                    PendingFull::Server => "pending_commands",
-                })
-            }
-        })
-        .map_err(|err| match err {
-            PendingError::Full(PendingFull::Issuer) => HubError::hub(
-                "you have too many commands waiting for results; wait for some to be answered",
-            ),
-            PendingError::Full(PendingFull::Server) => {
-                HubError::hub("too many commands are waiting for results; try again later")
-            }
-            PendingError::Backplane(err) => internal(err),
-        })?;
+    await_result(&home, &command_id, &device.id, &principal.sub).await?;
     let forwarded = json!({
         "commandId": command_id,
         "command": message.command,
@@ -267,6 +232,57 @@ async fn send_command(home: Arc<Home>, call: Call, args: Vec<Value>) -> MethodRe
         "command forwarded to a device"
     );
     Ok(Some(json!({ "commandId": command_id })))
+}
+
+/// The device `device_id` if `principal` may command it: its owner, or an admin. Anyone else
+/// reads "device not found", as for a device that does not exist.
+async fn commanded_device(
+    home: &Home,
+    principal: &Principal,
+    device_id: &str,
+) -> Result<Device, HubError> {
+    let not_found = || HubError::hub("device not found");
+    let device = home
+        .store
+        .device(device_id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(not_found)?
+        .device;
+    if device.owner_id != principal.sub && !principal.has_role("admin") {
+        return Err(not_found());
+    }
+    Ok(device)
+}
+
+/// Records `command_id` as waiting for the device's result, within the pending-command caps
+/// (a refusal is counted and told to the issuer).
+async fn await_result(
+    home: &Home,
+    command_id: &str,
+    device_id: &str,
+    issuer: &str,
+) -> Result<(), HubError> {
+    let command = PendingCommand {
+        device_id: device_id.to_string(),
+        issuer: issuer.to_string(),
+    };
+    match home.pending.insert(command_id.to_string(), command).await {
+        Ok(()) => Ok(()),
+        Err(PendingError::Full(full)) => {
+            home.metrics.rate_limited(match full {
+                PendingFull::Issuer => "user_pending_commands",
+                PendingFull::Server => "pending_commands",
+            });
+            Err(HubError::hub(match full {
+                PendingFull::Issuer => {
+                    "you have too many commands waiting for results; wait for some to be answered"
+                }
+                PendingFull::Server => "too many commands are waiting for results; try again later",
+            }))
+        }
+        Err(PendingError::Backplane(err)) => Err(internal(err)),
+    }
 }
 
 #[derive(Deserialize)]
