@@ -30,6 +30,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "== import graph (no circle between the modules of src/, nothing imports startup)"
+python3 scripts/import-graph.py >/dev/null || python3 scripts/import-graph.py
 echo "== npm ci tests/conformance (the official SignalR clients the conformance suite drives)"
 npm ci --prefix tests/conformance --no-audit --no-fund
 echo "== npm ci tests/clients (the older official SignalR clients of the client matrix)"
