@@ -94,12 +94,17 @@ impl AppState {
         );
         let shutdown = CancellationToken::new();
         if let Some(feed) = opened.revocation_feed {
-            // Other nodes' revocations, in force here within a second (README "Several nodes").
+            // Other nodes' revocations, in force here within a second; while the feed is lost
+            // every token is refused (README "Several nodes"). Listening starts before the
+            // server does, so no revocation recorded after start-up is missed.
             let revocations = revocations.clone();
-            tokio::spawn(feed.follow(
-                move |record| revocations.apply_recorded(record),
-                shutdown.clone(),
-            ));
+            let follow = feed
+                .follow(
+                    move |event| revocations.follow_feed(event),
+                    shutdown.clone(),
+                )
+                .await?;
+            tokio::spawn(follow);
         }
         let auth = Authenticator::new(Arc::new(keyring), revocations).with_metrics(metrics.clone());
         let envelope = &settings.envelope;

@@ -94,14 +94,19 @@ impl Proxy {
     }
 }
 
+/// `direct` (a database URL of the test cluster) reached through `proxy`.
+fn through(proxy: &Proxy, direct: &str) -> String {
+    direct.replace(
+        &format!("127.0.0.1:{}", cluster().port()),
+        &proxy.listen.to_string(),
+    )
+}
+
 #[actix_web::test]
 async fn a_database_outage_answers_503_quickly_and_recovers_without_a_restart() {
     let direct = fresh_database().await;
     let proxy = Proxy::start("127.0.0.1:0".parse().unwrap()).await;
-    let url = direct.replace(
-        &format!("127.0.0.1:{}", cluster().port()),
-        &proxy.listen.to_string(),
-    );
+    let url = through(&proxy, &direct);
     let app = node(&url, &[("SIGNET__STORE__ACQUIRE_TIMEOUT_SECS", "1")]).await;
     app.create_user("jo", &["user"], TEST_PASSWORD).await;
     assert_eq!(app.login("jo", TEST_PASSWORD).await.status, 200);
@@ -251,4 +256,104 @@ async fn a_node_reaches_postgres_over_verified_tls() {
     let app = node(&tls_url, &[]).await;
     app.create_user("ned", &["user"], TEST_PASSWORD).await;
     assert_eq!(app.login("ned", TEST_PASSWORD).await.status, 200);
+}
+
+/// Asks `negotiate` on `server` with `token` until it answers `status`; fails after `wait`.
+async fn negotiate_until(
+    server: &crate::ws_client::HubServer,
+    token: &str,
+    status: u16,
+    wait: Duration,
+) -> crate::ws_client::HttpAnswer {
+    let deadline = Instant::now() + wait;
+    loop {
+        let answer = server.negotiate("", Some(token), None).await;
+        if answer.status == status {
+            return answer;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {} after {wait:?}: {}",
+            answer.status,
+            answer.body
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Node B reaches the database through a proxy the test cuts; node A keeps it. While B has lost
+/// the revocation feed it refuses every token (503 `store_unavailable`): a logout on A could
+/// not reach it. Its live WebSockets keep working meanwhile, and when the feed is back B
+/// reloads the records, closes the connection that was logged out on A, and accepts tokens
+/// again without a restart.
+#[actix_web::test]
+async fn a_node_cut_off_from_the_revocation_feed_refuses_tokens_until_it_has_caught_up() {
+    let direct = fresh_database().await;
+    let proxy = Proxy::start("127.0.0.1:0".parse().unwrap()).await;
+    let a = node(&direct, &[]).await;
+    let b = crate::ws_client::spawn_hub(&postgres_env(
+        &through(&proxy, &direct),
+        &[("SIGNET__STORE__ACQUIRE_TIMEOUT_SECS", "1")],
+    ))
+    .await;
+    a.create_user("oli", &["user"], TEST_PASSWORD).await;
+    a.create_user("pia", &["user", "admin"], TEST_PASSWORD)
+        .await;
+    let oli = a.login("oli", TEST_PASSWORD).await.str("accessToken");
+    let pia = a.login("pia", TEST_PASSWORD).await.str("accessToken");
+    let mut oli_on_b = b.open(&oli).await;
+    let mut pia_on_b = b.open(&pia).await;
+    assert_eq!(b.negotiate("", Some(&pia), None).await.status, 200);
+
+    proxy.cut();
+    // Fail closed: a valid token is refused as soon as the feed is lost.
+    let refused = negotiate_until(&b, &pia, 503, Duration::from_secs(1)).await;
+    assert_eq!(
+        refused.body["error"], "store_unavailable",
+        "{}",
+        refused.body
+    );
+    assert_eq!(
+        b.connect("", Some(&pia), None).await.err(),
+        Some(503),
+        "a new WebSocket is refused too"
+    );
+    // Live connections admitted before keep working for what needs no store.
+    pia_on_b.assert_echo("during the outage").await;
+    pia_on_b
+        .invoke("b1", "BroadcastMessage", serde_json::json!(["still here"]))
+        .await;
+    let message = oli_on_b.next_message(Duration::from_secs(1)).await;
+    assert_eq!(message["arguments"][0], "still here", "{message}");
+    let mut to_pia = [
+        pia_on_b.next_message(Duration::from_secs(1)).await,
+        pia_on_b.next_message(Duration::from_secs(1)).await,
+    ];
+    to_pia.sort_by_key(|m| m["type"].as_u64());
+    assert_eq!(to_pia[0]["arguments"][0], "still here", "{to_pia:?}");
+    assert_eq!(
+        (&to_pia[1]["invocationId"], to_pia[1].get("error")),
+        (&serde_json::json!("b1"), None),
+        "{to_pia:?}"
+    );
+
+    // A logout B cannot hear of now.
+    let logout = a
+        .post("/api/auth/logout", Some(&oli), &serde_json::json!({}))
+        .await;
+    assert!(logout.status < 300, "{logout:?}");
+    oli_on_b.assert_echo("not yet told").await;
+
+    // The database returns: B listens again, reloads, closes what was revoked meanwhile and
+    // accepts valid tokens again.
+    let _restored = Proxy::start(proxy.listen).await;
+    let ending = oli_on_b.expect_close(Duration::from_secs(10)).await;
+    let close = ending.close_message.expect("a Close message");
+    assert_eq!(
+        close["error"], "Authentication revoked: logged out",
+        "{close}"
+    );
+    negotiate_until(&b, &pia, 200, Duration::from_secs(5)).await;
+    assert_eq!(b.negotiate("", Some(&oli), None).await.status, 401);
+    pia_on_b.assert_echo("after the outage").await;
 }
