@@ -647,6 +647,46 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_lost_feed_fails_closed_until_it_is_in_sync_again() {
+        let (_, r) = revocations().await;
+        let now = unix_now();
+        r.deny_token("jti-known-0", now + 60, RevocationCause::Logout)
+            .await
+            .unwrap();
+        let mut events = r.subscribe();
+        r.follow_feed(FeedEvent::Lost);
+        let unavailable = r.check(&principal("a", now)).await;
+        assert!(unavailable.is_err(), "{unavailable:?}");
+        assert_eq!(
+            r.check(&principal("known", 0)).await,
+            Ok(RevocationState::Revoked(Revoked::Token)),
+            "what is known to be revoked stays revoked"
+        );
+
+        // Back in sync with a record written elsewhere meanwhile: in force, then published.
+        let snapshot = crate::store::RevocationSnapshot {
+            revoked_sessions: vec![("sid-b".into(), now + 60)],
+            ..Default::default()
+        };
+        r.follow_feed(FeedEvent::InSync(snapshot));
+        assert_eq!(
+            r.check(&principal("a", now)).await,
+            Ok(RevocationState::Valid)
+        );
+        assert_eq!(
+            r.check(&principal("b", now)).await,
+            Ok(RevocationState::Revoked(Revoked::Session))
+        );
+        assert_eq!(
+            events.recv().await.unwrap(),
+            RevocationEvent::Session {
+                sid: "sid-b".into(),
+                cause: RevocationCause::Recorded,
+            }
+        );
+    }
+
     #[test]
     fn events_match_the_principals_they_may_revoke() {
         let mut p = principal("device:d", 10);

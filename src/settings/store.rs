@@ -25,7 +25,8 @@ pub struct StoreSettings {
     /// PostgreSQL's `statement_timeout` for every statement Signet runs.
     pub statement_timeout_secs: u64,
     /// The revocation feed (`LISTEN`) is asked whether it still answers after this long
-    /// without a notification, and is lost when it does not answer within as long again.
+    /// without a notification, and is lost when it does not answer within
+    /// `acquire_timeout_secs`.
     /// While it is lost, this node refuses every token (503 `store_unavailable`).
     pub feed_heartbeat_secs: u64,
 }

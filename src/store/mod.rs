@@ -87,6 +87,7 @@ pub async fn open(settings: &Settings) -> Result<OpenedStore, StoreError> {
                 revocation_feed: Some(RevocationFeed {
                     store: pg.clone(),
                     heartbeat: Duration::from_secs(settings.store.feed_heartbeat_secs),
+                    answer_within: Duration::from_secs(settings.store.acquire_timeout_secs),
                 }),
                 store: Arc::new(pg),
             }

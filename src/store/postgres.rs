@@ -81,8 +81,11 @@ impl PgStore {
 pub struct RevocationFeed {
     pub(super) store: PgStore,
     /// How long the feed may stay quiet before its connection is asked whether it still
-    /// answers, and how long that answer may take (`store.feed_heartbeat_secs`).
+    /// answers (`store.feed_heartbeat_secs`).
     pub(super) heartbeat: Duration,
+    /// How long that answer may take (`store.acquire_timeout_secs`, the wait after which the
+    /// store counts as unreachable everywhere else too).
+    pub(super) answer_within: Duration,
 }
 
 /// What following the feed reports to the node.
@@ -204,8 +207,10 @@ impl RevocationFeed {
                 }
                 None => {
                     let asked = sqlx::query("SELECT 1").execute(&mut *active);
-                    let answered =
-                        matches!(tokio::time::timeout(self.heartbeat, asked).await, Ok(Ok(_)));
+                    let answered = matches!(
+                        tokio::time::timeout(self.answer_within, asked).await,
+                        Ok(Ok(_))
+                    );
                     if !answered {
                         tracing::warn!(
                             "the revocation feed of other nodes does not answer; listening again"

@@ -50,10 +50,12 @@ async fn one_refresh_token_redeemed_on_two_nodes_at_once_rotates_once() {
 }
 
 /// A TCP proxy in front of the test cluster that the test cuts and restores: stopping it
-/// closes every connection through it and refuses new ones, as a network outage would.
+/// closes every connection through it and refuses new ones, as a network outage would;
+/// freezing it forwards nothing more but closes nothing, as a silent network cut would.
 struct Proxy {
     listen: SocketAddr,
     stop: CancellationToken,
+    freeze: CancellationToken,
 }
 
 impl Proxy {
@@ -63,8 +65,9 @@ impl Proxy {
             .expect("proxy listens");
         let listen = listener.local_addr().expect("proxy address");
         let stop = CancellationToken::new();
+        let freeze = CancellationToken::new();
         let target = ("127.0.0.1", cluster().port());
-        let token = stop.clone();
+        let (token, frozen) = (stop.clone(), freeze.clone());
         tokio::spawn(async move {
             loop {
                 let mut client = tokio::select! {
@@ -74,22 +77,41 @@ impl Proxy {
                         Err(_) => continue,
                     },
                 };
-                let token = token.clone();
+                let (token, frozen) = (token.clone(), frozen.clone());
                 tokio::spawn(async move {
+                    if frozen.is_cancelled() {
+                        return token.cancelled().await;
+                    }
                     let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
                         return;
                     };
                     tokio::select! {
                         _ = token.cancelled() => {}
+                        // Holds both sockets open without forwarding until stopped.
+                        _ = frozen.cancelled() => token.cancelled().await,
                         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
                     }
                 });
             }
         });
-        Proxy { listen, stop }
+        Proxy {
+            listen,
+            stop,
+            freeze,
+        }
     }
 
     fn cut(&self) {
+        self.stop.cancel();
+    }
+
+    fn freeze(&self) {
+        self.freeze.cancel();
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
         self.stop.cancel();
     }
 }
@@ -356,4 +378,42 @@ async fn a_node_cut_off_from_the_revocation_feed_refuses_tokens_until_it_has_cau
     negotiate_until(&b, &pia, 200, Duration::from_secs(5)).await;
     assert_eq!(b.negotiate("", Some(&oli), None).await.status, 401);
     pia_on_b.assert_echo("after the outage").await;
+}
+
+/// A silent cut (nothing forwarded, nothing closed) is noticed by the feed's heartbeat: within
+/// `feed_heartbeat_secs` + `acquire_timeout_secs` the node refuses tokens, and recovers when the database is
+/// reachable again.
+#[actix_web::test]
+async fn a_silent_network_cut_is_noticed_by_the_feed_heartbeat() {
+    let direct = fresh_database().await;
+    let proxy = Proxy::start("127.0.0.1:0".parse().unwrap()).await;
+    let b = crate::ws_client::spawn_hub(&postgres_env(
+        &through(&proxy, &direct),
+        &[
+            ("SIGNET__STORE__ACQUIRE_TIMEOUT_SECS", "1"),
+            ("SIGNET__STORE__FEED_HEARTBEAT_SECS", "1"),
+        ],
+    ))
+    .await;
+    let token = crate::transport_client::token("quinn", &["user"], 600);
+    assert_eq!(b.negotiate("", Some(&token), None).await.status, 200);
+
+    proxy.freeze();
+    let started = Instant::now();
+    let refused = negotiate_until(&b, &token, 503, Duration::from_secs(4)).await;
+    assert_eq!(
+        refused.body["error"], "store_unavailable",
+        "{}",
+        refused.body
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "refused before the heartbeat could have missed: {:?}",
+        started.elapsed()
+    );
+
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _restored = Proxy::start(proxy.listen).await;
+    negotiate_until(&b, &token, 200, Duration::from_secs(8)).await;
 }
