@@ -417,3 +417,135 @@ async fn a_silent_network_cut_is_noticed_by_the_feed_heartbeat() {
     let _restored = Proxy::start(proxy.listen).await;
     negotiate_until(&b, &token, 200, Duration::from_secs(8)).await;
 }
+
+/// Logout on node A closes the user's Server-Sent Events and long-polling connections on node B
+/// within a second: each is told why (a Close message) and ends.
+#[actix_web::test]
+async fn logout_on_one_node_closes_sse_and_long_polling_on_the_other_within_a_second() {
+    use crate::transport_client::{
+        connection_token, long_polling_connection, records, send, start_poll, EventStream,
+        JSON_HANDSHAKE,
+    };
+    let url = fresh_database().await;
+    let a = node(&url, &[]).await;
+    let b = node(&url, &[]).await;
+    a.create_user("rui", &["user"], TEST_PASSWORD).await;
+    let access = a.login("rui", TEST_PASSWORD).await.str("accessToken");
+
+    let sse = connection_token(&b, &access).await;
+    let mut events = EventStream::open(&b, Some(&sse), &access).await;
+    assert_eq!(events.status, 200);
+    events.read_exact(3).await;
+    assert_eq!(
+        send(&b, Some(&sse), &access, JSON_HANDSHAKE).await.status,
+        200
+    );
+    assert_eq!(events.next_data().await.as_deref(), Some("{}\u{1e}"));
+    let polling = long_polling_connection(&b, &access, JSON_HANDSHAKE).await;
+    let pending = actix_web::rt::spawn(start_poll(&b, Some(&polling), &access));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let logout = a
+        .post("/api/auth/logout", Some(&access), &serde_json::json!({}))
+        .await;
+    assert!(logout.status < 300, "{logout:?}");
+    let started = Instant::now();
+    let close = events.next_data().await.expect("the Close message");
+    let close = &records(close.as_bytes())[0];
+    assert_eq!(
+        (&close["type"], &close["error"]),
+        (
+            &serde_json::json!(7),
+            &serde_json::json!("Authentication revoked: logged out")
+        ),
+        "{close}"
+    );
+    assert_eq!(events.next_event().await, None, "the stream ends");
+    let polled = pending.await.expect("the poll task");
+    assert_eq!(polled.status, 200, "{polled:?}");
+    let close = records(&polled.body).pop().expect("the Close message");
+    assert_eq!(
+        (&close["type"], &close["error"]),
+        (
+            &serde_json::json!(7),
+            &serde_json::json!("Authentication revoked: logged out")
+        ),
+        "{close}"
+    );
+    assert!(
+        started.elapsed() <= Duration::from_secs(1),
+        "closed after {:?}",
+        started.elapsed()
+    );
+}
+
+/// During a database outage an SSE stream admitted before keeps delivering what the node sends
+/// it (a broadcast from a WebSocket on the same node); its sends carry the token, so they are
+/// answered 503 `store_unavailable` without ending the connection, and work again once the
+/// node has caught up.
+#[actix_web::test]
+async fn an_event_stream_keeps_receiving_during_an_outage() {
+    use crate::transport_client::{
+        connection_token, invocation, records, send, EventStream, JSON_HANDSHAKE,
+    };
+    let direct = fresh_database().await;
+    let proxy = Proxy::start("127.0.0.1:0".parse().unwrap()).await;
+    let b = node(
+        &through(&proxy, &direct),
+        &[("SIGNET__STORE__ACQUIRE_TIMEOUT_SECS", "1")],
+    )
+    .await;
+    b.create_user("sam", &["user"], TEST_PASSWORD).await;
+    b.create_user("tea", &["user", "admin"], TEST_PASSWORD)
+        .await;
+    let sam = b.login("sam", TEST_PASSWORD).await.str("accessToken");
+    let tea = b.login("tea", TEST_PASSWORD).await.str("accessToken");
+    let (_, socket) = awc::Client::new()
+        .ws(b.url("/hubs/home"))
+        .bearer_auth(&tea)
+        .connect()
+        .await
+        .expect("a WebSocket");
+    let mut admin = crate::ws_client::RawClient::from_socket(socket);
+    admin.handshake().await;
+    let id = connection_token(&b, &sam).await;
+    let mut events = EventStream::open(&b, Some(&id), &sam).await;
+    events.read_exact(3).await;
+    assert_eq!(send(&b, Some(&id), &sam, JSON_HANDSHAKE).await.status, 200);
+    assert_eq!(events.next_data().await.as_deref(), Some("{}\u{1e}"));
+
+    proxy.cut();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while b.me(Some(&sam)).await.0 != 503 {
+        assert!(Instant::now() < deadline, "tokens still accepted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let echo = invocation("1", "Echo", serde_json::json!(["x"]));
+    let refused = send(&b, Some(&id), &sam, &echo).await;
+    assert_eq!(
+        (refused.status, refused.json()["error"].clone()),
+        (503, serde_json::json!("store_unavailable")),
+        "{refused:?}"
+    );
+    let sent = admin
+        .call("b", "BroadcastMessage", serde_json::json!(["hold on"]))
+        .await;
+    assert!(sent.get("error").is_none(), "{sent}");
+    let message = events.next_data().await.expect("the broadcast");
+    let message = &records(message.as_bytes())[0];
+    assert_eq!(message["target"], "SystemMessage", "{message}");
+    assert_eq!(message["arguments"][0], "hold on", "{message}");
+
+    let _restored = Proxy::start(proxy.listen).await;
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        let answer = send(&b, Some(&id), &sam, &echo).await;
+        if answer.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no recovery: {answer:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let echoed = events.next_data().await.expect("the completion");
+    assert_eq!(records(echoed.as_bytes())[0]["result"], "x", "{echoed}");
+}
