@@ -549,3 +549,62 @@ async fn an_event_stream_keeps_receiving_during_an_outage() {
     let echoed = events.next_data().await.expect("the completion");
     assert_eq!(records(echoed.as_bytes())[0]["result"], "x", "{echoed}");
 }
+
+/// A PostgreSQL store that a node already started on holds its own `admin`: `store copy
+/// --force` from a SQLite store with another `admin` refuses before copying anything, naming
+/// the user, and copies everything once that user is removed from the target.
+#[actix_web::test]
+async fn store_copy_refuses_a_target_with_its_own_admin_until_it_is_removed() {
+    let old = spawn_app().await;
+    let session = old.user_session("noor").await;
+    let old_admin_password = old.admin_password();
+    let dir = old.data_dir.path();
+    let from = format!(
+        "sqlite://{}",
+        dir.join(signet::store::DATABASE_FILE).display()
+    );
+    let url = fresh_database().await;
+    // A first start on the target creates its own `admin`.
+    let target_node = node(&url, &[]).await;
+    assert_eq!(target_node.store.count_users().await.unwrap(), 1);
+    let copy = || {
+        crate::cli::signet(
+            dir,
+            None,
+            &["store", "copy", "--from", &from, "--to", &url, "--force"],
+            None,
+        )
+    };
+
+    let refused = copy();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("user `admin`"), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&refused.stdout).is_empty(),
+        "no table was copied"
+    );
+    assert_eq!(target_node.store.count_users().await.unwrap(), 1);
+
+    let other = tempfile::tempdir().unwrap();
+    crate::cli::ok(&crate::cli::signet(
+        other.path(),
+        Some(&url),
+        &["user", "remove", "admin"],
+        None,
+    ));
+    let copied = crate::cli::ok(&copy());
+    assert!(
+        copied.contains("users             2 rows read, 2 new"),
+        "{copied}"
+    );
+    // The source's admin and users, with their sessions, on the target.
+    assert_eq!(
+        target_node.login("admin", &old_admin_password).await.status,
+        200
+    );
+    let refreshed = target_node
+        .refresh(session["refreshToken"].as_str().unwrap())
+        .await;
+    assert_eq!(refreshed.status, 200, "{refreshed:?}");
+}
