@@ -196,6 +196,7 @@ impl AppState {
     fn readiness(&self) -> Readiness {
         Readiness {
             store: self.store.clone(),
+            revocations: self.auth.revocations().clone(),
             timeout: Duration::from_secs(self.settings.server.readiness_timeout_secs),
             shutdown: self.shutdown.clone(),
         }

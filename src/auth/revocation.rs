@@ -190,6 +190,11 @@ pub trait RevocationStore: Send + Sync + std::fmt::Debug {
     /// Revocations from now on. A receiver that lags gets `RecvError::Lagged`, after which it
     /// must re-check every connection.
     fn subscribe(&self) -> broadcast::Receiver<RevocationEvent>;
+    /// Whether every revocation recorded anywhere can be known here; while not, [`Self::check`]
+    /// answers [`StoreUnavailable`] for tokens not known to be revoked (`/readyz` says so).
+    fn in_sync(&self) -> bool {
+        true
+    }
 }
 
 /// Keeps an entry until the Unix time it holds (plus a second, so `exp == now` is covered).
@@ -410,7 +415,7 @@ impl RevocationStore for InProcessRevocations {
         {
             return revoked(Revoked::Subject);
         }
-        if !self.feed_in_sync.load(Ordering::Acquire) {
+        if !self.in_sync() {
             return Err(StoreUnavailable(
                 "the revocation feed of the shared store is lost".into(),
             ));
@@ -492,6 +497,10 @@ impl RevocationStore for InProcessRevocations {
 
     fn subscribe(&self) -> broadcast::Receiver<RevocationEvent> {
         self.events.subscribe()
+    }
+
+    fn in_sync(&self) -> bool {
+        self.feed_in_sync.load(Ordering::Acquire)
     }
 }
 
