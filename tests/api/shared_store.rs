@@ -124,19 +124,20 @@ impl Drop for Proxy {
     }
 }
 
-/// `direct` (a database URL of the test cluster) reached through `proxy`.
-fn through(proxy: &Proxy, direct: &str) -> String {
-    direct.replace(
+/// A fresh database and a proxy in front of it: `(proxy, direct URL, URL through the proxy)`.
+async fn database_behind_a_proxy() -> (Proxy, String, String) {
+    let direct = fresh_database().await;
+    let proxy = Proxy::start("127.0.0.1:0".parse().unwrap()).await;
+    let proxied = direct.replace(
         &format!("127.0.0.1:{}", cluster().port()),
         &proxy.listen.to_string(),
-    )
+    );
+    (proxy, direct, proxied)
 }
 
 #[actix_web::test]
 async fn a_database_outage_answers_503_quickly_and_recovers_without_a_restart() {
-    let direct = fresh_database().await;
-    let proxy = Proxy::start("127.0.0.1:0".parse().unwrap()).await;
-    let url = through(&proxy, &direct);
+    let (proxy, _, url) = database_behind_a_proxy().await;
     let app = node(&url, &[("SIGNET__STORE__ACQUIRE_TIMEOUT_SECS", "1")]).await;
     app.create_user("jo", &["user"], TEST_PASSWORD).await;
     assert_eq!(app.login("jo", TEST_PASSWORD).await.status, 200);
@@ -328,11 +329,10 @@ async fn negotiate_until(
 /// again without a restart.
 #[actix_web::test]
 async fn a_node_cut_off_from_the_revocation_feed_refuses_tokens_until_it_has_caught_up() {
-    let direct = fresh_database().await;
-    let proxy = Proxy::start("127.0.0.1:0".parse().unwrap()).await;
+    let (proxy, direct, proxied) = database_behind_a_proxy().await;
     let a = node(&direct, &[]).await;
     let b = crate::ws_client::spawn_hub(&postgres_env(
-        &through(&proxy, &direct),
+        &proxied,
         &[("SIGNET__STORE__ACQUIRE_TIMEOUT_SECS", "1")],
     ))
     .await;
@@ -403,10 +403,9 @@ async fn a_node_cut_off_from_the_revocation_feed_refuses_tokens_until_it_has_cau
 /// reachable again.
 #[actix_web::test]
 async fn a_silent_network_cut_is_noticed_by_the_feed_heartbeat() {
-    let direct = fresh_database().await;
-    let proxy = Proxy::start("127.0.0.1:0".parse().unwrap()).await;
+    let (proxy, _, proxied) = database_behind_a_proxy().await;
     let b = crate::ws_client::spawn_hub(&postgres_env(
-        &through(&proxy, &direct),
+        &proxied,
         &[
             ("SIGNET__STORE__ACQUIRE_TIMEOUT_SECS", "1"),
             ("SIGNET__STORE__FEED_HEARTBEAT_SECS", "1"),
@@ -506,13 +505,8 @@ async fn an_event_stream_keeps_receiving_during_an_outage() {
     use crate::transport_client::{
         connection_token, invocation, records, send, EventStream, JSON_HANDSHAKE,
     };
-    let direct = fresh_database().await;
-    let proxy = Proxy::start("127.0.0.1:0".parse().unwrap()).await;
-    let b = node(
-        &through(&proxy, &direct),
-        &[("SIGNET__STORE__ACQUIRE_TIMEOUT_SECS", "1")],
-    )
-    .await;
+    let (proxy, _, proxied) = database_behind_a_proxy().await;
+    let b = node(&proxied, &[("SIGNET__STORE__ACQUIRE_TIMEOUT_SECS", "1")]).await;
     b.create_user("sam", &["user"], TEST_PASSWORD).await;
     b.create_user("tea", &["user", "admin"], TEST_PASSWORD)
         .await;
