@@ -2,7 +2,7 @@
 //! shared state, binds the listener (port 0 allowed) and reports the bound address. `main` and
 //! the integration tests both start Signet this way.
 
-use crate::auth::{Authenticator, InProcessRevocations, KeyRing, KeyRingError};
+use crate::auth::{Authenticator, InProcessRevocations, KeyRing, KeyRingError, RevocationStore};
 use crate::connection::{CloseReason, CloseStats, ConnectionRegistry};
 use crate::envelope::{EnvelopeLimits, EnvelopeService, InMemoryNonceStore};
 use crate::http::health::Readiness;
@@ -97,6 +97,12 @@ impl AppState {
             // Other nodes' revocations, in force here within a second; while the feed is lost
             // every token is refused (README "Several nodes"). Listening starts before the
             // server does, so no revocation recorded after start-up is missed.
+            let lost = revocations.clone();
+            metrics.watch_gauge(
+                "signet_revocation_feed_lost",
+                "1 while the revocation feed of the shared store is lost (every token refused).",
+                move || i64::from(!lost.in_sync()),
+            );
             let revocations = revocations.clone();
             let follow = feed
                 .follow(

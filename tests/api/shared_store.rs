@@ -358,6 +358,14 @@ async fn a_node_cut_off_from_the_revocation_feed_refuses_tokens_until_it_has_cau
         Some(503),
         "a new WebSocket is refused too"
     );
+    let gauge = |server: &crate::ws_client::HubServer| {
+        let metrics = server.state.metrics.render();
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("signet_revocation_feed_lost "))
+            .map(str::to_string)
+    };
+    assert_eq!(gauge(&b).as_deref(), Some("1"));
     // Live connections admitted before keep working for what needs no store.
     pia_on_b.assert_echo("during the outage").await;
     pia_on_b
@@ -395,6 +403,7 @@ async fn a_node_cut_off_from_the_revocation_feed_refuses_tokens_until_it_has_cau
     );
     negotiate_until(&b, &pia, 200, Duration::from_secs(5)).await;
     assert_eq!(b.negotiate("", Some(&oli), None).await.status, 401);
+    assert_eq!(gauge(&b).as_deref(), Some("0"));
     pia_on_b.assert_echo("after the outage").await;
 }
 
