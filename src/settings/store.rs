@@ -26,8 +26,8 @@ pub struct StoreSettings {
     pub statement_timeout_secs: u64,
     /// The revocation feed (`LISTEN`) is asked whether it still answers after this long
     /// without a notification, and is lost when it does not answer within
-    /// `acquire_timeout_secs`.
-    /// While it is lost, this node refuses every token (503 `store_unavailable`).
+    /// `acquire_timeout_secs`. While it is lost, this node refuses every token (503
+    /// `store_unavailable`).
     pub feed_heartbeat_secs: u64,
 }
 
