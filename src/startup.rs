@@ -2,7 +2,7 @@
 //! shared state, binds the listener (port 0 allowed) and reports the bound address. `main` and
 //! the integration tests both start Signet this way.
 
-use crate::auth::{Authenticator, InProcessRevocations, KeyRing, KeyRingError};
+use crate::auth::{Authenticator, InProcessRevocations, KeyRing, KeyRingError, RevocationStore};
 use crate::connection::{CloseReason, CloseStats, ConnectionRegistry};
 use crate::envelope::{EnvelopeLimits, EnvelopeService, InMemoryNonceStore};
 use crate::http::health::Readiness;
@@ -94,12 +94,23 @@ impl AppState {
         );
         let shutdown = CancellationToken::new();
         if let Some(feed) = opened.revocation_feed {
-            // Other nodes' revocations, in force here within a second (README "Several nodes").
+            // Other nodes' revocations, in force here within a second; while the feed is lost
+            // every token is refused (README "Several nodes"). Listening starts before the
+            // server does, so no revocation recorded after start-up is missed.
+            let lost = revocations.clone();
+            metrics.watch_gauge(
+                "signet_revocation_feed_lost",
+                "1 while the revocation feed of the shared store is lost (every token refused).",
+                move || i64::from(!lost.in_sync()),
+            );
             let revocations = revocations.clone();
-            tokio::spawn(feed.follow(
-                move |record| revocations.apply_recorded(record),
-                shutdown.clone(),
-            ));
+            let follow = feed
+                .follow(
+                    move |event| revocations.follow_feed(event),
+                    shutdown.clone(),
+                )
+                .await?;
+            tokio::spawn(follow);
         }
         let auth = Authenticator::new(Arc::new(keyring), revocations).with_metrics(metrics.clone());
         let envelope = &settings.envelope;
@@ -191,6 +202,7 @@ impl AppState {
     fn readiness(&self) -> Readiness {
         Readiness {
             store: self.store.clone(),
+            revocations: self.auth.revocations().clone(),
             timeout: Duration::from_secs(self.settings.server.readiness_timeout_secs),
             shutdown: self.shutdown.clone(),
         }

@@ -14,9 +14,10 @@
 
 use super::issue::unix_now;
 use super::Principal;
-use crate::store::{RevocationLog, RevocationRecord, StoreError, SubjectCutoff};
+use crate::store::{FeedEvent, RevocationLog, RevocationRecord, StoreError, SubjectCutoff};
 use async_trait::async_trait;
 use dashmap::DashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
@@ -189,6 +190,11 @@ pub trait RevocationStore: Send + Sync + std::fmt::Debug {
     /// Revocations from now on. A receiver that lags gets `RecvError::Lagged`, after which it
     /// must re-check every connection.
     fn subscribe(&self) -> broadcast::Receiver<RevocationEvent>;
+    /// Whether every revocation recorded anywhere can be known here; while not, [`Self::check`]
+    /// answers [`StoreUnavailable`] for tokens not known to be revoked (`/readyz` says so).
+    fn in_sync(&self) -> bool {
+        true
+    }
 }
 
 /// Keeps an entry until the Unix time it holds (plus a second, so `exp == now` is covered).
@@ -228,6 +234,9 @@ pub struct InProcessRevocations {
     cutoffs: DashMap<String, Cutoff>,
     events: broadcast::Sender<RevocationEvent>,
     leeway_secs: i64,
+    /// False while the shared store's revocation feed is lost ([`Self::follow_feed`]); always
+    /// true for a store no other node writes to.
+    feed_in_sync: AtomicBool,
 }
 
 impl std::fmt::Debug for InProcessRevocations {
@@ -264,21 +273,10 @@ impl InProcessRevocations {
             cutoffs: DashMap::new(),
             events,
             leeway_secs: i64::try_from(leeway_secs).unwrap_or(i64::MAX),
+            feed_in_sync: AtomicBool::new(true),
         };
-        for (jti, until) in snapshot.denied_tokens {
-            revocations.denied.insert(jti, until);
-        }
-        for (sid, until) in snapshot.revoked_sessions {
-            revocations.sessions.insert(sid, until);
-        }
-        for c in snapshot.cutoffs {
-            revocations.cutoffs.insert(
-                c.sub,
-                Cutoff {
-                    not_before: c.not_before,
-                    forget_after: c.forget_after,
-                },
-            );
+        for record in snapshot.into_records() {
+            revocations.insert_record(record);
         }
         tracing::info!(
             denied_tokens = revocations.denied.entry_count(),
@@ -289,39 +287,70 @@ impl InProcessRevocations {
         Ok(revocations)
     }
 
-    /// A record written to the shared store (by another node, or reloaded after the feed was
-    /// lost): in force here at once and published to live connections, not written again.
-    pub fn apply_recorded(&self, record: RevocationRecord) {
+    /// Follows the shared store's revocation feed ([`FeedEvent`]): a record written (by another
+    /// node) is in force here at once and published to live connections, not written again.
+    /// From [`FeedEvent::Lost`] until the next [`FeedEvent::InSync`], records written elsewhere
+    /// may be missing, so [`RevocationStore::check`] answers [`StoreUnavailable`] for every
+    /// token it does not know to be revoked (fail closed).
+    pub fn follow_feed(&self, event: FeedEvent) {
+        match event {
+            FeedEvent::Record(record) => {
+                let event = self.insert_record(record);
+                self.publish(event);
+            }
+            FeedEvent::Lost => {
+                self.feed_in_sync.store(false, Ordering::Release);
+                tracing::warn!(
+                    "revocations of other nodes cannot reach this node: tokens are refused \
+                     (503 store_unavailable) until the store is back"
+                );
+            }
+            FeedEvent::InSync(snapshot) => {
+                // In force before they are published, and published once checks answer again,
+                // so a live connection they name is re-checked against all of them.
+                let events: Vec<_> = snapshot
+                    .into_records()
+                    .map(|record| self.insert_record(record))
+                    .collect();
+                if !self.feed_in_sync.swap(true, Ordering::AcqRel) {
+                    tracing::info!(
+                        reloaded = events.len(),
+                        "revocations of other nodes reach this node again"
+                    );
+                }
+                for event in events {
+                    self.publish(event);
+                }
+            }
+        }
+    }
+
+    /// Puts a recorded revocation in force in memory; returns the event that announces it.
+    fn insert_record(&self, record: RevocationRecord) -> RevocationEvent {
+        let cause = RevocationCause::Recorded;
         match record {
             RevocationRecord::DeniedToken { jti, expires_at } => {
                 self.denied.insert(jti.clone(), expires_at);
-                self.publish(RevocationEvent::Jti {
-                    jti,
-                    cause: RevocationCause::Recorded,
-                });
+                RevocationEvent::Jti { jti, cause }
             }
             RevocationRecord::RevokedSession { sid, forget_after } => {
                 self.sessions.insert(sid.clone(), forget_after);
-                self.publish(RevocationEvent::Session {
-                    sid,
-                    cause: RevocationCause::Recorded,
-                });
+                RevocationEvent::Session { sid, cause }
             }
             RevocationRecord::Cutoff(cutoff) => {
                 self.raise_cutoff(&cutoff.sub, cutoff.not_before, cutoff.forget_after);
-                let event = if cutoff.sub.starts_with("device:") {
+                if cutoff.sub.starts_with("device:") {
                     RevocationEvent::Device {
                         sub: cutoff.sub,
-                        cause: RevocationCause::Recorded,
+                        cause,
                     }
                 } else {
                     RevocationEvent::UserBefore {
                         sub: cutoff.sub,
                         before: cutoff.not_before,
-                        cause: RevocationCause::Recorded,
+                        cause,
                     }
-                };
-                self.publish(event);
+                }
             }
         }
     }
@@ -366,7 +395,8 @@ impl InProcessRevocations {
 
 #[async_trait]
 impl RevocationStore for InProcessRevocations {
-    /// In memory: never unavailable.
+    /// In memory. Unavailable only while the feed of a shared store is lost, and then only
+    /// for tokens not known to be revoked: one atomic load per check.
     async fn check(&self, principal: &Principal) -> Result<RevocationState, StoreUnavailable> {
         let revoked = |why| Ok(RevocationState::Revoked(why));
         if let Some(jti) = &principal.jti {
@@ -384,6 +414,11 @@ impl RevocationStore for InProcessRevocations {
             || owner.is_some_and(|owner| self.cutoff_refuses(owner, principal.issued_at))
         {
             return revoked(Revoked::Subject);
+        }
+        if !self.in_sync() {
+            return Err(StoreUnavailable(
+                "the revocation feed of the shared store is lost".into(),
+            ));
         }
         Ok(RevocationState::Valid)
     }
@@ -462,6 +497,10 @@ impl RevocationStore for InProcessRevocations {
 
     fn subscribe(&self) -> broadcast::Receiver<RevocationEvent> {
         self.events.subscribe()
+    }
+
+    fn in_sync(&self) -> bool {
+        self.feed_in_sync.load(Ordering::Acquire)
     }
 }
 
@@ -614,6 +653,46 @@ mod tests {
         assert_eq!(
             reloaded.check(&p).await,
             Ok(RevocationState::Revoked(Revoked::Token))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lost_feed_fails_closed_until_it_is_in_sync_again() {
+        let (_, r) = revocations().await;
+        let now = unix_now();
+        r.deny_token("jti-known-0", now + 60, RevocationCause::Logout)
+            .await
+            .unwrap();
+        let mut events = r.subscribe();
+        r.follow_feed(FeedEvent::Lost);
+        let unavailable = r.check(&principal("a", now)).await;
+        assert!(unavailable.is_err(), "{unavailable:?}");
+        assert_eq!(
+            r.check(&principal("known", 0)).await,
+            Ok(RevocationState::Revoked(Revoked::Token)),
+            "what is known to be revoked stays revoked"
+        );
+
+        // Back in sync with a record written elsewhere meanwhile: in force, then published.
+        let snapshot = crate::store::RevocationSnapshot {
+            revoked_sessions: vec![("sid-b".into(), now + 60)],
+            ..Default::default()
+        };
+        r.follow_feed(FeedEvent::InSync(snapshot));
+        assert_eq!(
+            r.check(&principal("a", now)).await,
+            Ok(RevocationState::Valid)
+        );
+        assert_eq!(
+            r.check(&principal("b", now)).await,
+            Ok(RevocationState::Revoked(Revoked::Session))
+        );
+        assert_eq!(
+            events.recv().await.unwrap(),
+            RevocationEvent::Session {
+                sid: "sid-b".into(),
+                cause: RevocationCause::Recorded,
+            }
         );
     }
 

@@ -2,6 +2,7 @@
 //! (readiness: 200 when the server accepts work and its dependencies answer, 503 naming the
 //! failing ones).
 
+use crate::auth::RevocationStore;
 use crate::store::Store;
 use actix_web::{get, web, HttpResponse};
 use serde_json::json;
@@ -9,10 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// What `/readyz` asks: the store, and whether shutdown has begun.
+/// What `/readyz` asks: the store, whether revocations recorded by other nodes reach this one,
+/// and whether shutdown has begun.
 #[derive(Clone)]
 pub struct Readiness {
     pub store: Arc<dyn Store>,
+    pub revocations: Arc<dyn RevocationStore>,
     /// How long each dependency may take to answer (`server.readiness_timeout_secs`).
     pub timeout: Duration,
     /// Cancelled once at shutdown: from then on the server is not ready.
@@ -49,7 +52,12 @@ pub async fn readyz(state: web::Data<Readiness>) -> HttpResponse {
     if store != "ok" {
         failing.push("store");
     }
-    let checks = json!({ "store": store });
+    let mut checks = json!({ "store": store });
+    // Only named when lost (a shared store's feed), when every token is refused.
+    if !state.revocations.in_sync() {
+        failing.push("revocations");
+        checks["revocations"] = json!("lost");
+    }
     let response = if failing.is_empty() {
         HttpResponse::Ok().json(json!({ "status": "ready", "checks": checks }))
     } else {

@@ -24,6 +24,11 @@ pub struct StoreSettings {
     pub acquire_timeout_secs: u64,
     /// PostgreSQL's `statement_timeout` for every statement Signet runs.
     pub statement_timeout_secs: u64,
+    /// The revocation feed (`LISTEN`) is asked whether it still answers after this long
+    /// without a notification, and is lost when it does not answer within
+    /// `acquire_timeout_secs`. While it is lost, this node refuses every token (503
+    /// `store_unavailable`).
+    pub feed_heartbeat_secs: u64,
 }
 
 impl Default for StoreSettings {
@@ -34,6 +39,7 @@ impl Default for StoreSettings {
             max_connections: 10,
             acquire_timeout_secs: 3,
             statement_timeout_secs: 5,
+            feed_heartbeat_secs: 2,
         }
     }
 }
@@ -44,6 +50,7 @@ impl StoreSettings {
             ("store.max_connections", u64::from(self.max_connections)),
             ("store.acquire_timeout_secs", self.acquire_timeout_secs),
             ("store.statement_timeout_secs", self.statement_timeout_secs),
+            ("store.feed_heartbeat_secs", self.feed_heartbeat_secs),
         ] {
             if value == 0 {
                 return Err(SettingsError::invalid(key, "must be greater than zero"));

@@ -138,8 +138,11 @@ pub struct Copied {
     pub written: u64,
 }
 
-/// Copies every table of `from` into `to`. Refuses a target holding any row unless `merge`.
-/// `progress` is told about each table as it is done.
+/// Copies every table of `from` into `to`. Refuses a target holding any row unless `merge`,
+/// and, before any row is written, a target that holds a user of the source's usernames under
+/// another id (an `admin` created by a server's first start on the target, say): keeping
+/// either one would leave the other's devices and sessions pointing at no user. `progress` is
+/// told about each table as it is done.
 pub async fn copy_tables(
     from: &dyn TableCopy,
     to: &dyn TableCopy,
@@ -162,6 +165,16 @@ pub async fn copy_tables(
             )));
         }
     }
+    let conflicts = username_conflicts(from, to).await?;
+    if !conflicts.is_empty() {
+        return Err(StoreError::Config(format!(
+            "the target store has its own user {} (same username, another id): nothing was \
+             copied. Remove {} from the target (`signet user remove NAME` with the target's \
+             configuration) and copy again; the source's user then takes its place",
+            conflicts.join(", "),
+            if conflicts.len() == 1 { "it" } else { "them" },
+        )));
+    }
     let mut done = Vec::new();
     for table in &TABLES {
         let rows = from.read_rows(table).await?;
@@ -175,4 +188,33 @@ pub async fn copy_tables(
         done.push(copied);
     }
     Ok(done)
+}
+
+/// The usernames that `from` and `to` both hold, each under its own id, sorted.
+async fn username_conflicts(
+    from: &dyn TableCopy,
+    to: &dyn TableCopy,
+) -> Result<Vec<String>, StoreError> {
+    let users = &TABLES[0];
+    let ids_by_name = |rows: Vec<Vec<Cell>>| {
+        rows.into_iter()
+            .filter_map(|row| match (row.first(), row.get(1)) {
+                (Some(Cell::Text(Some(id))), Some(Cell::Text(Some(name)))) => {
+                    Some((name.to_lowercase(), id.clone()))
+                }
+                _ => None,
+            })
+            .collect::<std::collections::HashMap<_, _>>()
+    };
+    let target = ids_by_name(to.read_rows(users).await?);
+    if target.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut conflicts: Vec<String> = ids_by_name(from.read_rows(users).await?)
+        .into_iter()
+        .filter(|(name, id)| target.get(name).is_some_and(|theirs| theirs != id))
+        .map(|(name, _)| format!("`{name}`"))
+        .collect();
+    conflicts.sort();
+    Ok(conflicts)
 }

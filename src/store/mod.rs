@@ -21,6 +21,7 @@ pub use sqlite::{SqliteStore, DATABASE_FILE};
 use crate::settings::Settings;
 use async_trait::async_trait;
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -83,7 +84,11 @@ pub async fn open(settings: &Settings) -> Result<OpenedStore, StoreError> {
                 .map_err(|e| StoreError::Config(e.to_string()))?;
             let pg = PgStore::open(url.expose(), password.as_deref(), &settings.store).await?;
             OpenedStore {
-                revocation_feed: Some(RevocationFeed(pg.clone())),
+                revocation_feed: Some(RevocationFeed {
+                    store: pg.clone(),
+                    heartbeat: Duration::from_secs(settings.store.feed_heartbeat_secs),
+                    answer_within: Duration::from_secs(settings.store.acquire_timeout_secs),
+                }),
                 store: Arc::new(pg),
             }
         }
@@ -154,7 +159,7 @@ impl RevocationSnapshot {
     }
 }
 
-pub use postgres::RevocationFeed;
+pub use postgres::{FeedEvent, RevocationFeed};
 
 /// A user as listed: everything but the password hash.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,8 +14,10 @@ use tokio_util::sync::CancellationToken;
 
 /// The channel `migrations/postgres/0002_revocation_notify.sql` announces revocation records on.
 const REVOCATION_CHANNEL: &str = "signet_revocations";
-/// Longest wait between attempts to listen again while the database is unreachable.
-const MAX_LISTEN_BACKOFF: Duration = Duration::from_secs(5);
+/// Waits between attempts to listen again while the database is unreachable: every
+/// authenticated request is refused meanwhile, so the first retries come fast.
+const MIN_LISTEN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_LISTEN_BACKOFF: Duration = Duration::from_secs(2);
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -76,7 +78,26 @@ impl PgStore {
 /// The revocations every node sharing the database records, as PostgreSQL announces them
 /// (`LISTEN signet_revocations`).
 #[derive(Debug, Clone)]
-pub struct RevocationFeed(pub(super) PgStore);
+pub struct RevocationFeed {
+    pub(super) store: PgStore,
+    /// How long the feed may stay quiet before its connection is asked whether it still
+    /// answers (`store.feed_heartbeat_secs`).
+    pub(super) heartbeat: Duration,
+    /// How long that answer may take (`store.acquire_timeout_secs`, the wait after which the
+    /// store counts as unreachable everywhere else too).
+    pub(super) answer_within: Duration,
+}
+
+/// What following the feed reports to the node.
+#[derive(Debug)]
+pub enum FeedEvent {
+    /// A record just written, by this node or another one.
+    Record(RevocationRecord),
+    /// The feed is lost: records written elsewhere from now on may not arrive.
+    Lost,
+    /// Listening (again), with every record in force: nothing written before can be missing.
+    InSync(RevocationSnapshot),
+}
 
 /// A notification's payload: the table written and the row as written.
 #[derive(serde::Deserialize)]
@@ -118,23 +139,36 @@ impl From<Notice> for RevocationRecord {
 }
 
 impl RevocationFeed {
-    /// Hands every revocation record written from now on to `apply`, until `shutdown`. Each
-    /// time it (re)starts listening, which is also when notifications may have been missed, it
-    /// first hands over every record in force. While the database is unreachable it retries
-    /// with a backoff; the records held in memory keep refusing what they refused.
-    pub async fn follow<F>(self, apply: F, shutdown: CancellationToken)
+    /// Starts listening and reports every record in force ([`FeedEvent::InSync`]), then
+    /// returns the task that reports each record written from now on, until `shutdown`.
+    /// That task reports [`FeedEvent::Lost`] as soon as the listening connection closes or
+    /// stops answering (a heartbeat), retries with a backoff while the database is
+    /// unreachable, and reports [`FeedEvent::InSync`] again once it listens and has reloaded.
+    pub async fn follow<F>(
+        self,
+        report: F,
+        shutdown: CancellationToken,
+    ) -> Result<impl std::future::Future<Output = ()> + Send, StoreError>
     where
-        F: Fn(RevocationRecord) + Send + 'static,
+        F: Fn(FeedEvent) + Send + Sync + 'static,
     {
-        let store = self.0;
-        let mut backoff = Duration::from_millis(100);
-        let mut listener: Option<PgListener> = None;
+        let listener = self.listen_and_reload(&report).await?;
+        Ok(self.run(listener, report, shutdown))
+    }
+
+    async fn run<F>(self, listener: PgListener, report: F, shutdown: CancellationToken)
+    where
+        F: Fn(FeedEvent) + Send + Sync + 'static,
+    {
+        let mut backoff = MIN_LISTEN_BACKOFF;
+        let mut listener = Some(listener);
         loop {
             let Some(active) = listener.as_mut() else {
-                match store.listen_and_reload(&apply).await {
+                match self.listen_and_reload(&report).await {
                     Ok(fresh) => {
+                        tracing::info!("following the revocations of other nodes again");
                         listener = Some(fresh);
-                        backoff = Duration::from_millis(100);
+                        backoff = MIN_LISTEN_BACKOFF;
                     }
                     Err(err) => {
                         tracing::warn!(error = %err, "cannot follow the revocations of other nodes; retrying");
@@ -147,44 +181,65 @@ impl RevocationFeed {
                 }
                 continue;
             };
-            let received = tokio::select! {
+            // `try_recv` is cancel safe: a quiet spell ends it to ask the connection.
+            let woke = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                received = active.try_recv() => received,
+                received = active.try_recv() => Some(received),
+                _ = tokio::time::sleep(self.heartbeat) => None,
             };
-            match received {
-                Ok(Some(notification)) => {
+            let kept = match woke {
+                Some(Ok(Some(notification))) => {
                     match serde_json::from_str::<Notice>(notification.payload()) {
-                        Ok(notice) => apply(notice.into()),
+                        Ok(notice) => {
+                            report(FeedEvent::Record(notice.into()));
+                            true
+                        }
                         Err(err) => {
                             // Unreadable: take everything again rather than miss a revocation.
                             tracing::warn!(error = %err, "unreadable revocation notice; reloading");
-                            listener = None;
+                            false
                         }
                     }
                 }
-                Ok(None) | Err(_) => {
+                Some(Ok(None) | Err(_)) => {
                     tracing::warn!("lost the revocation feed of other nodes; listening again");
-                    listener = None;
+                    false
                 }
+                None => {
+                    let asked = sqlx::query("SELECT 1").execute(&mut *active);
+                    let answered = matches!(
+                        tokio::time::timeout(self.answer_within, asked).await,
+                        Ok(Ok(_))
+                    );
+                    if !answered {
+                        tracing::warn!(
+                            "the revocation feed of other nodes does not answer; listening again"
+                        );
+                    }
+                    answered
+                }
+            };
+            if !kept {
+                listener = None;
+                report(FeedEvent::Lost);
             }
         }
     }
-}
 
-impl PgStore {
+    /// Listens, then loads every record in force: a record written in between arrives twice,
+    /// which is harmless, rather than never.
     async fn listen_and_reload(
         &self,
-        apply: &impl Fn(RevocationRecord),
+        report: &impl Fn(FeedEvent),
     ) -> Result<PgListener, StoreError> {
-        let mut listener = PgListener::connect_with(&self.pool).await?;
+        let mut listener = PgListener::connect_with(&self.store.pool).await?;
+        // A lost connection must surface at once, not after a reconnect attempt.
+        listener.eager_reconnect(false);
         listener.listen(REVOCATION_CHANNEL).await?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-        let snapshot = self.load_revocations(now).await?;
-        for record in snapshot.into_records() {
-            apply(record);
-        }
+        report(FeedEvent::InSync(self.store.load_revocations(now).await?));
         Ok(listener)
     }
 }

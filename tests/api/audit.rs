@@ -1,17 +1,24 @@
 //! `[audit] output = "file"`: the real binary writes audit events as JSON lines to the audit
 //! file, rotated by size, and not to its log output.
 
+use crate::helpers::{each_store, Backend};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-#[actix_web::test]
-async fn audit_events_go_to_a_rotated_file_and_not_to_the_log() {
+async fn audit_events_go_to_a_rotated_file_and_not_to_the_log(store: Backend) {
     let dir = tempfile::tempdir().expect("temp dir");
     let data_dir = dir.path().join("data");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_signet"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_signet"));
+    if store == Backend::Postgres {
+        command.env(
+            "SIGNET__STORE__URL",
+            crate::postgres::fresh_database().await,
+        );
+    }
+    let mut child = command
         .arg("serve")
         .current_dir(dir.path())
         .env_remove("RUST_LOG")
@@ -114,3 +121,5 @@ async fn audit_events_go_to_a_rotated_file_and_not_to_the_log() {
         assert_eq!(mode & 0o777, 0o600);
     }
 }
+
+each_store!(audit_events_go_to_a_rotated_file_and_not_to_the_log);

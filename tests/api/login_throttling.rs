@@ -34,9 +34,8 @@ fn retry_after(answer: &Answer) -> u64 {
 
 const BEHIND_LOCAL_PROXY: (&str, &str) = ("SIGNET__SERVER__TRUSTED_PROXIES", "127.0.0.1");
 
-#[actix_web::test]
-async fn one_users_failures_leave_other_users_at_the_same_address_alone() {
-    let app = spawn_app_with(&[BEHIND_LOCAL_PROXY]).await;
+async fn one_users_failures_leave_other_users_at_the_same_address_alone(store: Backend) {
+    let app = spawn_app_on(store, &[BEHIND_LOCAL_PROXY]).await;
     app.create_user("alice", &["user"], TEST_PASSWORD).await;
     app.create_user("bob", &["user"], TEST_PASSWORD).await;
     for _ in 0..5 {
@@ -223,3 +222,5 @@ async fn password_hashing_beyond_its_slots_answers_503_with_retry_after() {
     let answer = login_from(&app, "10.4.1.1", "ivy", TEST_PASSWORD).await;
     assert_eq!(answer.status, 200, "{answer:?}");
 }
+
+each_store!(one_users_failures_leave_other_users_at_the_same_address_alone);

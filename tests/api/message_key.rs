@@ -83,9 +83,8 @@ fn idp_claims(sub: &str) -> Value {
     c
 }
 
-#[actix_web::test]
-async fn signet_tokens_carry_their_message_key_only_where_they_are_issued() {
-    let app = spawn_app_with(&[("SIGNET__ENVELOPE__SECRET", ENVELOPE_SECRET)]).await;
+async fn signet_tokens_carry_their_message_key_only_where_they_are_issued(store: Backend) {
+    let app = spawn_app_on(store, &[("SIGNET__ENVELOPE__SECRET", ENVELOPE_SECRET)]).await;
     let session = app.user_session("tara").await;
     let access = session["accessToken"].as_str().unwrap();
     let sid = jwt_payload(access)["sid"].as_str().unwrap().to_string();
@@ -201,3 +200,5 @@ async fn message_key_claims_follow_the_configured_maximum() {
         (403, "message_key_not_claimable")
     );
 }
+
+each_store!(signet_tokens_carry_their_message_key_only_where_they_are_issued);

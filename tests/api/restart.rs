@@ -1,12 +1,11 @@
 //! Users, sessions and revocations live in the database: a restart on the same data directory
-//! keeps them.
+//! (or the same PostgreSQL database) keeps them.
 
 use crate::helpers::*;
 use serde_json::json;
 
-#[actix_web::test]
-async fn users_sessions_and_revocations_survive_a_restart() {
-    let app = spawn_app().await;
+async fn users_sessions_and_revocations_survive_a_restart(store: Backend) {
+    let app = spawn_app_on(store, &[]).await;
     let kept = app.user_session("uma").await;
     let logged_out = app.login("uma", TEST_PASSWORD).await;
     let logged_out_access = logged_out.str("accessToken");
@@ -72,9 +71,8 @@ async fn users_sessions_and_revocations_survive_a_restart() {
     assert_eq!(exchange(new_key).await, 200);
 }
 
-#[actix_web::test]
-async fn an_admin_revocation_survives_a_restart() {
-    let app = spawn_app().await;
+async fn an_admin_revocation_survives_a_restart(store: Backend) {
+    let app = spawn_app_on(store, &[]).await;
     let admin = app.admin_token().await;
     let session = app.user_session("vera").await;
     let access = session["accessToken"].as_str().unwrap().to_string();
@@ -86,3 +84,8 @@ async fn an_admin_revocation_survives_a_restart() {
     assert_eq!(app.me(Some(&access)).await.0, 401);
     assert_eq!(app.me(Some(&admin)).await.0, 200);
 }
+
+each_store!(
+    users_sessions_and_revocations_survive_a_restart,
+    an_admin_revocation_survives_a_restart,
+);

@@ -2,7 +2,7 @@
 //! error, while another user's requests keep working. And client-to-server streams are freed
 //! when their invocation ends, however it ends.
 
-use crate::helpers::{jwt_payload, user_token, TEST_PASSWORD};
+use crate::helpers::{each_store, jwt_payload, user_token, Backend, TEST_PASSWORD};
 use crate::ws_client::*;
 use serde_json::{json, Value};
 use signet::envelope::{derive_message_key, EnvelopeBuilder, MessageKey};
@@ -217,12 +217,14 @@ const TOO_MANY_PENDING: &str =
     "An unexpected error occurred invoking 'SendCommand' on the server. \
      HubException: you have too many commands waiting for results; wait for some to be answered";
 
-#[actix_web::test]
-async fn a_user_at_the_pending_command_cap_is_refused_and_another_still_sends() {
-    let server = spawn_hub(&[
-        ("SIGNET__ENVELOPE__SECRET", ENVELOPE_SECRET),
-        ("SIGNET__HOME__MAX_PENDING_COMMANDS_PER_USER", "3"),
-    ])
+async fn a_user_at_the_pending_command_cap_is_refused_and_another_still_sends(store: Backend) {
+    let server = spawn_hub_on(
+        store,
+        &[
+            ("SIGNET__ENVELOPE__SECRET", ENVELOPE_SECRET),
+            ("SIGNET__HOME__MAX_PENDING_COMMANDS_PER_USER", "3"),
+        ],
+    )
     .await;
     let alice_token = login(&server, "alice").await;
     let alice_key = message_key(&alice_token);
@@ -381,3 +383,5 @@ async fn upload_streams_are_freed_when_their_invocation_ends() {
     assert_eq!(open(), 0);
     server.assert_healthy().await;
 }
+
+each_store!(a_user_at_the_pending_command_cap_is_refused_and_another_still_sends);

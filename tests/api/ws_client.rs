@@ -2,7 +2,7 @@
 //! clients never produce (garbage handshakes, split records, binary frames in JSON mode), and a
 //! test server that keeps its state, shutdown trigger and task so tests can look inside.
 
-use crate::helpers::{claims, kid_of, sign_hs, test_settings, TEST_SECRET};
+use crate::helpers::{claims, kid_of, postgres_env, sign_hs, test_settings, Backend, TEST_SECRET};
 use awc::ws::{CloseCode, Codec, Frame, Message};
 use awc::BoxedSocket;
 use bytes::Bytes;
@@ -84,6 +84,17 @@ pub async fn spawn_hub(extra_env: &[(&str, &str)]) -> HubServer {
         serving,
         http: awc::Client::default(),
         _data_dir: data_dir,
+    }
+}
+
+/// [`spawn_hub`] on `backend`.
+pub async fn spawn_hub_on(backend: Backend, extra_env: &[(&str, &str)]) -> HubServer {
+    match backend {
+        Backend::Sqlite => spawn_hub(extra_env).await,
+        Backend::Postgres => {
+            let url = crate::postgres::fresh_database().await;
+            spawn_hub(&postgres_env(&url, extra_env)).await
+        }
     }
 }
 
