@@ -40,6 +40,8 @@ pub(super) struct AttachState {
     close_delivered: AtomicBool,
     /// Long polls arrived so far; a waiting poll that is not the latest gives up.
     requests: AtomicU64,
+    /// Transports attached so far (a long poll counts once per request).
+    attachments: AtomicU64,
     current: Mutex<Option<(u64, CancellationToken)>>,
 }
 
@@ -50,6 +52,7 @@ impl Default for AttachState {
             ever_attached: AtomicBool::new(false),
             close_delivered: AtomicBool::new(false),
             requests: AtomicU64::new(0),
+            attachments: AtomicU64::new(0),
             current: Mutex::new(None),
         }
     }
@@ -112,6 +115,12 @@ impl Connection {
         Ok(self.attached_with(receiver, request))
     }
 
+    /// How many transports have attached so far, a long poll once per request: lets an
+    /// observer wait until a request it made has reached the connection.
+    pub fn attachments(&self) -> u64 {
+        self.attach.attachments.load(Ordering::Acquire)
+    }
+
     /// Ends the attached transport, if any, as if its client had gone away: the connection
     /// then follows its reconnect rules ([`Connection::is_resumable`]).
     pub fn end_attachment(&self) {
@@ -125,6 +134,7 @@ impl Connection {
     ) -> Attachment {
         let ended = self.cancellation().child_token();
         *self.attach.current() = Some((request, ended.clone()));
+        self.attach.attachments.fetch_add(1, Ordering::AcqRel);
         let first = !self.attach.ever_attached.swap(true, Ordering::AcqRel);
         self.attach.attached.send_replace(true);
         let mut pending = VecDeque::new();

@@ -400,6 +400,11 @@ impl Connection {
         (!self.posting.swap(true, Ordering::AcqRel)).then(|| PostGuard(self.clone()))
     }
 
+    /// Whether a `POST` is feeding the session right now.
+    pub fn is_posting(&self) -> bool {
+        self.posting.load(Ordering::Acquire)
+    }
+
     /// Closes the connection; the first reason given is the one reported.
     pub fn close(&self, reason: CloseReason) {
         if self.close_reason.set(reason.clone()).is_ok() {
