@@ -16,7 +16,10 @@
 
 use moka::sync::Cache;
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's clock, so that tests can pause it; moka's idle expiry runs on its own clock and only
+// forgets keys that stopped mattering.
+use tokio::time::Instant;
 
 /// The limits, from `[identity]` settings.
 #[derive(Debug, Clone, Copy)]
@@ -320,6 +323,29 @@ mod tests {
         );
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_name_s_delay_ends_on_time_and_refused_attempts_do_not_extend_it() {
+        let limiter = LoginLimiter::new(LoginLimits {
+            backoff_after: 3,
+            max_backoff: Duration::from_secs(4),
+            ..limits()
+        });
+        for i in 0..4 {
+            assert!(limiter.begin(&keys("ann", &format!("10.0.1.{i}"))).is_ok());
+        }
+        assert_eq!(
+            limiter.begin(&keys("ann", "10.0.2.1")),
+            Err(Duration::from_secs(1))
+        );
+        tokio::time::advance(Duration::from_millis(999)).await;
+        assert_eq!(
+            limiter.begin(&keys("ann", "10.0.2.2")),
+            Err(Duration::from_millis(1))
+        );
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(limiter.begin(&keys("ann", "10.0.2.3")).is_ok());
+    }
+
     #[test]
     fn a_name_backs_off_whatever_the_address_and_a_success_resets_it() {
         let limiter = LoginLimiter::new(LoginLimits {
@@ -372,8 +398,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_window_closes() {
+    #[tokio::test(start_paused = true)]
+    async fn the_window_closes() {
         let limiter = LoginLimiter::new(LoginLimits {
             max_failures: 1,
             window: Duration::from_millis(50),
@@ -382,7 +408,9 @@ mod tests {
         let ann = AttemptKeys::new("ann", None);
         assert!(limiter.begin(&ann).is_ok());
         assert!(limiter.begin(&ann).is_err());
-        std::thread::sleep(Duration::from_millis(60));
+        tokio::time::advance(Duration::from_millis(49)).await;
+        assert!(limiter.begin(&ann).is_err());
+        tokio::time::advance(Duration::from_millis(2)).await;
         assert!(limiter.begin(&ann).is_ok());
     }
 
