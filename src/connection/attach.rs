@@ -18,7 +18,9 @@ use tokio::sync::{watch, OwnedMutexGuard};
 use tokio_util::sync::CancellationToken;
 
 /// How long a transport waits for an attached one that is already letting go: a client whose
-/// WebSocket the server just cut may be back before the old socket is torn down.
+/// WebSocket the server just cut may be back before the old socket is torn down. Not a
+/// setting: it covers the server's own teardown of a transport it has already ended (no client
+/// can stretch it), which takes milliseconds; the bound only keeps a bug from hanging a request.
 const RELEASE_GRACE: Duration = Duration::from_secs(2);
 
 /// Why a transport could not attach.

@@ -48,6 +48,10 @@ pub type OutboundFrame = Bytes;
 pub type OutboundReceiver = mpsc::Receiver<OutboundFrame>;
 
 /// Frames buffered between the requests that carry the client's frames and the hub session.
+/// Not a setting: it is a hand-off between two tasks of one connection, and when it is full
+/// the transport stops reading (back-pressure on that client alone). Its memory is bounded by
+/// `hub.max_message_bytes` through the frame limit; a larger buffer would only add memory, a
+/// smaller one only task switches.
 const INBOUND_BUFFER: usize = 16;
 
 /// A frame from the transport, for the hub session.

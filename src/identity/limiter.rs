@@ -32,7 +32,9 @@ pub struct LoginLimits {
     pub capacity: u64,
 }
 
-/// The first delay of the per-username backoff; each further failure doubles it.
+/// The first delay of the per-username backoff; each further failure doubles it. Not a
+/// setting: `identity.login_backoff_after_failures` says when the backoff starts and
+/// `identity.login_max_backoff_secs` caps it; one second is the smallest `Retry-After`.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy)]

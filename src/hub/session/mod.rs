@@ -50,7 +50,7 @@ pub struct SessionLimits {
     pub expiry_leeway_secs: i64,
     /// Close the connection when its token expires (`hub.close_on_expiry`).
     pub close_on_expiry: bool,
-    /// Items buffered per client-to-server stream.
+    /// Items buffered per client-to-server stream (`hub.stream_buffer_items`).
     pub upload_buffer: usize,
     /// Bytes of unacknowledged messages kept for replay under stateful reconnect.
     pub replay_buffer_bytes: usize,
@@ -69,7 +69,7 @@ impl SessionLimits {
             detailed_errors: hub.detailed_errors,
             expiry_leeway_secs: i64::try_from(settings.jwt.leeway_secs).unwrap_or(i64::MAX),
             close_on_expiry: hub.close_on_expiry,
-            upload_buffer: 16,
+            upload_buffer: hub.stream_buffer_items,
             replay_buffer_bytes: settings.transports.stateful_reconnect_buffer_bytes,
         }
     }
