@@ -330,30 +330,11 @@ pub fn coalesce(frames: Vec<Bytes>, max_bytes: usize) -> Vec<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Principal;
     use crate::connection::TransportKind;
     use crate::protocol::HubProtocol;
 
     fn connection() -> Arc<Connection> {
-        let principal = Principal {
-            sub: "alice".into(),
-            roles: vec![],
-            jti: None,
-            sid: None,
-            owner: None,
-            name: None,
-            issued_at: None,
-            expires_at: i64::MAX,
-            kid: "test".into(),
-        };
-        Connection::new(
-            "id".into(),
-            "token".into(),
-            Arc::from("home"),
-            principal,
-            8,
-            &CancellationToken::new(),
-        )
+        Connection::for_tests(i64::MAX)
     }
 
     fn invocation(n: u64) -> Bytes {

@@ -190,6 +190,31 @@ impl Connection {
         })
     }
 
+    /// A connection of `alice` (role `user`) on the `home` hub whose token expires at
+    /// `expires_at` (Unix seconds), with fresh ids, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests(expires_at: i64) -> Arc<Self> {
+        let principal = Principal {
+            sub: "alice".into(),
+            roles: vec!["user".into()],
+            jti: None,
+            sid: None,
+            owner: None,
+            name: None,
+            issued_at: None,
+            expires_at,
+            kid: "k".into(),
+        };
+        Self::new(
+            crate::auth::issue::random_id(),
+            crate::auth::issue::random_id(),
+            Arc::from("home"),
+            principal,
+            8,
+            &CancellationToken::new(),
+        )
+    }
+
     /// The next queued frame, for unit tests of what reached the queue.
     #[cfg(test)]
     pub(crate) fn try_recv_outbound(&self) -> Option<OutboundFrame> {

@@ -97,7 +97,6 @@ async fn linger(connection: &Connection, timeouts: Timeouts, shutdown: &Cancella
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Principal;
     use crate::connection::TransportKind;
     use tokio::time::Instant;
 
@@ -112,26 +111,8 @@ mod tests {
         Arc<ConnectionRegistry>,
         tokio::task::JoinHandle<()>,
     ) {
-        let principal = Principal {
-            sub: "alice".into(),
-            roles: vec!["user".into()],
-            jti: None,
-            sid: None,
-            owner: None,
-            name: None,
-            issued_at: None,
-            expires_at: i64::MAX,
-            kid: "k".into(),
-        };
         let shutdown = CancellationToken::new();
-        let connection = Connection::new(
-            "id".into(),
-            "token".into(),
-            Arc::from("home"),
-            principal,
-            8,
-            &shutdown,
-        );
+        let connection = Connection::for_tests(i64::MAX);
         let registry = Arc::new(ConnectionRegistry::new(10, 10));
         registry.insert(connection.clone()).unwrap();
         let task = tokio::spawn(supervise(
@@ -153,7 +134,7 @@ mod tests {
             connection.close_reason(),
             Some(&CloseReason::TransportTimeout)
         );
-        assert!(registry.get("token").is_none());
+        assert!(registry.get(&connection.token).is_none());
     }
 
     #[tokio::test(start_paused = true)]
@@ -181,7 +162,7 @@ mod tests {
             connection.close_reason(),
             Some(&CloseReason::TransportTimeout)
         );
-        assert!(registry.get("token").is_none());
+        assert!(registry.get(&connection.token).is_none());
     }
 
     #[tokio::test(start_paused = true)]
@@ -197,6 +178,6 @@ mod tests {
         task.await.unwrap();
         assert_eq!(left.elapsed(), Duration::ZERO);
         assert_eq!(connection.close_reason(), Some(&CloseReason::ClientClosed));
-        assert!(registry.get("token").is_none());
+        assert!(registry.get(&connection.token).is_none());
     }
 }

@@ -325,8 +325,8 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_name_s_delay_ends_on_time_and_refused_attempts_do_not_extend_it() {
+    /// A limiter whose name `ann` just started a 1 s delay after four failures.
+    fn ann_backing_off() -> LoginLimiter {
         let limiter = LoginLimiter::new(LoginLimits {
             backoff_after: 3,
             max_backoff: Duration::from_secs(4),
@@ -335,6 +335,12 @@ mod tests {
         for i in 0..4 {
             assert!(limiter.begin(&keys("ann", &format!("10.0.1.{i}"))).is_ok());
         }
+        limiter
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_name_s_delay_ends_on_time_and_refused_attempts_do_not_extend_it() {
+        let limiter = ann_backing_off();
         assert_eq!(
             limiter.begin(&keys("ann", "10.0.2.1")),
             Err(Duration::from_secs(1))
@@ -350,14 +356,7 @@ mod tests {
 
     #[test]
     fn a_name_backs_off_whatever_the_address_and_a_success_resets_it() {
-        let limiter = LoginLimiter::new(LoginLimits {
-            backoff_after: 3,
-            max_backoff: Duration::from_secs(4),
-            ..limits()
-        });
-        for i in 0..4 {
-            assert!(limiter.begin(&keys("ann", &format!("10.0.1.{i}"))).is_ok());
-        }
+        let limiter = ann_backing_off();
         // The fourth attempt started a 1 s delay.
         let wait = limiter.begin(&keys("ann", "10.0.2.1")).unwrap_err();
         assert!(wait <= Duration::from_secs(1), "{wait:?}");

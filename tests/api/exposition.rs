@@ -160,18 +160,7 @@ async fn the_grafana_dashboard_queries_only_exposed_metrics() {
     assert_eq!(login.status().as_u16(), 401);
     let _ = login.body().await;
     // The revocation event is applied by a task: wait until it has been.
-    crate::helpers::eventually(
-        Duration::from_secs(5),
-        "the revocation to be applied",
-        || {
-            server
-                .state
-                .metrics
-                .render()
-                .contains("signet_revocations_applied_total{")
-        },
-    )
-    .await;
+    server.wait_until_a_revocation_is_applied().await;
     let mut response = server
         .http
         .get(server.url("/metrics"))

@@ -342,14 +342,7 @@ async fn a_connection_registered_after_its_revocation_is_closed_at_admission() {
         .await
         .unwrap();
     assert_eq!(res.status().as_u16(), 204, "{:?}", res.body().await);
-    crate::helpers::eventually(PROMPT, "the revocation event to be applied", || {
-        server
-            .state
-            .metrics
-            .render()
-            .contains("signet_revocations_applied_total{")
-    })
-    .await;
+    server.wait_until_a_revocation_is_applied().await;
     let late = Connection::new(
         "late-id".into(),
         "late-token".into(),

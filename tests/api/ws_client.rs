@@ -190,6 +190,17 @@ impl HubServer {
         crate::helpers::eventually(PROMPT, &what, || self.connection_count() == n).await;
     }
 
+    /// Waits until the server's revocation task has applied an event to its connections.
+    pub async fn wait_until_a_revocation_is_applied(&self) {
+        crate::helpers::eventually(PROMPT, "a revocation event to be applied", || {
+            self.state
+                .metrics
+                .render()
+                .contains("signet_revocations_applied_total{")
+        })
+        .await;
+    }
+
     /// The server still serves: nothing panicked and a new connection's Echo answers.
     pub async fn assert_healthy(&self) {
         assert_eq!(server_panics(), 0, "a server thread panicked");

@@ -307,30 +307,5 @@ async fn send_message(
 /// A connection of `alice` (role `user`) on the `home` hub, for the unit tests of this module.
 #[cfg(test)]
 fn test_connection() -> Arc<Connection> {
-    test_connection_expiring_at(i64::MAX)
-}
-
-/// Like [`test_connection`], with a token that expires `secs` from now.
-#[cfg(test)]
-fn test_connection_expiring_in(secs: i64) -> Arc<Connection> {
-    test_connection_expiring_at(unix_now() + secs)
-}
-
-#[cfg(test)]
-fn test_connection_expiring_at(expires_at: i64) -> Arc<Connection> {
-    let principal = crate::auth::Principal {
-        sub: "alice".into(),
-        roles: vec!["user".into()],
-        jti: None,
-        sid: None,
-        owner: None,
-        name: None,
-        issued_at: None,
-        expires_at,
-        kid: "k".into(),
-    };
-    let id = crate::auth::issue::random_id();
-    let token = crate::auth::issue::random_id();
-    let parent = tokio_util::sync::CancellationToken::new();
-    Connection::new(id, token, Arc::from("home"), principal, 8, &parent)
+    Connection::for_tests(i64::MAX)
 }

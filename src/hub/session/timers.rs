@@ -177,7 +177,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_expiry_deadline_follows_the_token_s_exp_on_the_paused_clock() {
-        let connection = super::super::test_connection_expiring_in(5);
+        let connection =
+            crate::connection::Connection::for_tests(crate::auth::issue::unix_now() + 5);
         let mut limits = limits(100, 300);
         limits.close_on_expiry = true;
         let mut timers =
