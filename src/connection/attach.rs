@@ -18,7 +18,9 @@ use tokio::sync::{watch, OwnedMutexGuard};
 use tokio_util::sync::CancellationToken;
 
 /// How long a transport waits for an attached one that is already letting go: a client whose
-/// WebSocket the server just cut may be back before the old socket is torn down.
+/// WebSocket the server just cut may be back before the old socket is torn down. Not a
+/// setting: it covers the server's own teardown of a transport it has already ended (no client
+/// can stretch it), which takes milliseconds; the bound only keeps a bug from hanging a request.
 const RELEASE_GRACE: Duration = Duration::from_secs(2);
 
 /// Why a transport could not attach.
@@ -40,6 +42,8 @@ pub(super) struct AttachState {
     close_delivered: AtomicBool,
     /// Long polls arrived so far; a waiting poll that is not the latest gives up.
     requests: AtomicU64,
+    /// Transports attached so far (a long poll counts once per request).
+    attachments: AtomicU64,
     current: Mutex<Option<(u64, CancellationToken)>>,
 }
 
@@ -50,6 +54,7 @@ impl Default for AttachState {
             ever_attached: AtomicBool::new(false),
             close_delivered: AtomicBool::new(false),
             requests: AtomicU64::new(0),
+            attachments: AtomicU64::new(0),
             current: Mutex::new(None),
         }
     }
@@ -112,6 +117,12 @@ impl Connection {
         Ok(self.attached_with(receiver, request))
     }
 
+    /// How many transports have attached so far, a long poll once per request: lets an
+    /// observer wait until a request it made has reached the connection.
+    pub fn attachments(&self) -> u64 {
+        self.attach.attachments.load(Ordering::Acquire)
+    }
+
     /// Ends the attached transport, if any, as if its client had gone away: the connection
     /// then follows its reconnect rules ([`Connection::is_resumable`]).
     pub fn end_attachment(&self) {
@@ -125,6 +136,7 @@ impl Connection {
     ) -> Attachment {
         let ended = self.cancellation().child_token();
         *self.attach.current() = Some((request, ended.clone()));
+        self.attach.attachments.fetch_add(1, Ordering::AcqRel);
         let first = !self.attach.ever_attached.swap(true, Ordering::AcqRel);
         self.attach.attached.send_replace(true);
         let mut pending = VecDeque::new();
@@ -318,30 +330,11 @@ pub fn coalesce(frames: Vec<Bytes>, max_bytes: usize) -> Vec<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Principal;
     use crate::connection::TransportKind;
     use crate::protocol::HubProtocol;
 
     fn connection() -> Arc<Connection> {
-        let principal = Principal {
-            sub: "alice".into(),
-            roles: vec![],
-            jti: None,
-            sid: None,
-            owner: None,
-            name: None,
-            issued_at: None,
-            expires_at: i64::MAX,
-            kid: "test".into(),
-        };
-        Connection::new(
-            "id".into(),
-            "token".into(),
-            Arc::from("home"),
-            principal,
-            8,
-            &CancellationToken::new(),
-        )
+        Connection::for_tests(i64::MAX)
     }
 
     fn invocation(n: u64) -> Bytes {

@@ -48,6 +48,10 @@ pub type OutboundFrame = Bytes;
 pub type OutboundReceiver = mpsc::Receiver<OutboundFrame>;
 
 /// Frames buffered between the requests that carry the client's frames and the hub session.
+/// Not a setting: it is a hand-off between two tasks of one connection, and when it is full
+/// the transport stops reading (back-pressure on that client alone). Its memory is bounded by
+/// `hub.max_message_bytes` through the frame limit; a larger buffer would only add memory, a
+/// smaller one only task switches.
 const INBOUND_BUFFER: usize = 16;
 
 /// A frame from the transport, for the hub session.
@@ -184,6 +188,31 @@ impl Connection {
             expiry_changed: tokio::sync::Notify::new(),
             traffic: OnceLock::new(),
         })
+    }
+
+    /// A connection of `alice` (role `user`) on the `home` hub whose token expires at
+    /// `expires_at` (Unix seconds), with fresh ids, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests(expires_at: i64) -> Arc<Self> {
+        let principal = Principal {
+            sub: "alice".into(),
+            roles: vec!["user".into()],
+            jti: None,
+            sid: None,
+            owner: None,
+            name: None,
+            issued_at: None,
+            expires_at,
+            kid: "k".into(),
+        };
+        Self::new(
+            crate::auth::issue::random_id(),
+            crate::auth::issue::random_id(),
+            Arc::from("home"),
+            principal,
+            8,
+            &CancellationToken::new(),
+        )
     }
 
     /// The next queued frame, for unit tests of what reached the queue.
@@ -398,6 +427,11 @@ impl Connection {
     /// Marks a `POST` as feeding the session; `None` if another one already is (409).
     pub fn begin_post(self: &Arc<Self>) -> Option<PostGuard> {
         (!self.posting.swap(true, Ordering::AcqRel)).then(|| PostGuard(self.clone()))
+    }
+
+    /// Whether a `POST` is feeding the session right now.
+    pub fn is_posting(&self) -> bool {
+        self.posting.load(Ordering::Acquire)
     }
 
     /// Closes the connection; the first reason given is the one reported.

@@ -93,3 +93,91 @@ async fn linger(connection: &Connection, timeouts: Timeouts, shutdown: &Cancella
         _ = shutdown.cancelled() => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connection::TransportKind;
+    use tokio::time::Instant;
+
+    const TIMEOUTS: Timeouts = Timeouts {
+        negotiate: Duration::from_secs(10),
+        disconnect: Duration::from_secs(15),
+    };
+
+    /// A registered connection and its supervisor, started now.
+    fn supervised() -> (
+        Arc<Connection>,
+        Arc<ConnectionRegistry>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let shutdown = CancellationToken::new();
+        let connection = Connection::for_tests(i64::MAX);
+        let registry = Arc::new(ConnectionRegistry::new(10, 10));
+        registry.insert(connection.clone()).unwrap();
+        let task = tokio::spawn(supervise(
+            connection.clone(),
+            registry.clone(),
+            TIMEOUTS,
+            shutdown,
+        ));
+        (connection, registry, task)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_no_transport_attaches_to_is_dropped_after_the_negotiate_timeout() {
+        let started = Instant::now();
+        let (connection, registry, task) = supervised();
+        task.await.unwrap();
+        assert_eq!(started.elapsed(), TIMEOUTS.negotiate);
+        assert_eq!(
+            connection.close_reason(),
+            Some(&CloseReason::TransportTimeout)
+        );
+        assert!(registry.get(&connection.token).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_resumable_connection_waits_the_disconnect_timeout_for_its_next_transport() {
+        let (connection, registry, task) = supervised();
+        connection
+            .set_transport(TransportKind::LongPolling)
+            .unwrap();
+        let poll = connection.attach_replacing().await.unwrap();
+        // Attached, the negotiate timeout no longer applies.
+        tokio::time::sleep(TIMEOUTS.negotiate * 3).await;
+        drop(poll);
+        // A poll that comes back within the disconnect timeout keeps it.
+        tokio::time::sleep(TIMEOUTS.disconnect - Duration::from_secs(1)).await;
+        assert!(!connection.is_closed());
+        let poll = connection.attach_replacing().await.unwrap();
+        tokio::time::sleep(TIMEOUTS.disconnect * 2).await;
+        assert!(!connection.is_closed());
+        drop(poll);
+        // One that does not finds it gone.
+        let left = Instant::now();
+        task.await.unwrap();
+        assert_eq!(left.elapsed(), TIMEOUTS.disconnect);
+        assert_eq!(
+            connection.close_reason(),
+            Some(&CloseReason::TransportTimeout)
+        );
+        assert!(registry.get(&connection.token).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_that_cannot_resume_closes_when_its_transport_lets_go() {
+        let (connection, registry, task) = supervised();
+        connection
+            .set_transport(TransportKind::ServerSentEvents)
+            .unwrap();
+        let stream = connection.attach().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let left = Instant::now();
+        drop(stream);
+        task.await.unwrap();
+        assert_eq!(left.elapsed(), Duration::ZERO);
+        assert_eq!(connection.close_reason(), Some(&CloseReason::ClientClosed));
+        assert!(registry.get(&connection.token).is_none());
+    }
+}

@@ -12,7 +12,7 @@ use crate::store::Device;
 use std::net::IpAddr;
 use subtle::ConstantTimeEq;
 
-/// Longest device name, in characters.
+/// Longest device name, in characters. A format rule of the API, like the username's.
 pub const MAX_DEVICE_NAME_CHARS: usize = 64;
 
 /// A device's `sub`.

@@ -16,7 +16,10 @@
 
 use moka::sync::Cache;
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's clock, so that tests can pause it; moka's idle expiry runs on its own clock and only
+// forgets keys that stopped mattering.
+use tokio::time::Instant;
 
 /// The limits, from `[identity]` settings.
 #[derive(Debug, Clone, Copy)]
@@ -29,7 +32,9 @@ pub struct LoginLimits {
     pub capacity: u64,
 }
 
-/// The first delay of the per-username backoff; each further failure doubles it.
+/// The first delay of the per-username backoff; each further failure doubles it. Not a
+/// setting: `identity.login_backoff_after_failures` says when the backoff starts and
+/// `identity.login_max_backoff_secs` caps it; one second is the smallest `Retry-After`.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy)]
@@ -320,8 +325,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_name_backs_off_whatever_the_address_and_a_success_resets_it() {
+    /// A limiter whose name `ann` just started a 1 s delay after four failures.
+    fn ann_backing_off() -> LoginLimiter {
         let limiter = LoginLimiter::new(LoginLimits {
             backoff_after: 3,
             max_backoff: Duration::from_secs(4),
@@ -330,6 +335,28 @@ mod tests {
         for i in 0..4 {
             assert!(limiter.begin(&keys("ann", &format!("10.0.1.{i}"))).is_ok());
         }
+        limiter
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_name_s_delay_ends_on_time_and_refused_attempts_do_not_extend_it() {
+        let limiter = ann_backing_off();
+        assert_eq!(
+            limiter.begin(&keys("ann", "10.0.2.1")),
+            Err(Duration::from_secs(1))
+        );
+        tokio::time::advance(Duration::from_millis(999)).await;
+        assert_eq!(
+            limiter.begin(&keys("ann", "10.0.2.2")),
+            Err(Duration::from_millis(1))
+        );
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(limiter.begin(&keys("ann", "10.0.2.3")).is_ok());
+    }
+
+    #[test]
+    fn a_name_backs_off_whatever_the_address_and_a_success_resets_it() {
+        let limiter = ann_backing_off();
         // The fourth attempt started a 1 s delay.
         let wait = limiter.begin(&keys("ann", "10.0.2.1")).unwrap_err();
         assert!(wait <= Duration::from_secs(1), "{wait:?}");
@@ -372,8 +399,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_window_closes() {
+    #[tokio::test(start_paused = true)]
+    async fn the_window_closes() {
         let limiter = LoginLimiter::new(LoginLimits {
             max_failures: 1,
             window: Duration::from_millis(50),
@@ -382,7 +409,9 @@ mod tests {
         let ann = AttemptKeys::new("ann", None);
         assert!(limiter.begin(&ann).is_ok());
         assert!(limiter.begin(&ann).is_err());
-        std::thread::sleep(Duration::from_millis(60));
+        tokio::time::advance(Duration::from_millis(49)).await;
+        assert!(limiter.begin(&ann).is_err());
+        tokio::time::advance(Duration::from_millis(2)).await;
         assert!(limiter.begin(&ann).is_ok());
     }
 

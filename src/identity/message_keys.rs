@@ -17,7 +17,9 @@ use std::sync::Mutex;
 
 /// Message sessions whose claims are tracked at once. The table is bounded and never evicts
 /// a live record (that would allow a second claim): when it is full of them, claims are
-/// answered 503 until records expire.
+/// answered 503 until records expire. Not a setting: it is a memory safety bound (records are
+/// a few dozen bytes, the full table a few MB), not a tuning knob; records expire with their
+/// access tokens.
 pub const MAX_TRACKED_MESSAGE_KEY_CLAIMS: usize = 100_000;
 
 #[derive(Debug, Clone, Copy)]

@@ -13,7 +13,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// Longest password accepted, in bytes: argon2 cost does not depend on it, but nothing
 /// legitimate needs more and it bounds the work per request.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
-/// Shortest password a user may be given.
+/// Shortest password a user may be given. A floor, not a setting: no server should accept less.
 pub const MIN_PASSWORD_CHARS: usize = 8;
 
 #[derive(Debug, thiserror::Error)]

@@ -11,7 +11,8 @@ use rand::RngCore;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Longest username, in characters.
+/// Longest username, in characters. A format rule of the API (the same on every server, so
+/// clients can check it), not a setting.
 pub const MAX_USERNAME_CHARS: usize = 64;
 /// The role device tokens carry; never given to a user.
 pub const DEVICE_ROLE: &str = "device";

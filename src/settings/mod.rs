@@ -307,6 +307,10 @@ pub struct HubSettings {
     pub max_parallel_invocations: usize,
     /// Server-to-client and client-to-server streams one connection may have open at once.
     pub max_streams_per_connection: usize,
+    /// Items of one client-to-server stream buffered for the method reading it; when it is
+    /// full the session waits (that client's other messages wait too), like ASP.NET Core's
+    /// `StreamBufferCapacity`.
+    pub stream_buffer_items: usize,
     /// Messages queued for one connection; a connection whose queue is full when a broadcast
     /// or another client's send reaches it is disconnected (it never slows the others).
     pub outbound_queue_messages: usize,
@@ -336,6 +340,7 @@ impl Default for HubSettings {
             max_message_bytes: 32 * 1024,
             max_parallel_invocations: 1,
             max_streams_per_connection: 16,
+            stream_buffer_items: 16,
             outbound_queue_messages: 1024,
             max_connections: 100_000,
             max_connections_per_user: 100,

@@ -8,7 +8,8 @@ use super::{
     TransportSettings,
 };
 
-/// Smallest accepted HMAC secret, in bytes.
+/// Smallest accepted HMAC secret, in bytes: a security floor (RFC 7518 for HS256), not a
+/// setting.
 pub const MIN_SECRET_BYTES: usize = 32;
 
 type Checked = Result<(), SettingsError>;
@@ -154,6 +155,7 @@ impl HubSettings {
                 "hub.max_streams_per_connection",
                 count(self.max_streams_per_connection),
             ),
+            ("hub.stream_buffer_items", count(self.stream_buffer_items)),
             (
                 "hub.outbound_queue_messages",
                 count(self.outbound_queue_messages),

@@ -17,7 +17,7 @@ use super::{
     begin, connection_request, no_cache, unknown_connection, use_transport, COALESCE_BYTES,
 };
 use super::{HubEndpoints, TransportError};
-use crate::connection::{AttachError, CloseReason, TransportKind};
+use crate::connection::{AttachError, Attachment, CloseReason, TransportKind};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -62,12 +62,10 @@ async fn answer_poll(
         return Ok(messages(Bytes::new()));
     }
     let timeout = Duration::from_secs(state.settings.transports.poll_timeout_secs);
-    let batch = tokio::select! {
-        batch = attachment.next_batch(COALESCE_BYTES) => batch,
-        _ = tokio::time::sleep(timeout) => return Ok(messages(Bytes::new())),
-    };
-    if let Some(batch) = batch {
-        return Ok(messages(batch));
+    match wait_for_messages(&mut attachment, timeout).await {
+        PollWait::Messages(batch) => return Ok(messages(batch)),
+        PollWait::TimedOut => return Ok(messages(Bytes::new())),
+        PollWait::Ended => {}
     }
     // Ended: by a newer poll or a DELETE (204), or by the connection closing. A client that
     // closed it needs nothing more; otherwise it gets the rest and the Close message.
@@ -85,6 +83,28 @@ async fn answer_poll(
         body.extend_from_slice(&frame);
     }
     Ok(messages(body.freeze()))
+}
+
+/// How a poll's wait ended.
+#[derive(Debug, PartialEq, Eq)]
+enum PollWait {
+    /// Messages arrived (coalesced up to [`COALESCE_BYTES`]).
+    Messages(Bytes),
+    /// Nothing arrived within the poll timeout.
+    TimedOut,
+    /// The attachment ended: a newer poll, a `DELETE`, or the connection closing.
+    Ended,
+}
+
+/// Waits up to `timeout` for the connection's next messages.
+async fn wait_for_messages(attachment: &mut Attachment, timeout: Duration) -> PollWait {
+    tokio::select! {
+        batch = attachment.next_batch(COALESCE_BYTES) => match batch {
+            Some(batch) => PollWait::Messages(batch),
+            None => PollWait::Ended,
+        },
+        _ = tokio::time::sleep(timeout) => PollWait::TimedOut,
+    }
 }
 
 /// 200 with `body`, the bytes of zero or more framed messages.
@@ -126,4 +146,59 @@ pub async fn delete(
     };
     no_cache(&mut response);
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connection::Connection;
+    use tokio::time::Instant;
+
+    const TIMEOUT: Duration = Duration::from_secs(90);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_poll_answers_empty_after_the_poll_timeout_and_at_once_when_a_message_comes() {
+        let connection = Connection::for_tests(i64::MAX);
+        let mut poll = connection.attach_replacing().await.unwrap();
+        let started = Instant::now();
+        assert_eq!(
+            wait_for_messages(&mut poll, TIMEOUT).await,
+            PollWait::TimedOut
+        );
+        assert_eq!(started.elapsed(), TIMEOUT);
+
+        let sender = connection.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            sender.try_send(Bytes::from_static(b"one")).unwrap();
+            sender.try_send(Bytes::from_static(b"two")).unwrap();
+        });
+        let started = Instant::now();
+        assert_eq!(
+            wait_for_messages(&mut poll, TIMEOUT).await,
+            PollWait::Messages(Bytes::from_static(b"onetwo"))
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_newer_poll_ends_the_waiting_one_at_once() {
+        let connection = Connection::for_tests(i64::MAX);
+        let mut older = connection.attach_replacing().await.unwrap();
+        let newer = tokio::spawn({
+            let connection = connection.clone();
+            async move {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                connection.attach_replacing().await.map(|_| ())
+            }
+        });
+        let started = Instant::now();
+        assert_eq!(
+            wait_for_messages(&mut older, TIMEOUT).await,
+            PollWait::Ended
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
+        drop(older);
+        assert_eq!(newer.await.unwrap(), Ok(()));
+    }
 }

@@ -48,16 +48,26 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Several queued messages are written as one WebSocket frame, SSE event or poll response, up
-/// to about this many bytes.
+/// to about this many bytes. Not a setting: it limits nothing a client sends (a single larger
+/// message still goes out whole), it only trades syscalls for latency, and 64 KiB is past the
+/// point where larger batches save anything measurable.
 const COALESCE_BYTES: usize = 64 * 1024;
 
-/// The largest WebSocket frame or `POST` body accepted: several messages may share one.
+/// Incoming messages one WebSocket frame or `POST` body may carry at the largest message size
+/// (clients batch what they send while a request is in flight). Not a setting of its own: the
+/// operator's bound is `hub.max_message_bytes`, and this ties the frame limit to it so the
+/// two cannot be set inconsistently (a frame limit below the message limit would refuse
+/// legal messages).
+const MESSAGES_PER_FRAME: usize = 4;
+
+/// The largest WebSocket frame or `POST` body accepted: several messages may share one, and
+/// never less than what the server itself coalesces.
 fn max_frame_bytes(state: &HubEndpoints) -> usize {
     state
         .settings
         .hub
         .max_message_bytes
-        .saturating_mul(4)
+        .saturating_mul(MESSAGES_PER_FRAME)
         .max(COALESCE_BYTES)
 }
 

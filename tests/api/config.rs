@@ -96,6 +96,12 @@ fn each_invalid_setting_is_refused_with_its_key() {
         assert_refused(&[(&var, "0")], None, &name, "greater than zero");
     }
     assert_refused(
+        &[("SIGNET__HUB__STREAM_BUFFER_ITEMS", "0")],
+        None,
+        "hub.stream_buffer_items",
+        "greater than zero",
+    );
+    assert_refused(
         &[
             ("SIGNET__IDENTITY__PASSWORD_HASH_MEMORY_KIB", "8"),
             ("SIGNET__IDENTITY__PASSWORD_HASH_PARALLELISM", "2"),

@@ -116,6 +116,7 @@ impl NodeRun {
                 None if started.elapsed() > deadline => {
                     panic!("{what} did not finish within {deadline:?}")
                 }
+                // Paces a poll for node's exit, not a fixed wait.
                 None => actix_web::rt::time::sleep(Duration::from_millis(50)).await,
             }
         };

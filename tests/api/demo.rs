@@ -85,6 +85,7 @@ async fn the_demo_serves_a_ready_home_and_cleans_up() {
                 }
                 output.push(line);
             }
+            // Paces a poll for the demo's output, not a fixed wait.
             Err(_) => actix_web::rt::time::sleep(Duration::from_millis(50)).await,
         }
     }
@@ -140,6 +141,7 @@ async fn the_demo_serves_a_ready_home_and_cleans_up() {
             started.elapsed() < Duration::from_secs(20),
             "the demo devices never fetched a token: {devices}"
         );
+        // Paces a poll for the devices' first tokens, not a fixed wait.
         actix_web::rt::time::sleep(Duration::from_millis(200)).await;
     }
     if !expect_running {
@@ -162,6 +164,7 @@ async fn the_demo_serves_a_ready_home_and_cleans_up() {
             started.elapsed() < Duration::from_secs(20),
             "the demo did not stop"
         );
+        // Paces a poll for the demo's exit, not a fixed wait.
         actix_web::rt::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(exit.success(), "{exit}");

@@ -159,8 +159,8 @@ async fn the_grafana_dashboard_queries_only_exposed_metrics() {
         .expect("answered");
     assert_eq!(login.status().as_u16(), 401);
     let _ = login.body().await;
-    // The revocation event is applied by a task; give it a moment.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The revocation event is applied by a task: wait until it has been.
+    server.wait_until_a_revocation_is_applied().await;
     let mut response = server
         .http
         .get(server.url("/metrics"))

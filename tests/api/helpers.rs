@@ -4,13 +4,14 @@ use actix_web::dev::ServerHandle;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
+use signet::connection::{Connection, ConnectionRegistry};
 use signet::identity::{Passwords, UserAdmin};
 use signet::settings::{self, Settings};
 use signet::startup::Application;
 use signet::store::Store;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The JWT secret every test server uses, unless a test says otherwise.
 pub const TEST_SECRET: &str = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz";
@@ -24,6 +25,8 @@ pub struct TestApp {
     pub client: awc::Client,
     pub settings: Settings,
     pub store: Arc<dyn Store>,
+    /// The server's connections, for tests that wait for one to change rather than sleep.
+    pub connections: Arc<ConnectionRegistry>,
     handle: ServerHandle,
     scheme: &'static str,
 }
@@ -164,6 +167,7 @@ pub async fn spawn_with_settings(settings: Settings, data_dir: tempfile::TempDir
     let metrics_address = app.metrics_address();
     let handle = app.handle();
     let store = app.state().store.clone();
+    let connections = app.state().connections.clone();
     actix_web::rt::spawn(app.run_until_stopped());
     TestApp {
         address,
@@ -172,12 +176,26 @@ pub async fn spawn_with_settings(settings: Settings, data_dir: tempfile::TempDir
         client: awc::Client::default(),
         settings,
         store,
+        connections,
         handle,
         scheme: "http",
     }
 }
 
 impl TestApp {
+    /// The server's connection with this connection token, while it is registered.
+    pub fn connection(&self, id: &str) -> Option<Arc<Connection>> {
+        self.connections.get(id)
+    }
+
+    /// Waits until the connection with this token has left the server, failing after `within`.
+    pub async fn wait_until_gone(&self, id: &str, within: Duration) {
+        eventually(within, "the connection to leave the server", || {
+            self.connection(id).is_none()
+        })
+        .await;
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}://{}{}", self.scheme, self.address, path)
     }
@@ -325,6 +343,34 @@ pub fn now() -> i64 {
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
         .as_secs() as i64
+}
+
+/// Polls `condition` until it holds, failing with `what` after `within`. This waits for an
+/// event of the server (which runs on its own threads, on the wall clock), not for a fixed time:
+/// the short sleep between checks only paces the loop.
+pub async fn eventually(within: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited {within:?} for {what}"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until a token whose `exp` claim is `exp` has expired for the server. `exp` counts
+/// whole Unix seconds and the server checks it against its wall clock (`jsonwebtoken`, leeway
+/// 0: valid while `now <= exp`), which a test cannot pause: this is a real wait, as short as
+/// the claim allows.
+pub async fn wait_until_expired(exp: i64) {
+    let expired_at = Duration::from_secs(u64::try_from(exp + 1).expect("exp after 1970"));
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970");
+    if let Some(left) = expired_at.checked_sub(now) {
+        actix_web::rt::time::sleep(left + Duration::from_millis(50)).await;
+    }
 }
 
 /// Claims a Signet-issued token would carry, valid for ten minutes.

@@ -133,7 +133,9 @@ async fn a_silent_client_is_closed_after_the_client_timeout_and_a_pinging_one_is
         waited >= Duration::from_millis(1800) && waited < Duration::from_millis(4500),
         "closed after {waited:?}"
     );
-    // The pinging client outlived the timeout and still answers.
+    // The pinging client outlived the timeout and still answers. A real wait: the client
+    // timeout runs on the server's wall clock (its own threads), and this margin puts the
+    // pinging client surely past the deadline it would have had without its pings.
     actix_web::rt::time::sleep(Duration::from_millis(800)).await;
     let mut pinging = pinging.stop().await;
     pinging.assert_echo("after the timeout").await;
@@ -211,19 +213,14 @@ async fn a_client_that_never_reads_is_disconnected_and_never_slows_the_broadcast
         assert_eq!(conn.close_reason(), Some(&CloseReason::SlowConsumer));
     }
     // Both are counted as slow consumers once their sessions end.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !server
-        .state
-        .metrics
-        .render()
-        .contains("\nsignet_slow_consumers_total 2\n")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the slow consumers were not counted"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::helpers::eventually(PROMPT, "the slow consumers to be counted", || {
+        server
+            .state
+            .metrics
+            .render()
+            .contains("\nsignet_slow_consumers_total 2\n")
+    })
+    .await;
     // The late reader finds its backlog (less than everything), read at once
     // (before its stalled socket could be dropped), and then the Close reason.
     let mut late = late.stop().await;
@@ -254,14 +251,12 @@ async fn a_client_that_never_reads_is_disconnected_and_never_slows_the_broadcast
     #[cfg(target_os = "linux")]
     {
         let admin = admin.keep_pinging(PING_EVERY);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while established_sockets(&server) > 1 {
-            assert!(
-                Instant::now() < deadline,
-                "the server still holds the slow client's socket"
-            );
-            actix_web::rt::time::sleep(Duration::from_millis(100)).await;
-        }
+        crate::helpers::eventually(
+            Duration::from_secs(15),
+            "the server to let go of the slow client's socket",
+            || established_sockets(&server) <= 1,
+        )
+        .await;
         admin.stop().await.assert_echo("after the sockets").await;
     }
     drop(never);

@@ -256,6 +256,7 @@ async fn skip_negotiation_connects_without_an_id() {
 async fn a_negotiated_connection_never_connected_is_dropped_after_the_negotiate_timeout() {
     let server = spawn_hub(&[("SIGNET__HUB__NEGOTIATE_TIMEOUT_SECS", "1")]).await;
     let token = user_token("alice");
+    let negotiated_at = std::time::Instant::now();
     let abandoned = negotiated(&server, "alice").await;
     let used = negotiated(&server, "alice").await;
     let mut client = server
@@ -264,8 +265,12 @@ async fn a_negotiated_connection_never_connected_is_dropped_after_the_negotiate_
         .unwrap();
     client.handshake().await;
     assert_eq!(server.connection_count(), 2);
-    actix_web::rt::time::sleep(Duration::from_millis(1300)).await;
     server.wait_for_connections(1).await;
+    assert!(
+        negotiated_at.elapsed() >= Duration::from_millis(900),
+        "dropped long before the negotiate timeout: {:?}",
+        negotiated_at.elapsed()
+    );
     assert_eq!(
         server
             .connect(&format!("?id={abandoned}"), Some(&token), None)

@@ -109,7 +109,9 @@ async fn a_username_guessed_from_many_addresses_backs_off_instead_of_locking_out
             .status,
         200
     );
-    // Not a lockout: once the delay is over the owner gets in, which resets the name.
+    // Not a lockout: once the delay is over the owner gets in, which resets the name. A real
+    // wait: the delay runs on the server's clock, and retrying to see when it ends would be
+    // attempts during the delay (the limiter's unit tests step its clock instead).
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(
         login_from(&app, "10.1.0.6", "dora", TEST_PASSWORD)

@@ -1,24 +1,31 @@
 //! Long polling and its `POST` sends: status codes, headers, polls replacing each other,
 //! `DELETE`, the poll and disconnect timeouts, MessagePack, and authentication on every request.
 
-use crate::helpers::{spawn_app, spawn_app_with, TestApp};
+use crate::helpers::{eventually, spawn_app, spawn_app_with, wait_until_expired, TestApp};
 use crate::transport_client::{
     connection_token, delete, invocation, long_polling_connection, msgpack_frame, msgpack_messages,
-    poll, records, send, start_poll, token, EventStream, JSON_HANDSHAKE, MSGPACK_HANDSHAKE,
+    poll, records, send, start_poll, token, token_expiring_at, EventStream, JSON_HANDSHAKE,
+    MSGPACK_HANDSHAKE, PROMPT,
 };
 use serde_json::json;
+use signet::connection::CloseReason;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-/// Starts a poll in the background and gives it time to reach the server (generously: the
-/// test machine may be busy, and the order of polls is what the tests are about).
+/// Starts a poll in the background and waits until the server has attached it to the
+/// connection (the order of polls is what the tests are about).
 async fn pending_poll(
     app: &TestApp,
     id: &str,
     bearer: &str,
 ) -> actix_web::rt::task::JoinHandle<crate::transport_client::Reply> {
+    let connection = app.connection(id).expect("the connection is registered");
+    let polls = connection.attachments();
     let pending = actix_web::rt::spawn(start_poll(app, Some(id), bearer));
-    actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+    eventually(PROMPT, "the poll to reach the server", || {
+        connection.attachments() > polls
+    })
+    .await;
     pending
 }
 
@@ -150,7 +157,9 @@ async fn a_client_that_stops_polling_is_removed_after_the_disconnect_timeout() {
     let app = spawn_app_with(&[("SIGNET__TRANSPORTS__DISCONNECT_TIMEOUT_SECS", "1")]).await;
     let alice = token("alice", &["user"], 600);
     let id = long_polling_connection(&app, &alice, JSON_HANDSHAKE).await;
-    // Polling promptly keeps it: each poll restarts the clock.
+    // Polling promptly keeps it: each poll restarts the clock. This is about real elapsed
+    // time (the server's disconnect timer runs on its own threads' wall clock): 3 x 500 ms
+    // between polls outlive the 1 s timeout.
     for _ in 0..3 {
         actix_web::rt::time::sleep(Duration::from_millis(500)).await;
         let pending = pending_poll(&app, &id, &alice).await;
@@ -164,7 +173,13 @@ async fn a_client_that_stops_polling_is_removed_after_the_disconnect_timeout() {
         assert_eq!(pending.await.unwrap().status, 200);
     }
     // Then the client vanishes.
-    actix_web::rt::time::sleep(Duration::from_millis(2500)).await;
+    let vanished = Instant::now();
+    app.wait_until_gone(&id, PROMPT).await;
+    assert!(
+        vanished.elapsed() >= Duration::from_millis(500),
+        "removed before the disconnect timeout: {:?}",
+        vanished.elapsed()
+    );
     let gone = poll(&app, Some(&id), &alice).await;
     assert_eq!(gone.status, 404);
     assert_eq!(gone.json()["error"], "unknown_connection");
@@ -382,7 +397,11 @@ async fn a_concurrent_send_on_the_same_connection_gets_409() {
     )
     .unwrap();
     slow.write_all(head).unwrap();
-    actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+    let connection = app.connection(&id).expect("registered");
+    eventually(PROMPT, "the slow send to reach the session", || {
+        connection.is_posting()
+    })
+    .await;
 
     let concurrent = send(
         &app,
@@ -438,7 +457,12 @@ async fn a_connection_that_expires_between_polls_keeps_its_close_message_for_the
     let app = spawn_app().await;
     let brief = token("alice", &["user"], 2);
     let id = long_polling_connection(&app, &brief, JSON_HANDSHAKE).await;
-    actix_web::rt::time::sleep(Duration::from_millis(3500)).await;
+    let connection = app.connection(&id).expect("registered");
+    eventually(Duration::from_secs(10), "the connection to expire", || {
+        connection.is_closed()
+    })
+    .await;
+    assert_eq!(connection.close_reason(), Some(&CloseReason::Expired));
     // The token has expired too: the next poll comes with a fresh one, as a refreshing
     // accessTokenFactory would give.
     let fresh = token("alice", &["user"], 600);
@@ -458,12 +482,16 @@ async fn after_an_in_band_refresh_the_clients_first_token_still_carries_its_requ
     // connection; once a refresh moved the connection onto a later token, that first token
     // may expire without breaking the connection.
     let app = spawn_app().await;
-    let first = token("alice", &["user"], 2);
+    // Every short-lived token of this test expires at the same second: one wait covers them.
+    // Two whole seconds at least (`exp` counts whole seconds) to open both connections and
+    // refresh one before the session expiry closes them.
+    let exp = crate::helpers::now() + 3;
+    let first = token_expiring_at("alice", &["user"], exp);
     // Another token of the same user, expiring with the first: not the connection's own.
     let stale = {
         let mut c = crate::helpers::claims("alice");
         c["jti"] = json!("another-token-of-alice");
-        c["exp"] = json!(crate::helpers::now() + 2);
+        c["exp"] = json!(exp);
         crate::helpers::sign_hs(
             crate::helpers::TEST_SECRET,
             None,
@@ -471,7 +499,9 @@ async fn after_an_in_band_refresh_the_clients_first_token_still_carries_its_requ
             &c,
         )
     };
+    let expired = token_expiring_at("mallory", &["user"], exp);
     let id = long_polling_connection(&app, &first, JSON_HANDSHAKE).await;
+    let other_id = long_polling_connection(&app, &expired, JSON_HANDSHAKE).await;
     let later = token("alice", &["user"], 600);
     let refreshed = app
         .client
@@ -481,8 +511,7 @@ async fn after_an_in_band_refresh_the_clients_first_token_still_carries_its_requ
         .await
         .expect("refresh sent");
     assert_eq!(refreshed.status().as_u16(), 200);
-    // `exp` counts whole seconds: a 2 s token is surely expired after 3.
-    actix_web::rt::time::sleep(Duration::from_millis(3200)).await;
+    wait_until_expired(exp).await;
     assert_eq!(
         poll(&app, Some(&id), &stale).await.status,
         401,
@@ -492,13 +521,6 @@ async fn after_an_in_band_refresh_the_clients_first_token_still_carries_its_requ
 
     // Expired tokens are no pass on their own: not for another user, not for a connection that
     // did not carry on past them.
-    let other = token("mallory", &["user"], 2);
-    let (other_id, expired) = {
-        let id = long_polling_connection(&app, &other, JSON_HANDSHAKE).await;
-        // `exp` counts whole seconds: a 2 s token is surely expired after 3.
-        actix_web::rt::time::sleep(Duration::from_millis(3200)).await;
-        (id, other)
-    };
     assert_eq!(
         poll(&app, Some(&id), &expired).await.status,
         401,

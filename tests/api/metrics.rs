@@ -58,6 +58,7 @@ async fn wait_for(server: &HubServer, series: &str, at_least: f64) -> HashMap<St
             tokio::time::Instant::now() < deadline,
             "{series} stayed below {at_least}: {metrics:?}"
         );
+        // Paces a poll of the (async) scrape, not a fixed wait.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -161,6 +162,7 @@ async fn connections_traffic_and_invocations_are_counted_by_outcome() {
             tokio::time::Instant::now() < deadline,
             "the close was not counted"
         );
+        // Paces a poll of the (async) scrape, not a fixed wait.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -76,6 +76,7 @@ pub async fn fresh_database() -> String {
             Ok(()) => return cluster.url(&name),
             Err(e) if Instant::now() < deadline => {
                 let _ = e;
+                // Paces retries while the cluster starts, not a fixed wait.
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(e) => panic!("cannot create database {name}: {e}\n{}", cluster.log()),
@@ -130,6 +131,7 @@ fn start() -> Result<Cluster, String> {
         if Instant::now() > deadline {
             return Err(format!("postgres did not listen:\n{}", cluster.log()));
         }
+        // Paces a poll for the cluster's port, not a fixed wait.
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(cluster)

@@ -18,7 +18,8 @@ const BATCH: usize = 20;
 /// Concurrent tasks per trial that keep asking for tokens while the revocation happens.
 const RACERS: usize = 4;
 
-/// A spread of delays (ms) so the revocation lands at different points of the racers' loops.
+/// A spread of delays (ms) so the revocation lands at different points of the racers' loops:
+/// real time on purpose, as the races are between the server's threads.
 fn delay(trial: usize) -> Duration {
     Duration::from_millis((trial * 7 % 23) as u64 + 2)
 }
@@ -317,6 +318,7 @@ async fn connections_opened_during_a_revoke_do_not_outlive_it() {
     let deadline = tokio::time::Instant::now() + PROMPT;
     let mut open = open_revoked_connections(server).await;
     while open > 0 && tokio::time::Instant::now() < deadline {
+        // Paces a poll of the (async) check, not a fixed wait.
         tokio::time::sleep(Duration::from_millis(50)).await;
         open = open_revoked_connections(server).await;
     }
@@ -350,7 +352,7 @@ async fn a_connection_registered_after_its_revocation_is_closed_at_admission() {
         .await
         .unwrap();
     assert_eq!(res.status().as_u16(), 204, "{:?}", res.body().await);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    server.wait_until_a_revocation_is_applied().await;
     let late = Connection::new(
         "late-id".into(),
         "late-token".into(),

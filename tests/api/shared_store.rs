@@ -174,6 +174,7 @@ async fn a_database_outage_answers_503_quickly_and_recovers_without_a_restart() 
             break;
         }
         assert!(Instant::now() < deadline, "no recovery: {login:?}");
+        // Paces retried logins until the database is back, not a fixed wait.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // The revocation feed reconnects on its own schedule.

@@ -125,6 +125,9 @@ async fn a_renewed_certificate_serves_new_connections_and_established_ones_stay(
         key_pem: old_ca.issue(Usage::Server).key_pem,
     };
     server.files.replace(&mismatched);
+    // A real wait: the reloader polls the files on the wall clock (every second here) and a
+    // refused pair changes nothing a client can see, so there is no event to wait for; two
+    // and a half intervals make sure it has looked.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(
         // A fresh client each time: a pooled connection would keep its handshake.
@@ -141,6 +144,7 @@ async fn a_renewed_certificate_serves_new_connections_and_established_ones_stay(
             tokio::time::Instant::now() < deadline,
             "the renewed certificate was not picked up"
         );
+        // Paces a poll for the renewed certificate, not a fixed wait.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(

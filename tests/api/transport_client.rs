@@ -24,9 +24,14 @@ pub const HANDSHAKE_OK: &[u8] = b"{}\x1e";
 
 /// A token for `sub` with `roles` that expires `ttl_secs` from now.
 pub fn token(sub: &str, roles: &[&str], ttl_secs: i64) -> String {
+    token_expiring_at(sub, roles, now() + ttl_secs)
+}
+
+/// A token for `sub` with `roles` whose `exp` claim is `exp` (Unix seconds).
+pub fn token_expiring_at(sub: &str, roles: &[&str], exp: i64) -> String {
     let mut claims = claims(sub);
     claims["roles"] = json!(roles);
-    claims["exp"] = json!(now() + ttl_secs);
+    claims["exp"] = json!(exp);
     sign_hs(
         TEST_SECRET,
         Some(&kid_of(TEST_SECRET)),

@@ -3,7 +3,7 @@
 //! with the same `id` (Sequence, replay, duplicates skipped, Acks), replaced by a newer socket,
 //! or removed after the disconnect timeout.
 
-use crate::helpers::{spawn_app, spawn_app_with, TestApp};
+use crate::helpers::{eventually, spawn_app, spawn_app_with, TestApp};
 use crate::transport_client::{
     connection_token, negotiate, poll, send, token, EventStream, HUB, JSON_HANDSHAKE, PROMPT,
 };
@@ -282,7 +282,11 @@ async fn a_dropped_websocket_resumes_with_the_same_id_and_nothing_is_lost_or_rep
 
     // Acknowledged messages are not replayed on the next resume.
     socket.send(&[json!({"type": 8, "sequenceId": 2})]).await;
-    actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    let connection = app.connection(&id).expect("registered");
+    eventually(PROMPT, "the Ack to empty the replay buffer", || {
+        connection.replay().map(|r| r.buffered_bytes()) == Some(0)
+    })
+    .await;
     drop(socket);
     let mut socket = open_socket(&app, &id, &alice).await.expect("resumes again");
     assert_eq!(
@@ -292,7 +296,7 @@ async fn a_dropped_websocket_resumes_with_the_same_id_and_nothing_is_lost_or_rep
     drop(socket);
 
     // A client that does not come back within the disconnect timeout finds it gone.
-    actix_web::rt::time::sleep(Duration::from_millis(3000)).await;
+    app.wait_until_gone(&id, Duration::from_secs(10)).await;
     assert_eq!(open_socket(&app, &id, &alice).await.err(), Some(404));
 }
 
@@ -328,7 +332,7 @@ async fn without_stateful_reconnect_a_second_socket_gets_409_and_a_drop_ends_the
     assert_eq!(post.status, 405, "sends go over the socket");
 
     drop(socket);
-    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    app.wait_until_gone(&id, PROMPT).await;
     assert_eq!(open_socket(&app, &id, &alice).await.err(), Some(404));
 }
 
@@ -348,6 +352,6 @@ async fn a_version_1_handshake_gets_no_stateful_reconnect() {
         .await;
     assert_eq!(socket.next().await, Some(vec![json!({})]));
     drop(socket);
-    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    app.wait_until_gone(&id, PROMPT).await;
     assert_eq!(open_socket(&app, &id, &alice).await.err(), Some(404));
 }

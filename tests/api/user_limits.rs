@@ -7,7 +7,6 @@ use crate::ws_client::*;
 use serde_json::{json, Value};
 use signet::envelope::{derive_message_key, EnvelopeBuilder, MessageKey};
 use signet::identity::{Passwords, UserAdmin};
-use std::time::Duration;
 
 const ENVELOPE_SECRET: &str = "envelope-master-key-for-user-limits-0123456789";
 
@@ -331,15 +330,7 @@ async fn upload_streams_are_freed_when_their_invocation_ends() {
         }
     }
     // The last completions are sent before their tasks report back: wait briefly for them.
-    let deadline = tokio::time::Instant::now() + PROMPT;
-    while open() != 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} upload streams still open after {INVOCATIONS} finished invocations",
-            open()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    crate::helpers::eventually(PROMPT, "the upload streams to close", || open() == 0).await;
     client.assert_echo("after uploads").await;
 
     // A stream id the client completed may be reused at once; the first invocation ending
@@ -373,11 +364,7 @@ async fn upload_streams_are_freed_when_their_invocation_ends() {
             "arguments": [], "streamIds": ["left-open"],
         }))
         .await;
-    let deadline = tokio::time::Instant::now() + PROMPT;
-    while open() != 1 {
-        assert!(tokio::time::Instant::now() < deadline, "{}", open());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    crate::helpers::eventually(PROMPT, "one upload stream to be open", || open() == 1).await;
     client.close().await;
     server.wait_for_connections(0).await;
     assert_eq!(open(), 0);

@@ -197,15 +197,19 @@ impl HubServer {
 
     /// Waits until the server holds `n` connections, failing after `PROMPT`.
     pub async fn wait_for_connections(&self, n: usize) {
-        let deadline = tokio::time::Instant::now() + PROMPT;
-        while self.connection_count() != n {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the server holds {} connections, expected {n}",
-                self.connection_count()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let what = format!("the server to hold {n} connections");
+        crate::helpers::eventually(PROMPT, &what, || self.connection_count() == n).await;
+    }
+
+    /// Waits until the server's revocation task has applied an event to its connections.
+    pub async fn wait_until_a_revocation_is_applied(&self) {
+        crate::helpers::eventually(PROMPT, "a revocation event to be applied", || {
+            self.state
+                .metrics
+                .render()
+                .contains("signet_revocations_applied_total{")
+        })
+        .await;
     }
 
     /// The server still serves: nothing panicked and a new connection's Echo answers.
@@ -471,6 +475,7 @@ impl RawClient {
                 if self.io.send(ping).await.is_err() {
                     return self;
                 }
+                // The cadence of a client's pings, not a wait for the server.
                 tokio::select! {
                     _ = &mut stopped => return self,
                     _ = actix_web::rt::time::sleep(every) => {}

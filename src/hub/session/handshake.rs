@@ -128,9 +128,12 @@ mod tests {
         assert!(result.is_ok());
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_silent_client_is_told_the_handshake_was_canceled() {
-        let (result, queued) = handshake(&[], false, Duration::from_millis(50)).await;
+        let timeout = Duration::from_secs(15);
+        let started = tokio::time::Instant::now();
+        let (result, queued) = handshake(&[], false, timeout).await;
+        assert_eq!(started.elapsed(), timeout);
         assert!(matches!(result, Err(CloseReason::HandshakeTimeout)));
         assert_eq!(
             queued.as_deref(),

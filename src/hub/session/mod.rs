@@ -13,6 +13,7 @@ mod dispatch;
 mod handshake;
 mod refusal;
 mod streams;
+mod timers;
 
 pub use streams::OpenUploads;
 
@@ -31,13 +32,10 @@ use dispatch::{Finished, Invocations};
 use prometheus_client::metrics::counter::Counter;
 use std::sync::Arc;
 use std::time::Duration;
+use timers::{Due, SessionTimers};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tokio::time::{sleep, sleep_until, Instant};
-
-/// How often the server acknowledges the client's messages under stateful reconnect (the
-/// official clients and ASP.NET Core use one second).
-const ACK_INTERVAL: Duration = Duration::from_secs(1);
+use tokio::time::Instant;
 
 /// Limits and timings a session enforces (from `[hub]` and `[jwt]` settings).
 #[derive(Debug, Clone)]
@@ -52,7 +50,7 @@ pub struct SessionLimits {
     pub expiry_leeway_secs: i64,
     /// Close the connection when its token expires (`hub.close_on_expiry`).
     pub close_on_expiry: bool,
-    /// Items buffered per client-to-server stream.
+    /// Items buffered per client-to-server stream (`hub.stream_buffer_items`).
     pub upload_buffer: usize,
     /// Bytes of unacknowledged messages kept for replay under stateful reconnect.
     pub replay_buffer_bytes: usize,
@@ -71,7 +69,7 @@ impl SessionLimits {
             detailed_errors: hub.detailed_errors,
             expiry_leeway_secs: i64::try_from(settings.jwt.leeway_secs).unwrap_or(i64::MAX),
             close_on_expiry: hub.close_on_expiry,
-            upload_buffer: 16,
+            upload_buffer: hub.stream_buffer_items,
             replay_buffer_bytes: settings.transports.stateful_reconnect_buffer_bytes,
         }
     }
@@ -182,49 +180,44 @@ struct Session {
 impl Session {
     async fn run(&mut self, inbound: &mut mpsc::Receiver<Inbound>) -> CloseReason {
         let connection = self.connection.clone();
-        let mut keep_alive = tokio::time::interval_at(
-            Instant::now() + self.limits.keep_alive,
-            self.limits.keep_alive,
+        let mut timers = SessionTimers::start(
+            &self.limits,
+            self.limits.expiry_deadline(&connection),
+            connection.has_inherent_keep_alive(),
+            self.received.is_some(),
         );
-        keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let client_deadline = sleep(self.limits.client_timeout);
-        tokio::pin!(client_deadline);
-        let expiry = sleep_until(self.limits.expiry_deadline(&connection));
-        tokio::pin!(expiry);
-        // Long polling keeps itself alive: its clients send no pings and expect none.
-        let inherent_keep_alive = connection.has_inherent_keep_alive();
-        let mut acks = tokio::time::interval_at(Instant::now() + ACK_INTERVAL, ACK_INTERVAL);
-        acks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
                 _ = connection.closed() => {
                     return connection.close_reason().cloned().unwrap_or(CloseReason::Shutdown);
                 }
-                _ = &mut expiry => {
-                    // A refresh may have moved the expiry since the timer was set.
-                    let at = self.limits.expiry_deadline(&connection);
-                    if at <= Instant::now() {
-                        return CloseReason::Expired;
-                    }
-                    expiry.as_mut().reset(at);
-                }
                 _ = connection.expiry_changed() => {
-                    expiry.as_mut().reset(self.limits.expiry_deadline(&connection));
+                    timers.expire_at(self.limits.expiry_deadline(&connection));
                 }
-                _ = &mut client_deadline, if !inherent_keep_alive => {
-                    // While the parallel-invocation limit holds reading back, the client's pings
-                    // wait unread in the transport: its silence is ours, not a timeout.
-                    if self.running.parallel < self.limits.max_parallel_invocations {
-                        return CloseReason::ClientTimeout;
+                due = timers.next() => match due {
+                    Due::Expiry => {
+                        // A refresh may have moved the expiry since the timer was set.
+                        let at = self.limits.expiry_deadline(&connection);
+                        if at <= Instant::now() {
+                            return CloseReason::Expired;
+                        }
+                        timers.expire_at(at);
                     }
-                    client_deadline.as_mut().reset(Instant::now() + self.limits.client_timeout);
-                }
-                _ = keep_alive.tick(), if !inherent_keep_alive => {
-                    // A full queue means the client is not reading; the ping can wait.
-                    let _ = connection.try_send(Bytes::from_static(self.protocol.ping_frame()));
-                }
-                _ = acks.tick(), if self.received.is_some() => self.acknowledge(),
+                    Due::ClientSilent => {
+                        // While the parallel-invocation limit holds reading back, the client's
+                        // pings wait unread in the transport: its silence is ours, not a timeout.
+                        if self.running.parallel < self.limits.max_parallel_invocations {
+                            return CloseReason::ClientTimeout;
+                        }
+                        timers.heard_from_client();
+                    }
+                    Due::Ping => {
+                        // A full queue means the client is not reading; the ping can wait.
+                        let _ = connection.try_send(Bytes::from_static(self.protocol.ping_frame()));
+                    }
+                    Due::Ack => self.acknowledge(),
+                },
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
                     if let Ok(finished) = done {
                         self.running.finished(finished);
@@ -232,7 +225,7 @@ impl Session {
                 }
                 frame = inbound.recv(), if self.running.parallel < self.limits.max_parallel_invocations => {
                     let Some(frame) = frame else { return CloseReason::ClientClosed };
-                    client_deadline.as_mut().reset(Instant::now() + self.limits.client_timeout);
+                    timers.heard_from_client();
                     let (bytes, format) = match frame {
                         Inbound::Text(bytes) => (bytes, TransferFormat::Text),
                         Inbound::Binary(bytes) => (bytes, TransferFormat::Binary),
@@ -314,19 +307,5 @@ async fn send_message(
 /// A connection of `alice` (role `user`) on the `home` hub, for the unit tests of this module.
 #[cfg(test)]
 fn test_connection() -> Arc<Connection> {
-    let principal = crate::auth::Principal {
-        sub: "alice".into(),
-        roles: vec!["user".into()],
-        jti: None,
-        sid: None,
-        owner: None,
-        name: None,
-        issued_at: None,
-        expires_at: i64::MAX,
-        kid: "k".into(),
-    };
-    let id = crate::auth::issue::random_id();
-    let token = crate::auth::issue::random_id();
-    let parent = tokio_util::sync::CancellationToken::new();
-    Connection::new(id, token, Arc::from("home"), principal, 8, &parent)
+    Connection::for_tests(i64::MAX)
 }

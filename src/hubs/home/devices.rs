@@ -29,7 +29,7 @@ use std::time::Duration;
 const USERS: &[&str] = &["user", "admin"];
 const DEVICES: &[&str] = &["device"];
 const DEVICE_SUB_PREFIX: &str = "device:";
-/// Longest command name a user may send.
+/// Longest command name a user may send. A format rule of the home hub's API, not a setting.
 const MAX_COMMAND_NAME: usize = 64;
 
 /// State the device methods share.

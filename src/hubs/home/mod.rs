@@ -21,10 +21,12 @@ use std::time::Duration;
 
 const ADMIN: &[&str] = &["admin"];
 
-/// Largest `Counter` a client may ask for, and its longest delay between items.
+/// Largest `Counter` a client may ask for, and its longest delay between items. `Counter` is
+/// a demonstration method: its bounds are part of its contract, not settings.
 const MAX_COUNTER_ITEMS: u64 = 10_000;
 const MAX_COUNTER_DELAY_MS: u64 = 10_000;
-/// Most users `ListConnectedUsers` returns.
+/// Most users `ListConnectedUsers` returns: the size of one answer, part of the method's
+/// contract (the count is `GetConnectedUsersCount`), not a setting.
 const MAX_LISTED_USERS: usize = 500;
 
 pub fn hub(
