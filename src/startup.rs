@@ -3,6 +3,7 @@
 //! the integration tests both start Signet this way.
 
 use crate::auth::{Authenticator, InProcessRevocations, KeyRing, KeyRingError};
+use crate::cluster::Cluster;
 use crate::connection::{CloseReason, CloseStats, ConnectionRegistry};
 use crate::envelope::{EnvelopeLimits, EnvelopeService, InMemoryNonceStore};
 use crate::http::health::Readiness;
@@ -39,6 +40,8 @@ pub enum StartupError {
     },
     #[error("tls: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -72,9 +75,21 @@ pub struct AppState {
 impl AppState {
     /// Opens the store (applying migrations), loads revocations, and wires the services.
     pub async fn build(
-        settings: Settings,
+        mut settings: Settings,
         secrets: &ResolvedSecrets,
     ) -> Result<Self, StartupError> {
+        if let Some(url) = &settings.cluster.redis_url {
+            if settings.cluster.node_id.is_empty() {
+                // Base64url is letters, digits, `-` and `_`: a valid node id.
+                settings.cluster.node_id = crate::auth::issue::random_id();
+            }
+            tracing::info!(
+                node_id = %settings.cluster.node_id,
+                redis = %url.masked(),
+                channel_prefix = %settings.cluster.channel_prefix,
+                "joining the cluster"
+            );
+        }
         let keyring = KeyRing::new(&settings.jwt, secrets)?;
         let metrics = Metrics::new();
         let connections = Arc::new(ConnectionRegistry::new(
@@ -101,6 +116,16 @@ impl AppState {
                 shutdown.clone(),
             ));
         }
+        let cluster = match &settings.cluster.redis_url {
+            Some(url) => Some(Cluster::start(
+                &settings.cluster,
+                url.expose(),
+                settings.cluster.node_id.clone(),
+                &metrics,
+                shutdown.clone(),
+            )?),
+            None => None,
+        };
         let auth = Authenticator::new(Arc::new(keyring), revocations).with_metrics(metrics.clone());
         let envelope = &settings.envelope;
         let limits = EnvelopeLimits {
@@ -153,7 +178,13 @@ impl AppState {
             );
         }
         Ok(Self {
-            hubs: Arc::new(crate::hubs::catalog(&settings, &services, store.clone())),
+            hubs: Arc::new(crate::hubs::catalog(
+                &settings,
+                &services,
+                store.clone(),
+                cluster.as_ref(),
+                &shutdown,
+            )),
             connections,
             close_stats: Arc::new(CloseStats::new(metrics.clone())),
             stats: StatsSeries::new(

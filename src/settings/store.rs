@@ -101,18 +101,23 @@ impl StoreUrl {
 
     /// The URL with the password, if any, replaced by `[redacted]`.
     pub fn masked(&self) -> String {
-        let Some((scheme, rest)) = self.0.split_once("://") else {
-            return self.0.clone();
-        };
-        // The user information ends at the last `@` before the path.
-        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-        let Some(at) = rest[..authority_end].rfind('@') else {
-            return self.0.clone();
-        };
-        match rest[..at].split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:[redacted]{}", &rest[at..]),
-            None => self.0.clone(),
-        }
+        mask_password(&self.0)
+    }
+}
+
+/// `url` with the password of its user information, if any, replaced by `[redacted]`.
+pub(super) fn mask_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    // The user information ends at the last `@` before the path.
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_string();
+    };
+    match rest[..at].split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:[redacted]{}", &rest[at..]),
+        None => url.to_string(),
     }
 }
 

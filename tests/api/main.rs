@@ -4,6 +4,7 @@ mod audit;
 mod browser;
 mod cli;
 mod client_matrix;
+mod cluster;
 mod config;
 mod conformance;
 mod demo;

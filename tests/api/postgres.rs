@@ -6,8 +6,8 @@
 //! The server runs under the shell watchdog of [`crate::watchdog`], so it stops and its
 //! directory goes when this process ends, however it ends. The system PostgreSQL is never used.
 
-use std::path::{Path, PathBuf};
 use crate::watchdog::{free_port, spawn_watched};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};

@@ -188,5 +188,8 @@ fn a_test_redis_starts_answers_and_stops_with_its_directory() {
     assert!(server.command("GET k").starts_with("$-1"));
     server.stop();
     assert!(std::net::TcpStream::connect(("127.0.0.1", server.port())).is_err());
-    assert!(!std::path::Path::new(&dir).exists(), "{dir} was not removed");
+    assert!(
+        !std::path::Path::new(&dir).exists(),
+        "{dir} was not removed"
+    );
 }

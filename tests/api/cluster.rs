@@ -1,0 +1,340 @@
+//! Several nodes on one Redis (`[cluster]`): real Signet servers in this process, each with its
+//! own data directory, sharing the test Redis of [`crate::redis_server`] under a channel
+//! prefix of the test's own; and the Redis lifetime manager driven directly, for what no hub
+//! method exposes (groups, sends to one connection, exclusions, gaps).
+
+use crate::helpers::user_token;
+use crate::redis_server::{prefix, shared};
+use crate::ws_client::{admin_token, spawn_hub, HubServer, RawClient};
+use serde_json::{json, Value};
+use signet::auth::Principal;
+use signet::cluster::{wire, Cluster, RedisLifetimeManager};
+use signet::connection::{CloseReason, Connection, ConnectionRegistry};
+use signet::hub::{HubLifetimeManager, InProcessLifetimeManager, LifetimeError};
+use signet::metrics::Metrics;
+use signet::protocol::{HubMessage, HubProtocol, SerializedHubMessage};
+use signet::settings::ClusterSettings;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Within this, what one node does is seen by the others (presence is written within 250 ms).
+const SPREAD: Duration = Duration::from_secs(5);
+
+async fn node(redis_url: &str, prefix: &str, id: &str) -> HubServer {
+    spawn_hub(&[
+        ("SIGNET__CLUSTER__REDIS_URL", redis_url),
+        ("SIGNET__CLUSTER__CHANNEL_PREFIX", prefix),
+        ("SIGNET__CLUSTER__NODE_ID", id),
+    ])
+    .await
+}
+
+/// Calls `method` on `client` until its result is `want`, failing after [`SPREAD`].
+async fn eventually(client: &mut RawClient, method: &str, want: Value) {
+    let deadline = tokio::time::Instant::now() + SPREAD;
+    let mut n = 0;
+    loop {
+        n += 1;
+        let completion = client.call(&format!("ask-{n}"), method, json!([])).await;
+        if completion["result"] == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{method} answered {completion}, not {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The next `SystemMessage` invocation's text.
+async fn system_message(client: &mut RawClient) -> Value {
+    loop {
+        let message = client.next_message(SPREAD).await;
+        if message["target"] == "SystemMessage" {
+            return message["arguments"][0].clone();
+        }
+    }
+}
+
+#[actix_web::test]
+async fn broadcasts_counts_and_kicks_reach_every_node() {
+    let redis = shared();
+    let prefix = prefix("hub");
+    let a = node(&redis.url(), &prefix, "node-a").await;
+    let b = node(&redis.url(), &prefix, "node-b").await;
+    let mut admin = a.open(&admin_token("the-admin")).await;
+    let mut alice_a = a.open(&user_token("alice")).await;
+    let mut alice_b = b.open(&user_token("alice")).await;
+    let mut bob_b = b.open(&user_token("bob")).await;
+
+    // Presence is cluster-wide: three users, whichever node they are on.
+    eventually(&mut admin, "GetConnectedUsersCount", json!(3)).await;
+
+    let done = admin
+        .call("b1", "BroadcastMessage", json!(["to every node"]))
+        .await;
+    assert!(done.get("error").is_none(), "{done}");
+    for client in [&mut alice_a, &mut alice_b, &mut bob_b] {
+        assert_eq!(system_message(client).await, "to every node");
+    }
+    // The sender's node does not deliver a second copy (its own publish comes back to it).
+    admin.expect_silence(Duration::from_millis(300)).await;
+
+    // A kick closes the user on both nodes and counts both connections.
+    let closed = admin.call("k1", "DisconnectUser", json!(["alice"])).await;
+    assert_eq!(closed["result"], json!(2), "{closed}");
+    for client in [&mut alice_a, &mut alice_b] {
+        let ending = client.expect_close(SPREAD).await;
+        let message = ending.close_message.expect("a Close message");
+        assert_eq!(message["error"], "Disconnected by an administrator");
+    }
+    bob_b.assert_echo("still here").await;
+    eventually(&mut admin, "GetConnectedUsersCount", json!(2)).await;
+
+    // A node that leaves drops out of the counts.
+    b.trigger.cancel();
+    eventually(&mut admin, "GetConnectedUsersCount", json!(1)).await;
+}
+
+fn principal(sub: &str) -> Principal {
+    Principal {
+        sub: sub.to_string(),
+        roles: vec!["user".into()],
+        jti: None,
+        sid: Some(format!("sid-{sub}")),
+        owner: None,
+        name: None,
+        issued_at: None,
+        expires_at: i64::MAX,
+        kid: "k".into(),
+    }
+}
+
+/// One node's backplane for hub `home`, without an HTTP server.
+struct Node {
+    cluster: Arc<Cluster>,
+    hub: RedisLifetimeManager,
+    registry: Arc<ConnectionRegistry>,
+    shutdown: CancellationToken,
+}
+
+impl Node {
+    fn start(redis_url: &str, prefix: &str, id: &str, max_groups: usize) -> Node {
+        let settings = ClusterSettings {
+            channel_prefix: prefix.to_string(),
+            ..ClusterSettings::default()
+        };
+        let shutdown = CancellationToken::new();
+        let cluster = Cluster::start(
+            &settings,
+            redis_url,
+            id.to_string(),
+            &Metrics::new(),
+            shutdown.clone(),
+        )
+        .expect("cluster starts");
+        let registry = Arc::new(ConnectionRegistry::new(100, 100));
+        let local = Arc::new(InProcessLifetimeManager::new(max_groups, registry.clone()));
+        let hub = RedisLifetimeManager::start(cluster.clone(), "home", local, shutdown.clone());
+        Node {
+            cluster,
+            hub,
+            registry,
+            shutdown,
+        }
+    }
+
+    async fn connect(&self, n: u32, sub: &str, protocol: HubProtocol) -> Arc<Connection> {
+        let id = format!("{}.{n}", self.cluster.node_id());
+        let connection = Connection::new(
+            id.clone(),
+            format!("token-{id}"),
+            Arc::from("home"),
+            principal(sub),
+            64,
+            &self.shutdown,
+        );
+        connection.set_protocol(protocol);
+        self.registry.insert(connection.clone()).expect("room");
+        self.hub.add_connection(connection.clone()).await.unwrap();
+        connection
+    }
+
+    /// Waits until this node sees `sub` online (so both nodes see each other).
+    async fn sees(&self, sub: &str) {
+        let deadline = tokio::time::Instant::now() + SPREAD;
+        while !self.cluster.subscribed()
+            || self.hub.online(&[sub.to_string()]).await.ok() != Some(vec![true])
+        {
+            assert!(tokio::time::Instant::now() < deadline, "{sub} never online");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn message(text: &str) -> Arc<SerializedHubMessage> {
+    Arc::new(SerializedHubMessage::new(HubMessage::invocation(
+        "SystemMessage",
+        vec![json!(text)],
+    )))
+}
+
+/// Waits until each connection's queue holds the frames given (sends to other nodes arrive
+/// asynchronously), then a little longer to see that no more come.
+async fn queued(expect: &[(&Arc<Connection>, usize)]) {
+    let deadline = tokio::time::Instant::now() + SPREAD;
+    while expect.iter().any(|(c, n)| c.queue_depth() < *n) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "queued {:?}, expected {:?}",
+            expect
+                .iter()
+                .map(|(c, _)| c.queue_depth())
+                .collect::<Vec<_>>(),
+            expect.iter().map(|(_, n)| *n).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let got: Vec<usize> = expect.iter().map(|(c, _)| c.queue_depth()).collect();
+    let want: Vec<usize> = expect.iter().map(|(_, n)| *n).collect();
+    assert_eq!(got, want);
+}
+
+#[actix_web::test]
+async fn groups_single_connections_exclusions_and_presence_span_nodes() {
+    let redis = shared();
+    let prefix = prefix("lifetime");
+    let a = Node::start(&redis.url(), &prefix, "a", 2);
+    let b = Node::start(&redis.url(), &prefix, "b", 2);
+    let alice = a.connect(1, "alice", HubProtocol::Json).await;
+    let bob = b.connect(1, "bob", HubProtocol::Json).await;
+    let bob_binary = b.connect(2, "bob", HubProtocol::MessagePack).await;
+    let carol = b.connect(3, "carol", HubProtocol::Json).await;
+    a.sees("carol").await;
+    b.sees("alice").await;
+
+    // Groups: A adds B's connections, acknowledged by B, and the group spans both nodes.
+    a.hub.add_to_group(&bob.id, "kitchen").await.unwrap();
+    a.hub.add_to_group(&alice.id, "kitchen").await.unwrap();
+    b.hub.add_to_group(&carol.id, "garden").await.unwrap();
+    a.hub
+        .send_groups(&["kitchen".into(), "garden".into()], message("g"))
+        .await
+        .unwrap();
+    queued(&[(&alice, 1), (&bob, 1), (&bob_binary, 0), (&carol, 1)]).await;
+    // B's limit of two groups holds for a request from A.
+    a.hub.add_to_group(&carol.id, "hall").await.unwrap();
+    assert_eq!(
+        a.hub.add_to_group(&carol.id, "attic").await,
+        Err(LifetimeError::TooManyGroups(2))
+    );
+    a.hub.remove_from_group(&bob.id, "kitchen").await.unwrap();
+    // A connection that exists nowhere: its node answers, or its node is not live at all.
+    let started = tokio::time::Instant::now();
+    assert_eq!(
+        a.hub.add_to_group("b.nobody", "kitchen").await,
+        Err(LifetimeError::UnknownConnection("b.nobody".into()))
+    );
+    assert_eq!(
+        a.hub.add_to_group("z.gone", "kitchen").await,
+        Err(LifetimeError::UnknownConnection("z.gone".into()))
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    a.hub
+        .send_groups(&["kitchen".into()], message("k"))
+        .await
+        .unwrap();
+    queued(&[(&alice, 2), (&bob, 1), (&carol, 1)]).await;
+
+    // To one connection on the other node; to all but the excluded; to a user everywhere.
+    a.hub
+        .send_connection(&bob_binary.id, message("c"))
+        .await
+        .unwrap();
+    queued(&[(&bob, 1), (&bob_binary, 1), (&carol, 1)]).await;
+    a.hub
+        .send_all(message("all"), &[bob.id.clone(), alice.id.clone()])
+        .await
+        .unwrap();
+    queued(&[(&alice, 2), (&bob, 1), (&bob_binary, 2), (&carol, 2)]).await;
+    b.hub.send_user("alice", message("u")).await.unwrap();
+    queued(&[(&alice, 3), (&bob, 1)]).await;
+
+    // Presence and counts are cluster-wide.
+    let online = a
+        .hub
+        .online(&["bob".into(), "dave".into(), "alice".into()])
+        .await
+        .unwrap();
+    assert_eq!(online, vec![true, false, true]);
+    let of_bob = a.hub.connections_of("bob").await.unwrap();
+    assert_eq!(of_bob.len(), 2, "{of_bob:?}");
+    assert!(of_bob
+        .iter()
+        .all(|c| c.message_session.as_deref() == Some("sid-bob")));
+    assert_eq!(a.hub.connection_count().await.unwrap(), 4);
+    assert_eq!(a.hub.user_count().await.unwrap(), 3);
+
+    // A kick from A closes bob's connections on B and counts them.
+    assert_eq!(
+        a.hub
+            .disconnect_user("bob", CloseReason::Kicked)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(bob.close_reason(), Some(&CloseReason::Kicked));
+    assert!(!carol.is_closed());
+}
+
+#[actix_web::test]
+async fn a_lost_message_is_counted_as_a_gap() {
+    let redis = shared();
+    let prefix = prefix("gaps");
+    let a = Node::start(&redis.url(), &prefix, "a", 4);
+    let listener = a.connect(1, "alice", HubProtocol::Json).await;
+    a.sees("alice").await;
+    let deadline = tokio::time::Instant::now() + SPREAD;
+    while !a.cluster.subscribed() {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A node "x" whose messages 1 and 4 arrive: 2 and 3 were lost.
+    let frame = |sequence| {
+        let json = message("x").bytes(HubProtocol::Json).unwrap();
+        let msgpack = message("x").bytes(HubProtocol::MessagePack).unwrap();
+        wire::encode(
+            &wire::Origin {
+                node: "x".into(),
+                epoch: 1,
+                sequence,
+            },
+            &wire::Frame::All {
+                excluded: vec![],
+                payload: wire::Payload { json, msgpack },
+            },
+        )
+    };
+    let channel = format!("{prefix}:home:all");
+    for sequence in [1, 4] {
+        let mut commands = a.cluster.commands();
+        let _: () = redis::cmd("PUBLISH")
+            .arg(&channel)
+            .arg(frame(sequence).as_ref())
+            .query_async(&mut commands)
+            .await
+            .unwrap();
+    }
+    queued(&[(&listener, 2)]).await;
+    assert_eq!(a.cluster.stats().gaps.load(Ordering::Relaxed), 2);
+}
