@@ -3,9 +3,9 @@
 //! the integration tests both start Signet this way.
 
 use crate::auth::{Authenticator, InProcessRevocations, KeyRing, KeyRingError};
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, RedisNonceStore};
 use crate::connection::{CloseReason, CloseStats, ConnectionRegistry};
-use crate::envelope::{EnvelopeLimits, EnvelopeService, InMemoryNonceStore};
+use crate::envelope::{EnvelopeLimits, EnvelopeService, InMemoryNonceStore, NonceStore};
 use crate::http::health::Readiness;
 use crate::http::{self, ApiError, JsonLimit};
 use crate::hub::{HubCatalog, HubServices, OpenUploads, SessionLimits};
@@ -133,10 +133,14 @@ impl AppState {
             clock_skew: Duration::from_secs(envelope.clock_skew_secs),
             max_message_bytes: envelope.max_message_bytes,
         };
-        let nonces = Arc::new(
-            InMemoryNonceStore::new(envelope.nonce_capacity)
-                .with_scope_quota(envelope.max_nonces_per_session),
-        );
+        let nonces: Arc<dyn NonceStore> = match &cluster {
+            // Shared by every node, and refusing signed calls while Redis is unreachable.
+            Some(cluster) => Arc::new(RedisNonceStore::new(cluster.clone())),
+            None => Arc::new(
+                InMemoryNonceStore::new(envelope.nonce_capacity)
+                    .with_scope_quota(envelope.max_nonces_per_session),
+            ),
+        };
         let envelopes = Arc::new(EnvelopeService::new(
             limits,
             nonces,

@@ -274,7 +274,11 @@ impl Shared {
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            if !self.dirty.load(Ordering::Relaxed) && last_write.elapsed() < HEARTBEAT {
+            // A node shows itself only once it hears the others: a sender that sees it
+            // online may count on it receiving.
+            if !self.cluster.subscribed()
+                || (!self.dirty.load(Ordering::Relaxed) && last_write.elapsed() < HEARTBEAT)
+            {
                 continue;
             }
             self.dirty.store(false, Ordering::Relaxed);

@@ -1,6 +1,7 @@
 //! Several Signet nodes over one Redis (`[cluster] redis_url`): the connections to Redis, the
 //! node's identity, and the pump that hands what other nodes publish to this node's
-//! subscribers. [`RedisLifetimeManager`] builds the hub backplane on it.
+//! subscribers. [`RedisLifetimeManager`] builds the hub backplane on it, [`RedisNonceStore`]
+//! the replay protection every node shares.
 //!
 //! Two connections per node, both [`ConnectionManager`]s that reconnect on their own: one for
 //! commands (publish, presence), one for subscriptions over RESP3 pushes, which the client
@@ -9,9 +10,11 @@
 //! returns) and retries subscriptions never confirmed.
 
 mod lifetime;
+mod nonces;
 pub mod wire;
 
 pub use lifetime::RedisLifetimeManager;
+pub use nonces::RedisNonceStore;
 
 use crate::metrics::Metrics;
 use crate::settings::ClusterSettings;

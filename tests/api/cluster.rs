@@ -4,7 +4,8 @@
 //! method exposes (groups, sends to one connection, exclusions, gaps).
 
 use crate::helpers::user_token;
-use crate::redis_server::{prefix, shared};
+use crate::redis_server::{prefix, shared, RedisServer};
+use crate::user_limits::{message_key, signed, ENVELOPE_SECRET};
 use crate::ws_client::{admin_token, spawn_hub, HubServer, RawClient};
 use serde_json::{json, Value};
 use signet::auth::Principal;
@@ -337,4 +338,78 @@ async fn a_lost_message_is_counted_as_a_gap() {
     }
     queued(&[(&listener, 2)]).await;
     assert_eq!(a.cluster.stats().gaps.load(Ordering::Relaxed), 2);
+}
+
+#[actix_web::test]
+async fn a_nonce_is_used_once_across_nodes_and_signed_calls_fail_closed_without_redis() {
+    // A Redis of this test's own: it is stopped mid-test.
+    let redis = RedisServer::start();
+    let prefix = prefix("nonces");
+    let url = redis.url();
+    let env = |id: &'static str| {
+        [
+            ("SIGNET__CLUSTER__REDIS_URL", url.as_str()),
+            ("SIGNET__CLUSTER__CHANNEL_PREFIX", prefix.as_str()),
+            ("SIGNET__CLUSTER__NODE_ID", id),
+            ("SIGNET__ENVELOPE__SECRET", ENVELOPE_SECRET),
+        ]
+    };
+    let a = spawn_hub(&env("a")).await;
+    let b = spawn_hub(&env("b")).await;
+    let token = user_token("signer");
+    let key = message_key(&token);
+    let mut on_a = a.open(&token).await;
+    let mut on_b = b.open(&token).await;
+
+    let envelope = signed(&key, "EchoSigned", &json!({"n": 1}));
+    // A forgery carrying the same nonce, tried first on B, burns nothing.
+    let mut forged = envelope.clone();
+    forged[0]["message"] = json!("{\"n\":2}");
+    assert_eq!(
+        on_b.call_error("f", "EchoSigned", forged).await,
+        "Failed to invoke 'EchoSigned': envelope rejected (bad_signature)"
+    );
+    let accepted = on_a.call("1", "EchoSigned", envelope.clone()).await;
+    assert_eq!(accepted["result"], json!({"n": 1}), "{accepted}");
+    assert_eq!(
+        on_b.call_error("2", "EchoSigned", envelope).await,
+        "Failed to invoke 'EchoSigned': envelope rejected (replayed_nonce)"
+    );
+
+    // Without Redis signed calls are refused, unsigned ones still answer.
+    redis.stop();
+    assert_eq!(
+        on_a.call_error(
+            "3",
+            "EchoSigned",
+            signed(&key, "EchoSigned", &json!({"n": 3}))
+        )
+        .await,
+        "Failed to invoke 'EchoSigned': envelope rejected (replay_check_unavailable)"
+    );
+    on_a.assert_echo("unsigned still works").await;
+    on_b.assert_echo("here too").await;
+
+    // Redis back: signed calls work again.
+    redis.restart();
+    let deadline = tokio::time::Instant::now() + SPREAD;
+    let mut n = 10;
+    loop {
+        n += 1;
+        let completion = on_b
+            .call(
+                &n.to_string(),
+                "EchoSigned",
+                signed(&key, "EchoSigned", &json!({"n": n})),
+            )
+            .await;
+        if completion["result"] == json!({"n": n}) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "signed calls still refused after Redis returned: {completion}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -9,7 +9,7 @@ use signet::envelope::{derive_message_key, EnvelopeBuilder, MessageKey};
 use signet::identity::{Passwords, UserAdmin};
 use std::time::Duration;
 
-const ENVELOPE_SECRET: &str = "envelope-master-key-for-user-limits-0123456789";
+pub(crate) const ENVELOPE_SECRET: &str = "envelope-master-key-for-user-limits-0123456789";
 
 async fn post(server: &HubServer, path: &str, bearer: Option<&str>, body: Value) -> HttpAnswer {
     let mut req = server.http.post(server.url(path));
@@ -26,7 +26,7 @@ async fn post(server: &HubServer, path: &str, bearer: Option<&str>, body: Value)
 }
 
 /// The message key of a token: derived from its `sid`, or its `jti` without one.
-fn message_key(token: &str) -> MessageKey {
+pub(crate) fn message_key(token: &str) -> MessageKey {
     let claims = jwt_payload(token);
     let session = claims["sid"]
         .as_str()
@@ -36,7 +36,7 @@ fn message_key(token: &str) -> MessageKey {
 }
 
 /// A signed call of `target` carrying `message`.
-fn signed(key: &MessageKey, target: &str, message: &Value) -> Value {
+pub(crate) fn signed(key: &MessageKey, target: &str, message: &Value) -> Value {
     json!([EnvelopeBuilder::new(key, "/hubs/home", target).build(&message.to_string())])
 }
 
