@@ -5,17 +5,18 @@
 //! (one node's): a send to one connection goes to the channel of the node its id names
 //! (`{node}.{random}`), so each node holds two subscriptions per hub, whatever its
 //! connections. Sends deliver locally at once and hand the frame, encoded once per protocol,
-//! to one publisher task that numbers it on its channel and pipelines it to Redis in order.
+//! to the node's publisher ([`Cluster::send`]), which numbers it on its channel and pipelines
+//! it to Redis in order.
 //! Group changes for another node's connection and disconnects are requests that the owning
 //! nodes apply and answer on the requester's channel.
 //!
 //! Presence: every node writes its users and connections to `{prefix}:{hub}:presence:{id}`
 //! (a hash, `sub` -> connections) and its count beside it, within 250 ms of a change and at
 //! least every second, both expiring after 5 s, and keeps its heartbeat in the sorted set
-//! `{prefix}:{hub}:nodes`. Questions about presence read the nodes that beat in the last 5 s,
-//! so a node that dies drops out within 6 s. Counts may be that stale; they are not safety.
+//! `{prefix}:{hub}:nodes`, whose live members it reads every 250 ms. Questions about presence
+//! read the nodes that beat in the last 5 s, so a node that dies drops out within 6 s. Counts may be that stale; they are not safety.
 
-use super::wire::{self, Disconnect, Frame, Origin, Outcome, Payload};
+use super::wire::{Disconnect, Frame, Origin, Outcome, Payload};
 use super::{Cluster, Subscriber};
 use crate::connection::{CloseReason, Connection};
 use crate::hub::{
@@ -23,9 +24,8 @@ use crate::hub::{
 };
 use crate::protocol::{HubProtocol, SerializedHubMessage};
 use async_trait::async_trait;
-use bytes::Bytes;
 use dashmap::DashMap;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -42,10 +42,6 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 const GROUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a disconnect waits for the other nodes' counts.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Frames waiting for the publisher, at most; a send beyond it fails.
-const OUTBOX_CAPACITY: usize = 16_384;
-/// Frames the publisher sends to Redis in one pipeline, at most.
-const BATCH: usize = 256;
 /// Requests waiting for answers, at most.
 const MAX_WAITING: usize = 4_096;
 
@@ -53,7 +49,6 @@ const MAX_WAITING: usize = 4_096;
 pub struct RedisLifetimeManager {
     inner: Arc<InProcessLifetimeManager>,
     shared: Arc<Shared>,
-    outbox: mpsc::Sender<(String, Frame)>,
 }
 
 /// What the manager, its subscriber and its tasks share.
@@ -66,11 +61,8 @@ struct Shared {
     others: RwLock<Vec<String>>,
     /// Local membership changed since presence was last written.
     dirty: AtomicBool,
-    /// (channel, sender node) -> (epoch, last sequence, when), for gap detection.
-    received: DashMap<(String, String), (u64, u64, tokio::time::Instant)>,
     next_request: AtomicU64,
     waiting: DashMap<u64, mpsc::Sender<(Outcome, u64)>>,
-    outbox: mpsc::Sender<(String, Frame)>,
 }
 
 impl RedisLifetimeManager {
@@ -82,7 +74,6 @@ impl RedisLifetimeManager {
         inner: Arc<InProcessLifetimeManager>,
         shutdown: CancellationToken,
     ) -> Self {
-        let (outbox, queued) = mpsc::channel(OUTBOX_CAPACITY);
         let shared = Arc::new(Shared {
             all_channel: cluster.key(&format!("{hub}:all")),
             hub: hub.to_string(),
@@ -90,24 +81,17 @@ impl RedisLifetimeManager {
             inner: inner.clone(),
             others: RwLock::new(Vec::new()),
             dirty: AtomicBool::new(true),
-            received: DashMap::new(),
             next_request: AtomicU64::new(1),
             waiting: DashMap::new(),
-            outbox: outbox.clone(),
         });
         cluster.subscribe(shared.all_channel.clone(), shared.clone());
         cluster.subscribe(shared.node_channel(cluster.node_id()), shared.clone());
-        tokio::spawn(publish(cluster.clone(), queued, shutdown.clone()));
         tokio::spawn(shared.clone().keep_presence(shutdown));
-        Self {
-            inner,
-            shared,
-            outbox,
-        }
+        Self { inner, shared }
     }
 
     fn enqueue(&self, channel: String, frame: Frame) -> Result<(), LifetimeError> {
-        enqueue(&self.outbox, channel, frame)
+        Ok(self.shared.cluster.send(channel, frame)?)
     }
 
     /// The node a connection id names, unless it is this one.
@@ -215,16 +199,6 @@ fn unavailable(why: &str) -> LifetimeError {
     LifetimeError::Backplane(BackplaneError(why.to_string()))
 }
 
-fn enqueue(
-    outbox: &mpsc::Sender<(String, Frame)>,
-    channel: String,
-    frame: Frame,
-) -> Result<(), LifetimeError> {
-    outbox
-        .try_send((channel, frame))
-        .map_err(|_| unavailable("the backplane's outbox is full"))
-}
-
 fn payload(message: &SerializedHubMessage) -> Result<Payload, LifetimeError> {
     let encode = |protocol| {
         message
@@ -276,22 +250,24 @@ impl Shared {
             }
             // A node shows itself only once it hears the others: a sender that sees it
             // online may count on it receiving.
-            if !self.cluster.subscribed()
-                || (!self.dirty.load(Ordering::Relaxed) && last_write.elapsed() < HEARTBEAT)
-            {
+            if !self.cluster.subscribed() {
                 continue;
             }
-            self.dirty.store(false, Ordering::Relaxed);
-            match self.write_presence().await {
-                Ok(others) => {
-                    last_write = tokio::time::Instant::now();
-                    self.forget_gone(&others);
-                    if let Ok(mut live) = self.others.write() {
-                        *live = others;
-                    }
+            let others = if self.dirty.load(Ordering::Relaxed) || last_write.elapsed() >= HEARTBEAT
+            {
+                self.dirty.store(false, Ordering::Relaxed);
+                let written = self.write_presence().await;
+                match written {
+                    Ok(_) => last_write = tokio::time::Instant::now(),
+                    // Written again on the next tick; Redis being down is logged by the keeper.
+                    Err(_) => self.dirty.store(true, Ordering::Relaxed),
                 }
-                // Written again on the next tick; Redis being down is logged by the keeper.
-                Err(_) => self.dirty.store(true, Ordering::Relaxed),
+                written
+            } else {
+                self.live_nodes().await
+            };
+            if let (Ok(others), Ok(mut live)) = (others, self.others.write()) {
+                *live = others;
             }
         }
         // Leave at once rather than after the expiry.
@@ -302,6 +278,20 @@ impl Shared {
             .zrem(self.nodes_key(), &node);
         let mut commands = self.cluster.commands();
         let _: redis::RedisResult<()> = pipe.query_async(&mut commands).await;
+    }
+
+    /// The other nodes that beat within [`NODE_TTL`].
+    async fn live_nodes(&self) -> redis::RedisResult<Vec<String>> {
+        let since = now_ms().saturating_sub(u64::try_from(NODE_TTL.as_millis()).unwrap_or(0));
+        let mut commands = self.cluster.commands();
+        let live: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.nodes_key())
+            .arg(since)
+            .arg("+inf")
+            .query_async(&mut commands)
+            .await?;
+        let node = self.cluster.node_id();
+        Ok(live.into_iter().filter(|n| n != node).collect())
     }
 
     /// Replaces this node's presence, beats its heartbeat, and returns the other live nodes.
@@ -342,38 +332,6 @@ impl Shared {
         Ok(live.into_iter().filter(|n| n != node).collect())
     }
 
-    /// Drops the sequence state of nodes that are gone and quiet (the map stays as small as
-    /// the cluster).
-    fn forget_gone(&self, live: &[String]) {
-        self.received.retain(|(_, node), (_, _, seen)| {
-            live.iter().any(|n| n == node) || seen.elapsed() < 2 * NODE_TTL
-        });
-    }
-
-    /// Checks `origin`'s sequence on `channel`: counts and logs what went missing.
-    fn check_sequence(&self, channel: &str, origin: &Origin) {
-        let key = (channel.to_string(), origin.node.clone());
-        let now = tokio::time::Instant::now();
-        let previous = self
-            .received
-            .insert(key, (origin.epoch, origin.sequence, now));
-        if let Some((epoch, last, _)) = previous {
-            if epoch == origin.epoch && origin.sequence > last + 1 {
-                let missing = origin.sequence - last - 1;
-                self.cluster
-                    .stats()
-                    .gaps
-                    .fetch_add(missing, Ordering::Relaxed);
-                tracing::warn!(
-                    from = %origin.node,
-                    %channel,
-                    missing,
-                    "backplane messages were lost (pub/sub is at most once)"
-                );
-            }
-        }
-    }
-
     async fn apply(&self, frame: Frame) {
         let inner = &self.inner;
         let message = |p: Payload| Arc::new(SerializedHubMessage::encoded(p.json, p.msgpack));
@@ -391,7 +349,7 @@ impl Shared {
             Frame::Connection { id, payload } => {
                 let _ = inner.send_connection(&id, message(payload)).await;
             }
-            Frame::GroupChange { .. } | Frame::DisconnectUser { .. } | Frame::Reply { .. } => {}
+            _ => {}
         }
     }
 
@@ -439,7 +397,7 @@ impl Shared {
             outcome,
             count,
         };
-        if let Err(err) = enqueue(&self.outbox, self.node_channel(from), reply) {
+        if let Err(err) = self.cluster.send(self.node_channel(from), reply) {
             tracing::warn!(error = %err, "cannot answer a backplane request");
         }
     }
@@ -447,19 +405,7 @@ impl Shared {
 
 #[async_trait]
 impl Subscriber for Shared {
-    async fn receive(&self, channel: &str, message: Bytes) {
-        let (origin, frame) = match wire::decode(message) {
-            Ok(decoded) => decoded,
-            Err(err) => {
-                tracing::warn!(error = %err, %channel, "ignoring an unreadable backplane message");
-                return;
-            }
-        };
-        if origin.node == self.cluster.node_id() && origin.epoch == self.cluster.epoch() {
-            // Our own broadcast, already delivered locally.
-            return;
-        }
-        self.check_sequence(channel, &origin);
+    async fn receive(&self, _channel: &str, origin: Origin, frame: Frame) {
         match frame {
             Frame::Reply {
                 request,
@@ -475,59 +421,6 @@ impl Subscriber for Shared {
                 self.answer(&origin.node, request).await;
             }
             send => self.apply(send).await,
-        }
-    }
-}
-
-/// The one task that numbers and publishes this hub's frames, in order, batched.
-async fn publish(
-    cluster: Arc<Cluster>,
-    mut queued: mpsc::Receiver<(String, Frame)>,
-    shutdown: CancellationToken,
-) {
-    let mut sequences: HashMap<String, u64> = HashMap::new();
-    let mut failing = false;
-    let mut batch = Vec::with_capacity(BATCH);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            received = queued.recv_many(&mut batch, BATCH) => if received == 0 { return },
-        }
-        // Channels are this hub's two and one per live node: a bound, but keep it one.
-        if sequences.len() > 4 * BATCH {
-            sequences.clear();
-        }
-        let mut pipe = redis::pipe();
-        for (channel, frame) in batch.drain(..) {
-            let sequence = sequences.entry(channel.clone()).or_insert(0);
-            *sequence += 1;
-            let origin = Origin {
-                node: cluster.node_id().to_string(),
-                epoch: cluster.epoch(),
-                sequence: *sequence,
-            };
-            pipe.cmd("PUBLISH")
-                .arg(channel)
-                .arg(wire::encode(&origin, &frame).as_ref())
-                .ignore();
-        }
-        let sent = pipe.len() as u64;
-        let mut commands = cluster.commands();
-        let result: redis::RedisResult<()> = pipe.query_async(&mut commands).await;
-        let stats = cluster.stats();
-        match result {
-            Ok(()) => {
-                stats.publishes.fetch_add(sent, Ordering::Relaxed);
-                if std::mem::take(&mut failing) {
-                    tracing::info!("publishing to the backplane again");
-                }
-            }
-            Err(err) => {
-                stats.publish_errors.fetch_add(sent, Ordering::Relaxed);
-                if !std::mem::replace(&mut failing, true) {
-                    tracing::warn!(error = %err, "cannot publish to the backplane; messages to other nodes are lost until Redis answers");
-                }
-            }
         }
     }
 }

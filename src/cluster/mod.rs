@@ -15,12 +15,15 @@ pub mod wire;
 
 pub use lifetime::RedisLifetimeManager;
 pub use nonces::RedisNonceStore;
+use wire::{Frame, Origin};
 
+use crate::hub::BackplaneError;
 use crate::metrics::Metrics;
 use crate::settings::ClusterSettings;
 use dashmap::DashMap;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{PushInfo, PushKind, Value};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +37,12 @@ const INBOX_CAPACITY: usize = 65_536;
 const KEEP_INTERVAL: Duration = Duration::from_millis(500);
 /// How long a Redis command may take before it counts as failed.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Frames waiting for the publisher, at most; a send beyond it fails.
+const OUTBOX_CAPACITY: usize = 16_384;
+/// Frames the publisher sends to Redis in one pipeline, at most.
+const BATCH: usize = 256;
+/// A sender not heard from for this long is forgotten (its next message starts afresh).
+const SENDER_MEMORY: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -41,11 +50,12 @@ pub enum ClusterError {
     Client(#[from] redis::RedisError),
 }
 
-/// What one channel's messages go to, in the order they came, on the pump task: quick work
-/// only (local sends never wait for a client).
+/// What one channel's messages go to, decoded, in the order they came, on the pump task:
+/// quick work only (local sends never wait for a client). This node's own messages are not
+/// handed back.
 #[async_trait::async_trait]
 pub trait Subscriber: Send + Sync {
-    async fn receive(&self, channel: &str, message: bytes::Bytes);
+    async fn receive(&self, channel: &str, origin: Origin, frame: Frame);
 }
 
 /// Counts for `/metrics`.
@@ -67,6 +77,9 @@ pub struct Cluster {
     commands: ConnectionManager,
     subscriber: ConnectionManager,
     subscribers: DashMap<String, Subscription>,
+    outbox: mpsc::Sender<(String, Frame)>,
+    /// (channel, sender node) -> (epoch, last sequence, when), for gap detection.
+    received: DashMap<(String, String), (u64, u64, tokio::time::Instant)>,
     stats: ClusterStats,
 }
 
@@ -121,6 +134,7 @@ impl Cluster {
             })
             .set_automatic_resubscription(),
         )?;
+        let (outbox, queued) = mpsc::channel(OUTBOX_CAPACITY);
         let cluster = Arc::new(Self {
             node_id,
             epoch: rand::random(),
@@ -128,10 +142,13 @@ impl Cluster {
             commands,
             subscriber,
             subscribers: DashMap::new(),
+            outbox,
+            received: DashMap::new(),
             stats: ClusterStats::default(),
         });
         cluster.watch(metrics, cluster_stats);
         tokio::spawn(cluster.clone().pump(inbox, shutdown.clone()));
+        tokio::spawn(cluster.clone().publish(queued, shutdown.clone()));
         tokio::spawn(cluster.clone().keep(shutdown));
         Ok(cluster)
     }
@@ -169,24 +186,12 @@ impl Cluster {
         );
     }
 
-    /// Publishes `message` on `channel`; counts it, or the failure.
-    pub async fn publish(&self, channel: &str, message: bytes::Bytes) -> redis::RedisResult<()> {
-        let mut commands = self.commands.clone();
-        let result: redis::RedisResult<Value> = redis::cmd("PUBLISH")
-            .arg(channel)
-            .arg(message.as_ref())
-            .query_async(&mut commands)
-            .await;
-        match result {
-            Ok(_) => {
-                self.stats.publishes.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(err) => {
-                self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
-                Err(err)
-            }
-        }
+    /// Hands `frame` to the publisher, which numbers it on `channel` and publishes it in
+    /// order. `Ok` once queued: a publish cannot know who received it.
+    pub fn send(&self, channel: String, frame: Frame) -> Result<(), BackplaneError> {
+        self.outbox
+            .try_send((channel, frame))
+            .map_err(|_| BackplaneError("the backplane's outbox is full".into()))
     }
 
     fn watch(self: &Arc<Self>, metrics: &Metrics, dropped: Arc<AtomicU64>) {
@@ -256,10 +261,7 @@ impl Cluster {
                         continue;
                     };
                     self.stats.receives.fetch_add(1, Ordering::Relaxed);
-                    let handler = self.subscribers.get(&channel).map(|s| s.handler.clone());
-                    if let Some(handler) = handler {
-                        handler.receive(&channel, message).await;
-                    }
+                    self.deliver(channel, message).await;
                 }
                 PushKind::Disconnection => {
                     self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -269,6 +271,99 @@ impl Cluster {
                     );
                 }
                 _ => {}
+            }
+        }
+    }
+
+    async fn deliver(&self, channel: String, message: bytes::Bytes) {
+        let (origin, frame) = match wire::decode(message) {
+            Ok(decoded) => decoded,
+            Err(err) => {
+                tracing::warn!(error = %err, %channel, "ignoring an unreadable backplane message");
+                return;
+            }
+        };
+        if origin.node == self.node_id && origin.epoch == self.epoch {
+            // Our own broadcast, already delivered locally.
+            return;
+        }
+        self.check_sequence(&channel, &origin);
+        let handler = self.subscribers.get(&channel).map(|s| s.handler.clone());
+        if let Some(handler) = handler {
+            handler.receive(&channel, origin, frame).await;
+        }
+    }
+
+    /// Checks `origin`'s sequence on `channel`: counts and logs what went missing.
+    fn check_sequence(&self, channel: &str, origin: &Origin) {
+        let now = tokio::time::Instant::now();
+        let key = (channel.to_string(), origin.node.clone());
+        let previous = self
+            .received
+            .insert(key, (origin.epoch, origin.sequence, now));
+        if let Some((epoch, last, _)) = previous {
+            if epoch == origin.epoch && origin.sequence > last + 1 {
+                let missing = origin.sequence - last - 1;
+                self.stats.gaps.fetch_add(missing, Ordering::Relaxed);
+                tracing::warn!(
+                    from = %origin.node,
+                    %channel,
+                    missing,
+                    "backplane messages were lost (pub/sub is at most once)"
+                );
+            }
+        }
+    }
+
+    /// The one task that numbers and publishes this node's frames, in order, batched.
+    async fn publish(
+        self: Arc<Self>,
+        mut queued: mpsc::Receiver<(String, Frame)>,
+        shutdown: CancellationToken,
+    ) {
+        let mut sequences: HashMap<String, u64> = HashMap::new();
+        let mut failing = false;
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                received = queued.recv_many(&mut batch, BATCH) => if received == 0 { return },
+            }
+            // Channels are two per hub and one per live node: a bound, but keep it one.
+            if sequences.len() > 4 * BATCH {
+                sequences.clear();
+            }
+            let mut pipe = redis::pipe();
+            for (channel, frame) in batch.drain(..) {
+                let sequence = sequences.entry(channel.clone()).or_insert(0);
+                *sequence += 1;
+                let origin = Origin {
+                    node: self.node_id().to_string(),
+                    epoch: self.epoch(),
+                    sequence: *sequence,
+                };
+                pipe.cmd("PUBLISH")
+                    .arg(channel)
+                    .arg(wire::encode(&origin, &frame).as_ref())
+                    .ignore();
+            }
+            let sent = pipe.len() as u64;
+            let mut commands = self.commands();
+            let result: redis::RedisResult<()> = pipe.query_async(&mut commands).await;
+            let stats = self.stats();
+            match result {
+                Ok(()) => {
+                    stats.publishes.fetch_add(sent, Ordering::Relaxed);
+                    if std::mem::take(&mut failing) {
+                        tracing::info!("publishing to the backplane again");
+                    }
+                }
+                Err(err) => {
+                    stats.publish_errors.fetch_add(sent, Ordering::Relaxed);
+                    if !std::mem::replace(&mut failing, true) {
+                        tracing::warn!(error = %err, "cannot publish to the backplane; messages to other nodes are lost until Redis answers");
+                    }
+                }
             }
         }
     }
@@ -298,6 +393,9 @@ impl Cluster {
                 }
                 _ => {}
             }
+            // The senders heard from lately: the map stays as small as the cluster.
+            self.received
+                .retain(|_, (_, _, seen)| seen.elapsed() < SENDER_MEMORY);
             if ping.is_err() {
                 continue;
             }

@@ -83,6 +83,12 @@ pub enum Frame {
         outcome: Outcome,
         count: u64,
     },
+    /// A device's telemetry report for the `StreamTelemetry` subscribers of every node:
+    /// its owner and the JSON payload subscribers receive.
+    Telemetry {
+        owner: String,
+        payload: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -161,6 +167,10 @@ pub fn encode(origin: &Origin, frame: &Frame) -> Bytes {
             }
             out.put_u64(*count);
         }
+        Frame::Telemetry { owner, payload } => {
+            put_str(&mut out, owner);
+            put_str(&mut out, payload);
+        }
     }
     out.freeze()
 }
@@ -219,6 +229,10 @@ pub fn decode(bytes: Bytes) -> Result<(Origin, Frame), WireError> {
             },
             count: r.u64()?,
         },
+        8 => Frame::Telemetry {
+            owner: r.str()?,
+            payload: r.str()?,
+        },
         _ => return Err(WireError::Invalid("kind")),
     };
     Ok((origin, frame))
@@ -233,6 +247,7 @@ fn kind(frame: &Frame) -> u8 {
         Frame::GroupChange { .. } => 5,
         Frame::DisconnectUser { .. } => 6,
         Frame::Reply { .. } => 7,
+        Frame::Telemetry { .. } => 8,
     }
 }
 
@@ -242,6 +257,7 @@ fn payload_len(frame: &Frame) -> usize {
         | Frame::User { payload, .. }
         | Frame::Groups { payload, .. }
         | Frame::Connection { payload, .. } => payload.json.len() + payload.msgpack.len(),
+        Frame::Telemetry { payload, .. } => payload.len(),
         _ => 0,
     }
 }
@@ -369,6 +385,10 @@ mod tests {
                 request: 11,
                 outcome: Outcome::TooManyGroups(64),
                 count: 3,
+            },
+            Frame::Telemetry {
+                owner: "alice".into(),
+                payload: "{\"kind\":\"temp\"}".into(),
             },
         ];
         for frame in frames {

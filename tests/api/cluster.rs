@@ -5,7 +5,7 @@
 
 use crate::helpers::user_token;
 use crate::redis_server::{prefix, shared, RedisServer};
-use crate::user_limits::{message_key, signed, ENVELOPE_SECRET};
+use crate::user_limits::{device, login, message_key, signed, ENVELOPE_SECRET};
 use crate::ws_client::{admin_token, spawn_hub, HubServer, RawClient};
 use serde_json::{json, Value};
 use signet::auth::Principal;
@@ -411,5 +411,73 @@ async fn a_nonce_is_used_once_across_nodes_and_signed_calls_fail_closed_without_
             "signed calls still refused after Redis returned: {completion}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[actix_web::test]
+async fn a_devices_telemetry_reaches_its_owner_on_another_node() {
+    let redis = shared();
+    let prefix = prefix("telemetry");
+    let (url, db) = (redis.url(), crate::postgres::fresh_database().await);
+    let env = |id: &'static str| {
+        [
+            ("SIGNET__CLUSTER__REDIS_URL", url.as_str()),
+            ("SIGNET__CLUSTER__CHANNEL_PREFIX", prefix.as_str()),
+            ("SIGNET__CLUSTER__NODE_ID", id),
+            ("SIGNET__ENVELOPE__SECRET", ENVELOPE_SECRET),
+            ("SIGNET__STORE__URL", db.as_str()),
+            ("SIGNET__STORE__MAX_CONNECTIONS", "4"),
+        ]
+    };
+    let a = spawn_hub(&env("a")).await;
+    let b = spawn_hub(&env("b")).await;
+    let owner = login(&a, "owner").await;
+    let (device_id, device_token) = device(&b, &owner, "thermometer").await;
+    let mut watcher = a.open(&owner).await;
+    watcher
+        .invoke_stream("watch", "StreamTelemetry", json!([]))
+        .await;
+    let mut thermometer = b.open(&device_token).await;
+    // Both nodes show themselves (so both listen): B counts A's user, A its device.
+    let mut admin = b.open(&admin_token("the-admin")).await;
+    eventually(&mut admin, "GetConnectedUsersCount", json!(3)).await;
+    let deadline = tokio::time::Instant::now() + SPREAD;
+    loop {
+        let listed = watcher.call("list", "ListDevices", json!([])).await;
+        if listed["result"][0]["online"] == json!(true) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{listed}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let key = message_key(&device_token);
+    let reported = thermometer
+        .call(
+            "t1",
+            "ReportTelemetry",
+            signed(
+                &key,
+                "ReportTelemetry",
+                &json!({"kind": "temperature", "data": 21.5}),
+            ),
+        )
+        .await;
+    assert!(reported.get("error").is_none(), "{reported}");
+    // The owner on A gets the Telemetry invocation and the StreamTelemetry item.
+    let (mut invoked, mut streamed) = (false, false);
+    while !(invoked && streamed) {
+        let message = watcher.next_message(SPREAD).await;
+        let payload = if message["target"] == "Telemetry" {
+            invoked = true;
+            message["arguments"][0].clone()
+        } else if message["invocationId"] == "watch" && message["type"] == 2 {
+            streamed = true;
+            message["item"].clone()
+        } else {
+            continue;
+        };
+        assert_eq!(payload["deviceId"], json!(device_id), "{payload}");
+        assert_eq!(payload["data"], json!(21.5), "{payload}");
     }
 }

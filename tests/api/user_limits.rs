@@ -41,7 +41,7 @@ pub(crate) fn signed(key: &MessageKey, target: &str, message: &Value) -> Value {
 }
 
 /// A local user, logged in: its access token.
-async fn login(server: &HubServer, username: &str) -> String {
+pub(crate) async fn login(server: &HubServer, username: &str) -> String {
     let passwords = Passwords::new(&server.state.settings.identity)
         .await
         .unwrap();
@@ -61,7 +61,7 @@ async fn login(server: &HubServer, username: &str) -> String {
 }
 
 /// A device of `owner_token`'s user: its id and a device token.
-async fn device(server: &HubServer, owner_token: &str, name: &str) -> (String, String) {
+pub(crate) async fn device(server: &HubServer, owner_token: &str, name: &str) -> (String, String) {
     let made = post(
         server,
         "/api/devices",

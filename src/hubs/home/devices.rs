@@ -9,7 +9,7 @@
 use super::pending::{
     InProcessPendingCommands, PendingCommand, PendingCommands, PendingError, PendingFull,
 };
-use super::telemetry::{InProcessTelemetry, TelemetryEvent, TelemetryFanout};
+use super::telemetry::{TelemetryEvent, TelemetryFanout};
 use crate::auth::issue::random_id;
 use crate::auth::Principal;
 use crate::envelope::{unix_now_ms, EnvelopeService};
@@ -49,6 +49,7 @@ pub(super) fn register(
     builder: HubBuilder,
     services: &HubServices,
     store: Arc<dyn Store>,
+    telemetry: Arc<dyn TelemetryFanout>,
     settings: &Settings,
 ) -> HubBuilder {
     let home = Arc::new(Home {
@@ -61,7 +62,7 @@ pub(super) fn register(
             settings.home.max_pending_commands_per_user,
             Duration::from_secs(settings.home.command_timeout_secs),
         )),
-        telemetry: Arc::new(InProcessTelemetry::new(settings.home.telemetry_buffer)),
+        telemetry,
         metrics: services.metrics.clone(),
     });
     builder

@@ -6,6 +6,8 @@ mod devices;
 pub mod pending;
 pub mod telemetry;
 
+use telemetry::TelemetryFanout;
+
 use crate::connection::{CloseReason, ConnectionRegistry};
 use crate::hub::{
     bind, Call, Hub, HubBuilder, HubError, HubLifetimeManager, HubServices, MethodResult,
@@ -29,12 +31,13 @@ const MAX_LISTED_USERS: usize = 500;
 
 pub fn hub(
     lifetime: Arc<dyn HubLifetimeManager>,
+    telemetry: Arc<dyn TelemetryFanout>,
     services: &HubServices,
     store: Arc<dyn Store>,
     settings: &Settings,
 ) -> Arc<Hub> {
     let builder = HubBuilder::new("home", lifetime, services);
-    devices::register(builder, services, store, settings)
+    devices::register(builder, services, store, telemetry, settings)
         .method(MethodSpec::new("Whoami", &[]), whoami)
         .method(MethodSpec::new("Echo", &[Param::Any]), echo)
         .method(
