@@ -6,12 +6,11 @@ use crate::cluster::{Cluster, RedisLifetimeManager};
 use crate::hub::{HubCatalog, HubLifetimeManager, HubServices, InProcessLifetimeManager};
 use crate::settings::Settings;
 use crate::store::Store;
-use home::telemetry::{InProcessTelemetry, RedisTelemetry, TelemetryFanout};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-/// Every hub Signet serves, each with its own lifetime manager (and the home hub's telemetry
-/// fan-out): in-process on a single node, over Redis (wrapping the in-process one) when
+/// Every hub Signet serves, each with its own lifetime manager (and the home hub's pending
+/// commands and telemetry fan-out): in-process on a single node, over Redis (wrapping the in-process one) when
 /// `cluster` is given.
 pub fn catalog(
     settings: &Settings,
@@ -35,18 +34,9 @@ pub fn catalog(
             None => local,
         }
     };
-    let local_telemetry = Arc::new(InProcessTelemetry::new(settings.home.telemetry_buffer));
-    let telemetry: Arc<dyn TelemetryFanout> = match cluster {
-        Some(cluster) => Arc::new(RedisTelemetry::start(
-            cluster.clone(),
-            "home",
-            local_telemetry,
-        )),
-        None => local_telemetry,
-    };
     HubCatalog::default().with(home::hub(
         lifetime("home"),
-        telemetry,
+        home::HomeShared::new(settings, cluster),
         services,
         store,
         settings,

@@ -5,7 +5,7 @@
 
 use crate::helpers::user_token;
 use crate::redis_server::{prefix, shared, RedisServer};
-use crate::user_limits::{device, login, message_key, signed, ENVELOPE_SECRET};
+use crate::user_limits::{device, login, message_key, send_command, signed, ENVELOPE_SECRET};
 use crate::ws_client::{admin_token, spawn_hub, HubServer, RawClient};
 use serde_json::{json, Value};
 use signet::auth::Principal;
@@ -480,4 +480,90 @@ async fn a_devices_telemetry_reaches_its_owner_on_another_node() {
         assert_eq!(payload["deviceId"], json!(device_id), "{payload}");
         assert_eq!(payload["data"], json!(21.5), "{payload}");
     }
+}
+
+#[actix_web::test]
+async fn a_command_from_node_a_is_answered_once_from_node_b() {
+    let redis = shared();
+    let prefix = prefix("commands");
+    let (url, db) = (redis.url(), crate::postgres::fresh_database().await);
+    let env = |id: &'static str| {
+        [
+            ("SIGNET__CLUSTER__REDIS_URL", url.as_str()),
+            ("SIGNET__CLUSTER__CHANNEL_PREFIX", prefix.as_str()),
+            ("SIGNET__CLUSTER__NODE_ID", id),
+            ("SIGNET__ENVELOPE__SECRET", ENVELOPE_SECRET),
+            ("SIGNET__STORE__URL", db.as_str()),
+            ("SIGNET__STORE__MAX_CONNECTIONS", "4"),
+            ("SIGNET__HOME__MAX_PENDING_COMMANDS_PER_USER", "2"),
+        ]
+    };
+    let a = spawn_hub(&env("a")).await;
+    let b = spawn_hub(&env("b")).await;
+    let owner = login(&a, "commander").await;
+    let owner_key = message_key(&owner);
+    let (device_id, device_token) = device(&b, &owner, "lamp").await;
+    let mut user = a.open(&owner).await;
+    let mut lamp = b.open(&device_token).await;
+    let mut admin = b.open(&admin_token("the-admin")).await;
+    eventually(&mut admin, "GetConnectedUsersCount", json!(3)).await;
+    let deadline = tokio::time::Instant::now() + SPREAD;
+    let sent = loop {
+        let sent = send_command(&mut user, &owner_key, "c1", &device_id).await;
+        if sent["result"]["commandId"].is_string() || tokio::time::Instant::now() > deadline {
+            break sent;
+        }
+        // A has not seen the device's presence yet ("device offline").
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let command_id = sent["result"]["commandId"].clone();
+    assert!(command_id.is_string(), "{sent}");
+
+    // The device on B gets the server-signed Command and answers there.
+    let command = lamp.next_message(SPREAD).await;
+    assert_eq!(command["target"], "Command", "{command}");
+    let inner: Value =
+        serde_json::from_str(command["arguments"][0]["message"].as_str().unwrap()).unwrap();
+    assert_eq!(inner["commandId"], command_id);
+    let device_key = message_key(&device_token);
+    let result = json!({"commandId": command_id, "status": "ok"});
+    let answered = lamp
+        .call(
+            "r1",
+            "CommandResult",
+            signed(&device_key, "CommandResult", &result),
+        )
+        .await;
+    assert!(answered.get("error").is_none(), "{answered}");
+    // The issuer on A gets it; a second answer is refused on either node.
+    loop {
+        let message = user.next_message(SPREAD).await;
+        if message["target"] == "CommandResult" {
+            assert_eq!(message["arguments"][0]["commandId"], command_id);
+            assert_eq!(message["arguments"][0]["deviceId"], json!(device_id));
+            break;
+        }
+    }
+    let again = lamp
+        .call_error(
+            "r2",
+            "CommandResult",
+            signed(&device_key, "CommandResult", &result),
+        )
+        .await;
+    assert!(again.ends_with("unknown command"), "{again}");
+
+    // The per-user cap counts the cluster's commands: two wait, the third is refused on B too.
+    let mut user_b = b.open(&owner).await;
+    for (client, id) in [(&mut user, "c2"), (&mut user_b, "c3")] {
+        let sent = send_command(client, &owner_key, id, &device_id).await;
+        assert!(sent["result"]["commandId"].is_string(), "{sent}");
+    }
+    let refused = send_command(&mut user_b, &owner_key, "c4", &device_id).await;
+    assert!(
+        refused["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("too many commands waiting")),
+        "{refused}"
+    );
 }

@@ -194,7 +194,7 @@ async fn a_session_over_its_nonce_quota_is_refused_and_other_users_sign_on() {
 }
 
 /// Sends a command to `device_id`; the completion.
-async fn send_command(
+pub(crate) async fn send_command(
     client: &mut RawClient,
     key: &MessageKey,
     id: &str,
