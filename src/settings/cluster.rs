@@ -1,10 +1,9 @@
 //! `[cluster]`: several Signet nodes sharing live state over Redis. Unset `redis_url` keeps
 //! everything in this process (one node, no Redis needed).
 
-use super::store::mask_password;
+use super::store::{mask_password, masked_url};
 use super::SettingsError;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::fmt;
+use serde::{Deserialize, Serialize};
 
 /// Longest node id: it prefixes every connection id of the node.
 pub const MAX_NODE_ID_CHARS: usize = 32;
@@ -92,24 +91,7 @@ impl RedisUrl {
     }
 }
 
-impl fmt::Debug for RedisUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RedisUrl({})", self.masked())
-    }
-}
-
-impl Serialize for RedisUrl {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.masked())
-    }
-}
-
-impl<'de> Deserialize<'de> for RedisUrl {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        Self::new(text).map_err(serde::de::Error::custom)
-    }
-}
+masked_url!(RedisUrl);
 
 #[cfg(test)]
 mod tests {

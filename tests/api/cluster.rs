@@ -414,23 +414,32 @@ async fn a_nonce_is_used_once_across_nodes_and_signed_calls_fail_closed_without_
     }
 }
 
-#[actix_web::test]
-async fn a_devices_telemetry_reaches_its_owner_on_another_node() {
-    let redis = shared();
-    let prefix = prefix("telemetry");
-    let (url, db) = (redis.url(), crate::postgres::fresh_database().await);
-    let env = |id: &'static str| {
-        [
+/// Two nodes `a` and `b` for the home flows: the shared Redis, a fresh PostgreSQL database for
+/// users and devices, the test envelope secret, and `extra` settings.
+async fn home_nodes(test: &str, extra: &[(&str, &str)]) -> (HubServer, HubServer) {
+    let prefix = prefix(test);
+    let (url, db) = (shared().url(), crate::postgres::fresh_database().await);
+    let mut nodes = Vec::new();
+    for id in ["a", "b"] {
+        let mut env = vec![
             ("SIGNET__CLUSTER__REDIS_URL", url.as_str()),
             ("SIGNET__CLUSTER__CHANNEL_PREFIX", prefix.as_str()),
             ("SIGNET__CLUSTER__NODE_ID", id),
             ("SIGNET__ENVELOPE__SECRET", ENVELOPE_SECRET),
             ("SIGNET__STORE__URL", db.as_str()),
             ("SIGNET__STORE__MAX_CONNECTIONS", "4"),
-        ]
-    };
-    let a = spawn_hub(&env("a")).await;
-    let b = spawn_hub(&env("b")).await;
+        ];
+        env.extend_from_slice(extra);
+        nodes.push(spawn_hub(&env).await);
+    }
+    let b = nodes.pop().expect("two nodes");
+    let a = nodes.pop().expect("two nodes");
+    (a, b)
+}
+
+#[actix_web::test]
+async fn a_devices_telemetry_reaches_its_owner_on_another_node() {
+    let (a, b) = home_nodes("telemetry", &[]).await;
     let owner = login(&a, "owner").await;
     let (device_id, device_token) = device(&b, &owner, "thermometer").await;
     let mut watcher = a.open(&owner).await;
@@ -484,22 +493,11 @@ async fn a_devices_telemetry_reaches_its_owner_on_another_node() {
 
 #[actix_web::test]
 async fn a_command_from_node_a_is_answered_once_from_node_b() {
-    let redis = shared();
-    let prefix = prefix("commands");
-    let (url, db) = (redis.url(), crate::postgres::fresh_database().await);
-    let env = |id: &'static str| {
-        [
-            ("SIGNET__CLUSTER__REDIS_URL", url.as_str()),
-            ("SIGNET__CLUSTER__CHANNEL_PREFIX", prefix.as_str()),
-            ("SIGNET__CLUSTER__NODE_ID", id),
-            ("SIGNET__ENVELOPE__SECRET", ENVELOPE_SECRET),
-            ("SIGNET__STORE__URL", db.as_str()),
-            ("SIGNET__STORE__MAX_CONNECTIONS", "4"),
-            ("SIGNET__HOME__MAX_PENDING_COMMANDS_PER_USER", "2"),
-        ]
-    };
-    let a = spawn_hub(&env("a")).await;
-    let b = spawn_hub(&env("b")).await;
+    let (a, b) = home_nodes(
+        "commands",
+        &[("SIGNET__HOME__MAX_PENDING_COMMANDS_PER_USER", "2")],
+    )
+    .await;
     let owner = login(&a, "commander").await;
     let owner_key = message_key(&owner);
     let (device_id, device_token) = device(&b, &owner, "lamp").await;
