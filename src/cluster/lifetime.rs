@@ -19,6 +19,7 @@
 use super::wire::{Disconnect, Frame, Origin, Outcome, Payload};
 use super::{Cluster, Subscriber};
 use crate::connection::{CloseReason, Connection};
+use crate::envelope::unix_now_ms;
 use crate::hub::{
     BackplaneError, ConnectionInfo, HubLifetimeManager, InProcessLifetimeManager, LifetimeError,
 };
@@ -28,7 +29,7 @@ use dashmap::DashMap;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -211,12 +212,6 @@ fn payload(message: &SerializedHubMessage) -> Result<Payload, LifetimeError> {
     })
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 impl Shared {
     fn node_channel(&self, node: &str) -> String {
         self.cluster.key(&format!("{}:node:{node}", self.hub))
@@ -282,7 +277,7 @@ impl Shared {
 
     /// The other nodes that beat within [`NODE_TTL`].
     async fn live_nodes(&self) -> redis::RedisResult<Vec<String>> {
-        let since = now_ms().saturating_sub(u64::try_from(NODE_TTL.as_millis()).unwrap_or(0));
+        let since = unix_now_ms().saturating_sub(u64::try_from(NODE_TTL.as_millis()).unwrap_or(0));
         let mut commands = self.cluster.commands();
         let live: Vec<String> = redis::cmd("ZRANGEBYSCORE")
             .arg(self.nodes_key())
@@ -305,7 +300,7 @@ impl Shared {
             self.nodes_key(),
         );
         let ttl = u64::try_from(NODE_TTL.as_millis()).unwrap_or(u64::MAX);
-        let now = now_ms();
+        let now = unix_now_ms();
         let mut pipe = redis::pipe();
         pipe.atomic().del(&key).ignore();
         if !presence.is_empty() {

@@ -11,7 +11,6 @@ use super::Cluster;
 use crate::envelope::{NonceStore, NonceStoreError};
 use futures_util::future::BoxFuture;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 pub struct RedisNonceStore {
     cluster: Arc<Cluster>,
@@ -38,9 +37,7 @@ impl NonceStore for RedisNonceStore {
         expires_at_ms: u64,
     ) -> BoxFuture<'a, Result<bool, NonceStoreError>> {
         Box::pin(async move {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            let now = crate::envelope::unix_now_ms();
             // A relative expiry, so Redis's clock need not agree with ours.
             let remaining = expires_at_ms.saturating_sub(now).max(1);
             let mut commands = self.cluster.commands();

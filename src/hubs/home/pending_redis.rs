@@ -10,10 +10,11 @@
 
 use super::pending::{PendingCommand, PendingCommands, PendingError, PendingFull};
 use crate::cluster::Cluster;
+use crate::envelope::unix_now_ms;
 use crate::hub::BackplaneError;
 use async_trait::async_trait;
 use std::sync::{Arc, LazyLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// KEYS: all, issuer set, device set, command. ARGV: now, deadline, max total, max per
 /// issuer, id, device, issuer, ttl ms. Answers 0 (recorded), 1 (issuer full), 2 (server full).
@@ -125,16 +126,10 @@ fn unavailable(err: redis::RedisError) -> PendingError {
     PendingError::Backplane(BackplaneError(err.to_string()))
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 #[async_trait]
 impl PendingCommands for RedisPendingCommands {
     async fn insert(&self, id: String, command: PendingCommand) -> Result<(), PendingError> {
-        let now = now_ms();
+        let now = unix_now_ms();
         let ttl = u64::try_from(self.timeout.as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
