@@ -565,3 +565,48 @@ async fn a_command_from_node_a_is_answered_once_from_node_b() {
         "{refused}"
     );
 }
+
+/// Sends from `from` until `to` receives one, within `within`; how long it took.
+async fn delivered_after(from: &Node, to: &Arc<Connection>, within: Duration) -> Option<Duration> {
+    let started = tokio::time::Instant::now();
+    let before = to.queue_depth();
+    while started.elapsed() < within {
+        let _ = from.hub.send_user(&to.principal().sub, message("m")).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if to.queue_depth() > before {
+            return Some(started.elapsed());
+        }
+    }
+    None
+}
+
+#[actix_web::test]
+async fn the_backplane_comes_back_after_redis_restarts_and_pubsub_clients_are_killed() {
+    let redis = RedisServer::start();
+    let prefix = prefix("outage");
+    let a = Node::start(&redis.url(), &prefix, "a", 4);
+    let b = Node::start(&redis.url(), &prefix, "b", 4);
+    let on_b = b.connect(1, "bob", HubProtocol::Json).await;
+    a.connect(1, "alice", HubProtocol::Json).await;
+    a.sees("bob").await;
+    b.sees("alice").await;
+    assert!(delivered_after(&a, &on_b, SPREAD).await.is_some());
+
+    // Redis dies and comes back empty: each node resubscribes within 2 s (about 0.1 s here)
+    // and shows itself again.
+    redis.restart();
+    let took = delivered_after(&a, &on_b, Duration::from_secs(2)).await;
+    assert!(took.is_some(), "nothing reached B after Redis restarted");
+    a.sees("bob").await;
+    assert!(b.cluster.stats().reconnects.load(Ordering::Relaxed) >= 1);
+
+    // Redis drops every subscriber connection.
+    let killed = redis.command("CLIENT KILL TYPE pubsub");
+    assert!(killed.starts_with(':'), "{killed}");
+    let took = delivered_after(&a, &on_b, Duration::from_secs(2)).await;
+    assert!(
+        took.is_some(),
+        "nothing reached B after its subscription was killed"
+    );
+    assert!(on_b.queue_depth() > 0);
+}
