@@ -70,6 +70,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// This node's place in the cluster, with `[cluster] redis_url`.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl AppState {
@@ -204,6 +206,7 @@ impl AppState {
             identity,
             shutdown,
             tasks: TaskTracker::new(),
+            cluster,
         })
     }
 
@@ -226,6 +229,7 @@ impl AppState {
     fn readiness(&self) -> Readiness {
         Readiness {
             store: self.store.clone(),
+            cluster: self.cluster.clone(),
             timeout: Duration::from_secs(self.settings.server.readiness_timeout_secs),
             shutdown: self.shutdown.clone(),
         }

@@ -414,6 +414,20 @@ impl Cluster {
         }
     }
 
+    /// Whether this node works with the cluster: Redis answers a command and every channel is
+    /// subscribed (`/readyz`).
+    pub async fn ping(&self) -> Result<(), String> {
+        let mut commands = self.commands.clone();
+        let _: Value = redis::cmd("PING")
+            .query_async(&mut commands)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !self.subscribed() {
+            return Err("the node's channels are not subscribed yet".into());
+        }
+        Ok(())
+    }
+
     /// Whether every channel is subscribed (start-up is done); for tests and readiness.
     pub fn subscribed(&self) -> bool {
         self.subscribers

@@ -2,6 +2,7 @@
 //! (readiness: 200 when the server accepts work and its dependencies answer, 503 naming the
 //! failing ones).
 
+use crate::cluster::Cluster;
 use crate::store::Store;
 use actix_web::{get, web, HttpResponse};
 use serde_json::json;
@@ -9,10 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// What `/readyz` asks: the store, and whether shutdown has begun.
+/// What `/readyz` asks: the store, Redis for a cluster node, and whether shutdown has begun.
 #[derive(Clone)]
 pub struct Readiness {
     pub store: Arc<dyn Store>,
+    /// With `[cluster] redis_url`: Redis must answer and the node's subscriptions be confirmed.
+    pub cluster: Option<Arc<Cluster>>,
     /// How long each dependency may take to answer (`server.readiness_timeout_secs`).
     pub timeout: Duration,
     /// Cancelled once at shutdown: from then on the server is not ready.
@@ -49,7 +52,24 @@ pub async fn readyz(state: web::Data<Readiness>) -> HttpResponse {
     if store != "ok" {
         failing.push("store");
     }
-    let checks = json!({ "store": store });
+    let mut checks = json!({ "store": store });
+    if let Some(cluster) = &state.cluster {
+        let redis = match tokio::time::timeout(timeout, cluster.ping()).await {
+            Ok(Ok(())) => "ok",
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "readiness: Redis does not answer");
+                "error"
+            }
+            Err(_) => {
+                tracing::warn!(?timeout, "readiness: Redis did not answer in time");
+                "timeout"
+            }
+        };
+        if redis != "ok" {
+            failing.push("redis");
+        }
+        checks["redis"] = json!(redis);
+    }
     let response = if failing.is_empty() {
         HttpResponse::Ok().json(json!({ "status": "ready", "checks": checks }))
     } else {

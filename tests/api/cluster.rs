@@ -610,3 +610,40 @@ async fn the_backplane_comes_back_after_redis_restarts_and_pubsub_clients_are_ki
     );
     assert!(on_b.queue_depth() > 0);
 }
+
+/// `GET /readyz`: the status and the body.
+async fn readyz(server: &HubServer) -> (u16, Value) {
+    let mut response = server
+        .http
+        .get(server.url("/readyz"))
+        .send()
+        .await
+        .expect("answered");
+    let body = response.json().await.unwrap_or(Value::Null);
+    (response.status().as_u16(), body)
+}
+
+#[actix_web::test]
+async fn a_node_starts_without_redis_is_not_ready_and_becomes_ready_when_redis_comes() {
+    let redis = RedisServer::start();
+    redis.stop();
+    let node = node(&redis.url(), &prefix("ready"), "lonely").await;
+    let (status, body) = readyz(&node).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["failing"], json!(["redis"]), "{body}");
+    // Local work goes on meanwhile.
+    let mut client = node.open(&user_token("early")).await;
+    client.assert_echo("no redis needed").await;
+
+    redis.restart();
+    let deadline = tokio::time::Instant::now() + SPREAD;
+    loop {
+        let (status, body) = readyz(&node).await;
+        if status == 200 {
+            assert_eq!(body["checks"], json!({"store": "ok", "redis": "ok"}));
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
