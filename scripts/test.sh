@@ -49,6 +49,11 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb 
   # PostgreSQL service, if any, is never used.
   apt_install postgresql "the store tests run a throwaway PostgreSQL cluster" ""
 fi
+if ! command -v redis-server >/dev/null 2>&1; then
+  # The cluster tests start throwaway Redis servers of their own (tests/api/redis_server.rs);
+  # the system Redis service, if any, is never used.
+  apt_install redis-server "the cluster tests run throwaway Redis servers" ""
+fi
 echo "== npm ci tests/typescript (TypeScript, which type-checks the declarations of clients/js)"
 npm ci --prefix tests/typescript --no-audit --no-fund
 echo "== python venv target/python-venv (the Python clients some tests drive; tests/python/requirements.txt)"

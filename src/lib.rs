@@ -38,6 +38,9 @@
 //! - `store`: persistence behind traits (users, devices, sessions, revocation records), with
 //!   two backends over one copy of the SQL: embedded SQLite (default) and PostgreSQL
 //!   (`[store] url`, shared by several nodes); migrations in `migrations/{sqlite,postgres}`.
+//! - `cluster`: several nodes over one Redis (`[cluster] redis_url`): the node's id and its
+//!   two Redis connections, the backplane's versioned wire format, and the Redis lifetime
+//!   manager that wraps the in-process one (sends, groups, presence, kicks across nodes).
 //! - `metrics`: the Prometheus registry the layers count into, with bounded labels.
 //! - `protocol`: the SignalR hub protocols (JSON, MessagePack) and handshake; pure, no I/O.
 //!   A re-export of `signet-protocol`'s (`crates/signet-protocol`), the crate the server shares
@@ -55,6 +58,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod connection;
 pub mod console;
 pub mod demo;

@@ -3,8 +3,9 @@
 //! the integration tests both start Signet this way.
 
 use crate::auth::{Authenticator, InProcessRevocations, KeyRing, KeyRingError, RevocationStore};
+use crate::cluster::{Cluster, RedisNonceStore};
 use crate::connection::{CloseReason, CloseStats, ConnectionRegistry};
-use crate::envelope::{EnvelopeLimits, EnvelopeService, InMemoryNonceStore};
+use crate::envelope::{EnvelopeLimits, EnvelopeService, InMemoryNonceStore, NonceStore};
 use crate::http::health::Readiness;
 use crate::http::{self, ApiError, JsonLimit};
 use crate::hub::{HubCatalog, HubServices, OpenUploads, SessionLimits};
@@ -39,6 +40,8 @@ pub enum StartupError {
     },
     #[error("tls: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -67,14 +70,28 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// This node's place in the cluster, with `[cluster] redis_url`.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl AppState {
     /// Opens the store (applying migrations), loads revocations, and wires the services.
     pub async fn build(
-        settings: Settings,
+        mut settings: Settings,
         secrets: &ResolvedSecrets,
     ) -> Result<Self, StartupError> {
+        if let Some(url) = &settings.cluster.redis_url {
+            if settings.cluster.node_id.is_empty() {
+                // Base64url is letters, digits, `-` and `_`: a valid node id.
+                settings.cluster.node_id = crate::auth::issue::random_id();
+            }
+            tracing::info!(
+                node_id = %settings.cluster.node_id,
+                redis = %url.masked(),
+                channel_prefix = %settings.cluster.channel_prefix,
+                "joining the cluster"
+            );
+        }
         let keyring = KeyRing::new(&settings.jwt, secrets)?;
         let metrics = Metrics::new();
         let connections = Arc::new(ConnectionRegistry::new(
@@ -112,6 +129,16 @@ impl AppState {
                 .await?;
             tokio::spawn(follow);
         }
+        let cluster = match &settings.cluster.redis_url {
+            Some(url) => Some(Cluster::start(
+                &settings.cluster,
+                url.expose(),
+                settings.cluster.node_id.clone(),
+                &metrics,
+                shutdown.clone(),
+            )?),
+            None => None,
+        };
         let auth = Authenticator::new(Arc::new(keyring), revocations).with_metrics(metrics.clone());
         let envelope = &settings.envelope;
         let limits = EnvelopeLimits {
@@ -119,10 +146,14 @@ impl AppState {
             clock_skew: Duration::from_secs(envelope.clock_skew_secs),
             max_message_bytes: envelope.max_message_bytes,
         };
-        let nonces = Arc::new(
-            InMemoryNonceStore::new(envelope.nonce_capacity)
-                .with_scope_quota(envelope.max_nonces_per_session),
-        );
+        let nonces: Arc<dyn NonceStore> = match &cluster {
+            // Shared by every node, and refusing signed calls while Redis is unreachable.
+            Some(cluster) => Arc::new(RedisNonceStore::new(cluster.clone())),
+            None => Arc::new(
+                InMemoryNonceStore::new(envelope.nonce_capacity)
+                    .with_scope_quota(envelope.max_nonces_per_session),
+            ),
+        };
         let envelopes = Arc::new(EnvelopeService::new(
             limits,
             nonces,
@@ -164,7 +195,13 @@ impl AppState {
             );
         }
         Ok(Self {
-            hubs: Arc::new(crate::hubs::catalog(&settings, &services, store.clone())),
+            hubs: Arc::new(crate::hubs::catalog(
+                &settings,
+                &services,
+                store.clone(),
+                cluster.as_ref(),
+                &shutdown,
+            )),
             connections,
             close_stats: Arc::new(CloseStats::new(metrics.clone())),
             stats: StatsSeries::new(
@@ -180,6 +217,7 @@ impl AppState {
             identity,
             shutdown,
             tasks: TaskTracker::new(),
+            cluster,
         })
     }
 
@@ -203,6 +241,7 @@ impl AppState {
         Readiness {
             store: self.store.clone(),
             revocations: self.auth.revocations().clone(),
+            cluster: self.cluster.clone(),
             timeout: Duration::from_secs(self.settings.server.readiness_timeout_secs),
             shutdown: self.shutdown.clone(),
         }

@@ -3,6 +3,7 @@
 //! failing ones).
 
 use crate::auth::RevocationStore;
+use crate::cluster::Cluster;
 use crate::store::Store;
 use actix_web::{get, web, HttpResponse};
 use serde_json::json;
@@ -11,11 +12,13 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// What `/readyz` asks: the store, whether revocations recorded by other nodes reach this one,
-/// and whether shutdown has begun.
+/// Redis for a cluster node, and whether shutdown has begun.
 #[derive(Clone)]
 pub struct Readiness {
     pub store: Arc<dyn Store>,
     pub revocations: Arc<dyn RevocationStore>,
+    /// With `[cluster] redis_url`: Redis must answer and the node's subscriptions be confirmed.
+    pub cluster: Option<Arc<Cluster>>,
     /// How long each dependency may take to answer (`server.readiness_timeout_secs`).
     pub timeout: Duration,
     /// Cancelled once at shutdown: from then on the server is not ready.
@@ -57,6 +60,23 @@ pub async fn readyz(state: web::Data<Readiness>) -> HttpResponse {
     if !state.revocations.in_sync() {
         failing.push("revocations");
         checks["revocations"] = json!("lost");
+    }
+    if let Some(cluster) = &state.cluster {
+        let redis = match tokio::time::timeout(timeout, cluster.ping()).await {
+            Ok(Ok(())) => "ok",
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "readiness: Redis does not answer");
+                "error"
+            }
+            Err(_) => {
+                tracing::warn!(?timeout, "readiness: Redis did not answer in time");
+                "timeout"
+            }
+        };
+        if redis != "ok" {
+            failing.push("redis");
+        }
+        checks["redis"] = json!(redis);
     }
     let response = if failing.is_empty() {
         HttpResponse::Ok().json(json!({ "status": "ready", "checks": checks }))

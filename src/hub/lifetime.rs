@@ -168,6 +168,26 @@ impl InProcessLifetimeManager {
         }
     }
 
+    /// Whether `connection_id` is a connection of this node that completed its handshake.
+    pub fn is_local(&self, connection_id: &str) -> bool {
+        self.connections.contains_key(connection_id)
+    }
+
+    /// This node's connections by user, as data (what a backplane tells other nodes).
+    pub fn presence(&self) -> Vec<(String, Vec<ConnectionInfo>)> {
+        let subs: Vec<String> = self.users.iter().map(|e| e.key().clone()).collect();
+        subs.into_iter()
+            .map(|sub| {
+                let connections = self
+                    .ids_of(&sub)
+                    .into_iter()
+                    .filter_map(|id| self.connections.get(&id).map(|c| ConnectionInfo::of(&c)))
+                    .collect();
+                (sub, connections)
+            })
+            .collect()
+    }
+
     fn ids_of(&self, sub: &str) -> Vec<String> {
         self.users
             .get(sub)

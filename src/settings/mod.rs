@@ -4,12 +4,14 @@
 //! documented defaults), the TOML file, then environment variables `SIGNET__<SECTION>__<KEY>`.
 //! Unknown keys are errors in every source: a typo must never be silently ignored.
 
+mod cluster;
 mod load;
 mod net;
 mod secrets;
 mod store;
 mod validate;
 
+pub use cluster::{valid_node_id, ClusterSettings, RedisUrl, MAX_NODE_ID_CHARS};
 pub use load::{load, load_from_str, SettingsError};
 pub use net::IpNet;
 pub use secrets::{new_random_secret, write_private_file, ResolvedSecrets, Secret, SecretSource};
@@ -37,6 +39,7 @@ pub struct Settings {
     pub audit: AuditSettings,
     pub tls: TlsSettings,
     pub store: StoreSettings,
+    pub cluster: ClusterSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

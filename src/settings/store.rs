@@ -3,8 +3,7 @@
 //! PostgreSQL database that several nodes may share.
 
 use super::SettingsError;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::fmt;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -108,39 +107,55 @@ impl StoreUrl {
 
     /// The URL with the password, if any, replaced by `[redacted]`.
     pub fn masked(&self) -> String {
-        let Some((scheme, rest)) = self.0.split_once("://") else {
-            return self.0.clone();
-        };
-        // The user information ends at the last `@` before the path.
-        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-        let Some(at) = rest[..authority_end].rfind('@') else {
-            return self.0.clone();
-        };
-        match rest[..at].split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:[redacted]{}", &rest[at..]),
-            None => self.0.clone(),
+        mask_password(&self.0)
+    }
+}
+
+/// `url` with the password of its user information, if any, replaced by `[redacted]`.
+pub(super) fn mask_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    // The user information ends at the last `@` before the path.
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_string();
+    };
+    match rest[..at].split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:[redacted]{}", &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
+/// `Debug` and `Serialize` that print a URL newtype with its password masked (its `masked()`),
+/// and `Deserialize` through its checking `new(String) -> Result<Self, String>`.
+macro_rules! masked_url {
+    ($name:ident) => {
+        impl ::std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                write!(f, concat!(stringify!($name), "({})"), self.masked())
+            }
         }
-    }
-}
 
-impl fmt::Debug for StoreUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "StoreUrl({})", self.masked())
-    }
-}
+        impl ::serde::Serialize for $name {
+            fn serialize<S: ::serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.masked())
+            }
+        }
 
-impl Serialize for StoreUrl {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.masked())
-    }
+        impl<'de> ::serde::Deserialize<'de> for $name {
+            fn deserialize<D: ::serde::Deserializer<'de>>(
+                deserializer: D,
+            ) -> Result<Self, D::Error> {
+                let text = String::deserialize(deserializer)?;
+                Self::new(text).map_err(::serde::de::Error::custom)
+            }
+        }
+    };
 }
+pub(super) use masked_url;
 
-impl<'de> Deserialize<'de> for StoreUrl {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        Self::new(text).map_err(serde::de::Error::custom)
-    }
-}
+masked_url!(StoreUrl);
 
 #[cfg(test)]
 mod tests {

@@ -58,6 +58,7 @@ impl Settings {
         self.audit.validate()?;
         self.tls.validate()?;
         self.store.validate()?;
+        self.cluster.validate()?;
         if self.metrics.listen == Some(self.server.listen) && self.server.listen.port() != 0 {
             return fail(
                 "metrics.listen",

@@ -197,7 +197,15 @@ async fn create_connection(
     principal: Principal,
     legacy_token: bool,
 ) -> Result<Arc<Connection>, TransportError> {
-    let id = crate::auth::issue::random_id();
+    let id = match &state.settings.cluster.redis_url {
+        // The id names its node, so a send to it from another node goes to this node's channel.
+        Some(_) => format!(
+            "{}.{}",
+            state.settings.cluster.node_id,
+            crate::auth::issue::random_id()
+        ),
+        None => crate::auth::issue::random_id(),
+    };
     let token = if legacy_token {
         id.clone()
     } else {

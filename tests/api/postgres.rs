@@ -3,12 +3,12 @@
 //! root. One cluster serves the whole test binary, started by the first test that asks for it
 //! (initdb takes seconds); each test gets a database of its own ([`fresh_database`]).
 //!
-//! The server runs under a small shell watchdog that reads our standard input: when this
-//! process ends, however it ends (a panic, an abort, SIGKILL), the pipe closes, and the
-//! watchdog stops the server and removes the directory. The system PostgreSQL is never used.
+//! The server runs under the shell watchdog of [`crate::watchdog`], so it stops and its
+//! directory goes when this process ends, however it ends. The system PostgreSQL is never used.
 
+use crate::watchdog::{free_port, spawn_watched};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -110,17 +110,44 @@ fn start() -> Result<Cluster, String> {
         run(Command::new("chown").arg("-R").arg("nobody:").arg(&dir))?;
     }
     let port = free_port()?;
-    let watchdog = as_owner(root, Path::new("/bin/sh"), &dir)
-        .arg("-c")
-        .arg(WATCHDOG)
-        .arg(bin.join("postgres"))
-        .arg(&dir)
-        .arg(port.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start postgres: {e}"))?;
+    let postgres = bin.join("postgres");
+    let sock_dir = dir.display().to_string();
+    let port_arg = port.to_string();
+    let cert = format!("ssl_cert_file={}/server.crt", sock_dir);
+    let key = format!("ssl_key_file={}/server.key", sock_dir);
+    // Fast settings: the data is thrown away.
+    let server: Vec<&std::ffi::OsStr> = [
+        postgres.as_os_str(),
+        "-D".as_ref(),
+        data.as_os_str(),
+        "-k".as_ref(),
+        sock_dir.as_ref(),
+        "-p".as_ref(),
+        port_arg.as_ref(),
+    ]
+    .into_iter()
+    .chain(
+        [
+            "listen_addresses=127.0.0.1",
+            "max_connections=300",
+            "fsync=off",
+            "synchronous_commit=off",
+            "full_page_writes=off",
+            "ssl=on",
+            cert.as_str(),
+            key.as_str(),
+        ]
+        .into_iter()
+        .flat_map(|setting| ["-c".as_ref(), setting.as_ref()]),
+    )
+    .collect();
+    let watchdog = spawn_watched(
+        as_owner(root, Path::new("/bin/sh"), &dir),
+        "INT",
+        &dir,
+        &dir.join("postgres.log"),
+        &server,
+    )?;
     let cluster = Cluster {
         port,
         dir,
@@ -136,20 +163,6 @@ fn start() -> Result<Cluster, String> {
     }
     Ok(cluster)
 }
-
-/// `$0` postgres, `$1` the cluster directory, `$2` the port. Fast settings: the data is
-/// thrown away. Reading standard input to its end waits for the test process to end.
-const WATCHDOG: &str = r#"
-"$0" -D "$1/data" -k "$1" -p "$2" -c listen_addresses=127.0.0.1 -c max_connections=300 \
-    -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-    -c ssl=on -c ssl_cert_file="$1/server.crt" -c ssl_key_file="$1/server.key" \
-    >"$1/postgres.log" 2>&1 &
-pid=$!
-cat >/dev/null
-kill -INT "$pid"
-wait "$pid"
-rm -rf "$1"
-"#;
 
 /// A certificate for the server from a throwaway CA, so clients can use `sslmode=verify-full`.
 fn write_tls_files(dir: &Path) -> Result<(), String> {
@@ -223,13 +236,4 @@ fn run(command: &mut Command) -> Result<(), String> {
             String::from_utf8_lossy(&output.stderr)
         ))
     }
-}
-
-fn free_port() -> Result<u16, String> {
-    let listener =
-        std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("free port: {e}"))?;
-    listener
-        .local_addr()
-        .map(|a| a.port())
-        .map_err(|e| format!("free port: {e}"))
 }

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use signet::envelope::{derive_message_key, EnvelopeBuilder, MessageKey};
 use signet::identity::{Passwords, UserAdmin};
 
-const ENVELOPE_SECRET: &str = "envelope-master-key-for-user-limits-0123456789";
+pub(crate) const ENVELOPE_SECRET: &str = "envelope-master-key-for-user-limits-0123456789";
 
 async fn post(server: &HubServer, path: &str, bearer: Option<&str>, body: Value) -> HttpAnswer {
     let mut req = server.http.post(server.url(path));
@@ -25,7 +25,7 @@ async fn post(server: &HubServer, path: &str, bearer: Option<&str>, body: Value)
 }
 
 /// The message key of a token: derived from its `sid`, or its `jti` without one.
-fn message_key(token: &str) -> MessageKey {
+pub(crate) fn message_key(token: &str) -> MessageKey {
     let claims = jwt_payload(token);
     let session = claims["sid"]
         .as_str()
@@ -35,12 +35,12 @@ fn message_key(token: &str) -> MessageKey {
 }
 
 /// A signed call of `target` carrying `message`.
-fn signed(key: &MessageKey, target: &str, message: &Value) -> Value {
+pub(crate) fn signed(key: &MessageKey, target: &str, message: &Value) -> Value {
     json!([EnvelopeBuilder::new(key, "/hubs/home", target).build(&message.to_string())])
 }
 
 /// A local user, logged in: its access token.
-async fn login(server: &HubServer, username: &str) -> String {
+pub(crate) async fn login(server: &HubServer, username: &str) -> String {
     let passwords = Passwords::new(&server.state.settings.identity)
         .await
         .unwrap();
@@ -60,7 +60,7 @@ async fn login(server: &HubServer, username: &str) -> String {
 }
 
 /// A device of `owner_token`'s user: its id and a device token.
-async fn device(server: &HubServer, owner_token: &str, name: &str) -> (String, String) {
+pub(crate) async fn device(server: &HubServer, owner_token: &str, name: &str) -> (String, String) {
     let made = post(
         server,
         "/api/devices",
@@ -193,7 +193,7 @@ async fn a_session_over_its_nonce_quota_is_refused_and_other_users_sign_on() {
 }
 
 /// Sends a command to `device_id`; the completion.
-async fn send_command(
+pub(crate) async fn send_command(
     client: &mut RawClient,
     key: &MessageKey,
     id: &str,

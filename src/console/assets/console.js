@@ -51,6 +51,7 @@ const ENVELOPE_WORDS = {
   bad_signature: 'its signature did not match (the session key may have changed: log in again)',
   replayed_nonce: 'the same signed command was already used once',
   nonce_store_unavailable: 'the server cannot take more signed commands right now',
+  replay_check_unavailable: 'the server cannot check signed commands for replays right now (its cluster store is unreachable); try again shortly',
   nonce_quota_exceeded: 'this session sent too many signed commands in the last minute; wait a little',
 };
 

@@ -6,10 +6,9 @@
 //! device is an envelope it signs with that device's own message key, so the device can check
 //! freshness and replay itself.
 
-use super::pending::{
-    InProcessPendingCommands, PendingCommand, PendingCommands, PendingError, PendingFull,
-};
-use super::telemetry::{InProcessTelemetry, TelemetryEvent, TelemetryFanout};
+use super::pending::{PendingCommand, PendingCommands, PendingError, PendingFull};
+use super::telemetry::{TelemetryEvent, TelemetryFanout};
+use super::HomeShared;
 use crate::auth::issue::random_id;
 use crate::auth::Principal;
 use crate::envelope::{unix_now_ms, EnvelopeService};
@@ -49,6 +48,7 @@ pub(super) fn register(
     builder: HubBuilder,
     services: &HubServices,
     store: Arc<dyn Store>,
+    shared: HomeShared,
     settings: &Settings,
 ) -> HubBuilder {
     let home = Arc::new(Home {
@@ -56,12 +56,8 @@ pub(super) fn register(
         envelopes: services.envelopes.clone(),
         hub_path: "/hubs/home".to_string(),
         forward_lifetime: Duration::from_secs(settings.envelope.forward_lifetime_secs),
-        pending: Arc::new(InProcessPendingCommands::new(
-            settings.home.max_pending_commands,
-            settings.home.max_pending_commands_per_user,
-            Duration::from_secs(settings.home.command_timeout_secs),
-        )),
-        telemetry: Arc::new(InProcessTelemetry::new(settings.home.telemetry_buffer)),
+        pending: shared.pending,
+        telemetry: shared.telemetry,
         metrics: services.metrics.clone(),
     });
     builder

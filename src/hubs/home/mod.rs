@@ -4,7 +4,12 @@
 
 mod devices;
 pub mod pending;
+pub mod pending_redis;
 pub mod telemetry;
+
+use pending::{InProcessPendingCommands, PendingCommands};
+use pending_redis::RedisPendingCommands;
+use telemetry::{InProcessTelemetry, RedisTelemetry, TelemetryFanout};
 
 use crate::connection::{CloseReason, ConnectionRegistry};
 use crate::hub::{
@@ -29,14 +34,49 @@ const MAX_COUNTER_DELAY_MS: u64 = 10_000;
 /// contract (the count is `GetConnectedUsersCount`), not a setting.
 const MAX_LISTED_USERS: usize = 500;
 
+/// What the home hub's devices share with the other nodes of a cluster, or keep in process.
+pub struct HomeShared {
+    pub pending: Arc<dyn PendingCommands>,
+    pub telemetry: Arc<dyn TelemetryFanout>,
+}
+
+impl HomeShared {
+    /// In process on a single node; in Redis (telemetry relayed through it) with `cluster`.
+    pub fn new(settings: &Settings, cluster: Option<&Arc<crate::cluster::Cluster>>) -> Self {
+        let home = &settings.home;
+        let timeout = std::time::Duration::from_secs(home.command_timeout_secs);
+        let telemetry = Arc::new(InProcessTelemetry::new(home.telemetry_buffer));
+        match cluster {
+            Some(cluster) => Self {
+                pending: Arc::new(RedisPendingCommands::new(
+                    cluster.clone(),
+                    home.max_pending_commands,
+                    home.max_pending_commands_per_user,
+                    timeout,
+                )),
+                telemetry: Arc::new(RedisTelemetry::start(cluster.clone(), "home", telemetry)),
+            },
+            None => Self {
+                pending: Arc::new(InProcessPendingCommands::new(
+                    home.max_pending_commands,
+                    home.max_pending_commands_per_user,
+                    timeout,
+                )),
+                telemetry,
+            },
+        }
+    }
+}
+
 pub fn hub(
     lifetime: Arc<dyn HubLifetimeManager>,
+    shared: HomeShared,
     services: &HubServices,
     store: Arc<dyn Store>,
     settings: &Settings,
 ) -> Arc<Hub> {
     let builder = HubBuilder::new("home", lifetime, services);
-    devices::register(builder, services, store, settings)
+    devices::register(builder, services, store, shared, settings)
         .method(MethodSpec::new("Whoami", &[]), whoami)
         .method(MethodSpec::new("Echo", &[Param::Any]), echo)
         .method(

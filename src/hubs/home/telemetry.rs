@@ -1,8 +1,11 @@
 //! Telemetry fan-out: every report a device makes reaches the `StreamTelemetry` subscribers,
 //! wherever they are connected. [`TelemetryFanout`] is the seam a backplane implements (a
 //! publish to every node, each handing it to its local subscribers);
-//! [`InProcessTelemetry`] serves one node with a bounded broadcast channel.
+//! [`InProcessTelemetry`] serves one node with a bounded broadcast channel, and
+//! [`RedisTelemetry`] wraps it for a cluster (`{prefix}:{hub}:telemetry`).
 
+use crate::cluster::wire::{Frame, Origin};
+use crate::cluster::{Cluster, Subscriber};
 use crate::hub::BackplaneError;
 use async_trait::async_trait;
 use futures_util::stream::{self, BoxStream};
@@ -62,6 +65,63 @@ impl TelemetryFanout for InProcessTelemetry {
                 }
             },
         ))
+    }
+}
+
+/// The fan-out of a cluster node: events reach this node's subscribers at once and every
+/// other node's through Redis.
+pub struct RedisTelemetry {
+    local: Arc<InProcessTelemetry>,
+    cluster: Arc<Cluster>,
+    channel: String,
+}
+
+impl RedisTelemetry {
+    /// Subscribes hub `hub`'s telemetry channel, relaying what other nodes publish to `local`.
+    pub fn start(cluster: Arc<Cluster>, hub: &str, local: Arc<InProcessTelemetry>) -> Self {
+        let channel = cluster.key(&format!("{hub}:telemetry"));
+        cluster.subscribe(channel.clone(), Arc::new(Relay(local.clone())));
+        Self {
+            local,
+            cluster,
+            channel,
+        }
+    }
+}
+
+#[async_trait]
+impl TelemetryFanout for RedisTelemetry {
+    async fn publish(&self, event: TelemetryEvent) -> Result<(), BackplaneError> {
+        let frame = Frame::Telemetry {
+            owner: event.owner.clone(),
+            payload: event.payload.to_string(),
+        };
+        self.local.publish(event).await?;
+        self.cluster.send(self.channel.clone(), frame)
+    }
+
+    fn subscribe(&self) -> BoxStream<'static, Arc<TelemetryEvent>> {
+        self.local.subscribe()
+    }
+}
+
+/// Hands other nodes' telemetry to this node's subscribers.
+struct Relay(Arc<InProcessTelemetry>);
+
+#[async_trait]
+impl Subscriber for Relay {
+    async fn receive(&self, _channel: &str, _origin: Origin, frame: Frame) {
+        let Frame::Telemetry { owner, payload } = frame else {
+            return;
+        };
+        match serde_json::from_str(&payload) {
+            Ok(payload) => {
+                let _ = self.0.publish(TelemetryEvent { owner, payload }).await;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "ignoring unreadable telemetry from another node")
+            }
+        }
     }
 }
 

@@ -62,7 +62,8 @@ pub enum EnvelopeError {
     #[error("the session's nonce quota is used up")]
     NonceQuotaExceeded,
     /// The nonce could not be recorded, so the envelope is refused: accepting it would let it be
-    /// replayed.
+    /// replayed. A full store answers `nonce_store_unavailable`; a shared store that cannot be
+    /// reached (Redis, with several nodes) `replay_check_unavailable`.
     #[error("nonce store failed")]
     NonceStore(#[source] NonceStoreError),
 }
@@ -78,6 +79,7 @@ impl EnvelopeError {
             Self::BadSignature => "bad_signature",
             Self::ReplayedNonce => "replayed_nonce",
             Self::NonceQuotaExceeded => "nonce_quota_exceeded",
+            Self::NonceStore(NonceStoreError::Unavailable(_)) => "replay_check_unavailable",
             Self::NonceStore(_) => "nonce_store_unavailable",
         }
     }
@@ -519,7 +521,7 @@ mod tests {
             .verify(&envelope, &key(), HUB, TARGET, SCOPE, now)
             .await
             .unwrap_err();
-        assert_eq!(error.code(), "nonce_store_unavailable");
+        assert_eq!(error.code(), "replay_check_unavailable");
 
         // Nothing that fails an earlier check reaches the store.
         let mut forged = envelope.clone();
@@ -584,6 +586,7 @@ mod tests {
             EnvelopeError::BadSignature.code(),
             EnvelopeError::ReplayedNonce.code(),
             EnvelopeError::NonceStore(NonceStoreError::Full { capacity: 1 }).code(),
+            EnvelopeError::NonceStore(NonceStoreError::Unavailable("down".into())).code(),
         ];
         assert_eq!(
             codes,
@@ -595,6 +598,7 @@ mod tests {
                 "bad_signature",
                 "replayed_nonce",
                 "nonce_store_unavailable",
+                "replay_check_unavailable",
             ]
         );
     }

@@ -183,7 +183,8 @@ impl HubMessageDecoder {
 /// shared as [`Bytes`] by every recipient's queue.
 #[derive(Debug)]
 pub struct SerializedHubMessage {
-    message: HubMessage,
+    /// `None` for a message that arrived already encoded ([`SerializedHubMessage::encoded`]).
+    message: Option<HubMessage>,
     json: OnceLock<Bytes>,
     msgpack: OnceLock<Bytes>,
 }
@@ -191,14 +192,25 @@ pub struct SerializedHubMessage {
 impl SerializedHubMessage {
     pub fn new(message: HubMessage) -> Self {
         Self {
-            message,
+            message: Some(message),
             json: OnceLock::new(),
             msgpack: OnceLock::new(),
         }
     }
 
-    pub fn message(&self) -> &HubMessage {
-        &self.message
+    /// A message another process encoded for both protocols (framed, as [`Self::bytes`]
+    /// gives them), sent on as it came without decoding it.
+    pub fn encoded(json: Bytes, msgpack: Bytes) -> Self {
+        Self {
+            message: None,
+            json: OnceLock::from(json),
+            msgpack: OnceLock::from(msgpack),
+        }
+    }
+
+    /// The message, unless it arrived already encoded.
+    pub fn message(&self) -> Option<&HubMessage> {
+        self.message.as_ref()
     }
 
     /// The framed bytes for `protocol`, encoded on first use.
@@ -210,9 +222,15 @@ impl SerializedHubMessage {
         if let Some(bytes) = cache.get() {
             return Ok(bytes.clone());
         }
+        let Some(message) = &self.message else {
+            // `encoded` fills both caches, so this is unreachable; say so rather than panic.
+            return Err(ProtocolError::Encode(
+                "an encoded message lacks this protocol's bytes".into(),
+            ));
+        };
         // Two threads may both encode on a race; the loser's copy is dropped,
         // which is cheaper than holding a lock while encoding.
-        let encoded = protocol.encode_to_bytes(&self.message)?;
+        let encoded = protocol.encode_to_bytes(message)?;
         Ok(cache.get_or_init(|| encoded).clone())
     }
 }
