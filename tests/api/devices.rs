@@ -31,7 +31,13 @@ async fn a_device_is_provisioned_and_exchanges_its_key_for_a_token(store: Backen
 
     let answer = exchange(&app, &id, &key).await;
     assert_eq!(answer.status, 200, "{answer:?}");
-    assert_eq!(answer.body["expiresIn"], 15 * 60);
+    // Seconds left on the token when answered: the full lifetime, or a second less when the
+    // clock ticked during the store writes (a loaded machine).
+    let expires_in = answer.body["expiresIn"].as_i64().expect("expiresIn");
+    assert!(
+        (15 * 60 - 1..=15 * 60).contains(&expires_in),
+        "{expires_in}"
+    );
     assert!(!answer.str("messageKey").is_empty());
     let token = answer.str("accessToken");
     let claims = jwt_payload(&token);
