@@ -12,7 +12,7 @@ use crate::hub::{HubCatalog, HubServices, OpenUploads, SessionLimits};
 use crate::identity::{IdentityError, IdentityService, Passwords, UserAdmin};
 use crate::metrics::{MeteredStore, Metrics, StatsSeries};
 use crate::settings::{ResolvedSecrets, Settings, SettingsError};
-use crate::store::{Store, StoreError};
+use crate::store::{RevocationFeed, Store, StoreError};
 use crate::transport::HubEndpoints;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
@@ -74,24 +74,113 @@ pub struct AppState {
     pub cluster: Option<Arc<Cluster>>,
 }
 
+/// With `[cluster] redis_url`: gives the node an id when the configuration names none, and
+/// logs which cluster it joins.
+fn name_this_node(settings: &mut Settings) {
+    let Some(url) = &settings.cluster.redis_url else {
+        return;
+    };
+    if settings.cluster.node_id.is_empty() {
+        // Base64url is letters, digits, `-` and `_`: a valid node id.
+        settings.cluster.node_id = crate::auth::issue::random_id();
+    }
+    tracing::info!(
+        node_id = %settings.cluster.node_id,
+        redis = %url.masked(),
+        channel_prefix = %settings.cluster.channel_prefix,
+        "joining the cluster"
+    );
+}
+
+/// The revocation records in force, and, for a shared store, the feed of other nodes'
+/// revocations followed until `shutdown`.
+async fn load_revocations(
+    settings: &Settings,
+    store: Arc<dyn Store>,
+    feed: Option<RevocationFeed>,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) -> Result<Arc<InProcessRevocations>, StartupError> {
+    let revocations = Arc::new(
+        InProcessRevocations::load(
+            store,
+            settings.jwt.leeway_secs,
+            settings.identity.revocation_event_capacity,
+        )
+        .await?,
+    );
+    if let Some(feed) = feed {
+        // Other nodes' revocations, in force here within a second; while the feed is lost
+        // every token is refused (README "Several nodes"). Listening starts before the
+        // server does, so no revocation recorded after start-up is missed.
+        let lost = revocations.clone();
+        metrics.watch_gauge(
+            "signet_revocation_feed_lost",
+            "1 while the revocation feed of the shared store is lost (every token refused).",
+            move || i64::from(!lost.in_sync()),
+        );
+        let applied = revocations.clone();
+        let follow = feed
+            .follow(move |event| applied.follow_feed(event), shutdown.clone())
+            .await?;
+        tokio::spawn(follow);
+    }
+    Ok(revocations)
+}
+
+/// Envelope verification with its nonce store: shared over Redis on a cluster node (refusing
+/// signed calls while Redis is unreachable), in memory otherwise.
+fn envelope_service(
+    settings: &Settings,
+    secrets: &ResolvedSecrets,
+    cluster: Option<&Arc<Cluster>>,
+) -> Arc<EnvelopeService> {
+    let envelope = &settings.envelope;
+    let limits = EnvelopeLimits {
+        max_lifetime: Duration::from_secs(envelope.max_lifetime_secs),
+        clock_skew: Duration::from_secs(envelope.clock_skew_secs),
+        max_message_bytes: envelope.max_message_bytes,
+    };
+    let nonces: Arc<dyn NonceStore> = match cluster {
+        Some(cluster) => Arc::new(RedisNonceStore::new(cluster.clone())),
+        None => Arc::new(
+            InMemoryNonceStore::new(envelope.nonce_capacity)
+                .with_scope_quota(envelope.max_nonces_per_session),
+        ),
+    };
+    Arc::new(EnvelopeService::new(
+        limits,
+        nonces,
+        secrets.envelope.clone(),
+    ))
+}
+
+/// On a first start (no users), creates `admin` and says where its password is.
+async fn bootstrap_admin(
+    settings: &Settings,
+    store: Arc<dyn Store>,
+    passwords: Passwords,
+) -> Result<(), StartupError> {
+    if let Some(path) = UserAdmin::new(store, passwords)
+        .bootstrap_admin(&settings.server.data_dir)
+        .await?
+    {
+        tracing::warn!(
+            path = %path.display(),
+            "first start: created user `admin`; its password is in this file (mode 0600). \
+             Change it with `signet user passwd admin --password-stdin`, then delete the file"
+        );
+    }
+    Ok(())
+}
+
 impl AppState {
     /// Opens the store (applying migrations), loads revocations, and wires the services.
     pub async fn build(
         mut settings: Settings,
         secrets: &ResolvedSecrets,
     ) -> Result<Self, StartupError> {
-        if let Some(url) = &settings.cluster.redis_url {
-            if settings.cluster.node_id.is_empty() {
-                // Base64url is letters, digits, `-` and `_`: a valid node id.
-                settings.cluster.node_id = crate::auth::issue::random_id();
-            }
-            tracing::info!(
-                node_id = %settings.cluster.node_id,
-                redis = %url.masked(),
-                channel_prefix = %settings.cluster.channel_prefix,
-                "joining the cluster"
-            );
-        }
+        name_this_node(&mut settings);
         let keyring = KeyRing::new(&settings.jwt, secrets)?;
         let metrics = Metrics::new();
         let connections = Arc::new(ConnectionRegistry::new(
@@ -101,34 +190,15 @@ impl AppState {
         metrics.watch_connections(connections.clone());
         let opened = crate::store::open(&settings).await?;
         let store: Arc<dyn Store> = Arc::new(MeteredStore::new(opened.store, metrics.clone()));
-        let revocations = Arc::new(
-            InProcessRevocations::load(
-                store.clone(),
-                settings.jwt.leeway_secs,
-                settings.identity.revocation_event_capacity,
-            )
-            .await?,
-        );
         let shutdown = CancellationToken::new();
-        if let Some(feed) = opened.revocation_feed {
-            // Other nodes' revocations, in force here within a second; while the feed is lost
-            // every token is refused (README "Several nodes"). Listening starts before the
-            // server does, so no revocation recorded after start-up is missed.
-            let lost = revocations.clone();
-            metrics.watch_gauge(
-                "signet_revocation_feed_lost",
-                "1 while the revocation feed of the shared store is lost (every token refused).",
-                move || i64::from(!lost.in_sync()),
-            );
-            let revocations = revocations.clone();
-            let follow = feed
-                .follow(
-                    move |event| revocations.follow_feed(event),
-                    shutdown.clone(),
-                )
-                .await?;
-            tokio::spawn(follow);
-        }
+        let revocations = load_revocations(
+            &settings,
+            store.clone(),
+            opened.revocation_feed,
+            &metrics,
+            &shutdown,
+        )
+        .await?;
         let cluster = match &settings.cluster.redis_url {
             Some(url) => Some(Cluster::start(
                 &settings.cluster,
@@ -140,25 +210,7 @@ impl AppState {
             None => None,
         };
         let auth = Authenticator::new(Arc::new(keyring), revocations).with_metrics(metrics.clone());
-        let envelope = &settings.envelope;
-        let limits = EnvelopeLimits {
-            max_lifetime: Duration::from_secs(envelope.max_lifetime_secs),
-            clock_skew: Duration::from_secs(envelope.clock_skew_secs),
-            max_message_bytes: envelope.max_message_bytes,
-        };
-        let nonces: Arc<dyn NonceStore> = match &cluster {
-            // Shared by every node, and refusing signed calls while Redis is unreachable.
-            Some(cluster) => Arc::new(RedisNonceStore::new(cluster.clone())),
-            None => Arc::new(
-                InMemoryNonceStore::new(envelope.nonce_capacity)
-                    .with_scope_quota(envelope.max_nonces_per_session),
-            ),
-        };
-        let envelopes = Arc::new(EnvelopeService::new(
-            limits,
-            nonces,
-            secrets.envelope.clone(),
-        ));
+        let envelopes = envelope_service(&settings, secrets, cluster.as_ref());
         let services = HubServices {
             auth: auth.clone(),
             connections: connections.clone(),
@@ -184,16 +236,7 @@ impl AppState {
             envelopes,
             passwords.clone(),
         );
-        if let Some(path) = UserAdmin::new(store.clone(), passwords)
-            .bootstrap_admin(&settings.server.data_dir)
-            .await?
-        {
-            tracing::warn!(
-                path = %path.display(),
-                "first start: created user `admin`; its password is in this file (mode 0600). \
-                 Change it with `signet user passwd admin --password-stdin`, then delete the file"
-            );
-        }
+        bootstrap_admin(&settings, store.clone(), passwords).await?;
         Ok(Self {
             hubs: Arc::new(crate::hubs::catalog(
                 &settings,
@@ -258,31 +301,44 @@ pub struct Application {
     trigger: CancellationToken,
 }
 
+/// The signing secrets, generated into the data directory (made private first) when the
+/// configuration names none; logged by source and key id, never by value.
+fn resolve_secrets(settings: &Settings) -> Result<ResolvedSecrets, StartupError> {
+    let data_dir = &settings.server.data_dir;
+    crate::store::ensure_private_dir(data_dir).map_err(|source| StartupError::DataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
+    let secrets = ResolvedSecrets::resolve(settings)?;
+    tracing::info!(source = %secrets.jwt_source, kid = %crate::auth::hmac_kid(&secrets.jwt), "jwt signing secret");
+    tracing::info!(source = %secrets.envelope_source, "envelope master key");
+    Ok(secrets)
+}
+
+impl AppState {
+    /// Revocation enforcement on live connections and the console's chart sampling, both until
+    /// shutdown.
+    fn spawn_background_tasks(&self) {
+        actix_web::rt::spawn(crate::connection::enforce_revocations(
+            self.auth.clone(),
+            self.connections.clone(),
+            self.shutdown.clone(),
+        ));
+        actix_web::rt::spawn(
+            self.stats
+                .clone()
+                .run(self.metrics.clone(), self.shutdown.clone()),
+        );
+    }
+}
+
 impl Application {
     /// Validates nothing itself: `settings` come from [`crate::settings::load`], already valid.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        // Before any secret is generated into it.
-        let data_dir = &settings.server.data_dir;
-        crate::store::ensure_private_dir(data_dir).map_err(|source| StartupError::DataDir {
-            path: data_dir.clone(),
-            source,
-        })?;
-        let secrets = ResolvedSecrets::resolve(&settings)?;
-        tracing::info!(source = %secrets.jwt_source, kid = %crate::auth::hmac_kid(&secrets.jwt), "jwt signing secret");
-        tracing::info!(source = %secrets.envelope_source, "envelope master key");
+        let secrets = resolve_secrets(&settings)?;
         let state = AppState::build(settings, &secrets).await?;
         let settings = state.settings.clone();
-        actix_web::rt::spawn(crate::connection::enforce_revocations(
-            state.auth.clone(),
-            state.connections.clone(),
-            state.shutdown.clone(),
-        ));
-        actix_web::rt::spawn(
-            state
-                .stats
-                .clone()
-                .run(state.metrics.clone(), state.shutdown.clone()),
-        );
+        state.spawn_background_tasks();
         let metrics_server = match settings.metrics.listen {
             Some(addr) => Some(metrics_server(addr, state.metrics.clone())?),
             None => None,
