@@ -58,11 +58,15 @@ pub async fn refresh(
 ) -> Result<i64, RefreshError> {
     let principal = auth.authenticate(token).await.map_err(|err| {
         tracing::debug!(reason = err.code(), "in-band refresh refused");
-        auth.metrics().token_refreshed("connection", "invalid");
-        match err {
-            crate::auth::TokenError::RevocationUnavailable => RefreshError::StoreUnavailable,
-            _ => RefreshError::InvalidToken,
-        }
+        // An unreachable revocation store is not a bad token: counted apart, for operators.
+        let (refused, outcome) = match err {
+            crate::auth::TokenError::RevocationUnavailable => {
+                (RefreshError::StoreUnavailable, "store_unavailable")
+            }
+            _ => (RefreshError::InvalidToken, "invalid"),
+        };
+        auth.metrics().token_refreshed("connection", outcome);
+        refused
     })?;
     let connection = connection.ok_or(RefreshError::UnknownConnection)?;
     let sub = principal.sub.clone();
