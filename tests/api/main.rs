@@ -25,6 +25,7 @@ mod long_polling;
 mod message_key;
 mod metrics;
 mod postgres;
+mod publish_api;
 mod python_client;
 mod redis_server;
 mod restart;

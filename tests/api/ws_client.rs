@@ -69,8 +69,12 @@ pub struct HubServer {
 
 /// Starts a server like `spawn_app_with`, keeping what hub tests look at.
 pub async fn spawn_hub(extra_env: &[(&str, &str)]) -> HubServer {
+    spawn_hub_in(tempfile::tempdir().expect("temp dir"), extra_env).await
+}
+
+/// [`spawn_hub`] on a data directory the test prepared (with the command line, say).
+pub async fn spawn_hub_in(data_dir: tempfile::TempDir, extra_env: &[(&str, &str)]) -> HubServer {
     install_panic_counter();
-    let data_dir = tempfile::tempdir().expect("temp dir");
     let settings = test_settings(data_dir.path(), extra_env);
     let app = Application::build(settings).await.expect("server builds");
     let address = app.address();

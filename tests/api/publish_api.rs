@@ -1,0 +1,677 @@
+//! The publish API (`/api/hubs/{hub}/...`): a backend with an API key (or a `signet:server`
+//! token) sends to official `@microsoft/signalr` clients by all, user, group and connection,
+//! manages groups, disconnects a user and asks for presence; scopes, revocation, bad input,
+//! the CLI, the audit trail, and one node's call reaching a client on another node.
+
+use crate::cli::{ok, signet};
+use crate::demo::lines_of;
+use crate::helpers::{
+    answer, claims, each_store, kid_of, sign_hs, user_token, Answer, Backend, TEST_SECRET,
+};
+use crate::ws_client::{admin_token, spawn_hub, spawn_hub_on, HubServer};
+use jsonwebtoken::Algorithm;
+use serde_json::{json, Value};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long an expected event may take (the machine is shared; events come in milliseconds).
+const WITHIN: Duration = Duration::from_secs(15);
+
+/// A token for a backend: role `signet:server`.
+fn server_token(sub: &str) -> String {
+    let mut c = claims(sub);
+    c["roles"] = json!(["signet:server"]);
+    sign_hs(
+        TEST_SECRET,
+        Some(&kid_of(TEST_SECRET)),
+        Algorithm::HS256,
+        &c,
+    )
+}
+
+/// `method path` with `Authorization: <authorization>` and a JSON body when given.
+async fn call(
+    server: &HubServer,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: Option<Value>,
+) -> Answer {
+    let method = awc::http::Method::from_bytes(method.as_bytes()).expect("a method");
+    let mut req = server.http.request(method, server.url(path));
+    if let Some(value) = authorization {
+        req = req.insert_header(("Authorization", value));
+    }
+    let res = match body {
+        Some(body) => req.send_json(&body).await,
+        None => req.send().await,
+    };
+    answer(res.expect("request sent")).await
+}
+
+/// Creates an API key with `scopes` through the admin API; returns `(id, "ApiKey <key>")`.
+async fn create_key(server: &HubServer, scopes: &[&str]) -> (String, String) {
+    let admin = format!("Bearer {}", admin_token("key-admin"));
+    let created = call(
+        server,
+        "POST",
+        "/api/admin/api-keys",
+        Some(&admin),
+        Some(json!({"name": "backend", "scopes": scopes})),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{created:?}");
+    assert_eq!(created.headers.get("cache-control").unwrap(), "no-store");
+    (created.str("id"), format!("ApiKey {}", created.str("key")))
+}
+
+fn send(target: &str, arguments: Value) -> Option<Value> {
+    Some(json!({"target": target, "arguments": arguments}))
+}
+
+/// Official clients in a Node.js process (`tests/conformance/e2e/publish-listener.mjs`) that
+/// report every `Notify` they receive.
+struct Listener {
+    child: Child,
+    events: mpsc::Receiver<String>,
+}
+
+impl Listener {
+    /// Starts one connection per `(label, token, transport, protocol)` and waits until each
+    /// has started; returns the listener and the connection ids in that order.
+    async fn start(url: &str, connections: &[(&str, &str, &str, &str)]) -> (Self, Vec<String>) {
+        let spec: Vec<Value> = connections
+            .iter()
+            .map(|(label, token, transport, protocol)| {
+                json!({"label": label, "token": token, "transport": transport, "protocol": protocol})
+            })
+            .collect();
+        let root = env!("CARGO_MANIFEST_DIR");
+        let mut child = Command::new("node")
+            .arg(format!("{root}/tests/conformance/e2e/publish-listener.mjs"))
+            .env("SIGNET_URL", url)
+            .env("SIGNET_CONNECTIONS", Value::from(spec).to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node runs (Node.js 20+, `npm ci --prefix tests/conformance`)");
+        let events = lines_of(child.stdout.take().expect("piped stdout"));
+        let mut listener = Self { child, events };
+        let mut ids = Vec::new();
+        for (label, ..) in connections {
+            let ready = listener.next().await;
+            assert_eq!(ready["ready"], *label, "{ready}");
+            ids.push(ready["connectionId"].as_str().expect("an id").to_string());
+        }
+        (listener, ids)
+    }
+
+    /// The next event, failing after [`WITHIN`].
+    async fn next(&mut self) -> Value {
+        let started = Instant::now();
+        loop {
+            match self.events.try_recv() {
+                Ok(line) => return serde_json::from_str(&line).expect("a JSON line"),
+                Err(mpsc::TryRecvError::Disconnected) => panic!("the listener ended"),
+                Err(mpsc::TryRecvError::Empty) => {
+                    assert!(started.elapsed() < WITHIN, "no event within {WITHIN:?}");
+                    // Paces a poll of the pipe reader, not a fixed wait.
+                    actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+
+    /// Exactly these `(label, arguments)` deliveries of `Notify`, in any order across labels;
+    /// anything else arriving first fails.
+    async fn expect(&mut self, deliveries: &[(&str, Value)]) {
+        let mut left: Vec<(String, Value)> = deliveries
+            .iter()
+            .map(|(label, args)| (label.to_string(), args.clone()))
+            .collect();
+        while !left.is_empty() {
+            let event = self.next().await;
+            let got = (
+                event["label"].as_str().unwrap_or("").to_string(),
+                event["arguments"].clone(),
+            );
+            let position = left.iter().position(|want| *want == got);
+            let Some(position) = position else {
+                panic!("unexpected {event}; still waiting for {left:?}");
+            };
+            left.remove(position);
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[actix_web::test]
+async fn official_clients_receive_sends_to_all_users_groups_and_connections() {
+    let server = spawn_hub(&[]).await;
+    let (_, key) = create_key(&server, &["hub:home:send", "hub:home:groups"]).await;
+    let (alice, alice2, bob) = (user_token("alice"), user_token("alice"), user_token("bob"));
+    let (mut clients, ids) = Listener::start(
+        &server.url(""),
+        &[
+            ("alice", &alice, "WebSockets", "json"),
+            ("alice2", &alice2, "ServerSentEvents", "json"),
+            ("bob", &bob, "WebSockets", "msgpack"),
+        ],
+    )
+    .await;
+    let (alice2_id, bob_id) = (&ids[1], &ids[2]);
+    let post = |path: &'static str, body| call(&server, "POST", path, Some(&key), body);
+
+    let sent = post("/api/hubs/home/send", send("Notify", json!(["all", 1]))).await;
+    assert_eq!(sent.status, 202, "{sent:?}");
+    let everyone = |args: Value| {
+        [
+            ("alice", args.clone()),
+            ("alice2", args.clone()),
+            ("bob", args),
+        ]
+    };
+    clients.expect(&everyone(json!(["all", 1]))).await;
+
+    let to_alice = post(
+        "/api/hubs/home/users/alice/send",
+        send("Notify", json!(["alice"])),
+    )
+    .await;
+    assert_eq!(to_alice.status, 202, "{to_alice:?}");
+    clients
+        .expect(&[("alice", json!(["alice"])), ("alice2", json!(["alice"]))])
+        .await;
+
+    // Groups: bob's connection, then every connection alice has now.
+    let path = format!("/api/hubs/home/groups/g1/connections/{bob_id}");
+    assert_eq!(
+        call(&server, "PUT", &path, Some(&key), None).await.status,
+        204
+    );
+    let added = call(
+        &server,
+        "PUT",
+        "/api/hubs/home/groups/g1/users/alice",
+        Some(&key),
+        None,
+    )
+    .await;
+    assert_eq!(added.body, json!({"connections": 2}), "{added:?}");
+    let to_group = post(
+        "/api/hubs/home/groups/g1/send",
+        send("Notify", json!(["g1"])),
+    )
+    .await;
+    assert_eq!(to_group.status, 202);
+    clients.expect(&everyone(json!(["g1"]))).await;
+    let removed = call(
+        &server,
+        "DELETE",
+        "/api/hubs/home/groups/g1/users/alice",
+        Some(&key),
+        None,
+    )
+    .await;
+    assert_eq!(removed.body, json!({"connections": 2}), "{removed:?}");
+    post(
+        "/api/hubs/home/groups/g1/send",
+        send("Notify", json!(["g1 again"])),
+    )
+    .await;
+    clients.expect(&[("bob", json!(["g1 again"]))]).await;
+    assert_eq!(
+        call(&server, "DELETE", &path, Some(&key), None)
+            .await
+            .status,
+        204
+    );
+
+    // One connection; all but one; and a connection that does not exist.
+    let one = format!("/api/hubs/home/connections/{alice2_id}/send");
+    let to_one = call(
+        &server,
+        "POST",
+        &one,
+        Some(&key),
+        send("Notify", json!([{"n": 1}])),
+    )
+    .await;
+    assert_eq!(to_one.status, 202);
+    clients.expect(&[("alice2", json!([{"n": 1}]))]).await;
+    let body = json!({"target": "Notify", "arguments": ["not bob"], "excluded": [bob_id]});
+    post("/api/hubs/home/send", Some(body)).await;
+    clients
+        .expect(&[
+            ("alice", json!(["not bob"])),
+            ("alice2", json!(["not bob"])),
+        ])
+        .await;
+    let nowhere = call(
+        &server,
+        "PUT",
+        "/api/hubs/home/groups/g1/connections/nope",
+        Some(&key),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (nowhere.status, nowhere.error()),
+        (404, "connection_not_found")
+    );
+
+    // The group is empty now: nothing arrives before the last broadcast.
+    post(
+        "/api/hubs/home/groups/g1/send",
+        send("Notify", json!(["nobody"])),
+    )
+    .await;
+    post("/api/hubs/home/send", send("Notify", json!(["end"]))).await;
+    clients.expect(&everyone(json!(["end"]))).await;
+}
+
+#[actix_web::test]
+async fn key_scopes_are_refused_where_they_do_not_apply() {
+    let server = spawn_hub(&[]).await;
+    let (_, presence_only) = create_key(&server, &["hub:home:presence"]).await;
+    let (_, other_hub) = create_key(&server, &["hub:lobby:send"]).await;
+    let (_, any_hub_send) = create_key(&server, &["hub:*:send"]).await;
+    let message = || send("Notify", json!([]));
+    let post = |auth: Option<String>, path: &'static str| {
+        let server = &server;
+        async move { call(server, "POST", path, auth.as_deref(), message()).await }
+    };
+
+    let refused = post(None, "/api/hubs/home/send").await;
+    assert_eq!((refused.status, refused.error()), (401, "missing_token"));
+    let forged = post(
+        Some(format!("ApiKey sgk_0123456789abcdef_{}", "A".repeat(43))),
+        "/api/hubs/home/send",
+    )
+    .await;
+    assert_eq!((forged.status, forged.error()), (401, "invalid_api_key"));
+    let user = post(
+        Some(format!("Bearer {}", user_token("u"))),
+        "/api/hubs/home/send",
+    )
+    .await;
+    assert_eq!((user.status, user.error()), (403, "forbidden"));
+    let admin = post(
+        Some(format!("Bearer {}", admin_token("a"))),
+        "/api/hubs/home/send",
+    )
+    .await;
+    assert_eq!(admin.status, 403, "an admin is not a backend: {admin:?}");
+
+    for (key, path) in [
+        (&presence_only, "/api/hubs/home/send"),
+        (&other_hub, "/api/hubs/home/send"),
+    ] {
+        let answer = post(Some(key.clone()), path).await;
+        assert_eq!(
+            (answer.status, answer.error()),
+            (403, "forbidden"),
+            "{answer:?}"
+        );
+    }
+    assert_eq!(
+        post(Some(any_hub_send.clone()), "/api/hubs/home/send")
+            .await
+            .status,
+        202
+    );
+    let unknown_hub = post(Some(any_hub_send.clone()), "/api/hubs/nope/send").await;
+    assert_eq!(
+        (unknown_hub.status, unknown_hub.error()),
+        (404, "hub_not_found")
+    );
+    let groups = call(
+        &server,
+        "PUT",
+        "/api/hubs/home/groups/g/users/u",
+        Some(&any_hub_send),
+        None,
+    )
+    .await;
+    assert_eq!(groups.status, 403, "{groups:?}");
+    let kick = call(
+        &server,
+        "DELETE",
+        "/api/hubs/home/users/u/connections",
+        Some(&presence_only),
+        None,
+    )
+    .await;
+    assert_eq!(kick.status, 403, "{kick:?}");
+    let asked = call(
+        &server,
+        "GET",
+        "/api/hubs/home/users/u",
+        Some(&presence_only),
+        None,
+    )
+    .await;
+    assert_eq!(asked.body["online"], false, "{asked:?}");
+
+    // A `signet:server` token may do everything, on every hub; `Bearer sgk_...` is a key too.
+    let backend = format!("Bearer {}", server_token("backend"));
+    assert_eq!(
+        post(Some(backend.clone()), "/api/hubs/home/send")
+            .await
+            .status,
+        202
+    );
+    let kicked = call(
+        &server,
+        "DELETE",
+        "/api/hubs/home/users/u/connections",
+        Some(&backend),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (kicked.status, kicked.body.clone()),
+        (200, json!({"closed": 0}))
+    );
+    let as_bearer = any_hub_send.replace("ApiKey ", "Bearer ");
+    assert_eq!(
+        post(Some(as_bearer), "/api/hubs/home/send").await.status,
+        202
+    );
+
+    let text = metrics_text(&server).await;
+    for series in [
+        r#"signet_publish_api_calls_total{action="send",outcome="forbidden"} 4"#,
+        r#"signet_publish_api_calls_total{action="send",outcome="unauthorized"} 2"#,
+        r#"signet_publish_api_calls_total{action="send",outcome="ok"} 3"#,
+        r#"signet_publish_api_calls_total{action="send",outcome="not_found"} 1"#,
+        r#"signet_publish_api_calls_total{action="disconnect",outcome="forbidden"} 1"#,
+    ] {
+        assert!(text.contains(series), "{series} in\n{text}");
+    }
+}
+
+/// The Prometheus text of `/metrics`.
+async fn metrics_text(server: &HubServer) -> String {
+    let mut res = server
+        .http
+        .get(server.url("/metrics"))
+        .bearer_auth(admin_token("metrics"))
+        .send()
+        .await
+        .expect("scraped");
+    String::from_utf8_lossy(&res.body().limit(1 << 20).await.expect("body")).into_owned()
+}
+
+async fn a_revoked_key_is_refused_at_once(store: Backend) {
+    let server = spawn_hub_on(store, &[]).await;
+    let (id, key) = create_key(&server, &["hub:home:*"]).await;
+    let admin = format!("Bearer {}", admin_token("key-admin"));
+    let path = "/api/hubs/home/send";
+    assert_eq!(
+        call(&server, "POST", path, Some(&key), send("Notify", json!([])))
+            .await
+            .status,
+        202
+    );
+    let listed = call(&server, "GET", "/api/admin/api-keys", Some(&admin), None).await;
+    assert_eq!(listed.body.as_array().map(Vec::len), Some(1), "{listed:?}");
+    assert_eq!(listed.body[0]["id"], id.as_str());
+    assert_eq!(listed.body[0]["scopes"], json!(["hub:home:*"]));
+    assert!(
+        listed.body[0].get("key").is_none(),
+        "a key is shown once: {listed:?}"
+    );
+
+    let revoke = format!("/api/admin/api-keys/{id}");
+    assert_eq!(
+        call(&server, "DELETE", &revoke, Some(&admin), None)
+            .await
+            .status,
+        204
+    );
+    let refused = call(&server, "POST", path, Some(&key), send("Notify", json!([]))).await;
+    assert_eq!((refused.status, refused.error()), (401, "invalid_api_key"));
+    let again = call(&server, "DELETE", &revoke, Some(&admin), None).await;
+    assert_eq!((again.status, again.error()), (404, "api_key_not_found"));
+    let listed = call(&server, "GET", "/api/admin/api-keys", Some(&admin), None).await;
+    assert!(listed.body[0]["revokedAt"].is_i64(), "{listed:?}");
+    // Keys are an administrator's to manage.
+    let user = format!("Bearer {}", user_token("u"));
+    let create = call(
+        &server,
+        "POST",
+        "/api/admin/api-keys",
+        Some(&user),
+        Some(json!({"name": "x", "scopes": ["hub:*:*"]})),
+    )
+    .await;
+    assert_eq!(create.status, 403);
+}
+
+each_store!(a_revoked_key_is_refused_at_once);
+
+#[actix_web::test]
+async fn bad_input_is_400_naming_the_field_and_a_large_body_413() {
+    let server = spawn_hub(&[("SIGNET__SERVER__MAX_REQUEST_BODY_BYTES", "4096")]).await;
+    let key = format!("Bearer {}", server_token("backend"));
+    let post =
+        |path: &'static str, body: Value| call(&server, "POST", path, Some(&key), Some(body));
+    for (path, body, names) in [
+        (
+            "/api/hubs/home/send",
+            json!({"arguments": []}),
+            "missing field `target`",
+        ),
+        (
+            "/api/hubs/home/send",
+            json!({"target": 5}),
+            "`target`: invalid type",
+        ),
+        (
+            "/api/hubs/home/send",
+            json!({"target": "Notify", "arguments": {}}),
+            "`arguments`: invalid type",
+        ),
+        (
+            "/api/hubs/home/send",
+            json!({"target": "Notify", "argument": []}),
+            "unknown field `argument`",
+        ),
+        (
+            "/api/hubs/home/send",
+            json!({"target": ""}),
+            "`target`: must be 1 to",
+        ),
+        (
+            "/api/hubs/home/send",
+            json!({"target": "Notify", "excluded": [1]}),
+            "`excluded[0]`: invalid type",
+        ),
+        (
+            "/api/hubs/home/users/u/send",
+            json!({"target": "Notify", "excluded": ["c"]}),
+            "`excluded`: only",
+        ),
+    ] {
+        let answer = post(path, body.clone()).await;
+        assert_eq!(answer.status, 400, "{body}: {answer:?}");
+        let message = answer.body["message"].as_str().unwrap_or_default();
+        assert!(message.contains(names), "{body}: {message}");
+    }
+    let long_group = format!("/api/hubs/home/groups/{}/send", "g".repeat(300));
+    let answer = call(
+        &server,
+        "POST",
+        &long_group,
+        Some(&key),
+        send("Notify", json!([])),
+    )
+    .await;
+    assert!(
+        answer.body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("`group`"),
+        "{answer:?}"
+    );
+
+    let large = post(
+        "/api/hubs/home/send",
+        json!({"target": "Notify", "arguments": ["x".repeat(5000)]}),
+    )
+    .await;
+    assert_eq!((large.status, large.error()), (413, "payload_too_large"));
+    let res = server
+        .http
+        .post(server.url("/api/hubs/home/send"))
+        .insert_header(("Authorization", key.as_str()))
+        .insert_header(("Content-Type", "text/plain"))
+        .send_body("{}")
+        .await
+        .expect("sent");
+    assert_eq!(res.status().as_u16(), 415);
+}
+
+#[actix_web::test]
+async fn disconnect_closes_the_users_connections_and_presence_follows() {
+    let server = spawn_hub(&[]).await;
+    let (_, key) = create_key(&server, &["hub:home:presence", "hub:home:disconnect"]).await;
+    let presence = |sub: &'static str, method: &'static str| {
+        let (server, key) = (&server, &key);
+        async move {
+            call(
+                server,
+                method,
+                &format!("/api/hubs/home/users/{sub}"),
+                Some(key),
+                None,
+            )
+            .await
+        }
+    };
+    let absent = presence("carol", "GET").await;
+    assert_eq!(
+        absent.body,
+        json!({"sub": "carol", "online": false, "connections": []})
+    );
+    assert_eq!(presence("carol", "HEAD").await.status, 404);
+
+    let mut first = server.open(&user_token("carol")).await;
+    let mut second = server.open(&user_token("carol")).await;
+    let mut dave = server.open(&user_token("dave")).await;
+    let present = presence("carol", "GET").await;
+    assert_eq!(present.body["online"], true, "{present:?}");
+    assert_eq!(
+        present.body["connections"].as_array().map(Vec::len),
+        Some(2)
+    );
+    assert_eq!(presence("carol", "HEAD").await.status, 200);
+
+    let closed = call(
+        &server,
+        "DELETE",
+        "/api/hubs/home/users/carol/connections",
+        Some(&key),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (closed.status, closed.body.clone()),
+        (200, json!({"closed": 2}))
+    );
+    for client in [&mut first, &mut second] {
+        let ending = client.expect_close(WITHIN).await;
+        let message = ending.close_message.expect("a Close message");
+        assert_ne!(message["allowReconnect"], true, "{message}");
+    }
+    dave.assert_echo("still here").await;
+    let deadline = Instant::now() + WITHIN;
+    while presence("carol", "HEAD").await.status != 404 {
+        assert!(Instant::now() < deadline, "carol still present");
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[actix_web::test]
+async fn keys_made_and_revoked_with_the_cli_hold_on_a_running_server() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let dir = data_dir.path().to_path_buf();
+    let created = signet(
+        &dir,
+        None,
+        &[
+            "apikey",
+            "create",
+            "--name",
+            "cli backend",
+            "--scope",
+            "hub:home:send",
+        ],
+        None,
+    );
+    let key = ok(&created).trim().to_string();
+    assert!(key.starts_with("sgk_"), "{key}");
+    let id = key[4..20].to_string();
+    let bad = signet(
+        &dir,
+        None,
+        &["apikey", "create", "--name", "x", "--scope", "hub:home:fly"],
+        None,
+    );
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("`scopes`"),
+        "{bad:?}"
+    );
+
+    let server = crate::ws_client::spawn_hub_in(data_dir, &[]).await;
+    let auth = format!("ApiKey {key}");
+    let path = "/api/hubs/home/send";
+    assert_eq!(
+        call(
+            &server,
+            "POST",
+            path,
+            Some(&auth),
+            send("Notify", json!([]))
+        )
+        .await
+        .status,
+        202
+    );
+
+    let listed = ok(&signet(&dir, None, &["apikey", "list"], None));
+    assert!(
+        listed.contains(&id) && listed.contains("cli backend") && listed.contains("hub:home:send"),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains(&key[21..]),
+        "the list never shows a key: {listed}"
+    );
+    ok(&signet(&dir, None, &["apikey", "revoke", &id], None));
+    let refused = call(
+        &server,
+        "POST",
+        path,
+        Some(&auth),
+        send("Notify", json!([])),
+    )
+    .await;
+    assert_eq!(
+        refused.status, 401,
+        "revoked from another process, refused at once"
+    );
+    assert!(!signet(&dir, None, &["apikey", "revoke", &id], None)
+        .status
+        .success());
+}
