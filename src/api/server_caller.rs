@@ -20,7 +20,7 @@ pub enum ServerCaller {
 
 impl ServerCaller {
     /// Authenticates `req`: an API key when the `Authorization` header carries one, else a
-    /// bearer JWT, which must hold [`SERVER_ROLE`] (403 `forbidden` otherwise).
+    /// bearer JWT (which [`ServerCaller::authorize`] requires to hold [`SERVER_ROLE`]).
     pub async fn authenticate(
         req: &HttpRequest,
         auth: &Authenticator,
@@ -30,28 +30,23 @@ impl ServerCaller {
             return Ok(Self::Key(keys.verify(key).await?));
         }
         let principal = authenticate_request(req, auth, TokenPolicy::Current).await?;
-        if !principal.has_role(SERVER_ROLE) {
-            return Err(ApiError::forbidden(
-                "forbidden",
-                format!("the publish API needs an API key or a token with role {SERVER_ROLE}"),
-            ));
-        }
         Ok(Self::Token(principal))
     }
 
-    /// 403 `forbidden` unless the caller may do `action` on `hub`.
+    /// 403 `forbidden` unless the caller may do `action` on `hub`: a key with a scope that
+    /// grants it, or a token with [`SERVER_ROLE`].
     pub fn authorize(&self, hub: &str, action: PublishAction) -> Result<(), ApiError> {
-        let allowed = match self {
-            Self::Key(key) => scopes_allow(&key.scopes, hub, action),
-            Self::Token(_) => true,
-        };
-        if allowed {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(
+        match self {
+            Self::Key(key) if scopes_allow(&key.scopes, hub, action) => Ok(()),
+            Self::Key(_) => Err(ApiError::forbidden(
                 "forbidden",
                 format!("this API key has no scope hub:{hub}:{}", action.as_str()),
-            ))
+            )),
+            Self::Token(principal) if principal.has_role(SERVER_ROLE) => Ok(()),
+            Self::Token(_) => Err(ApiError::forbidden(
+                "forbidden",
+                format!("the publish API needs an API key or a token with role {SERVER_ROLE}"),
+            )),
         }
     }
 

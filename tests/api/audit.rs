@@ -3,7 +3,6 @@
 
 use crate::helpers::{each_store, Backend};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -35,33 +34,9 @@ async fn audit_events_go_to_a_rotated_file_and_not_to_the_log(store: Backend) {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("signet serve runs");
-    let (tx, lines) = mpsc::channel::<String>();
-    let stdout = child.stdout.take().expect("piped stdout");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let lines = crate::demo::lines_of(child.stdout.take().expect("piped stdout"));
     let mut log = Vec::new();
-    let started = Instant::now();
-    let address = loop {
-        assert!(started.elapsed() < Duration::from_secs(30), "{log:#?}");
-        match lines.recv_timeout(Duration::from_millis(100)) {
-            Ok(line) => {
-                let found = line
-                    .contains("signet listening")
-                    .then(|| line.split("address=").nth(1))
-                    .flatten()
-                    .and_then(|rest| rest.split_whitespace().next())
-                    .map(str::to_string);
-                log.push(line);
-                if let Some(address) = found {
-                    break address;
-                }
-            }
-            Err(_) => continue,
-        }
-    };
+    let address = listening_address(&lines, &mut log);
 
     let client = awc::Client::default();
     for i in 0..8 {
@@ -123,3 +98,25 @@ async fn audit_events_go_to_a_rotated_file_and_not_to_the_log(store: Backend) {
 }
 
 each_store!(audit_events_go_to_a_rotated_file_and_not_to_the_log);
+
+/// The address `signet serve` logs it listens on (plain log lines), collecting the lines
+/// before it into `log`; fails after 30 s.
+pub(crate) fn listening_address(lines: &mpsc::Receiver<String>, log: &mut Vec<String>) -> String {
+    let started = Instant::now();
+    loop {
+        assert!(started.elapsed() < Duration::from_secs(30), "{log:#?}");
+        let Ok(line) = lines.recv_timeout(Duration::from_millis(100)) else {
+            continue;
+        };
+        let found = line
+            .contains("signet listening")
+            .then(|| line.split("address=").nth(1))
+            .flatten()
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_string);
+        log.push(line);
+        if let Some(address) = found {
+            return address;
+        }
+    }
+}

@@ -675,3 +675,249 @@ async fn keys_made_and_revoked_with_the_cli_hold_on_a_running_server() {
         .status
         .success());
 }
+
+/// Two nodes on the test Redis and one PostgreSQL database: the key is the same on both.
+async fn two_nodes() -> (HubServer, HubServer) {
+    let (redis, prefix) = (
+        crate::redis_server::shared().url(),
+        crate::redis_server::prefix("publish"),
+    );
+    let db = crate::postgres::fresh_database().await;
+    let mut nodes = Vec::new();
+    for id in ["a", "b"] {
+        let env = [
+            ("SIGNET__CLUSTER__REDIS_URL", redis.as_str()),
+            ("SIGNET__CLUSTER__CHANNEL_PREFIX", prefix.as_str()),
+            ("SIGNET__CLUSTER__NODE_ID", id),
+            ("SIGNET__STORE__URL", db.as_str()),
+            ("SIGNET__STORE__MAX_CONNECTIONS", "4"),
+        ];
+        nodes.push(spawn_hub(&env).await);
+    }
+    let b = nodes.pop().expect("two nodes");
+    (nodes.pop().expect("two nodes"), b)
+}
+
+#[actix_web::test]
+async fn a_call_to_node_a_reaches_a_client_on_node_b_and_a_revocation_on_b_holds_on_a() {
+    let (a, b) = two_nodes().await;
+    let (id, key) = create_key(
+        &a,
+        &["hub:home:send", "hub:home:groups", "hub:home:presence"],
+    )
+    .await;
+    let erin = user_token("erin");
+    let (mut clients, ids) =
+        Listener::start(&b.url(""), &[("erin", &erin, "WebSockets", "json")]).await;
+    let connection = &ids[0];
+    assert!(connection.starts_with("b."), "{connection}");
+
+    // Node A sees erin's connection on B (presence is written within 250 ms).
+    let deadline = Instant::now() + WITHIN;
+    loop {
+        let asked = call(&a, "GET", "/api/hubs/home/users/erin", Some(&key), None).await;
+        if asked.body["connections"] == json!([connection]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "A never saw erin: {asked:?}");
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let post = |path: String, args: Value| {
+        let (a, key) = (&a, &key);
+        async move {
+            call(a, "POST", &path, Some(key), send("Notify", args))
+                .await
+                .status
+        }
+    };
+    assert_eq!(
+        post("/api/hubs/home/users/erin/send".into(), json!(["user"])).await,
+        202
+    );
+    clients.expect(&[("erin", json!(["user"]))]).await;
+    let join = format!("/api/hubs/home/groups/team/connections/{connection}");
+    let joined = call(&a, "PUT", &join, Some(&key), None).await;
+    assert_eq!(joined.status, 204, "B applies A's request: {joined:?}");
+    assert_eq!(
+        post("/api/hubs/home/groups/team/send".into(), json!(["group"])).await,
+        202
+    );
+    clients.expect(&[("erin", json!(["group"]))]).await;
+    let leave = call(
+        &a,
+        "DELETE",
+        "/api/hubs/home/groups/team/users/erin",
+        Some(&key),
+        None,
+    )
+    .await;
+    assert_eq!(leave.body, json!({"connections": 1}), "{leave:?}");
+    let one = format!("/api/hubs/home/connections/{connection}/send");
+    assert_eq!(post(one, json!(["connection"])).await, 202);
+    assert_eq!(
+        post("/api/hubs/home/groups/team/send".into(), json!(["left"])).await,
+        202
+    );
+    assert_eq!(
+        post("/api/hubs/home/send".into(), json!(["all"])).await,
+        202
+    );
+    clients
+        .expect(&[("erin", json!(["connection"])), ("erin", json!(["all"]))])
+        .await;
+
+    // Revoked on B: A refuses it on the next call, reading the shared store.
+    let admin = format!("Bearer {}", admin_token("key-admin"));
+    let revoke = call(
+        &b,
+        "DELETE",
+        &format!("/api/admin/api-keys/{id}"),
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(revoke.status, 204);
+    assert_eq!(
+        post("/api/hubs/home/send".into(), json!(["late"])).await,
+        401
+    );
+
+    // A backend token on A closes erin's connection on B.
+    let backend = format!("Bearer {}", server_token("backend"));
+    let kicked = call(
+        &a,
+        "DELETE",
+        "/api/hubs/home/users/erin/connections",
+        Some(&backend),
+        None,
+    )
+    .await;
+    assert_eq!(kicked.body, json!({"closed": 1}), "{kicked:?}");
+    let closed = clients.next().await;
+    assert_eq!(closed["closed"], "erin", "{closed}");
+}
+
+/// The real binary with `[audit] output = "file"`: every publish call is an audit event naming
+/// the caller (`key:<id>` or the token's `sub`) and never the key.
+#[actix_web::test]
+async fn every_publish_call_is_audited_and_no_key_is_written() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().to_path_buf();
+    let created = signet(
+        &data_dir,
+        None,
+        &[
+            "apikey",
+            "create",
+            "--name",
+            "audited",
+            "--scope",
+            "hub:home:send",
+        ],
+        None,
+    );
+    let key = ok(&created).trim().to_string();
+    let (id, secret) = (&key[4..20], &key[21..]);
+    let forged_secret = "B".repeat(43);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_signet"))
+        .arg("serve")
+        .current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .env("SIGNET__SERVER__LISTEN", "127.0.0.1:0")
+        .env("SIGNET__SERVER__DATA_DIR", &data_dir)
+        .env("SIGNET__SERVER__WORKERS", "1")
+        .env("SIGNET__JWT__SECRET", TEST_SECRET)
+        .env("SIGNET__IDENTITY__PASSWORD_HASH_MEMORY_KIB", "64")
+        .env("SIGNET__IDENTITY__PASSWORD_HASH_ITERATIONS", "1")
+        .env("SIGNET__AUDIT__OUTPUT", "file")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("signet serve runs");
+    let lines = lines_of(child.stdout.take().expect("piped stdout"));
+    let mut log = Vec::new();
+    let address = crate::audit::listening_address(&lines, &mut log);
+
+    let client = awc::Client::default();
+    let calls = [
+        ("POST", "/api/hubs/home/send", format!("ApiKey {key}"), 202),
+        (
+            "PUT",
+            "/api/hubs/home/groups/g/users/u",
+            format!("ApiKey {key}"),
+            403,
+        ),
+        (
+            "POST",
+            "/api/hubs/home/send",
+            format!("ApiKey sgk_{id}_{forged_secret}"),
+            401,
+        ),
+        (
+            "POST",
+            "/api/hubs/home/send",
+            format!("Bearer {}", server_token("the-backend")),
+            202,
+        ),
+        (
+            "POST",
+            "/api/hubs/home/send",
+            format!("Bearer {}", user_token("a-user")),
+            403,
+        ),
+    ];
+    for (method, path, authorization, status) in &calls {
+        let method = awc::http::Method::from_bytes(method.as_bytes()).expect("a method");
+        let res = client
+            .request(method, format!("http://{address}{path}"))
+            .insert_header(("Authorization", authorization.as_str()))
+            .send_json(&json!({"target": "Notify", "arguments": []}))
+            .await
+            .expect("answered");
+        assert_eq!(res.status().as_u16(), *status, "{path}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    log.extend(lines.try_iter());
+
+    let text = std::fs::read_to_string(data_dir.join("audit.log")).expect("the audit file");
+    let events: Vec<Value> = text
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).expect("a JSON line"))
+        .filter(|event| event["event"] == "publish")
+        .collect();
+    let seen: Vec<(String, String, String)> = events
+        .iter()
+        .map(|e| {
+            let field = |name: &str| e[name].as_str().unwrap_or_default().to_string();
+            (field("route"), field("outcome"), field("caller"))
+        })
+        .collect();
+    let key_caller = format!("key:{id}");
+    let want = [
+        ("send_all", "ok", key_caller.as_str()),
+        ("group_add_user", "forbidden", key_caller.as_str()),
+        ("send_all", "unauthorized", "unauthenticated"),
+        ("send_all", "ok", "the-backend"),
+        ("send_all", "forbidden", "a-user"),
+    ];
+    let want: Vec<(String, String, String)> = want
+        .iter()
+        .map(|(r, o, c)| (r.to_string(), o.to_string(), c.to_string()))
+        .collect();
+    assert_eq!(seen, want, "{text}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["hub"] == "home" && e["client"] == "127.0.0.1"),
+        "{text}"
+    );
+    for secret in [secret, forged_secret.as_str()] {
+        assert!(!text.contains(secret), "a key in the audit file: {text}");
+        assert!(
+            !log.iter().any(|line| line.contains(secret)),
+            "a key in the log: {log:#?}"
+        );
+    }
+}
