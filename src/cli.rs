@@ -492,6 +492,11 @@ fn user(command: UserCommand) -> ExitCode {
         let admin = UserAdmin::new(store, passwords);
         run_user_command(&admin, command, &password).await
     });
+    exit_code(result)
+}
+
+/// How a one-shot store command ended: its error printed, failure; or success.
+fn exit_code(result: Result<Result<(), IdentityError>, ExitCode>) -> ExitCode {
     match result {
         Err(code) => code,
         Ok(Ok(())) => ExitCode::SUCCESS,
@@ -563,14 +568,7 @@ fn apikey(command: ApiKeyCommand) -> ExitCode {
         let store = crate::store::open(&settings).await?.store;
         run_apikey_command(&ApiKeys::new(store), command).await
     });
-    match result {
-        Err(code) => code,
-        Ok(Ok(())) => ExitCode::SUCCESS,
-        Ok(Err(err)) => {
-            eprintln!("error: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_code(result)
 }
 
 /// Carries out one `signet apikey` command and prints what it did.

@@ -3,7 +3,8 @@
 
 use crate::helpers::{each_store, Backend};
 use serde_json::{json, Value};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -17,23 +18,10 @@ async fn audit_events_go_to_a_rotated_file_and_not_to_the_log(store: Backend) {
             crate::postgres::fresh_database().await,
         );
     }
-    let mut child = command
-        .arg("serve")
-        .current_dir(dir.path())
-        .env_remove("RUST_LOG")
-        .env("SIGNET__SERVER__LISTEN", "127.0.0.1:0")
-        .env("SIGNET__SERVER__DATA_DIR", &data_dir)
-        .env("SIGNET__SERVER__WORKERS", "1")
-        .env("SIGNET__IDENTITY__PASSWORD_HASH_MEMORY_KIB", "64")
-        .env("SIGNET__IDENTITY__PASSWORD_HASH_ITERATIONS", "1")
-        .env("SIGNET__AUDIT__OUTPUT", "file")
+    command
         .env("SIGNET__AUDIT__MAX_FILE_BYTES", "400")
-        .env("SIGNET__AUDIT__MAX_FILES", "2")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("signet serve runs");
+        .env("SIGNET__AUDIT__MAX_FILES", "2");
+    let mut child = serve_auditing(command, dir.path(), &data_dir);
     let lines = crate::demo::lines_of(child.stdout.take().expect("piped stdout"));
     let mut log = Vec::new();
     let address = listening_address(&lines, &mut log);
@@ -98,6 +86,27 @@ async fn audit_events_go_to_a_rotated_file_and_not_to_the_log(store: Backend) {
 }
 
 each_store!(audit_events_go_to_a_rotated_file_and_not_to_the_log);
+
+/// `command` (the `signet` binary, with any settings of the test's own) serving on `data_dir`:
+/// 127.0.0.1 on a free port, one worker, cheap password hashing, audit events to the audit file;
+/// standard output piped (see [`listening_address`]).
+pub(crate) fn serve_auditing(mut command: Command, dir: &Path, data_dir: &Path) -> Child {
+    command
+        .arg("serve")
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env("SIGNET__SERVER__LISTEN", "127.0.0.1:0")
+        .env("SIGNET__SERVER__DATA_DIR", data_dir)
+        .env("SIGNET__SERVER__WORKERS", "1")
+        .env("SIGNET__IDENTITY__PASSWORD_HASH_MEMORY_KIB", "64")
+        .env("SIGNET__IDENTITY__PASSWORD_HASH_ITERATIONS", "1")
+        .env("SIGNET__AUDIT__OUTPUT", "file")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("signet serve runs")
+}
 
 /// The address `signet serve` logs it listens on (plain log lines), collecting the lines
 /// before it into `log`; fails after 30 s.

@@ -387,28 +387,24 @@ async fn key_scopes_are_refused_where_they_do_not_apply() {
         202
     );
 
-    let text = metrics_text(&server).await;
-    for series in [
-        r#"signet_publish_api_calls_total{action="send",outcome="forbidden"} 4"#,
-        r#"signet_publish_api_calls_total{action="send",outcome="unauthorized"} 2"#,
-        r#"signet_publish_api_calls_total{action="send",outcome="ok"} 3"#,
-        r#"signet_publish_api_calls_total{action="send",outcome="not_found"} 1"#,
-        r#"signet_publish_api_calls_total{action="disconnect",outcome="forbidden"} 1"#,
+    let metrics = crate::metrics::scrape(&server).await;
+    for (labels, count) in [
+        (r#"action="send",outcome="forbidden""#, 4.0),
+        (r#"action="send",outcome="unauthorized""#, 2.0),
+        (r#"action="send",outcome="ok""#, 3.0),
+        (r#"action="send",outcome="not_found""#, 1.0),
+        (r#"action="groups",outcome="forbidden""#, 1.0),
+        (r#"action="disconnect",outcome="forbidden""#, 1.0),
+        (r#"action="disconnect",outcome="ok""#, 1.0),
+        (r#"action="presence",outcome="ok""#, 1.0),
     ] {
-        assert!(text.contains(series), "{series} in\n{text}");
+        let series = format!("signet_publish_api_calls_total{{{labels}}}");
+        assert_eq!(
+            metrics.get(&series),
+            Some(&count),
+            "{series} in {metrics:?}"
+        );
     }
-}
-
-/// The Prometheus text of `/metrics`.
-async fn metrics_text(server: &HubServer) -> String {
-    let mut res = server
-        .http
-        .get(server.url("/metrics"))
-        .bearer_auth(admin_token("metrics"))
-        .send()
-        .await
-        .expect("scraped");
-    String::from_utf8_lossy(&res.body().limit(1 << 20).await.expect("body")).into_owned()
 }
 
 async fn a_revoked_key_is_refused_at_once(store: Backend) {
@@ -819,22 +815,9 @@ async fn every_publish_call_is_audited_and_no_key_is_written() {
     let key = ok(&created).trim().to_string();
     let (id, secret) = (&key[4..20], &key[21..]);
     let forged_secret = "B".repeat(43);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_signet"))
-        .arg("serve")
-        .current_dir(dir.path())
-        .env_remove("RUST_LOG")
-        .env("SIGNET__SERVER__LISTEN", "127.0.0.1:0")
-        .env("SIGNET__SERVER__DATA_DIR", &data_dir)
-        .env("SIGNET__SERVER__WORKERS", "1")
-        .env("SIGNET__JWT__SECRET", TEST_SECRET)
-        .env("SIGNET__IDENTITY__PASSWORD_HASH_MEMORY_KIB", "64")
-        .env("SIGNET__IDENTITY__PASSWORD_HASH_ITERATIONS", "1")
-        .env("SIGNET__AUDIT__OUTPUT", "file")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("signet serve runs");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_signet"));
+    command.env("SIGNET__JWT__SECRET", TEST_SECRET);
+    let mut child = crate::audit::serve_auditing(command, &data_dir, &data_dir);
     let lines = lines_of(child.stdout.take().expect("piped stdout"));
     let mut log = Vec::new();
     let address = crate::audit::listening_address(&lines, &mut log);
