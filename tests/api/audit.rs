@@ -1,10 +1,10 @@
 //! `[audit] output = "file"`: the real binary writes audit events as JSON lines to the audit
 //! file, rotated by size, and not to its log output.
 
-use crate::helpers::{each_store, Backend};
+use crate::helpers::{each_store, Backend, KillOnDrop};
 use serde_json::{json, Value};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,7 @@ async fn audit_events_go_to_a_rotated_file_and_not_to_the_log(store: Backend) {
         .env("SIGNET__AUDIT__MAX_FILE_BYTES", "400")
         .env("SIGNET__AUDIT__MAX_FILES", "2");
     let mut child = serve_auditing(command, dir.path(), &data_dir);
-    let lines = crate::demo::lines_of(child.stdout.take().expect("piped stdout"));
+    let lines = crate::demo::lines_of(child.0.stdout.take().expect("piped stdout"));
     let mut log = Vec::new();
     let address = listening_address(&lines, &mut log);
 
@@ -35,8 +35,7 @@ async fn audit_events_go_to_a_rotated_file_and_not_to_the_log(store: Backend) {
             .expect("answered");
         assert!(matches!(response.status().as_u16(), 401 | 429));
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    child.stop();
     log.extend(lines.try_iter());
 
     let file = data_dir.join("audit.log");
@@ -90,8 +89,8 @@ each_store!(audit_events_go_to_a_rotated_file_and_not_to_the_log);
 /// `command` (the `signet` binary, with any settings of the test's own) serving on `data_dir`:
 /// 127.0.0.1 on a free port, one worker, cheap password hashing, audit events to the audit file;
 /// standard output piped (see [`listening_address`]).
-pub(crate) fn serve_auditing(mut command: Command, dir: &Path, data_dir: &Path) -> Child {
-    command
+pub(crate) fn serve_auditing(mut command: Command, dir: &Path, data_dir: &Path) -> KillOnDrop {
+    let child = command
         .arg("serve")
         .current_dir(dir)
         .env_remove("RUST_LOG")
@@ -105,7 +104,8 @@ pub(crate) fn serve_auditing(mut command: Command, dir: &Path, data_dir: &Path) 
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("signet serve runs")
+        .expect("signet serve runs");
+    KillOnDrop(child)
 }
 
 /// The address `signet serve` logs it listens on (plain log lines), collecting the lines

@@ -6,12 +6,13 @@
 use crate::cli::{ok, signet};
 use crate::demo::lines_of;
 use crate::helpers::{
-    answer, claims, each_store, kid_of, sign_hs, user_token, Answer, Backend, TEST_SECRET,
+    answer, claims, each_store, kid_of, sign_hs, user_token, Answer, Backend, KillOnDrop,
+    TEST_SECRET,
 };
 use crate::ws_client::{admin_token, spawn_hub, spawn_hub_on, HubServer};
 use jsonwebtoken::Algorithm;
 use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -30,16 +31,33 @@ fn server_token(sub: &str) -> String {
     )
 }
 
+/// Where a test server listens: an in-process one, or the binary's `host:port`.
+trait Reachable {
+    fn url(&self, path: &str) -> String;
+}
+
+impl Reachable for HubServer {
+    fn url(&self, path: &str) -> String {
+        HubServer::url(self, path)
+    }
+}
+
+impl Reachable for String {
+    fn url(&self, path: &str) -> String {
+        format!("http://{self}{path}")
+    }
+}
+
 /// `method path` with `Authorization: <authorization>` and a JSON body when given.
 async fn call(
-    server: &HubServer,
+    server: &dyn Reachable,
     method: &str,
     path: &str,
     authorization: Option<&str>,
     body: Option<Value>,
 ) -> Answer {
     let method = awc::http::Method::from_bytes(method.as_bytes()).expect("a method");
-    let mut req = server.http.request(method, server.url(path));
+    let mut req = awc::Client::default().request(method, server.url(path));
     if let Some(value) = authorization {
         req = req.insert_header(("Authorization", value));
     }
@@ -73,7 +91,7 @@ fn send(target: &str, arguments: Value) -> Option<Value> {
 /// Official clients in a Node.js process (`tests/conformance/e2e/publish-listener.mjs`) that
 /// report every `Notify` they receive.
 struct Listener {
-    child: Child,
+    _child: KillOnDrop,
     events: mpsc::Receiver<String>,
 }
 
@@ -98,7 +116,10 @@ impl Listener {
             .spawn()
             .expect("node runs (Node.js 20+, `npm ci --prefix tests/conformance`)");
         let events = lines_of(child.stdout.take().expect("piped stdout"));
-        let mut listener = Self { child, events };
+        let mut listener = Self {
+            _child: KillOnDrop(child),
+            events,
+        };
         let mut ids = Vec::new();
         for (label, ..) in connections {
             let ready = listener.next().await;
@@ -146,17 +167,43 @@ impl Listener {
     }
 }
 
-impl Drop for Listener {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// A backend calling one server with one `Authorization`.
+struct Caller<'a> {
+    server: &'a dyn Reachable,
+    authorization: String,
+}
+
+impl Caller<'_> {
+    async fn call(&self, method: &str, path: &str) -> Answer {
+        call(self.server, method, path, Some(&self.authorization), None).await
     }
+
+    /// `POST path` `{"target": "Notify", arguments}`; its status.
+    async fn notify(&self, path: &str, arguments: Value) -> u16 {
+        let body = send("Notify", arguments);
+        call(self.server, "POST", path, Some(&self.authorization), body)
+            .await
+            .status
+    }
+}
+
+/// `args` for each of the three clients of the send test.
+fn everyone(args: Value) -> [(&'static str, Value); 3] {
+    [
+        ("alice", args.clone()),
+        ("alice2", args.clone()),
+        ("bob", args),
+    ]
 }
 
 #[actix_web::test]
 async fn official_clients_receive_sends_to_all_users_groups_and_connections() {
     let server = spawn_hub(&[]).await;
-    let (_, key) = create_key(&server, &["hub:home:send", "hub:home:groups"]).await;
+    let (_, authorization) = create_key(&server, &["hub:home:send", "hub:home:groups"]).await;
+    let backend = Caller {
+        server: &server,
+        authorization,
+    };
     let (alice, alice2, bob) = (user_token("alice"), user_token("alice"), user_token("bob"));
     let (mut clients, ids) = Listener::start(
         &server.url(""),
@@ -167,115 +214,90 @@ async fn official_clients_receive_sends_to_all_users_groups_and_connections() {
         ],
     )
     .await;
-    let (alice2_id, bob_id) = (&ids[1], &ids[2]);
-    let post = |path: &'static str, body| call(&server, "POST", path, Some(&key), body);
-
-    let sent = post("/api/hubs/home/send", send("Notify", json!(["all", 1]))).await;
-    assert_eq!(sent.status, 202, "{sent:?}");
-    let everyone = |args: Value| {
-        [
-            ("alice", args.clone()),
-            ("alice2", args.clone()),
-            ("bob", args),
-        ]
-    };
+    assert_eq!(
+        backend
+            .notify("/api/hubs/home/send", json!(["all", 1]))
+            .await,
+        202
+    );
     clients.expect(&everyone(json!(["all", 1]))).await;
-
-    let to_alice = post(
-        "/api/hubs/home/users/alice/send",
-        send("Notify", json!(["alice"])),
-    )
-    .await;
-    assert_eq!(to_alice.status, 202, "{to_alice:?}");
+    let to_alice = backend.notify("/api/hubs/home/users/alice/send", json!(["alice"]));
+    assert_eq!(to_alice.await, 202);
     clients
         .expect(&[("alice", json!(["alice"])), ("alice2", json!(["alice"]))])
         .await;
 
-    // Groups: bob's connection, then every connection alice has now.
-    let path = format!("/api/hubs/home/groups/g1/connections/{bob_id}");
-    assert_eq!(
-        call(&server, "PUT", &path, Some(&key), None).await.status,
-        204
-    );
-    let added = call(
-        &server,
-        "PUT",
-        "/api/hubs/home/groups/g1/users/alice",
-        Some(&key),
-        None,
-    )
-    .await;
-    assert_eq!(added.body, json!({"connections": 2}), "{added:?}");
-    let to_group = post(
-        "/api/hubs/home/groups/g1/send",
-        send("Notify", json!(["g1"])),
-    )
-    .await;
-    assert_eq!(to_group.status, 202);
-    clients.expect(&everyone(json!(["g1"]))).await;
-    let removed = call(
-        &server,
-        "DELETE",
-        "/api/hubs/home/groups/g1/users/alice",
-        Some(&key),
-        None,
-    )
-    .await;
-    assert_eq!(removed.body, json!({"connections": 2}), "{removed:?}");
-    post(
-        "/api/hubs/home/groups/g1/send",
-        send("Notify", json!(["g1 again"])),
-    )
-    .await;
-    clients.expect(&[("bob", json!(["g1 again"]))]).await;
-    assert_eq!(
-        call(&server, "DELETE", &path, Some(&key), None)
-            .await
-            .status,
-        204
-    );
+    groups_reach_their_members(&backend, &mut clients, &ids[2]).await;
+    single_connections_and_exclusions(&backend, &mut clients, &ids[1], &ids[2]).await;
 
-    // One connection; all but one; and a connection that does not exist.
+    // The group is empty now: nothing arrives before the last broadcast.
+    backend
+        .notify("/api/hubs/home/groups/g1/send", json!(["nobody"]))
+        .await;
+    backend.notify("/api/hubs/home/send", json!(["end"])).await;
+    clients.expect(&everyone(json!(["end"]))).await;
+}
+
+/// Bob's connection joins group g1, then every connection alice has now; alice's leave again,
+/// then bob's: a send to the group reaches exactly its members each time.
+async fn groups_reach_their_members(backend: &Caller<'_>, clients: &mut Listener, bob_id: &str) {
+    let bob_in_g1 = format!("/api/hubs/home/groups/g1/connections/{bob_id}");
+    assert_eq!(backend.call("PUT", &bob_in_g1).await.status, 204);
+    let added = backend
+        .call("PUT", "/api/hubs/home/groups/g1/users/alice")
+        .await;
+    assert_eq!(added.body, json!({"connections": 2}), "{added:?}");
+    assert_eq!(
+        backend
+            .notify("/api/hubs/home/groups/g1/send", json!(["g1"]))
+            .await,
+        202
+    );
+    clients.expect(&everyone(json!(["g1"]))).await;
+    let removed = backend
+        .call("DELETE", "/api/hubs/home/groups/g1/users/alice")
+        .await;
+    assert_eq!(removed.body, json!({"connections": 2}), "{removed:?}");
+    backend
+        .notify("/api/hubs/home/groups/g1/send", json!(["g1 again"]))
+        .await;
+    clients.expect(&[("bob", json!(["g1 again"]))]).await;
+    assert_eq!(backend.call("DELETE", &bob_in_g1).await.status, 204);
+    let nowhere = backend
+        .call("PUT", "/api/hubs/home/groups/g1/connections/nope")
+        .await;
+    assert_eq!(
+        (nowhere.status, nowhere.error()),
+        (404, "connection_not_found")
+    );
+}
+
+/// A send to one connection, and to all but one.
+async fn single_connections_and_exclusions(
+    backend: &Caller<'_>,
+    clients: &mut Listener,
+    alice2_id: &str,
+    bob_id: &str,
+) {
     let one = format!("/api/hubs/home/connections/{alice2_id}/send");
-    let to_one = call(
-        &server,
-        "POST",
-        &one,
-        Some(&key),
-        send("Notify", json!([{"n": 1}])),
-    )
-    .await;
-    assert_eq!(to_one.status, 202);
+    assert_eq!(backend.notify(&one, json!([{"n": 1}])).await, 202);
     clients.expect(&[("alice2", json!([{"n": 1}]))]).await;
     let body = json!({"target": "Notify", "arguments": ["not bob"], "excluded": [bob_id]});
-    post("/api/hubs/home/send", Some(body)).await;
+    let path = "/api/hubs/home/send";
+    let excluding = call(
+        backend.server,
+        "POST",
+        path,
+        Some(&backend.authorization),
+        Some(body),
+    );
+    assert_eq!(excluding.await.status, 202);
     clients
         .expect(&[
             ("alice", json!(["not bob"])),
             ("alice2", json!(["not bob"])),
         ])
         .await;
-    let nowhere = call(
-        &server,
-        "PUT",
-        "/api/hubs/home/groups/g1/connections/nope",
-        Some(&key),
-        None,
-    )
-    .await;
-    assert_eq!(
-        (nowhere.status, nowhere.error()),
-        (404, "connection_not_found")
-    );
-
-    // The group is empty now: nothing arrives before the last broadcast.
-    post(
-        "/api/hubs/home/groups/g1/send",
-        send("Notify", json!(["nobody"])),
-    )
-    .await;
-    post("/api/hubs/home/send", send("Notify", json!(["end"]))).await;
-    clients.expect(&everyone(json!(["end"]))).await;
 }
 
 #[actix_web::test]
@@ -597,79 +619,49 @@ async fn disconnect_closes_the_users_connections_and_presence_follows() {
     }
 }
 
+/// `signet apikey <args>` on `dir`.
+fn apikey(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    signet(dir, None, &[&["apikey"], args].concat(), None)
+}
+
 #[actix_web::test]
 async fn keys_made_and_revoked_with_the_cli_hold_on_a_running_server() {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let dir = data_dir.path().to_path_buf();
-    let created = signet(
+    let scope = ["--scope", "hub:home:send"];
+    let key = ok(&apikey(
         &dir,
-        None,
-        &[
-            "apikey",
-            "create",
-            "--name",
-            "cli backend",
-            "--scope",
-            "hub:home:send",
-        ],
-        None,
-    );
-    let key = ok(&created).trim().to_string();
+        &[&["create", "--name", "cli backend"], &scope[..]].concat(),
+    ));
+    let key = key.trim().to_string();
     assert!(key.starts_with("sgk_"), "{key}");
     let id = key[4..20].to_string();
-    let bad = signet(
-        &dir,
-        None,
-        &["apikey", "create", "--name", "x", "--scope", "hub:home:fly"],
-        None,
-    );
-    assert!(!bad.status.success());
+    let bad = apikey(&dir, &["create", "--name", "x", "--scope", "hub:home:fly"]);
+    let refusal = String::from_utf8_lossy(&bad.stderr).into_owned();
     assert!(
-        String::from_utf8_lossy(&bad.stderr).contains("`scopes`"),
-        "{bad:?}"
+        !bad.status.success() && refusal.contains("`scopes`"),
+        "{refusal}"
     );
 
     let server = crate::ws_client::spawn_hub_in(data_dir, &[]).await;
-    let auth = format!("ApiKey {key}");
-    let path = "/api/hubs/home/send";
-    assert_eq!(
-        call(
-            &server,
-            "POST",
-            path,
-            Some(&auth),
-            send("Notify", json!([]))
-        )
-        .await
-        .status,
-        202
-    );
-
-    let listed = ok(&signet(&dir, None, &["apikey", "list"], None));
-    assert!(
-        listed.contains(&id) && listed.contains("cli backend") && listed.contains("hub:home:send"),
-        "{listed}"
-    );
+    let backend = Caller {
+        server: &server,
+        authorization: format!("ApiKey {key}"),
+    };
+    assert_eq!(backend.notify("/api/hubs/home/send", json!([])).await, 202);
+    let listed = ok(&apikey(&dir, &["list"]));
+    for shown in [id.as_str(), "cli backend", "hub:home:send"] {
+        assert!(listed.contains(shown), "{shown} in {listed}");
+    }
     assert!(
         !listed.contains(&key[21..]),
         "the list never shows a key: {listed}"
     );
-    ok(&signet(&dir, None, &["apikey", "revoke", &id], None));
-    let refused = call(
-        &server,
-        "POST",
-        path,
-        Some(&auth),
-        send("Notify", json!([])),
-    )
-    .await;
-    assert_eq!(
-        refused.status, 401,
-        "revoked from another process, refused at once"
-    );
-    assert!(!signet(&dir, None, &["apikey", "revoke", &id], None)
-        .status
-        .success());
+
+    // Revoked by another process: refused at once.
+    ok(&apikey(&dir, &["revoke", &id]));
+    assert_eq!(backend.notify("/api/hubs/home/send", json!([])).await, 401);
+    assert!(!apikey(&dir, &["revoke", &id]).status.success());
 }
 
 /// Two nodes on the test Redis and one PostgreSQL database: the key is the same on both.
@@ -793,24 +785,30 @@ async fn a_call_to_node_a_reaches_a_client_on_node_b_and_a_revocation_on_b_holds
     assert_eq!(closed["closed"], "erin", "{closed}");
 }
 
+/// The `publish` events of an audit file: `[route, outcome, caller]` each, checking that every
+/// one names hub `home` and client 127.0.0.1.
+fn publish_events(text: &str) -> Vec<[String; 3]> {
+    let events = text
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).expect("a JSON line"))
+        .filter(|event| event["event"] == "publish");
+    events
+        .map(|e| {
+            assert!(e["hub"] == "home" && e["client"] == "127.0.0.1", "{e}");
+            ["route", "outcome", "caller"].map(|f| e[f].as_str().unwrap_or_default().to_string())
+        })
+        .collect()
+}
+
 /// The real binary with `[audit] output = "file"`: every publish call is an audit event naming
 /// the caller (`key:<id>` or the token's `sub`) and never the key.
 #[actix_web::test]
 async fn every_publish_call_is_audited_and_no_key_is_written() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data_dir = dir.path().to_path_buf();
-    let created = signet(
+    let created = apikey(
         &data_dir,
-        None,
-        &[
-            "apikey",
-            "create",
-            "--name",
-            "audited",
-            "--scope",
-            "hub:home:send",
-        ],
-        None,
+        &["create", "--name", "audited", "--scope", "hub:home:send"],
     );
     let key = ok(&created).trim().to_string();
     let (id, secret) = (&key[4..20], &key[21..]);
@@ -818,65 +816,42 @@ async fn every_publish_call_is_audited_and_no_key_is_written() {
     let mut command = Command::new(env!("CARGO_BIN_EXE_signet"));
     command.env("SIGNET__JWT__SECRET", TEST_SECRET);
     let mut child = crate::audit::serve_auditing(command, &data_dir, &data_dir);
-    let lines = lines_of(child.stdout.take().expect("piped stdout"));
+    let lines = lines_of(child.0.stdout.take().expect("piped stdout"));
     let mut log = Vec::new();
     let address = crate::audit::listening_address(&lines, &mut log);
 
-    let client = awc::Client::default();
-    let calls = [
-        ("POST", "/api/hubs/home/send", format!("ApiKey {key}"), 202),
-        (
-            "PUT",
-            "/api/hubs/home/groups/g/users/u",
-            format!("ApiKey {key}"),
-            403,
-        ),
-        (
-            "POST",
-            "/api/hubs/home/send",
-            format!("ApiKey sgk_{id}_{forged_secret}"),
-            401,
-        ),
+    let (as_key, forged) = (
+        format!("ApiKey {key}"),
+        format!("ApiKey sgk_{id}_{forged_secret}"),
+    );
+    let (backend, user) = (server_token("the-backend"), user_token("a-user"));
+    for (method, path, authorization, status) in [
+        ("POST", "/api/hubs/home/send", as_key.clone(), 202),
+        ("PUT", "/api/hubs/home/groups/g/users/u", as_key, 403),
+        ("POST", "/api/hubs/home/send", forged, 401),
         (
             "POST",
             "/api/hubs/home/send",
-            format!("Bearer {}", server_token("the-backend")),
+            format!("Bearer {backend}"),
             202,
         ),
-        (
-            "POST",
-            "/api/hubs/home/send",
-            format!("Bearer {}", user_token("a-user")),
-            403,
-        ),
-    ];
-    for (method, path, authorization, status) in &calls {
-        let method = awc::http::Method::from_bytes(method.as_bytes()).expect("a method");
-        let res = client
-            .request(method, format!("http://{address}{path}"))
-            .insert_header(("Authorization", authorization.as_str()))
-            .send_json(&json!({"target": "Notify", "arguments": []}))
-            .await
-            .expect("answered");
-        assert_eq!(res.status().as_u16(), *status, "{path}");
+        ("POST", "/api/hubs/home/send", format!("Bearer {user}"), 403),
+    ] {
+        let answer = call(
+            &address,
+            method,
+            path,
+            Some(&authorization),
+            send("Notify", json!([])),
+        )
+        .await;
+        assert_eq!(answer.status, status, "{path}: {answer:?}");
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    child.stop();
     log.extend(lines.try_iter());
 
     let text = std::fs::read_to_string(data_dir.join("audit.log")).expect("the audit file");
-    let events: Vec<Value> = text
-        .lines()
-        .map(|line| serde_json::from_str::<Value>(line).expect("a JSON line"))
-        .filter(|event| event["event"] == "publish")
-        .collect();
-    let seen: Vec<(String, String, String)> = events
-        .iter()
-        .map(|e| {
-            let field = |name: &str| e[name].as_str().unwrap_or_default().to_string();
-            (field("route"), field("outcome"), field("caller"))
-        })
-        .collect();
+    let events = publish_events(&text);
     let key_caller = format!("key:{id}");
     let want = [
         ("send_all", "ok", key_caller.as_str()),
@@ -885,17 +860,11 @@ async fn every_publish_call_is_audited_and_no_key_is_written() {
         ("send_all", "ok", "the-backend"),
         ("send_all", "forbidden", "a-user"),
     ];
-    let want: Vec<(String, String, String)> = want
+    let seen: Vec<(&str, &str, &str)> = events
         .iter()
-        .map(|(r, o, c)| (r.to_string(), o.to_string(), c.to_string()))
+        .map(|e| (e[0].as_str(), e[1].as_str(), e[2].as_str()))
         .collect();
     assert_eq!(seen, want, "{text}");
-    assert!(
-        events
-            .iter()
-            .all(|e| e["hub"] == "home" && e["client"] == "127.0.0.1"),
-        "{text}"
-    );
     for secret in [secret, forged_secret.as_str()] {
         assert!(!text.contains(secret), "a key in the audit file: {text}");
         assert!(
