@@ -142,7 +142,10 @@ fn envelope_service(
         max_message_bytes: envelope.max_message_bytes,
     };
     let nonces: Arc<dyn NonceStore> = match cluster {
-        Some(cluster) => Arc::new(RedisNonceStore::new(cluster.clone())),
+        Some(cluster) => Arc::new(RedisNonceStore::new(
+            cluster.clone(),
+            envelope.max_nonces_per_session,
+        )),
         None => Arc::new(
             InMemoryNonceStore::new(envelope.nonce_capacity)
                 .with_scope_quota(envelope.max_nonces_per_session),

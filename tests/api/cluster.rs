@@ -32,6 +32,21 @@ async fn node(redis_url: &str, prefix: &str, id: &str) -> HubServer {
     .await
 }
 
+/// Waits until `server` works with the cluster: its channels subscribed and the revocations of
+/// other nodes reaching it (until then it refuses tokens).
+async fn joined(server: HubServer) -> HubServer {
+    crate::helpers::eventually(SPREAD, "the node to join the cluster", || {
+        server
+            .state
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.subscribed())
+            && server.state.auth.revocations().in_sync()
+    })
+    .await;
+    server
+}
+
 /// Calls `method` on `client` until its result is `want`, failing after [`SPREAD`].
 async fn eventually(client: &mut RawClient, method: &str, want: Value) {
     let deadline = tokio::time::Instant::now() + SPREAD;
@@ -646,4 +661,61 @@ async fn a_node_starts_without_redis_is_not_ready_and_becomes_ready_when_redis_c
         assert!(tokio::time::Instant::now() < deadline, "{body}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[actix_web::test]
+async fn a_sessions_nonce_quota_counts_its_nonces_on_every_node() {
+    let redis = shared();
+    let prefix = prefix("quota");
+    let url = redis.url();
+    let env = |id: &'static str| {
+        [
+            ("SIGNET__CLUSTER__REDIS_URL", url.as_str()),
+            ("SIGNET__CLUSTER__CHANNEL_PREFIX", prefix.as_str()),
+            ("SIGNET__CLUSTER__NODE_ID", id),
+            ("SIGNET__ENVELOPE__SECRET", ENVELOPE_SECRET),
+            ("SIGNET__ENVELOPE__MAX_NONCES_PER_SESSION", "3"),
+        ]
+    };
+    let a = joined(spawn_hub(&env("a")).await).await;
+    let b = joined(spawn_hub(&env("b")).await).await;
+    let token = user_token("busy-signer");
+    let key = message_key(&token);
+    let mut on_a = a.open(&token).await;
+    let mut on_b = b.open(&token).await;
+    let sign = |n: u32| signed(&key, "EchoSigned", &json!({ "n": n }));
+    for (client, n) in [(&mut on_a, 1), (&mut on_b, 2)] {
+        let accepted = client.call(&n.to_string(), "EchoSigned", sign(n)).await;
+        assert_eq!(accepted["result"], json!({ "n": n }), "{accepted}");
+    }
+    // A forgery takes no slot: the third signed call still fits.
+    let mut forged = sign(3);
+    forged[0]["message"] = json!("{\"n\":4}");
+    assert_eq!(
+        on_b.call_error("f", "EchoSigned", forged).await,
+        "Failed to invoke 'EchoSigned': envelope rejected (bad_signature)"
+    );
+    let third = on_a.call("3", "EchoSigned", sign(3)).await;
+    assert_eq!(third["result"], json!({ "n": 3 }), "{third}");
+    // Three nonces live across both nodes: the fourth is refused on either.
+    for (client, n) in [(&mut on_b, 4), (&mut on_a, 5)] {
+        assert_eq!(
+            client
+                .call_error(&n.to_string(), "EchoSigned", sign(n))
+                .await,
+            "Failed to invoke 'EchoSigned': envelope rejected (nonce_quota_exceeded)"
+        );
+    }
+    // Another session is unaffected.
+    let other = user_token("calm-signer");
+    let other_key = message_key(&other);
+    let mut calm = b.open(&other).await;
+    let fine = calm
+        .call(
+            "c",
+            "EchoSigned",
+            signed(&other_key, "EchoSigned", &json!("mine")),
+        )
+        .await;
+    assert_eq!(fine["result"], json!("mine"), "{fine}");
 }
