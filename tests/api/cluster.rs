@@ -21,9 +21,15 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Within this, what one node does is seen by the others (presence is written within 250 ms).
-const SPREAD: Duration = Duration::from_secs(5);
+pub(crate) const SPREAD: Duration = Duration::from_secs(5);
 
-async fn node(redis_url: &str, prefix: &str, id: &str) -> HubServer {
+/// A node with its own SQLite store, joined to the cluster.
+pub(crate) async fn node(redis_url: &str, prefix: &str, id: &str) -> HubServer {
+    joined(unjoined(redis_url, prefix, id).await).await
+}
+
+/// A node started, not waited for.
+pub(crate) async fn unjoined(redis_url: &str, prefix: &str, id: &str) -> HubServer {
     spawn_hub(&[
         ("SIGNET__CLUSTER__REDIS_URL", redis_url),
         ("SIGNET__CLUSTER__CHANNEL_PREFIX", prefix),
@@ -34,7 +40,7 @@ async fn node(redis_url: &str, prefix: &str, id: &str) -> HubServer {
 
 /// Waits until `server` works with the cluster: its channels subscribed and the revocations of
 /// other nodes reaching it (until then it refuses tokens).
-async fn joined(server: HubServer) -> HubServer {
+pub(crate) async fn joined(server: HubServer) -> HubServer {
     crate::helpers::eventually(SPREAD, "the node to join the cluster", || {
         server
             .state
@@ -369,8 +375,8 @@ async fn a_nonce_is_used_once_across_nodes_and_signed_calls_fail_closed_without_
             ("SIGNET__ENVELOPE__SECRET", ENVELOPE_SECRET),
         ]
     };
-    let a = spawn_hub(&env("a")).await;
-    let b = spawn_hub(&env("b")).await;
+    let a = joined(spawn_hub(&env("a")).await).await;
+    let b = joined(spawn_hub(&env("b")).await).await;
     let token = user_token("signer");
     let key = message_key(&token);
     let mut on_a = a.open(&token).await;
@@ -445,7 +451,7 @@ async fn home_nodes(test: &str, extra: &[(&str, &str)]) -> (HubServer, HubServer
             ("SIGNET__STORE__MAX_CONNECTIONS", "4"),
         ];
         env.extend_from_slice(extra);
-        nodes.push(spawn_hub(&env).await);
+        nodes.push(joined(spawn_hub(&env).await).await);
     }
     let b = nodes.pop().expect("two nodes");
     let a = nodes.pop().expect("two nodes");
@@ -642,13 +648,17 @@ async fn readyz(server: &HubServer) -> (u16, Value) {
 async fn a_node_starts_without_redis_is_not_ready_and_becomes_ready_when_redis_comes() {
     let redis = RedisServer::start();
     redis.stop();
-    let node = node(&redis.url(), &prefix("ready"), "lonely").await;
+    let node = unjoined(&redis.url(), &prefix("ready"), "lonely").await;
     let (status, body) = readyz(&node).await;
     assert_eq!(status, 503, "{body}");
-    assert_eq!(body["failing"], json!(["redis"]), "{body}");
-    // Local work goes on meanwhile.
-    let mut client = node.open(&user_token("early")).await;
-    client.assert_echo("no redis needed").await;
+    assert_eq!(body["failing"], json!(["revocations", "redis"]), "{body}");
+    // Fail closed: other nodes' revocations cannot reach it, so tokens are refused.
+    let token = user_token("early");
+    let refused = node
+        .negotiate("?negotiateVersion=1", Some(&token), None)
+        .await;
+    assert_eq!(refused.status, 503, "{:?}", refused.body);
+    assert_eq!(refused.body["error"], "store_unavailable");
 
     redis.restart();
     let deadline = tokio::time::Instant::now() + SPREAD;
@@ -661,6 +671,8 @@ async fn a_node_starts_without_redis_is_not_ready_and_becomes_ready_when_redis_c
         assert!(tokio::time::Instant::now() < deadline, "{body}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let mut client = node.open(&token).await;
+    client.assert_echo("served once in sync").await;
 }
 
 #[actix_web::test]
