@@ -13,7 +13,9 @@
 //! Presence: every node writes its users and connections to `{prefix}:{hub}:presence:{id}`
 //! (a hash, `sub` -> connections) and its count beside it, within 250 ms of a change and at
 //! least every second, both expiring after 5 s, and keeps its heartbeat in the sorted set
-//! `{prefix}:{hub}:nodes`, whose live members it reads every 250 ms. Questions about presence
+//! `{prefix}:{hub}:nodes`, whose live members it reads every 250 ms. Beside them it writes its
+//! first users by name with their names and roles (`{prefix}:{hub}:users:{id}`, JSON), which
+//! `ListConnectedUsers` merges. Questions about presence
 //! read the nodes that beat in the last 5 s, so a node that dies drops out within 6 s. Counts may be that stale; they are not safety.
 
 use super::wire::{Disconnect, Frame, Origin, Outcome, Payload};
@@ -21,7 +23,8 @@ use super::{Cluster, Subscriber};
 use crate::connection::{CloseReason, Connection};
 use crate::envelope::unix_now_ms;
 use crate::hub::{
-    BackplaneError, ConnectionInfo, HubLifetimeManager, InProcessLifetimeManager, LifetimeError,
+    first_listed, BackplaneError, ConnectedUser, ConnectionInfo, HubLifetimeManager,
+    InProcessLifetimeManager, LifetimeError,
 };
 use crate::protocol::{HubProtocol, SerializedHubMessage};
 use async_trait::async_trait;
@@ -225,6 +228,11 @@ impl Shared {
         self.cluster.key(&format!("{}:count:{node}", self.hub))
     }
 
+    /// The node's first users by name ([`HubLifetimeManager::connected_users`]), as JSON.
+    fn users_key(&self, node: &str) -> String {
+        self.cluster.key(&format!("{}:users:{node}", self.hub))
+    }
+
     fn nodes_key(&self) -> String {
         self.cluster.key(&format!("{}:nodes", self.hub))
     }
@@ -270,6 +278,7 @@ impl Shared {
         let mut pipe = redis::pipe();
         pipe.del(self.presence_key(&node))
             .del(self.count_key(&node))
+            .del(self.users_key(&node))
             .zrem(self.nodes_key(), &node);
         let mut commands = self.cluster.commands();
         let _: redis::RedisResult<()> = pipe.query_async(&mut commands).await;
@@ -294,6 +303,8 @@ impl Shared {
         let node = self.cluster.node_id();
         let presence = self.inner.presence();
         let count: usize = presence.iter().map(|(_, c)| c.len()).sum();
+        let users = self.inner.connected_users().await.unwrap_or_default();
+        let users = serde_json::to_string(&users).unwrap_or_else(|_| "[]".into());
         let (key, count_key, nodes) = (
             self.presence_key(node),
             self.count_key(node),
@@ -314,6 +325,12 @@ impl Shared {
         pipe.cmd("SET")
             .arg(&count_key)
             .arg(count)
+            .arg("PX")
+            .arg(ttl)
+            .ignore()
+            .cmd("SET")
+            .arg(self.users_key(node))
+            .arg(users)
             .arg("PX")
             .arg(ttl)
             .ignore()
@@ -614,6 +631,26 @@ impl HubLifetimeManager for RedisLifetimeManager {
             .map_err(|e| unavailable(&e.to_string()))?;
         let remote: u64 = counts.into_iter().flatten().sum();
         Ok(local + usize::try_from(remote).unwrap_or(usize::MAX))
+    }
+
+    async fn connected_users(&self) -> Result<Vec<ConnectedUser>, LifetimeError> {
+        let local = self.inner.connected_users().await?;
+        let others = self.shared.others();
+        if others.is_empty() {
+            return Ok(local);
+        }
+        let keys: Vec<String> = others.iter().map(|n| self.shared.users_key(n)).collect();
+        let mut commands = self.shared.cluster.commands();
+        let remote: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(keys)
+            .query_async(&mut commands)
+            .await
+            .map_err(|e| unavailable(&e.to_string()))?;
+        let remote = remote
+            .into_iter()
+            .flatten()
+            .flat_map(|text| serde_json::from_str::<Vec<ConnectedUser>>(&text).unwrap_or_default());
+        Ok(first_listed(local.into_iter().chain(remote)))
     }
 
     async fn user_count(&self) -> Result<usize, LifetimeError> {

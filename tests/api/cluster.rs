@@ -731,3 +731,136 @@ async fn a_sessions_nonce_quota_counts_its_nonces_on_every_node() {
         .await;
     assert_eq!(fine["result"], json!("mine"), "{fine}");
 }
+
+/// A user token carrying a display name.
+fn named_token(sub: &str, name: &str, roles: &[&str]) -> String {
+    use crate::helpers::{claims, kid_of, sign_hs, TEST_SECRET};
+    let mut c = claims(sub);
+    c["name"] = json!(name);
+    c["roles"] = json!(roles);
+    let kid = kid_of(TEST_SECRET);
+    sign_hs(TEST_SECRET, Some(&kid), jsonwebtoken::Algorithm::HS256, &c)
+}
+
+/// A Signet process of its own (`signet serve`), to kill: a node of the cluster on `port`.
+struct NodeProcess {
+    child: std::process::Child,
+    port: u16,
+    _data_dir: tempfile::TempDir,
+}
+
+impl NodeProcess {
+    async fn start(redis_url: &str, prefix: &str, id: &str) -> NodeProcess {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let config = data_dir.path().join("signet.toml");
+        std::fs::write(&config, "").expect("config written");
+        let port = crate::watchdog::free_port().expect("a free port");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_signet"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .env("SIGNET__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .env("SIGNET__SERVER__DATA_DIR", data_dir.path())
+            .env("SIGNET__JWT__SECRET", crate::helpers::TEST_SECRET)
+            .env("SIGNET__CLUSTER__REDIS_URL", redis_url)
+            .env("SIGNET__CLUSTER__CHANNEL_PREFIX", prefix)
+            .env("SIGNET__CLUSTER__NODE_ID", id)
+            .env("SIGNET__IDENTITY__PASSWORD_HASH_MEMORY_KIB", "64")
+            .env("SIGNET__IDENTITY__PASSWORD_HASH_ITERATIONS", "1")
+            .env("SIGNET__LOG__LEVEL", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("signet serve runs");
+        let node = NodeProcess {
+            child,
+            port,
+            _data_dir: data_dir,
+        };
+        let ready = format!("http://127.0.0.1:{port}/readyz");
+        let http = awc::Client::default();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(answer) = http.get(&ready).send().await {
+                if answer.status().as_u16() == 200 {
+                    return node;
+                }
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{id} never ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn open(&self, token: &str) -> RawClient {
+        let (_, io) = awc::Client::new()
+            .ws(format!("http://127.0.0.1:{}/hubs/home", self.port))
+            .bearer_auth(token)
+            .connect()
+            .await
+            .expect("websocket upgrade accepted");
+        let mut client = RawClient::from_socket(io);
+        client.handshake().await;
+        client
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[actix_web::test]
+async fn connected_users_are_listed_across_nodes_and_a_killed_node_drops_out() {
+    let redis = shared();
+    let prefix = prefix("listed");
+    let a = node(&redis.url(), &prefix, "a").await;
+    let mut b = NodeProcess::start(&redis.url(), &prefix, "b").await;
+    let admin_token = named_token("the-admin", "Admin", &["admin"]);
+    let alice = named_token("alice", "alice", &["user"]);
+    let bob = named_token("bob", "Bob", &["user"]);
+    let mut admin = a.open(&admin_token).await;
+    let _alice_a = a.open(&alice).await;
+    let _alice_b = b.open(&alice).await;
+    let _bob_b = b.open(&bob).await;
+    let bob_b2 = b.open(&bob).await;
+    let entry = |sub: &str, name: &str, role: &str, n: u32| json!({"sub": sub, "name": name, "roles": [role], "connections": n});
+
+    // Both nodes' users, merged by user and sorted by name (case-insensitive).
+    let both = json!([
+        entry("the-admin", "Admin", "admin", 1),
+        entry("alice", "alice", "user", 2),
+        entry("bob", "Bob", "user", 2),
+    ]);
+    eventually(&mut admin, "ListConnectedUsers", both).await;
+    eventually(&mut admin, "GetConnectedUsersCount", json!(3)).await;
+    // A change on B shows within the staleness bound.
+    bob_b2.close().await;
+    let fewer = json!([
+        entry("the-admin", "Admin", "admin", 1),
+        entry("alice", "alice", "user", 2),
+        entry("bob", "Bob", "user", 1),
+    ]);
+    eventually(&mut admin, "ListConnectedUsers", fewer).await;
+
+    // B is killed (no goodbye): within 10 s it is out of the list and the counts.
+    let killed = std::time::Instant::now();
+    b.child.kill().expect("killed");
+    let _ = b.child.wait();
+    let alone = json!([
+        entry("the-admin", "Admin", "admin", 1),
+        entry("alice", "alice", "user", 1),
+    ]);
+    let deadline = Duration::from_secs(10);
+    loop {
+        let listed = admin.call("l", "ListConnectedUsers", json!([])).await;
+        let count = admin.call("c", "GetConnectedUsersCount", json!([])).await;
+        if listed["result"] == alone && count["result"] == json!(2) {
+            break;
+        }
+        assert!(killed.elapsed() < deadline, "{listed} {count}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("a killed node dropped out after {:?}", killed.elapsed());
+}
