@@ -776,6 +776,52 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn each_feed_counts_alone_and_own_records_are_relayed() {
+        #[derive(Default)]
+        struct Relayed(std::sync::Mutex<Vec<RevocationRecord>>);
+        impl RevocationRelay for Relayed {
+            fn relay(&self, record: RevocationRecord) {
+                self.0.lock().unwrap().push(record);
+            }
+        }
+        let (_, r) = revocations().await;
+        let relayed = Arc::new(Relayed::default());
+        r.relay_to(relayed.clone());
+        let now = unix_now();
+        r.await_feed(FeedSource::Cluster);
+        r.follow_feed(FeedSource::Store, FeedEvent::Lost);
+        r.follow_feed(FeedSource::Store, FeedEvent::InSync(Default::default()));
+        assert!(!r.in_sync(), "the cluster's feed is still awaited");
+        assert!(r.check(&principal("a", now)).await.is_err());
+        r.follow_feed(FeedSource::Cluster, FeedEvent::InSync(Default::default()));
+        assert_eq!(
+            r.check(&principal("a", now)).await,
+            Ok(RevocationState::Valid)
+        );
+
+        // Made here: relayed. Arriving from a feed: in force, not relayed again.
+        r.deny_token("mine", now + 60, RevocationCause::Logout)
+            .await
+            .unwrap();
+        let theirs = RevocationRecord::RevokedSession {
+            sid: "sid-b".into(),
+            forget_after: now + 60,
+        };
+        r.follow_feed(FeedSource::Cluster, FeedEvent::Record(theirs));
+        assert_eq!(
+            r.check(&principal("b", now)).await,
+            Ok(RevocationState::Revoked(Revoked::Session))
+        );
+        assert_eq!(
+            *relayed.0.lock().unwrap(),
+            vec![RevocationRecord::DeniedToken {
+                jti: "mine".into(),
+                expires_at: now + 60,
+            }]
+        );
+    }
+
     #[test]
     fn events_match_the_principals_they_may_revoke() {
         let mut p = principal("device:d", 10);

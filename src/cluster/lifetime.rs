@@ -199,6 +199,30 @@ impl RedisLifetimeManager {
     }
 }
 
+impl RedisLifetimeManager {
+    /// The other live nodes' values of one key each (`key` names it for a node), in one MGET.
+    async fn of_others<T: redis::FromRedisValue>(
+        &self,
+        key: fn(&Shared, &str) -> String,
+    ) -> Result<Vec<T>, LifetimeError> {
+        let keys: Vec<String> = self
+            .shared
+            .others()
+            .iter()
+            .map(|n| key(&self.shared, n))
+            .collect();
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut commands = self.shared.cluster.commands();
+        redis::cmd("MGET")
+            .arg(keys)
+            .query_async(&mut commands)
+            .await
+            .map_err(|e| unavailable(&e.to_string()))
+    }
+}
+
 fn unavailable(why: &str) -> LifetimeError {
     LifetimeError::Backplane(BackplaneError(why.to_string()))
 }
@@ -618,34 +642,14 @@ impl HubLifetimeManager for RedisLifetimeManager {
 
     async fn connection_count(&self) -> Result<usize, LifetimeError> {
         let local = self.inner.connection_count().await?;
-        let others = self.shared.others();
-        if others.is_empty() {
-            return Ok(local);
-        }
-        let keys: Vec<String> = others.iter().map(|n| self.shared.count_key(n)).collect();
-        let mut commands = self.shared.cluster.commands();
-        let counts: Vec<Option<u64>> = redis::cmd("MGET")
-            .arg(keys)
-            .query_async(&mut commands)
-            .await
-            .map_err(|e| unavailable(&e.to_string()))?;
+        let counts: Vec<Option<u64>> = self.of_others(Shared::count_key).await?;
         let remote: u64 = counts.into_iter().flatten().sum();
         Ok(local + usize::try_from(remote).unwrap_or(usize::MAX))
     }
 
     async fn connected_users(&self) -> Result<Vec<ConnectedUser>, LifetimeError> {
         let local = self.inner.connected_users().await?;
-        let others = self.shared.others();
-        if others.is_empty() {
-            return Ok(local);
-        }
-        let keys: Vec<String> = others.iter().map(|n| self.shared.users_key(n)).collect();
-        let mut commands = self.shared.cluster.commands();
-        let remote: Vec<Option<String>> = redis::cmd("MGET")
-            .arg(keys)
-            .query_async(&mut commands)
-            .await
-            .map_err(|e| unavailable(&e.to_string()))?;
+        let remote: Vec<Option<String>> = self.of_others(Shared::users_key).await?;
         let remote = remote
             .into_iter()
             .flatten()

@@ -361,22 +361,25 @@ async fn a_lost_message_is_counted_as_a_gap() {
     assert_eq!(a.cluster.stats().gaps.load(Ordering::Relaxed), 2);
 }
 
+/// A joined node with the test envelope secret and `extra` settings.
+async fn signing_node(url: &str, prefix: &str, id: &str, extra: &[(&str, &str)]) -> HubServer {
+    let mut env = vec![
+        ("SIGNET__CLUSTER__REDIS_URL", url),
+        ("SIGNET__CLUSTER__CHANNEL_PREFIX", prefix),
+        ("SIGNET__CLUSTER__NODE_ID", id),
+        ("SIGNET__ENVELOPE__SECRET", ENVELOPE_SECRET),
+    ];
+    env.extend_from_slice(extra);
+    joined(spawn_hub(&env).await).await
+}
+
 #[actix_web::test]
 async fn a_nonce_is_used_once_across_nodes_and_signed_calls_fail_closed_without_redis() {
     // A Redis of this test's own: it is stopped mid-test.
     let redis = RedisServer::start();
     let prefix = prefix("nonces");
-    let url = redis.url();
-    let env = |id: &'static str| {
-        [
-            ("SIGNET__CLUSTER__REDIS_URL", url.as_str()),
-            ("SIGNET__CLUSTER__CHANNEL_PREFIX", prefix.as_str()),
-            ("SIGNET__CLUSTER__NODE_ID", id),
-            ("SIGNET__ENVELOPE__SECRET", ENVELOPE_SECRET),
-        ]
-    };
-    let a = joined(spawn_hub(&env("a")).await).await;
-    let b = joined(spawn_hub(&env("b")).await).await;
+    let a = signing_node(&redis.url(), &prefix, "a", &[]).await;
+    let b = signing_node(&redis.url(), &prefix, "b", &[]).await;
     let token = user_token("signer");
     let key = message_key(&token);
     let mut on_a = a.open(&token).await;
@@ -679,18 +682,9 @@ async fn a_node_starts_without_redis_is_not_ready_and_becomes_ready_when_redis_c
 async fn a_sessions_nonce_quota_counts_its_nonces_on_every_node() {
     let redis = shared();
     let prefix = prefix("quota");
-    let url = redis.url();
-    let env = |id: &'static str| {
-        [
-            ("SIGNET__CLUSTER__REDIS_URL", url.as_str()),
-            ("SIGNET__CLUSTER__CHANNEL_PREFIX", prefix.as_str()),
-            ("SIGNET__CLUSTER__NODE_ID", id),
-            ("SIGNET__ENVELOPE__SECRET", ENVELOPE_SECRET),
-            ("SIGNET__ENVELOPE__MAX_NONCES_PER_SESSION", "3"),
-        ]
-    };
-    let a = joined(spawn_hub(&env("a")).await).await;
-    let b = joined(spawn_hub(&env("b")).await).await;
+    let quota = [("SIGNET__ENVELOPE__MAX_NONCES_PER_SESSION", "3")];
+    let a = signing_node(&redis.url(), &prefix, "a", &quota).await;
+    let b = signing_node(&redis.url(), &prefix, "b", &quota).await;
     let token = user_token("busy-signer");
     let key = message_key(&token);
     let mut on_a = a.open(&token).await;

@@ -30,6 +30,17 @@ async fn log_in(server: &HubServer, username: &str) -> (String, String) {
     (token("accessToken"), token("refreshToken"))
 }
 
+/// `POST /api/auth/refresh` with `refresh`.
+async fn present(server: &HubServer, refresh: &str) -> crate::ws_client::HttpAnswer {
+    post(
+        server,
+        "/api/auth/refresh",
+        None,
+        json!({ "refreshToken": refresh }),
+    )
+    .await
+}
+
 /// Waits for `client`'s connection to be closed as revoked; how long that took since `since`.
 async fn closed_as_revoked(client: &mut RawClient, since: Instant) -> Duration {
     let ending = client.expect_close(SPREAD).await;
@@ -77,22 +88,10 @@ async fn logout_and_refresh_token_reuse_on_a_close_the_session_on_b_within_a_sec
     second_on_b.assert_echo("another session lives on").await;
 
     // The refresh token presented twice on A: the session ends on B too.
-    let rotated = post(
-        &a,
-        "/api/auth/refresh",
-        None,
-        json!({"refreshToken": refresh}),
-    )
-    .await;
+    let rotated = present(&a, &refresh).await;
     assert_eq!(rotated.status, 200, "{:?}", rotated.body);
     let started = Instant::now();
-    let reused = post(
-        &a,
-        "/api/auth/refresh",
-        None,
-        json!({"refreshToken": refresh}),
-    )
-    .await;
+    let reused = present(&a, &refresh).await;
     assert_eq!(
         reused.body["error"], "refresh_token_reused",
         "{:?}",
@@ -191,13 +190,7 @@ async fn a_revocation_made_while_redis_is_down_reaches_every_node_once_it_is_bac
     login(&a, "down-walker").await;
     let (walker, refresh) = log_in(&a, "down-walker").await;
     let mut walker_on_b = b.open(&walker).await;
-    let rotated = post(
-        &a,
-        "/api/auth/refresh",
-        None,
-        json!({"refreshToken": refresh}),
-    )
-    .await;
+    let rotated = present(&a, &refresh).await;
     assert_eq!(rotated.status, 200, "{:?}", rotated.body);
 
     redis.stop();
@@ -212,13 +205,7 @@ async fn a_revocation_made_while_redis_is_down_reaches_every_node_once_it_is_bac
     );
     // Every token is refused (logging out too), but a refresh token presented twice needs
     // none: the session ends on A at once, and waits for Redis to reach the others.
-    let reused = post(
-        &a,
-        "/api/auth/refresh",
-        None,
-        json!({"refreshToken": refresh}),
-    )
-    .await;
+    let reused = present(&a, &refresh).await;
     assert_eq!(
         reused.body["error"], "refresh_token_reused",
         "{:?}",
