@@ -174,7 +174,7 @@ async fn connect(target: &Target, index: usize, token: &str) -> Result<HubClient
     bounded(
         SETUP_TIMEOUT,
         HubClient::connect(
-            &target.endpoint,
+            target.node(index),
             target.sources.for_index(index),
             token,
             target.protocol,
@@ -194,20 +194,22 @@ async fn drive(
 ) -> Result<Outcome, String> {
     let hub_path: Arc<str> = Arc::from(target.endpoint.path.as_str());
     let mut device_clients = Vec::with_capacity(devices.len());
+    // Across nodes (`--spread across`) the user is on the first server, the devices elsewhere.
+    let (device_side, user_side) = (target.receivers(), target.senders());
     for (i, device) in devices.iter().enumerate() {
-        device_clients.push(connect(target, i, &device.token).await?);
+        device_clients.push(connect(&device_side, i, &device.token).await?);
     }
     let mut user_clients = Vec::with_capacity(options.connections);
     for i in 0..options.connections.max(1) {
-        user_clients.push(connect(target, devices.len() + i, user_token).await?);
+        user_clients.push(connect(&user_side, devices.len() + i, user_token).await?);
     }
 
     // A device counts as online once its hub registered it, just after its handshake answer.
     wait_until_online(&mut user_clients[0], devices).await?;
 
     let window = Window::after(options.warmup, options.duration);
-    let server_cpu = measure_cpu(target.server_pid, window);
-    let generator_cpu = measure_cpu(Some(std::process::id()), window);
+    let server_cpu = measure_cpu(target.server_pids.clone(), window);
+    let generator_cpu = measure_cpu(vec![std::process::id()], window);
     let stop = tokio_util::sync::CancellationToken::new();
     let executed = Arc::new(AtomicU64::new(0));
     let mut device_tasks = tokio::task::JoinSet::new();
