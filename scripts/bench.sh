@@ -176,12 +176,14 @@ start_nodes() {
     port=$((PORT + i))
     mkdir -p "$CLUSTER_DIR/node-$i"
     [[ $PIN != 1 ]] || pin=(taskset -c "$((i % $(nproc)))")
-    SIGNET__SERVER__LISTEN=127.0.0.1:$port SIGNET__SERVER__DATA_DIR=$CLUSTER_DIR/node-$i \
-      SIGNET__SERVER__WORKERS=${NODE_WORKERS:-1} \
-      SIGNET__LOG__LEVEL=${SIGNET_LOG_LEVEL:-warn} \
-      SIGNET__STORE__URL=$STORE_URL SIGNET__CLUSTER__REDIS_URL=$REDIS_URL \
-      SIGNET__CLUSTER__NODE_ID=bench-node-$i \
-      "${pin[@]}" "$SIGNET" serve >>"$CLUSTER_DIR/node-$i.log" 2>&1 &
+    local settings=(SIGNET__SERVER__LISTEN=127.0.0.1:$port
+      SIGNET__SERVER__DATA_DIR=$CLUSTER_DIR/node-$i SIGNET__SERVER__WORKERS=${NODE_WORKERS:-1}
+      SIGNET__LOG__LEVEL=${SIGNET_LOG_LEVEL:-warn} SIGNET__STORE__URL=$STORE_URL)
+    # A lone node is a plain node (no [cluster]) unless SOLO_CLUSTER=1 gives it Redis too.
+    if [[ $1 -gt 1 || ${SOLO_CLUSTER:-0} == 1 ]]; then
+      settings+=(SIGNET__CLUSTER__REDIS_URL=$REDIS_URL SIGNET__CLUSTER__NODE_ID=bench-node-$i)
+    fi
+    "${pin[@]}" env "${settings[@]}" "$SIGNET" serve >>"$CLUSTER_DIR/node-$i.log" 2>&1 &
     NODE_PIDS+=($!)
     # One after the other: the first applies the migrations and creates the bootstrap admin.
     wait_port "$port" "node $i" "$CLUSTER_DIR/node-$i.log"
