@@ -166,16 +166,17 @@ stop_cluster() {
   CLUSTER_DIR=
 }
 
-# start_nodes N: N nodes on $PORT, $PORT+1, ..., node i pinned to core i (PIN=1) with one
-# worker each; sets NODE_PIDS and SERVERS.
+# start_nodes N: N nodes on $PORT, $PORT+1, ..., node i pinned (PIN=1) to core i, or to the
+# i-th of NODE_CORES (e.g. 0,0), with one worker each; sets NODE_PIDS and SERVERS.
 start_nodes() {
   [[ -n "$CLUSTER_DIR" ]] || start_backends
-  local i port pin=()
+  local i port pin=() cores
+  IFS=, read -ra cores <<<"${NODE_CORES:-0,1}"
   SERVERS=
   for ((i = 0; i < $1; i++)); do
     port=$((PORT + i))
     mkdir -p "$CLUSTER_DIR/node-$i"
-    [[ $PIN != 1 ]] || pin=(taskset -c "$((i % $(nproc)))")
+    [[ $PIN != 1 ]] || pin=(taskset -c "${cores[i % ${#cores[@]}]}")
     local settings=(SIGNET__SERVER__LISTEN=127.0.0.1:$port
       SIGNET__SERVER__DATA_DIR=$CLUSTER_DIR/node-$i SIGNET__SERVER__WORKERS=${NODE_WORKERS:-1}
       SIGNET__LOG__LEVEL=${SIGNET_LOG_LEVEL:-warn} SIGNET__STORE__URL=$STORE_URL)
@@ -224,6 +225,9 @@ run_cluster() {
     # One node on core 0 with the generator on core 1, then two nodes on cores 0 and 1 with
     # the generator unpinned (it competes with both: two cores are all this machine has).
     cluster-broadcast) run_nodes 1 1 "${broadcast[@]}"; run_nodes 2 "" "${broadcast[@]}" ;;
+    # Both nodes on core 0, the generator on core 1: what two nodes cost against one on the
+    # same CPU (the generator has a core of its own here, as in the one-node run).
+    cluster-broadcast-onecore) NODE_CORES=0,0 run_nodes 2 1 "${broadcast[@]}" ;;
     cluster-echo) run_nodes 1 1 "${echo_[@]}"; run_nodes 2 "" "${echo_[@]}" ;;
     # A sender on node 0, its receiver on node 1 (one node: both on it), CLUSTER_RATE msg/s.
     cluster-latency) run_nodes 1 1 "${latency[@]}"; run_nodes 2 "" "${latency[@]}" ;;
@@ -251,7 +255,8 @@ for scenario in "${scenarios[@]}"; do
       NONCE_QUOTA=$SIGNED_NONCE_QUOTA run command -c "${COMMAND_USERS:-4}" --devices "${COMMAND_DEVICES:-20}" --duration "$DURATION"
       ;;
     cluster)
-      for one in cluster-broadcast cluster-echo cluster-latency cluster-revocation cluster-replay; do
+      for one in cluster-broadcast cluster-broadcast-onecore cluster-echo cluster-latency \
+        cluster-revocation cluster-replay; do
         run_cluster "$one"
       done
       ;;
