@@ -62,19 +62,23 @@ trap 'stop_server; stop_cluster; rm -rf "$DATA_DIR"' EXIT
 SIGNED_NONCE_QUOTA=${SIGNET__ENVELOPE__MAX_NONCES_PER_SESSION:-1000000}
 NONCE_QUOTA=${SIGNET__ENVELOPE__MAX_NONCES_PER_SESSION:-10000}
 
+wait_port() { # PORT WHAT LOG
+  for _ in $(seq 300); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return; fi
+    sleep 0.1
+  done
+  echo "$2 did not start; its log:" >&2
+  cat "$3" >&2
+  exit 1
+}
+
 start_server() {
   SIGNET__SERVER__LISTEN=127.0.0.1:$PORT SIGNET__SERVER__DATA_DIR=$DATA_DIR \
     SIGNET__LOG__LEVEL=${SIGNET_LOG_LEVEL:-warn} \
     SIGNET__ENVELOPE__MAX_NONCES_PER_SESSION=$NONCE_QUOTA \
     "$SIGNET" serve >>"$DATA_DIR/server.log" 2>&1 &
   SERVER_PID=$!
-  for _ in $(seq 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then return; fi
-    sleep 0.1
-  done
-  echo "signet did not start; its log:" >&2
-  cat "$DATA_DIR/server.log" >&2
-  exit 1
+  wait_port "$PORT" signet "$DATA_DIR/server.log"
 }
 
 run() {
@@ -103,16 +107,6 @@ NODE_PIDS=()
 
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_port() { # PORT WHAT LOG
-  for _ in $(seq 300); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return; fi
-    sleep 0.1
-  done
-  echo "$2 did not start; its log:" >&2
-  cat "$3" >&2
-  exit 1
 }
 
 # As `nobody` when root: PostgreSQL refuses to run as root.

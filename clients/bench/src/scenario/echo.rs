@@ -3,7 +3,7 @@
 //! small object, then, on the same connections, `EchoSigned` with a freshly signed envelope
 //! around the same object; on the baseline each call is a frame echoed back.
 
-use super::{measure_cpu, round, Outcome, Target, Window, CALL_TIMEOUT};
+use super::{measure_cpu, remember, round, Outcome, Target, Window, CALL_TIMEOUT};
 use crate::client::{bounded, Client, ClientError, HubClient, RawClient};
 use crate::credentials::Identity;
 use crate::stats::Latencies;
@@ -198,12 +198,6 @@ async fn measure(
             .map(|cpu| round(count as f64 / cpu.cpu_s, 0)),
     });
     (Pass { figures, rate }, back)
-}
-
-fn remember(slot: &Mutex<Option<String>>, error: String) {
-    if let Ok(mut slot) = slot.lock() {
-        slot.get_or_insert(error);
-    }
 }
 
 /// One call and its answer. `Ok(None)` is success, `Ok(Some(text))` an error the server

@@ -306,6 +306,13 @@ pub fn measure_cpu(
     })
 }
 
+/// Keeps the first error a run met, for its JSON line.
+pub fn remember(slot: &std::sync::Mutex<Option<String>>, error: String) {
+    if let Ok(mut slot) = slot.lock() {
+        slot.get_or_insert(error);
+    }
+}
+
 pub fn round(value: f64, decimals: i32) -> f64 {
     let scale = 10f64.powi(decimals);
     (value * scale).round() / scale

@@ -5,7 +5,7 @@
 //! every one of them (`replayed_nonce`): `replays_accepted` is the figure, and its goal is 0.
 
 use super::echo::{hub_call, signed_echo};
-use super::{round, Outcome, Target, TargetKind, CALL_TIMEOUT};
+use super::{remember, round, Outcome, Target, TargetKind, CALL_TIMEOUT};
 use crate::client::{bounded, Client, HubClient};
 use crate::credentials::Identity;
 use serde_json::json;
@@ -33,14 +33,6 @@ struct Tally {
     refused_otherwise: AtomicU64,
     connections_lost: AtomicU64,
     first_error: Mutex<Option<String>>,
-}
-
-impl Tally {
-    fn remember(&self, error: String) {
-        if let Ok(mut slot) = self.first_error.lock() {
-            slot.get_or_insert(error);
-        }
-    }
 }
 
 /// One session's two connections and its message key.
@@ -173,7 +165,10 @@ async fn replay_pair(
             Ok(None) => tally.accepted_first.fetch_add(1, Ordering::Relaxed),
             Ok(Some(error)) => {
                 tally.refused_first.fetch_add(1, Ordering::Relaxed);
-                tally.remember(format!("refused on the first server: {error}"));
+                remember(
+                    &tally.first_error,
+                    format!("refused on the first server: {error}"),
+                );
                 continue;
             }
             Err(err) => return lost(tally, err.to_string()),
@@ -185,7 +180,10 @@ async fn replay_pair(
                 tally.replays_refused.fetch_add(1, Ordering::Relaxed)
             }
             Ok(Some(error)) => {
-                tally.remember(format!("replay refused otherwise: {error}"));
+                remember(
+                    &tally.first_error,
+                    format!("replay refused otherwise: {error}"),
+                );
                 tally.refused_otherwise.fetch_add(1, Ordering::Relaxed)
             }
             Err(err) => return lost(tally, err.to_string()),
@@ -196,6 +194,6 @@ async fn replay_pair(
 
 fn lost(tally: &Tally, error: String) -> Option<Pair> {
     tally.connections_lost.fetch_add(1, Ordering::Relaxed);
-    tally.remember(format!("connection lost: {error}"));
+    remember(&tally.first_error, format!("connection lost: {error}"));
     None
 }

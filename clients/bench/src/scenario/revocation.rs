@@ -6,7 +6,7 @@
 //! (a shared PostgreSQL store); a connection still open after `--close-timeout` counts as
 //! `not_closed`.
 
-use super::{round, Outcome, Target, TargetKind, CALL_TIMEOUT};
+use super::{remember, round, Outcome, Target, TargetKind, CALL_TIMEOUT};
 use crate::client::{api_request, bounded, Client};
 use crate::credentials::Identity;
 use crate::stats::Latencies;
@@ -33,14 +33,6 @@ struct Tally {
     not_closed: AtomicU64,
     logout_failures: AtomicU64,
     first_error: Mutex<Option<String>>,
-}
-
-impl Tally {
-    fn remember(&self, error: String) {
-        if let Ok(mut slot) = self.first_error.lock() {
-            slot.get_or_insert(error);
-        }
-    }
 }
 
 pub async fn run(target: &Target, options: &RevocationOptions) -> Result<Outcome, String> {
@@ -110,11 +102,14 @@ async fn revoke_one(
         Ok((204, _)) => tally.logout_latency.record(index, answered_after),
         Ok((status, body)) => {
             tally.logout_failures.fetch_add(1, Ordering::Relaxed);
-            tally.remember(format!("logout answered {status}: {body}"));
+            remember(
+                &tally.first_error,
+                format!("logout answered {status}: {body}"),
+            );
         }
         Err(err) => {
             tally.logout_failures.fetch_add(1, Ordering::Relaxed);
-            tally.remember(format!("logout: {err}"));
+            remember(&tally.first_error, format!("logout: {err}"));
         }
     }
     match closed {
@@ -124,7 +119,10 @@ async fn revoke_one(
             if reason.contains("revoked") {
                 tally.closed_as_revoked.fetch_add(1, Ordering::Relaxed);
             } else {
-                tally.remember(format!("closed for another reason: {reason}"));
+                remember(
+                    &tally.first_error,
+                    format!("closed for another reason: {reason}"),
+                );
             }
             None
         }
