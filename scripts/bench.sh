@@ -173,7 +173,8 @@ start_nodes() {
     [[ $PIN != 1 ]] || pin=(taskset -c "${cores[i % ${#cores[@]}]}")
     local settings=(SIGNET__SERVER__LISTEN=127.0.0.1:$port
       SIGNET__SERVER__DATA_DIR=$CLUSTER_DIR/node-$i SIGNET__SERVER__WORKERS=${NODE_WORKERS:-1}
-      SIGNET__LOG__LEVEL=${SIGNET_LOG_LEVEL:-warn} SIGNET__STORE__URL=$STORE_URL)
+      SIGNET__LOG__LEVEL=${SIGNET_LOG_LEVEL:-warn} SIGNET__STORE__URL=$STORE_URL
+      SIGNET__ENVELOPE__MAX_NONCES_PER_SESSION=$SIGNED_NONCE_QUOTA)
     # A lone node is a plain node (no [cluster]) unless SOLO_CLUSTER=1 gives it Redis too.
     if [[ $1 -gt 1 || ${SOLO_CLUSTER:-0} == 1 ]]; then
       settings+=(SIGNET__CLUSTER__REDIS_URL=$REDIS_URL SIGNET__CLUSTER__NODE_ID=bench-node-$i)
@@ -184,6 +185,15 @@ start_nodes() {
     wait_port "$port" "node $i" "$CLUSTER_DIR/node-$i.log"
     SERVERS+="${SERVERS:+,}http://127.0.0.1:$port"
   done
+  # The bootstrap admin is created once, by the first node on the fresh store; keep its password
+  # for the command scenario of later runs.
+  if [[ -f "$CLUSTER_DIR/node-0/initial-admin-password" ]]; then
+    cp "$CLUSTER_DIR/node-0/initial-admin-password" "$CLUSTER_DIR/admin-password"
+  fi
+  if [[ -f "$CLUSTER_DIR/admin-password" ]]; then
+    SIGNET_BENCH_PASSWORD=$(cat "$CLUSTER_DIR/admin-password")
+    export SIGNET_BENCH_PASSWORD
+  fi
   # A node shows itself to the others once its subscriptions are confirmed: wait until ready.
   for ((i = 0; i < $1; i++)); do
     for _ in $(seq 100); do
@@ -225,6 +235,14 @@ run_cluster() {
     cluster-echo) run_nodes 1 1 "${echo_[@]}"; run_nodes 2 "" "${echo_[@]}" ;;
     # A sender on node 0, its receiver on node 1 (one node: both on it), CLUSTER_RATE msg/s.
     cluster-latency) run_nodes 1 1 "${latency[@]}"; run_nodes 2 "" "${latency[@]}" ;;
+    # The user's 4 connections on node 0, its 20 devices on node 1: SendCommand -> Command on
+    # the device -> CommandResult back to the user crosses nodes twice.
+    cluster-command)
+      local command=(command -c "${COMMAND_USERS:-4}" --devices "${COMMAND_DEVICES:-20}"
+        --duration "$DURATION" --spread across)
+      run_nodes 1 1 "${command[@]}"
+      run_nodes 2 "" "${command[@]}"
+      ;;
     cluster-revocation) run_nodes 2 "" revocation -c "$REVOKE_N" ;;
     cluster-replay) run_nodes 2 "" replay --attempts "$REPLAY_N" -c 20 ;;
     *) echo "unknown scenario: $1" >&2; exit 2 ;;
@@ -250,7 +268,7 @@ for scenario in "${scenarios[@]}"; do
       ;;
     cluster)
       for one in cluster-broadcast cluster-broadcast-onecore cluster-echo cluster-latency \
-        cluster-revocation cluster-replay; do
+        cluster-command cluster-revocation cluster-replay; do
         run_cluster "$one"
       done
       ;;
