@@ -156,6 +156,10 @@ stop_cluster() {
     wait "$pid" 2>/dev/null || true
   done
   REDIS_PID= PG_PID=
+  # KEEP_LOGS=DIR keeps the nodes' logs (each run appends to node-<i>.log).
+  if [[ -n "${KEEP_LOGS:-}" && -n "$CLUSTER_DIR" ]]; then
+    mkdir -p "$KEEP_LOGS" && cp "$CLUSTER_DIR"/*.log "$KEEP_LOGS"/ 2>/dev/null || true
+  fi
   [[ -z "$CLUSTER_DIR" ]] || rm -rf "$CLUSTER_DIR"
   CLUSTER_DIR=
 }
