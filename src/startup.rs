@@ -123,6 +123,11 @@ async fn load_revocations(
         // Every node's revocations over Redis, failing closed until subscribed and reloaded
         // (README "[cluster]", revocation). Set up before the server starts.
         RedisRevocations::start(cluster.clone(), revocations.clone(), shutdown.clone());
+        if feed.is_some() {
+            // Every node writes its records to the shared store first, whose feed fails
+            // closed on its own: Redis only makes them arrive sooner.
+            revocations.redundant_feed(FeedSource::Cluster);
+        }
     }
     if let Some(feed) = feed {
         // Other nodes' revocations, in force here within a second; while the feed is lost

@@ -274,6 +274,9 @@ pub struct InProcessRevocations {
     /// The [`FeedSource`] bits of the feeds lost now ([`Self::follow_feed`]); always 0 for a
     /// node that shares nothing.
     feeds_lost: AtomicU8,
+    /// The [`FeedSource`] bits whose loss fails closed: every feed, but one that only repeats
+    /// what another failing-closed feed carries ([`Self::redundant_feed`]).
+    relied_on: AtomicU8,
     /// Where this node's own records go besides the log (set once, on a cluster node).
     relay: OnceLock<Arc<dyn RevocationRelay>>,
 }
@@ -313,6 +316,7 @@ impl InProcessRevocations {
             events,
             leeway_secs: i64::try_from(leeway_secs).unwrap_or(i64::MAX),
             feeds_lost: AtomicU8::new(0),
+            relied_on: AtomicU8::new(FeedSource::Store.bit() | FeedSource::Cluster.bit()),
             relay: OnceLock::new(),
         };
         for record in snapshot.into_records() {
@@ -339,6 +343,19 @@ impl InProcessRevocations {
         self.feeds_lost.fetch_or(source.bit(), Ordering::AcqRel);
     }
 
+    /// `source` carries nothing another feed does not (the cluster's channel beside a shared
+    /// store's feed, where every node writes its records first): its loss is logged but does
+    /// not refuse tokens, so a Redis outage does not stop authentication where PostgreSQL
+    /// still tells every revocation.
+    pub fn redundant_feed(&self, source: FeedSource) {
+        self.relied_on.fetch_and(!source.bit(), Ordering::AcqRel);
+    }
+
+    /// The bits of the feeds lost now whose loss fails closed.
+    fn lost_relied_on(&self) -> u8 {
+        self.feeds_lost.load(Ordering::Acquire) & self.relied_on.load(Ordering::Acquire)
+    }
+
     /// Every record in force in this node's own log (pruning the expired), to hand on again.
     pub async fn logged(&self) -> Result<RevocationSnapshot, StoreError> {
         self.log.load_revocations(unix_now()).await
@@ -357,11 +374,19 @@ impl InProcessRevocations {
             }
             FeedEvent::Lost => {
                 self.feeds_lost.fetch_or(source.bit(), Ordering::AcqRel);
-                tracing::warn!(
-                    feed = source.describe(),
-                    "revocations of other nodes cannot reach this node: tokens are refused \
-                     (503 store_unavailable) until the feed is back"
-                );
+                if self.relied_on.load(Ordering::Acquire) & source.bit() != 0 {
+                    tracing::warn!(
+                        feed = source.describe(),
+                        "revocations of other nodes cannot reach this node: tokens are refused \
+                         (503 store_unavailable) until the feed is back"
+                    );
+                } else {
+                    tracing::warn!(
+                        feed = source.describe(),
+                        "revocations of other nodes arrive through the shared store's feed alone \
+                         until this feed is back"
+                    );
+                }
             }
             FeedEvent::InSync(snapshot) => {
                 // In force before they are published, and published once checks answer again,
@@ -483,7 +508,7 @@ impl RevocationStore for InProcessRevocations {
         {
             return revoked(Revoked::Subject);
         }
-        let lost = self.feeds_lost.load(Ordering::Acquire);
+        let lost = self.lost_relied_on();
         if lost != 0 {
             let feed = if lost & FeedSource::Store.bit() != 0 {
                 FeedSource::Store
@@ -580,7 +605,7 @@ impl RevocationStore for InProcessRevocations {
     }
 
     fn in_sync(&self) -> bool {
-        self.feeds_lost.load(Ordering::Acquire) == 0
+        self.lost_relied_on() == 0
     }
 }
 
@@ -819,6 +844,35 @@ mod tests {
                 jti: "mine".into(),
                 expires_at: now + 60,
             }]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_redundant_feed_lost_does_not_refuse_tokens_but_still_brings_records() {
+        let (_, r) = revocations().await;
+        let now = unix_now();
+        r.await_feed(FeedSource::Cluster);
+        r.redundant_feed(FeedSource::Cluster);
+        assert!(r.in_sync(), "the shared store's feed alone decides");
+        r.follow_feed(FeedSource::Cluster, FeedEvent::Lost);
+        assert_eq!(
+            r.check(&principal("a", now)).await,
+            Ok(RevocationState::Valid)
+        );
+        r.follow_feed(FeedSource::Store, FeedEvent::Lost);
+        assert!(
+            r.check(&principal("a", now)).await.is_err(),
+            "the store's feed fails closed"
+        );
+        r.follow_feed(FeedSource::Store, FeedEvent::InSync(Default::default()));
+        let theirs = RevocationRecord::RevokedSession {
+            sid: "sid-b".into(),
+            forget_after: now + 60,
+        };
+        r.follow_feed(FeedSource::Cluster, FeedEvent::Record(theirs));
+        assert_eq!(
+            r.check(&principal("b", now)).await,
+            Ok(RevocationState::Revoked(Revoked::Session))
         );
     }
 

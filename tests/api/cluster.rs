@@ -636,7 +636,7 @@ async fn the_backplane_comes_back_after_redis_restarts_and_pubsub_clients_are_ki
 }
 
 /// `GET /readyz`: the status and the body.
-async fn readyz(server: &HubServer) -> (u16, Value) {
+pub(crate) async fn readyz(server: &HubServer) -> (u16, Value) {
     let mut response = server
         .http
         .get(server.url("/readyz"))

@@ -1,7 +1,8 @@
 //! Revocation across nodes that share no store (each node here has its own SQLite store): what
 //! one node revokes reaches the others over Redis within a second, closes their connections
 //! and is refused there; a node that missed it while its Redis connection was cut reloads it,
-//! and refuses every token (503) until it has.
+//! and refuses every token (503) until it has. The last test shares a PostgreSQL store instead:
+//! there a Redis outage refuses nothing, the store's feed carrying revocations alone.
 
 use crate::cluster::{joined, node, SPREAD};
 use crate::helpers::user_token;
@@ -224,4 +225,48 @@ async fn a_revocation_made_while_redis_is_down_reaches_every_node_once_it_is_bac
     // A node joining later, with a store of its own, learns it from Redis.
     let c = node(&redis.url(), &prefix, "c").await;
     assert_eq!(negotiated(&c, &walker).await, (401, "invalid_token".into()));
+}
+
+#[actix_web::test]
+async fn with_a_shared_store_a_redis_outage_stops_no_authentication_and_revocations_still_cross() {
+    // A Redis of this test's own (stopped mid-test) and one PostgreSQL database for both nodes.
+    let redis = RedisServer::start();
+    let (prefix, db) = (prefix("outage"), crate::postgres::fresh_database().await);
+    let mut nodes = Vec::new();
+    for id in ["a", "b"] {
+        let env = [
+            ("SIGNET__CLUSTER__REDIS_URL", redis.url()),
+            ("SIGNET__CLUSTER__CHANNEL_PREFIX", prefix.clone()),
+            ("SIGNET__CLUSTER__NODE_ID", id.to_string()),
+            ("SIGNET__STORE__URL", db.clone()),
+            ("SIGNET__STORE__MAX_CONNECTIONS", "4".to_string()),
+        ];
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        nodes.push(joined(crate::ws_client::spawn_hub(&env).await).await);
+    }
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let first = login(a, "steady").await;
+    redis.stop();
+
+    // Redis gone: the shared store's feed still tells every revocation, so nothing is refused.
+    let (second, _) = log_in(b, "steady").await;
+    let mut first_on_b = b.open(&first).await;
+    first_on_b
+        .assert_echo("a new connection while Redis is down")
+        .await;
+    let (status, body) = crate::cluster::readyz(b).await;
+    assert_eq!(
+        (status, &body["failing"]),
+        (503, &json!(["redis"])),
+        "{body}"
+    );
+
+    // A logout on A still closes the session on B, through PostgreSQL.
+    let started = Instant::now();
+    let out = post(a, "/api/auth/logout", Some(&first), json!({})).await;
+    assert_eq!(out.status, 204, "{:?}", out.body);
+    let took = closed_as_revoked(&mut first_on_b, started).await;
+    assert!(took < WITHIN, "closed on B after {took:?}");
+    assert_eq!(negotiated(b, &first).await, (401, "invalid_token".into()));
+    assert_eq!(negotiated(a, &second).await.0, 200);
 }
