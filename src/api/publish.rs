@@ -77,6 +77,16 @@ impl Route {
             to: to.to_string(),
         }
     }
+
+    /// `text` as the audit event shows it: at most [`MAX_NAME_BYTES`], so an unauthenticated
+    /// request cannot write a long path into the audit log (longer names are refused anyway).
+    fn audited(text: &str) -> &str {
+        let mut end = text.len().min(MAX_NAME_BYTES);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        &text[..end]
+    }
 }
 
 /// Authenticates, authorizes and runs `work` on the hub, then audits and counts the outcome.
@@ -102,7 +112,7 @@ where
     api.metrics.publish_call(route.action.as_str(), outcome);
     let caller = caller.map_or_else(|_| "unauthenticated".to_string(), |c| c.label());
     tracing::info!(target: "audit", event = "publish", outcome, route = route.name,
-        hub = %route.hub, to = %route.to, caller = %caller, status = status.as_u16(),
+        hub = %Route::audited(&route.hub), to = %Route::audited(&route.to), caller = %caller, status = status.as_u16(),
         client = %crate::identity::client_label(client_addr(req)), "publish API call");
     result
 }

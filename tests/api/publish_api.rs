@@ -786,7 +786,7 @@ async fn a_call_to_node_a_reaches_a_client_on_node_b_and_a_revocation_on_b_holds
 }
 
 /// The `publish` events of an audit file: `[route, outcome, caller]` each, checking that every
-/// one names hub `home` and client 127.0.0.1.
+/// one names hub `home` and client 127.0.0.1, and whom it was for in at most 256 bytes.
 fn publish_events(text: &str) -> Vec<[String; 3]> {
     let events = text
         .lines()
@@ -795,6 +795,7 @@ fn publish_events(text: &str) -> Vec<[String; 3]> {
     events
         .map(|e| {
             assert!(e["hub"] == "home" && e["client"] == "127.0.0.1", "{e}");
+            assert!(e["to"].as_str().is_some_and(|to| to.len() <= 256), "{e}");
             ["route", "outcome", "caller"].map(|f| e[f].as_str().unwrap_or_default().to_string())
         })
         .collect()
@@ -825,6 +826,7 @@ async fn every_publish_call_is_audited_and_no_key_is_written() {
         format!("ApiKey sgk_{id}_{forged_secret}"),
     );
     let (backend, user) = (server_token("the-backend"), user_token("a-user"));
+    let long_path = format!("/api/hubs/home/users/{}/send", "u".repeat(2000));
     for (method, path, authorization, status) in [
         ("POST", "/api/hubs/home/send", as_key.clone(), 202),
         ("PUT", "/api/hubs/home/groups/g/users/u", as_key, 403),
@@ -836,6 +838,7 @@ async fn every_publish_call_is_audited_and_no_key_is_written() {
             202,
         ),
         ("POST", "/api/hubs/home/send", format!("Bearer {user}"), 403),
+        ("POST", &long_path, "ApiKey nonsense".to_string(), 401),
     ] {
         let answer = call(
             &address,
@@ -859,6 +862,7 @@ async fn every_publish_call_is_audited_and_no_key_is_written() {
         ("send_all", "unauthorized", "unauthenticated"),
         ("send_all", "ok", "the-backend"),
         ("send_all", "forbidden", "a-user"),
+        ("send_user", "unauthorized", "unauthenticated"),
     ];
     let seen: Vec<(&str, &str, &str)> = events
         .iter()
