@@ -1,5 +1,6 @@
 //! The REST API under `/api`: JSON in and out (camelCase), errors as [`crate::http::ApiError`].
-//! Handlers are thin: they extract, call the identity service, and shape the answer.
+//! Handlers are thin: they extract, call the identity service (or, for the publish API, a hub's
+//! lifetime manager), and shape the answer.
 
 pub mod admin;
 pub mod auth;
