@@ -233,16 +233,9 @@ async fn spawn_forwarding(backend: &TestBackend) -> HubServer {
     spawn_hub_with(settings, data_dir).await
 }
 
+/// A key file as an operator writes one: mode 0600, ending with a newline (not part of the key).
 fn write_key(path: &std::path::Path, key: &str) {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .expect("key file");
-    writeln!(file, "{key}").expect("key written");
+    signet::settings::write_private_file(path, key).expect("key written");
 }
 
 /// Settings parsed and validated from TOML, as the server loads its file.
