@@ -148,6 +148,9 @@ struct CallRequest<'a> {
     user: User<'a>,
     /// The call's argument was a signed envelope, verified; `arguments` holds its command.
     signed: bool,
+    /// The client's id of the call, absent for a call that asked for no answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    invocation_id: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -272,6 +275,7 @@ impl Upstream {
             connection_id: &call.connection.id,
             user: user(principal),
             signed,
+            invocation_id: call.invocation_id.as_deref(),
         };
         let body = serde_json::to_vec(&request).map_err(Failure::Invalid)?;
         let answer = self

@@ -278,6 +278,7 @@ async fn a_forwarded_call_carries_the_principal_and_arguments_signed_and_returns
     );
     assert_eq!(call.body["hub"], "home");
     assert_eq!(call.body["signed"], false);
+    assert_eq!(call.body["invocationId"], "1");
     assert_eq!(call.body["user"]["roles"], json!(["user"]));
     assert!(call.body["connectionId"]
         .as_str()

@@ -403,7 +403,10 @@ impl Session {
 
     /// Runs a checked call's method as a task of the session.
     fn start(&mut self, method: &Method, request: Request) {
-        let call = Call::new(self.connection.clone(), self.hub.lifetime.clone());
+        let call = Call {
+            invocation_id: request.invocation_id.clone(),
+            ..Call::new(self.connection.clone(), self.hub.lifetime.clone())
+        };
         let ending = Ending {
             connection: self.connection.clone(),
             protocol: self.protocol,
