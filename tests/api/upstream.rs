@@ -131,6 +131,11 @@ async fn answer(call: &Value) -> HttpResponse {
             HttpResponse::Ok().json(json!({"result": "too late"}))
         }
         "Nothing" => HttpResponse::Ok().json(json!({})),
+        // A backend slow to take a connection's events.
+        _ if call["event"].is_string() && call["user"]["sub"] == "slowpoke" => {
+            tokio::time::sleep(SLOW).await;
+            HttpResponse::Ok().finish()
+        }
         // Quote, Order, AdminReport, Wrong, events: what the backend was given.
         _ => HttpResponse::Ok().json(json!({
             "result": {"arguments": call["arguments"], "sub": call["user"]["sub"]}
@@ -446,6 +451,24 @@ async fn connect_and_disconnect_events_reach_the_backend() {
     let disconnected = &backend.recorded.events("disconnected")[0];
     assert_eq!(disconnected.body["connectionId"], connection_id);
     assert!(disconnected.verified);
+}
+
+#[actix_web::test]
+async fn a_slow_backend_never_holds_up_a_connection_s_events() {
+    let backend = TestBackend::start();
+    let server = spawn_forwarding(&backend).await;
+    let started = std::time::Instant::now();
+    let mut client = server.open(&user_token("slowpoke")).await;
+    client.assert_echo("not waiting for the backend").await;
+    client.close().await;
+    let recorded = backend.recorded.clone();
+    eventually(PROMPT, "both events at the backend", || {
+        !recorded.events("disconnected").is_empty()
+    })
+    .await;
+    // Both events were posted while the backend still sat on the first one.
+    assert!(started.elapsed() < SLOW, "{:?}", started.elapsed());
+    assert_eq!(backend.recorded.events("connected").len(), 1);
 }
 
 #[actix_web::test]
