@@ -13,7 +13,7 @@ pub use signature::{sign, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use crate::hub::{Call, HubBuilder, HubError, MethodResult, MethodSpec, Param};
 use crate::metrics::Metrics;
 use crate::settings::{Secret, UpstreamEvent, UpstreamMethod, UpstreamSettings};
-use client::{Backend, PostError};
+use client::{Backend, PostError, Target};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
@@ -33,6 +33,11 @@ pub enum UpstreamError {
     },
     #[error("upstream TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("cannot start the thread of upstream[{index}]: {source}")]
+    Thread {
+        index: usize,
+        source: std::io::Error,
+    },
 }
 
 /// Refuses an `[[upstream]]` naming a hub the server does not serve.
@@ -64,7 +69,9 @@ pub fn register(
         if config.hub != hub {
             continue;
         }
-        let upstream = Arc::new(Upstream::new(config, secret, tls.clone(), metrics));
+        let upstream = Upstream::start(config, secret, tls.clone(), metrics)
+            .map_err(|source| UpstreamError::Thread { index, source })?;
+        let upstream = Arc::new(upstream);
         for method in &config.methods {
             if builder.declares(method.name()) {
                 return Err(UpstreamError::Clash {
@@ -126,6 +133,7 @@ fn spec(method: &UpstreamMethod, max_arguments: usize) -> MethodSpec {
 struct Upstream {
     hub: String,
     backend: Backend,
+    max_response_bytes: usize,
     permits: Arc<Semaphore>,
     metrics: Metrics,
 }
@@ -220,24 +228,27 @@ impl Failure {
 }
 
 impl Upstream {
-    fn new(
+    /// Starts the backend's client thread.
+    fn start(
         config: &UpstreamSettings,
         secret: &Secret,
         tls: Arc<rustls::ClientConfig>,
         metrics: &Metrics,
-    ) -> Self {
-        Self {
+    ) -> std::io::Result<Self> {
+        let target = Target {
+            url: config.url.clone(),
+            secret: secret.clone(),
+            timeout: Duration::from_millis(config.timeout_ms),
+            max_response_bytes: config.max_response_bytes,
+            max_concurrent: config.max_concurrent_calls,
+        };
+        Ok(Self {
             hub: config.hub.clone(),
-            backend: Backend {
-                url: config.url.clone(),
-                secret: secret.clone(),
-                timeout: Duration::from_millis(config.timeout_ms),
-                max_response_bytes: config.max_response_bytes,
-                tls,
-            },
+            backend: Backend::start(target, tls)?,
+            max_response_bytes: config.max_response_bytes,
             permits: Arc::new(Semaphore::new(config.max_concurrent_calls)),
             metrics: metrics.clone(),
-        }
+        })
     }
 
     /// Forwards one call and turns the backend's answer into the completion.
@@ -255,7 +266,7 @@ impl Upstream {
             if !matches!(failure, Failure::Backend(_)) {
                 tracing::warn!(hub = %self.hub, method, outcome, cause = %failure, connection = %call.connection.log_id(), "upstream call failed");
             }
-            HubError::hub(failure.text(method, self.backend.max_response_bytes))
+            HubError::hub(failure.text(method, self.max_response_bytes))
         })
     }
 

@@ -31,6 +31,8 @@ struct Received {
     headers: Vec<(String, String)>,
     body: Value,
     verified: bool,
+    /// The client's address: the same for requests over one kept-alive connection.
+    peer: Option<SocketAddr>,
 }
 
 #[derive(Default)]
@@ -112,6 +114,7 @@ async fn backend(
         headers,
         body: parsed.clone(),
         verified,
+        peer: request.peer_addr(),
     });
     if !verified {
         return HttpResponse::Unauthorized().body("bad signature");
@@ -294,6 +297,14 @@ async fn a_forwarded_call_carries_the_principal_and_arguments_signed_and_returns
         void.get("result").is_none() && void.get("error").is_none(),
         "{void}"
     );
+    // Requests reuse kept-alive connections: one each for the calls and the concurrent
+    // connected event, at most, however many requests there were.
+    for id in ["3", "4", "5"] {
+        client.call(id, "Nothing", json!([])).await;
+    }
+    let all = backend.recorded.all();
+    let peers: std::collections::HashSet<_> = all.iter().map(|r| r.peer).collect();
+    assert!(all.len() >= 5 && peers.len() <= 2, "{peers:?}");
 
     // The client's token reaches the backend nowhere: not in a header, not in a body.
     let signature = token.rsplit('.').next().unwrap();
