@@ -643,7 +643,8 @@ async fn keys_made_and_revoked_with_the_cli_hold_on_a_running_server() {
         "{refusal}"
     );
 
-    let server = crate::ws_client::spawn_hub_in(data_dir, &[]).await;
+    let server =
+        crate::ws_client::spawn_hub_with(crate::helpers::test_settings(&dir, &[]), data_dir).await;
     let backend = Caller {
         server: &server,
         authorization: format!("ApiKey {key}"),

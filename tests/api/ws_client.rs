@@ -69,13 +69,17 @@ pub struct HubServer {
 
 /// Starts a server like `spawn_app_with`, keeping what hub tests look at.
 pub async fn spawn_hub(extra_env: &[(&str, &str)]) -> HubServer {
-    spawn_hub_in(tempfile::tempdir().expect("temp dir"), extra_env).await
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let settings = test_settings(data_dir.path(), extra_env);
+    spawn_hub_with(settings, data_dir).await
 }
 
-/// [`spawn_hub`] on a data directory the test prepared (with the command line, say).
-pub async fn spawn_hub_in(data_dir: tempfile::TempDir, extra_env: &[(&str, &str)]) -> HubServer {
+/// Starts a server with `settings` (made with [`test_settings`] on `data_dir`, then adjusted).
+pub async fn spawn_hub_with(
+    settings: signet::settings::Settings,
+    data_dir: tempfile::TempDir,
+) -> HubServer {
     install_panic_counter();
-    let settings = test_settings(data_dir.path(), extra_env);
     let app = Application::build(settings).await.expect("server builds");
     let address = app.address();
     let state = app.state().clone();
