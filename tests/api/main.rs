@@ -1,6 +1,7 @@
 //! Integration tests: each starts a real Signet server in-process and talks to it over HTTP.
 
 mod audit;
+mod balancer;
 mod browser;
 mod cli;
 mod client_matrix;
