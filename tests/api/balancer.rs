@@ -192,7 +192,11 @@ async fn nginx_spreads_requests_over_every_upstream_in_turn() {
     // Round robin: each node twice, never the same node twice in a row.
     for app in &apps {
         let address = app.address.to_string();
-        assert_eq!(used.iter().filter(|u| **u == address).count(), 2, "{used:?}");
+        assert_eq!(
+            used.iter().filter(|u| **u == address).count(),
+            2,
+            "{used:?}"
+        );
     }
     assert!(used.windows(2).all(|w| w[0] != w[1]), "{used:?}");
 }

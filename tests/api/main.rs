@@ -1,11 +1,13 @@
 //! Integration tests: each starts a real Signet server in-process and talks to it over HTTP.
 
 mod audit;
+mod balanced_clients;
 mod balancer;
 mod browser;
 mod cli;
 mod client_matrix;
 mod cluster;
+mod cluster_harness;
 mod config;
 mod conformance;
 mod demo;
