@@ -7,6 +7,7 @@ mod browser;
 mod cli;
 mod client_matrix;
 mod cluster;
+mod cluster_faults;
 mod cluster_harness;
 mod config;
 mod conformance;
