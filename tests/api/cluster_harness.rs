@@ -8,10 +8,12 @@ use crate::balancer::Balancer;
 use crate::helpers::TEST_SECRET;
 use crate::watchdog::{free_port, spawn_watched, stop_watched};
 use signet::identity::{Passwords, UserAdmin};
+use signet::settings::Settings;
+use signet::store::Store;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The envelope secret every node shares (server-signed commands verify on any node).
@@ -77,8 +79,9 @@ impl SignetCluster {
         }
     }
 
-    /// Creates a user in the shared store, as `signet user add` does.
-    pub async fn create_user(&self, username: &str, roles: &[&str], password: &str) {
+    /// Settings as the nodes have them (no listener of their own) and the shared store, for a
+    /// test that provisions users itself.
+    pub async fn settings_and_store(&self) -> (Settings, Arc<dyn Store>) {
         let env = self.env.iter().cloned().chain([(
             "SIGNET__SERVER__DATA_DIR".to_string(),
             std::env::temp_dir().display().to_string(),
@@ -89,6 +92,12 @@ impl SignetCluster {
             .await
             .expect("the shared store opens")
             .store;
+        (settings, store)
+    }
+
+    /// Creates a user in the shared store, as `signet user add` does.
+    pub async fn create_user(&self, username: &str, roles: &[&str], password: &str) {
+        let (settings, store) = self.settings_and_store().await;
         let passwords = Passwords::new(&settings.identity)
             .await
             .expect("password hashing");
