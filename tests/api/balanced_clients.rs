@@ -138,3 +138,18 @@ async fn stateful_reconnect_resumes_through_the_balancer_on_another_node() {
 async fn a_group_spans_the_nodes_through_the_balancer() {
     run_scenarios(cluster().await, "group", FIVE_COMBOS, false).await;
 }
+
+#[actix_web::test]
+async fn one_node_behind_nginx_serves_every_transport_and_protocol() {
+    // The balancer's config carries every transport (WebSocket upgrades, unbuffered SSE, long
+    // polls) and stateful reconnect; with one node nothing needs to cross nodes.
+    let cluster = SignetCluster::start(1, &shared().url(), &prefix("one"), &[]).await;
+    cluster.create_user(USER, &["user"], TEST_PASSWORD).await;
+    run_scenarios(
+        &cluster,
+        "echo|broadcast|kick|logout|stateful",
+        FIVE_COMBOS,
+        false,
+    )
+    .await;
+}
