@@ -6,11 +6,10 @@
 //! tests here share one cluster and pick scenarios and combinations from it.
 
 use crate::cluster_harness::SignetCluster;
-use crate::conformance::NodeRun;
-use crate::helpers::{TEST_PASSWORD, TEST_SECRET};
+use crate::conformance::{node_test, NodeRun};
+use crate::helpers::TEST_PASSWORD;
 use crate::redis_server::{prefix, shared};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 use tokio::sync::OnceCell;
 
@@ -48,19 +47,10 @@ async fn run_scenarios(
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/conformance/cluster/through-balancer.mjs");
     let nodes: Vec<String> = cluster.nodes.iter().map(|n| n.url("")).collect();
-    let mut command = Command::new("node");
+    let mut command = node_test(&cluster.url(""), 60_000);
     command
-        .args([
-            "--test",
-            "--test-concurrency=1",
-            "--test-reporter=spec",
-            "--test-timeout=60000",
-        ])
         .arg(format!("--test-name-pattern={pattern}"))
         .arg(script)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("SIGNET_URL", cluster.url(""))
-        .env("SIGNET_JWT_SECRET", TEST_SECRET)
         .env("SIGNET_NODE_URLS", nodes.join(","))
         .env("SIGNET_COMBOS", combos)
         .env(
@@ -68,11 +58,7 @@ async fn run_scenarios(
             if skip_negotiation { "1" } else { "0" },
         )
         .env("SIGNET_TEST_USERS", USER)
-        .env("SIGNET_TEST_PASSWORD", TEST_PASSWORD)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env("SIGNET_TEST_PASSWORD", TEST_PASSWORD);
     let status = NodeRun::start(command)
         .wait("the scenarios through the balancer", RUN_DEADLINE)
         .await;

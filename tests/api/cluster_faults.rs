@@ -5,7 +5,7 @@
 //! drop it within 10 s). Clients are raw WebSockets without negotiate, which need no handover
 //! between nodes.
 
-use crate::cluster_harness::{SignetCluster, SignetNode};
+use crate::cluster_harness::SignetCluster;
 use crate::helpers::user_token;
 use crate::redis_server::{prefix, RedisServer};
 use crate::ws_client::{admin_token, open_at, RawClient, PROMPT};
@@ -17,30 +17,10 @@ const DEAD_NODE_DROPPED: Duration = Duration::from_secs(10);
 /// Within this, the backplane is back after a Redis fault (about 0.1 s unloaded).
 const BACK: Duration = Duration::from_secs(10);
 
-/// `/readyz` of `node`: its status.
-async fn readiness(node: &SignetNode) -> u16 {
-    awc::Client::default()
-        .get(node.url("/readyz"))
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
-}
-
 /// Waits until every node's `/readyz` answers `status`.
 async fn every_node_answers(cluster: &SignetCluster, status: u16) {
-    let deadline = Instant::now() + BACK;
     for node in &cluster.nodes {
-        while readiness(node).await != status {
-            assert!(
-                Instant::now() < deadline,
-                "{} never answered {status} on /readyz:\n{}",
-                node.id,
-                cluster.logs()
-            );
-            // Paces a poll for the node's readiness, not a fixed wait.
-            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-        }
+        node.wait_readiness(status, BACK).await;
     }
 }
 

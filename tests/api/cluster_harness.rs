@@ -69,7 +69,7 @@ impl SignetCluster {
             nodes.push(SignetNode::spawn(&format!("n{n}"), &env));
         }
         for node in &nodes {
-            node.wait_ready().await;
+            node.wait_readiness(200, START_DEADLINE).await;
         }
         let balancer = Balancer::start(&nodes.iter().map(|n| n.address).collect::<Vec<_>>());
         SignetCluster {
@@ -153,27 +153,29 @@ impl SignetNode {
         }
     }
 
-    /// Waits until `/readyz` answers 200 (store and Redis reachable).
-    async fn wait_ready(&self) {
-        let client = awc::Client::default();
-        let deadline = Instant::now() + START_DEADLINE;
-        loop {
-            let status = client
-                .get(self.url("/readyz"))
-                .send()
-                .await
-                .map(|r| r.status().as_u16());
-            if status.ok() == Some(200) {
-                return;
-            }
+    /// `GET /readyz`: its status (0 when the node does not answer).
+    pub async fn readiness(&self) -> u16 {
+        awc::Client::default()
+            .get(self.url("/readyz"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    }
+
+    /// Waits until `/readyz` answers `status` (200: store and Redis reachable), failing after
+    /// `within` with the node's log.
+    pub async fn wait_readiness(&self, status: u16, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.readiness().await != status {
             assert!(
                 Instant::now() < deadline,
-                "node {} not ready within {START_DEADLINE:?}:\n{}",
+                "node {} did not answer {status} on /readyz within {within:?}:\n{}",
                 self.id,
                 self.log()
             );
             // Paces a poll for the node's readiness, not a fixed wait.
-            actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
