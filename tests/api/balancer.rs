@@ -82,6 +82,10 @@ impl Balancer {
             .map_err(|e| format!("temp dir: {e}"))?
             // The watchdog removes it.
             .keep();
+        // nginx's workers run as `nobody` under root: they must reach the temp files below.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| format!("{e}"))?;
         let port = free_port()?;
         let conf = dir.join("nginx.conf");
         std::fs::write(&conf, config(&dir, port, upstreams)).map_err(|e| format!("{e}"))?;
@@ -183,9 +187,24 @@ async fn nginx_spreads_requests_over_every_upstream_in_turn() {
         let status = response.map(|r| r.status().as_u16());
         assert_eq!(status.ok(), Some(200), "{}", balancer.error_log());
     }
+    // A body larger than nginx keeps in memory goes through its temp files to the node: the
+    // node answers (here refusing the bad login), not nginx with a 500.
+    let large = format!("{{\"username\":\"{}\"}}", "x".repeat(200_000));
+    let response = client
+        .post(balancer.url("/api/auth/login"))
+        .insert_header(("Content-Type", "application/json"))
+        .send_body(large)
+        .await;
+    let status = response.map(|r| r.status().as_u16());
+    assert!(
+        matches!(status, Ok(400..=499)),
+        "{status:?}\n{}",
+        balancer.error_log()
+    );
     let used: Vec<String> = balancer
         .upstreams_used()
         .into_iter()
+        .filter(|(request, _)| request.starts_with("GET /healthz"))
         .map(|(_, upstream)| upstream)
         .collect();
     assert_eq!(used.len(), 6, "{used:?}");

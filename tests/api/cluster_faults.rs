@@ -104,7 +104,8 @@ async fn the_cluster_survives_redis_restarts_killed_subscribers_and_a_killed_nod
 
     // Redis drops every subscriber connection: each node resubscribes.
     let killed = redis.command("CLIENT KILL TYPE pubsub");
-    assert!(killed.starts_with(":3"), "{killed}");
+    let subscribers: u32 = killed.trim().trim_start_matches(':').parse().unwrap_or(0);
+    assert!(subscribers >= 3, "one subscriber a node at least: {killed}");
     broadcasts_reach(&mut admin, &mut clients, "after the kill").await;
 
     // A node crashes: its user's socket ends, the counts drop it, and the user reconnects
