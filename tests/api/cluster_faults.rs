@@ -2,14 +2,16 @@
 //! PostgreSQL, nginx round robin in front), on a Redis of this test's own: Redis killed and
 //! restarted mid-test, Redis dropping every subscriber (`CLIENT KILL TYPE pubsub`), and a node
 //! killed with SIGKILL (its users reconnect through the balancer to the others, and the counts
-//! drop it within 10 s). Clients are raw WebSockets without negotiate, which need no handover
-//! between nodes.
+//! drop it within 10 s), with raw WebSockets and the official client (`@microsoft/signalr`,
+//! automatic reconnect), both without negotiate, which needs no handover between nodes.
 
 use crate::cluster_harness::SignetCluster;
-use crate::helpers::user_token;
+use crate::conformance::{node_test, NodeRun};
+use crate::helpers::{eventually, user_token};
 use crate::redis_server::{prefix, RedisServer};
 use crate::ws_client::{admin_token, open_at, RawClient, PROMPT};
 use serde_json::{json, Value};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// How fast the counts must forget a dead node (the bound).
@@ -109,12 +111,19 @@ async fn the_cluster_survives_redis_restarts_killed_subscribers_and_a_killed_nod
     broadcasts_reach(&mut admin, &mut clients, "after the kill").await;
 
     // A node crashes: its user's socket ends, the counts drop it, and the user reconnects
-    // through the balancer, which moves on to a live node.
-    count_becomes(&mut admin, json!(4), BACK).await;
+    // through the balancer, which moves on to a live node; so do the official clients it held.
+    let official = OfficialClients::connect(&cluster).await;
+    count_becomes(&mut admin, json!(5), BACK).await;
+    let killed_at = Instant::now();
     cluster.nodes[2].kill();
+    official.node_killed();
     let ending = clients[2].expect_close(PROMPT).await;
     assert!(ending.close_message.is_none(), "a killed node says nothing");
-    let took = count_becomes(&mut admin, json!(3), DEAD_NODE_DROPPED).await;
+    // The official clients reconnected, answered and left.
+    official.reconnected(&cluster).await;
+    let left = DEAD_NODE_DROPPED.saturating_sub(killed_at.elapsed());
+    count_becomes(&mut admin, json!(3), left).await;
+    let took = killed_at.elapsed();
     println!("the counts dropped the killed node after {took:?}");
     let mut back = open_at(&cluster.url("/hubs/home"), &user_token("user-2")).await;
     back.assert_echo("on another node").await;
@@ -127,4 +136,54 @@ async fn the_cluster_survives_redis_restarts_killed_subscribers_and_a_killed_nod
     clients.truncate(2);
     clients.push(back);
     broadcasts_reach(&mut admin, &mut clients, "after the crash").await;
+}
+
+/// `tests/conformance/cluster/node-killed.mjs`: six official clients of one user through the
+/// balancer, two on each node, waiting for the test to kill one.
+struct OfficialClients {
+    run: NodeRun,
+    dir: tempfile::TempDir,
+}
+
+impl OfficialClients {
+    async fn connect(cluster: &SignetCluster) -> OfficialClients {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/cluster/node-killed.mjs");
+        let mut command = node_test(&cluster.url(""), 90_000);
+        command
+            .arg(script)
+            .env("SIGNET_COMBOS", "WebSockets/json")
+            .env("SIGNET_SKIP_NEGOTIATION", "1")
+            .env("SIGNET_READY_FILE", dir.path().join("ready"))
+            .env("SIGNET_KILLED_FILE", dir.path().join("killed"));
+        let run = NodeRun::start(command);
+        let ready = dir.path().join("ready");
+        eventually(
+            Duration::from_secs(60),
+            "the official clients to connect",
+            || ready.exists(),
+        )
+        .await;
+        OfficialClients { run, dir }
+    }
+
+    fn node_killed(&self) {
+        std::fs::write(self.dir.path().join("killed"), "").expect("the killed file");
+    }
+
+    async fn reconnected(self, cluster: &SignetCluster) {
+        let status = self
+            .run
+            .wait(
+                "the official clients of a killed node",
+                Duration::from_secs(90),
+            )
+            .await;
+        assert!(
+            status.success(),
+            "the official clients did not come back ({status}); node's report is above:\n{}",
+            cluster.logs()
+        );
+    }
 }
