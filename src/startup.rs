@@ -3,7 +3,7 @@
 //! the integration tests both start Signet this way.
 
 use crate::auth::{Authenticator, InProcessRevocations, KeyRing, KeyRingError, RevocationStore};
-use crate::cluster::{Cluster, RedisNonceStore};
+use crate::cluster::{Cluster, Forwarder, RedisNonceStore};
 use crate::connection::{CloseReason, CloseStats, ConnectionRegistry};
 use crate::envelope::{EnvelopeLimits, EnvelopeService, InMemoryNonceStore, NonceStore};
 use crate::http::health::Readiness;
@@ -72,6 +72,8 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// This node's place in the cluster, with `[cluster] redis_url`.
     pub cluster: Option<Arc<Cluster>>,
+    /// With a cluster: requests on connections other nodes hold are forwarded to them.
+    pub forwarder: Option<Arc<Forwarder>>,
 }
 
 /// With `[cluster] redis_url`: gives the node an id when the configuration names none, and
@@ -209,6 +211,9 @@ impl AppState {
             )?),
             None => None,
         };
+        let forwarder = cluster
+            .as_ref()
+            .map(|c| Forwarder::start(c.clone(), metrics.clone(), shutdown.clone()));
         let auth = Authenticator::new(Arc::new(keyring), revocations).with_metrics(metrics.clone());
         let envelopes = envelope_service(&settings, secrets, cluster.as_ref());
         let services = HubServices {
@@ -261,6 +266,7 @@ impl AppState {
             shutdown,
             tasks: TaskTracker::new(),
             cluster,
+            forwarder,
         })
     }
 
@@ -276,6 +282,7 @@ impl AppState {
             limits: self.limits.clone(),
             shutdown: self.shutdown.clone(),
             tasks: self.tasks.clone(),
+            forwarder: self.forwarder.clone(),
         }
     }
 
@@ -363,6 +370,10 @@ impl Application {
         let json_limit = web::Data::new(JsonLimit(settings.server.max_request_body_bytes));
         let readiness = web::Data::new(state.readiness());
         let hub_endpoints = web::Data::new(state.hub_endpoints());
+        if let Some(forwarder) = &state.forwarder {
+            let handler = crate::transport::ForwardedRequests::new(state.hub_endpoints());
+            forwarder.set_handler(Some(Arc::new(handler)));
+        }
         let json_settings = settings.clone();
         let server = HttpServer::new(move || {
             App::new()

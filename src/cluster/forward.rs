@@ -157,7 +157,11 @@ pub struct Forwarder {
 
 impl Forwarder {
     /// Subscribes this node's forwarding channel.
-    pub fn start(cluster: Arc<Cluster>, metrics: Metrics, shutdown: CancellationToken) -> Arc<Self> {
+    pub fn start(
+        cluster: Arc<Cluster>,
+        metrics: Metrics,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
         let forwarder = Arc::new(Self {
             cluster: cluster.clone(),
             next_request: AtomicU64::new(1),
@@ -255,9 +259,7 @@ impl Forwarder {
         let permit = self.serving.clone().try_acquire_owned();
         tokio::spawn(async move {
             let answer = match (handler, permit, forwarded.decode()) {
-                (Some(handler), Ok(_permit), Some(request)) => {
-                    handler.handle(&from, request).await
-                }
+                (Some(handler), Ok(_permit), Some(request)) => handler.handle(&from, request).await,
                 (_, _, None) => {
                     tracing::warn!(%from, "ignoring an unreadable forwarded request");
                     return;
@@ -300,10 +302,7 @@ impl Forwarder {
         token: &str,
         released: CancellationToken,
     ) -> Result<(), ForwardError> {
-        let keys = [
-            id_key(&self.cluster, id),
-            token_key(&self.cluster, token),
-        ];
+        let keys = [id_key(&self.cluster, id), token_key(&self.cluster, token)];
         claim(&self.cluster, &keys)
             .await
             .map_err(|e| ForwardError::Unavailable(e.to_string()))?;

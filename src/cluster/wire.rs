@@ -491,13 +491,13 @@ mod tests {
         )
         .to_vec();
         future[0] = 2;
-        assert_eq!(decode(Bytes::from(future.clone())), Err(WireError::Version(2)));
+        assert_eq!(
+            decode(Bytes::from(future.clone())),
+            Err(WireError::Version(2))
+        );
         // A kind this node does not know (a newer node's) is refused, not misread.
         future[0] = VERSION;
         future[1] = 200;
-        assert_eq!(
-            decode(Bytes::from(future)),
-            Err(WireError::Invalid("kind"))
-        );
+        assert_eq!(decode(Bytes::from(future)), Err(WireError::Invalid("kind")));
     }
 }

@@ -157,7 +157,14 @@ impl Connection {
         queue_capacity: usize,
         parent: &CancellationToken,
     ) -> Arc<Self> {
-        Arc::new(Self::build(id, token, hub, principal, queue_capacity, parent))
+        Arc::new(Self::build(
+            id,
+            token,
+            hub,
+            principal,
+            queue_capacity,
+            parent,
+        ))
     }
 
     fn build(
