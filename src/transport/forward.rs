@@ -15,7 +15,7 @@ use crate::auth::Principal;
 use crate::cluster::forward::{
     ForwardAnswer, ForwardError, ForwardKind, ForwardRequest, Forwarder, HANDOVER, MOVED,
 };
-use crate::connection::Connection;
+use crate::connection::{CloseReason, Connection};
 use crate::hub::Hub;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
@@ -208,13 +208,23 @@ async fn adopt(
     if handover.stateful_reconnect {
         connection.request_stateful_reconnect();
     }
+    // Registered first, so that a racing request forwarded here finds it taken.
     let released = CancellationToken::new();
-    forwarder
-        .own(&connection.id, &connection.token, released.clone())
+    register(
+        state,
+        connection.clone(),
+        Some(released.clone().drop_guard()),
+    )
+    .await?;
+    if let Err(err) = forwarder
+        .own(&connection.id, &connection.token, released)
         .await
-        .map_err(unavailable)?;
+    {
+        // Unlisted, other nodes could not reach it: refused like any request Redis fails.
+        connection.close(CloseReason::TransportError);
+        return Err(unavailable(err));
+    }
     tracing::debug!(connection = %connection.log_id(), from = %remote.owner, "adopted a connection negotiated on another node");
-    register(state, connection, Some(released.drop_guard())).await?;
     let connection =
         existing_connection(state, &remote.hub, &remote.token, &remote.principal).await?;
     Ok(ConnectionRequest {

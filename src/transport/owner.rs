@@ -64,7 +64,7 @@ async fn serve(
     }
     check_expiry(state, &request)?;
     let connection = existing_connection(state, &hub, &request.token, &request.principal).await?;
-    if request.kind.adopts() && connection.never_attached() {
+    if request.kind.adopts() && connection.never_attached() && negotiated_here(state, &connection) {
         if let Some(answer) = hand_over(state, from, &connection) {
             return answer;
         }
@@ -93,6 +93,15 @@ async fn serve(
         // Answered above.
         ForwardKind::Refresh => Err(unknown_connection()),
     }
+}
+
+/// Whether this node negotiated `connection` (its id names it): only such a connection is
+/// handed over, once; one adopted here stays, so two racing adopters cannot pass it around.
+fn negotiated_here(state: &HubEndpoints, connection: &Connection) -> bool {
+    connection
+        .id
+        .split_once('.')
+        .is_some_and(|(node, _)| node == state.settings.cluster.node_id)
 }
 
 /// A connection this node no longer holds: handed over lately to another node than the
