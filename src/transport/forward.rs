@@ -114,7 +114,7 @@ pub(super) async fn resolve(
 ) -> Result<Target, TransportError> {
     match addressed {
         Addressed::Local(request) => Ok(Target::Here(request)),
-        Addressed::Remote(remote) => forward(state, remote, kind, Bytes::new()).await,
+        Addressed::Remote(remote) => forward(state, *remote, kind, Bytes::new()).await,
     }
 }
 

@@ -144,7 +144,7 @@ pub async fn delete(
             response
         }
         Ok(Addressed::Remote(remote)) => {
-            forward::answer(&state, remote, ForwardKind::Delete, Bytes::new())
+            forward::answer(&state, *remote, ForwardKind::Delete, Bytes::new())
                 .await
                 .unwrap_or_else(|err| err.error_response())
         }

@@ -331,7 +331,7 @@ struct ConnectionRequest {
 /// the cluster does (see [`forward`]).
 enum Addressed {
     Local(ConnectionRequest),
-    Remote(forward::RemoteRequest),
+    Remote(Box<forward::RemoteRequest>),
 }
 
 /// What every request on an existing connection checks first, in order: the origin (403),
@@ -365,7 +365,7 @@ async fn connection_request(
     let token = id.ok_or(TransportError::MissingConnectionId)?;
     if forward::held_elsewhere(state, &token) {
         let remote = forward::locate(state, hub, token, principal, origin).await?;
-        return Ok(Addressed::Remote(remote));
+        return Ok(Addressed::Remote(Box::new(remote)));
     }
     let connection = existing_connection(state, &hub, &token, &principal).await?;
     Ok(Addressed::Local(ConnectionRequest {

@@ -27,7 +27,7 @@ pub async fn send(
         Addressed::Local(request) => request,
         Addressed::Remote(remote) => {
             let bytes = read_body(body, &state).await?;
-            return forward::answer(&state, remote, ForwardKind::Send, bytes).await;
+            return forward::answer(&state, *remote, ForwardKind::Send, bytes).await;
         }
     };
     let sending = accept_send(&request.connection)?;

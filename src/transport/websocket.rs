@@ -44,8 +44,12 @@ pub async fn connect(
     let connection = match query_param(req.query_string(), "id") {
         Some(token) if forward::held_elsewhere(&state, &token) => {
             let remote = forward::locate(&state, hub.clone(), token, principal, None).await?;
-            match forward::resolve(&state, Addressed::Remote(remote), ForwardKind::WebSocket)
-                .await?
+            match forward::resolve(
+                &state,
+                Addressed::Remote(Box::new(remote)),
+                ForwardKind::WebSocket,
+            )
+            .await?
             {
                 Target::Here(request) => request.connection,
                 Target::Answered(response) => return Ok(response),
