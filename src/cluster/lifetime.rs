@@ -2,9 +2,10 @@
 //! in-process manager it wraps, and reaches other nodes' over Redis pub/sub.
 //!
 //! Channels, per hub: `{prefix}:{hub}:all` (every node listens) and `{prefix}:{hub}:node:{id}`
-//! (one node's): a send to one connection goes to the channel of the node its id names
-//! (`{node}.{random}`), so each node holds two subscriptions per hub, whatever its
-//! connections. Sends deliver locally at once and hand the frame, encoded once per protocol,
+//! (one node's): a send to one connection goes to the channel of the node holding it: the
+//! node its id names (`{node}.{random}`), or the one the ownership directory names for a
+//! connection another node adopted ([`super::forward`]). Each node holds two subscriptions per
+//! hub, whatever its connections. Sends deliver locally at once and hand the frame, encoded once per protocol,
 //! to the node's publisher ([`Cluster::send`]), which numbers it on its channel and pipelines
 //! it to Redis in order.
 //! Group changes for another node's connection and disconnects are requests that the owning

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 /// Within this, what one node does is seen by the others (presence is written within 250 ms).
 const SPREAD: Duration = Duration::from_secs(5);
 
-async fn node(redis_url: &str, prefix: &str, id: &str) -> HubServer {
+pub(crate) async fn node(redis_url: &str, prefix: &str, id: &str) -> HubServer {
     spawn_hub(&[
         ("SIGNET__CLUSTER__REDIS_URL", redis_url),
         ("SIGNET__CLUSTER__CHANNEL_PREFIX", prefix),
@@ -51,7 +51,7 @@ async fn eventually(client: &mut RawClient, method: &str, want: Value) {
 }
 
 /// The next `SystemMessage` invocation's text.
-async fn system_message(client: &mut RawClient) -> Value {
+pub(crate) async fn system_message(client: &mut RawClient) -> Value {
     loop {
         let message = client.next_message(SPREAD).await;
         if message["target"] == "SystemMessage" {

@@ -2,10 +2,11 @@
 //! on others. Real nodes on the shared test Redis, each request aimed at a chosen node (no
 //! balancer).
 
+use crate::cluster::system_message;
 use crate::helpers::user_token;
 use crate::redis_server::{prefix, shared};
 use crate::transport_client::{records, token_expiring_at, HANDSHAKE_OK};
-use crate::ws_client::{admin_token, spawn_hub, HubServer, RawClient};
+use crate::ws_client::{admin_token, HubServer};
 use awc::http::header::ACCEPT;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -19,12 +20,7 @@ const SPREAD: Duration = Duration::from_secs(5);
 const JSON_HANDSHAKE: &[u8] = b"{\"protocol\":\"json\",\"version\":1}\x1e";
 
 async fn node(redis_url: &str, prefix: &str, id: &str) -> HubServer {
-    let server = spawn_hub(&[
-        ("SIGNET__CLUSTER__REDIS_URL", redis_url),
-        ("SIGNET__CLUSTER__CHANNEL_PREFIX", prefix),
-        ("SIGNET__CLUSTER__NODE_ID", id),
-    ])
-    .await;
+    let server = crate::cluster::node(redis_url, prefix, id).await;
     let cluster = server.state.cluster.clone().expect("a cluster node");
     crate::helpers::eventually(SPREAD, "the node's channels subscribed", || {
         cluster.subscribed()
@@ -135,15 +131,6 @@ async fn sees_online(server: &HubServer, sub: &str) {
     while hub.lifetime.online(&[sub.to_string()]).await.ok() != Some(vec![true]) {
         assert!(tokio::time::Instant::now() < deadline, "{sub} never online");
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn system_message(client: &mut RawClient) -> Value {
-    loop {
-        let message = client.next_message(SPREAD).await;
-        if message["target"] == "SystemMessage" {
-            return message["arguments"][0].clone();
-        }
     }
 }
 
