@@ -4,7 +4,7 @@
 
 use crate::cluster::system_message;
 use crate::helpers::user_token;
-use crate::redis_server::{prefix, shared};
+use crate::redis_server::{prefix, shared, RedisServer};
 use crate::transport_client::{records, token_expiring_at, HANDSHAKE_OK};
 use crate::ws_client::{admin_token, HubServer};
 use awc::http::header::ACCEPT;
@@ -376,4 +376,38 @@ fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+#[actix_web::test]
+async fn while_redis_is_down_a_request_on_another_nodes_connection_is_503_then_it_works_again() {
+    let redis = RedisServer::start();
+    let prefix = prefix("sticky-outage");
+    let a = node(&redis.url(), &prefix, "node-a").await;
+    let b = node(&redis.url(), &prefix, "node-b").await;
+    let alice = user_token("alice");
+    let (_, token) = negotiate(&a, &alice, "").await;
+
+    redis.stop();
+    let refused = poll(&b, &token, &alice).await;
+    assert_eq!(refused.status, 503, "{refused:?}");
+    let body: Value = serde_json::from_slice(&refused.body).expect("a JSON error");
+    assert_eq!(body["error"], "cluster_unavailable", "{body}");
+    // Nothing moved: the connection is still A's.
+    assert_eq!((a.connection_count(), b.connection_count()), (1, 0));
+
+    redis.restart();
+    let deadline = tokio::time::Instant::now() + 3 * SPREAD;
+    loop {
+        let answer = poll(&b, &token, &alice).await;
+        if answer.status == 200 {
+            break;
+        }
+        assert_eq!(answer.status, 503, "{answer:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Redis never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!((a.connection_count(), b.connection_count()), (0, 1));
 }
