@@ -192,7 +192,64 @@ fn every_scenario_runs_against_signet_and_the_baseline() {
     assert!(number(&line, "/latency/p99_ms") > 0.0);
 }
 
-pub const TESTS: &[Test] = &[(
-    "bench::every_scenario_runs_against_signet_and_the_baseline",
-    every_scenario_runs_against_signet_and_the_baseline,
-)];
+/// The many-node modes against one server named twice (`--servers url,url`): the code that
+/// spreads connections and pairs them across servers runs, and what one node must do holds
+/// (a logout closes the user's connection, a replay is refused). The two-node figures come from
+/// `scripts/bench.sh cluster`, against real nodes.
+fn the_many_node_modes_run_against_one_server_named_twice() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let signet = format!("http://{}", start_signet(data_dir.path()));
+    let servers = format!("{signet},{signet}");
+    let pids = format!("{0},{0}", std::process::id());
+    let short = ["--warmup", "200ms", "--duration", "1s"];
+
+    // broadcast with the admin on the first server and the receivers on the others.
+    let mut args = vec!["broadcast", "--servers", &servers, "--spread", "across"];
+    args.extend(["-c", "4", "--rate", "2000", "--server-pid", &pids]);
+    args.extend(short);
+    let line = bench(&args);
+    assert_eq!(line["servers"].as_array().map(Vec::len), Some(2), "{line}");
+    assert!(number(&line, "/deliveries_in_window") > 0.0, "{line}");
+    assert_eq!(
+        number(&line, "/delivered"),
+        number(&line, "/expected_deliveries"),
+        "{line}"
+    );
+    assert!(line["server_cpu"]["cpu_s"].is_f64(), "{line}");
+
+    // revocation: every user's logout closes its connection as revoked.
+    let line = bench(&["revocation", "--servers", &servers, "-c", "5"]);
+    assert_eq!(number(&line, "/closed_as_revoked"), 5.0, "{line}");
+    assert_eq!(number(&line, "/logout_failures"), 0.0, "{line}");
+    assert!(number(&line, "/close_latency/p99_ms") > 0.0, "{line}");
+
+    // replay: every envelope accepted once, every replay refused as replayed.
+    let args = [
+        "replay",
+        "--servers",
+        &servers,
+        "-c",
+        "2",
+        "--attempts",
+        "40",
+    ];
+    let line = bench(&args);
+    assert_eq!(number(&line, "/accepted_on_first"), 40.0, "{line}");
+    assert_eq!(number(&line, "/replays_accepted"), 0.0, "{line}");
+    assert_eq!(
+        number(&line, "/replays_refused_as_replayed"),
+        40.0,
+        "{line}"
+    );
+}
+
+pub const TESTS: &[Test] = &[
+    (
+        "bench::every_scenario_runs_against_signet_and_the_baseline",
+        every_scenario_runs_against_signet_and_the_baseline,
+    ),
+    (
+        "bench::the_many_node_modes_run_against_one_server_named_twice",
+        the_many_node_modes_run_against_one_server_named_twice,
+    ),
+];

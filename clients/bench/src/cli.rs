@@ -8,8 +8,10 @@ use crate::scenario::broadcast::BroadcastOptions;
 use crate::scenario::command::CommandOptions;
 use crate::scenario::echo::{EchoMode, EchoOptions};
 use crate::scenario::idle::IdleOptions;
+use crate::scenario::replay::ReplayOptions;
+use crate::scenario::revocation::RevocationOptions;
 use crate::scenario::soak::SoakOptions;
-use crate::scenario::{self, round, Outcome, Target, TargetKind};
+use crate::scenario::{self, round, Outcome, Spread, Target, TargetKind};
 use crate::system;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
@@ -98,6 +100,32 @@ pub enum Command {
         #[arg(long, env = "SIGNET_BENCH_PASSWORD", hide_env_values = true)]
         password: Option<String>,
     },
+    /// Across nodes: each connection's user logs out (`POST /api/auth/logout`) on the first
+    /// server while the connection is open on another; the time until that node closes it.
+    /// --connections is the number of users.
+    Revocation {
+        #[command(flatten)]
+        common: Common,
+        /// Logouts in flight at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// How long a connection may stay open after its logout before it counts as not closed.
+        #[arg(long, default_value = "10s", value_parser = parse_duration_allowing_zero)]
+        close_timeout: Duration,
+    },
+    /// Across nodes: signed `EchoSigned` envelopes each accepted on the first server, then the
+    /// very same envelope sent on another; counts the replays accepted (the goal is none).
+    /// --connections is the number of sessions, each with a connection on both servers.
+    Replay {
+        #[command(flatten)]
+        common: Common,
+        /// Envelopes sent (each accepted once, then replayed once).
+        #[arg(long, default_value_t = 10_000)]
+        attempts: u64,
+        /// Lifetime of the envelopes.
+        #[arg(long, default_value = "30s", value_parser = parse_duration_allowing_zero)]
+        envelope_lifetime: Duration,
+    },
     /// Connection churn for a long time (see scripts/soak.sh): N slots each connect, hold for a
     /// random time (tokens expire: use a short --token-ttl), and connect again; revocations of
     /// real users and malformed frames and HTTP requests mixed in.
@@ -142,6 +170,14 @@ pub struct Common {
     /// The server: Signet, or the baseline server with --baseline.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
+    /// Several servers (the nodes of one cluster), comma-separated, instead of --url;
+    /// connections are spread over them as --spread says. The first one answers REST requests.
+    #[arg(long, value_delimiter = ',', conflicts_with = "url")]
+    pub servers: Vec<String>,
+    /// With --servers: `all` spreads every connection round robin; `across` puts the sending
+    /// side on the first server and the receiving side on the others (cross-node deliveries).
+    #[arg(long, value_enum, default_value_t = Spread::All)]
+    pub spread: Spread,
     /// The hub to connect to (`/hubs/<hub>`).
     #[arg(long, default_value = "home")]
     pub hub: String,
@@ -167,9 +203,10 @@ pub struct Common {
     /// Lifetime of the minted tokens (a connection closes when its token expires).
     #[arg(long, default_value = "1h", value_parser = parse_duration_allowing_zero)]
     pub token_ttl: Duration,
-    /// The server's process id, for its memory and CPU figures.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// The server's process id, for its memory and CPU figures; with --servers, every node's,
+    /// comma-separated (their figures are summed).
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
     /// --url is the baseline server: raw frames, no negotiate, no tokens.
     #[arg(long)]
     pub baseline: bool,
@@ -222,6 +259,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Echo { common, .. } => ("echo", common),
         Command::Broadcast { common, .. } => ("broadcast", common),
         Command::Command { common, .. } => ("command", common),
+        Command::Revocation { common, .. } => ("revocation", common),
+        Command::Replay { common, .. } => ("replay", common),
         Command::Soak { common, .. } => ("soak", common),
     };
     // Each connection is one descriptor here, and one more in a baseline started by --compare.
@@ -272,7 +311,12 @@ async fn run_scenario(command: &Command, common: &Common, threads: usize) -> Res
     } else {
         TargetKind::Signet
     };
-    let primary = target(common, kind, &common.url, common.server_pid)?;
+    let urls = if common.servers.is_empty() {
+        vec![common.url.clone()]
+    } else {
+        common.servers.clone()
+    };
+    let primary = target(common, kind, &urls, common.server_pid.clone())?;
     let mut line = measured(name, command, &primary).await?;
     line["generator_threads"] = json!(threads);
     eprintln!("== {name}: {}", describe(&line));
@@ -282,11 +326,12 @@ async fn run_scenario(command: &Command, common: &Common, threads: usize) -> Res
         line["summary"].as_str().unwrap_or("")
     );
 
-    if common.compare && name != "command" && name != "soak" {
+    let signet_only = ["command", "soak", "revocation", "replay"];
+    if common.compare && !signet_only.contains(&name) {
         let workers = common.baseline_workers.unwrap_or_else(cores);
         let baseline = BaselineChild::spawn(workers)?;
         let url = format!("http://{}", baseline.address);
-        let other = target(common, TargetKind::Baseline, &url, Some(baseline.pid()))?;
+        let other = target(common, TargetKind::Baseline, &[url], vec![baseline.pid()])?;
         let compared = measured(name, command, &other).await;
         drop(baseline);
         let compared = compared?;
@@ -325,9 +370,19 @@ async fn measured(name: &str, command: &Command, target: &Target) -> Result<Valu
         "target": target.kind.name(),
         "url": format!("http://{}{}", target.endpoint.authority, target.endpoint.path),
         "protocol": target.protocol.name(),
-        "server_pid": target.server_pid,
+        "server_pid": target.server_pids.first(),
         "load_average": { "before": load_before, "after": load_after },
     });
+    if target.nodes.len() > 1 {
+        let servers: Vec<String> = target
+            .nodes
+            .iter()
+            .map(|node| format!("http://{}", node.authority))
+            .collect();
+        line["servers"] = json!(servers);
+        line["spread"] = json!(format!("{:?}", target.spread).to_lowercase());
+        line["server_pids"] = json!(target.server_pids);
+    }
     if let (Value::Object(line), Value::Object(figures)) = (&mut line, figures) {
         line.extend(figures);
     }
@@ -403,6 +458,30 @@ async fn dispatch(command: &Command, target: &Target) -> Result<Outcome, String>
             };
             scenario::command::run(target, &options).await
         }
+        Command::Revocation {
+            common,
+            concurrency,
+            close_timeout,
+        } => {
+            let options = RevocationOptions {
+                users: common.connections,
+                concurrency: *concurrency,
+                close_timeout: *close_timeout,
+            };
+            scenario::revocation::run(target, &options).await
+        }
+        Command::Replay {
+            common,
+            attempts,
+            envelope_lifetime,
+        } => {
+            let options = ReplayOptions {
+                sessions: common.connections,
+                attempts: *attempts,
+                envelope_lifetime: *envelope_lifetime,
+            };
+            scenario::replay::run(target, &options).await
+        }
         Command::Soak {
             common,
             duration,
@@ -433,6 +512,8 @@ fn scenario_name(command: &Command) -> &'static str {
         Command::Echo { .. } => "echo",
         Command::Broadcast { .. } => "broadcast",
         Command::Command { .. } => "command",
+        Command::Revocation { .. } => "revocation",
+        Command::Replay { .. } => "replay",
         Command::Soak { .. } => "soak",
         Command::BaselineServer { .. } => "baseline-server",
     }
@@ -451,8 +532,8 @@ fn describe(line: &Value) -> String {
 fn target(
     common: &Common,
     kind: TargetKind,
-    url: &str,
-    server_pid: Option<u32>,
+    urls: &[String],
+    server_pids: Vec<u32>,
 ) -> Result<Target, String> {
     let path = match kind {
         TargetKind::Signet => format!("/hubs/{}", common.hub),
@@ -468,9 +549,16 @@ fn target(
         ))),
         _ => None,
     };
+    let nodes = urls
+        .iter()
+        .map(|url| Endpoint::new(url, &path))
+        .collect::<Result<Vec<_>, _>>()?;
+    let endpoint = nodes.first().cloned().ok_or("no server given")?;
     Ok(Target {
         kind,
-        endpoint: Endpoint::new(url, &path)?,
+        endpoint,
+        nodes,
+        spread: common.spread,
         protocol: match common.protocol {
             Protocol::Json => HubProtocol::Json,
             Protocol::Messagepack => HubProtocol::MessagePack,
@@ -479,7 +567,7 @@ fn target(
         sources: SourceAddrs::loopback(common.source_addrs),
         connect_concurrency: common.connect_concurrency,
         credentials,
-        server_pid,
+        server_pids,
         users: common.users.unwrap_or(common.connections).max(1),
     })
 }

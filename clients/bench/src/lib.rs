@@ -3,7 +3,9 @@
 //!
 //! - `cli`: the command line; one subcommand per scenario, plus `baseline-server`.
 //! - `scenario`: `connect`, `idle`, `echo`, `broadcast`, `command`, each written once against
-//!   [`client::Client`] so it drives Signet and the baseline alike.
+//!   [`client::Client`] so it drives Signet and the baseline alike; with `--servers` they spread
+//!   connections over the nodes of a cluster, and `revocation` and `replay` act on one node and
+//!   observe on another.
 //! - `client`: connecting like a SignalR client (negotiate, upgrade, handshake) from several
 //!   loopback source addresses, with Signet's own codecs (`signet_protocol::protocol`).
 //! - `credentials`: tokens and message keys minted from the server's secrets.

@@ -73,6 +73,19 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) as f64 / ticks)
 }
 
+/// CPU time of several processes together.
+fn total_cpu_seconds(pids: &[u32]) -> Option<f64> {
+    pids.iter().map(|pid| cpu_seconds(*pid)).sum()
+}
+
+/// Resident memory of several processes together, in KiB.
+pub fn total_rss_kib(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|pid| rss_kib(*pid)).sum()
+}
+
 /// The 1, 5 and 15 minute load averages, recorded with every figure because the machine the
 /// benchmarks run on may be shared.
 pub fn load_average() -> Option<[f64; 3]> {
@@ -81,10 +94,10 @@ pub fn load_average() -> Option<[f64; 3]> {
     Some([parts.next()??, parts.next()??, parts.next()??])
 }
 
-/// CPU used by a process over a measured interval, as a percentage of one core.
-#[derive(Debug, Clone, Copy)]
+/// CPU used by processes over a measured interval, as a percentage of one core.
+#[derive(Debug, Clone)]
 pub struct CpuMeter {
-    pid: u32,
+    pids: Vec<u32>,
     start_cpu: f64,
     start: std::time::Instant,
 }
@@ -99,15 +112,24 @@ pub struct CpuUse {
 
 impl CpuMeter {
     pub fn start(pid: u32) -> Option<Self> {
+        Self::of(&[pid])
+    }
+
+    /// Several processes together (the nodes of a cluster); `None` when `pids` is empty or one
+    /// of them cannot be read.
+    pub fn of(pids: &[u32]) -> Option<Self> {
+        if pids.is_empty() {
+            return None;
+        }
         Some(Self {
-            pid,
-            start_cpu: cpu_seconds(pid)?,
+            pids: pids.to_vec(),
+            start_cpu: total_cpu_seconds(pids)?,
             start: std::time::Instant::now(),
         })
     }
 
     pub fn stop(&self) -> Option<CpuUse> {
-        let cpu_s = cpu_seconds(self.pid)? - self.start_cpu;
+        let cpu_s = total_cpu_seconds(&self.pids)? - self.start_cpu;
         let wall = self.start.elapsed().as_secs_f64().max(1e-9);
         Some(CpuUse {
             cpu_s,

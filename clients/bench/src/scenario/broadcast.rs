@@ -21,6 +21,10 @@ use tokio_util::sync::CancellationToken;
 
 /// How long after the window the run waits for deliveries still in flight.
 const DRAIN: Duration = Duration::from_secs(5);
+/// How far behind its schedule a paced admin may catch up in a burst. A timer wakes about once a
+/// millisecond, so rates above 1,000/s send several broadcasts per wake-up; a longer stall
+/// (a busy machine) is not caught up, the schedule starts again from now.
+const CATCH_UP: Duration = Duration::from_millis(5);
 
 pub struct BroadcastOptions {
     pub connections: usize,
@@ -37,8 +41,10 @@ pub struct BroadcastOptions {
 pub async fn run(target: &Target, options: &BroadcastOptions) -> Result<Outcome, String> {
     let identities = target.identities("user", options.connections, &["user"])?;
     let admin_identity = target.identities("admin", 1, &["admin", "user"])?;
-    let receivers = target.establish(identities).await;
+    // Across nodes (`--spread across`) the admin is on the first server, the receivers elsewhere.
+    let receivers = target.receivers().establish(identities).await;
     let mut admin = target
+        .senders()
         .establish_from(options.connections, admin_identity)
         .await;
     let Some((mut admin_client, _)) = admin.connections.pop() else {
@@ -57,8 +63,8 @@ pub async fn run(target: &Target, options: &BroadcastOptions) -> Result<Outcome,
 
     let clock = Instant::now();
     let window = Window::after(options.warmup, options.duration);
-    let server_cpu = measure_cpu(target.server_pid, window);
-    let generator_cpu = measure_cpu(Some(std::process::id()), window);
+    let server_cpu = measure_cpu(target.server_pids.clone(), window);
+    let generator_cpu = measure_cpu(vec![std::process::id()], window);
     let stop = CancellationToken::new();
     let delivered = Arc::new(AtomicU64::new(0));
     let in_window = Arc::new(AtomicU64::new(0));
@@ -160,8 +166,9 @@ pub async fn run(target: &Target, options: &BroadcastOptions) -> Result<Outcome,
                     sent_in_window += 1;
                 }
                 if let Some(pacing) = pacing {
-                    // On schedule, keep it; behind it, start again from now (no catch-up burst).
-                    next_at = (next_at + pacing).max(began);
+                    // On schedule, or a timer tick behind it, keep it; further behind, start again
+                    // from a little before now (no long catch-up burst).
+                    next_at = (next_at + pacing).max(began.checked_sub(CATCH_UP).unwrap_or(began));
                 }
             }
             _ = tokio::time::sleep(pause), if !may_send => {}

@@ -21,7 +21,7 @@ use signet_protocol::envelope::{
     unix_now_ms, EnvelopeBuilder, EnvelopeLimits, EnvelopeVerifier, InMemoryNonceStore, MessageKey,
 };
 use signet_protocol::protocol::{CompletionResult, HubMessage};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -174,7 +174,7 @@ async fn connect(target: &Target, index: usize, token: &str) -> Result<HubClient
     bounded(
         SETUP_TIMEOUT,
         HubClient::connect(
-            &target.endpoint,
+            target.node(index),
             target.sources.for_index(index),
             token,
             target.protocol,
@@ -194,20 +194,22 @@ async fn drive(
 ) -> Result<Outcome, String> {
     let hub_path: Arc<str> = Arc::from(target.endpoint.path.as_str());
     let mut device_clients = Vec::with_capacity(devices.len());
+    // Across nodes (`--spread across`) the user is on the first server, the devices elsewhere.
+    let (device_side, user_side) = (target.receivers(), target.senders());
     for (i, device) in devices.iter().enumerate() {
-        device_clients.push(connect(target, i, &device.token).await?);
+        device_clients.push(connect(&device_side, i, &device.token).await?);
     }
     let mut user_clients = Vec::with_capacity(options.connections);
     for i in 0..options.connections.max(1) {
-        user_clients.push(connect(target, devices.len() + i, user_token).await?);
+        user_clients.push(connect(&user_side, devices.len() + i, user_token).await?);
     }
 
     // A device counts as online once its hub registered it, just after its handshake answer.
     wait_until_online(&mut user_clients[0], devices).await?;
 
     let window = Window::after(options.warmup, options.duration);
-    let server_cpu = measure_cpu(target.server_pid, window);
-    let generator_cpu = measure_cpu(Some(std::process::id()), window);
+    let server_cpu = measure_cpu(target.server_pids.clone(), window);
+    let generator_cpu = measure_cpu(vec![std::process::id()], window);
     let stop = tokio_util::sync::CancellationToken::new();
     let executed = Arc::new(AtomicU64::new(0));
     let mut device_tasks = tokio::task::JoinSet::new();
@@ -330,6 +332,7 @@ async fn send_commands(
 ) -> Result<(), ClientError> {
     let mut outstanding: HashMap<String, (String, Instant)> = HashMap::new();
     let mut in_call: Option<(String, String, Instant)> = None;
+    let mut early = EarlyResults::default();
     let mut seq = 0u64;
     // Results still outstanding this long after the window are given up on (and reported).
     let deadline = window.end + DRAIN;
@@ -381,8 +384,12 @@ async fn send_commands(
                 match result {
                     CompletionResult::Result(value) => {
                         let command_id = value["commandId"].as_str().unwrap_or_default();
-                        // The device is busy until its result comes back.
-                        outstanding.insert(command_id.to_string(), (device, began));
+                        if early.take(command_id) {
+                            finish(tally, window, began, device, &mut idle);
+                        } else {
+                            // The device is busy until its result comes back.
+                            outstanding.insert(command_id.to_string(), (device, began));
+                        }
                     }
                     CompletionResult::Error(error) => return Err(ClientError::Refused(error)),
                     CompletionResult::Void => {
@@ -397,13 +404,10 @@ async fn send_commands(
             } if target == "CommandResult" => {
                 let result = arguments.first().cloned().unwrap_or(Value::Null);
                 let command_id = result["commandId"].as_str().unwrap_or_default();
-                if let Some((device, began)) = outstanding.remove(command_id) {
-                    let ended = Instant::now();
-                    if window.contains(began) && window.contains(ended) {
-                        tally.latencies.record(0, ended - began);
-                        tally.completed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    idle.push_back(device);
+                match outstanding.remove(command_id) {
+                    Some((device, began)) => finish(tally, window, began, device, &mut idle),
+                    // Another connection's command, or ours before its completion named it.
+                    None => early.remember(command_id),
                 }
             }
             _ => {}
@@ -411,6 +415,54 @@ async fn send_commands(
     }
     client.close().await;
     Ok(())
+}
+
+/// A command is done: its latency counts if it began and ended in the window; its device is
+/// free for the next one.
+fn finish(
+    tally: &Tally,
+    window: Window,
+    began: Instant,
+    device: String,
+    idle: &mut VecDeque<String>,
+) {
+    let ended = Instant::now();
+    if window.contains(began) && window.contains(ended) {
+        tally.latencies.record(0, ended - began);
+        tally.completed.fetch_add(1, Ordering::Relaxed);
+    }
+    idle.push_back(device);
+}
+
+/// Results whose command this connection has not seen named yet. Across nodes a device's
+/// `CommandResult` can reach the user before the completion of its `SendCommand` that carries
+/// the command id (the result travels device node -> Redis -> user node while the user's node
+/// is still answering the call). Every result reaches every connection of the user, so most
+/// are other connections'; the oldest are forgotten beyond a bound.
+#[derive(Default)]
+struct EarlyResults {
+    ids: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl EarlyResults {
+    const BOUND: usize = 4096;
+
+    fn remember(&mut self, command_id: &str) {
+        if self.order.len() >= Self::BOUND {
+            if let Some(oldest) = self.order.pop_front() {
+                self.ids.remove(&oldest);
+            }
+        }
+        if self.ids.insert(command_id.to_string()) {
+            self.order.push_back(command_id.to_string());
+        }
+    }
+
+    /// Whether the result of `command_id` already came (and forgets it).
+    fn take(&mut self, command_id: &str) -> bool {
+        self.ids.remove(command_id)
+    }
 }
 
 /// A device: verifies each `Command` envelope (its key, the time window, its own nonce store)

@@ -7,7 +7,7 @@ use serde_json::json;
 
 pub async fn run(target: &Target, connections: usize) -> Result<Outcome, String> {
     let identities = target.identities("user", connections, &["user"])?;
-    let server = target.server_pid.and_then(CpuMeter::start);
+    let server = CpuMeter::of(&target.server_pids);
     let generator = CpuMeter::start(std::process::id());
     let established = target.establish(identities).await;
     let server_cpu = server.and_then(|meter| meter.stop());

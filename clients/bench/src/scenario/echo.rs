@@ -3,7 +3,7 @@
 //! small object, then, on the same connections, `EchoSigned` with a freshly signed envelope
 //! around the same object; on the baseline each call is a frame echoed back.
 
-use super::{measure_cpu, round, Outcome, Target, Window, CALL_TIMEOUT};
+use super::{measure_cpu, remember, round, Outcome, Target, Window, CALL_TIMEOUT};
 use crate::client::{bounded, Client, ClientError, HubClient, RawClient};
 use crate::credentials::Identity;
 use crate::stats::Latencies;
@@ -115,8 +115,8 @@ async fn measure(
     signed: bool,
 ) -> (Pass, Vec<(Client, Option<Identity>)>) {
     let window = Window::after(options.warmup, options.duration);
-    let server_cpu = measure_cpu(target.server_pid, window);
-    let generator_cpu = measure_cpu(Some(std::process::id()), window);
+    let server_cpu = measure_cpu(target.server_pids.clone(), window);
+    let generator_cpu = measure_cpu(vec![std::process::id()], window);
     let latencies = Arc::new(Latencies::new());
     let completed = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
@@ -200,12 +200,6 @@ async fn measure(
     (Pass { figures, rate }, back)
 }
 
-fn remember(slot: &Mutex<Option<String>>, error: String) {
-    if let Ok(mut slot) = slot.lock() {
-        slot.get_or_insert(error);
-    }
-}
-
 /// One call and its answer. `Ok(None)` is success, `Ok(Some(text))` an error the server
 /// answered with (the connection stays usable), `Err` a lost connection.
 async fn round_trip(
@@ -229,17 +223,29 @@ async fn hub_round_trip(
     lifetime: Duration,
 ) -> Result<Option<String>, ClientError> {
     let (target, argument) = match key {
-        Some(key) => {
-            let message = format!("{{\"seq\":{seq},\"text\":\"hello\"}}");
-            let envelope = EnvelopeBuilder::new(key, hub_path, "EchoSigned")
-                .lifetime(lifetime)
-                .build(&message);
-            ("EchoSigned", envelope)
-        }
+        Some(key) => ("EchoSigned", signed_echo(key, hub_path, seq, lifetime)),
         None => ("Echo", json!({ "seq": seq, "text": "hello" })),
     };
-    let id = seq.to_string();
-    match hub.invoke(&id, target, vec![argument]).await? {
+    hub_call(hub, &seq.to_string(), target, argument).await
+}
+
+/// A freshly signed envelope for `EchoSigned` around `{seq, text}`.
+pub(super) fn signed_echo(key: &MessageKey, hub_path: &str, seq: u64, lifetime: Duration) -> Value {
+    let message = format!("{{\"seq\":{seq},\"text\":\"hello\"}}");
+    EnvelopeBuilder::new(key, hub_path, "EchoSigned")
+        .lifetime(lifetime)
+        .build(&message)
+}
+
+/// Invokes `target` with one argument. `Ok(None)` is success, `Ok(Some(text))` an error the
+/// server answered with (the connection stays usable), `Err` a lost connection.
+pub(super) async fn hub_call(
+    hub: &mut HubClient,
+    id: &str,
+    target: &str,
+    argument: Value,
+) -> Result<Option<String>, ClientError> {
+    match hub.invoke(id, target, vec![argument]).await? {
         CompletionResult::Error(error) => Ok(Some(error)),
         CompletionResult::Result(_) | CompletionResult::Void => Ok(None),
     }

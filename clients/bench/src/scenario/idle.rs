@@ -3,7 +3,7 @@
 //! connection (`VmRSS` after, minus before the connections opened) and CPU while idle.
 
 use super::{round, Outcome, Target};
-use crate::system::{rss_kib, CpuMeter};
+use crate::system::{rss_kib, total_rss_kib, CpuMeter};
 use serde_json::json;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -23,8 +23,8 @@ pub struct IdleOptions {
 
 pub async fn run(target: &Target, options: &IdleOptions) -> Result<Outcome, String> {
     let identities = target.identities("user", options.connections, &["user"])?;
-    let pid = target.server_pid;
-    let rss_before = pid.and_then(rss_kib);
+    let pids = &target.server_pids;
+    let rss_before = total_rss_kib(pids);
     let established = target.establish(identities).await;
     let opened = established.connections.len();
 
@@ -55,13 +55,13 @@ pub async fn run(target: &Target, options: &IdleOptions) -> Result<Outcome, Stri
     }
 
     tokio::time::sleep(options.settle).await;
-    let rss_settled = pid.and_then(rss_kib);
-    let server = pid.and_then(CpuMeter::start);
+    let rss_settled = total_rss_kib(pids);
+    let server = CpuMeter::of(pids);
     let generator = CpuMeter::start(std::process::id());
     tokio::time::sleep(options.hold).await;
     let server_cpu = server.and_then(|meter| meter.stop());
     let generator_cpu = generator.and_then(|meter| meter.stop());
-    let rss_after = pid.and_then(rss_kib);
+    let rss_after = total_rss_kib(pids);
     let held = alive.load(Ordering::Relaxed);
 
     stop.cancel();

@@ -7,6 +7,8 @@ pub mod command;
 pub mod connect;
 pub mod echo;
 pub mod idle;
+pub mod replay;
+pub mod revocation;
 pub mod soak;
 
 use crate::client::{bounded, Client, ClientError, Endpoint, HubClient, RawClient, SourceAddrs};
@@ -39,19 +41,33 @@ impl TargetKind {
     }
 }
 
+/// How connections are spread over several servers (`--servers`, the nodes of one cluster).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Spread {
+    /// Every kind of connection round robin over all servers.
+    All,
+    /// The sending side (broadcast's admin, command's user) on the first server, the receiving
+    /// side (receivers, devices) on the others: every delivery crosses nodes.
+    Across,
+}
+
 /// Everything a scenario needs to know about the server it drives and how to connect.
 #[derive(Clone)]
 pub struct Target {
     pub kind: TargetKind,
+    /// The first server: REST requests, and the sending side across nodes.
     pub endpoint: Endpoint,
+    /// Every server connections are spread over (the first is `endpoint`); one without --servers.
+    pub nodes: Vec<Endpoint>,
+    pub spread: Spread,
     pub protocol: HubProtocol,
     pub skip_negotiation: bool,
     pub sources: SourceAddrs,
     pub connect_concurrency: usize,
     /// Signet's secrets; unused for the baseline.
     pub credentials: Option<Arc<Credentials>>,
-    /// The server's process, for memory and CPU figures.
-    pub server_pid: Option<u32>,
+    /// The servers' processes, for memory and CPU figures (summed over them).
+    pub server_pids: Vec<u32>,
     /// Distinct users the connections are spread over.
     pub users: usize,
 }
@@ -65,6 +81,46 @@ pub struct Outcome {
 }
 
 impl Target {
+    /// This target narrowed to `nodes` (never empty: the first server when `nodes` is).
+    fn on(&self, nodes: &[Endpoint]) -> Self {
+        let nodes = if nodes.is_empty() {
+            vec![self.endpoint.clone()]
+        } else {
+            nodes.to_vec()
+        };
+        Self {
+            endpoint: nodes[0].clone(),
+            nodes,
+            ..self.clone()
+        }
+    }
+
+    /// Where the sending side connects: the first server.
+    pub fn senders(&self) -> Self {
+        self.on(&self.nodes[..1.min(self.nodes.len())])
+    }
+
+    /// The servers other than the first (the first when there is no other): where a message
+    /// sent on the first one is received, a replay tried, a revocation awaited.
+    pub fn remote(&self) -> Self {
+        self.on(self.nodes.get(1..).unwrap_or_default())
+    }
+
+    /// Where the receiving side connects: every server, or the remote ones with `--spread across`.
+    pub fn receivers(&self) -> Self {
+        match self.spread {
+            Spread::All => self.clone(),
+            Spread::Across => self.remote(),
+        }
+    }
+
+    /// The server connection number `index` goes to (round robin).
+    pub fn node(&self, index: usize) -> &Endpoint {
+        self.nodes
+            .get(index % self.nodes.len().max(1))
+            .unwrap_or(&self.endpoint)
+    }
+
     /// Mints the identities of `count` connections of `kind` (`user`, `admin`) with `roles`.
     pub fn identities(
         &self,
@@ -97,7 +153,7 @@ impl Target {
         let source = self.sources.for_index(index);
         match (self.kind, identity) {
             (TargetKind::Signet, Some(identity)) => HubClient::connect(
-                &self.endpoint,
+                self.node(index),
                 source,
                 &identity.token,
                 self.protocol,
@@ -108,7 +164,7 @@ impl Target {
             (TargetKind::Signet, None) => Err(ClientError::Handshake("no token".into())),
             (TargetKind::Baseline, _) => {
                 let binary = self.protocol == HubProtocol::MessagePack;
-                RawClient::connect(&self.endpoint, source, binary)
+                RawClient::connect(self.node(index), source, binary)
                     .await
                     .map(Client::Raw)
             }
@@ -237,17 +293,24 @@ impl Window {
     }
 }
 
-/// Server CPU over a window, measured by a task that wakes at its start and end.
+/// CPU of `pids` (together) over a window, measured by a task that wakes at its start and end.
 pub fn measure_cpu(
-    pid: Option<u32>,
+    pids: Vec<u32>,
     window: Window,
 ) -> tokio::task::JoinHandle<Option<crate::system::CpuUse>> {
     tokio::spawn(async move {
         tokio::time::sleep_until(window.start.into()).await;
-        let meter = crate::system::CpuMeter::start(pid?)?;
+        let meter = crate::system::CpuMeter::of(&pids)?;
         tokio::time::sleep_until(window.end.into()).await;
         meter.stop()
     })
+}
+
+/// Keeps the first error a run met, for its JSON line.
+pub fn remember(slot: &std::sync::Mutex<Option<String>>, error: String) {
+    if let Ok(mut slot) = slot.lock() {
+        slot.get_or_insert(error);
+    }
 }
 
 pub fn round(value: f64, decimals: i32) -> f64 {
