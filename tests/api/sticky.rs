@@ -411,3 +411,39 @@ async fn while_redis_is_down_a_request_on_another_nodes_connection_is_503_then_i
     }
     assert_eq!((a.connection_count(), b.connection_count()), (0, 1));
 }
+
+#[actix_web::test]
+async fn the_expired_opening_token_of_a_refreshed_connection_still_works_through_other_nodes() {
+    let (a, b, c) = nodes("expired-opening").await;
+    let expires = now() + 2;
+    let opening = token_expiring_at("alice", &["user"], expires);
+    let (_, token) = negotiate(&a, &opening, "").await;
+    assert_eq!(poll(&b, &token, &opening).await.status, 200);
+    assert_eq!(send(&c, &token, &opening, JSON_HANDSHAKE).await.status, 200);
+    let handshake = poll(&a, &token, &opening).await;
+    assert_eq!((handshake.status, &handshake.body[..]), (200, HANDSHAKE_OK));
+    // Refreshed (here on C, forwarded to B) before the opening token expires.
+    let fresh = token_expiring_at("alice", &["user"], now() + 3_600);
+    let refreshed = request(
+        c.http
+            .post(c.url(&format!("/hubs/home/refresh?id={token}")))
+            .bearer_auth(&fresh),
+        b"",
+    )
+    .await;
+    assert_eq!(refreshed.status, 200, "{refreshed:?}");
+    crate::helpers::wait_until_expired(expires).await;
+
+    // The official clients keep sending the opening token: the owner accepts it.
+    let sent = send(&c, &token, &opening, &echo("late", "still here")).await;
+    assert_eq!(sent.status, 200, "{sent:?}");
+    let answer = poll(&a, &token, &opening).await;
+    assert_eq!(
+        records(&answer.body)[0]["result"],
+        "still here",
+        "{answer:?}"
+    );
+    // Another expired token of the same user (another jti) is not the opening one: 401.
+    let other = token_expiring_at("alice", &["user"], expires);
+    assert_eq!(send(&c, &token, &other, b"").await.status, 401);
+}
