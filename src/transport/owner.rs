@@ -16,25 +16,50 @@ use crate::cluster::forward::{
 use crate::connection::{CloseReason, Connection, TransportKind};
 use actix_web::body::MessageBody;
 use actix_web::http::header;
+use actix_web::rt::System;
 use actix_web::{HttpResponse, ResponseError};
 use std::sync::Arc;
+use tokio::sync::oneshot;
 
 /// What a cluster node's [`crate::cluster::Forwarder`] runs forwarded requests with.
-pub struct ForwardedRequests(HubEndpoints);
+pub struct ForwardedRequests {
+    state: HubEndpoints,
+    /// Where requests run: on the actix system's arbiter, like request handlers, because a
+    /// forwarded poll may start a hub session, whose tasks are local (`actix_web::rt::spawn`).
+    system: Option<System>,
+}
 
 impl ForwardedRequests {
+    /// Built inside the actix system that runs the server.
     pub fn new(state: HubEndpoints) -> Self {
-        Self(state)
+        Self {
+            state,
+            system: System::try_current(),
+        }
     }
 }
 
 #[async_trait::async_trait]
 impl ForwardHandler for ForwardedRequests {
     async fn handle(&self, from: &str, request: ForwardRequest) -> ForwardAnswer {
-        let response = serve(&self.0, from, request)
+        let (answered, answer) = oneshot::channel();
+        let (state, from) = (self.state.clone(), from.to_string());
+        let task = async move {
+            let response = serve(&state, &from, request)
+                .await
+                .unwrap_or_else(|err| err.error_response());
+            let _ = answered.send(into_answer(response));
+        };
+        let started = self
+            .system
+            .as_ref()
+            .is_some_and(|system| system.arbiter().spawn(task));
+        if !started {
+            return into_answer(TransportError::ClusterUnavailable.error_response());
+        }
+        answer
             .await
-            .unwrap_or_else(|err| err.error_response());
-        into_answer(response)
+            .unwrap_or_else(|_| into_answer(TransportError::ClusterUnavailable.error_response()))
     }
 }
 
