@@ -103,6 +103,12 @@ async fn delete(server: &HubServer, token: &str, bearer: &str) -> Reply {
     .await
 }
 
+/// `POST /hubs/home/refresh?id=` with `bearer`, the new token.
+async fn refresh(server: &HubServer, token: &str, bearer: &str) -> Reply {
+    let url = server.url(&format!("/hubs/home/refresh?id={token}"));
+    request(server.http.post(url).bearer_auth(bearer), b"").await
+}
+
 fn echo(id: &str, text: &str) -> Vec<u8> {
     let mut frame = serde_json::to_vec(&json!({
         "type": 1, "invocationId": id, "target": "Echo", "arguments": [text]
@@ -289,13 +295,7 @@ async fn a_refresh_on_another_node_extends_the_connection_where_it_lives() {
 
     let later = now() + 7_200;
     let fresh = token_expiring_at("alice", &["user"], later);
-    let refreshed = request(
-        c.http
-            .post(c.url(&format!("/hubs/home/refresh?id={token}")))
-            .bearer_auth(&fresh),
-        b"",
-    )
-    .await;
+    let refreshed = refresh(&c, &token, &fresh).await;
     assert_eq!(refreshed.status, 200, "{refreshed:?}");
     let lifetime = serde_json::from_slice::<Value>(&refreshed.body).expect("json")
         ["tokenLifetimeSeconds"]
@@ -308,13 +308,7 @@ async fn a_refresh_on_another_node_extends_the_connection_where_it_lives() {
 
     // Another user's fresh token is refused by the owner, as locally.
     let bobs = token_expiring_at("bob", &["user"], later);
-    let refused = request(
-        a.http
-            .post(a.url(&format!("/hubs/home/refresh?id={token}")))
-            .bearer_auth(&bobs),
-        b"",
-    )
-    .await;
+    let refused = refresh(&a, &token, &bobs).await;
     assert_eq!(refused.status, 403, "{refused:?}");
     client.assert_echo("still open").await;
 }
@@ -424,13 +418,7 @@ async fn the_expired_opening_token_of_a_refreshed_connection_still_works_through
     assert_eq!((handshake.status, &handshake.body[..]), (200, HANDSHAKE_OK));
     // Refreshed (here on C, forwarded to B) before the opening token expires.
     let fresh = token_expiring_at("alice", &["user"], now() + 3_600);
-    let refreshed = request(
-        c.http
-            .post(c.url(&format!("/hubs/home/refresh?id={token}")))
-            .bearer_auth(&fresh),
-        b"",
-    )
-    .await;
+    let refreshed = refresh(&c, &token, &fresh).await;
     assert_eq!(refreshed.status, 200, "{refreshed:?}");
     crate::helpers::wait_until_expired(expires).await;
 
