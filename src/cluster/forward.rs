@@ -24,7 +24,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 /// The content type of an answer that hands a connection over (its body: the connection).
@@ -152,7 +152,25 @@ pub struct Forwarder {
     serving: Arc<Semaphore>,
     /// Connection token -> the node it was handed over to, for requests racing the directory.
     handed_over: moka::sync::Cache<String, String>,
+    /// Connection tokens this node is adopting right now: a request forwarded here for one of
+    /// them (a racing adopter sent on by the old owner) waits until it is registered.
+    adopting: DashMap<String, watch::Sender<()>>,
     metrics: Metrics,
+}
+
+/// While it lives, its token counts as being adopted here (see [`Forwarder::settled`]).
+pub struct Adopting {
+    forwarder: Arc<Forwarder>,
+    token: Option<String>,
+}
+
+impl Drop for Adopting {
+    fn drop(&mut self) {
+        if let Some(token) = self.token.take() {
+            // Dropping the sender wakes whoever waits in `settled`.
+            self.forwarder.adopting.remove(&token);
+        }
+    }
 }
 
 impl Forwarder {
@@ -172,6 +190,7 @@ impl Forwarder {
                 .max_capacity(HANDOVER_MEMORY_ENTRIES)
                 .time_to_live(HANDOVER_MEMORY)
                 .build(),
+            adopting: DashMap::new(),
             metrics,
         });
         cluster.subscribe(forwarder.channel(cluster.node_id()), forwarder.clone());
@@ -276,6 +295,30 @@ impl Forwarder {
                 tracing::warn!(error = %err, %from, "cannot answer a forwarded request");
             }
         });
+    }
+
+    /// Marks `token` as being adopted here until the guard drops (once the connection is
+    /// registered, or the adoption failed).
+    pub fn begin_adopting(self: &Arc<Self>, token: &str) -> Adopting {
+        let fresh = match self.adopting.entry(token.to_string()) {
+            dashmap::Entry::Occupied(_) => false,
+            dashmap::Entry::Vacant(slot) => {
+                slot.insert(watch::channel(()).0);
+                true
+            }
+        };
+        Adopting {
+            forwarder: self.clone(),
+            token: fresh.then(|| token.to_string()),
+        }
+    }
+
+    /// Waits (at most `timeout`) until an adoption of `token` under way here has settled.
+    pub async fn settled(&self, token: &str, timeout: Duration) {
+        let Some(mut adopted) = self.adopting.get(token).map(|s| s.subscribe()) else {
+            return;
+        };
+        let _ = tokio::time::timeout(timeout, adopted.changed()).await;
     }
 
     /// Remembers, for a short while, that the connection `token` went to `node`.

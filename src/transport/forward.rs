@@ -147,6 +147,9 @@ async fn forward(
         kind if kind.adopts() => ADOPT_TIMEOUT,
         _ => FORWARD_TIMEOUT,
     };
+    let _adopting = kind
+        .adopts()
+        .then(|| forwarder.begin_adopting(&remote.token));
     let mut node = remote.owner.clone();
     for _ in 0..2 {
         let request = ForwardRequest {

@@ -19,7 +19,11 @@ use actix_web::http::header;
 use actix_web::rt::System;
 use actix_web::{HttpResponse, ResponseError};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::oneshot;
+
+/// How long a forwarded request waits for an adoption of its connection under way here.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What a cluster node's [`crate::cluster::Forwarder`] runs forwarded requests with.
 pub struct ForwardedRequests {
@@ -69,6 +73,10 @@ async fn serve(
     request: ForwardRequest,
 ) -> Result<HttpResponse, TransportError> {
     let hub = find_hub(state, &request.hub)?;
+    if let Some(forwarder) = &state.forwarder {
+        // A racing adopter sent here by the old owner: this node may be registering it.
+        forwarder.settled(&request.token, SETTLE_TIMEOUT).await;
+    }
     let Some(connection) = state
         .connections
         .get(&request.token)

@@ -343,7 +343,7 @@ async fn another_users_token_is_refused_and_unknown_tokens_are_not_found_on_any_
 async fn two_nodes_racing_to_adopt_one_connection_leave_exactly_one_transport() {
     let (a, b, c) = nodes("adopt-race").await;
     let alice = user_token("alice");
-    for round in 0..3 {
+    for round in 0..8 {
         let (_, token) = negotiate(&a, &alice, "").await;
         let query = format!("?id={token}");
         let (on_b, on_c) = tokio::join!(
