@@ -2,8 +2,9 @@
 //! shared state, binds the listener (port 0 allowed) and reports the bound address. `main` and
 //! the integration tests both start Signet this way.
 
+use crate::auth::FeedSource;
 use crate::auth::{Authenticator, InProcessRevocations, KeyRing, KeyRingError, RevocationStore};
-use crate::cluster::{Cluster, Forwarder, RedisNonceStore};
+use crate::cluster::{Cluster, Forwarder, RedisNonceStore, RedisRevocations};
 use crate::connection::{CloseReason, CloseStats, ConnectionRegistry};
 use crate::envelope::{EnvelopeLimits, EnvelopeService, InMemoryNonceStore, NonceStore};
 use crate::http::health::Readiness;
@@ -94,12 +95,13 @@ fn name_this_node(settings: &mut Settings) {
     );
 }
 
-/// The revocation records in force, and, for a shared store, the feed of other nodes'
-/// revocations followed until `shutdown`.
+/// The revocation records in force, and the feeds of other nodes' revocations followed until
+/// `shutdown`: a shared store's, and the cluster's (which also gets this node's records).
 async fn load_revocations(
     settings: &Settings,
     store: Arc<dyn Store>,
     feed: Option<RevocationFeed>,
+    cluster: Option<&Arc<Cluster>>,
     metrics: &Metrics,
     shutdown: &CancellationToken,
 ) -> Result<Arc<InProcessRevocations>, StartupError> {
@@ -111,19 +113,34 @@ async fn load_revocations(
         )
         .await?,
     );
+    if feed.is_some() || cluster.is_some() {
+        let lost = revocations.clone();
+        metrics.watch_gauge(
+            "signet_revocation_feed_lost",
+            "1 while a revocation feed (shared store, cluster) is lost (every token refused).",
+            move || i64::from(!lost.in_sync()),
+        );
+    }
+    if let Some(cluster) = cluster {
+        // Every node's revocations over Redis, failing closed until subscribed and reloaded
+        // (README "[cluster]", revocation). Set up before the server starts.
+        RedisRevocations::start(cluster.clone(), revocations.clone(), shutdown.clone());
+        if feed.is_some() {
+            // Every node writes its records to the shared store first, whose feed fails
+            // closed on its own: Redis only makes them arrive sooner.
+            revocations.redundant_feed(FeedSource::Cluster);
+        }
+    }
     if let Some(feed) = feed {
         // Other nodes' revocations, in force here within a second; while the feed is lost
         // every token is refused (README "Several nodes"). Listening starts before the
         // server does, so no revocation recorded after start-up is missed.
-        let lost = revocations.clone();
-        metrics.watch_gauge(
-            "signet_revocation_feed_lost",
-            "1 while the revocation feed of the shared store is lost (every token refused).",
-            move || i64::from(!lost.in_sync()),
-        );
         let applied = revocations.clone();
         let follow = feed
-            .follow(move |event| applied.follow_feed(event), shutdown.clone())
+            .follow(
+                move |event| applied.follow_feed(FeedSource::Store, event),
+                shutdown.clone(),
+            )
             .await?;
         tokio::spawn(follow);
     }
@@ -144,7 +161,10 @@ fn envelope_service(
         max_message_bytes: envelope.max_message_bytes,
     };
     let nonces: Arc<dyn NonceStore> = match cluster {
-        Some(cluster) => Arc::new(RedisNonceStore::new(cluster.clone())),
+        Some(cluster) => Arc::new(RedisNonceStore::new(
+            cluster.clone(),
+            envelope.max_nonces_per_session,
+        )),
         None => Arc::new(
             InMemoryNonceStore::new(envelope.nonce_capacity)
                 .with_scope_quota(envelope.max_nonces_per_session),
@@ -193,14 +213,6 @@ impl AppState {
         let opened = crate::store::open(&settings).await?;
         let store: Arc<dyn Store> = Arc::new(MeteredStore::new(opened.store, metrics.clone()));
         let shutdown = CancellationToken::new();
-        let revocations = load_revocations(
-            &settings,
-            store.clone(),
-            opened.revocation_feed,
-            &metrics,
-            &shutdown,
-        )
-        .await?;
         let cluster = match &settings.cluster.redis_url {
             Some(url) => Some(Cluster::start(
                 &settings.cluster,
@@ -211,6 +223,15 @@ impl AppState {
             )?),
             None => None,
         };
+        let revocations = load_revocations(
+            &settings,
+            store.clone(),
+            opened.revocation_feed,
+            cluster.as_ref(),
+            &metrics,
+            &shutdown,
+        )
+        .await?;
         let forwarder = cluster
             .as_ref()
             .map(|c| Forwarder::start(c.clone(), metrics.clone(), shutdown.clone()));

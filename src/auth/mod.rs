@@ -12,8 +12,8 @@ pub use issue::{AccessClaims, IssuedToken};
 pub use keyring::{hmac_kid, KeyRing, KeyRingError, TokenError};
 pub use principal::{Principal, TokenClaims, DOTNET_ROLE_CLAIM};
 pub use revocation::{
-    InProcessRevocations, RevocationCause, RevocationError, RevocationEvent, RevocationState,
-    RevocationStore, Revoked, StoreUnavailable,
+    FeedSource, InProcessRevocations, RevocationCause, RevocationError, RevocationEvent,
+    RevocationRelay, RevocationState, RevocationStore, Revoked, StoreUnavailable,
 };
 pub use token_source::{
     authenticate_request, bearer_token, query_param, token_from_request, Authenticated,

@@ -11,14 +11,20 @@
 //! Every revocation is also published as a [`RevocationEvent`] so that live connections can be
 //! closed. Lookups are in memory (moka, dashmap) and never touch the database; the records are
 //! persisted through [`crate::store::RevocationLog`] and reloaded at start-up.
+//!
+//! Other nodes' revocations arrive through feeds ([`FeedSource`]): a shared PostgreSQL store's
+//! notifications, and the cluster's backplane, to which this node's own records are handed on
+//! ([`RevocationRelay`]). While any feed is lost, checks fail closed.
 
 use super::issue::unix_now;
 use super::Principal;
-use crate::store::{FeedEvent, RevocationLog, RevocationRecord, StoreError, SubjectCutoff};
+use crate::store::{
+    FeedEvent, RevocationLog, RevocationRecord, RevocationSnapshot, StoreError, SubjectCutoff,
+};
 use async_trait::async_trait;
 use dashmap::DashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
@@ -46,7 +52,7 @@ pub enum RevocationCause {
     DeviceRemoved,
     /// The device's key was replaced.
     DeviceRekeyed,
-    /// Recorded by another node sharing the store (or reloaded after the feed was lost): the
+    /// Recorded by another node, arriving through a feed (or reloaded after it was lost): the
     /// record says what is revoked, not why. Live connections close with the same texts.
     Recorded,
 }
@@ -197,6 +203,37 @@ pub trait RevocationStore: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// Where revocations recorded by other nodes come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedSource {
+    /// The shared store's notifications (PostgreSQL `LISTEN/NOTIFY`).
+    Store,
+    /// The cluster's backplane (Redis pub/sub, with the records kept in Redis to reload).
+    Cluster,
+}
+
+impl FeedSource {
+    fn bit(self) -> u8 {
+        match self {
+            Self::Store => 1,
+            Self::Cluster => 2,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Store => "the revocation feed of the shared store",
+            Self::Cluster => "the cluster's revocation channel",
+        }
+    }
+}
+
+/// Hands this node's own revocation records on to other nodes (the cluster's backplane).
+/// Quick and non-blocking: it queues; records arriving from feeds are not handed on again.
+pub trait RevocationRelay: Send + Sync {
+    fn relay(&self, record: RevocationRecord);
+}
+
 /// Keeps an entry until the Unix time it holds (plus a second, so `exp == now` is covered).
 struct UntilUnixTime;
 
@@ -234,9 +271,14 @@ pub struct InProcessRevocations {
     cutoffs: DashMap<String, Cutoff>,
     events: broadcast::Sender<RevocationEvent>,
     leeway_secs: i64,
-    /// False while the shared store's revocation feed is lost ([`Self::follow_feed`]); always
-    /// true for a store no other node writes to.
-    feed_in_sync: AtomicBool,
+    /// The [`FeedSource`] bits of the feeds lost now ([`Self::follow_feed`]); always 0 for a
+    /// node that shares nothing.
+    feeds_lost: AtomicU8,
+    /// The [`FeedSource`] bits whose loss fails closed: every feed, but one that only repeats
+    /// what another failing-closed feed carries ([`Self::redundant_feed`]).
+    relied_on: AtomicU8,
+    /// Where this node's own records go besides the log (set once, on a cluster node).
+    relay: OnceLock<Arc<dyn RevocationRelay>>,
 }
 
 impl std::fmt::Debug for InProcessRevocations {
@@ -273,7 +315,9 @@ impl InProcessRevocations {
             cutoffs: DashMap::new(),
             events,
             leeway_secs: i64::try_from(leeway_secs).unwrap_or(i64::MAX),
-            feed_in_sync: AtomicBool::new(true),
+            feeds_lost: AtomicU8::new(0),
+            relied_on: AtomicU8::new(FeedSource::Store.bit() | FeedSource::Cluster.bit()),
+            relay: OnceLock::new(),
         };
         for record in snapshot.into_records() {
             revocations.insert_record(record);
@@ -287,23 +331,62 @@ impl InProcessRevocations {
         Ok(revocations)
     }
 
-    /// Follows the shared store's revocation feed ([`FeedEvent`]): a record written (by another
+    /// Hands every revocation recorded here from now on to `relay` too (once; a second relay
+    /// is ignored).
+    pub fn relay_to(&self, relay: Arc<dyn RevocationRelay>) {
+        let _ = self.relay.set(relay);
+    }
+
+    /// Counts `source` as lost until its first [`FeedEvent::InSync`], quietly: a feed that is
+    /// being set up (the cluster's, before Redis confirms the subscription).
+    pub fn await_feed(&self, source: FeedSource) {
+        self.feeds_lost.fetch_or(source.bit(), Ordering::AcqRel);
+    }
+
+    /// `source` carries nothing another feed does not (the cluster's channel beside a shared
+    /// store's feed, where every node writes its records first): its loss is logged but does
+    /// not refuse tokens, so a Redis outage does not stop authentication where PostgreSQL
+    /// still tells every revocation.
+    pub fn redundant_feed(&self, source: FeedSource) {
+        self.relied_on.fetch_and(!source.bit(), Ordering::AcqRel);
+    }
+
+    /// The bits of the feeds lost now whose loss fails closed.
+    fn lost_relied_on(&self) -> u8 {
+        self.feeds_lost.load(Ordering::Acquire) & self.relied_on.load(Ordering::Acquire)
+    }
+
+    /// Every record in force in this node's own log (pruning the expired), to hand on again.
+    pub async fn logged(&self) -> Result<RevocationSnapshot, StoreError> {
+        self.log.load_revocations(unix_now()).await
+    }
+
+    /// Follows a feed of other nodes' revocations ([`FeedEvent`]): a record written (by another
     /// node) is in force here at once and published to live connections, not written again.
-    /// From [`FeedEvent::Lost`] until the next [`FeedEvent::InSync`], records written elsewhere
-    /// may be missing, so [`RevocationStore::check`] answers [`StoreUnavailable`] for every
-    /// token it does not know to be revoked (fail closed).
-    pub fn follow_feed(&self, event: FeedEvent) {
+    /// From [`FeedEvent::Lost`] until that source's next [`FeedEvent::InSync`], records written
+    /// elsewhere may be missing, so [`RevocationStore::check`] answers [`StoreUnavailable`] for
+    /// every token it does not know to be revoked (fail closed).
+    pub fn follow_feed(&self, source: FeedSource, event: FeedEvent) {
         match event {
             FeedEvent::Record(record) => {
                 let event = self.insert_record(record);
                 self.publish(event);
             }
             FeedEvent::Lost => {
-                self.feed_in_sync.store(false, Ordering::Release);
-                tracing::warn!(
-                    "revocations of other nodes cannot reach this node: tokens are refused \
-                     (503 store_unavailable) until the store is back"
-                );
+                self.feeds_lost.fetch_or(source.bit(), Ordering::AcqRel);
+                if self.relied_on.load(Ordering::Acquire) & source.bit() != 0 {
+                    tracing::warn!(
+                        feed = source.describe(),
+                        "revocations of other nodes cannot reach this node: tokens are refused \
+                         (503 store_unavailable) until the feed is back"
+                    );
+                } else {
+                    tracing::warn!(
+                        feed = source.describe(),
+                        "revocations of other nodes arrive through the shared store's feed alone \
+                         until this feed is back"
+                    );
+                }
             }
             FeedEvent::InSync(snapshot) => {
                 // In force before they are published, and published once checks answer again,
@@ -312,8 +395,10 @@ impl InProcessRevocations {
                     .into_records()
                     .map(|record| self.insert_record(record))
                     .collect();
-                if !self.feed_in_sync.swap(true, Ordering::AcqRel) {
+                let was = self.feeds_lost.fetch_and(!source.bit(), Ordering::AcqRel);
+                if was & source.bit() != 0 {
                     tracing::info!(
+                        feed = source.describe(),
                         reloaded = events.len(),
                         "revocations of other nodes reach this node again"
                     );
@@ -322,6 +407,13 @@ impl InProcessRevocations {
                     self.publish(event);
                 }
             }
+        }
+    }
+
+    /// Hands a record made here to the relay, if any.
+    fn relay(&self, record: RevocationRecord) {
+        if let Some(relay) = self.relay.get() {
+            relay.relay(record);
         }
     }
 
@@ -375,14 +467,15 @@ impl InProcessRevocations {
     }
 
     async fn persist_cutoff(&self, sub: &str, cutoff: Cutoff) -> Result<(), RevocationError> {
-        self.log
-            .record_cutoff(&SubjectCutoff {
-                sub: sub.to_string(),
-                not_before: cutoff.not_before,
-                forget_after: cutoff.forget_after,
-            })
-            .await?;
-        Ok(())
+        let cutoff = SubjectCutoff {
+            sub: sub.to_string(),
+            not_before: cutoff.not_before,
+            forget_after: cutoff.forget_after,
+        };
+        let persisted = self.log.record_cutoff(&cutoff).await;
+        // Handed on after the log has it, so a node rewriting its whole log includes it.
+        self.relay(RevocationRecord::Cutoff(cutoff));
+        Ok(persisted?)
     }
 
     fn cutoff_refuses(&self, sub: &str, issued_at: Option<i64>) -> bool {
@@ -415,10 +508,14 @@ impl RevocationStore for InProcessRevocations {
         {
             return revoked(Revoked::Subject);
         }
-        if !self.in_sync() {
-            return Err(StoreUnavailable(
-                "the revocation feed of the shared store is lost".into(),
-            ));
+        let lost = self.lost_relied_on();
+        if lost != 0 {
+            let feed = if lost & FeedSource::Store.bit() != 0 {
+                FeedSource::Store
+            } else {
+                FeedSource::Cluster
+            };
+            return Err(StoreUnavailable(format!("{} is lost", feed.describe())));
         }
         Ok(RevocationState::Valid)
     }
@@ -435,8 +532,12 @@ impl RevocationStore for InProcessRevocations {
             jti: jti.to_string(),
             cause,
         });
-        self.log.record_denied_token(jti, until).await?;
-        Ok(())
+        let persisted = self.log.record_denied_token(jti, until).await;
+        self.relay(RevocationRecord::DeniedToken {
+            jti: jti.to_string(),
+            expires_at: until,
+        });
+        Ok(persisted?)
     }
 
     async fn revoke_session(
@@ -451,8 +552,12 @@ impl RevocationStore for InProcessRevocations {
             sid: sid.to_string(),
             cause,
         });
-        self.log.record_revoked_session(sid, until).await?;
-        Ok(())
+        let persisted = self.log.record_revoked_session(sid, until).await;
+        self.relay(RevocationRecord::RevokedSession {
+            sid: sid.to_string(),
+            forget_after: until,
+        });
+        Ok(persisted?)
     }
 
     async fn revoke_user_before(
@@ -500,7 +605,7 @@ impl RevocationStore for InProcessRevocations {
     }
 
     fn in_sync(&self) -> bool {
-        self.feed_in_sync.load(Ordering::Acquire)
+        self.lost_relied_on() == 0
     }
 }
 
@@ -664,7 +769,7 @@ mod tests {
             .await
             .unwrap();
         let mut events = r.subscribe();
-        r.follow_feed(FeedEvent::Lost);
+        r.follow_feed(FeedSource::Store, FeedEvent::Lost);
         let unavailable = r.check(&principal("a", now)).await;
         assert!(unavailable.is_err(), "{unavailable:?}");
         assert_eq!(
@@ -678,7 +783,7 @@ mod tests {
             revoked_sessions: vec![("sid-b".into(), now + 60)],
             ..Default::default()
         };
-        r.follow_feed(FeedEvent::InSync(snapshot));
+        r.follow_feed(FeedSource::Store, FeedEvent::InSync(snapshot));
         assert_eq!(
             r.check(&principal("a", now)).await,
             Ok(RevocationState::Valid)
@@ -693,6 +798,81 @@ mod tests {
                 sid: "sid-b".into(),
                 cause: RevocationCause::Recorded,
             }
+        );
+    }
+
+    #[tokio::test]
+    async fn each_feed_counts_alone_and_own_records_are_relayed() {
+        #[derive(Default)]
+        struct Relayed(std::sync::Mutex<Vec<RevocationRecord>>);
+        impl RevocationRelay for Relayed {
+            fn relay(&self, record: RevocationRecord) {
+                self.0.lock().unwrap().push(record);
+            }
+        }
+        let (_, r) = revocations().await;
+        let relayed = Arc::new(Relayed::default());
+        r.relay_to(relayed.clone());
+        let now = unix_now();
+        r.await_feed(FeedSource::Cluster);
+        r.follow_feed(FeedSource::Store, FeedEvent::Lost);
+        r.follow_feed(FeedSource::Store, FeedEvent::InSync(Default::default()));
+        assert!(!r.in_sync(), "the cluster's feed is still awaited");
+        assert!(r.check(&principal("a", now)).await.is_err());
+        r.follow_feed(FeedSource::Cluster, FeedEvent::InSync(Default::default()));
+        assert_eq!(
+            r.check(&principal("a", now)).await,
+            Ok(RevocationState::Valid)
+        );
+
+        // Made here: relayed. Arriving from a feed: in force, not relayed again.
+        r.deny_token("mine", now + 60, RevocationCause::Logout)
+            .await
+            .unwrap();
+        let theirs = RevocationRecord::RevokedSession {
+            sid: "sid-b".into(),
+            forget_after: now + 60,
+        };
+        r.follow_feed(FeedSource::Cluster, FeedEvent::Record(theirs));
+        assert_eq!(
+            r.check(&principal("b", now)).await,
+            Ok(RevocationState::Revoked(Revoked::Session))
+        );
+        assert_eq!(
+            *relayed.0.lock().unwrap(),
+            vec![RevocationRecord::DeniedToken {
+                jti: "mine".into(),
+                expires_at: now + 60,
+            }]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_redundant_feed_lost_does_not_refuse_tokens_but_still_brings_records() {
+        let (_, r) = revocations().await;
+        let now = unix_now();
+        r.await_feed(FeedSource::Cluster);
+        r.redundant_feed(FeedSource::Cluster);
+        assert!(r.in_sync(), "the shared store's feed alone decides");
+        r.follow_feed(FeedSource::Cluster, FeedEvent::Lost);
+        assert_eq!(
+            r.check(&principal("a", now)).await,
+            Ok(RevocationState::Valid)
+        );
+        r.follow_feed(FeedSource::Store, FeedEvent::Lost);
+        assert!(
+            r.check(&principal("a", now)).await.is_err(),
+            "the store's feed fails closed"
+        );
+        r.follow_feed(FeedSource::Store, FeedEvent::InSync(Default::default()));
+        let theirs = RevocationRecord::RevokedSession {
+            sid: "sid-b".into(),
+            forget_after: now + 60,
+        };
+        r.follow_feed(FeedSource::Cluster, FeedEvent::Record(theirs));
+        assert_eq!(
+            r.check(&principal("b", now)).await,
+            Ok(RevocationState::Revoked(Revoked::Session))
         );
     }
 

@@ -14,7 +14,9 @@
 //! Presence: every node writes its users and connections to `{prefix}:{hub}:presence:{id}`
 //! (a hash, `sub` -> connections) and its count beside it, within 250 ms of a change and at
 //! least every second, both expiring after 5 s, and keeps its heartbeat in the sorted set
-//! `{prefix}:{hub}:nodes`, whose live members it reads every 250 ms. Questions about presence
+//! `{prefix}:{hub}:nodes`, whose live members it reads every 250 ms. Beside them it writes its
+//! first users by name with their names and roles (`{prefix}:{hub}:users:{id}`, JSON), which
+//! `ListConnectedUsers` merges. Questions about presence
 //! read the nodes that beat in the last 5 s, so a node that dies drops out within 6 s. Counts may be that stale; they are not safety.
 
 use super::wire::{Disconnect, Frame, Origin, Outcome, Payload};
@@ -22,7 +24,8 @@ use super::{Cluster, Subscriber};
 use crate::connection::{CloseReason, Connection};
 use crate::envelope::unix_now_ms;
 use crate::hub::{
-    BackplaneError, ConnectionInfo, HubLifetimeManager, InProcessLifetimeManager, LifetimeError,
+    first_listed, BackplaneError, ConnectedUser, ConnectionInfo, HubLifetimeManager,
+    InProcessLifetimeManager, LifetimeError,
 };
 use crate::protocol::{HubProtocol, SerializedHubMessage};
 use async_trait::async_trait;
@@ -210,6 +213,30 @@ impl RedisLifetimeManager {
     }
 }
 
+impl RedisLifetimeManager {
+    /// The other live nodes' values of one key each (`key` names it for a node), in one MGET.
+    async fn of_others<T: redis::FromRedisValue>(
+        &self,
+        key: fn(&Shared, &str) -> String,
+    ) -> Result<Vec<T>, LifetimeError> {
+        let keys: Vec<String> = self
+            .shared
+            .others()
+            .iter()
+            .map(|n| key(&self.shared, n))
+            .collect();
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut commands = self.shared.cluster.commands();
+        redis::cmd("MGET")
+            .arg(keys)
+            .query_async(&mut commands)
+            .await
+            .map_err(|e| unavailable(&e.to_string()))
+    }
+}
+
 fn unavailable(why: &str) -> LifetimeError {
     LifetimeError::Backplane(BackplaneError(why.to_string()))
 }
@@ -237,6 +264,11 @@ impl Shared {
 
     fn count_key(&self, node: &str) -> String {
         self.cluster.key(&format!("{}:count:{node}", self.hub))
+    }
+
+    /// The node's first users by name ([`HubLifetimeManager::connected_users`]), as JSON.
+    fn users_key(&self, node: &str) -> String {
+        self.cluster.key(&format!("{}:users:{node}", self.hub))
     }
 
     fn nodes_key(&self) -> String {
@@ -284,6 +316,7 @@ impl Shared {
         let mut pipe = redis::pipe();
         pipe.del(self.presence_key(&node))
             .del(self.count_key(&node))
+            .del(self.users_key(&node))
             .zrem(self.nodes_key(), &node);
         let mut commands = self.cluster.commands();
         let _: redis::RedisResult<()> = pipe.query_async(&mut commands).await;
@@ -308,6 +341,8 @@ impl Shared {
         let node = self.cluster.node_id();
         let presence = self.inner.presence();
         let count: usize = presence.iter().map(|(_, c)| c.len()).sum();
+        let users = self.inner.connected_users().await.unwrap_or_default();
+        let users = serde_json::to_string(&users).unwrap_or_else(|_| "[]".into());
         let (key, count_key, nodes) = (
             self.presence_key(node),
             self.count_key(node),
@@ -328,6 +363,12 @@ impl Shared {
         pipe.cmd("SET")
             .arg(&count_key)
             .arg(count)
+            .arg("PX")
+            .arg(ttl)
+            .ignore()
+            .cmd("SET")
+            .arg(self.users_key(node))
+            .arg(users)
             .arg("PX")
             .arg(ttl)
             .ignore()
@@ -615,19 +656,19 @@ impl HubLifetimeManager for RedisLifetimeManager {
 
     async fn connection_count(&self) -> Result<usize, LifetimeError> {
         let local = self.inner.connection_count().await?;
-        let others = self.shared.others();
-        if others.is_empty() {
-            return Ok(local);
-        }
-        let keys: Vec<String> = others.iter().map(|n| self.shared.count_key(n)).collect();
-        let mut commands = self.shared.cluster.commands();
-        let counts: Vec<Option<u64>> = redis::cmd("MGET")
-            .arg(keys)
-            .query_async(&mut commands)
-            .await
-            .map_err(|e| unavailable(&e.to_string()))?;
+        let counts: Vec<Option<u64>> = self.of_others(Shared::count_key).await?;
         let remote: u64 = counts.into_iter().flatten().sum();
         Ok(local + usize::try_from(remote).unwrap_or(usize::MAX))
+    }
+
+    async fn connected_users(&self) -> Result<Vec<ConnectedUser>, LifetimeError> {
+        let local = self.inner.connected_users().await?;
+        let remote: Vec<Option<String>> = self.of_others(Shared::users_key).await?;
+        let remote = remote
+            .into_iter()
+            .flatten()
+            .flat_map(|text| serde_json::from_str::<Vec<ConnectedUser>>(&text).unwrap_or_default());
+        Ok(first_listed(local.into_iter().chain(remote)))
     }
 
     async fn user_count(&self) -> Result<usize, LifetimeError> {

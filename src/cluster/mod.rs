@@ -1,7 +1,7 @@
 //! Several Signet nodes over one Redis (`[cluster] redis_url`): the connections to Redis, the
 //! node's identity, and the pump that hands what other nodes publish to this node's
 //! subscribers. [`RedisLifetimeManager`] builds the hub backplane on it, [`RedisNonceStore`]
-//! the replay protection every node shares.
+//! the replay protection every node shares, [`RedisRevocations`] the revocations.
 //!
 //! Two connections per node, both [`ConnectionManager`]s that reconnect on their own: one for
 //! commands (publish, presence), one for subscriptions over RESP3 pushes, which the client
@@ -12,11 +12,13 @@
 pub mod forward;
 mod lifetime;
 mod nonces;
+mod revocations;
 pub mod wire;
 
 pub use forward::Forwarder;
 pub use lifetime::RedisLifetimeManager;
 pub use nonces::RedisNonceStore;
+pub use revocations::RedisRevocations;
 use wire::{Frame, Origin};
 
 use crate::hub::BackplaneError;
@@ -58,6 +60,12 @@ pub enum ClusterError {
 #[async_trait::async_trait]
 pub trait Subscriber: Send + Sync {
     async fn receive(&self, channel: &str, origin: Origin, frame: Frame);
+    /// The subscription was lost (the connection broke, or Redis stopped answering): what
+    /// others publish may be missed until [`Self::subscribed`].
+    fn lost(&self) {}
+    /// Redis confirmed the subscription (at start, and again after every loss): from now on
+    /// nothing published is missed while the connection holds.
+    fn subscribed(&self) {}
 }
 
 /// Counts for `/metrics`.
@@ -271,6 +279,7 @@ impl Cluster {
                         node = %self.node_id,
                         "lost the Redis subscription connection; reconnecting and resubscribing"
                     );
+                    self.lose_subscriptions();
                 }
                 _ => {}
             }
@@ -399,20 +408,45 @@ impl Cluster {
             self.received
                 .retain(|_, (_, _, seen)| seen.elapsed() < SENDER_MEMORY);
             if ping.is_err() {
+                // Whatever was published meanwhile may be missed: subscribe again once Redis
+                // answers (after a reconnect the client resubscribes too; twice is harmless).
+                self.lose_subscriptions();
                 continue;
             }
-            let pending: Vec<(String, Arc<AtomicBool>)> = self
-                .subscribers
-                .iter()
-                .filter(|s| !s.confirmed.load(Ordering::Relaxed))
-                .map(|s| (s.key().clone(), s.confirmed.clone()))
-                .collect();
-            for (channel, confirmed) in pending {
-                match subscriber.subscribe(&channel).await {
-                    Ok(()) => confirmed.store(true, Ordering::Relaxed),
-                    Err(err) => tracing::warn!(error = %err, %channel, "cannot subscribe yet"),
+            self.confirm_subscriptions(&mut subscriber).await;
+        }
+    }
+
+    /// Subscribes every channel not confirmed yet and tells its handler once Redis confirms.
+    async fn confirm_subscriptions(&self, subscriber: &mut ConnectionManager) {
+        type Pending = (String, Arc<AtomicBool>, Arc<dyn Subscriber>);
+        let pending: Vec<Pending> = self
+            .subscribers
+            .iter()
+            .filter(|s| !s.confirmed.load(Ordering::Acquire))
+            .map(|s| (s.key().clone(), s.confirmed.clone(), s.handler.clone()))
+            .collect();
+        for (channel, confirmed, handler) in pending {
+            match subscriber.subscribe(&channel).await {
+                Ok(()) => {
+                    confirmed.store(true, Ordering::Release);
+                    handler.subscribed();
                 }
+                Err(err) => tracing::warn!(error = %err, %channel, "cannot subscribe yet"),
             }
+        }
+    }
+
+    /// Marks every confirmed subscription lost and tells its handler (once per loss).
+    fn lose_subscriptions(&self) {
+        let lost: Vec<Arc<dyn Subscriber>> = self
+            .subscribers
+            .iter()
+            .filter(|s| s.confirmed.swap(false, Ordering::AcqRel))
+            .map(|s| s.handler.clone())
+            .collect();
+        for handler in lost {
+            handler.lost();
         }
     }
 

@@ -8,7 +8,10 @@
 //! sequence instead of looking like a gap. Sequences count per channel (every node's channel
 //! and each node's own), so a receiver sees every number of the channels it listens to.
 //! Hub payloads travel encoded for both protocols, as the sender's encoder framed them.
+//! Revocation records: `kind u8 (0 token, 1 session, 2 cut-off) | name (str) | until i64`, and
+//! for a cut-off `not_before i64 | forgotten u8 (0 never, 1 at until)`.
 
+use crate::store::{RevocationRecord, SubjectCutoff};
 use bytes::{BufMut, Bytes, BytesMut};
 
 pub const VERSION: u8 = 1;
@@ -89,6 +92,9 @@ pub enum Frame {
         owner: String,
         payload: String,
     },
+    /// Revocation records made on the sender, for every node to put in force (on the
+    /// cluster's revocation channel).
+    Revocations(Vec<RevocationRecord>),
     /// A request on a connection the receiving node owns, made to another node: `kind` is a
     /// [`super::forward::ForwardKind`] code, `principal` the JSON of who the requesting node
     /// authenticated (never their token); answered with `Forwarded`.
@@ -190,6 +196,12 @@ pub fn encode(origin: &Origin, frame: &Frame) -> Bytes {
             put_str(&mut out, owner);
             put_str(&mut out, payload);
         }
+        Frame::Revocations(records) => {
+            out.put_u32(u32::try_from(records.len()).unwrap_or(u32::MAX));
+            for record in records {
+                put_record(&mut out, record);
+            }
+        }
         Frame::Forward {
             request,
             kind,
@@ -278,7 +290,8 @@ pub fn decode(bytes: Bytes) -> Result<(Origin, Frame), WireError> {
             owner: r.str()?,
             payload: r.str()?,
         },
-        9 => Frame::Forward {
+        9 => Frame::Revocations(r.records()?),
+        10 => Frame::Forward {
             request: r.u64()?,
             kind: r.u8()?,
             hub: r.str()?,
@@ -286,7 +299,7 @@ pub fn decode(bytes: Bytes) -> Result<(Origin, Frame), WireError> {
             principal: r.str()?,
             body: r.bytes()?,
         },
-        10 => Frame::Forwarded {
+        11 => Frame::Forwarded {
             request: r.u64()?,
             status: r.u16()?,
             content_type: r.str()?,
@@ -307,8 +320,9 @@ fn kind(frame: &Frame) -> u8 {
         Frame::DisconnectUser { .. } => 6,
         Frame::Reply { .. } => 7,
         Frame::Telemetry { .. } => 8,
-        Frame::Forward { .. } => 9,
-        Frame::Forwarded { .. } => 10,
+        Frame::Revocations(_) => 9,
+        Frame::Forward { .. } => 10,
+        Frame::Forwarded { .. } => 11,
     }
 }
 
@@ -337,6 +351,28 @@ fn put_list(out: &mut BytesMut, items: &[String]) {
     out.put_u32(u32::try_from(items.len()).unwrap_or(u32::MAX));
     for item in items {
         put_str(out, item);
+    }
+}
+
+fn put_record(out: &mut BytesMut, record: &RevocationRecord) {
+    match record {
+        RevocationRecord::DeniedToken { jti, expires_at } => {
+            out.put_u8(0);
+            put_str(out, jti);
+            out.put_i64(*expires_at);
+        }
+        RevocationRecord::RevokedSession { sid, forget_after } => {
+            out.put_u8(1);
+            put_str(out, sid);
+            out.put_i64(*forget_after);
+        }
+        RevocationRecord::Cutoff(cutoff) => {
+            out.put_u8(2);
+            put_str(out, &cutoff.sub);
+            out.put_i64(cutoff.forget_after.unwrap_or(0));
+            out.put_i64(cutoff.not_before);
+            out.put_u8(u8::from(cutoff.forget_after.is_some()));
+        }
     }
 }
 
@@ -392,6 +428,45 @@ impl Reader {
             return Err(WireError::Truncated);
         }
         (0..n).map(|_| self.str()).collect()
+    }
+
+    fn i64(&mut self) -> Result<i64, WireError> {
+        Ok(self.u64()? as i64)
+    }
+
+    fn records(&mut self) -> Result<Vec<RevocationRecord>, WireError> {
+        let n = self.u32()? as usize;
+        // Each record takes at least 13 bytes: a count the bytes cannot hold is a lie.
+        if n > self.0.len() / 13 {
+            return Err(WireError::Truncated);
+        }
+        (0..n).map(|_| self.record()).collect()
+    }
+
+    fn record(&mut self) -> Result<RevocationRecord, WireError> {
+        let kind = self.u8()?;
+        let name = self.str()?;
+        let until = self.i64()?;
+        Ok(match kind {
+            0 => RevocationRecord::DeniedToken {
+                jti: name,
+                expires_at: until,
+            },
+            1 => RevocationRecord::RevokedSession {
+                sid: name,
+                forget_after: until,
+            },
+            2 => RevocationRecord::Cutoff(SubjectCutoff {
+                sub: name,
+                not_before: self.i64()?,
+                forget_after: match self.u8()? {
+                    0 => None,
+                    1 => Some(until),
+                    _ => return Err(WireError::Invalid("cut-off expiry")),
+                },
+            }),
+            _ => return Err(WireError::Invalid("revocation kind")),
+        })
     }
 
     fn payload(&mut self) -> Result<Payload, WireError> {
@@ -457,6 +532,26 @@ mod tests {
                 owner: "alice".into(),
                 payload: "{\"kind\":\"temp\"}".into(),
             },
+            Frame::Revocations(vec![
+                RevocationRecord::DeniedToken {
+                    jti: "j".into(),
+                    expires_at: 1_700_000_000,
+                },
+                RevocationRecord::RevokedSession {
+                    sid: "s".into(),
+                    forget_after: 1_700_000_001,
+                },
+                RevocationRecord::Cutoff(SubjectCutoff {
+                    sub: "device:d".into(),
+                    not_before: i64::MAX,
+                    forget_after: Some(1_700_000_002),
+                }),
+                RevocationRecord::Cutoff(SubjectCutoff {
+                    sub: "u".into(),
+                    not_before: 1_600_000_000,
+                    forget_after: None,
+                }),
+            ]),
             Frame::Forward {
                 request: 12,
                 kind: 2,

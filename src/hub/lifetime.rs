@@ -55,6 +55,43 @@ impl ConnectionInfo {
     }
 }
 
+/// Most users [`HubLifetimeManager::connected_users`] lists: the size of one answer (the count
+/// is [`HubLifetimeManager::user_count`]), part of `ListConnectedUsers`' contract.
+pub const MAX_LISTED_USERS: usize = 500;
+
+/// A user connected to a hub, as any node sees it: plain data.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ConnectedUser {
+    pub sub: String,
+    pub name: Option<String>,
+    pub roles: Vec<String>,
+    /// How many connections the user holds (on every node, once merged).
+    pub connections: usize,
+}
+
+/// Merges lists of connected users (adding up a user's connections), sorts them by name
+/// (case-insensitively, then by `sub`) and keeps the first [`MAX_LISTED_USERS`]. Merging the
+/// first [`MAX_LISTED_USERS`] of each node gives the first of all: a user among the first
+/// overall is among the first on every node it is on.
+pub fn first_listed(users: impl IntoIterator<Item = ConnectedUser>) -> Vec<ConnectedUser> {
+    let mut merged: std::collections::BTreeMap<(String, String), ConnectedUser> =
+        std::collections::BTreeMap::new();
+    for user in users {
+        let key = (
+            user.name.as_deref().unwrap_or_default().to_lowercase(),
+            user.sub.clone(),
+        );
+        merged
+            .entry(key)
+            .and_modify(|known| known.connections += user.connections)
+            .or_insert(user);
+        if merged.len() > MAX_LISTED_USERS {
+            merged.pop_last();
+        }
+    }
+    merged.into_values().collect()
+}
+
 /// Membership, presence and sends for one hub.
 ///
 /// Sends answer `Ok(())` once the message is handed on: whether a recipient was connected is
@@ -110,6 +147,9 @@ pub trait HubLifetimeManager: Send + Sync {
     async fn connection_count(&self) -> Result<usize, LifetimeError>;
     /// Distinct principals (`sub`) connected.
     async fn user_count(&self) -> Result<usize, LifetimeError>;
+    /// The connected users with their connection counts, sorted by name, at most
+    /// [`MAX_LISTED_USERS`] ([`first_listed`]).
+    async fn connected_users(&self) -> Result<Vec<ConnectedUser>, LifetimeError>;
 }
 
 /// The single-node lifetime manager: this node's connections, by id, user and group.
@@ -338,6 +378,21 @@ impl HubLifetimeManager for InProcessLifetimeManager {
 
     async fn user_count(&self) -> Result<usize, LifetimeError> {
         Ok(self.users.len())
+    }
+
+    async fn connected_users(&self) -> Result<Vec<ConnectedUser>, LifetimeError> {
+        Ok(first_listed(self.presence().into_iter().filter_map(
+            |(_, connections)| {
+                let first = connections.first()?;
+                let principal = self.connections.get(&first.id)?.principal();
+                Some(ConnectedUser {
+                    sub: principal.sub.clone(),
+                    name: principal.name.clone(),
+                    roles: principal.roles.clone(),
+                    connections: connections.len(),
+                })
+            },
+        )))
     }
 }
 

@@ -10,7 +10,8 @@ mod session;
 
 pub use call::{Call, Clients};
 pub use lifetime::{
-    BackplaneError, ConnectionInfo, HubLifetimeManager, InProcessLifetimeManager, LifetimeError,
+    first_listed, BackplaneError, ConnectedUser, ConnectionInfo, HubLifetimeManager,
+    InProcessLifetimeManager, LifetimeError, MAX_LISTED_USERS,
 };
 pub use method::{
     bind, Access, Handler, HubError, InternalError, Method, MethodResult, MethodSpec, Param,

@@ -21,15 +21,36 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Within this, what one node does is seen by the others (presence is written within 250 ms).
-const SPREAD: Duration = Duration::from_secs(5);
+pub(crate) const SPREAD: Duration = Duration::from_secs(5);
 
+/// A node with its own SQLite store, joined to the cluster.
 pub(crate) async fn node(redis_url: &str, prefix: &str, id: &str) -> HubServer {
+    joined(unjoined(redis_url, prefix, id).await).await
+}
+
+/// A node started, not waited for.
+pub(crate) async fn unjoined(redis_url: &str, prefix: &str, id: &str) -> HubServer {
     spawn_hub(&[
         ("SIGNET__CLUSTER__REDIS_URL", redis_url),
         ("SIGNET__CLUSTER__CHANNEL_PREFIX", prefix),
         ("SIGNET__CLUSTER__NODE_ID", id),
     ])
     .await
+}
+
+/// Waits until `server` works with the cluster: its channels subscribed and the revocations of
+/// other nodes reaching it (until then it refuses tokens).
+pub(crate) async fn joined(server: HubServer) -> HubServer {
+    crate::helpers::eventually(SPREAD, "the node to join the cluster", || {
+        server
+            .state
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.subscribed())
+            && server.state.auth.revocations().in_sync()
+    })
+    .await;
+    server
 }
 
 /// Calls `method` on `client` until its result is `want`, failing after [`SPREAD`].
@@ -340,22 +361,25 @@ async fn a_lost_message_is_counted_as_a_gap() {
     assert_eq!(a.cluster.stats().gaps.load(Ordering::Relaxed), 2);
 }
 
+/// A joined node with the test envelope secret and `extra` settings.
+async fn signing_node(url: &str, prefix: &str, id: &str, extra: &[(&str, &str)]) -> HubServer {
+    let mut env = vec![
+        ("SIGNET__CLUSTER__REDIS_URL", url),
+        ("SIGNET__CLUSTER__CHANNEL_PREFIX", prefix),
+        ("SIGNET__CLUSTER__NODE_ID", id),
+        ("SIGNET__ENVELOPE__SECRET", ENVELOPE_SECRET),
+    ];
+    env.extend_from_slice(extra);
+    joined(spawn_hub(&env).await).await
+}
+
 #[actix_web::test]
 async fn a_nonce_is_used_once_across_nodes_and_signed_calls_fail_closed_without_redis() {
     // A Redis of this test's own: it is stopped mid-test.
     let redis = RedisServer::start();
     let prefix = prefix("nonces");
-    let url = redis.url();
-    let env = |id: &'static str| {
-        [
-            ("SIGNET__CLUSTER__REDIS_URL", url.as_str()),
-            ("SIGNET__CLUSTER__CHANNEL_PREFIX", prefix.as_str()),
-            ("SIGNET__CLUSTER__NODE_ID", id),
-            ("SIGNET__ENVELOPE__SECRET", ENVELOPE_SECRET),
-        ]
-    };
-    let a = spawn_hub(&env("a")).await;
-    let b = spawn_hub(&env("b")).await;
+    let a = signing_node(&redis.url(), &prefix, "a", &[]).await;
+    let b = signing_node(&redis.url(), &prefix, "b", &[]).await;
     let token = user_token("signer");
     let key = message_key(&token);
     let mut on_a = a.open(&token).await;
@@ -430,7 +454,7 @@ async fn home_nodes(test: &str, extra: &[(&str, &str)]) -> (HubServer, HubServer
             ("SIGNET__STORE__MAX_CONNECTIONS", "4"),
         ];
         env.extend_from_slice(extra);
-        nodes.push(spawn_hub(&env).await);
+        nodes.push(joined(spawn_hub(&env).await).await);
     }
     let b = nodes.pop().expect("two nodes");
     let a = nodes.pop().expect("two nodes");
@@ -612,7 +636,7 @@ async fn the_backplane_comes_back_after_redis_restarts_and_pubsub_clients_are_ki
 }
 
 /// `GET /readyz`: the status and the body.
-async fn readyz(server: &HubServer) -> (u16, Value) {
+pub(crate) async fn readyz(server: &HubServer) -> (u16, Value) {
     let mut response = server
         .http
         .get(server.url("/readyz"))
@@ -627,13 +651,17 @@ async fn readyz(server: &HubServer) -> (u16, Value) {
 async fn a_node_starts_without_redis_is_not_ready_and_becomes_ready_when_redis_comes() {
     let redis = RedisServer::start();
     redis.stop();
-    let node = node(&redis.url(), &prefix("ready"), "lonely").await;
+    let node = unjoined(&redis.url(), &prefix("ready"), "lonely").await;
     let (status, body) = readyz(&node).await;
     assert_eq!(status, 503, "{body}");
-    assert_eq!(body["failing"], json!(["redis"]), "{body}");
-    // Local work goes on meanwhile.
-    let mut client = node.open(&user_token("early")).await;
-    client.assert_echo("no redis needed").await;
+    assert_eq!(body["failing"], json!(["revocations", "redis"]), "{body}");
+    // Fail closed: other nodes' revocations cannot reach it, so tokens are refused.
+    let token = user_token("early");
+    let refused = node
+        .negotiate("?negotiateVersion=1", Some(&token), None)
+        .await;
+    assert_eq!(refused.status, 503, "{:?}", refused.body);
+    assert_eq!(refused.body["error"], "store_unavailable");
 
     redis.restart();
     let deadline = tokio::time::Instant::now() + SPREAD;
@@ -646,4 +674,187 @@ async fn a_node_starts_without_redis_is_not_ready_and_becomes_ready_when_redis_c
         assert!(tokio::time::Instant::now() < deadline, "{body}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let mut client = node.open(&token).await;
+    client.assert_echo("served once in sync").await;
+}
+
+#[actix_web::test]
+async fn a_sessions_nonce_quota_counts_its_nonces_on_every_node() {
+    let redis = shared();
+    let prefix = prefix("quota");
+    let quota = [("SIGNET__ENVELOPE__MAX_NONCES_PER_SESSION", "3")];
+    let a = signing_node(&redis.url(), &prefix, "a", &quota).await;
+    let b = signing_node(&redis.url(), &prefix, "b", &quota).await;
+    let token = user_token("busy-signer");
+    let key = message_key(&token);
+    let mut on_a = a.open(&token).await;
+    let mut on_b = b.open(&token).await;
+    let sign = |n: u32| signed(&key, "EchoSigned", &json!({ "n": n }));
+    for (client, n) in [(&mut on_a, 1), (&mut on_b, 2)] {
+        let accepted = client.call(&n.to_string(), "EchoSigned", sign(n)).await;
+        assert_eq!(accepted["result"], json!({ "n": n }), "{accepted}");
+    }
+    // A forgery takes no slot: the third signed call still fits.
+    let mut forged = sign(3);
+    forged[0]["message"] = json!("{\"n\":4}");
+    assert_eq!(
+        on_b.call_error("f", "EchoSigned", forged).await,
+        "Failed to invoke 'EchoSigned': envelope rejected (bad_signature)"
+    );
+    let third = on_a.call("3", "EchoSigned", sign(3)).await;
+    assert_eq!(third["result"], json!({ "n": 3 }), "{third}");
+    // Three nonces live across both nodes: the fourth is refused on either.
+    for (client, n) in [(&mut on_b, 4), (&mut on_a, 5)] {
+        assert_eq!(
+            client
+                .call_error(&n.to_string(), "EchoSigned", sign(n))
+                .await,
+            "Failed to invoke 'EchoSigned': envelope rejected (nonce_quota_exceeded)"
+        );
+    }
+    // Another session is unaffected.
+    let other = user_token("calm-signer");
+    let other_key = message_key(&other);
+    let mut calm = b.open(&other).await;
+    let fine = calm
+        .call(
+            "c",
+            "EchoSigned",
+            signed(&other_key, "EchoSigned", &json!("mine")),
+        )
+        .await;
+    assert_eq!(fine["result"], json!("mine"), "{fine}");
+}
+
+/// A user token carrying a display name.
+fn named_token(sub: &str, name: &str, roles: &[&str]) -> String {
+    use crate::helpers::{claims, kid_of, sign_hs, TEST_SECRET};
+    let mut c = claims(sub);
+    c["name"] = json!(name);
+    c["roles"] = json!(roles);
+    let kid = kid_of(TEST_SECRET);
+    sign_hs(TEST_SECRET, Some(&kid), jsonwebtoken::Algorithm::HS256, &c)
+}
+
+/// A Signet process of its own (`signet serve`), to kill: a node of the cluster on `port`.
+struct NodeProcess {
+    child: std::process::Child,
+    port: u16,
+    _data_dir: tempfile::TempDir,
+}
+
+impl NodeProcess {
+    async fn start(redis_url: &str, prefix: &str, id: &str) -> NodeProcess {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let config = data_dir.path().join("signet.toml");
+        std::fs::write(&config, "").expect("config written");
+        let port = crate::watchdog::free_port().expect("a free port");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_signet"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .env("SIGNET__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .env("SIGNET__SERVER__DATA_DIR", data_dir.path())
+            .env("SIGNET__JWT__SECRET", crate::helpers::TEST_SECRET)
+            .env("SIGNET__CLUSTER__REDIS_URL", redis_url)
+            .env("SIGNET__CLUSTER__CHANNEL_PREFIX", prefix)
+            .env("SIGNET__CLUSTER__NODE_ID", id)
+            .env("SIGNET__IDENTITY__PASSWORD_HASH_MEMORY_KIB", "64")
+            .env("SIGNET__IDENTITY__PASSWORD_HASH_ITERATIONS", "1")
+            .env("SIGNET__LOG__LEVEL", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("signet serve runs");
+        let node = NodeProcess {
+            child,
+            port,
+            _data_dir: data_dir,
+        };
+        let ready = format!("http://127.0.0.1:{port}/readyz");
+        let http = awc::Client::default();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(answer) = http.get(&ready).send().await {
+                if answer.status().as_u16() == 200 {
+                    return node;
+                }
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{id} never ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn open(&self, token: &str) -> RawClient {
+        let (_, io) = awc::Client::new()
+            .ws(format!("http://127.0.0.1:{}/hubs/home", self.port))
+            .bearer_auth(token)
+            .connect()
+            .await
+            .expect("websocket upgrade accepted");
+        let mut client = RawClient::from_socket(io);
+        client.handshake().await;
+        client
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[actix_web::test]
+async fn connected_users_are_listed_across_nodes_and_a_killed_node_drops_out() {
+    let redis = shared();
+    let prefix = prefix("listed");
+    let a = node(&redis.url(), &prefix, "a").await;
+    let mut b = NodeProcess::start(&redis.url(), &prefix, "b").await;
+    let admin_token = named_token("the-admin", "Admin", &["admin"]);
+    let alice = named_token("alice", "alice", &["user"]);
+    let bob = named_token("bob", "Bob", &["user"]);
+    let mut admin = a.open(&admin_token).await;
+    let _alice_a = a.open(&alice).await;
+    let _alice_b = b.open(&alice).await;
+    let _bob_b = b.open(&bob).await;
+    let bob_b2 = b.open(&bob).await;
+    let entry = |sub: &str, name: &str, role: &str, n: u32| json!({"sub": sub, "name": name, "roles": [role], "connections": n});
+
+    // Both nodes' users, merged by user and sorted by name (case-insensitive).
+    let both = json!([
+        entry("the-admin", "Admin", "admin", 1),
+        entry("alice", "alice", "user", 2),
+        entry("bob", "Bob", "user", 2),
+    ]);
+    eventually(&mut admin, "ListConnectedUsers", both).await;
+    eventually(&mut admin, "GetConnectedUsersCount", json!(3)).await;
+    // A change on B shows within the staleness bound.
+    bob_b2.close().await;
+    let fewer = json!([
+        entry("the-admin", "Admin", "admin", 1),
+        entry("alice", "alice", "user", 2),
+        entry("bob", "Bob", "user", 1),
+    ]);
+    eventually(&mut admin, "ListConnectedUsers", fewer).await;
+
+    // B is killed (no goodbye): within 10 s it is out of the list and the counts.
+    let killed = std::time::Instant::now();
+    b.child.kill().expect("killed");
+    let _ = b.child.wait();
+    let alone = json!([
+        entry("the-admin", "Admin", "admin", 1),
+        entry("alice", "alice", "user", 1),
+    ]);
+    let deadline = Duration::from_secs(10);
+    loop {
+        let listed = admin.call("l", "ListConnectedUsers", json!([])).await;
+        let count = admin.call("c", "GetConnectedUsersCount", json!([])).await;
+        if listed["result"] == alone && count["result"] == json!(2) {
+            break;
+        }
+        assert!(killed.elapsed() < deadline, "{listed} {count}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("a killed node dropped out after {:?}", killed.elapsed());
 }

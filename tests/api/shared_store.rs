@@ -4,9 +4,8 @@
 
 use crate::helpers::*;
 use crate::postgres::{cluster, fresh_database};
-use std::net::SocketAddr;
+use crate::proxy::Proxy;
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
 async fn node(url: &str, extra_env: &[(&str, &str)]) -> TestApp {
     spawn_app_with(&postgres_env(url, extra_env)).await
@@ -57,77 +56,10 @@ async fn one_refresh_token_redeemed_on_two_nodes_at_once_rotates_once() {
     }
 }
 
-/// A TCP proxy in front of the test cluster that the test cuts and restores: stopping it
-/// closes every connection through it and refuses new ones, as a network outage would;
-/// freezing it forwards nothing more but closes nothing, as a silent network cut would.
-struct Proxy {
-    listen: SocketAddr,
-    stop: CancellationToken,
-    freeze: CancellationToken,
-}
-
-impl Proxy {
-    async fn start(listen: SocketAddr) -> Proxy {
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .expect("proxy listens");
-        let listen = listener.local_addr().expect("proxy address");
-        let stop = CancellationToken::new();
-        let freeze = CancellationToken::new();
-        let target = ("127.0.0.1", cluster().port());
-        let (token, frozen) = (stop.clone(), freeze.clone());
-        tokio::spawn(async move {
-            loop {
-                let mut client = tokio::select! {
-                    _ = token.cancelled() => return,
-                    accepted = listener.accept() => match accepted {
-                        Ok((client, _)) => client,
-                        Err(_) => continue,
-                    },
-                };
-                let (token, frozen) = (token.clone(), frozen.clone());
-                tokio::spawn(async move {
-                    if frozen.is_cancelled() {
-                        return token.cancelled().await;
-                    }
-                    let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = token.cancelled() => {}
-                        // Holds both sockets open without forwarding until stopped.
-                        _ = frozen.cancelled() => token.cancelled().await,
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                    }
-                });
-            }
-        });
-        Proxy {
-            listen,
-            stop,
-            freeze,
-        }
-    }
-
-    fn cut(&self) {
-        self.stop.cancel();
-    }
-
-    fn freeze(&self) {
-        self.freeze.cancel();
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
 /// A fresh database and a proxy in front of it: `(proxy, direct URL, URL through the proxy)`.
 async fn database_behind_a_proxy() -> (Proxy, String, String) {
     let direct = fresh_database().await;
-    let proxy = Proxy::start("127.0.0.1:0".parse().unwrap()).await;
+    let proxy = Proxy::start("127.0.0.1:0".parse().unwrap(), cluster().port()).await;
     let proxied = direct.replace(
         &format!("127.0.0.1:{}", cluster().port()),
         &proxy.listen.to_string(),
@@ -166,7 +98,7 @@ async fn a_database_outage_answers_503_quickly_and_recovers_without_a_restart() 
     assert_eq!(ready.body["checks"]["revocations"], "lost", "{ready:?}");
 
     // The database comes back on the same address: the same server recovers.
-    let _restored = Proxy::start(proxy.listen).await;
+    let _restored = Proxy::start(proxy.listen, cluster().port()).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let login = app.login("jo", TEST_PASSWORD).await;
@@ -395,7 +327,7 @@ async fn a_node_cut_off_from_the_revocation_feed_refuses_tokens_until_it_has_cau
 
     // The database returns: B listens again, reloads, closes what was revoked meanwhile and
     // accepts valid tokens again.
-    let _restored = Proxy::start(proxy.listen).await;
+    let _restored = Proxy::start(proxy.listen, cluster().port()).await;
     let ending = oli_on_b.expect_close(Duration::from_secs(10)).await;
     let close = ending.close_message.expect("a Close message");
     assert_eq!(
@@ -441,7 +373,7 @@ async fn a_silent_network_cut_is_noticed_by_the_feed_heartbeat() {
 
     proxy.cut();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let _restored = Proxy::start(proxy.listen).await;
+    let _restored = Proxy::start(proxy.listen, cluster().port()).await;
     negotiate_until(&b, &token, 200, Duration::from_secs(8)).await;
 }
 
@@ -558,7 +490,7 @@ async fn an_event_stream_keeps_receiving_during_an_outage() {
     assert_eq!(message["target"], "SystemMessage", "{message}");
     assert_eq!(message["arguments"][0], "hold on", "{message}");
 
-    let _restored = Proxy::start(proxy.listen).await;
+    let _restored = Proxy::start(proxy.listen, cluster().port()).await;
     let deadline = Instant::now() + Duration::from_secs(8);
     loop {
         let answer = send(&b, Some(&id), &sam, &echo).await;

@@ -374,10 +374,25 @@ fn now() -> i64 {
 
 #[actix_web::test]
 async fn while_redis_is_down_a_request_on_another_nodes_connection_is_503_then_it_works_again() {
+    // A shared PostgreSQL store: its feed carries revocations, so tokens are still checked
+    // while Redis is down (without it the token check itself would refuse first).
     let redis = RedisServer::start();
-    let prefix = prefix("sticky-outage");
-    let a = node(&redis.url(), &prefix, "node-a").await;
-    let b = node(&redis.url(), &prefix, "node-b").await;
+    let (url, prefix) = (redis.url(), prefix("sticky-outage"));
+    let db = crate::postgres::fresh_database().await;
+    let mut nodes = Vec::new();
+    for id in ["node-a", "node-b"] {
+        let server = crate::ws_client::spawn_hub(&[
+            ("SIGNET__CLUSTER__REDIS_URL", url.as_str()),
+            ("SIGNET__CLUSTER__CHANNEL_PREFIX", prefix.as_str()),
+            ("SIGNET__CLUSTER__NODE_ID", id),
+            ("SIGNET__STORE__URL", db.as_str()),
+            ("SIGNET__STORE__MAX_CONNECTIONS", "4"),
+        ])
+        .await;
+        nodes.push(crate::cluster::joined(server).await);
+    }
+    let b = nodes.pop().expect("two nodes");
+    let a = nodes.pop().expect("two nodes");
     let alice = user_token("alice");
     let (_, token) = negotiate(&a, &alice, "").await;
 
@@ -390,6 +405,17 @@ async fn while_redis_is_down_a_request_on_another_nodes_connection_is_503_then_i
     assert_eq!((a.connection_count(), b.connection_count()), (1, 0));
 
     redis.restart();
+    // Pub/sub is at most once: wait until both nodes listen and publish again (their presence
+    // is back in the emptied Redis), so that no request or answer is lost on the way.
+    let listening = format!("PUBSUB NUMSUB {prefix}:forward:node-a {prefix}:forward:node-b");
+    let present = format!("ZRANGE {prefix}:home:nodes 0 -1");
+    crate::helpers::eventually(3 * SPREAD, "both nodes back on Redis", || {
+        let nodes = redis.command(&present);
+        redis.command(&listening).matches(":1\r\n").count() == 2
+            && nodes.contains("node-a")
+            && nodes.contains("node-b")
+    })
+    .await;
     let deadline = tokio::time::Instant::now() + 3 * SPREAD;
     loop {
         let answer = poll(&b, &token, &alice).await;

@@ -10,7 +10,12 @@ use signet::identity::{Passwords, UserAdmin};
 
 pub(crate) const ENVELOPE_SECRET: &str = "envelope-master-key-for-user-limits-0123456789";
 
-async fn post(server: &HubServer, path: &str, bearer: Option<&str>, body: Value) -> HttpAnswer {
+pub(crate) async fn post(
+    server: &HubServer,
+    path: &str,
+    bearer: Option<&str>,
+    body: Value,
+) -> HttpAnswer {
     let mut req = server.http.post(server.url(path));
     if let Some(token) = bearer {
         req = req.bearer_auth(token);

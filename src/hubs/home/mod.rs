@@ -11,7 +11,7 @@ use pending::{InProcessPendingCommands, PendingCommands};
 use pending_redis::RedisPendingCommands;
 use telemetry::{InProcessTelemetry, RedisTelemetry, TelemetryFanout};
 
-use crate::connection::{CloseReason, ConnectionRegistry};
+use crate::connection::CloseReason;
 use crate::hub::{
     bind, Call, Hub, HubBuilder, HubError, HubLifetimeManager, HubServices, MethodResult,
     MethodSpec, Param, UploadStream,
@@ -20,7 +20,6 @@ use crate::settings::Settings;
 use crate::store::Store;
 use futures_util::stream;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,9 +29,6 @@ const ADMIN: &[&str] = &["admin"];
 /// a demonstration method: its bounds are part of its contract, not settings.
 const MAX_COUNTER_ITEMS: u64 = 10_000;
 const MAX_COUNTER_DELAY_MS: u64 = 10_000;
-/// Most users `ListConnectedUsers` returns: the size of one answer, part of the method's
-/// contract (the count is `GetConnectedUsersCount`), not a setting.
-const MAX_LISTED_USERS: usize = 500;
 
 /// What the home hub's devices share with the other nodes of a cluster, or keep in process.
 pub struct HomeShared {
@@ -91,10 +87,10 @@ pub fn hub(
             MethodSpec::new("GetConnectedUsersCount", &[]).roles(ADMIN),
             connected_users_count,
         )
-        .method(MethodSpec::new("ListConnectedUsers", &[]).roles(ADMIN), {
-            let connections = services.connections.clone();
-            move |_, _| list_connected_users(connections.clone())
-        })
+        .method(
+            MethodSpec::new("ListConnectedUsers", &[]).roles(ADMIN),
+            list_connected_users,
+        )
         .method(
             MethodSpec::new("DisconnectUser", &[Param::String]).roles(ADMIN),
             disconnect_user,
@@ -149,37 +145,27 @@ async fn connected_users_count(call: Call, _: Vec<Value>) -> MethodResult {
     Ok(Some(json!(count)))
 }
 
-/// `ListConnectedUsers()` (admin): who is connected, on any hub and transport: `[{sub, name,
-/// roles, connections}]` sorted by name, at most [`MAX_LISTED_USERS`] entries, so an admin can
-/// pick whom to disconnect.
-async fn list_connected_users(connections: Arc<ConnectionRegistry>) -> MethodResult {
-    let mut users: BTreeMap<String, (Arc<crate::auth::Principal>, usize)> = BTreeMap::new();
-    for connection in connections.all() {
-        if !connection.is_attached() || connection.is_closed() {
-            continue;
-        }
-        let principal = connection.principal();
-        users
-            .entry(principal.sub.clone())
-            .and_modify(|(_, count)| *count += 1)
-            .or_insert((principal, 1));
-    }
-    let mut listed: Vec<Value> = users
-        .into_values()
-        .map(|(principal, count)| {
+/// `ListConnectedUsers()` (admin): who is connected to the hub, on any node and transport:
+/// `[{sub, name, roles, connections}]` sorted by name, at most
+/// [`crate::hub::MAX_LISTED_USERS`] entries, so an admin can pick whom to disconnect.
+async fn list_connected_users(call: Call, _: Vec<Value>) -> MethodResult {
+    let users = call
+        .clients
+        .lifetime()
+        .connected_users()
+        .await
+        .map_err(HubError::internal)?;
+    let listed: Vec<Value> = users
+        .into_iter()
+        .map(|user| {
             json!({
-                "sub": principal.sub,
-                "name": principal.name,
-                "roles": principal.roles,
-                "connections": count,
+                "sub": user.sub,
+                "name": user.name,
+                "roles": user.roles,
+                "connections": user.connections,
             })
         })
         .collect();
-    listed.sort_by(|a, b| {
-        let key = |v: &Value| v["name"].as_str().unwrap_or_default().to_lowercase();
-        key(a).cmp(&key(b))
-    });
-    listed.truncate(MAX_LISTED_USERS);
     Ok(Some(Value::Array(listed)))
 }
 
