@@ -14,7 +14,11 @@
 //!   security headers; it is a client of the API and hub like any other.
 //! - `http`: plumbing every route shares: the JSON error type (and the HTTP answers of other
 //!   layers' request errors), the body extractor, redacting request logs, health, `/metrics`.
-//! - `hubs`: the application: the home hub and its admin methods.
+//! - `hubs`: the application: the home hub and its admin methods, plus the methods
+//!   `[[upstream]]` forwards to a backend.
+//! - `upstream`: upstream calls: a hub method (or connection event) POSTed to a backend as
+//!   signed JSON with the caller's principal, its answer the completion (bounded in time,
+//!   size and calls in flight).
 //! - `hub`: the dispatcher (method table with role gates and envelope policy, invocations,
 //!   streams, the hub session) and the lifetime manager behind which sends, presence and kicks
 //!   go: a seam toward other nodes that speaks data, never connection handles.
@@ -75,3 +79,4 @@ pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod transport;
+pub mod upstream;

@@ -43,6 +43,8 @@ pub enum StartupError {
     Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
+    #[error(transparent)]
+    Upstream(#[from] crate::upstream::UpstreamError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -270,7 +272,8 @@ impl AppState {
                 store.clone(),
                 cluster.as_ref(),
                 &shutdown,
-            )),
+                &secrets.upstream,
+            )?),
             connections,
             close_stats: Arc::new(CloseStats::new(metrics.clone())),
             stats: StatsSeries::new(

@@ -203,6 +203,7 @@ mod tests {
             jwt_previous: vec![],
             envelope: secret(),
             envelope_source: SecretSource::Environment,
+            upstream: vec![],
         };
         KeyRing::new(&Settings::default().jwt, &secrets).unwrap()
     }

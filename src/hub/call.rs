@@ -17,6 +17,9 @@ pub struct Call {
     pub clients: Clients,
     /// Cancelled when the caller cancels the stream or the connection closes.
     pub cancel: CancellationToken,
+    /// The caller's id of this invocation (none for a lifecycle hook, or a call that asked for
+    /// no answer); chosen by the client, unique among its connection's running calls only.
+    pub invocation_id: Option<String>,
 }
 
 impl Call {
@@ -26,6 +29,7 @@ impl Call {
             cancel: connection.cancellation(),
             clients: Clients { lifetime },
             connection,
+            invocation_id: None,
         }
     }
 }

@@ -73,6 +73,9 @@ pub struct MethodSpec {
     pub access: Access,
     /// The single argument must be a signed envelope, verified before the handler runs.
     pub signed: bool,
+    /// Instead of `params`: any JSON arguments, at most this many (a method whose handler
+    /// passes them on, as an upstream method does).
+    pub any_arguments: Option<usize>,
 }
 
 impl MethodSpec {
@@ -83,7 +86,14 @@ impl MethodSpec {
             params,
             access: Access::Authenticated,
             signed: false,
+            any_arguments: None,
         }
+    }
+
+    /// Accepts any JSON arguments, at most `max` of them, in place of typed parameters.
+    pub const fn any_arguments(mut self, max: usize) -> Self {
+        self.any_arguments = Some(max);
+        self
     }
 
     pub const fn roles(mut self, roles: &'static [&'static str]) -> Self {

@@ -162,26 +162,49 @@ impl HubBuilder {
         )
     }
 
+    /// Whether the hub already has a method of this name (case-insensitively, as calls find it).
+    pub fn declares(&self, name: &str) -> bool {
+        self.hub.methods.contains_key(&name.to_ascii_lowercase())
+    }
+
+    /// Runs `hook` when a connection completes its handshake, after the hooks added before it.
     pub fn on_connected<F, Fut>(mut self, hook: F) -> Self
     where
         F: Fn(Call) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + 'static,
     {
-        self.hub.on_connected = Some(Arc::new(move |call| Box::pin(hook(call))));
+        let hook: LifecycleHook = Arc::new(move |call| Box::pin(hook(call)));
+        self.hub.on_connected = Some(chain(self.hub.on_connected.take(), hook));
         self
     }
 
+    /// Runs `hook` when a connection ends, after the hooks added before it.
     pub fn on_disconnected<F, Fut>(mut self, hook: F) -> Self
     where
         F: Fn(Call) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + 'static,
     {
-        self.hub.on_disconnected = Some(Arc::new(move |call| Box::pin(hook(call))));
+        let hook: LifecycleHook = Arc::new(move |call| Box::pin(hook(call)));
+        self.hub.on_disconnected = Some(chain(self.hub.on_disconnected.take(), hook));
         self
     }
 
     pub fn build(self) -> Arc<Hub> {
         Arc::new(self.hub)
+    }
+}
+
+/// `first` (if any), then `then`.
+fn chain(first: Option<LifecycleHook>, then: LifecycleHook) -> LifecycleHook {
+    match first {
+        None => then,
+        Some(first) => Arc::new(move |call: Call| {
+            let (first, then) = (first.clone(), then.clone());
+            Box::pin(async move {
+                first(call.clone()).await;
+                then(call).await;
+            })
+        }),
     }
 }
 

@@ -4,21 +4,25 @@ pub mod home;
 
 use crate::cluster::{Cluster, RedisLifetimeManager};
 use crate::hub::{HubCatalog, HubLifetimeManager, HubServices, InProcessLifetimeManager};
-use crate::settings::Settings;
+use crate::settings::{Secret, Settings};
 use crate::store::Store;
+use crate::upstream::{self, UpstreamError};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 /// Every hub Signet serves, each with its own lifetime manager (and the home hub's pending
 /// commands and telemetry fan-out): in-process on a single node, over Redis (wrapping the in-process one) when
-/// `cluster` is given.
+/// `cluster` is given; with the methods `[[upstream]]` forwards (`upstream_secrets` are their
+/// keys, in order).
 pub fn catalog(
     settings: &Settings,
     services: &HubServices,
     store: Arc<dyn Store>,
     cluster: Option<&Arc<Cluster>>,
     shutdown: &CancellationToken,
-) -> HubCatalog {
+    upstream_secrets: &[Secret],
+) -> Result<HubCatalog, UpstreamError> {
+    upstream::check_hubs(&settings.upstream, &["home"])?;
     let lifetime = |hub: &str| -> Arc<dyn HubLifetimeManager> {
         let local = Arc::new(InProcessLifetimeManager::new(
             settings.hub.max_groups_per_connection,
@@ -34,11 +38,19 @@ pub fn catalog(
             None => local,
         }
     };
-    HubCatalog::default().with(home::hub(
+    let home = home::hub(
         lifetime("home"),
         home::HomeShared::new(settings, cluster),
         services,
         store,
         settings,
-    ))
+    );
+    let home = upstream::register(
+        home,
+        "home",
+        &settings.upstream,
+        upstream_secrets,
+        &services.metrics,
+    )?;
+    Ok(HubCatalog::default().with(home.build()))
 }

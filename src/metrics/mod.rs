@@ -96,6 +96,13 @@ struct InvocationLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamEventLabels {
+    hub: String,
+    event: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MethodLabels {
     hub: String,
     method: &'static str,
@@ -180,6 +187,8 @@ struct Inner {
     bytes_out: Family<TrafficLabels, Counter>,
     invocations: Family<InvocationLabels, Counter>,
     invocation_seconds: HistogramFamily<MethodLabels>,
+    upstream_calls: Family<InvocationLabels, Counter>,
+    upstream_events: Family<UpstreamEventLabels, Counter>,
     envelope_rejections: Family<CodeLabel, Counter>,
     auth_failures: Family<ReasonLabel, Counter>,
     token_refreshes: Family<RefreshLabels, Counter>,
@@ -274,6 +283,14 @@ impl Metrics {
             "signet_invocation_duration_seconds",
             "Time a hub method ran, by hub and method."
         );
+        let upstream_calls = family!(
+            "signet_upstream_calls",
+            "Hub calls forwarded to an upstream backend, by hub, method and outcome (ok, error, timeout, http_error, oversize, invalid, unreachable, busy)."
+        );
+        let upstream_events = family!(
+            "signet_upstream_events",
+            "Connection events posted to an upstream backend, by hub, event and outcome."
+        );
         let envelope_rejections = family!(
             "signet_envelope_rejections",
             "Signed command envelopes rejected, by code."
@@ -340,6 +357,8 @@ impl Metrics {
             bytes_out,
             invocations,
             invocation_seconds,
+            upstream_calls,
+            upstream_events,
             envelope_rejections,
             auth_failures,
             token_refreshes,
@@ -479,6 +498,30 @@ impl Metrics {
                 method,
             })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// A call forwarded to an upstream ended with `outcome`.
+    pub fn upstream_call(&self, hub: &str, method: &'static str, outcome: &'static str) {
+        self.0
+            .upstream_calls
+            .get_or_create(&InvocationLabels {
+                hub: hub.to_string(),
+                method,
+                outcome,
+            })
+            .inc();
+    }
+
+    /// A connection event posted to an upstream ended with `outcome`.
+    pub fn upstream_event(&self, hub: &str, event: &'static str, outcome: &'static str) {
+        self.0
+            .upstream_events
+            .get_or_create(&UpstreamEventLabels {
+                hub: hub.to_string(),
+                event,
+                outcome,
+            })
+            .inc();
     }
 
     pub fn envelope_rejected(&self, code: &'static str) {

@@ -9,6 +9,7 @@ mod load;
 mod net;
 mod secrets;
 mod store;
+mod upstream;
 mod validate;
 
 pub use cluster::{valid_node_id, ClusterSettings, RedisUrl, MAX_NODE_ID_CHARS};
@@ -17,6 +18,7 @@ pub use net::IpNet;
 pub use secrets::{new_random_secret, write_private_file, ResolvedSecrets, Secret, SecretSource};
 pub use signet_protocol::duration::parse_duration;
 pub use store::{StoreSettings, StoreUrl};
+pub use upstream::{DeclaredMethod, UpstreamEvent, UpstreamMethod, UpstreamSettings};
 pub use validate::MIN_SECRET_BYTES;
 
 use serde::{Deserialize, Serialize};
@@ -40,6 +42,8 @@ pub struct Settings {
     pub tls: TlsSettings,
     pub store: StoreSettings,
     pub cluster: ClusterSettings,
+    /// `[[upstream]]` tables: hub methods forwarded to backends over HTTP.
+    pub upstream: Vec<UpstreamSettings>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

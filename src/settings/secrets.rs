@@ -46,6 +46,8 @@ pub struct ResolvedSecrets {
     pub jwt_previous: Vec<Secret>,
     pub envelope: Secret,
     pub envelope_source: SecretSource,
+    /// The signing key of each `[[upstream]]`, in order.
+    pub upstream: Vec<Secret>,
 }
 
 /// File names of generated secrets inside the data directory.
@@ -90,12 +92,21 @@ impl ResolvedSecrets {
             .enumerate()
             .map(|(i, path)| read_secret_file(&format!("jwt.previous_secret_files[{i}]"), path))
             .collect::<Result<_, _>>()?;
+        let upstream = settings
+            .upstream
+            .iter()
+            .enumerate()
+            .map(|(i, upstream)| {
+                read_secret_file(&format!("upstream[{i}].secret_file"), &upstream.secret_file)
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Self {
             jwt,
             jwt_source,
             jwt_previous,
             envelope,
             envelope_source,
+            upstream,
         })
     }
 }

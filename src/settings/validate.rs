@@ -59,6 +59,7 @@ impl Settings {
         self.tls.validate()?;
         self.store.validate()?;
         self.cluster.validate()?;
+        super::upstream::validate(&self.upstream)?;
         if self.metrics.listen == Some(self.server.listen) && self.server.listen.port() != 0 {
             return fail(
                 "metrics.listen",

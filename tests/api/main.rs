@@ -42,6 +42,7 @@ mod tls;
 mod token_source;
 mod transport_client;
 mod transports;
+mod upstream;
 mod user_limits;
 mod watchdog;
 mod ws_client;

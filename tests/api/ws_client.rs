@@ -69,9 +69,17 @@ pub struct HubServer {
 
 /// Starts a server like `spawn_app_with`, keeping what hub tests look at.
 pub async fn spawn_hub(extra_env: &[(&str, &str)]) -> HubServer {
-    install_panic_counter();
     let data_dir = tempfile::tempdir().expect("temp dir");
     let settings = test_settings(data_dir.path(), extra_env);
+    spawn_hub_with(settings, data_dir).await
+}
+
+/// Starts a server with `settings` (made with [`test_settings`] on `data_dir`, then adjusted).
+pub async fn spawn_hub_with(
+    settings: signet::settings::Settings,
+    data_dir: tempfile::TempDir,
+) -> HubServer {
+    install_panic_counter();
     let app = Application::build(settings).await.expect("server builds");
     let address = app.address();
     let state = app.state().clone();

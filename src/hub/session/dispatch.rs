@@ -157,8 +157,18 @@ impl Invocations {
     }
 }
 
-/// The arguments bind to the method's parameters: as many, each of its type.
+/// The arguments bind to the method's parameters: as many, each of its type (or, for a
+/// method taking any arguments, no more than it accepts).
 fn check_arguments(method: &Method, arguments: &[Value]) -> Result<(), CallRefusal> {
+    if let Some(max) = method.spec.any_arguments {
+        if arguments.len() > max {
+            return Err(CallRefusal::TooManyArguments {
+                sent: arguments.len(),
+                max,
+            });
+        }
+        return Ok(());
+    }
     let params = method.spec.params;
     if arguments.len() != params.len() {
         return Err(CallRefusal::ArgumentCount {
@@ -393,7 +403,10 @@ impl Session {
 
     /// Runs a checked call's method as a task of the session.
     fn start(&mut self, method: &Method, request: Request) {
-        let call = Call::new(self.connection.clone(), self.hub.lifetime.clone());
+        let call = Call {
+            invocation_id: request.invocation_id.clone(),
+            ..Call::new(self.connection.clone(), self.hub.lifetime.clone())
+        };
         let ending = Ending {
             connection: self.connection.clone(),
             protocol: self.protocol,
@@ -599,6 +612,7 @@ fn protocol_close(err: ProtocolError) -> CloseReason {
 mod tests {
     use super::*;
     use crate::hub::method::{MethodSpec, Param};
+    use serde_json::json;
 
     fn unary(spec: MethodSpec) -> Method {
         let handler: crate::hub::method::UnaryHandler =
@@ -688,6 +702,20 @@ mod tests {
                 index: 1,
                 expected: "an integer"
             })
+        );
+    }
+
+    #[test]
+    fn a_method_taking_any_arguments_refuses_only_too_many() {
+        let method = unary(MethodSpec::new("Forward", &[]).any_arguments(2));
+        let check = |arguments: Vec<Value>| {
+            running().check(&method, USER, &request("1", arguments, &[], false), 4)
+        };
+        assert_eq!(check(vec![]), Ok(()));
+        assert_eq!(check(vec!["hi".into(), json!({"a": [1]})]), Ok(()));
+        assert_eq!(
+            check(vec![1.into(), 2.into(), 3.into()]),
+            Err(CallRefusal::TooManyArguments { sent: 3, max: 2 })
         );
     }
 

@@ -26,6 +26,8 @@ pub(super) enum CallRefusal {
     TooManyStreams { max: usize },
     /// Not as many arguments as the method has parameters.
     ArgumentCount { sent: usize, expected: usize },
+    /// More arguments than a method taking any arguments accepts.
+    TooManyArguments { sent: usize, max: usize },
     /// Argument `index` is not of its parameter's type (`expected` names the type).
     ArgumentType {
         index: usize,
@@ -68,6 +70,9 @@ impl CallRefusal {
             )),
             Self::ArgumentCount { sent, expected } => HubError::Binding(format!(
                 "Invocation provides {sent} argument(s) but target expects {expected}."
+            )),
+            Self::TooManyArguments { sent, max } => HubError::Binding(format!(
+                "Invocation provides {sent} argument(s) but target accepts at most {max}."
             )),
             Self::ArgumentType { index, expected } => HubError::Binding(format!(
                 "Error binding arguments. Make sure that the types of the provided values match \
@@ -121,6 +126,7 @@ mod tests {
         let cases = [
             (ArgumentCount { sent: 0, expected: 1 }, "Invocation provides 0 argument(s) but target expects 1."),
             (ArgumentType { index: 1, expected: "a string" }, "Error binding arguments. Make sure that the types of the provided values match the types of the hub method being invoked. Argument 1 must be a string."),
+            (TooManyArguments { sent: 3, max: 2 }, "Invocation provides 3 argument(s) but target accepts at most 2."),
             (Unbindable("not a number".into()), "not a number"),
         ];
         for (refusal, detail) in cases {

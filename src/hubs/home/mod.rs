@@ -13,8 +13,8 @@ use telemetry::{InProcessTelemetry, RedisTelemetry, TelemetryFanout};
 
 use crate::connection::CloseReason;
 use crate::hub::{
-    bind, Call, Hub, HubBuilder, HubError, HubLifetimeManager, HubServices, MethodResult,
-    MethodSpec, Param, UploadStream,
+    bind, Call, HubBuilder, HubError, HubLifetimeManager, HubServices, MethodResult, MethodSpec,
+    Param, UploadStream,
 };
 use crate::settings::Settings;
 use crate::store::Store;
@@ -64,13 +64,14 @@ impl HomeShared {
     }
 }
 
+/// The home hub's methods, on a builder that may add more (the upstream methods).
 pub fn hub(
     lifetime: Arc<dyn HubLifetimeManager>,
     shared: HomeShared,
     services: &HubServices,
     store: Arc<dyn Store>,
     settings: &Settings,
-) -> Arc<Hub> {
+) -> HubBuilder {
     let builder = HubBuilder::new("home", lifetime, services);
     devices::register(builder, services, store, shared, settings)
         .method(MethodSpec::new("Whoami", &[]), whoami)
@@ -104,7 +105,6 @@ pub fn hub(
             counter,
         )
         .upload(MethodSpec::new("UploadSum", &[]), 1, upload_sum)
-        .build()
 }
 
 /// `Whoami()`: `{sub, roles, expiresAt}` of the caller's current token.
