@@ -40,6 +40,7 @@ mod server_sent_events;
 mod sessions;
 mod shared_store;
 mod shutdown;
+mod sticky;
 mod test_ca;
 mod tls;
 mod token_source;
