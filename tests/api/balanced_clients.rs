@@ -102,7 +102,6 @@ async fn websockets_without_negotiate_run_through_the_balancer_on_every_node() {
 }
 
 #[actix_web::test]
-#[ignore = "waits on no sticky sessions (branch sticky): negotiate and transport land on different nodes"]
 async fn every_transport_and_protocol_runs_through_the_balancer() {
     run_scenarios(cluster().await, WITHOUT_HANDOVER, FIVE_COMBOS, false).await;
 }
