@@ -4,7 +4,8 @@
 # tests/clients, which need Node.js 20+ and npm,
 # and the browser suite in tests/browser, which needs Debian's chromium: installed here with
 # apt-get when missing if this runs as root; SIGNET_SKIP_BROWSER_TESTS=1 skips that suite; and
-# the PostgreSQL store tests, which need Debian's postgresql package, installed the same way).
+# the PostgreSQL store tests, which need Debian's postgresql package, installed the same way, as
+# are redis-server and nginx for the cluster tests).
 # The README's test command runs this script; .ci/run runs the README's command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,6 +54,12 @@ if ! command -v redis-server >/dev/null 2>&1; then
   # The cluster tests start throwaway Redis servers of their own (tests/api/redis_server.rs);
   # the system Redis service, if any, is never used.
   apt_install redis-server "the cluster tests run throwaway Redis servers" ""
+fi
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  # The cluster harness puts a throwaway nginx of its own in front of several nodes
+  # (tests/api/balancer.rs: its config, logs and port in a temp dir); the system nginx service,
+  # if any, is never used. nginx-light is only nginx plus an echo module on Debian 12.
+  apt_install nginx "the cluster harness balances nodes with nginx round robin" ""
 fi
 echo "== npm ci tests/typescript (TypeScript, which type-checks the declarations of clients/js)"
 npm ci --prefix tests/typescript --no-audit --no-fund

@@ -4,7 +4,7 @@
 
 use crate::auth::FeedSource;
 use crate::auth::{Authenticator, InProcessRevocations, KeyRing, KeyRingError, RevocationStore};
-use crate::cluster::{Cluster, RedisNonceStore, RedisRevocations};
+use crate::cluster::{Cluster, Forwarder, RedisNonceStore, RedisRevocations};
 use crate::connection::{CloseReason, CloseStats, ConnectionRegistry};
 use crate::envelope::{EnvelopeLimits, EnvelopeService, InMemoryNonceStore, NonceStore};
 use crate::http::health::Readiness;
@@ -75,6 +75,8 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// This node's place in the cluster, with `[cluster] redis_url`.
     pub cluster: Option<Arc<Cluster>>,
+    /// With a cluster: requests on connections other nodes hold are forwarded to them.
+    pub forwarder: Option<Arc<Forwarder>>,
 }
 
 /// With `[cluster] redis_url`: gives the node an id when the configuration names none, and
@@ -232,6 +234,9 @@ impl AppState {
             &shutdown,
         )
         .await?;
+        let forwarder = cluster
+            .as_ref()
+            .map(|c| Forwarder::start(c.clone(), metrics.clone(), shutdown.clone()));
         let auth = Authenticator::new(Arc::new(keyring), revocations).with_metrics(metrics.clone());
         let envelopes = envelope_service(&settings, secrets, cluster.as_ref());
         let services = HubServices {
@@ -285,6 +290,7 @@ impl AppState {
             shutdown,
             tasks: TaskTracker::new(),
             cluster,
+            forwarder,
         })
     }
 
@@ -300,6 +306,7 @@ impl AppState {
             limits: self.limits.clone(),
             shutdown: self.shutdown.clone(),
             tasks: self.tasks.clone(),
+            forwarder: self.forwarder.clone(),
         }
     }
 
@@ -391,6 +398,10 @@ impl Application {
             hubs: state.hubs.clone(),
             metrics: state.metrics.clone(),
         });
+        if let Some(forwarder) = &state.forwarder {
+            let handler = crate::transport::ForwardedRequests::new(state.hub_endpoints());
+            forwarder.set_handler(Some(Arc::new(handler)));
+        }
         let json_settings = settings.clone();
         let server = HttpServer::new(move || {
             App::new()

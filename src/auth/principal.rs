@@ -53,7 +53,9 @@ fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>
 }
 
 /// Who is on the other end of a request or connection, as proven by a verified token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// Serializable both ways: a cluster node forwards the principal it verified (never the
+/// token) to the node that owns the connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Principal {
     pub sub: String,

@@ -2,9 +2,10 @@
 //! in-process manager it wraps, and reaches other nodes' over Redis pub/sub.
 //!
 //! Channels, per hub: `{prefix}:{hub}:all` (every node listens) and `{prefix}:{hub}:node:{id}`
-//! (one node's): a send to one connection goes to the channel of the node its id names
-//! (`{node}.{random}`), so each node holds two subscriptions per hub, whatever its
-//! connections. Sends deliver locally at once and hand the frame, encoded once per protocol,
+//! (one node's): a send to one connection goes to the channel of the node holding it: the
+//! node its id names (`{node}.{random}`), or the one the ownership directory names for a
+//! connection another node adopted ([`super::forward`]). Each node holds two subscriptions per
+//! hub, whatever its connections. Sends deliver locally at once and hand the frame, encoded once per protocol,
 //! to the node's publisher ([`Cluster::send`]), which numbers it on its channel and pipelines
 //! it to Redis in order.
 //! Group changes for another node's connection and disconnects are requests that the owning
@@ -98,10 +99,23 @@ impl RedisLifetimeManager {
         Ok(self.shared.cluster.send(channel, frame)?)
     }
 
-    /// The node a connection id names, unless it is this one.
-    fn remote_node<'a>(&self, connection_id: &'a str) -> Option<&'a str> {
+    /// The other node that holds `connection_id`, if not this one: a connection here is
+    /// this node's; else the ownership directory names the node that adopted it; else it is
+    /// on the node its id names. Redis failing, the id decides.
+    async fn remote_node(&self, connection_id: &str) -> Option<String> {
+        if self.inner.is_local(connection_id) {
+            return None;
+        }
+        let this = self.shared.cluster.node_id();
+        match super::forward::owner_of_id(&self.shared.cluster, connection_id).await {
+            Ok(Some(node)) => return (node != this).then_some(node),
+            Ok(None) => {}
+            Err(err) => {
+                tracing::debug!(error = %err, "cannot read the ownership directory; routing by the id")
+            }
+        }
         let (node, _) = connection_id.split_once('.')?;
-        (node != self.shared.cluster.node_id()).then_some(node)
+        (node != this).then(|| node.to_string())
     }
 
     fn is_live(&self, node: &str) -> bool {
@@ -144,20 +158,20 @@ impl RedisLifetimeManager {
         group: &str,
         add: bool,
     ) -> Result<(), LifetimeError> {
-        let Some(node) = self.remote_node(connection_id) else {
+        let Some(node) = self.remote_node(connection_id).await else {
             return if add {
                 self.inner.add_to_group(connection_id, group).await
             } else {
                 self.inner.remove_from_group(connection_id, group).await
             };
         };
-        if !self.is_live(node) {
+        if !self.is_live(&node) {
             return Err(LifetimeError::UnknownConnection(connection_id.to_string()));
         }
         let (connection, group_name) = (connection_id.to_string(), group.to_string());
         let answers = self
             .request(
-                self.shared.node_channel(node),
+                self.shared.node_channel(&node),
                 |request| Frame::GroupChange {
                     request,
                     add,
@@ -515,12 +529,12 @@ impl HubLifetimeManager for RedisLifetimeManager {
         connection_id: &str,
         message: Arc<SerializedHubMessage>,
     ) -> Result<(), LifetimeError> {
-        match self.remote_node(connection_id) {
+        match self.remote_node(connection_id).await {
             None => self.inner.send_connection(connection_id, message).await,
             // A node that is gone has no connections: nothing to hand on.
-            Some(node) if !self.is_live(node) => Ok(()),
+            Some(node) if !self.is_live(&node) => Ok(()),
             Some(node) => self.enqueue(
-                self.shared.node_channel(node),
+                self.shared.node_channel(&node),
                 Frame::Connection {
                     id: connection_id.to_string(),
                     payload: payload(&message)?,

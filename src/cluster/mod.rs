@@ -9,11 +9,13 @@
 //! pings the subscription connection every half second (so it reconnects soon after Redis
 //! returns) and retries subscriptions never confirmed.
 
+pub mod forward;
 mod lifetime;
 mod nonces;
 mod revocations;
 pub mod wire;
 
+pub use forward::Forwarder;
 pub use lifetime::RedisLifetimeManager;
 pub use nonces::RedisNonceStore;
 pub use revocations::RedisRevocations;

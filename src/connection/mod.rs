@@ -26,7 +26,7 @@ mod supervise;
 
 pub use attach::{coalesce, AttachError, Attachment};
 pub use close::{CloseKind, CloseReason, CloseStats};
-pub use refresh::{carry_on, refresh, RefreshError};
+pub use refresh::{apply_refresh, carry_on, refresh, verify_refresh, RefreshError};
 pub use registry::{Claim, ConnectionRegistry, RegistryFull};
 pub use replay::{ReceivedSequence, ReplayBuffer, SequenceAhead};
 pub use revocation::{admit, enforce_revocations};
@@ -157,6 +157,24 @@ impl Connection {
         queue_capacity: usize,
         parent: &CancellationToken,
     ) -> Arc<Self> {
+        Arc::new(Self::build(
+            id,
+            token,
+            hub,
+            principal,
+            queue_capacity,
+            parent,
+        ))
+    }
+
+    fn build(
+        id: String,
+        token: String,
+        hub: Arc<str>,
+        principal: Principal,
+        queue_capacity: usize,
+        parent: &CancellationToken,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(queue_capacity.max(1));
         let (inbound, inbound_rx) = mpsc::channel(INBOUND_BUFFER);
         let log_id = if id == token {
@@ -165,7 +183,7 @@ impl Connection {
         } else {
             id.clone()
         };
-        Arc::new(Self {
+        Self {
             id,
             token,
             log_id,
@@ -187,11 +205,37 @@ impl Connection {
             posting: AtomicBool::new(false),
             expiry_changed: tokio::sync::Notify::new(),
             traffic: OnceLock::new(),
-        })
+        }
     }
 
     /// A connection of `alice` (role `user`) on the `home` hub whose token expires at
     /// `expires_at` (Unix seconds), with fresh ids, for unit tests.
+    /// A connection another node negotiated and handed over (same id and token): it keeps
+    /// the `jti` it was opened with, which may differ from its current principal's.
+    pub fn adopted(
+        id: String,
+        token: String,
+        hub: Arc<str>,
+        principal: Principal,
+        opening_jti: Option<String>,
+        queue_capacity: usize,
+        parent: &CancellationToken,
+    ) -> Self {
+        let mut connection = Self::build(id, token, hub, principal, queue_capacity, parent);
+        connection.opening_jti = opening_jti;
+        connection
+    }
+
+    /// The `jti` of the token the connection was opened with.
+    pub fn opening_jti(&self) -> Option<&str> {
+        self.opening_jti.as_deref()
+    }
+
+    /// Whether a transport ever came: a connection without one may move to another node.
+    pub fn never_attached(&self) -> bool {
+        self.transport().is_none() && !self.attach.ever_attached()
+    }
+
     #[cfg(test)]
     pub(crate) fn for_tests(expires_at: i64) -> Arc<Self> {
         let principal = Principal {

@@ -56,7 +56,15 @@ pub async fn refresh(
     token: &str,
     via: &'static str,
 ) -> Result<i64, RefreshError> {
-    let principal = auth.authenticate(token).await.map_err(|err| {
+    let principal = verify_refresh(auth, token).await?;
+    apply_refresh(auth, registry, connection, principal, via).await
+}
+
+/// The first half of [`refresh`]: the new token verified (valid now, unrevoked), refusals
+/// counted. A cluster node that does not hold the connection verifies here and forwards the
+/// principal, never the token, to the node that does.
+pub async fn verify_refresh(auth: &Authenticator, token: &str) -> Result<Principal, RefreshError> {
+    auth.authenticate(token).await.map_err(|err| {
         tracing::debug!(reason = err.code(), "in-band refresh refused");
         // An unreachable revocation store is not a bad token: counted apart, for operators.
         let (refused, outcome) = match err {
@@ -67,7 +75,18 @@ pub async fn refresh(
         };
         auth.metrics().token_refreshed("connection", outcome);
         refused
-    })?;
+    })
+}
+
+/// The second half of [`refresh`]: `connection` moved onto the verified `principal`, audited
+/// and counted.
+pub async fn apply_refresh(
+    auth: &Authenticator,
+    registry: &ConnectionRegistry,
+    connection: Option<&Connection>,
+    principal: Principal,
+    via: &'static str,
+) -> Result<i64, RefreshError> {
     let connection = connection.ok_or(RefreshError::UnknownConnection)?;
     let sub = principal.sub.clone();
     let lifetime = carry_on(auth, registry, connection, principal).await?;

@@ -203,6 +203,8 @@ struct Inner {
     slow_consumers: Counter,
     logins: Family<OutcomeLabel, Counter>,
     rate_limited: Family<LimitLabel, Counter>,
+    forwarded: Family<KindLabel, Counter>,
+    forward_failures: Family<KindLabel, Counter>,
     store_seconds: HistogramFamily<OperationLabel>,
     store_errors: Family<OperationLabel, Counter>,
     publish_calls: Family<PublishLabels, Counter>,
@@ -330,6 +332,14 @@ impl Metrics {
             "Requests refused by a rate limit or cap, by limit."
         );
         let _ = rate_limited.get_or_create(&LimitLabel { limit: "login" });
+        let forwarded = family!(
+            "signet_cluster_forwarded_requests",
+            "Requests on a connection another node holds that this node forwarded to it, by kind (adopt, poll, send, delete, refresh)."
+        );
+        let forward_failures = family!(
+            "signet_cluster_forward_failures",
+            "Forwarded requests that got no answer (owner gone, Redis down, timeout), by kind."
+        );
         let store_seconds = histograms!(
             "signet_store_query_duration_seconds",
             "Store (database) operation latency, by operation."
@@ -368,6 +378,8 @@ impl Metrics {
             slow_consumers,
             logins,
             rate_limited,
+            forwarded,
+            forward_failures,
             store_seconds,
             store_errors,
             publish_calls,
@@ -580,6 +592,16 @@ impl Metrics {
             .publish_calls
             .get_or_create(&PublishLabels { action, outcome })
             .inc();
+    }
+
+    /// A request forwarded to the node holding its connection: `answered` is false when no
+    /// answer came.
+    pub fn forwarded(&self, kind: &'static str, answered: bool) {
+        let label = KindLabel { kind };
+        self.0.forwarded.get_or_create(&label).inc();
+        if !answered {
+            self.0.forward_failures.get_or_create(&label).inc();
+        }
     }
 
     pub fn store_query(&self, operation: &'static str, elapsed: Duration, ok: bool) {

@@ -2,6 +2,7 @@
 //! shared services and registers it as app data, so the transports never see the rest.
 
 use crate::auth::Authenticator;
+use crate::cluster::Forwarder;
 use crate::connection::{CloseStats, ConnectionRegistry};
 use crate::hub::{HubCatalog, SessionLimits};
 use crate::metrics::Metrics;
@@ -27,4 +28,6 @@ pub struct HubEndpoints {
     pub shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// On a cluster node: requests on connections other nodes hold go there.
+    pub forwarder: Option<Arc<Forwarder>>,
 }

@@ -56,6 +56,10 @@ pub enum TransportError {
     /// The upgrade request is not a valid WebSocket handshake (actix-ws says why).
     #[error("{0}")]
     WebSocketHandshake(String),
+    /// The connection lives on another node of the cluster, and Redis, which reaches it, is
+    /// unavailable.
+    #[error("the connection is held by another node, which cannot be reached while the cluster's Redis is unavailable; try again later")]
+    ClusterUnavailable,
 }
 
 impl TransportError {
@@ -98,6 +102,7 @@ impl TransportError {
             Self::InvalidBody => (StatusCode::BAD_REQUEST, "invalid_body"),
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::WebSocketHandshake(_) => (StatusCode::BAD_REQUEST, "websocket_handshake"),
+            Self::ClusterUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "cluster_unavailable"),
         };
         ApiError::new(status, code, self.to_string())
     }

@@ -13,11 +13,14 @@
 //! Every answer carries the no-cache headers. A connection that is not polled for
 //! `transports.disconnect_timeout_secs` is removed (see `connection::supervise`).
 
+use super::forward::{self, Target};
 use super::{
-    begin, connection_request, no_cache, unknown_connection, use_transport, COALESCE_BYTES,
+    begin, connection_request, no_cache, unknown_connection, use_transport, Addressed,
+    COALESCE_BYTES,
 };
 use super::{HubEndpoints, TransportError};
-use crate::connection::{AttachError, Attachment, CloseReason, TransportKind};
+use crate::cluster::forward::ForwardKind;
+use crate::connection::{AttachError, Attachment, CloseReason, Connection, TransportKind};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -29,8 +32,12 @@ pub async fn poll(
     path: web::Path<String>,
     state: web::Data<HubEndpoints>,
 ) -> HttpResponse {
-    let mut response = match connection_request(&req, &path, &state).await {
-        Ok(request) => {
+    let target = match connection_request(&req, &path, &state).await {
+        Ok(addressed) => forward::resolve(&state, addressed, ForwardKind::Poll).await,
+        Err(err) => Err(err),
+    };
+    let mut response = match target {
+        Ok(Target::Here(request)) => {
             let origin = request.origin.clone();
             let mut response = answer_poll(request, &state)
                 .await
@@ -38,13 +45,14 @@ pub async fn poll(
             super::cors::allow_response(&mut response, origin);
             response
         }
+        Ok(Target::Answered(response)) => response,
         Err(err) => err.error_response(),
     };
     no_cache(&mut response);
     response
 }
 
-async fn answer_poll(
+pub(super) async fn answer_poll(
     request: super::ConnectionRequest,
     state: &HubEndpoints,
 ) -> Result<HttpResponse, TransportError> {
@@ -130,22 +138,31 @@ pub async fn delete(
     state: web::Data<HubEndpoints>,
 ) -> HttpResponse {
     let mut response = match connection_request(&req, &path, &state).await {
-        Ok(request) => {
-            let connection = request.connection;
-            let mut response = if connection.transport() == Some(TransportKind::LongPolling) {
-                connection.close(CloseReason::ClientClosed);
-                connection.end_attachment();
-                HttpResponse::new(StatusCode::ACCEPTED)
-            } else {
-                TransportError::DeleteNotSupported.error_response()
-            };
+        Ok(Addressed::Local(request)) => {
+            let mut response = end_polling(&request.connection);
             super::cors::allow_response(&mut response, request.origin);
             response
+        }
+        Ok(Addressed::Remote(remote)) => {
+            forward::answer(&state, *remote, ForwardKind::Delete, Bytes::new())
+                .await
+                .unwrap_or_else(|err| err.error_response())
         }
         Err(err) => err.error_response(),
     };
     no_cache(&mut response);
     response
+}
+
+/// Ends a long-polling connection (202), or 400 for another transport.
+pub(super) fn end_polling(connection: &Connection) -> HttpResponse {
+    if connection.transport() == Some(TransportKind::LongPolling) {
+        connection.close(CloseReason::ClientClosed);
+        connection.end_attachment();
+        HttpResponse::new(StatusCode::ACCEPTED)
+    } else {
+        TransportError::DeleteNotSupported.error_response()
+    }
 }
 
 #[cfg(test)]

@@ -20,8 +20,10 @@
 mod cors;
 mod endpoints;
 mod error;
+mod forward;
 mod long_polling;
 mod negotiate;
+mod owner;
 mod refresh;
 mod send;
 mod sse;
@@ -30,6 +32,7 @@ mod websocket;
 pub use cors::check_origin;
 pub use endpoints::HubEndpoints;
 pub use error::TransportError;
+pub use owner::ForwardedRequests;
 
 use crate::auth::{authenticate_request, issue::unix_now, query_param, Principal, TokenPolicy};
 use crate::connection::{
@@ -199,17 +202,14 @@ async fn create_connection(
 ) -> Result<Arc<Connection>, TransportError> {
     let id = match &state.settings.cluster.redis_url {
         // The id names its node, so a send to it from another node goes to this node's channel.
-        Some(_) => format!(
-            "{}.{}",
-            state.settings.cluster.node_id,
-            crate::auth::issue::random_id()
-        ),
+        Some(_) => node_scoped_id(state),
         None => crate::auth::issue::random_id(),
     };
-    let token = if legacy_token {
-        id.clone()
-    } else {
-        crate::auth::issue::random_id()
+    let token = match (&state.settings.cluster.redis_url, legacy_token) {
+        (_, true) => id.clone(),
+        // The token names its node too: any node can tell where it was negotiated.
+        (Some(_), false) => node_scoped_id(state),
+        (None, false) => crate::auth::issue::random_id(),
     };
     let connection = Connection::new(
         id,
@@ -219,6 +219,26 @@ async fn create_connection(
         state.settings.hub.outbound_queue_messages,
         &state.shutdown,
     );
+    register(state, connection.clone(), None).await?;
+    Ok(connection)
+}
+
+/// `{node id}.{random}`: a random id (full entropy) that names this node.
+fn node_scoped_id(state: &HubEndpoints) -> String {
+    format!(
+        "{}.{}",
+        state.settings.cluster.node_id,
+        crate::auth::issue::random_id()
+    )
+}
+
+/// Registers `connection`, checks its token once more after the insert, and starts its
+/// supervisor, which holds `released` (if any) until the connection leaves the registry.
+async fn register(
+    state: &HubEndpoints,
+    connection: Arc<Connection>,
+    released: Option<tokio_util::sync::DropGuard>,
+) -> Result<(), TransportError> {
     state
         .connections
         .insert(connection.clone())
@@ -243,13 +263,17 @@ async fn create_connection(
         disconnect: Duration::from_secs(state.settings.transports.disconnect_timeout_secs),
     };
     let supervisor = supervise(
-        connection.clone(),
+        connection,
         state.connections.clone(),
         timeouts,
         state.shutdown.clone(),
     );
+    let supervisor = async move {
+        supervisor.await;
+        drop(released);
+    };
     actix_web::rt::spawn(state.tasks.track_future(supervisor));
-    Ok(connection)
+    Ok(())
 }
 
 /// The negotiated connection named by `id`, checked against the caller: 404 if unknown,
@@ -303,6 +327,13 @@ struct ConnectionRequest {
     origin: Option<HeaderValue>,
 }
 
+/// Where a request on a connection goes: this node holds the connection, or another node of
+/// the cluster does (see [`forward`]).
+enum Addressed {
+    Local(ConnectionRequest),
+    Remote(Box<forward::RemoteRequest>),
+}
+
 /// What every request on an existing connection checks first, in order: the origin (403),
 /// the hub (404), the token (401), the `id` parameter (400), the connection (404) and its
 /// user (403).
@@ -314,28 +345,34 @@ struct ConnectionRequest {
 /// send their negotiate-time token on every long-polling and SSE request for the life of the
 /// connection, so without it a refreshed connection would fail at its first token's expiry;
 /// what bounds trust is the connection's own token, whose expiry the session enforces.
+/// For a connection another node holds, that node applies the allowance.
 async fn connection_request(
     req: &HttpRequest,
     hub: &str,
     state: &HubEndpoints,
-) -> Result<ConnectionRequest, TransportError> {
+) -> Result<Addressed, TransportError> {
     let origin = check_origin(req, &state.settings.server)?;
     let hub = find_hub(state, hub)?;
     let id = query_param(req.query_string(), "id");
     // Without an `id` the request is refused just below (400), whatever its token's `exp`.
     let accept_expired = |principal: &Principal| {
-        id.as_deref()
-            .is_none_or(|token| expired_token_allowed(state, token, principal))
+        id.as_deref().is_none_or(|token| {
+            forward::held_elsewhere(state, token) || expired_token_allowed(state, token, principal)
+        })
     };
     let policy = TokenPolicy::ExpiredIf(&accept_expired);
     let principal = authenticate_request(req, &state.auth, policy).await?;
     let token = id.ok_or(TransportError::MissingConnectionId)?;
+    if forward::held_elsewhere(state, &token) {
+        let remote = forward::locate(state, hub, token, principal, origin).await?;
+        return Ok(Addressed::Remote(Box::new(remote)));
+    }
     let connection = existing_connection(state, &hub, &token, &principal).await?;
-    Ok(ConnectionRequest {
+    Ok(Addressed::Local(ConnectionRequest {
         hub,
         connection,
         origin,
-    })
+    }))
 }
 
 /// Whether the expired token proving `principal` may still be used on the connection `token`

@@ -7,10 +7,12 @@
 //! error. The stream ends when the connection closes (after its Close message) or when the
 //! client goes away, which closes the connection: SSE connections do not resume.
 
+use super::forward::{self, Target};
 use super::{
     begin, conflict, connection_request, unknown_connection, use_transport, COALESCE_BYTES,
 };
 use super::{HubEndpoints, TransportError};
+use crate::cluster::forward::ForwardKind;
 use crate::connection::{Attachment, TransportKind};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -26,7 +28,11 @@ pub async fn connect(
     path: web::Path<String>,
     state: web::Data<HubEndpoints>,
 ) -> Result<HttpResponse, TransportError> {
-    let request = connection_request(&req, &path, &state).await?;
+    let addressed = connection_request(&req, &path, &state).await?;
+    let request = match forward::resolve(&state, addressed, ForwardKind::EventStream).await? {
+        Target::Here(request) => request,
+        Target::Answered(response) => return Ok(response),
+    };
     let connection = request.connection;
     use_transport(&state, &connection, TransportKind::ServerSentEvents)?;
     if connection.is_closed() {

@@ -14,12 +14,14 @@
 //! A second socket for a connection gets 409, except under stateful reconnect, where a new
 //! socket of the same user replaces the attached one (its client has given up on it).
 
+use super::forward::{self, Target};
 use super::{
     begin, conflict, create_connection, existing_connection, find_hub, max_frame_bytes,
     unknown_connection, use_transport, COALESCE_BYTES,
 };
-use super::{HubEndpoints, TransportError};
+use super::{Addressed, HubEndpoints, TransportError};
 use crate::auth::{authenticate_request, query_param, TokenPolicy};
+use crate::cluster::forward::ForwardKind;
 use crate::connection::{coalesce, Attachment, CloseReason, Connection, Inbound, TransportKind};
 use crate::protocol::HubProtocol;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -40,6 +42,19 @@ pub async fn connect(
     let hub = find_hub(&state, &path)?;
     let principal = authenticate_request(&req, &state.auth, TokenPolicy::Current).await?;
     let connection = match query_param(req.query_string(), "id") {
+        Some(token) if forward::held_elsewhere(&state, &token) => {
+            let remote = forward::locate(&state, hub.clone(), token, principal, None).await?;
+            match forward::resolve(
+                &state,
+                Addressed::Remote(Box::new(remote)),
+                ForwardKind::WebSocket,
+            )
+            .await?
+            {
+                Target::Here(request) => request.connection,
+                Target::Answered(response) => return Ok(response),
+            }
+        }
         Some(token) => existing_connection(&state, &hub, &token, &principal).await?,
         // skipNegotiation: the connection is created here.
         None => {

@@ -5,10 +5,9 @@
 //! `signalr-async` over WebSockets with JSON and MessagePack (`tests/clients/python_clients.py`). docs/clients.md shows
 //! the matrix and each client's known bugs.
 
-use crate::conformance::NodeRun;
-use crate::helpers::{spawn_with_settings, test_settings, TEST_SECRET};
+use crate::conformance::{client_command, NodeRun};
+use crate::helpers::{spawn_with_settings, test_settings};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// Each client run takes well under half a minute (most of it waiting for token expiries);
@@ -17,19 +16,6 @@ const RUN_DEADLINE: Duration = Duration::from_secs(120);
 
 fn clients_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
-}
-
-fn client_command(program: &str, url: &str) -> Command {
-    let mut command = Command::new(program);
-    command
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("SIGNET_URL", url)
-        .env("SIGNET_JWT_SECRET", TEST_SECRET)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    command
 }
 
 #[actix_web::test]

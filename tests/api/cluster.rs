@@ -72,7 +72,7 @@ async fn eventually(client: &mut RawClient, method: &str, want: Value) {
 }
 
 /// The next `SystemMessage` invocation's text.
-async fn system_message(client: &mut RawClient) -> Value {
+pub(crate) async fn system_message(client: &mut RawClient) -> Value {
     loop {
         let message = client.next_message(SPREAD).await;
         if message["target"] == "SystemMessage" {

@@ -36,26 +36,12 @@ async fn official_signalr_client_passes_the_conformance_suite() {
     let max_message_bytes = settings.hub.max_message_bytes.to_string();
     let app = spawn_with_settings(settings, data_dir).await;
 
-    let mut command = Command::new("node");
+    // Node applies the timeout to each test file as well as each test: a file runs its
+    // scenarios over every combination, so it must allow for all of them.
+    let mut command = node_test(&app.url(""), 120_000);
     command
-        .args([
-            "--test",
-            "--test-concurrency=1",
-            "--test-reporter=spec",
-            // Node applies this to each test file as well as each test: a file runs its scenarios
-            // over every combination, so it must allow for all of them.
-            "--test-timeout=120000",
-        ])
         .arg(&suite)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("SIGNET_URL", app.url(""))
-        .env("SIGNET_JWT_SECRET", TEST_SECRET)
-        .env("SIGNET_MAX_MESSAGE_BYTES", &max_message_bytes)
-        // The reporter would colour its output for a terminal, not for captured test output.
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env("SIGNET_MAX_MESSAGE_BYTES", &max_message_bytes);
     // Users of the token-lifetime scenarios (login, logout, refresh reuse, admin revoke, devices).
     let users = ["conf-alice", "conf-bob", "conf-carol", "conf-dave"];
     for user in users {
@@ -78,6 +64,32 @@ async fn official_signalr_client_passes_the_conformance_suite() {
         status.success(),
         "the official SignalR client failed the conformance suite ({status}); node's report is above"
     );
+}
+
+/// `program` (node, Python) for client scenarios against the server at `url` signed with the
+/// test secret, its output piped for [`NodeRun`].
+pub(crate) fn client_command(program: &str, url: &str) -> Command {
+    let mut command = Command::new(program);
+    command
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("SIGNET_URL", url)
+        .env("SIGNET_JWT_SECRET", TEST_SECRET)
+        // A reporter would colour its output for a terminal, not for captured test output.
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// `node --test` (one file at a time, the spec reporter, `timeout_ms` per test) as
+/// [`client_command`].
+pub(crate) fn node_test(url: &str, timeout_ms: u32) -> Command {
+    let mut command = client_command("node", url);
+    command
+        .args(["--test", "--test-concurrency=1", "--test-reporter=spec"])
+        .arg(format!("--test-timeout={timeout_ms}"));
+    command
 }
 
 /// A running client process (`node --test`, a Python script) whose output is forwarded line by

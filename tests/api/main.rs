@@ -1,10 +1,14 @@
 //! Integration tests: each starts a real Signet server in-process and talks to it over HTTP.
 
 mod audit;
+mod balanced_clients;
+mod balancer;
 mod browser;
 mod cli;
 mod client_matrix;
 mod cluster;
+mod cluster_faults;
+mod cluster_harness;
 mod cluster_revocations;
 mod config;
 mod conformance;
@@ -37,6 +41,7 @@ mod server_sent_events;
 mod sessions;
 mod shared_store;
 mod shutdown;
+mod sticky;
 mod test_ca;
 mod tls;
 mod token_source;

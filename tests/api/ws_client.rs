@@ -168,34 +168,12 @@ impl HubServer {
         token: Option<&str>,
         origin: Option<&str>,
     ) -> Result<RawClient, u16> {
-        let mut req = awc::Client::new()
-            .ws(self.url(&format!("/hubs/home{query}")))
-            .max_frame_size(64 * 1024 * 1024);
-        if let Some(token) = token {
-            req = req.bearer_auth(token);
-        }
-        if let Some(origin) = origin {
-            req = req.origin(origin);
-        }
-        match req.connect().await {
-            Ok((_, io)) => Ok(RawClient {
-                io,
-                partial: Vec::new(),
-                records: VecDeque::new(),
-            }),
-            Err(awc::error::WsClientError::InvalidResponseStatus(status)) => Err(status.as_u16()),
-            Err(err) => panic!("websocket connect failed: {err}"),
-        }
+        connect_at(&self.url(&format!("/hubs/home{query}")), token, origin).await
     }
 
     /// A connection (skipNegotiation) that completed the JSON handshake.
     pub async fn open(&self, token: &str) -> RawClient {
-        let mut client = self
-            .connect("", Some(token), None)
-            .await
-            .expect("websocket upgrade accepted");
-        client.handshake().await;
-        client
+        open_at(&self.url("/hubs/home"), token).await
     }
 
     /// Connections the server holds (negotiated or connected).
@@ -227,6 +205,36 @@ impl HubServer {
         fresh.assert_echo("still alive").await;
         fresh.close().await;
     }
+}
+
+/// A WebSocket to the hub at `url` (a server, or a balancer in front of several);
+/// `Err(status)` when the upgrade is refused.
+pub async fn connect_at(
+    url: &str,
+    token: Option<&str>,
+    origin: Option<&str>,
+) -> Result<RawClient, u16> {
+    let mut req = awc::Client::new().ws(url).max_frame_size(64 * 1024 * 1024);
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    if let Some(origin) = origin {
+        req = req.origin(origin);
+    }
+    match req.connect().await {
+        Ok((_, io)) => Ok(RawClient::from_socket(io)),
+        Err(awc::error::WsClientError::InvalidResponseStatus(status)) => Err(status.as_u16()),
+        Err(err) => panic!("websocket connect failed: {err}"),
+    }
+}
+
+/// A connection to the hub at `url` (skipNegotiation) that completed the JSON handshake.
+pub async fn open_at(url: &str, token: &str) -> RawClient {
+    let mut client = connect_at(url, Some(token), None)
+        .await
+        .expect("websocket upgrade accepted");
+    client.handshake().await;
+    client
 }
 
 /// What the server sent, in order.

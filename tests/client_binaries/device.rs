@@ -1,6 +1,7 @@
 //! The real `signet-device` binary against the real Signet server, started in-process on port 0:
 //! provisioned through the identity API, connected to `/hubs/home` with its device token.
 
+use crate::cluster_harness::SignetCluster;
 use crate::support::proxy::Proxy;
 use crate::support::test_ca::TestCa;
 use crate::support::DeviceProcess;
@@ -234,7 +235,11 @@ impl HubClient {
 }
 
 fn start_device(server: &Server, id: &str, key: &str) -> DeviceProcess {
-    DeviceProcess::start(&server.url, id, key, &["--telemetry-interval", "1s"])
+    start_device_at(&server.url, id, key)
+}
+
+fn start_device_at(server: &str, id: &str, key: &str) -> DeviceProcess {
+    DeviceProcess::start(server, id, key, &["--telemetry-interval", "1s"])
 }
 
 async fn a_provisioned_device_comes_online_and_obeys_an_admin_kick() {
@@ -300,25 +305,53 @@ fn send_command(key: &MessageKey, device_id: &str, command: &str) -> Value {
 
 async fn a_user_opens_the_door_through_the_real_device() {
     let server = start_server().await;
+    let url = server.url.clone();
+    opens_the_door(&server, &url).await;
+}
+
+/// The home flows across nodes: alice on the first node of the cluster harness (three
+/// `signet serve` processes on one Redis and one PostgreSQL), her real device on the second.
+async fn a_user_on_one_node_opens_the_door_of_a_real_device_on_another() {
+    let redis = crate::redis_server::shared();
+    let prefix = crate::redis_server::prefix("home");
+    let cluster = SignetCluster::start(3, &redis.url(), &prefix, &[]).await;
+    let (settings, store) = cluster.settings_and_store().await;
+    let user_node = &cluster.nodes[0];
+    let server = Server {
+        url: user_node.url(""),
+        address: user_node.address,
+        data_dir: tempfile::tempdir().unwrap(),
+        client: awc::Client::default(),
+        settings,
+        store,
+    };
+    opens_the_door(&server, &cluster.nodes[1].url("")).await;
+}
+
+/// `server`'s new user alice provisions a door whose real device connects to `device_server`
+/// (the same server, or another node): she sees it online, opens the door, gets the device's
+/// result and its telemetry, and an unknown command is answered with an error.
+async fn opens_the_door(server: &Server, device_server: &str) {
     let alice = server.user_session("alice").await;
     let alice_token = alice["accessToken"].as_str().unwrap();
     let alice_key = MessageKey::from_base64url(alice["messageKey"].as_str().unwrap()).unwrap();
     let (id, key) = server.provision(alice_token, "front door").await;
     let mut client = server.hub_client(alice_token).await;
-    let device = start_device(&server, &id, &key);
+    let device = start_device_at(device_server, &id, &key);
 
-    // Online: the owner is told, and the device is listed as online.
+    // Online: the owner is told, and the device is listed as online (at once on one node; a
+    // node learns another's presence within a quarter second).
+    wait_online(&mut client, &id).await;
+    let online = json!([{"deviceId": id, "name": "front door", "online": true}]);
+    let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let status = client.invoked("DeviceStatus").await;
-        if status[0] == json!({"deviceId": id, "online": true}) {
+        let listed = client.call("ListDevices", vec![]).await;
+        if listed == CompletionResult::Result(online.clone()) {
             break;
         }
+        assert!(tokio::time::Instant::now() < deadline, "{listed:?}");
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
     }
-    let listed = client.call("ListDevices", vec![]).await;
-    assert_eq!(
-        listed,
-        CompletionResult::Result(json!([{"deviceId": id, "name": "front door", "online": true}]))
-    );
 
     let sent = client
         .call(
@@ -595,6 +628,7 @@ pub const TESTS: &[Test] = crate::actix_tests!(
     a_provisioned_device_comes_online_and_obeys_an_admin_kick,
     a_removed_device_exits_3,
     a_user_opens_the_door_through_the_real_device,
+    a_user_on_one_node_opens_the_door_of_a_real_device_on_another,
     the_official_js_client_opens_the_door_of_a_real_device,
     the_device_works_over_https_and_wss_with_a_private_ca,
     the_device_presents_its_client_certificate_to_a_mutual_tls_server,

@@ -13,6 +13,30 @@
 #[path = "../../clients/device/tests/support/mod.rs"]
 mod support;
 
+// The cluster harness of the api tests (Signet processes on a throwaway Redis and PostgreSQL,
+// nginx in front) and what it stands on, shared by path rather than copied.
+#[allow(dead_code)]
+#[path = "../api/balancer.rs"]
+mod balancer;
+#[allow(dead_code)]
+#[path = "../api/cluster_harness.rs"]
+mod cluster_harness;
+#[allow(unused)]
+#[path = "../api/helpers.rs"]
+mod helpers;
+#[allow(dead_code)]
+#[path = "../api/postgres.rs"]
+mod postgres;
+#[allow(dead_code)]
+#[path = "../api/redis_server.rs"]
+mod redis_server;
+#[allow(dead_code)]
+#[path = "../api/test_ca.rs"]
+mod test_ca;
+#[allow(dead_code)]
+#[path = "../api/watchdog.rs"]
+mod watchdog;
+
 mod bench;
 mod device;
 

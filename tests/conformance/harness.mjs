@@ -17,11 +17,13 @@ import http from "node:http";
 import https from "node:https";
 import { after, afterEach } from "node:test";
 import {
+  DefaultHttpClient,
   HttpTransportType,
   HubConnectionBuilder,
   JsonHubProtocol,
   LogLevel,
   MessageType,
+  NullLogger,
 } from "@microsoft/signalr";
 import { MessagePackHubProtocol } from "@microsoft/signalr-protocol-msgpack";
 
@@ -169,14 +171,43 @@ function logger() {
   return level ? LogLevel[level] ?? LogLevel.Information : LogLevel.None;
 }
 
+/** Remembers the secret connection token negotiate returned, for the refresh endpoint. */
+export class CapturingHttpClient extends DefaultHttpClient {
+  constructor() {
+    super(NullLogger.instance);
+    this.connectionToken = undefined;
+  }
+
+  async send(request) {
+    const response = await super.send(request);
+    if (request.url.includes("/negotiate")) {
+      try {
+        this.connectionToken = JSON.parse(response.content).connectionToken;
+      } catch {
+        // not the negotiate answer
+      }
+    }
+    return response;
+  }
+}
+
 /**
- * An official client connection for `combo`, not yet started. `wire` records every hub message
+ * An official client connection for `combo` (to the server under test, or to another `url`),
+ * not yet started. `wire` records every hub message
  * the client decodes (the protocol's own parser, wrapped), so tests can see what the server sent
  * even where the client API hides it (completions of cancelled streams, items after dispose).
  */
 export function build(
   combo,
-  { token, tokenFactory, skipNegotiation = false, options = {}, reconnectDelays } = {},
+  {
+    url = HUB_URL,
+    token,
+    tokenFactory,
+    skipNegotiation = false,
+    options = {},
+    reconnectDelays,
+    stateful = false,
+  } = {},
 ) {
   const protocol = PROTOCOLS[combo.protocol].create();
   const wire = [];
@@ -188,7 +219,7 @@ export function build(
   };
   const factory = tokenFactory ?? (token === undefined ? undefined : () => token);
   let builder = new HubConnectionBuilder()
-    .withUrl(HUB_URL, {
+    .withUrl(url, {
       transport: TRANSPORTS[combo.transport],
       skipNegotiation,
       ...(factory ? { accessTokenFactory: factory } : {}),
@@ -197,6 +228,7 @@ export function build(
     .withHubProtocol(protocol)
     .configureLogging(logger());
   if (reconnectDelays) builder = builder.withAutomaticReconnect(reconnectDelays);
+  if (stateful) builder = builder.withStatefulReconnect();
   const connection = builder.build();
   connection.wire = wire;
   open.add(connection);

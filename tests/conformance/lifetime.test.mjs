@@ -7,9 +7,10 @@
 
 import assert from "node:assert/strict";
 import { before, describe, test } from "node:test";
-import { DefaultHttpClient, HubConnectionState, NullLogger } from "@microsoft/signalr";
+import { HubConnectionState } from "@microsoft/signalr";
 import {
   COMBOS,
+  CapturingHttpClient,
   claimsFor,
   closed,
   comboName,
@@ -33,26 +34,6 @@ import {
   refresh,
   refreshConnection,
 } from "./identity.mjs";
-
-/** Remembers the secret connection token negotiate returned, for the refresh endpoint. */
-class CapturingHttpClient extends DefaultHttpClient {
-  constructor() {
-    super(NullLogger.instance);
-    this.connectionToken = undefined;
-  }
-
-  async send(request) {
-    const response = await super.send(request);
-    if (request.url.includes("/negotiate")) {
-      try {
-        this.connectionToken = JSON.parse(response.content).connectionToken;
-      } catch {
-        // not the negotiate answer
-      }
-    }
-    return response;
-  }
-}
 
 /** Milliseconds until `claims.exp` has passed by `marginMs`. */
 const untilExpired = (claims, marginMs) => Math.max(0, claims.exp * 1000 - Date.now() + marginMs);
