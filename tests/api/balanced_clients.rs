@@ -119,7 +119,6 @@ async fn stateful_reconnect_resumes_through_the_balancer_on_another_node() {
 }
 
 #[actix_web::test]
-#[ignore = "waits on the publish API (branch publish) and no sticky sessions (branch sticky)"]
 async fn a_group_spans_the_nodes_through_the_balancer() {
     run_scenarios(cluster().await, "group", FIVE_COMBOS, false).await;
 }
