@@ -829,6 +829,18 @@ mod tests {
         r.deny_token("mine", now + 60, RevocationCause::Logout)
             .await
             .unwrap();
+        a_cluster_record_is_in_force(&r, now).await;
+        assert_eq!(
+            *relayed.0.lock().unwrap(),
+            vec![RevocationRecord::DeniedToken {
+                jti: "mine".into(),
+                expires_at: now + 60,
+            }]
+        );
+    }
+
+    /// A session revoked on another node, arriving over the cluster's feed, refuses at once.
+    async fn a_cluster_record_is_in_force(r: &InProcessRevocations, now: i64) {
         let theirs = RevocationRecord::RevokedSession {
             sid: "sid-b".into(),
             forget_after: now + 60,
@@ -837,13 +849,6 @@ mod tests {
         assert_eq!(
             r.check(&principal("b", now)).await,
             Ok(RevocationState::Revoked(Revoked::Session))
-        );
-        assert_eq!(
-            *relayed.0.lock().unwrap(),
-            vec![RevocationRecord::DeniedToken {
-                jti: "mine".into(),
-                expires_at: now + 60,
-            }]
         );
     }
 
@@ -865,15 +870,7 @@ mod tests {
             "the store's feed fails closed"
         );
         r.follow_feed(FeedSource::Store, FeedEvent::InSync(Default::default()));
-        let theirs = RevocationRecord::RevokedSession {
-            sid: "sid-b".into(),
-            forget_after: now + 60,
-        };
-        r.follow_feed(FeedSource::Cluster, FeedEvent::Record(theirs));
-        assert_eq!(
-            r.check(&principal("b", now)).await,
-            Ok(RevocationState::Revoked(Revoked::Session))
-        );
+        a_cluster_record_is_in_force(&r, now).await;
     }
 
     #[test]
