@@ -461,3 +461,103 @@ async fn the_expired_opening_token_of_a_refreshed_connection_still_works_through
     let other = token_expiring_at("alice", &["user"], expires);
     assert_eq!(send(&c, &token, &other, b"").await.status, 401);
 }
+
+/// The records `client` gets, pings and Acks left out, until one satisfies `last`.
+async fn records_until(
+    client: &mut crate::ws_client::RawClient,
+    last: impl Fn(&Value) -> bool,
+) -> Vec<Value> {
+    let mut seen = Vec::new();
+    while !seen.last().is_some_and(&last) {
+        let record = client.next_message(SPREAD).await;
+        if record["type"] != 8 {
+            seen.push(record);
+        }
+    }
+    seen
+}
+
+fn invocation(id: &str, text: &str) -> Value {
+    json!({"type": 1, "invocationId": id, "target": "Echo", "arguments": [text]})
+}
+
+async fn send_to(server: &HubServer, id: &str, text: &str) {
+    let hub = server.state.hubs.get("home").expect("home hub").clone();
+    let message = Arc::new(SerializedHubMessage::new(HubMessage::invocation(
+        "SystemMessage",
+        vec![json!(text)],
+    )));
+    hub.lifetime
+        .send_connection(id, message)
+        .await
+        .expect("a send to the connection");
+}
+
+#[actix_web::test]
+async fn a_stateful_reconnect_on_another_node_is_tunnelled_to_the_connection_and_resumes() {
+    let (a, b, _c) = nodes("ws-tunnel").await;
+    let alice = user_token("alice");
+    let (id, token) = negotiate(&a, &alice, "&useStatefulReconnect=true").await;
+    let mut first = a
+        .connect(&format!("?id={token}"), Some(&alice), None)
+        .await
+        .expect("the upgrade on node A");
+    first
+        .send_text("{\"protocol\":\"json\",\"version\":2}\u{1e}")
+        .await;
+    assert_eq!(first.next_record(SPREAD).await, json!({}));
+    first.send_record(invocation("1", "one")).await;
+    first.completion("1").await;
+    // The network drops the socket; A keeps the connection for the client to come back.
+    drop(first);
+    let connection = a.state.connections.get(&token).expect("held on A");
+    crate::helpers::eventually(SPREAD, "A to see the socket gone", || {
+        !connection.is_attached()
+    })
+    .await;
+    send_to(&a, &id, "while away").await;
+
+    // The client comes back through node B: tunnelled to A, it resumes where it was.
+    let mut second = b
+        .connect(&format!("?id={token}"), Some(&alice), None)
+        .await
+        .expect("the upgrade on node B is tunnelled");
+    let system = |text: &'static str| {
+        move |r: &Value| r["target"] == "SystemMessage" && r["arguments"][0] == text
+    };
+    let resumed = records_until(&mut second, system("while away")).await;
+    assert_eq!(
+        resumed,
+        vec![
+            json!({"type": 9, "sequenceId": 1}),
+            json!({"type": 3, "invocationId": "1", "result": "one"}),
+            json!({"type": 1, "target": "SystemMessage", "arguments": ["while away"]}),
+        ]
+    );
+    assert_eq!(forwarded(&b, "tunnel"), 1);
+    assert_eq!((a.connection_count(), b.connection_count()), (1, 0));
+
+    // The client resends its message 1 (a duplicate, skipped), then message 2; a send from
+    // node B reaches it once, through A.
+    second
+        .send_text(format!(
+            "{}\u{1e}{}\u{1e}{}\u{1e}{}\u{1e}",
+            json!({"type": 9, "sequenceId": 1}),
+            invocation("1", "one"),
+            invocation("2", "two"),
+            json!({"type": 8, "sequenceId": 2}),
+        ))
+        .await;
+    let answered = records_until(&mut second, |r| r["invocationId"] == "2").await;
+    assert_eq!(
+        answered,
+        vec![json!({"type": 3, "invocationId": "2", "result": "two"})]
+    );
+    send_to(&b, &id, "from B").await;
+    let later = records_until(&mut second, system("from B")).await;
+    assert_eq!(later.len(), 1, "{later:?}");
+
+    // The client's close frame closes the connection on A.
+    second.close().await;
+    a.wait_for_connections(0).await;
+}
