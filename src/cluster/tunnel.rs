@@ -103,7 +103,14 @@ impl Tunnels {
 
     /// An event `from` published for one of this node's ends. A full queue ends the tunnel:
     /// its reader then sees the queue close.
-    pub(super) fn deliver(&self, from: String, tunnel: u64, to_owner: bool, event: u8, body: Bytes) {
+    pub(super) fn deliver(
+        &self,
+        from: String,
+        tunnel: u64,
+        to_owner: bool,
+        event: u8,
+        body: Bytes,
+    ) {
         let key = (from, tunnel, to_owner);
         let Some(event) = TunnelEvent::decode(event, body) else {
             tracing::warn!(node = %key.0, "ignoring an unreadable tunnel event");
@@ -169,5 +176,27 @@ impl TunnelSender {
 impl Drop for TunnelEnd {
     fn drop(&mut self) {
         self.sender.tunnels.ends.remove(&self.sender.key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_round_trips_and_unreadable_ones_are_refused() {
+        let events = [
+            TunnelEvent::Text(Bytes::from_static(b"{}\x1e")),
+            TunnelEvent::Binary(Bytes::from_static(b"\x01\x02")),
+            TunnelEvent::Closed(1009),
+            TunnelEvent::Lost,
+        ];
+        for event in events {
+            let (code, body) = event.clone().encode();
+            assert_eq!(TunnelEvent::decode(code, body), Some(event));
+        }
+        assert_eq!(TunnelEvent::decode(3, Bytes::from_static(b"\x03")), None);
+        assert_eq!(TunnelEvent::decode(0, Bytes::new()), None);
+        assert_eq!(TunnelEvent::decode(5, Bytes::new()), None);
     }
 }

@@ -239,7 +239,11 @@ async fn connection_to_edge(to_edge: &TunnelSender, attachment: &mut Attachment)
     let connection = attachment.connection().clone();
     while let Some(batch) = attachment.next_batch(COALESCE_BYTES).await {
         if !to_edge.send(data(frame_protocol(&connection), batch)) {
-            transport_lost(&connection, &attachment.ending(), CloseReason::TransportError);
+            transport_lost(
+                &connection,
+                &attachment.ending(),
+                CloseReason::TransportError,
+            );
             return;
         }
     }

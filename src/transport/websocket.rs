@@ -122,7 +122,11 @@ async fn run(
 
 /// The socket went away without a close frame: a resumable connection waits for the client to
 /// come back, any other closes.
-pub(super) fn transport_lost(connection: &Connection, ending: &CancellationToken, reason: CloseReason) {
+pub(super) fn transport_lost(
+    connection: &Connection,
+    ending: &CancellationToken,
+    reason: CloseReason,
+) {
     if connection.is_resumable() {
         ending.cancel();
     } else {
@@ -271,7 +275,11 @@ pub(super) fn frame_protocol(connection: &Arc<Connection>) -> HubProtocol {
     connection.protocol().unwrap_or(HubProtocol::Json)
 }
 
-pub(super) async fn write(session: &mut actix_ws::Session, protocol: HubProtocol, bytes: Bytes) -> bool {
+pub(super) async fn write(
+    session: &mut actix_ws::Session,
+    protocol: HubProtocol,
+    bytes: Bytes,
+) -> bool {
     match protocol {
         HubProtocol::Json => match ByteString::try_from(bytes) {
             Ok(text) => session.text(text).await.is_ok(),

@@ -170,15 +170,7 @@ async fn a_websocket_on_another_node_adopts_the_connection_negotiated_on_the_fir
         .await;
     assert!(done.get("error").is_none(), "{done}");
     assert_eq!(system_message(&mut client).await, "hello all");
-    let hub = a.state.hubs.get("home").expect("home hub").clone();
-    let message = Arc::new(SerializedHubMessage::new(HubMessage::invocation(
-        "SystemMessage",
-        vec![json!("to you alone")],
-    )));
-    hub.lifetime
-        .send_connection(&id, message)
-        .await
-        .expect("a send to the adopted connection");
+    send_to(&a, &id, "to you alone").await;
     assert_eq!(system_message(&mut client).await, "to you alone");
 }
 
@@ -497,24 +489,13 @@ async fn send_to(server: &HubServer, id: &str, text: &str) {
 async fn a_stateful_reconnect_on_another_node_is_tunnelled_to_the_connection_and_resumes() {
     let (a, b, _c) = nodes("ws-tunnel").await;
     let alice = user_token("alice");
-    let (id, token) = negotiate(&a, &alice, "&useStatefulReconnect=true").await;
-    let mut first = a
-        .connect(&format!("?id={token}"), Some(&alice), None)
-        .await
-        .expect("the upgrade on node A");
-    first
-        .send_text("{\"protocol\":\"json\",\"version\":2}\u{1e}")
-        .await;
-    assert_eq!(first.next_record(SPREAD).await, json!({}));
+    let (id, token, mut first) = stateful_socket(&a, &alice).await;
     first.send_record(invocation("1", "one")).await;
     first.completion("1").await;
     // The network drops the socket; A keeps the connection for the client to come back.
     drop(first);
     let connection = a.state.connections.get(&token).expect("held on A");
-    crate::helpers::eventually(SPREAD, "A to see the socket gone", || {
-        !connection.is_attached()
-    })
-    .await;
+    detached(&connection).await;
     send_to(&a, &id, "while away").await;
 
     // The client comes back through node B: tunnelled to A, it resumes where it was.
@@ -560,4 +541,80 @@ async fn a_stateful_reconnect_on_another_node_is_tunnelled_to_the_connection_and
     // The client's close frame closes the connection on A.
     second.close().await;
     a.wait_for_connections(0).await;
+}
+
+/// A stateful-reconnect connection on `server` (version 2 handshake done): (connection id,
+/// token, its socket).
+async fn stateful_socket(
+    server: &HubServer,
+    bearer: &str,
+) -> (String, String, crate::ws_client::RawClient) {
+    let (id, token) = negotiate(server, bearer, "&useStatefulReconnect=true").await;
+    let mut socket = server
+        .connect(&format!("?id={token}"), Some(bearer), None)
+        .await
+        .expect("the upgrade on the negotiating node");
+    socket
+        .send_text("{\"protocol\":\"json\",\"version\":2}\u{1e}")
+        .await;
+    assert_eq!(socket.next_record(SPREAD).await, json!({}));
+    (id, token, socket)
+}
+
+/// Waits until no transport is attached to `connection` (it stays, resumable).
+async fn detached(connection: &signet::connection::Connection) {
+    crate::helpers::eventually(SPREAD, "the transport to be detached", || {
+        !connection.is_attached()
+    })
+    .await;
+    assert!(!connection.is_closed());
+}
+
+/// A socket on `server` for `connection`, which another node holds: it resumes (a Sequence
+/// first) through a tunnel, once the owner has attached it.
+async fn tunnelled(
+    server: &HubServer,
+    token: &str,
+    bearer: &str,
+    connection: &signet::connection::Connection,
+) -> crate::ws_client::RawClient {
+    let mut client = server
+        .connect(&format!("?id={token}"), Some(bearer), None)
+        .await
+        .expect("the upgrade is tunnelled");
+    let first = client.next_record(SPREAD).await;
+    assert_eq!(first["type"], 9, "a Sequence first: {first}");
+    crate::helpers::eventually(SPREAD, "the tunnel attached on the owner", || {
+        connection.is_attached()
+    })
+    .await;
+    client
+}
+
+#[actix_web::test]
+async fn a_tunnelled_socket_ends_with_its_connection_and_a_dropped_one_leaves_it_resumable() {
+    let (a, b, c) = nodes("ws-tunnel-ends").await;
+    let alice = user_token("alice");
+    let (_id, token, socket) = stateful_socket(&a, &alice).await;
+    drop(socket);
+    let connection = a.state.connections.get(&token).expect("held on A");
+    detached(&connection).await;
+
+    // Dropped on B: A detaches the tunnel and keeps the connection for the client.
+    let on_b = tunnelled(&b, &token, &alice, &connection).await;
+    drop(on_b);
+    detached(&connection).await;
+
+    // Back through C; the connection closing on A closes the socket on C with its Close.
+    let mut on_c = tunnelled(&c, &token, &alice, &connection).await;
+    connection.close(signet::connection::CloseReason::Kicked);
+    let ending = on_c.expect_close(SPREAD).await;
+    let close = ending.close_message.expect("the hub Close message");
+    assert_eq!(
+        close["error"], "Disconnected by an administrator",
+        "{close}"
+    );
+    assert_eq!(ending.code, Some(awc::ws::CloseCode::Normal));
+    a.wait_for_connections(0).await;
+    assert_eq!(forwarded(&b, "tunnel") + forwarded(&c, "tunnel"), 2);
 }
