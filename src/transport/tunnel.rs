@@ -24,7 +24,12 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{AggregatedMessage, CloseCode};
 use bytes::Bytes;
 use futures_util::StreamExt;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// How long the edge waits, after the client's close frame, for the owner's answer (the
+/// connection's Close message and close code) before it drops the socket.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// The edge: asks the owner to attach a tunnel, then upgrades and relays the socket.
 pub(super) async fn connect(
@@ -103,12 +108,20 @@ async fn socket_to_owner(
             }
             _ => TunnelEvent::Lost,
         };
-        let last = matches!(event, TunnelEvent::Closed(_) | TunnelEvent::Lost);
-        if !to_owner.send(event) || last {
-            to_owner.send(TunnelEvent::Lost);
-            done.cancel();
-            return;
+        let closing = matches!(event, TunnelEvent::Closed(_));
+        let data = matches!(event, TunnelEvent::Text(_) | TunnelEvent::Binary(_));
+        let sent = to_owner.send(event);
+        if sent && data {
+            continue;
         }
+        if !sent {
+            to_owner.send(TunnelEvent::Lost);
+        } else if closing {
+            // The owner answers with the connection's Close (see `owner_to_socket`).
+            let _ = tokio::time::timeout(CLOSE_GRACE, done.cancelled()).await;
+        }
+        done.cancel();
+        return;
     }
 }
 

@@ -538,8 +538,9 @@ async fn a_stateful_reconnect_on_another_node_is_tunnelled_to_the_connection_and
     let later = records_until(&mut second, system("from B")).await;
     assert_eq!(later.len(), 1, "{later:?}");
 
-    // The client's close frame closes the connection on A.
-    second.close().await;
+    // The client's close frame closes the connection on A, which answers with a close frame.
+    let ending = second.close_and_wait(SPREAD).await;
+    assert_eq!(ending.code, Some(awc::ws::CloseCode::Normal), "{ending:?}");
     a.wait_for_connections(0).await;
 }
 
