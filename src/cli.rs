@@ -1,7 +1,7 @@
 //! The `signet` command line. `main` only calls [`run`].
 
 use crate::auth::KeyRing;
-use crate::identity::{IdentityError, Passwords, UserAdmin};
+use crate::identity::{ApiKeys, IdentityError, Passwords, UserAdmin};
 use crate::settings::{self, new_random_secret, ResolvedSecrets, Settings};
 use crate::startup::Application;
 use clap::{Args, Parser, Subcommand};
@@ -61,6 +61,38 @@ enum Command {
     User {
         #[command(subcommand)]
         command: UserCommand,
+    },
+    /// Manage the publish API's keys in the configured store.
+    Apikey {
+        #[command(subcommand)]
+        command: ApiKeyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ApiKeyCommand {
+    /// Create a key and print it (shown this once; only its hash is stored).
+    Create {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// What the key is for (1 to 64 characters).
+        #[arg(long)]
+        name: String,
+        /// `hub:<hub|*>:<action|*>`, the action one of send, groups, disconnect, presence;
+        /// repeat for several.
+        #[arg(long = "scope", value_name = "SCOPE", required = true)]
+        scopes: Vec<String>,
+    },
+    /// List keys: id, name, scopes, creation time, revocation time.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Revoke a key by id: refused from now on, by every node sharing the store.
+    Revoke {
+        #[command(flatten)]
+        config: ConfigArg,
+        id: String,
     },
 }
 
@@ -184,6 +216,7 @@ pub fn run() -> ExitCode {
                 },
         } => store_copy(&config, &from, to.as_deref(), force),
         Command::User { command } => user(command),
+        Command::Apikey { command } => apikey(command),
         Command::Demo(args) => demo(args),
     }
 }
@@ -459,6 +492,11 @@ fn user(command: UserCommand) -> ExitCode {
         let admin = UserAdmin::new(store, passwords);
         run_user_command(&admin, command, &password).await
     });
+    exit_code(result)
+}
+
+/// How a one-shot store command ended: its error printed, failure; or success.
+fn exit_code(result: Result<Result<(), IdentityError>, ExitCode>) -> ExitCode {
     match result {
         Err(code) => code,
         Ok(Ok(())) => ExitCode::SUCCESS,
@@ -511,6 +549,61 @@ async fn run_user_command(
                 "removed user {} with their devices and sessions",
                 user.username
             );
+        }
+    }
+    Ok(())
+}
+
+fn apikey(command: ApiKeyCommand) -> ExitCode {
+    let config = match &command {
+        ApiKeyCommand::Create { config, .. }
+        | ApiKeyCommand::List { config }
+        | ApiKeyCommand::Revoke { config, .. } => config,
+    };
+    let settings = match load_settings(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let result = block_on(async {
+        let store = crate::store::open(&settings).await?.store;
+        run_apikey_command(&ApiKeys::new(store), command).await
+    });
+    exit_code(result)
+}
+
+/// Carries out one `signet apikey` command and prints what it did.
+async fn run_apikey_command(keys: &ApiKeys, command: ApiKeyCommand) -> Result<(), IdentityError> {
+    match command {
+        ApiKeyCommand::Create { name, scopes, .. } => {
+            let created = keys.create(&name, &scopes, "cli", None).await?;
+            eprintln!(
+                "created API key {} ({}) with scopes {}; it is shown this once:",
+                created.key.id,
+                created.key.name,
+                created.key.scopes.join(" ")
+            );
+            println!("{}", created.text);
+        }
+        ApiKeyCommand::List { .. } => {
+            println!(
+                "{:<16} {:<24} {:<21} {:<21} scopes",
+                "id", "name", "created", "revoked"
+            );
+            for key in keys.list().await? {
+                println!(
+                    "{:<16} {:<24} {:<21} {:<21} {}",
+                    key.id,
+                    key.name,
+                    utc_timestamp(key.created_at),
+                    key.revoked_at
+                        .map_or_else(|| "-".to_string(), utc_timestamp),
+                    key.scopes.join(" ")
+                );
+            }
+        }
+        ApiKeyCommand::Revoke { id, .. } => {
+            keys.revoke(&id, "cli", None).await?;
+            println!("revoked API key {id}");
         }
     }
     Ok(())

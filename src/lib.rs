@@ -9,7 +9,9 @@
 //!   [`startup::Application::build`].
 //! - `transport`: negotiate and the three transports (WebSockets, Server-Sent Events, long
 //!   polling with `POST` sends), and in-band refresh: they adapt HTTP to one `connection`.
-//! - `api`: the REST API under `/api`: thin handlers over the identity service.
+//! - `api`: the REST API under `/api`: thin handlers over the identity service, and the
+//!   publish API (`/api/hubs/{hub}/...`) through which backends reach a hub's clients via its
+//!   lifetime manager, with API keys or a `signet:server` token.
 //! - `console`: the browser console at `/`, static files compiled into the binary with their
 //!   security headers; it is a client of the API and hub like any other.
 //! - `http`: plumbing every route shares: the JSON error type (and the HTTP answers of other

@@ -394,6 +394,10 @@ impl Application {
         let json_limit = web::Data::new(JsonLimit(settings.server.max_request_body_bytes));
         let readiness = web::Data::new(state.readiness());
         let hub_endpoints = web::Data::new(state.hub_endpoints());
+        let publish = web::Data::new(crate::api::PublishApi {
+            hubs: state.hubs.clone(),
+            metrics: state.metrics.clone(),
+        });
         if let Some(forwarder) = &state.forwarder {
             let handler = crate::transport::ForwardedRequests::new(state.hub_endpoints());
             forwarder.set_handler(Some(Arc::new(handler)));
@@ -409,6 +413,7 @@ impl Application {
                 .app_data(json_limit.clone())
                 .app_data(readiness.clone())
                 .app_data(hub_endpoints.clone())
+                .app_data(publish.clone())
                 .app_data(json_config(&json_settings))
                 .wrap(from_fn(http::request_log::log_requests))
                 .service(http::health::healthz)

@@ -1,9 +1,15 @@
 //! The REST API under `/api`: JSON in and out (camelCase), errors as [`crate::http::ApiError`].
-//! Handlers are thin: they extract, call the identity service, and shape the answer.
+//! Handlers are thin: they extract, call the identity service (or, for the publish API, a hub's
+//! lifetime manager), and shape the answer.
 
 pub mod admin;
 pub mod auth;
 pub mod devices;
+pub mod publish;
+mod server_caller;
+
+pub use publish::PublishApi;
+pub use server_caller::SERVER_ROLE;
 
 use crate::auth::RevocationError;
 use crate::http::ApiError;
@@ -13,21 +19,23 @@ use actix_web::web;
 
 /// Registers every `/api` route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::scope("/api")
-            .service(auth::login)
-            .service(auth::refresh)
-            .service(auth::logout)
-            .service(auth::me)
-            .service(auth::message_key)
-            .service(auth::device_token)
-            .service(devices::create)
-            .service(devices::list)
-            .service(devices::delete)
-            .service(devices::rotate_key)
-            .service(admin::revoke_user)
-            .service(admin::stats),
-    );
+    let api = web::scope("/api")
+        .service(auth::login)
+        .service(auth::refresh)
+        .service(auth::logout)
+        .service(auth::me)
+        .service(auth::message_key)
+        .service(auth::device_token)
+        .service(devices::create)
+        .service(devices::list)
+        .service(devices::delete)
+        .service(devices::rotate_key)
+        .service(admin::revoke_user)
+        .service(admin::stats)
+        .service(admin::create_api_key)
+        .service(admin::list_api_keys)
+        .service(admin::revoke_api_key);
+    cfg.service(publish::configure(api));
 }
 
 impl From<IdentityError> for ApiError {
@@ -47,6 +55,8 @@ impl From<IdentityError> for ApiError {
             }
             E::DeviceNotFound => ApiError::not_found("device_not_found", message),
             E::UserNotFound => ApiError::not_found("user_not_found", message),
+            E::InvalidApiKey => ApiError::unauthorized("invalid_api_key", message),
+            E::ApiKeyNotFound => ApiError::not_found("api_key_not_found", message),
             E::UsernameTaken => ApiError::new(StatusCode::CONFLICT, "username_taken", message),
             E::Forbidden(_) => ApiError::forbidden("forbidden", message),
             E::DeviceLimit(_) => {

@@ -27,7 +27,7 @@ impl Call {
         Self {
             principal: connection.principal(),
             cancel: connection.cancellation(),
-            clients: Clients { lifetime },
+            clients: Clients::new(lifetime),
             connection,
             invocation_id: None,
         }
@@ -48,6 +48,11 @@ fn message(target: &str, arguments: Vec<Value>) -> Arc<SerializedHubMessage> {
 }
 
 impl Clients {
+    /// Sends through `lifetime`: a hub's, for a caller outside any invocation (the publish API).
+    pub fn new(lifetime: Arc<dyn HubLifetimeManager>) -> Self {
+        Self { lifetime }
+    }
+
     pub fn lifetime(&self) -> &Arc<dyn HubLifetimeManager> {
         &self.lifetime
     }

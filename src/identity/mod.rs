@@ -10,6 +10,7 @@
 //! Every security-relevant outcome is an audit event (`tracing` target `audit`) with the
 //! subject and client address, never a secret.
 
+mod api_keys;
 mod devices;
 mod limiter;
 mod message_keys;
@@ -17,6 +18,7 @@ mod password;
 mod sessions;
 mod users;
 
+pub use api_keys::{scopes_allow, ApiKeys, NewApiKey, PublishAction, Scope, API_KEY_PREFIX};
 pub use devices::{device_subject, DeviceToken, NewDeviceKey};
 pub use limiter::{retry_after_secs, AttemptKeys, LoginLimiter, LoginLimits};
 pub use message_keys::MAX_TRACKED_MESSAGE_KEY_CLAIMS;
@@ -55,6 +57,10 @@ pub enum IdentityError {
     DeviceNotFound,
     #[error("no such user")]
     UserNotFound,
+    #[error("the API key is not valid")]
+    InvalidApiKey,
+    #[error("no such API key, or it is revoked already")]
+    ApiKeyNotFound,
     #[error("the username is already taken")]
     UsernameTaken,
     #[error("{0}")]
@@ -170,6 +176,7 @@ struct Inner {
     /// Derives message keys (the hub verifies envelopes with the same service).
     envelopes: Arc<EnvelopeService>,
     passwords: Passwords,
+    api_keys: ApiKeys,
     limiter: LoginLimiter,
     unknown_names: UnknownNameMarks,
     message_key_claims: message_keys::MessageKeyClaims,
@@ -191,6 +198,7 @@ impl IdentityService {
         let days = i64::try_from(settings.jwt.refresh_token_lifetime_days).unwrap_or(365);
         Self {
             inner: Arc::new(Inner {
+                api_keys: ApiKeys::new(store.clone()),
                 store,
                 auth,
                 envelopes,
@@ -223,6 +231,11 @@ impl IdentityService {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
+    }
+
+    /// The publish API's keys.
+    pub fn api_keys(&self) -> &ApiKeys {
+        &self.inner.api_keys
     }
 
     /// The caller's username: from the store for users, else the token's `name`, else `sub`.

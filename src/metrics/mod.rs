@@ -130,6 +130,12 @@ struct RefreshLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PublishLabels {
+    action: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
     kind: &'static str,
 }
@@ -201,6 +207,7 @@ struct Inner {
     forward_failures: Family<KindLabel, Counter>,
     store_seconds: HistogramFamily<OperationLabel>,
     store_errors: Family<OperationLabel, Counter>,
+    publish_calls: Family<PublishLabels, Counter>,
     census: Arc<OnceLock<Arc<dyn ConnectionCensus>>>,
     sampled: Arc<Mutex<Vec<SampledGauge>>>,
     totals: Totals,
@@ -341,6 +348,10 @@ impl Metrics {
             "signet_store_errors",
             "Store (database) operations that failed, by operation."
         );
+        let publish_calls = family!(
+            "signet_publish_api_calls",
+            "Publish API calls (`/api/hubs/...`), by action (send, groups, disconnect, presence) and outcome (ok, unauthorized, forbidden, invalid, not_found, unavailable, error)."
+        );
         let census: Arc<OnceLock<Arc<dyn ConnectionCensus>>> = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(ConnectionCollector(census.clone())));
         registry.register_collector(Box::new(process::ProcessCollector));
@@ -371,6 +382,7 @@ impl Metrics {
             forward_failures,
             store_seconds,
             store_errors,
+            publish_calls,
             census,
             sampled,
             totals: Totals::default(),
@@ -571,6 +583,14 @@ impl Metrics {
         self.0
             .rate_limited
             .get_or_create(&LimitLabel { limit })
+            .inc();
+    }
+
+    /// A publish API call: `action` as scopes name it, `outcome` from a fixed set.
+    pub fn publish_call(&self, action: &'static str, outcome: &'static str) {
+        self.0
+            .publish_calls
+            .get_or_create(&PublishLabels { action, outcome })
             .inc();
     }
 

@@ -197,6 +197,26 @@ impl RevocationLog for MeteredStore {
 }
 
 #[async_trait]
+impl ApiKeyStore for MeteredStore {
+    async fn create_api_key(&self, key: &ApiKey, secret_hash: &[u8]) -> Result<(), StoreError> {
+        metered!(
+            self,
+            "create_api_key",
+            self.inner.create_api_key(key, secret_hash)
+        )
+    }
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKeyCredentials>, StoreError> {
+        metered!(self, "api_key", self.inner.api_key(id))
+    }
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        metered!(self, "list_api_keys", self.inner.list_api_keys())
+    }
+    async fn revoke_api_key(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+        metered!(self, "revoke_api_key", self.inner.revoke_api_key(id, now))
+    }
+}
+
+#[async_trait]
 impl StoreHealth for MeteredStore {
     async fn ping(&self) -> Result<(), StoreError> {
         metered!(self, "ping", self.inner.ping())

@@ -34,7 +34,7 @@ pub struct Table {
 use Kind::{Bytes, Int, Text};
 
 /// Every table, parents before the tables that refer to them.
-pub const TABLES: [Table; 7] = [
+pub const TABLES: [Table; 8] = [
     Table {
         name: "users",
         columns: &[
@@ -95,6 +95,18 @@ pub const TABLES: [Table; 7] = [
         name: "subject_cutoffs",
         columns: &[("sub", Text), ("not_before", Int), ("forget_after", Int)],
         order: "sub",
+    },
+    Table {
+        name: "api_keys",
+        columns: &[
+            ("id", Text),
+            ("name", Text),
+            ("secret_hash", Bytes),
+            ("scopes", Text),
+            ("created_at", Int),
+            ("revoked_at", Int),
+        ],
+        order: "created_at, id",
     },
 ];
 

@@ -1,4 +1,5 @@
-//! Persistence for identity: users, devices, refresh-token sessions and revocation records.
+//! Persistence for identity: users, devices, refresh-token sessions, revocation records and
+//! the publish API's keys.
 //!
 //! The services above talk to the traits here, never to SQL. Two backends implement them:
 //! [`SqliteStore`] (embedded, the default) and [`PgStore`] (`[store] url`, shared by several
@@ -300,6 +301,36 @@ pub trait SessionStore: Send + Sync {
     ) -> Result<Vec<String>, StoreError>;
 }
 
+/// A key of the publish API as listed: everything but the hash of its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    /// Random, 16 hex digits: the key names it, lists and audit events show it.
+    pub id: String,
+    pub name: String,
+    /// `hub:<hub|*>:<action|*>`, validated by the service.
+    pub scopes: Vec<String>,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// An API key with the hash of its secret, for verification.
+#[derive(Debug, Clone)]
+pub struct ApiKeyCredentials {
+    pub key: ApiKey,
+    pub secret_hash: Vec<u8>,
+}
+
+#[async_trait]
+pub trait ApiKeyStore: Send + Sync {
+    async fn create_api_key(&self, key: &ApiKey, secret_hash: &[u8]) -> Result<(), StoreError>;
+    /// The key with this id, revoked or not.
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKeyCredentials>, StoreError>;
+    /// Every key, revoked ones too, oldest first.
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError>;
+    /// False when no such key or already revoked.
+    async fn revoke_api_key(&self, id: &str, now: i64) -> Result<bool, StoreError>;
+}
+
 /// Where the revocation service keeps its records so that a restart does not resurrect a
 /// revoked token.
 #[async_trait]
@@ -322,11 +353,17 @@ pub trait StoreHealth: Send + Sync {
 }
 
 pub trait Store:
-    UserStore + DeviceStore + SessionStore + RevocationLog + StoreHealth + std::fmt::Debug
+    UserStore + DeviceStore + SessionStore + RevocationLog + ApiKeyStore + StoreHealth + std::fmt::Debug
 {
 }
 
 impl<T> Store for T where
-    T: UserStore + DeviceStore + SessionStore + RevocationLog + StoreHealth + std::fmt::Debug
+    T: UserStore
+        + DeviceStore
+        + SessionStore
+        + RevocationLog
+        + ApiKeyStore
+        + StoreHealth
+        + std::fmt::Debug
 {
 }

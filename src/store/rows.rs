@@ -1,10 +1,14 @@
 //! Row mapping both backends share: each table's columns are read in one place, by name,
 //! through `sqlx::FromRow`, whichever database the row came from.
 
-use super::{Device, DeviceCredentials, Session, StoreError, SubjectCutoff, User, UserCredentials};
+use super::{
+    ApiKey, ApiKeyCredentials, Device, DeviceCredentials, Session, StoreError, SubjectCutoff, User,
+    UserCredentials,
+};
 
 /// The columns a [`User`] is read from; `roles` is a JSON array in both backends.
 pub(super) const USER_COLUMNS: &str = "id, username, roles, created_at";
+pub(super) const API_KEY_COLUMNS: &str = "id, name, scopes, created_at, revoked_at";
 pub(super) const DEVICE_COLUMNS: &str =
     "id, owner_id, name, created_at, key_rotated_at, last_token_at";
 
@@ -128,5 +132,48 @@ impl From<CutoffRow> for SubjectCutoff {
             not_before: row.not_before,
             forget_after: row.forget_after,
         }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct ApiKeyRow {
+    id: String,
+    name: String,
+    scopes: String,
+    created_at: i64,
+    revoked_at: Option<i64>,
+}
+
+impl TryFrom<ApiKeyRow> for ApiKey {
+    type Error = StoreError;
+
+    fn try_from(row: ApiKeyRow) -> Result<Self, StoreError> {
+        let scopes = serde_json::from_str(&row.scopes)
+            .map_err(|e| StoreError::Corrupt(format!("scopes of an API key: {e}")))?;
+        Ok(ApiKey {
+            id: row.id,
+            name: row.name,
+            scopes,
+            created_at: row.created_at,
+            revoked_at: row.revoked_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct ApiKeyCredentialsRow {
+    #[sqlx(flatten)]
+    key: ApiKeyRow,
+    secret_hash: Vec<u8>,
+}
+
+impl TryFrom<ApiKeyCredentialsRow> for ApiKeyCredentials {
+    type Error = StoreError;
+
+    fn try_from(row: ApiKeyCredentialsRow) -> Result<Self, StoreError> {
+        Ok(ApiKeyCredentials {
+            key: row.key.try_into()?,
+            secret_hash: row.secret_hash,
+        })
     }
 }

@@ -31,12 +31,13 @@ pub(super) fn unusable_key_hash() -> Vec<u8> {
 macro_rules! sql_store {
     ($store:ty, evicted_sessions = $evicted:expr) => {
         use $crate::store::rows::{
-            roles_json, CutoffRow, DeviceCredentialsRow, DeviceRow, SessionRow,
-            UserCredentialsRow, UserRow, DEVICE_COLUMNS, USER_COLUMNS,
+            roles_json, ApiKeyCredentialsRow, ApiKeyRow, CutoffRow, DeviceCredentialsRow,
+            DeviceRow, SessionRow, UserCredentialsRow, UserRow, API_KEY_COLUMNS, DEVICE_COLUMNS,
+            USER_COLUMNS,
         };
         use $crate::store::sql::{unusable_key_hash, LOCK_USER, SESSION_OF_TOKEN};
         use $crate::store::{
-            Device, DeviceCredentials, DeviceStore, RevocationLog, RevocationSnapshot, Rotation,
+            ApiKey, ApiKeyCredentials, ApiKeyStore, Device, DeviceCredentials, DeviceStore, RevocationLog, RevocationSnapshot, Rotation,
             Session, SessionStore, StoreError, SubjectCutoff, User, UserCredentials, UserStore,
         };
 
@@ -502,6 +503,61 @@ macro_rules! sql_store {
                 .execute(&self.pool)
                 .await?;
                 Ok(())
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl ApiKeyStore for $store {
+            async fn create_api_key(
+                &self,
+                key: &ApiKey,
+                secret_hash: &[u8],
+            ) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO api_keys (id, name, secret_hash, scopes, created_at)
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&key.id)
+                .bind(&key.name)
+                .bind(secret_hash)
+                .bind(roles_json(&key.scopes)?)
+                .bind(key.created_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn api_key(&self, id: &str) -> Result<Option<ApiKeyCredentials>, StoreError> {
+                sqlx::query_as::<_, ApiKeyCredentialsRow>(&format!(
+                    "SELECT {API_KEY_COLUMNS}, secret_hash FROM api_keys WHERE id = $1"
+                ))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .map(TryInto::try_into)
+                .transpose()
+            }
+
+            async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+                sqlx::query_as::<_, ApiKeyRow>(&format!(
+                    "SELECT {API_KEY_COLUMNS} FROM api_keys ORDER BY created_at, id"
+                ))
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map(TryInto::try_into)
+                .collect()
+            }
+
+            async fn revoke_api_key(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+                let done = sqlx::query(
+                    "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+                )
+                .bind(now)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
             }
         }
 

@@ -1,9 +1,9 @@
 //! `[audit] output = "file"`: the real binary writes audit events as JSON lines to the audit
 //! file, rotated by size, and not to its log output.
 
-use crate::helpers::{each_store, Backend};
+use crate::helpers::{each_store, Backend, KillOnDrop};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -18,50 +18,13 @@ async fn audit_events_go_to_a_rotated_file_and_not_to_the_log(store: Backend) {
             crate::postgres::fresh_database().await,
         );
     }
-    let mut child = command
-        .arg("serve")
-        .current_dir(dir.path())
-        .env_remove("RUST_LOG")
-        .env("SIGNET__SERVER__LISTEN", "127.0.0.1:0")
-        .env("SIGNET__SERVER__DATA_DIR", &data_dir)
-        .env("SIGNET__SERVER__WORKERS", "1")
-        .env("SIGNET__IDENTITY__PASSWORD_HASH_MEMORY_KIB", "64")
-        .env("SIGNET__IDENTITY__PASSWORD_HASH_ITERATIONS", "1")
-        .env("SIGNET__AUDIT__OUTPUT", "file")
+    command
         .env("SIGNET__AUDIT__MAX_FILE_BYTES", "400")
-        .env("SIGNET__AUDIT__MAX_FILES", "2")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("signet serve runs");
-    let (tx, lines) = mpsc::channel::<String>();
-    let stdout = child.stdout.take().expect("piped stdout");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+        .env("SIGNET__AUDIT__MAX_FILES", "2");
+    let mut child = serve_auditing(command, dir.path(), &data_dir);
+    let lines = crate::demo::lines_of(child.0.stdout.take().expect("piped stdout"));
     let mut log = Vec::new();
-    let started = Instant::now();
-    let address = loop {
-        assert!(started.elapsed() < Duration::from_secs(30), "{log:#?}");
-        match lines.recv_timeout(Duration::from_millis(100)) {
-            Ok(line) => {
-                let found = line
-                    .contains("signet listening")
-                    .then(|| line.split("address=").nth(1))
-                    .flatten()
-                    .and_then(|rest| rest.split_whitespace().next())
-                    .map(str::to_string);
-                log.push(line);
-                if let Some(address) = found {
-                    break address;
-                }
-            }
-            Err(_) => continue,
-        }
-    };
+    let address = listening_address(&lines, &mut log);
 
     let client = awc::Client::default();
     for i in 0..8 {
@@ -72,8 +35,7 @@ async fn audit_events_go_to_a_rotated_file_and_not_to_the_log(store: Backend) {
             .expect("answered");
         assert!(matches!(response.status().as_u16(), 401 | 429));
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    child.stop();
     log.extend(lines.try_iter());
 
     let file = data_dir.join("audit.log");
@@ -123,3 +85,47 @@ async fn audit_events_go_to_a_rotated_file_and_not_to_the_log(store: Backend) {
 }
 
 each_store!(audit_events_go_to_a_rotated_file_and_not_to_the_log);
+
+/// `command` (the `signet` binary, with any settings of the test's own) serving on `data_dir`:
+/// 127.0.0.1 on a free port, one worker, cheap password hashing, audit events to the audit file;
+/// standard output piped (see [`listening_address`]).
+pub(crate) fn serve_auditing(mut command: Command, dir: &Path, data_dir: &Path) -> KillOnDrop {
+    let child = command
+        .arg("serve")
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env("SIGNET__SERVER__LISTEN", "127.0.0.1:0")
+        .env("SIGNET__SERVER__DATA_DIR", data_dir)
+        .env("SIGNET__SERVER__WORKERS", "1")
+        .env("SIGNET__IDENTITY__PASSWORD_HASH_MEMORY_KIB", "64")
+        .env("SIGNET__IDENTITY__PASSWORD_HASH_ITERATIONS", "1")
+        .env("SIGNET__AUDIT__OUTPUT", "file")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("signet serve runs");
+    KillOnDrop(child)
+}
+
+/// The address `signet serve` logs it listens on (plain log lines), collecting the lines
+/// before it into `log`; fails after 30 s.
+pub(crate) fn listening_address(lines: &mpsc::Receiver<String>, log: &mut Vec<String>) -> String {
+    let started = Instant::now();
+    loop {
+        assert!(started.elapsed() < Duration::from_secs(30), "{log:#?}");
+        let Ok(line) = lines.recv_timeout(Duration::from_millis(100)) else {
+            continue;
+        };
+        let found = line
+            .contains("signet listening")
+            .then(|| line.split("address=").nth(1))
+            .flatten()
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_string);
+        log.push(line);
+        if let Some(address) = found {
+            return address;
+        }
+    }
+}

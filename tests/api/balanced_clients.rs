@@ -102,7 +102,6 @@ async fn websockets_without_negotiate_run_through_the_balancer_on_every_node() {
 }
 
 #[actix_web::test]
-#[ignore = "waits on no sticky sessions (branch sticky): negotiate and transport land on different nodes"]
 async fn every_transport_and_protocol_runs_through_the_balancer() {
     run_scenarios(cluster().await, WITHOUT_HANDOVER, FIVE_COMBOS, false).await;
 }
@@ -119,7 +118,6 @@ async fn stateful_reconnect_resumes_through_the_balancer_on_another_node() {
 }
 
 #[actix_web::test]
-#[ignore = "waits on the publish API (branch publish) and no sticky sessions (branch sticky)"]
 async fn a_group_spans_the_nodes_through_the_balancer() {
     run_scenarios(cluster().await, "group", FIVE_COMBOS, false).await;
 }

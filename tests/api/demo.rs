@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Reads the demo's standard output on a thread (the pipe blocks), line by line.
-fn lines_of(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
+pub(crate) fn lines_of(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {

@@ -408,3 +408,20 @@ pub fn user_token(sub: &str) -> String {
         &claims(sub),
     )
 }
+
+/// A child process killed (and reaped) when dropped, so a failing test leaves none running
+/// (one would hold the test's output pipes open).
+pub struct KillOnDrop(pub std::process::Child);
+
+impl KillOnDrop {
+    pub fn stop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -31,6 +31,7 @@ mod message_key;
 mod metrics;
 mod postgres;
 mod proxy;
+mod publish_api;
 mod python_client;
 mod redis_server;
 mod restart;

@@ -177,7 +177,7 @@ async fn store_copy_moves_a_sqlite_store_to_postgres_and_is_idempotent() {
     ] {
         assert!(first.contains(table), "{first}");
     }
-    assert!(first.contains("copied 7 tables"), "{first}");
+    assert!(first.contains("copied 8 tables"), "{first}");
     // A second run refuses the filled target, and with --force copies nothing new.
     let refused = copy(&[]);
     assert!(!refused.status.success());
