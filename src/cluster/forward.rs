@@ -13,6 +13,7 @@
 //! lives and deleted when it leaves. Anything addressed to a connection asks this node's
 //! registry first, then the directory, then the node the id or token names.
 
+use super::tunnel::Tunnels;
 use super::wire::{Frame, Origin};
 use super::{Cluster, Subscriber};
 use crate::auth::Principal;
@@ -31,6 +32,8 @@ use tokio_util::sync::CancellationToken;
 pub const HANDOVER: &str = "application/vnd.signet.handover+json";
 /// The content type of an answer saying the connection moved (its body: the node it moved to).
 pub const MOVED: &str = "application/vnd.signet.moved";
+/// The content type of an answer saying the tunnel asked for is open.
+pub const TUNNEL: &str = "application/vnd.signet.tunnel";
 /// How long a directory entry lives without being rewritten (a few presence heartbeats).
 pub const OWNER_TTL: Duration = Duration::from_secs(15);
 /// How often the owner rewrites its directory entries.
@@ -55,16 +58,20 @@ pub enum ForwardKind {
     Send,
     Delete,
     Refresh,
+    /// A WebSocket reconnecting under stateful reconnect (body: the tunnel id): attach a
+    /// tunnelled transport to the connection, or answer why not.
+    Tunnel,
 }
 
 impl ForwardKind {
-    const ALL: [Self; 6] = [
+    const ALL: [Self; 7] = [
         Self::WebSocket,
         Self::EventStream,
         Self::Poll,
         Self::Send,
         Self::Delete,
         Self::Refresh,
+        Self::Tunnel,
     ];
 
     fn code(self) -> u8 {
@@ -75,6 +82,7 @@ impl ForwardKind {
             Self::Send => 4,
             Self::Delete => 5,
             Self::Refresh => 6,
+            Self::Tunnel => 7,
         }
     }
 
@@ -90,6 +98,7 @@ impl ForwardKind {
             Self::Send => "send",
             Self::Delete => "delete",
             Self::Refresh => "refresh",
+            Self::Tunnel => "tunnel",
         }
     }
 
@@ -155,6 +164,8 @@ pub struct Forwarder {
     /// Connection tokens this node is adopting right now: a request forwarded here for one of
     /// them (a racing adopter sent on by the old owner) waits until it is registered.
     adopting: DashMap<String, watch::Sender<()>>,
+    /// WebSockets tunnelled to or from this node.
+    tunnels: Arc<Tunnels>,
     metrics: Metrics,
 }
 
@@ -191,6 +202,7 @@ impl Forwarder {
                 .time_to_live(HANDOVER_MEMORY)
                 .build(),
             adopting: DashMap::new(),
+            tunnels: Tunnels::new(cluster.clone()),
             metrics,
         });
         cluster.subscribe(forwarder.channel(cluster.node_id()), forwarder.clone());
@@ -212,6 +224,10 @@ impl Forwarder {
 
     fn handler(&self) -> Option<Arc<dyn ForwardHandler>> {
         self.handler.read().ok().and_then(|h| h.clone())
+    }
+
+    pub fn tunnels(&self) -> &Arc<Tunnels> {
+        &self.tunnels
     }
 
     pub fn node_id(&self) -> &str {
@@ -476,6 +492,14 @@ impl Subscriber for Forwarder {
                     body,
                 },
             ),
+            Frame::Tunnel {
+                tunnel,
+                to_owner,
+                event,
+                body,
+            } => self
+                .tunnels
+                .deliver(origin.node, tunnel, to_owner, event, body),
             _ => {}
         }
     }
@@ -491,6 +515,6 @@ mod tests {
             assert_eq!(ForwardKind::from_code(kind.code()), Some(kind));
         }
         assert_eq!(ForwardKind::from_code(0), None);
-        assert_eq!(ForwardKind::from_code(7), None);
+        assert_eq!(ForwardKind::from_code(8), None);
     }
 }

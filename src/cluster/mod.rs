@@ -13,6 +13,7 @@ pub mod forward;
 mod lifetime;
 mod nonces;
 mod revocations;
+pub mod tunnel;
 pub mod wire;
 
 pub use forward::Forwarder;

@@ -114,6 +114,16 @@ pub enum Frame {
         content_type: String,
         body: Bytes,
     },
+    /// One event of a WebSocket tunnelled between the node holding the socket and the node
+    /// holding its connection (see [`super::tunnel`]), on the receiver's forwarding channel:
+    /// `tunnel` is the id the socket's node gave it, `to_owner` says which end it is for,
+    /// `event` a [`super::tunnel::TunnelEvent`] code.
+    Tunnel {
+        tunnel: u64,
+        to_owner: bool,
+        event: u8,
+        body: Bytes,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -228,6 +238,17 @@ pub fn encode(origin: &Origin, frame: &Frame) -> Bytes {
             put_str(&mut out, content_type);
             put_bytes(&mut out, body);
         }
+        Frame::Tunnel {
+            tunnel,
+            to_owner,
+            event,
+            body,
+        } => {
+            out.put_u64(*tunnel);
+            out.put_u8(u8::from(*to_owner));
+            out.put_u8(*event);
+            put_bytes(&mut out, body);
+        }
     }
     out.freeze()
 }
@@ -305,6 +326,12 @@ pub fn decode(bytes: Bytes) -> Result<(Origin, Frame), WireError> {
             content_type: r.str()?,
             body: r.bytes()?,
         },
+        12 => Frame::Tunnel {
+            tunnel: r.u64()?,
+            to_owner: r.u8()? != 0,
+            event: r.u8()?,
+            body: r.bytes()?,
+        },
         _ => return Err(WireError::Invalid("kind")),
     };
     Ok((origin, frame))
@@ -323,6 +350,7 @@ fn kind(frame: &Frame) -> u8 {
         Frame::Revocations(_) => 9,
         Frame::Forward { .. } => 10,
         Frame::Forwarded { .. } => 11,
+        Frame::Tunnel { .. } => 12,
     }
 }
 
@@ -333,7 +361,9 @@ fn payload_len(frame: &Frame) -> usize {
         | Frame::Groups { payload, .. }
         | Frame::Connection { payload, .. } => payload.json.len() + payload.msgpack.len(),
         Frame::Telemetry { payload, .. } => payload.len(),
-        Frame::Forward { body, .. } | Frame::Forwarded { body, .. } => body.len(),
+        Frame::Forward { body, .. }
+        | Frame::Forwarded { body, .. }
+        | Frame::Tunnel { body, .. } => body.len(),
         _ => 0,
     }
 }
@@ -565,6 +595,12 @@ mod tests {
                 status: 409,
                 content_type: "application/json".into(),
                 body: Bytes::from_static(b"{}"),
+            },
+            Frame::Tunnel {
+                tunnel: 7,
+                to_owner: true,
+                event: 1,
+                body: Bytes::from_static(b"{}\x1e"),
             },
         ];
         for frame in frames {

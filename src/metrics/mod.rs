@@ -334,7 +334,7 @@ impl Metrics {
         let _ = rate_limited.get_or_create(&LimitLabel { limit: "login" });
         let forwarded = family!(
             "signet_cluster_forwarded_requests",
-            "Requests on a connection another node holds that this node forwarded to it, by kind (adopt, poll, send, delete, refresh)."
+            "Requests on a connection another node holds that this node forwarded to it, by kind (adopt, poll, send, delete, refresh, tunnel)."
         );
         let forward_failures = family!(
             "signet_cluster_forward_failures",

@@ -33,12 +33,13 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 const ADOPT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A request on a connection another node holds, authenticated here.
+#[derive(Clone)]
 pub(super) struct RemoteRequest {
     pub hub: Arc<Hub>,
     pub token: String,
     pub principal: Principal,
     pub origin: Option<HeaderValue>,
-    owner: String,
+    pub owner: String,
 }
 
 /// Where a request on a connection is served.

@@ -27,6 +27,7 @@ mod owner;
 mod refresh;
 mod send;
 mod sse;
+mod tunnel;
 mod websocket;
 
 pub use cors::check_origin;

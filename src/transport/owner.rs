@@ -123,6 +123,7 @@ async fn serve(
         ForwardKind::Poll => long_polling::answer_poll(local, state).await,
         ForwardKind::Send => send::deliver_forwarded(local, state, request.body).await,
         ForwardKind::Delete => Ok(long_polling::end_polling(&local.connection)),
+        ForwardKind::Tunnel => super::tunnel::attach(state, from, local, &request.body).await,
         // Answered above.
         ForwardKind::Refresh => Err(unknown_connection()),
     }

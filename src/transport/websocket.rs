@@ -15,6 +15,7 @@
 //! socket of the same user replaces the attached one (its client has given up on it).
 
 use super::forward::{self, Target};
+use super::tunnel;
 use super::{
     begin, conflict, create_connection, existing_connection, find_hub, max_frame_bytes,
     unknown_connection, use_transport, COALESCE_BYTES,
@@ -24,6 +25,7 @@ use crate::auth::{authenticate_request, query_param, TokenPolicy};
 use crate::cluster::forward::ForwardKind;
 use crate::connection::{coalesce, Attachment, CloseReason, Connection, Inbound, TransportKind};
 use crate::protocol::HubProtocol;
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{AggregatedMessage, CloseCode};
 use bytes::Bytes;
@@ -46,12 +48,16 @@ pub async fn connect(
             let remote = forward::locate(&state, hub.clone(), token, principal, None).await?;
             match forward::resolve(
                 &state,
-                Addressed::Remote(Box::new(remote)),
+                Addressed::Remote(Box::new(remote.clone())),
                 ForwardKind::WebSocket,
             )
             .await?
             {
                 Target::Here(request) => request.connection,
+                // In use: under stateful reconnect, tunnelled to the connection's node.
+                Target::Answered(response) if response.status() == StatusCode::CONFLICT => {
+                    return tunnel::connect(&req, body, &state, remote).await;
+                }
                 Target::Answered(response) => return Ok(response),
             }
         }
@@ -116,7 +122,11 @@ async fn run(
 
 /// The socket went away without a close frame: a resumable connection waits for the client to
 /// come back, any other closes.
-fn transport_lost(connection: &Connection, ending: &CancellationToken, reason: CloseReason) {
+pub(super) fn transport_lost(
+    connection: &Connection,
+    ending: &CancellationToken,
+    reason: CloseReason,
+) {
     if connection.is_resumable() {
         ending.cancel();
     } else {
@@ -247,21 +257,29 @@ async fn close_socket(mut session: actix_ws::Session, attachment: &mut Attachmen
             return;
         }
     }
-    let code = match connection.close_reason() {
+    let _ = session.close(Some(close_code(&connection).into())).await;
+}
+
+/// The close code a socket of a closed connection gets.
+pub(super) fn close_code(connection: &Connection) -> CloseCode {
+    match connection.close_reason() {
         Some(CloseReason::MessageTooLarge) => CloseCode::Size,
         Some(CloseReason::ProtocolError(_)) => CloseCode::Protocol,
         Some(CloseReason::Shutdown) => CloseCode::Away,
         _ => CloseCode::Normal,
-    };
-    let _ = session.close(Some(code.into())).await;
+    }
 }
 
 /// Before the handshake completes only the handshake response (JSON text) is sent.
-fn frame_protocol(connection: &Arc<Connection>) -> HubProtocol {
+pub(super) fn frame_protocol(connection: &Arc<Connection>) -> HubProtocol {
     connection.protocol().unwrap_or(HubProtocol::Json)
 }
 
-async fn write(session: &mut actix_ws::Session, protocol: HubProtocol, bytes: Bytes) -> bool {
+pub(super) async fn write(
+    session: &mut actix_ws::Session,
+    protocol: HubProtocol,
+    bytes: Bytes,
+) -> bool {
     match protocol {
         HubProtocol::Json => match ByteString::try_from(bytes) {
             Ok(text) => session.text(text).await.is_ok(),

@@ -107,7 +107,6 @@ async fn every_transport_and_protocol_runs_through_the_balancer() {
 }
 
 #[actix_web::test]
-#[ignore = "waits on no sticky sessions (branch sticky): the WebSocket tunnel to the owning node"]
 async fn stateful_reconnect_resumes_through_the_balancer_on_another_node() {
     run_scenarios(
         cluster().await,

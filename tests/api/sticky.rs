@@ -170,15 +170,7 @@ async fn a_websocket_on_another_node_adopts_the_connection_negotiated_on_the_fir
         .await;
     assert!(done.get("error").is_none(), "{done}");
     assert_eq!(system_message(&mut client).await, "hello all");
-    let hub = a.state.hubs.get("home").expect("home hub").clone();
-    let message = Arc::new(SerializedHubMessage::new(HubMessage::invocation(
-        "SystemMessage",
-        vec![json!("to you alone")],
-    )));
-    hub.lifetime
-        .send_connection(&id, message)
-        .await
-        .expect("a send to the adopted connection");
+    send_to(&a, &id, "to you alone").await;
     assert_eq!(system_message(&mut client).await, "to you alone");
 }
 
@@ -460,4 +452,170 @@ async fn the_expired_opening_token_of_a_refreshed_connection_still_works_through
     // Another expired token of the same user (another jti) is not the opening one: 401.
     let other = token_expiring_at("alice", &["user"], expires);
     assert_eq!(send(&c, &token, &other, b"").await.status, 401);
+}
+
+/// The records `client` gets, pings and Acks left out, until one satisfies `last`.
+async fn records_until(
+    client: &mut crate::ws_client::RawClient,
+    last: impl Fn(&Value) -> bool,
+) -> Vec<Value> {
+    let mut seen = Vec::new();
+    while !seen.last().is_some_and(&last) {
+        let record = client.next_message(SPREAD).await;
+        if record["type"] != 8 {
+            seen.push(record);
+        }
+    }
+    seen
+}
+
+fn invocation(id: &str, text: &str) -> Value {
+    json!({"type": 1, "invocationId": id, "target": "Echo", "arguments": [text]})
+}
+
+async fn send_to(server: &HubServer, id: &str, text: &str) {
+    let hub = server.state.hubs.get("home").expect("home hub").clone();
+    let message = Arc::new(SerializedHubMessage::new(HubMessage::invocation(
+        "SystemMessage",
+        vec![json!(text)],
+    )));
+    hub.lifetime
+        .send_connection(id, message)
+        .await
+        .expect("a send to the connection");
+}
+
+#[actix_web::test]
+async fn a_stateful_reconnect_on_another_node_is_tunnelled_to_the_connection_and_resumes() {
+    let (a, b, _c) = nodes("ws-tunnel").await;
+    let alice = user_token("alice");
+    let (id, token, mut first) = stateful_socket(&a, &alice).await;
+    first.send_record(invocation("1", "one")).await;
+    first.completion("1").await;
+    // The network drops the socket; A keeps the connection for the client to come back.
+    drop(first);
+    let connection = a.state.connections.get(&token).expect("held on A");
+    detached(&connection).await;
+    send_to(&a, &id, "while away").await;
+
+    // The client comes back through node B: tunnelled to A, it resumes where it was.
+    let mut second = b
+        .connect(&format!("?id={token}"), Some(&alice), None)
+        .await
+        .expect("the upgrade on node B is tunnelled");
+    let system = |text: &'static str| {
+        move |r: &Value| r["target"] == "SystemMessage" && r["arguments"][0] == text
+    };
+    let resumed = records_until(&mut second, system("while away")).await;
+    assert_eq!(
+        resumed,
+        vec![
+            json!({"type": 9, "sequenceId": 1}),
+            json!({"type": 3, "invocationId": "1", "result": "one"}),
+            json!({"type": 1, "target": "SystemMessage", "arguments": ["while away"]}),
+        ]
+    );
+    assert_eq!(forwarded(&b, "tunnel"), 1);
+    assert_eq!((a.connection_count(), b.connection_count()), (1, 0));
+
+    // The client resends its message 1 (a duplicate, skipped), then message 2; a send from
+    // node B reaches it once, through A.
+    second
+        .send_text(format!(
+            "{}\u{1e}{}\u{1e}{}\u{1e}{}\u{1e}",
+            json!({"type": 9, "sequenceId": 1}),
+            invocation("1", "one"),
+            invocation("2", "two"),
+            json!({"type": 8, "sequenceId": 2}),
+        ))
+        .await;
+    let answered = records_until(&mut second, |r| r["invocationId"] == "2").await;
+    assert_eq!(
+        answered,
+        vec![json!({"type": 3, "invocationId": "2", "result": "two"})]
+    );
+    send_to(&b, &id, "from B").await;
+    let later = records_until(&mut second, system("from B")).await;
+    assert_eq!(later.len(), 1, "{later:?}");
+
+    // The client's close frame closes the connection on A, which answers with a close frame.
+    let ending = second.close_and_wait(SPREAD).await;
+    assert_eq!(ending.code, Some(awc::ws::CloseCode::Normal), "{ending:?}");
+    a.wait_for_connections(0).await;
+}
+
+/// A stateful-reconnect connection on `server` (version 2 handshake done): (connection id,
+/// token, its socket).
+async fn stateful_socket(
+    server: &HubServer,
+    bearer: &str,
+) -> (String, String, crate::ws_client::RawClient) {
+    let (id, token) = negotiate(server, bearer, "&useStatefulReconnect=true").await;
+    let mut socket = server
+        .connect(&format!("?id={token}"), Some(bearer), None)
+        .await
+        .expect("the upgrade on the negotiating node");
+    socket
+        .send_text("{\"protocol\":\"json\",\"version\":2}\u{1e}")
+        .await;
+    assert_eq!(socket.next_record(SPREAD).await, json!({}));
+    (id, token, socket)
+}
+
+/// Waits until no transport is attached to `connection` (it stays, resumable).
+async fn detached(connection: &signet::connection::Connection) {
+    crate::helpers::eventually(SPREAD, "the transport to be detached", || {
+        !connection.is_attached()
+    })
+    .await;
+    assert!(!connection.is_closed());
+}
+
+/// A socket on `server` for `connection`, which another node holds: it resumes (a Sequence
+/// first) through a tunnel, once the owner has attached it.
+async fn tunnelled(
+    server: &HubServer,
+    token: &str,
+    bearer: &str,
+    connection: &signet::connection::Connection,
+) -> crate::ws_client::RawClient {
+    let mut client = server
+        .connect(&format!("?id={token}"), Some(bearer), None)
+        .await
+        .expect("the upgrade is tunnelled");
+    let first = client.next_record(SPREAD).await;
+    assert_eq!(first["type"], 9, "a Sequence first: {first}");
+    crate::helpers::eventually(SPREAD, "the tunnel attached on the owner", || {
+        connection.is_attached()
+    })
+    .await;
+    client
+}
+
+#[actix_web::test]
+async fn a_tunnelled_socket_ends_with_its_connection_and_a_dropped_one_leaves_it_resumable() {
+    let (a, b, c) = nodes("ws-tunnel-ends").await;
+    let alice = user_token("alice");
+    let (_id, token, socket) = stateful_socket(&a, &alice).await;
+    drop(socket);
+    let connection = a.state.connections.get(&token).expect("held on A");
+    detached(&connection).await;
+
+    // Dropped on B: A detaches the tunnel and keeps the connection for the client.
+    let on_b = tunnelled(&b, &token, &alice, &connection).await;
+    drop(on_b);
+    detached(&connection).await;
+
+    // Back through C; the connection closing on A closes the socket on C with its Close.
+    let mut on_c = tunnelled(&c, &token, &alice, &connection).await;
+    connection.close(signet::connection::CloseReason::Kicked);
+    let ending = on_c.expect_close(SPREAD).await;
+    let close = ending.close_message.expect("the hub Close message");
+    assert_eq!(
+        close["error"], "Disconnected by an administrator",
+        "{close}"
+    );
+    assert_eq!(ending.code, Some(awc::ws::CloseCode::Normal));
+    a.wait_for_connections(0).await;
+    assert_eq!(forwarded(&b, "tunnel") + forwarded(&c, "tunnel"), 2);
 }

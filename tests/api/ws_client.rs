@@ -526,4 +526,10 @@ impl RawClient {
     pub async fn close(mut self) {
         let _ = self.io.send(Message::Close(None)).await;
     }
+
+    /// Sends a close frame and waits (at most `wait`) for the server's answer to it.
+    pub async fn close_and_wait(&mut self, wait: Duration) -> Ending {
+        let _ = self.io.send(Message::Close(None)).await;
+        self.expect_close(wait).await
+    }
 }
