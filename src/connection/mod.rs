@@ -208,8 +208,6 @@ impl Connection {
         }
     }
 
-    /// A connection of `alice` (role `user`) on the `home` hub whose token expires at
-    /// `expires_at` (Unix seconds), with fresh ids, for unit tests.
     /// A connection another node negotiated and handed over (same id and token): it keeps
     /// the `jti` it was opened with, which may differ from its current principal's.
     pub fn adopted(
@@ -236,6 +234,8 @@ impl Connection {
         self.transport().is_none() && !self.attach.ever_attached()
     }
 
+    /// A connection of `alice` (role `user`) on the `home` hub whose token expires at
+    /// `expires_at` (Unix seconds), with fresh ids, for unit tests.
     #[cfg(test)]
     pub(crate) fn for_tests(expires_at: i64) -> Arc<Self> {
         let principal = Principal {
