@@ -379,8 +379,8 @@ impl Application {
         let tls = crate::tls::ServerTls::load(&settings.tls)?;
         let tls_config = tls.as_ref().map(|tls| tls.server_config()).transpose()?;
         let addr = settings.server.listen;
-        let listener =
-            TcpListener::bind(addr).map_err(|source| StartupError::Bind { addr, source })?;
+        let listener = bind(addr, settings.server.backlog)
+            .map_err(|source| StartupError::Bind { addr, source })?;
         let address = listener
             .local_addr()
             .map_err(|source| StartupError::Bind { addr, source })?;
@@ -530,6 +530,20 @@ impl Application {
         tracing::info!("signet stopped");
         result
     }
+}
+
+/// A listening socket on `addr` with a listen queue of `backlog` connections (the standard
+/// library's `TcpListener::bind` always asks for 128). Address reuse as the standard library
+/// sets it on Unix, so a restart binds at once over connections in `TIME_WAIT`.
+fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    // Validated at start-up to fit; the kernel caps it further (net.core.somaxconn).
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    Ok(socket.into())
 }
 
 /// The `[metrics] listen` server: `/metrics` without authentication, and nothing else.

@@ -55,6 +55,11 @@ pub struct ServerSettings {
     pub data_dir: PathBuf,
     /// HTTP worker threads. Defaults to the number of CPU cores.
     pub workers: usize,
+    /// Connections the kernel queues for `accept` (the listen backlog). A reconnect storm
+    /// (every client of a restarted server at once) overflows a short queue: the kernel then
+    /// drops SYNs and each client retries after a second or more. Capped by the kernel
+    /// (`net.core.somaxconn` on Linux, 4096 by default).
+    pub backlog: u32,
     /// Seconds to wait for connections to finish on shutdown.
     pub shutdown_timeout_secs: u64,
     /// Largest accepted HTTP request body, in bytes (JSON APIs).
@@ -90,6 +95,7 @@ impl Default for ServerSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("data"),
             workers: std::thread::available_parallelism().map_or(2, usize::from),
+            backlog: 1024,
             shutdown_timeout_secs: 10,
             max_request_body_bytes: 16 * 1024,
             allowed_origins: Vec::new(),

@@ -292,6 +292,7 @@ impl ServerSettings {
     fn validate(&self) -> Checked {
         positive([
             ("server.workers", count(self.workers)),
+            ("server.backlog", u64::from(self.backlog)),
             ("server.readiness_timeout_secs", self.readiness_timeout_secs),
             ("server.shutdown_timeout_secs", self.shutdown_timeout_secs),
             (
@@ -299,6 +300,9 @@ impl ServerSettings {
                 count(self.max_request_body_bytes),
             ),
         ])?;
+        if i32::try_from(self.backlog).is_err() {
+            return fail("server.backlog", "must be at most 2147483647");
+        }
         let origin_ok = |origin: &String| {
             (origin.starts_with("http://") || origin.starts_with("https://"))
                 && !origin.ends_with('/')

@@ -40,6 +40,18 @@ fn each_invalid_setting_is_refused_with_its_key() {
         "envelope.secret",
         "at least 32 bytes",
     );
+    for backlog in ["0", "2147483648"] {
+        assert_refused(
+            &[("SIGNET__SERVER__BACKLOG", backlog)],
+            None,
+            "server.backlog",
+            if backlog == "0" {
+                "greater than zero"
+            } else {
+                "at most 2147483647"
+            },
+        );
+    }
     assert_refused(
         &[("SIGNET__JWT__ISSUER", "")],
         None,
@@ -228,4 +240,27 @@ fn keygen_prints_a_long_random_secret() {
     let b = String::from_utf8(b.stdout).unwrap();
     assert!(a.trim().len() >= 64, "{a}");
     assert_ne!(a, b);
+}
+
+/// The listen queue the kernel holds for a listening socket on `port`: `ss` shows it as the
+/// Send-Q of a socket in LISTEN.
+fn listen_backlog(port: u16) -> u32 {
+    let out = Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{port}")])
+        .output()
+        .expect("ss (iproute2) runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().next().unwrap_or_else(|| panic!("no listener on {port}: {text}"));
+    line.split_whitespace()
+        .nth(2)
+        .and_then(|q| q.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected ss line: {line}"))
+}
+
+#[actix_web::test]
+async fn the_listener_queues_server_backlog_connections() {
+    let app = crate::helpers::spawn_app().await;
+    assert_eq!(listen_backlog(app.address.port()), 1024, "the default");
+    let app = crate::helpers::spawn_app_with(&[("SIGNET__SERVER__BACKLOG", "777")]).await;
+    assert_eq!(listen_backlog(app.address.port()), 777);
 }
