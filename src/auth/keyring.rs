@@ -104,6 +104,8 @@ pub struct KeyRing {
     by_kid: HashMap<String, usize>,
     issuer: String,
     audience: String,
+    /// Seconds `exp` and `nbf` may be off by (`jwt.leeway_secs`).
+    leeway_secs: u64,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -135,6 +137,7 @@ impl KeyRing {
             by_kid: HashMap::new(),
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
+            leeway_secs: settings.leeway_secs,
         };
         for secret in std::iter::once(&secrets.jwt).chain(&secrets.jwt_previous) {
             let validation = validation(
@@ -343,6 +346,11 @@ impl KeyRing {
 
     pub fn audience(&self) -> &str {
         &self.audience
+    }
+
+    /// The leeway every key's `exp` and `nbf` checks allow.
+    pub fn leeway_secs(&self) -> u64 {
+        self.leeway_secs
     }
 }
 

@@ -16,8 +16,8 @@ pub use revocation::{
     RevocationRelay, RevocationState, RevocationStore, Revoked, StoreUnavailable,
 };
 pub use token_source::{
-    authenticate_request, bearer_token, query_param, token_from_request, Authenticated,
-    RequestAuthError, TokenLocation, TokenPolicy, HUB_PATH_PREFIX,
+    authenticate_request, authenticate_token, bearer_token, query_param, token_from_request,
+    Authenticated, RequestAuthError, TokenDigest, TokenLocation, TokenPolicy, HUB_PATH_PREFIX,
 };
 
 use crate::metrics::Metrics;
@@ -89,6 +89,21 @@ impl Authenticator {
         Ok(principal)
     }
 
+    /// Re-checks a token this server verified before (the same text, see [`TokenDigest`]) for
+    /// what can have changed since: its expiry (with the configured leeway, as verification
+    /// judges it) and revocation. Its signature, issuer, audience and key cannot have changed:
+    /// the key ring is fixed for the life of the process.
+    pub async fn recheck(&self, principal: &Principal) -> Result<(), TokenError> {
+        let leeway = i64::try_from(self.keyring.leeway_secs()).unwrap_or(i64::MAX);
+        if principal.expires_at.saturating_add(leeway) < issue::unix_now() {
+            self.metrics.auth_failed(TokenError::Expired.code());
+            return Err(TokenError::Expired);
+        }
+        self.check_revocation(principal)
+            .await
+            .inspect_err(|e| self.metrics.auth_failed(e.code()))
+    }
+
     /// Asks again whether `principal`'s token is revoked: for live connections after a
     /// [`RevocationEvent`] that [`RevocationEvent::affects`] them. Fails closed: a token whose
     /// revocation cannot be checked is refused ([`TokenError::RevocationUnavailable`]).
@@ -117,5 +132,58 @@ impl Authenticator {
 
     pub fn keyring(&self) -> &KeyRing {
         &self.keyring
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::{ResolvedSecrets, Secret, SecretSource, Settings};
+    use crate::store::SqliteStore;
+    use std::time::Duration;
+
+    async fn authenticator(leeway_secs: u64) -> Authenticator {
+        let secret = || Secret::new(b"0123456789abcdef0123456789abcdef".to_vec());
+        let secrets = ResolvedSecrets {
+            jwt: secret(),
+            jwt_source: SecretSource::Environment,
+            jwt_previous: vec![],
+            envelope: secret(),
+            envelope_source: SecretSource::Environment,
+            upstream: vec![],
+        };
+        let mut jwt = Settings::default().jwt;
+        jwt.leeway_secs = leeway_secs;
+        let ring = KeyRing::new(&jwt, &secrets).unwrap();
+        let store = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+        let revocations = InProcessRevocations::load(store, leeway_secs, 16)
+            .await
+            .unwrap();
+        Authenticator::new(Arc::new(ring), Arc::new(revocations))
+    }
+
+    #[tokio::test]
+    async fn a_recheck_refuses_what_time_and_revocations_changed_since_verification() {
+        let auth = authenticator(0).await;
+        let ring = auth.keyring();
+        let claims = ring.claims("alice", vec![], Duration::from_secs(60));
+        let token = ring.issue(&claims).unwrap().token;
+        let principal = ring.verify(&token).unwrap();
+        assert_eq!(auth.recheck(&principal).await, Ok(()));
+
+        let expired = Principal {
+            expires_at: issue::unix_now() - 2,
+            ..principal.clone()
+        };
+        assert_eq!(auth.recheck(&expired).await, Err(TokenError::Expired));
+        // As verification judges it: within the leeway, still valid.
+        let lenient = authenticator(30).await;
+        assert_eq!(lenient.recheck(&expired).await, Ok(()));
+
+        auth.revocations()
+            .deny_token(&claims.jti, claims.exp, RevocationCause::Logout)
+            .await
+            .unwrap();
+        assert_eq!(auth.recheck(&principal).await, Err(TokenError::Revoked));
     }
 }

@@ -7,6 +7,8 @@ use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest};
 use futures_util::future::LocalBoxFuture;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 /// Path prefix on which the `access_token` query parameter is honoured.
 pub const HUB_PATH_PREFIX: &str = "/hubs/";
@@ -93,12 +95,10 @@ pub fn token_from_request(
 
 /// The first value of `name` in a URL query string, percent-decoded.
 pub fn query_param(query: &str, name: &str) -> Option<String> {
-    web::Query::<Vec<(String, String)>>::from_query(query)
-        .ok()?
-        .into_inner()
-        .into_iter()
+    // Only the value asked for is decoded into a string of its own.
+    form_urlencoded::parse(query.as_bytes())
         .find(|(k, _)| k == name)
-        .map(|(_, v)| v)
+        .map(|(_, v)| v.into_owned())
         .filter(|v| !v.is_empty())
 }
 
@@ -146,9 +146,19 @@ pub async fn authenticate_request(
     policy: TokenPolicy<'_>,
 ) -> Result<Principal, RequestAuthError> {
     let token = bearer_token(req, auth)?;
-    let verified = match (auth.authenticate(&token).await, policy) {
+    authenticate_token(&token, auth, policy).await
+}
+
+/// [`authenticate_request`] for a token already taken from its request ([`bearer_token`]), for
+/// a caller that also keeps its [`TokenDigest`].
+pub async fn authenticate_token(
+    token: &str,
+    auth: &Authenticator,
+    policy: TokenPolicy<'_>,
+) -> Result<Principal, RequestAuthError> {
+    let verified = match (auth.authenticate(token).await, policy) {
         (Err(TokenError::Expired), TokenPolicy::ExpiredIf(accept)) => auth
-            .authenticate_past_expiry(&token)
+            .authenticate_past_expiry(token)
             .await
             .and_then(|principal| {
                 if accept(&principal) {
@@ -160,6 +170,31 @@ pub async fn authenticate_request(
         (verified, _) => verified,
     };
     verified.map_err(RequestAuthError::refused)
+}
+
+/// A token by its SHA-256: what a connection keeps of the token negotiate verified, so that the
+/// WebSocket upgrade which follows with the very same token is recognised without verifying it
+/// again ([`Authenticator::recheck`] re-checks what time and revocations can change). Compared
+/// in constant time; the token itself is not kept.
+#[derive(Clone, Copy)]
+pub struct TokenDigest([u8; 32]);
+
+impl TokenDigest {
+    pub fn of(token: &str) -> Self {
+        Self(Sha256::digest(token.as_bytes()).into())
+    }
+
+    /// Whether both digests are of the same token, in constant time.
+    pub fn matches(&self, other: &TokenDigest) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+/// Never prints the digest: it names a bearer token.
+impl std::fmt::Debug for TokenDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenDigest(..)")
+    }
 }
 
 /// Extractor for API routes that need an authenticated principal: `Authenticated(principal)`,
@@ -216,6 +251,26 @@ mod tests {
             found(&req),
             Ok(Some(("same".into(), TokenLocation::Header)))
         );
+    }
+
+    #[test]
+    fn a_token_digest_matches_only_its_own_token_and_never_prints() {
+        let digest = TokenDigest::of("header.claims.signature");
+        assert!(digest.matches(&TokenDigest::of("header.claims.signature")));
+        assert!(!digest.matches(&TokenDigest::of("header.claims.signaturf")));
+        assert!(!digest.matches(&TokenDigest::of("")));
+        assert_eq!(format!("{digest:?}"), "TokenDigest(..)");
+    }
+
+    #[test]
+    fn query_parameters_are_percent_decoded_and_empty_ones_absent() {
+        let query = "id=a%2Bb&negotiateVersion=1&access_token=&x=+y+&id=second";
+        assert_eq!(query_param(query, "id").as_deref(), Some("a+b"));
+        assert_eq!(query_param(query, "negotiateVersion").as_deref(), Some("1"));
+        assert_eq!(query_param(query, "x").as_deref(), Some(" y "));
+        assert_eq!(query_param(query, "access_token"), None);
+        assert_eq!(query_param(query, "missing"), None);
+        assert_eq!(query_param("", "id"), None);
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub use replay::{ReceivedSequence, ReplayBuffer, SequenceAhead};
 pub use revocation::{admit, enforce_revocations};
 pub use supervise::{supervise, Timeouts};
 
-use crate::auth::Principal;
+use crate::auth::{Principal, TokenDigest};
 use crate::protocol::HubProtocol;
 use bytes::Bytes;
 use std::fmt;
@@ -105,6 +105,10 @@ pub struct Connection {
     /// `jti` of the token the connection was opened with: the only expired token its later
     /// requests may carry (see `transport::connection_request`).
     opening_jti: Option<String>,
+    /// The token negotiate verified, by digest, with the principal it proved: the WebSocket
+    /// upgrade that follows with the same token is not verified again (`transport` re-checks
+    /// its expiry and revocation).
+    opening_token: OnceLock<(TokenDigest, Arc<Principal>)>,
     expires_at: AtomicI64,
     protocol: OnceLock<HubProtocol>,
     transport: OnceLock<TransportKind>,
@@ -190,6 +194,7 @@ impl Connection {
             hub,
             expires_at: AtomicI64::new(principal.expires_at),
             opening_jti: principal.jti.clone(),
+            opening_token: OnceLock::new(),
             principal: RwLock::new(Arc::new(principal)),
             protocol: OnceLock::new(),
             transport: OnceLock::new(),
@@ -227,6 +232,20 @@ impl Connection {
     /// The `jti` of the token the connection was opened with.
     pub fn opening_jti(&self) -> Option<&str> {
         self.opening_jti.as_deref()
+    }
+
+    /// Remembers `digest` as the token the connection was opened with, which proved its
+    /// principal. Only where that token was verified: negotiate.
+    pub fn remember_opening_token(&self, digest: TokenDigest) {
+        let _ = self.opening_token.set((digest, self.principal()));
+    }
+
+    /// The principal the opening token proved, if `digest` is that token's.
+    pub fn opened_by(&self, digest: &TokenDigest) -> Option<Arc<Principal>> {
+        self.opening_token
+            .get()
+            .filter(|(opening, _)| opening.matches(digest))
+            .map(|(_, principal)| principal.clone())
     }
 
     /// Whether a transport ever came: a connection without one may move to another node.

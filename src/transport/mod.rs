@@ -35,7 +35,10 @@ pub use endpoints::HubEndpoints;
 pub use error::TransportError;
 pub use owner::ForwardedRequests;
 
-use crate::auth::{authenticate_request, issue::unix_now, query_param, Principal, TokenPolicy};
+use crate::auth::{
+    authenticate_request, authenticate_token, bearer_token, issue::unix_now, query_param,
+    Principal, RequestAuthError, TokenDigest, TokenPolicy,
+};
 use crate::connection::{
     carry_on, supervise, Attachment, CloseReason, Connection, Inbound, RefreshError, RegistryFull,
     Timeouts, TransportKind,
@@ -193,12 +196,42 @@ fn revoked_while_connecting() -> TransportError {
     TransportError::invalid_token()
 }
 
+/// Who opens a WebSocket. When the upgrade names a connection of this node and carries the very
+/// token negotiate verified for it (same SHA-256, compared in constant time), that token is not
+/// verified again: its signature, issuer, audience and key were checked at negotiate and cannot
+/// have changed; what can change, its expiry and its revocation, is checked again
+/// ([`crate::auth::Authenticator::recheck`]). Any other token (another user's, a refreshed
+/// one, a connection of another node, no `id`) is verified in full, as on every request.
+async fn upgrade_principal(
+    req: &HttpRequest,
+    state: &HubEndpoints,
+) -> Result<Principal, TransportError> {
+    let token = bearer_token(req, &state.auth)?;
+    let negotiated = query_param(req.query_string(), "id")
+        .and_then(|id| state.connections.get(&id))
+        .and_then(|connection| connection.opened_by(&TokenDigest::of(&token)));
+    match negotiated {
+        Some(principal) => {
+            state
+                .auth
+                .recheck(&principal)
+                .await
+                .map_err(RequestAuthError::refused)?;
+            Ok(Principal::clone(&principal))
+        }
+        None => Ok(authenticate_token(&token, &state.auth, TokenPolicy::Current).await?),
+    }
+}
+
 /// A new connection for `principal`, registered, supervised and ready for a transport.
 /// Its token is checked once more after the insert (see [`crate::connection::admit`]).
+/// `opening` is the digest of the token that proved `principal`, kept for the upgrade
+/// ([`upgrade_principal`]).
 async fn create_connection(
     state: &HubEndpoints,
     hub: &Hub,
     principal: Principal,
+    opening: Option<TokenDigest>,
     legacy_token: bool,
 ) -> Result<Arc<Connection>, TransportError> {
     let id = match &state.settings.cluster.redis_url {
@@ -220,6 +253,9 @@ async fn create_connection(
         state.settings.hub.outbound_queue_messages,
         &state.shutdown,
     );
+    if let Some(digest) = opening {
+        connection.remember_opening_token(digest);
+    }
     register(state, connection.clone(), None).await?;
     Ok(connection)
 }

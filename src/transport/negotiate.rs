@@ -6,7 +6,9 @@
 
 use super::HubEndpoints;
 use super::{create_connection, find_hub, is_enabled, TransportError};
-use crate::auth::{authenticate_request, issue::unix_now, query_param, TokenPolicy};
+use crate::auth::{
+    authenticate_token, bearer_token, issue::unix_now, query_param, TokenDigest, TokenPolicy,
+};
 use crate::connection::TransportKind;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -48,7 +50,8 @@ pub async fn negotiate(
 ) -> Result<HttpResponse, TransportError> {
     let origin = super::check_origin(&req, &state.settings.server)?;
     let hub = find_hub(&state, &path)?;
-    let principal = authenticate_request(&req, &state.auth, TokenPolicy::Current).await?;
+    let token = bearer_token(&req, &state.auth)?;
+    let principal = authenticate_token(&token, &state.auth, TokenPolicy::Current).await?;
     let query = req.query_string();
     let version = query_param(query, "negotiateVersion")
         .and_then(|v| v.parse::<u32>().ok())
@@ -58,7 +61,14 @@ pub async fn negotiate(
         && query_param(query, "useStatefulReconnect")
             .is_some_and(|v| v.eq_ignore_ascii_case("true"));
     let token_lifetime_seconds = principal.expires_at.saturating_sub(unix_now()).max(0);
-    let connection = create_connection(&state, &hub, principal, version == 0).await?;
+    let connection = create_connection(
+        &state,
+        &hub,
+        principal,
+        Some(TokenDigest::of(&token)),
+        version == 0,
+    )
+    .await?;
     if stateful_reconnect {
         connection.request_stateful_reconnect();
     }

@@ -21,7 +21,7 @@ use super::{
     unknown_connection, use_transport, COALESCE_BYTES,
 };
 use super::{Addressed, HubEndpoints, TransportError};
-use crate::auth::{authenticate_request, query_param, TokenPolicy};
+use crate::auth::query_param;
 use crate::cluster::forward::ForwardKind;
 use crate::connection::{coalesce, Attachment, CloseReason, Connection, Inbound, TransportKind};
 use crate::protocol::HubProtocol;
@@ -42,7 +42,7 @@ pub async fn connect(
 ) -> Result<HttpResponse, TransportError> {
     super::check_origin(&req, &state.settings.server)?;
     let hub = find_hub(&state, &path)?;
-    let principal = authenticate_request(&req, &state.auth, TokenPolicy::Current).await?;
+    let principal = super::upgrade_principal(&req, &state).await?;
     let connection = match query_param(req.query_string(), "id") {
         Some(token) if forward::held_elsewhere(&state, &token) => {
             let remote = forward::locate(&state, hub.clone(), token, principal, None).await?;
@@ -67,7 +67,7 @@ pub async fn connect(
             if !state.settings.transports.websockets {
                 return Err(TransportError::TransportDisabled(TransportKind::WebSockets));
             }
-            create_connection(&state, &hub, principal, false).await?
+            create_connection(&state, &hub, principal, None, false).await?
         }
     };
     use_transport(&state, &connection, TransportKind::WebSockets)?;

@@ -1,10 +1,13 @@
 //! Negotiate and the WebSocket upgrade: the response shapes of both negotiate versions, who
 //! may connect to which connection, the negotiate timeout, and browser origins.
 
-use crate::helpers::{claims, kid_of, now, sign_hs, user_token, TEST_SECRET};
+use crate::helpers::{
+    claims, kid_of, now, sign_hs, user_token, wait_until_expired, TEST_SECRET,
+};
 use crate::ws_client::*;
 use jsonwebtoken::Algorithm;
 use serde_json::json;
+use signet::auth::RevocationCause;
 use std::time::Duration;
 
 const APP_ORIGIN: &str = "https://app.example.com";
@@ -159,6 +162,87 @@ async fn without_a_valid_token_negotiate_and_the_upgrade_get_401_and_create_noth
         Some(401)
     );
     assert_eq!(server.connection_count(), 1);
+    server.assert_healthy().await;
+}
+
+/// Negotiates with `token` and returns the connection token.
+async fn negotiated_with(server: &HubServer, token: &str) -> String {
+    let answer = server
+        .negotiate("?negotiateVersion=1", Some(token), None)
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    answer.body["connectionToken"]
+        .as_str()
+        .expect("a connection token")
+        .to_string()
+}
+
+/// The upgrade that carries the very token negotiate verified is not verified again, but what
+/// can change after negotiate is checked: that token expiring or being revoked in between is
+/// refused, and an altered token is verified in full.
+#[actix_web::test]
+async fn the_upgrade_rechecks_negotiate_s_own_token_for_expiry_and_revocation() {
+    let server = spawn_hub(&[("SIGNET__HUB__NEGOTIATE_TIMEOUT_SECS", "30")]).await;
+    let sign = |claims: &serde_json::Value| {
+        sign_hs(
+            TEST_SECRET,
+            Some(&kid_of(TEST_SECRET)),
+            Algorithm::HS256,
+            claims,
+        )
+    };
+
+    let mut short = claims("alice");
+    let exp = now() + 1;
+    short["exp"] = json!(exp);
+    let token = sign(&short);
+    let secret = negotiated_with(&server, &token).await;
+    wait_until_expired(exp).await;
+    // Still negotiated, so the upgrade finds negotiate's token on it.
+    assert!(server.state.connections.get(&secret).is_some());
+    let query = format!("?id={secret}");
+    assert_eq!(
+        server.connect(&query, Some(&token), None).await.err(),
+        Some(401),
+        "expired since negotiate"
+    );
+
+    let mut revoked = claims("bob");
+    revoked["jti"] = json!("jti-revoked-between");
+    let token = sign(&revoked);
+    let secret = negotiated_with(&server, &token).await;
+    server
+        .state
+        .auth
+        .revocations()
+        .deny_token("jti-revoked-between", now() + 600, RevocationCause::Logout)
+        .await
+        .unwrap();
+    assert_eq!(
+        server
+            .connect(&format!("?id={secret}"), Some(&token), None)
+            .await
+            .err(),
+        Some(401),
+        "revoked since negotiate"
+    );
+
+    let token = sign(&claims("carol"));
+    let secret = negotiated_with(&server, &token).await;
+    let query = format!("?id={secret}");
+    // One character of the signature changed: not negotiate's token, so verified in full.
+    let mut altered = token.clone().into_bytes();
+    let sig = altered.iter().rposition(|&b| b == b'.').expect("a JWT") + 1;
+    altered[sig] = if altered[sig] == b'A' { b'B' } else { b'A' };
+    let altered = String::from_utf8(altered).expect("ASCII");
+    assert_eq!(
+        server.connect(&query, Some(&altered), None).await.err(),
+        Some(401)
+    );
+    // The token negotiate verified opens it.
+    let mut client = server.connect(&query, Some(&token), None).await.unwrap();
+    client.handshake().await;
+    client.assert_echo("upgraded on negotiate's token").await;
     server.assert_healthy().await;
 }
 
