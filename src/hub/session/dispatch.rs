@@ -14,7 +14,9 @@ use futures_util::future::LocalBoxFuture;
 use futures_util::stream::LocalBoxStream;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::task::Poll;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -375,7 +377,7 @@ impl Session {
                     arguments,
                     ..request
                 };
-                self.start(method, request);
+                self.start(method, request).await;
             }
             Err(refusal) => {
                 let id = request.invocation_id.as_deref();
@@ -401,8 +403,9 @@ impl Session {
         }
     }
 
-    /// Runs a checked call's method as a task of the session.
-    fn start(&mut self, method: &Method, request: Request) {
+    /// Runs a checked call's method: a plain method in the session as far as it gets without
+    /// waiting ([`Self::run_or_spawn`]), anything else as a task of the session.
+    async fn start(&mut self, method: &Method, request: Request) {
         let call = Call {
             invocation_id: request.invocation_id.clone(),
             ..Call::new(self.connection.clone(), self.hub.lifetime.clone())
@@ -428,7 +431,7 @@ impl Session {
                 let future = handler(call, arguments);
                 self.running.parallel += 1;
                 let task = ending.complete(future, invocation_id, Slot::Parallel, Vec::new());
-                self.tasks.spawn_local(task);
+                self.run_or_spawn(Box::pin(task)).await;
             }
             Handler::ServerStream(handler) => {
                 // The check refuses a stream invocation without an id.
@@ -450,6 +453,32 @@ impl Session {
                 self.running.open_streams += 1;
                 let task = ending.complete(future, invocation_id, Slot::Stream, registered);
                 self.tasks.spawn_local(task);
+            }
+        }
+    }
+
+    /// Polls an invocation once, here in the session, and spawns it as a task of the session
+    /// only if it has to wait. Most methods answer without waiting (`Echo`, a send to a group):
+    /// those then cost no task, no wake-up and no join, and their completion is queued before
+    /// the session reads on. What a client sees is the same either way: the invocation counts
+    /// against `max_parallel_invocations` from its start to its end, completions of parallel
+    /// invocations keep their order of finishing, and one that waits (for a store, an upstream
+    /// call, room in the outbound queue) carries on as a task from where it stopped, aborted
+    /// with the session like any other.
+    async fn run_or_spawn(&mut self, mut task: LocalBoxFuture<'static, Finished>) {
+        let first = std::future::poll_fn(|cx| {
+            // A method that panics ends only its invocation, as it does in a task of its own.
+            let polled = std::panic::catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(cx)));
+            Poll::Ready(polled)
+        })
+        .await;
+        match first {
+            Ok(Poll::Ready(finished)) => self.running.finished(finished),
+            Ok(Poll::Pending) => {
+                self.tasks.spawn_local(task);
+            }
+            Err(_) => {
+                tracing::error!(connection = %self.connection.log_id(), "a hub method panicked");
             }
         }
     }
