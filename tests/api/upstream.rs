@@ -225,12 +225,18 @@ methods = ["Wrong"]
 
 /// A Signet server forwarding to `backend`, with the envelope secret the signed tests use.
 async fn spawn_forwarding(backend: &TestBackend) -> HubServer {
+    spawn_forwarding_with(backend, &[]).await
+}
+
+/// [`spawn_forwarding`] with more settings.
+async fn spawn_forwarding_with(backend: &TestBackend, extra_env: &[(&str, &str)]) -> HubServer {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let key = data_dir.path().join("upstream.key");
     let wrong_key = data_dir.path().join("wrong.key");
     write_key(&key, UPSTREAM_KEY);
     write_key(&wrong_key, WRONG_KEY);
-    let env = [("SIGNET__ENVELOPE__SECRET", ENVELOPE_SECRET)];
+    let mut env = vec![("SIGNET__ENVELOPE__SECRET", ENVELOPE_SECRET)];
+    env.extend_from_slice(extra_env);
     let mut settings = test_settings(data_dir.path(), &env);
     settings.upstream = upstream_settings(&upstream_toml(
         &backend.url(),
@@ -480,6 +486,31 @@ async fn a_slow_backend_never_holds_up_a_connection_s_events() {
     // Both events were posted while the backend still sat on the first one.
     assert!(started.elapsed() < SLOW, "{:?}", started.elapsed());
     assert_eq!(backend.recorded.events("connected").len(), 1);
+}
+
+/// A method that waits (an upstream call) holds its slot of `hub.max_parallel_invocations`
+/// while it waits, whereas a method that answers at once (`Echo`, run inside the session) frees
+/// its slot at once: with one slot (the default) the next call waits for the slow one and the
+/// completions come in order; with two, `Echo` overtakes the waiting call.
+#[actix_web::test]
+async fn a_waiting_method_holds_its_invocation_slot_and_an_immediate_one_does_not() {
+    let backend = TestBackend::start();
+    for (slots, expected) in [("1", ["1", "2", "3"]), ("2", ["2", "3", "1"])] {
+        let env = [("SIGNET__HUB__MAX_PARALLEL_INVOCATIONS", slots)];
+        let server = spawn_forwarding_with(&backend, &env).await;
+        let mut client = server.open(&user_token("judy")).await;
+        client.invoke("1", "Slow", json!([])).await;
+        client.invoke("2", "Echo", json!(["second"])).await;
+        client.invoke("3", "Echo", json!(["third"])).await;
+        let mut order = Vec::new();
+        while order.len() < 3 {
+            let message = client.next_message(PROMPT).await;
+            assert_eq!(message["type"], COMPLETION, "{message}");
+            order.push(message["invocationId"].as_str().unwrap_or_default().to_string());
+        }
+        assert_eq!(order, expected, "{slots} slot(s)");
+        client.assert_echo("still serving").await;
+    }
 }
 
 #[actix_web::test]
