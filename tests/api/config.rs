@@ -250,7 +250,10 @@ fn listen_backlog(port: u16) -> u32 {
         .output()
         .expect("ss (iproute2) runs");
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().next().unwrap_or_else(|| panic!("no listener on {port}: {text}"));
+    let line = text
+        .lines()
+        .next()
+        .unwrap_or_else(|| panic!("no listener on {port}: {text}"));
     line.split_whitespace()
         .nth(2)
         .and_then(|q| q.parse().ok())

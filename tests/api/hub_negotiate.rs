@@ -1,9 +1,7 @@
 //! Negotiate and the WebSocket upgrade: the response shapes of both negotiate versions, who
 //! may connect to which connection, the negotiate timeout, and browser origins.
 
-use crate::helpers::{
-    claims, kid_of, now, sign_hs, user_token, wait_until_expired, TEST_SECRET,
-};
+use crate::helpers::{claims, kid_of, now, sign_hs, user_token, wait_until_expired, TEST_SECRET};
 use crate::ws_client::*;
 use jsonwebtoken::Algorithm;
 use serde_json::json;

@@ -506,7 +506,12 @@ async fn a_waiting_method_holds_its_invocation_slot_and_an_immediate_one_does_no
         while order.len() < 3 {
             let message = client.next_message(PROMPT).await;
             assert_eq!(message["type"], COMPLETION, "{message}");
-            order.push(message["invocationId"].as_str().unwrap_or_default().to_string());
+            order.push(
+                message["invocationId"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
         }
         assert_eq!(order, expected, "{slots} slot(s)");
         client.assert_echo("still serving").await;

@@ -210,7 +210,11 @@ impl InMemoryNonceStore {
     /// is dropped, less than a second later).
     pub fn scope_count(&self, scope: &str) -> u64 {
         let scope = self.scope_id(scope);
-        self.shard(scope).per_scope.get(&scope).copied().unwrap_or(0)
+        self.shard(scope)
+            .per_scope
+            .get(&scope)
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn capacity(&self) -> u64 {
@@ -251,13 +255,25 @@ impl InMemoryNonceStore {
     ) -> Result<bool, NonceStoreError> {
         let scope_id = self.scope_id(scope);
         let id = self.nonce_id(scope, nonce);
-        let inserted = self.insert_locked(&mut self.shard(scope_id), id, scope_id, expires_at_ms, now_ms);
+        let inserted = self.insert_locked(
+            &mut self.shard(scope_id),
+            id,
+            scope_id,
+            expires_at_ms,
+            now_ms,
+        );
         match inserted {
             Err(NonceStoreError::Full { .. }) => {
                 // Other shards may hold expired records that no insert of theirs has dropped
                 // yet: drop them, then try once more before refusing.
                 self.purge_all(now_ms);
-                self.insert_locked(&mut self.shard(scope_id), id, scope_id, expires_at_ms, now_ms)
+                self.insert_locked(
+                    &mut self.shard(scope_id),
+                    id,
+                    scope_id,
+                    expires_at_ms,
+                    now_ms,
+                )
             }
             other => other,
         }
@@ -281,7 +297,11 @@ impl InMemoryNonceStore {
             // Expired, its bucket not dropped yet: the nonce may be used again, in the same slot.
             Entry::Occupied(mut record) => {
                 record.get_mut().expires_at_ms = expires_at_ms;
-                shard.expiring.entry(bucket_of(expires_at_ms)).or_default().push(id);
+                shard
+                    .expiring
+                    .entry(bucket_of(expires_at_ms))
+                    .or_default()
+                    .push(id);
                 Ok(true)
             }
             Entry::Vacant(vacant) => {
@@ -302,7 +322,11 @@ impl InMemoryNonceStore {
                     scope,
                 });
                 *shard.per_scope.entry(scope).or_insert(0) += 1;
-                shard.expiring.entry(bucket_of(expires_at_ms)).or_default().push(id);
+                shard
+                    .expiring
+                    .entry(bucket_of(expires_at_ms))
+                    .or_default()
+                    .push(id);
                 Ok(true)
             }
         }
@@ -344,7 +368,9 @@ impl InMemoryNonceStore {
 /// A shard's lock. No step leaves a shard inconsistent midway, so a panic elsewhere while it
 /// was held (an allocation failure) does not make it unusable.
 fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
-    shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    shard
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl NonceStore for InMemoryNonceStore {
@@ -406,9 +432,15 @@ mod tests {
     fn forgets_after_expiry() {
         let store = InMemoryNonceStore::new(10);
         // On the real clock: a nonce whose record has expired reads as absent at once.
-        assert!(store.insert_if_absent_now("s", "old", unix_now_ms() - 1).unwrap());
-        assert!(store.insert_if_absent_now("s", "old", in_ms(60_000)).unwrap());
-        assert!(!store.insert_if_absent_now("s", "old", in_ms(60_000)).unwrap());
+        assert!(store
+            .insert_if_absent_now("s", "old", unix_now_ms() - 1)
+            .unwrap());
+        assert!(store
+            .insert_if_absent_now("s", "old", in_ms(60_000))
+            .unwrap());
+        assert!(!store
+            .insert_if_absent_now("s", "old", in_ms(60_000))
+            .unwrap());
         // Stepping the clock: remembered through its expiry, forgotten right after.
         assert!(store.insert_at("s", "short", T + 100, T).unwrap());
         assert!(!store.insert_at("s", "short", T + 100, T + 100).unwrap());
@@ -428,7 +460,11 @@ mod tests {
         assert_eq!(store.len(), 1);
         assert_eq!(store.scope_count("s"), 1);
         assert!(store.insert_at("s", "other", T + 9_000, T + 6_000).unwrap());
-        assert_eq!(store.len(), 1, "the renewed record went with its own bucket");
+        assert_eq!(
+            store.len(),
+            1,
+            "the renewed record went with its own bucket"
+        );
     }
 
     #[test]
@@ -439,8 +475,7 @@ mod tests {
         let mut refused = 0;
         for i in 0..capacity * 3 {
             // Many scopes, so the bound holds across shards.
-            match store.insert_if_absent_now(&format!("s{}", i % 7), &format!("nonce-{i}"), until)
-            {
+            match store.insert_if_absent_now(&format!("s{}", i % 7), &format!("nonce-{i}"), until) {
                 Ok(fresh) => assert!(fresh),
                 Err(NonceStoreError::Full { capacity: c }) => {
                     assert_eq!(c, capacity);
@@ -518,7 +553,9 @@ mod tests {
         let scopes: Vec<String> = (0..200).map(|i| format!("session-{i}")).collect();
         for scope in &scopes {
             for n in 0..25 {
-                assert!(store.insert_if_absent_now(scope, &format!("n{n}"), until).unwrap());
+                assert!(store
+                    .insert_if_absent_now(scope, &format!("n{n}"), until)
+                    .unwrap());
             }
         }
         let used: std::collections::HashSet<usize> = scopes
@@ -528,7 +565,9 @@ mod tests {
         assert_eq!(used.len(), SHARDS, "the scopes spread over every shard");
         for scope in &scopes {
             for n in 0..25 {
-                assert!(!store.insert_if_absent_now(scope, &format!("n{n}"), until).unwrap());
+                assert!(!store
+                    .insert_if_absent_now(scope, &format!("n{n}"), until)
+                    .unwrap());
             }
             assert_eq!(store.scope_count(scope), 25);
         }
