@@ -138,23 +138,27 @@ impl Authenticator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settings::{ResolvedSecrets, Secret, SecretSource, Settings};
+    use crate::settings::ResolvedSecrets;
     use crate::store::SqliteStore;
     use std::time::Duration;
 
     async fn authenticator(leeway_secs: u64) -> Authenticator {
-        let secret = || Secret::new(b"0123456789abcdef0123456789abcdef".to_vec());
-        let secrets = ResolvedSecrets {
-            jwt: secret(),
-            jwt_source: SecretSource::Environment,
-            jwt_previous: vec![],
-            envelope: secret(),
-            envelope_source: SecretSource::Environment,
-            upstream: vec![],
-        };
-        let mut jwt = Settings::default().jwt;
-        jwt.leeway_secs = leeway_secs;
-        let ring = KeyRing::new(&jwt, &secrets).unwrap();
+        let env = [
+            (
+                "SIGNET__JWT__SECRET",
+                "auth-test-jwt-secret-0123456789-abcdefghij",
+            ),
+            (
+                "SIGNET__ENVELOPE__SECRET",
+                "auth-test-envelope-secret-0123456789-abcd",
+            ),
+            ("SIGNET__JWT__LEEWAY_SECS", &leeway_secs.to_string()),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let settings = crate::settings::load_from_str("", std::path::Path::new("test"), env)
+            .expect("settings");
+        let secrets = ResolvedSecrets::inspect(&settings).expect("secrets");
+        let ring = KeyRing::new(&settings.jwt, &secrets).unwrap();
         let store = Arc::new(SqliteStore::open_in_memory().await.unwrap());
         let revocations = InProcessRevocations::load(store, leeway_secs, 16)
             .await

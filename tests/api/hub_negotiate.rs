@@ -42,14 +42,7 @@ fn bad_tokens() -> Vec<(&'static str, String)> {
 
 /// Negotiates as `sub` and returns the connection token.
 async fn negotiated(server: &HubServer, sub: &str) -> String {
-    let answer = server
-        .negotiate("?negotiateVersion=1", Some(&user_token(sub)), None)
-        .await;
-    assert_eq!(answer.status, 200, "{}", answer.body);
-    answer.body["connectionToken"]
-        .as_str()
-        .expect("a connection token")
-        .to_string()
+    negotiated_with(server, &user_token(sub)).await
 }
 
 #[actix_web::test]

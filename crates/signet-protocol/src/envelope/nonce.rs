@@ -293,17 +293,9 @@ impl InMemoryNonceStore {
         self.live.fetch_sub(dropped, Ordering::AcqRel);
         match shard.records.entry(id) {
             // A replay is answered as one even when the store is full.
-            Entry::Occupied(record) if record.get().expires_at_ms >= now_ms => Ok(false),
+            Entry::Occupied(record) if record.get().expires_at_ms >= now_ms => return Ok(false),
             // Expired, its bucket not dropped yet: the nonce may be used again, in the same slot.
-            Entry::Occupied(mut record) => {
-                record.get_mut().expires_at_ms = expires_at_ms;
-                shard
-                    .expiring
-                    .entry(bucket_of(expires_at_ms))
-                    .or_default()
-                    .push(id);
-                Ok(true)
-            }
+            Entry::Occupied(mut record) => record.get_mut().expires_at_ms = expires_at_ms,
             Entry::Vacant(vacant) => {
                 // The scope's quota first: a scope at its quota takes nothing from the capacity.
                 let held = shard.per_scope.get(&scope).copied().unwrap_or(0);
@@ -322,14 +314,14 @@ impl InMemoryNonceStore {
                     scope,
                 });
                 *shard.per_scope.entry(scope).or_insert(0) += 1;
-                shard
-                    .expiring
-                    .entry(bucket_of(expires_at_ms))
-                    .or_default()
-                    .push(id);
-                Ok(true)
             }
         }
+        shard
+            .expiring
+            .entry(bucket_of(expires_at_ms))
+            .or_default()
+            .push(id);
+        Ok(true)
     }
 
     fn reserve_slot(&self) -> bool {
