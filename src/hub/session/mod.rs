@@ -21,7 +21,7 @@ use super::call::Call;
 use super::Hub;
 use crate::auth::issue::unix_now;
 pub use crate::connection::Inbound;
-use crate::connection::{CloseReason, Connection, ReceivedSequence};
+use crate::connection::{CloseReason, Connection, InboundReceiver, ReceivedSequence};
 use crate::protocol::handshake as handshake_response;
 use crate::protocol::{
     CompletionResult, HubMessage, HubMessageDecoder, HubProtocol, TransferFormat,
@@ -33,7 +33,6 @@ use prometheus_client::metrics::counter::Counter;
 use std::sync::Arc;
 use std::time::Duration;
 use timers::{Due, SessionTimers};
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -79,7 +78,7 @@ impl SessionLimits {
 pub async fn run_session(
     hub: Arc<Hub>,
     connection: Arc<Connection>,
-    mut inbound: mpsc::Receiver<Inbound>,
+    mut inbound: InboundReceiver,
     limits: SessionLimits,
     text_only_transport: bool,
 ) -> CloseReason {
@@ -178,7 +177,7 @@ struct Session {
 }
 
 impl Session {
-    async fn run(&mut self, inbound: &mut mpsc::Receiver<Inbound>) -> CloseReason {
+    async fn run(&mut self, inbound: &mut InboundReceiver) -> CloseReason {
         let connection = self.connection.clone();
         let mut timers = SessionTimers::start(
             &self.limits,
@@ -224,28 +223,48 @@ impl Session {
                     }
                 }
                 frame = inbound.recv(), if self.running.parallel < self.limits.max_parallel_invocations => {
-                    let Some(frame) = frame else { return CloseReason::ClientClosed };
-                    timers.heard_from_client();
-                    let (bytes, format) = match frame {
-                        Inbound::Text(bytes) => (bytes, TransferFormat::Text),
-                        Inbound::Binary(bytes) => (bytes, TransferFormat::Binary),
-                        Inbound::Resumed => {
-                            self.resumed();
-                            continue;
-                        }
-                    };
-                    if format != self.protocol.transfer_format() {
-                        return CloseReason::ProtocolError(format!(
-                            "A {format} frame arrived on a connection using the '{}' protocol.",
-                            self.protocol.name()
-                        ));
-                    }
-                    if let Some(reason) = self.on_bytes(&bytes).await {
+                    if let Some(reason) = self.on_frame(frame, &mut timers).await {
                         return reason;
+                    }
+                    // Frames that arrived together are handled together, not one loop turn
+                    // (and one round of the other branches' wake-ups) each: a client's
+                    // pipelined calls, say a burst of broadcasts, go out as one burst. The
+                    // inbound queue bounds the run, and the limit still holds reading back.
+                    while self.running.parallel < self.limits.max_parallel_invocations
+                        && !connection.is_closed()
+                    {
+                        let Some(frame) = inbound.try_recv() else { break };
+                        if let Some(reason) = self.on_frame(frame, &mut timers).await {
+                            return reason;
+                        }
                     }
                 }
             }
         }
+    }
+
+    /// One frame from the transport.
+    async fn on_frame(
+        &mut self,
+        frame: Inbound,
+        timers: &mut SessionTimers,
+    ) -> Option<CloseReason> {
+        timers.heard_from_client();
+        let (bytes, format) = match frame {
+            Inbound::Text(bytes) => (bytes, TransferFormat::Text),
+            Inbound::Binary(bytes) => (bytes, TransferFormat::Binary),
+            Inbound::Resumed => {
+                self.resumed();
+                return None;
+            }
+        };
+        if format != self.protocol.transfer_format() {
+            return Some(CloseReason::ProtocolError(format!(
+                "A {format} frame arrived on a connection using the '{}' protocol.",
+                self.protocol.name()
+            )));
+        }
+        self.on_bytes(&bytes).await
     }
 
     /// A WebSocket came back after a drop: partial data of the lost one is void, and the
