@@ -82,16 +82,22 @@ pub async fn run_session(
     limits: SessionLimits,
     text_only_transport: bool,
 ) -> CloseReason {
-    let handshake =
-        match handshake::perform_handshake(&connection, &mut inbound, &limits, text_only_transport)
-            .await
-        {
-            Ok(handshake) => handshake,
-            Err(reason) => {
-                hub.services.metrics.handshake_failed(reason.code());
-                return reason;
-            }
-        };
+    // Boxed, as the frame handling below: a task is as large as the largest state of its
+    // future, and an idle session should not carry these while it waits.
+    let handshake = match Box::pin(handshake::perform_handshake(
+        &connection,
+        &mut inbound,
+        &limits,
+        text_only_transport,
+    ))
+    .await
+    {
+        Ok(handshake) => handshake,
+        Err(reason) => {
+            hub.services.metrics.handshake_failed(reason.code());
+            return reason;
+        }
+    };
     connection.set_protocol(handshake.protocol);
     let metrics = &hub.services.metrics;
     connection.set_traffic(metrics.outbound(&hub.name, handshake.protocol.name()));
@@ -125,7 +131,7 @@ pub async fn run_session(
         received: stateful.then(ReceivedSequence::default),
         received_counters: metrics.inbound(&hub.name, handshake.protocol.name()),
     };
-    let reason = match session.on_bytes(&handshake.remaining).await {
+    let reason = match Box::pin(session.on_bytes(&handshake.remaining)).await {
         Some(reason) => reason,
         None => session.run(&mut inbound).await,
     };
@@ -264,7 +270,10 @@ impl Session {
                 self.protocol.name()
             )));
         }
-        self.on_bytes(&bytes).await
+        // Boxed: handling a message (dispatch, envelopes, replies) nests many futures, and a
+        // task is as large as the largest state of its future, which would make every idle
+        // session task carry them (about 2 KiB) while it waits for the next frame.
+        Box::pin(self.on_bytes(&bytes)).await
     }
 
     /// A WebSocket came back after a drop: partial data of the lost one is void, and the
