@@ -5,6 +5,8 @@
 /// mimalloc returns freed pages to the system. See BENCHMARKS.md ("Soak"). Built without its
 /// transparent-huge-page requests (`no_thp`): the kernel zeroes a whole 2 MiB page on first
 /// touch, again after every purge, which cost ~30% of the CPU of opening connections.
+/// (The `system-allocator` feature leaves it out, for heap profilers that intercept malloc.)
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
