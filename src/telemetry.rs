@@ -18,6 +18,17 @@ use tracing_subscriber::Layer;
 /// the device shares.
 pub use signet_protocol::logging::filter;
 
+/// Logging to standard output as `signet serve` does: the `[log]` format and level, audit
+/// events (`[audit]`) on standard output or in their own rotated file, colours on a terminal.
+/// Returns `Ok(false)` if a global subscriber was installed already (it is kept), an error if
+/// the audit file cannot be opened.
+pub fn init_logging(settings: &crate::settings::Settings) -> std::io::Result<bool> {
+    use std::io::IsTerminal;
+    let ansi = std::io::stdout().is_terminal();
+    let audit = AuditLayer::new(&settings.audit, &settings.server.data_dir, std::io::stdout)?;
+    Ok(init_with_audit(&settings.log, audit, std::io::stdout, ansi))
+}
+
 /// Installs the global subscriber writing to `writer`, audit events as JSON lines on the same
 /// writer. Returns false if one was installed already (tests start many servers in one process).
 pub fn init<W>(settings: &LogSettings, writer: W, ansi: bool) -> bool

@@ -189,6 +189,8 @@ impl HubBuilder {
         self
     }
 
+    /// The finished hub: the server calls it once the application's setup returns.
+    #[doc(hidden)]
     pub fn build(self) -> Arc<Hub> {
         Arc::new(self.hub)
     }
