@@ -398,7 +398,7 @@ impl AppState {
 /// use signet::{bind, MethodResult, MethodSpec, Param, Server};
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// let settings = signet::settings::load(None)?;
+/// let settings = signet::settings::load(None, std::env::vars())?;
 /// let app = Server::new(settings)
 ///     .hub("greeter", |hub| {
 ///         hub.method(

@@ -60,7 +60,28 @@ impl Call {
 }
 
 /// Sends to other connections of the same hub. A send never waits for a slow recipient, and
-/// `Ok(())` means it was handed on, not that anybody was connected to receive it.
+/// `Ok(())` means it was handed on, not that anybody was connected to receive it. With
+/// `[cluster]` every send, group and presence question reaches every node.
+///
+/// ```
+/// use signet::{bind, Call, HubError, MethodResult};
+/// use serde_json::Value;
+///
+/// /// `Join(room)`: the caller enters the room, whose members are told.
+/// async fn join(call: Call, args: Vec<Value>) -> MethodResult {
+///     let (room,): (String,) = bind(args)?;
+///     call.clients
+///         .add_to_group(call.connection_id(), &room)
+///         .await
+///         .map_err(|err| HubError::hub(err.to_string()))?;
+///     let who = Value::String(call.principal.sub.clone());
+///     call.clients
+///         .group(&room, "Joined", vec![who])
+///         .await
+///         .map_err(HubError::internal)?;
+///     Ok(None)
+/// }
+/// ```
 #[derive(Clone)]
 pub struct Clients {
     lifetime: Arc<dyn HubLifetimeManager>,

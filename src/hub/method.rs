@@ -122,6 +122,21 @@ impl MethodSpec {
     /// (signature, lifetime, nonce never seen) before the handler runs, and the handler gets
     /// the verified command (the envelope's `message`, parsed) as its argument. Declare the
     /// parameter as [`Param::Object`].
+    ///
+    /// ```
+    /// use signet::{HubBuilder, MethodSpec, Param};
+    ///
+    /// fn doors(hub: HubBuilder) -> HubBuilder {
+    ///     hub.method(
+    ///         MethodSpec::new("Unlock", &[Param::Object]).roles(&["user"]).signed(),
+    ///         |call, args| async move {
+    ///             // `args[0]` is the verified command, e.g. `{"door": "front"}`.
+    ///             tracing::info!(sub = %call.principal.sub, command = %args[0], "unlock");
+    ///             Ok(None)
+    ///         },
+    ///     )
+    /// }
+    /// ```
     pub const fn signed(mut self) -> Self {
         self.signed = true;
         self
