@@ -160,6 +160,11 @@ pub mod telemetry;
 #[doc(hidden)]
 pub mod tls;
 
+/// The README's Rust code ("Bring your own hub") compiles: `cargo test --doc` checks it.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;
+
 // Private: nothing outside the crate needs them.
 mod api;
 mod audit;
