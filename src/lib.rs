@@ -59,11 +59,11 @@
 //!
 //! The layers, dependencies pointing down (nothing imports `startup`):
 //!
-//! - `startup`: builds the shared services once ([`startup::AppState`], which stays there),
-//!   registers for each layer the narrow handle it needs (the transports'
-//!   [`transport::HubEndpoints`], the API's `IdentityService`, health's readiness, ...) and binds
-//!   the HTTP server; `cli`, `demo` and the integration tests all go through
-//!   [`startup::Application::build`].
+//! - `startup`: [`Server`] (an application's hubs on the server) builds the shared services
+//!   once (`AppState`, which stays there), registers for each layer the narrow handle it
+//!   needs (the transports' `HubEndpoints`, the API's `IdentityService`, health's readiness,
+//!   ...) and binds the HTTP server; `cli`, `demo` and the integration tests go through
+//!   [`Application::build`] (the home hub's server) or [`Server::build`].
 //! - `transport`: negotiate and the three transports (WebSockets, Server-Sent Events, long
 //!   polling with `POST` sends), and in-band refresh: they adapt HTTP to one `connection`.
 //! - `api`: the REST API under `/api`: thin handlers over the identity service, and the
@@ -73,8 +73,10 @@
 //!   security headers; it is a client of the API and hub like any other.
 //! - `http`: plumbing every route shares: the JSON error type (and the HTTP answers of other
 //!   layers' request errors), the body extractor, redacting request logs, health, `/metrics`.
-//! - `hubs`: the application: the home hub and its admin methods, plus the methods
-//!   `[[upstream]]` forwards to a backend.
+//! - `hubs`: the applications' hubs: what a hub's setup gets ([`HubContext`]), the catalog
+//!   of the hubs a [`Server`] registers (each with its lifetime manager, plus the methods
+//!   `[[upstream]]` forwards to a backend), and the built-in home hub `signet serve` registers
+//!   (devices, signed commands, admin methods).
 //! - `upstream`: upstream calls: a hub method (or connection event) POSTed to a backend as
 //!   signed JSON with the caller's principal, its answer the completion (bounded in time,
 //!   size and calls in flight).

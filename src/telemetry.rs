@@ -1,5 +1,5 @@
 //! Logging set-up: `tracing` with a human or JSON format chosen in configuration, and the audit
-//! log ([`crate::audit`]) beside it: audit events leave the ordinary output for their own
+//! log (`audit`) beside it: audit events leave the ordinary output for their own
 //! JSON-lines sink.
 //!
 //! Tokens never reach a log line: request paths are logged through
