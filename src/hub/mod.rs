@@ -128,7 +128,8 @@ pub struct HubBuilder {
 
 impl HubBuilder {
     /// A hub served at `/hubs/{name}`, with the built-in methods every hub has
-    /// (`RefreshToken`).
+    /// (`RefreshToken`). The server makes it ([`crate::Server::hub`]): internal, not stable API.
+    #[doc(hidden)]
     pub fn new(name: &str, lifetime: Arc<dyn HubLifetimeManager>, services: &HubServices) -> Self {
         let builder = Self {
             hub: Hub {
