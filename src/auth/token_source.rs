@@ -180,6 +180,7 @@ pub async fn authenticate_token(
 pub struct TokenDigest([u8; 32]);
 
 impl TokenDigest {
+    /// The SHA-256 of `token`'s text.
     pub fn of(token: &str) -> Self {
         Self(Sha256::digest(token.as_bytes()).into())
     }
