@@ -37,6 +37,8 @@ echo "== npm ci tests/conformance (the official SignalR clients the conformance 
 npm ci --prefix tests/conformance --no-audit --no-fund
 echo "== npm ci tests/clients (the older official SignalR clients of the client matrix)"
 npm ci --prefix tests/clients --no-audit --no-fund
+echo "== npm ci clients/bench/peers/socketio-node (Node's socket.io, a peer signet-bench measures)"
+npm ci --prefix clients/bench/peers/socketio-node --no-audit --no-fund
 if [ "${SIGNET_SKIP_BROWSER_TESTS:-}" != "1" ]; then
   if ! command -v chromium >/dev/null 2>&1; then
     apt_install chromium "the browser suite drives Debian's Chromium" \
