@@ -54,8 +54,9 @@ impl Peer {
             }
             Self::Aiosignalr => {
                 "aiosignalr 0.1.1 on aiohttp 3.14, one Python process (one event loop), default \
-                 ServerOptions (1 parallel invocation, keep-alive 15 s), no authentication; \
-                 hub /hubs/home with Echo and BroadcastMessage -> SystemMessage"
+                 ServerOptions (1 parallel invocation, keep-alive 15 s) but a client timeout of \
+                 120 s (the generator's connections are silent while the others open), no \
+                 authentication; hub /hubs/home with Echo and BroadcastMessage -> SystemMessage"
             }
         }
     }
