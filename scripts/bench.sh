@@ -164,7 +164,8 @@ run_curves() {
     OUT=$CURVES_OUT run broadcast -c "$n" --duration "$DURATION" --rate "$CURVE_RATE" \
       "${PEER_ARGS[@]}"
   done
-  python3 scripts/charts.py "$CURVES_OUT" docs >&2
+  python3 scripts/charts.py "$CURVES_OUT" docs \
+    "commit $(git rev-parse --short HEAD), $(date -u +%F)" >&2
 }
 
 # --- Many nodes ---------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 file `scripts/bench.sh curves` appends to, default docs/bench-curves.jsonl), so it runs anywhere
 Python 3 does, with nothing to install.
 
-    python3 scripts/charts.py [LINES.jsonl] [OUT_DIR]
+    python3 scripts/charts.py [LINES.jsonl] [OUT_DIR] [NOTE]
+
+NOTE (e.g. the commit and date measured) goes into every chart's subtitle.
 
 Each JSON line is one run: Signet's figures at the top level, the baseline's under `baseline`
 and each peer's under `peers.<name>`. Three charts come out of them, one curve per server:
@@ -252,7 +254,8 @@ def main():
         lines = [json.loads(text) for text in file if text.strip().startswith("{")]
     series, failures, loads = collect(lines)
     load = f"1-min load average {min(loads):.1f} to {max(loads):.1f}" if loads else "load unknown"
-    machine = f"2 shared cores, {load}; signet-bench, scripts/bench.sh curves"
+    note = sys.argv[3] if len(sys.argv) > 3 else "scripts/bench.sh curves"
+    machine = f"{note}; {os.cpu_count()} cores shared with the generator, {load}"
     rate = next(
         (l.get("rate_limit_per_s") for l in lines if l.get("scenario") == "broadcast" and l.get("rate_limit_per_s")),
         None,
