@@ -260,35 +260,19 @@ def main():
         (l.get("rate_limit_per_s") for l in lines if l.get("scenario") == "broadcast" and l.get("rate_limit_per_s")),
         None,
     )
-    draw(
-        os.path.join(out_dir, "curve-idle-memory.svg"),
-        "Idle memory per WebSocket connection (lower is better)",
-        machine,
-        "idle connections held (log scale)",
-        "server RSS per connection, KiB",
-        series["idle"],
-        notes_for("idle", series, failures),
-    )
-    draw(
-        os.path.join(out_dir, "curve-broadcast-throughput.svg"),
-        "Broadcast deliveries per second, one sender (higher is better)",
-        machine,
-        "receivers (log scale)",
-        "deliveries/s",
-        series["throughput"],
-        notes_for("throughput", series, failures),
-    )
-    draw(
-        os.path.join(out_dir, "curve-broadcast-p99.svg"),
-        f"p99 broadcast delivery latency at {rate or '?'} broadcasts/s (lower is better)",
-        machine,
-        "receivers (log scale)",
-        "p99 delivery latency, ms (log scale)",
-        series["p99"],
-        notes_for("p99", series, failures),
-        log_y=True,
-    )
-
+    charts = [
+        ("idle", "curve-idle-memory.svg", "Idle memory per WebSocket connection (lower is better)",
+         "idle connections held (log scale)", "server RSS per connection, KiB", False),
+        ("throughput", "curve-broadcast-throughput.svg",
+         "Broadcast deliveries per second, one sender (higher is better)",
+         "receivers (log scale)", "deliveries/s", False),
+        ("p99", "curve-broadcast-p99.svg",
+         f"p99 broadcast delivery latency at {rate or '?'} broadcasts/s (lower is better)",
+         "receivers (log scale)", "p99 delivery latency, ms (log scale)", True),
+    ]
+    for chart, name, title, x_label, y_label, log_y in charts:
+        draw(os.path.join(out_dir, name), title, machine, x_label, y_label, series[chart],
+             notes_for(chart, series, failures), log_y=log_y)
 
 if __name__ == "__main__":
     main()

@@ -270,20 +270,25 @@ fn the_socketio_node_peer_runs_beside_signet() {
         peer
     };
 
-    let line = bench(&[
-        "connect",
-        "--url",
-        &signet,
-        "-c",
-        CONNECTIONS,
-        "--peer",
-        &peer,
-    ]);
+    // `scenario` against Signet, then the peer, with 20 connections.
+    let with_peer = |scenario| {
+        vec![
+            scenario,
+            "--url",
+            &signet,
+            "-c",
+            CONNECTIONS,
+            "--peer",
+            &peer,
+        ]
+    };
+
+    let line = bench(&with_peer("connect"));
     let socketio = peer_line(&line);
     assert_eq!(number(&socketio, "/established"), 20.0, "{line}");
     assert!(number(&socketio, "/signet_over_peer") > 0.0, "{line}");
 
-    let mut args = vec!["idle", "--url", &signet, "-c", CONNECTIONS, "--peer", &peer];
+    let mut args = with_peer("idle");
     args.extend(["--settle", "100ms", "--hold", "500ms"]);
     let socketio = peer_line(&bench(&args));
     assert_eq!(number(&socketio, "/held"), 20.0, "{socketio}");
@@ -293,7 +298,7 @@ fn the_socketio_node_peer_runs_beside_signet() {
         "{socketio}"
     );
 
-    let mut args = vec!["echo", "--url", &signet, "-c", CONNECTIONS, "--peer", &peer];
+    let mut args = with_peer("echo");
     args.extend(["--mode", "plain"]);
     args.extend(short);
     let line = bench(&args);
@@ -303,15 +308,7 @@ fn the_socketio_node_peer_runs_beside_signet() {
     assert_eq!(number(&socketio, "/plain/errors"), 0.0, "{line}");
     assert!(socketio.get("signed").is_none(), "{line}");
 
-    let mut args = vec![
-        "broadcast",
-        "--url",
-        &signet,
-        "-c",
-        CONNECTIONS,
-        "--peer",
-        &peer,
-    ];
+    let mut args = with_peer("broadcast");
     args.extend(short);
     let socketio = peer_line(&bench(&args));
     assert!(

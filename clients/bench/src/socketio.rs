@@ -342,47 +342,43 @@ mod tests {
         assert!(decode("é").is_err());
     }
 
+    /// The expected decoding of a Socket.IO packet.
+    fn message(
+        kind: PacketKind,
+        namespace: &str,
+        ack_id: Option<u64>,
+        data: Option<Value>,
+    ) -> Result<EnginePacket, CodecError> {
+        Ok(EnginePacket::Message(SocketPacket {
+            kind,
+            namespace: namespace.into(),
+            ack_id,
+            data,
+        }))
+    }
+
     #[test]
     fn decodes_socket_io_packets_with_namespaces_ids_and_data() {
-        let connected = decode(r#"40{"sid":"xyz"}"#);
         assert_eq!(
-            connected,
-            Ok(EnginePacket::Message(SocketPacket {
-                kind: PacketKind::Connect,
-                namespace: "/".into(),
-                ack_id: None,
-                data: Some(json!({"sid": "xyz"})),
-            }))
+            decode(r#"40{"sid":"xyz"}"#),
+            message(PacketKind::Connect, "/", None, Some(json!({"sid": "xyz"})))
         );
-        let ack = decode(r#"4312[{"seq":12}]"#);
         assert_eq!(
-            ack,
-            Ok(EnginePacket::Message(SocketPacket {
-                kind: PacketKind::Ack,
-                namespace: "/".into(),
-                ack_id: Some(12),
-                data: Some(json!([{"seq": 12}])),
-            }))
+            decode(r#"4312[{"seq":12}]"#),
+            message(PacketKind::Ack, "/", Some(12), Some(json!([{"seq": 12}])))
         );
-        let event = decode(r#"42/admin,7["message","hi"]"#);
         assert_eq!(
-            event,
-            Ok(EnginePacket::Message(SocketPacket {
-                kind: PacketKind::Event,
-                namespace: "/admin".into(),
-                ack_id: Some(7),
-                data: Some(json!(["message", "hi"])),
-            }))
+            decode(r#"42/admin,7["message","hi"]"#),
+            message(
+                PacketKind::Event,
+                "/admin",
+                Some(7),
+                Some(json!(["message", "hi"]))
+            )
         );
-        let bare = decode("41");
         assert_eq!(
-            bare,
-            Ok(EnginePacket::Message(SocketPacket {
-                kind: PacketKind::Disconnect,
-                namespace: "/".into(),
-                ack_id: None,
-                data: None,
-            }))
+            decode("41"),
+            message(PacketKind::Disconnect, "/", None, None)
         );
         assert!(decode(r#"451-["x",{"_placeholder":true,"num":0}]"#).is_err());
         assert!(decode("4299999999999999999999999[]").is_err());
