@@ -15,7 +15,8 @@ and each peer's under `peers.<name>`. Three charts come out of them, one curve p
 - curve-broadcast-p99.svg: p99 delivery latency (ms, log scale) against receivers, paced runs.
 
 Where several runs measured the same server at the same size, the last one counts. A point
-whose run lost deliveries, receivers or connections is drawn hollow and named in the footnote;
+whose run did not deliver everything, hold every connection or keep the paced rate is drawn
+hollow and named in the footnote;
 a server that failed a run has no point there (and the footnote says so).
 """
 import json
@@ -33,7 +34,7 @@ COLOURS = {
 }
 ORDER = list(COLOURS)
 WIDTH, HEIGHT = 720, 440
-LEFT, RIGHT, TOP, BOTTOM = 80, 170, 56, 78
+LEFT, RIGHT, TOP, BOTTOM = 80, 170, 70, 78
 
 
 def runs(line):
@@ -48,13 +49,14 @@ def runs(line):
 
 
 def idle_point(figures):
+    """At the connections asked for (opened plus failed); lossy when fewer were held."""
     kib = figures.get("server_bytes_per_connection")
-    asked = figures.get("connect", {}).get("established")
+    opened = figures.get("connect", {}).get("established", 0)
+    asked = opened + figures.get("failures", 0)
     held = figures.get("held")
-    if kib is None or not held:
+    if kib is None or not held or not asked:
         return None
-    lossy = figures.get("failures", 0) > 0 or (asked is not None and held < asked)
-    return held, kib / 1024.0, lossy
+    return asked, kib / 1024.0, held < asked
 
 
 def broadcast_point(figures, value):
@@ -67,6 +69,10 @@ def broadcast_point(figures, value):
         or figures.get("delivered", 0) < figures.get("expected_deliveries", 0)
         or figures.get("admin_error") is not None
     )
+    # A paced run whose server could not keep the rate: its latency is a queue's.
+    rate = figures.get("rate_limit_per_s")
+    if rate and figures.get("deliveries_per_s", 0) < 0.9 * rate * receivers:
+        lossy = True
     return receivers, value, lossy
 
 
@@ -83,7 +89,10 @@ def collect(lines):
             chart = "throughput" if line.get("rate_limit_per_s") is None else "p99"
         else:
             continue
-        size = line.get("held") if chart == "idle" else line.get("receivers")
+        if chart == "idle":
+            size = line.get("connect", {}).get("established", 0) + line.get("failures", 0)
+        else:
+            size = line.get("receivers")
         for server, figures in runs(line):
             load = (figures.get("load_average") or {}).get("before")
             if load:
@@ -146,8 +155,9 @@ def draw(path, title, subtitle, x_label, y_label, data, notes, log_y=False):
         f'viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">',
         f'<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>',
         f'<text x="{LEFT}" y="22" font-size="16" font-weight="bold">{escape(title)}</text>',
-        f'<text x="{LEFT}" y="40" fill="#555">{escape(subtitle)}</text>',
     ]
+    for i, text in enumerate(subtitle.split("\n")):
+        out.append(f'<text x="{LEFT}" y="{40 + i * 15}" fill="#555">{escape(text)}</text>')
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     if not xs or not ys:
         out.append(f'<text x="{LEFT}" y="{TOP + 40}">no data</text></svg>')
@@ -240,7 +250,11 @@ def notes_for(chart, series, failures):
         if flag
     )
     if lossy:
-        notes.append("hollow: lost deliveries, receivers or connections (" + ", ".join(lossy) + ")")
+        notes.append(
+            "hollow: not every delivery arrived, connection held or paced rate kept ("
+            + ", ".join(lossy)
+            + ")"
+        )
     failed = sorted({f"{server} at {label(size or 0)}" for server, size, _ in failures[chart]})
     if failed:
         notes.append("failed, no point: " + ", ".join(failed))
@@ -255,19 +269,19 @@ def main():
     series, failures, loads = collect(lines)
     load = f"1-min load average {min(loads):.1f} to {max(loads):.1f}" if loads else "load unknown"
     note = sys.argv[3] if len(sys.argv) > 3 else "scripts/bench.sh curves"
-    machine = f"{note}; {os.cpu_count()} cores shared with the generator, {load}"
+    machine = f"{note}\n{os.cpu_count()} cores shared with the generator, {load}"
     rate = next(
         (l.get("rate_limit_per_s") for l in lines if l.get("scenario") == "broadcast" and l.get("rate_limit_per_s")),
         None,
     )
     charts = [
         ("idle", "curve-idle-memory.svg", "Idle memory per WebSocket connection (lower is better)",
-         "idle connections held (log scale)", "server RSS per connection, KiB", False),
+         "idle connections opened (log scale)", "server RSS per connection, KiB", False),
         ("throughput", "curve-broadcast-throughput.svg",
          "Broadcast deliveries per second, one sender (higher is better)",
          "receivers (log scale)", "deliveries/s", False),
         ("p99", "curve-broadcast-p99.svg",
-         f"p99 broadcast delivery latency at {rate or '?'} broadcasts/s (lower is better)",
+         f"p99 broadcast delivery latency at {f'{rate:g}' if rate else '?'} broadcasts/s (lower is better)",
          "receivers (log scale)", "p99 delivery latency, ms (log scale)", True),
     ]
     for chart, name, title, x_label, y_label, log_y in charts:
