@@ -72,6 +72,13 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 export SIGNET_PYTHON="$venv/bin/python"
+echo "== python venv target/peers/aiosignalr-venv (aiosignalr, a peer signet-bench measures; clients/bench/peers/aiosignalr/requirements.txt)"
+peer_venv="$PWD/target/peers/aiosignalr-venv"
+if [ ! -x "$peer_venv/bin/python" ]; then
+  python3 -m venv "$peer_venv"
+fi
+"$peer_venv/bin/python" -m pip install --quiet --disable-pip-version-check -r clients/bench/peers/aiosignalr/requirements.txt
+export SIGNET_AIOSIGNALR_PYTHON="$peer_venv/bin/python"
 echo "== cargo test"
 cargo test --workspace
 

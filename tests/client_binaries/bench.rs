@@ -332,6 +332,59 @@ fn the_socketio_node_peer_runs_beside_signet() {
     assert!(error.contains("cannot start"), "{line}");
 }
 
+/// The SignalR peer: aiosignalr (clients/bench/peers/aiosignalr, installed by scripts/test.sh into
+/// target/peers/aiosignalr-venv) driven by the very same SignalR client and scenarios as Signet,
+/// through negotiate (which aiohttp answers in chunks), the upgrade and the handshake.
+fn the_aiosignalr_peer_runs_the_signalr_scenarios() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // ./scripts/test.sh sets SIGNET_AIOSIGNALR_PYTHON; a venv it made earlier serves `cargo test`.
+    let venv = root.join("target/peers/aiosignalr-venv/bin/python");
+    let python = std::env::var("SIGNET_AIOSIGNALR_PYTHON")
+        .ok()
+        .or_else(|| venv.is_file().then(|| venv.display().to_string()))
+        .unwrap_or_else(|| {
+            panic!(
+                "SIGNET_AIOSIGNALR_PYTHON is not set: run ./scripts/test.sh, which installs \
+                 clients/bench/peers/aiosignalr/requirements.txt into target/peers/aiosignalr-venv"
+            )
+        });
+    let server = root.join("clients/bench/peers/aiosignalr/server.py");
+    let peer = format!("aiosignalr={python} {}", server.display());
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let signet = format!("http://{}", start_signet(data_dir.path()));
+    let short = ["--warmup", "200ms", "--duration", "1s"];
+
+    let mut args = vec!["echo", "--url", &signet, "-c", CONNECTIONS, "--peer", &peer];
+    args.extend(["--mode", "plain"]);
+    args.extend(short);
+    let line = bench(&args);
+    let aiosignalr = &line["peers"]["aiosignalr"];
+    assert!(aiosignalr.get("error").is_none(), "{line}");
+    assert!(number(aiosignalr, "/plain/round_trips") > 0.0, "{line}");
+    assert_eq!(number(aiosignalr, "/plain/errors"), 0.0, "{line}");
+
+    let mut args = vec![
+        "broadcast",
+        "--url",
+        &signet,
+        "-c",
+        CONNECTIONS,
+        "--peer",
+        &peer,
+    ];
+    args.extend(short);
+    let line = bench(&args);
+    let aiosignalr = &line["peers"]["aiosignalr"];
+    assert!(aiosignalr.get("error").is_none(), "{line}");
+    assert!(number(aiosignalr, "/deliveries_in_window") > 0.0, "{line}");
+    assert_eq!(number(aiosignalr, "/receivers_lost"), 0.0, "{line}");
+    assert_eq!(
+        number(aiosignalr, "/delivered"),
+        number(aiosignalr, "/expected_deliveries"),
+        "{line}"
+    );
+}
+
 pub const TESTS: &[Test] = &[
     (
         "bench::every_scenario_runs_against_signet_and_the_baseline",
@@ -344,5 +397,9 @@ pub const TESTS: &[Test] = &[
     (
         "bench::the_socketio_node_peer_runs_beside_signet",
         the_socketio_node_peer_runs_beside_signet,
+    ),
+    (
+        "bench::the_aiosignalr_peer_runs_the_signalr_scenarios",
+        the_aiosignalr_peer_runs_the_signalr_scenarios,
     ),
 ];
