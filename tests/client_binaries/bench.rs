@@ -243,6 +243,21 @@ fn the_many_node_modes_run_against_one_server_named_twice() {
     );
 }
 
+/// `signet-bench SCENARIO` against Signet at `url`, then `peer`, with 20 connections.
+fn with_peer<'a>(scenario: &'a str, url: &'a str, peer: &'a str) -> Vec<&'a str> {
+    vec![scenario, "--url", url, "-c", CONNECTIONS, "--peer", peer]
+}
+
+/// The figures of peer `name` in a JSON line, checked to be a run (not an error) of that peer
+/// with its configuration stated.
+fn peer_figures(name: &str, line: &Value) -> Value {
+    let peer = line["peers"][name].clone();
+    assert!(peer.get("error").is_none(), "{line}");
+    assert_eq!(peer["target"], name, "{line}");
+    assert!(peer["configuration"].is_string(), "{line}");
+    peer
+}
+
 /// The peers (`--peer`): Node's socket.io peer (clients/bench/peers/socketio-node, installed by
 /// scripts/test.sh with `npm ci`) started as a child process after the Signet run and driven by
 /// the generator's Socket.IO client through connect, idle, echo and broadcast, each reported
@@ -262,35 +277,14 @@ fn the_socketio_node_peer_runs_beside_signet() {
         peer_dir.join("server.mjs").display()
     );
     let short = ["--warmup", "200ms", "--duration", "1s"];
-    let peer_line = |line: &Value| -> Value {
-        let peer = line["peers"]["socketio-node"].clone();
-        assert!(peer.get("error").is_none(), "{line}");
-        assert_eq!(peer["target"], "socketio-node", "{line}");
-        assert!(peer["configuration"].is_string(), "{line}");
-        peer
-    };
-
-    // `scenario` against Signet, then the peer, with 20 connections.
-    let with_peer = |scenario| {
-        vec![
-            scenario,
-            "--url",
-            &signet,
-            "-c",
-            CONNECTIONS,
-            "--peer",
-            &peer,
-        ]
-    };
-
-    let line = bench(&with_peer("connect"));
-    let socketio = peer_line(&line);
+    let line = bench(&with_peer("connect", &signet, &peer));
+    let socketio = peer_figures("socketio-node", &line);
     assert_eq!(number(&socketio, "/established"), 20.0, "{line}");
     assert!(number(&socketio, "/signet_over_peer") > 0.0, "{line}");
 
-    let mut args = with_peer("idle");
+    let mut args = with_peer("idle", &signet, &peer);
     args.extend(["--settle", "100ms", "--hold", "500ms"]);
-    let socketio = peer_line(&bench(&args));
+    let socketio = peer_figures("socketio-node", &bench(&args));
     assert_eq!(number(&socketio, "/held"), 20.0, "{socketio}");
     // The peer's own process was measured.
     assert!(
@@ -298,19 +292,19 @@ fn the_socketio_node_peer_runs_beside_signet() {
         "{socketio}"
     );
 
-    let mut args = with_peer("echo");
+    let mut args = with_peer("echo", &signet, &peer);
     args.extend(["--mode", "plain"]);
     args.extend(short);
     let line = bench(&args);
     assert!(number(&line, "/plain/round_trips") > 0.0, "{line}");
-    let socketio = peer_line(&line);
+    let socketio = peer_figures("socketio-node", &line);
     assert!(number(&socketio, "/plain/round_trips") > 0.0, "{line}");
     assert_eq!(number(&socketio, "/plain/errors"), 0.0, "{line}");
     assert!(socketio.get("signed").is_none(), "{line}");
 
-    let mut args = with_peer("broadcast");
+    let mut args = with_peer("broadcast", &signet, &peer);
     args.extend(short);
-    let socketio = peer_line(&bench(&args));
+    let socketio = peer_figures("socketio-node", &bench(&args));
     assert!(
         number(&socketio, "/deliveries_in_window") > 0.0,
         "{socketio}"
@@ -354,28 +348,18 @@ fn the_aiosignalr_peer_runs_the_signalr_scenarios() {
     let signet = format!("http://{}", start_signet(data_dir.path()));
     let short = ["--warmup", "200ms", "--duration", "1s"];
 
-    let mut args = vec!["echo", "--url", &signet, "-c", CONNECTIONS, "--peer", &peer];
+    let mut args = with_peer("echo", &signet, &peer);
     args.extend(["--mode", "plain"]);
     args.extend(short);
     let line = bench(&args);
-    let aiosignalr = &line["peers"]["aiosignalr"];
-    assert!(aiosignalr.get("error").is_none(), "{line}");
+    let aiosignalr = &peer_figures("aiosignalr", &line);
     assert!(number(aiosignalr, "/plain/round_trips") > 0.0, "{line}");
     assert_eq!(number(aiosignalr, "/plain/errors"), 0.0, "{line}");
 
-    let mut args = vec![
-        "broadcast",
-        "--url",
-        &signet,
-        "-c",
-        CONNECTIONS,
-        "--peer",
-        &peer,
-    ];
+    let mut args = with_peer("broadcast", &signet, &peer);
     args.extend(short);
     let line = bench(&args);
-    let aiosignalr = &line["peers"]["aiosignalr"];
-    assert!(aiosignalr.get("error").is_none(), "{line}");
+    let aiosignalr = &peer_figures("aiosignalr", &line);
     assert!(number(aiosignalr, "/deliveries_in_window") > 0.0, "{line}");
     assert_eq!(number(aiosignalr, "/receivers_lost"), 0.0, "{line}");
     assert_eq!(
