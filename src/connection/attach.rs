@@ -1,13 +1,13 @@
 //! Transports attaching to a connection and letting go of it.
 //!
-//! An [`Attachment`] owns the outbound queue's receiver (a lock on it) for as long as a
+//! An [`Attachment`] is the outbound queue's one consumer (it holds a lock) for as long as a
 //! transport writes to the client: a WebSocket or an SSE response for their lifetime, a long
 //! poll for one request. It is also where what a transport writes is decided once for all of
 //! them: after a stateful-reconnect resume the Sequence message and the unacknowledged frames
 //! come first; each trackable frame taken is kept for replay; and once the connection closes,
 //! [`Attachment::closing_frames`] gives what is left to flush and the Close message.
 
-use super::{CloseReason, Connection, OutboundReceiver};
+use super::{CloseReason, Connection};
 use crate::protocol::HubMessage;
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
@@ -94,10 +94,10 @@ impl Connection {
     /// Attaches a transport that must be the only one (WebSockets, Server-Sent Events):
     /// [`AttachError::InUse`] while another is attached, unless that one is already letting go.
     pub async fn attach(self: &Arc<Self>) -> Result<Attachment, AttachError> {
-        let receiver = match self.outbound_rx.clone().try_lock_owned() {
+        let receiver = match self.outbound_taker.clone().try_lock_owned() {
             Ok(receiver) => receiver,
             Err(_) if self.attach.has_live() => return Err(AttachError::InUse),
-            Err(_) => tokio::time::timeout(RELEASE_GRACE, self.outbound_rx.clone().lock_owned())
+            Err(_) => tokio::time::timeout(RELEASE_GRACE, self.outbound_taker.clone().lock_owned())
                 .await
                 .map_err(|_| AttachError::InUse)?,
         };
@@ -110,7 +110,7 @@ impl Connection {
     pub async fn attach_replacing(self: &Arc<Self>) -> Result<Attachment, AttachError> {
         let request = self.attach.requests.fetch_add(1, Ordering::AcqRel) + 1;
         self.attach.end_current();
-        let receiver = self.outbound_rx.clone().lock_owned().await;
+        let receiver = self.outbound_taker.clone().lock_owned().await;
         if self.attach.requests.load(Ordering::Acquire) != request {
             return Err(AttachError::Superseded);
         }
@@ -129,11 +129,7 @@ impl Connection {
         self.attach.end_current();
     }
 
-    fn attached_with(
-        self: &Arc<Self>,
-        receiver: OwnedMutexGuard<OutboundReceiver>,
-        request: u64,
-    ) -> Attachment {
+    fn attached_with(self: &Arc<Self>, receiver: OwnedMutexGuard<()>, request: u64) -> Attachment {
         let ended = self.cancellation().child_token();
         *self.attach.current() = Some((request, ended.clone()));
         self.attach.attachments.fetch_add(1, Ordering::AcqRel);
@@ -154,7 +150,7 @@ impl Connection {
         }
         Attachment {
             connection: self.clone(),
-            receiver,
+            _taker: receiver,
             ended,
             resumed,
             pending,
@@ -166,7 +162,8 @@ impl Connection {
 #[derive(Debug)]
 pub struct Attachment {
     connection: Arc<Connection>,
-    receiver: OwnedMutexGuard<OutboundReceiver>,
+    /// The lock that makes this attachment the outbound queue's one consumer.
+    _taker: OwnedMutexGuard<()>,
     ended: CancellationToken,
     resumed: bool,
     /// Written before the queue: the Sequence message and the replay after a resume.
@@ -213,7 +210,7 @@ impl Attachment {
         let frame = tokio::select! {
             biased;
             _ = self.ended.cancelled() => return None,
-            frame = self.receiver.recv() => frame?,
+            frame = self.connection.outbound.pop() => frame,
         };
         self.track(&frame);
         Some(frame)
@@ -227,7 +224,7 @@ impl Attachment {
         if self.ended.is_cancelled() || self.connection.replay().is_some_and(|r| r.is_full()) {
             return None;
         }
-        let frame = self.receiver.try_recv().ok()?;
+        let frame = self.connection.outbound.try_pop()?;
         self.track(&frame);
         Some(frame)
     }
@@ -285,7 +282,7 @@ impl Attachment {
             .unwrap_or(CloseReason::Shutdown);
         let mut frames: Vec<Bytes> = self.pending.drain(..).collect();
         if reason != CloseReason::SlowConsumer {
-            while let Ok(frame) = self.receiver.try_recv() {
+            while let Some(frame) = self.connection.outbound.try_pop() {
                 frames.push(frame);
             }
         }

@@ -6,7 +6,7 @@
 //! - outbound, a bounded queue that the hub session and other connections' sends fill
 //!   ([`Connection::try_send`] never waits: a full queue closes the slow connection instead of
 //!   slowing the sender), and that the attached transport drains;
-//! - inbound, a bounded channel from whichever request carries the client's frames (a WebSocket
+//! - inbound, a bounded queue from whichever request carries the client's frames (a WebSocket
 //!   reader, a long-polling or Server-Sent Events `POST`) to the hub session.
 //!
 //! Transports come and go through [`Attachment`]s: a WebSocket holds one for its lifetime, an
@@ -18,6 +18,7 @@
 mod attach;
 mod census;
 mod close;
+mod queue;
 mod refresh;
 mod registry;
 mod replay;
@@ -26,6 +27,7 @@ mod supervise;
 
 pub use attach::{coalesce, AttachError, Attachment};
 pub use close::{CloseKind, CloseReason, CloseStats};
+pub use queue::Queue;
 pub use refresh::{apply_refresh, carry_on, refresh, verify_refresh, RefreshError};
 pub use registry::{Claim, ConnectionRegistry, RegistryFull};
 pub use replay::{ReceivedSequence, ReplayBuffer, SequenceAhead};
@@ -37,15 +39,12 @@ use crate::protocol::HubProtocol;
 use bytes::Bytes;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use tokio::sync::{mpsc, watch};
+use std::sync::{Arc, OnceLock, RwLock};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// What a transport writes: one or more framed hub messages.
 pub type OutboundFrame = Bytes;
-
-/// The receiving end of a connection's outbound queue, held by the attached transport.
-pub type OutboundReceiver = mpsc::Receiver<OutboundFrame>;
 
 /// Frames buffered between the requests that carry the client's frames and the hub session.
 /// Not a setting: it is a hand-off between two tasks of one connection, and when it is full
@@ -108,11 +107,15 @@ pub struct Connection {
     expires_at: AtomicI64,
     protocol: OnceLock<HubProtocol>,
     transport: OnceLock<TransportKind>,
-    outbound: mpsc::Sender<OutboundFrame>,
-    /// Locked by the attached transport for as long as it is attached.
-    outbound_rx: Arc<tokio::sync::Mutex<OutboundReceiver>>,
-    inbound: mpsc::Sender<Inbound>,
-    inbound_rx: Mutex<Option<mpsc::Receiver<Inbound>>>,
+    /// Frames for the client, taken by the attached transport.
+    outbound: Queue<OutboundFrame>,
+    /// Locked by the attached transport for as long as it is attached: the one consumer of
+    /// `outbound`.
+    outbound_taker: Arc<tokio::sync::Mutex<()>>,
+    /// Frames from the client, for the hub session.
+    inbound: Queue<Inbound>,
+    /// The session took the inbound queue ([`Connection::take_inbound`]).
+    inbound_taken: AtomicBool,
     cancel: CancellationToken,
     close_reason: OnceLock<CloseReason>,
     attach: attach::AttachState,
@@ -175,8 +178,6 @@ impl Connection {
         queue_capacity: usize,
         parent: &CancellationToken,
     ) -> Self {
-        let (tx, rx) = mpsc::channel(queue_capacity.max(1));
-        let (inbound, inbound_rx) = mpsc::channel(INBOUND_BUFFER);
         let log_id = if id == token {
             let label = crate::auth::issue::random_id();
             format!("v0-{}", &label[..12])
@@ -193,10 +194,10 @@ impl Connection {
             principal: RwLock::new(Arc::new(principal)),
             protocol: OnceLock::new(),
             transport: OnceLock::new(),
-            outbound: tx,
-            outbound_rx: Arc::new(tokio::sync::Mutex::new(rx)),
-            inbound,
-            inbound_rx: Mutex::new(Some(inbound_rx)),
+            outbound: Queue::new(queue_capacity),
+            outbound_taker: Arc::new(tokio::sync::Mutex::new(())),
+            inbound: Queue::new(INBOUND_BUFFER),
+            inbound_taken: AtomicBool::new(false),
             cancel: parent.child_token(),
             close_reason: OnceLock::new(),
             attach: attach::AttachState::default(),
@@ -262,7 +263,8 @@ impl Connection {
     /// The next queued frame, for unit tests of what reached the queue.
     #[cfg(test)]
     pub(crate) fn try_recv_outbound(&self) -> Option<OutboundFrame> {
-        self.outbound_rx.try_lock().ok()?.try_recv().ok()
+        let _taker = self.outbound_taker.try_lock().ok()?;
+        self.outbound.try_pop()
     }
 
     /// The connection's name in log lines: never its token, whatever the negotiate version.
@@ -406,16 +408,15 @@ impl Connection {
             return Err(SendError::Closed);
         }
         let len = frame.len();
-        match self.outbound.try_send(frame) {
+        match self.outbound.try_push(frame) {
             Ok(()) => {
                 self.count_sent(len);
                 Ok(())
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(_) => {
                 self.close(CloseReason::SlowConsumer);
                 Err(SendError::Full)
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Closed),
         }
     }
 
@@ -426,8 +427,7 @@ impl Connection {
         tokio::select! {
             biased;
             _ = self.cancel.cancelled() => Err(SendError::Closed),
-            sent = self.outbound.send(frame) => {
-                sent.map_err(|_| SendError::Closed)?;
+            () = self.outbound.push(frame) => {
                 self.count_sent(len);
                 Ok(())
             }
@@ -447,7 +447,7 @@ impl Connection {
 
     /// Frames waiting in the outbound queue.
     pub fn queue_depth(&self) -> usize {
-        self.outbound.max_capacity() - self.outbound.capacity()
+        self.outbound.len()
     }
 
     /// Hands a frame from the client to the hub session, waiting for room (the client's
@@ -456,16 +456,13 @@ impl Connection {
         tokio::select! {
             biased;
             _ = self.cancel.cancelled() => Err(SendError::Closed),
-            sent = self.inbound.send(frame) => sent.map_err(|_| SendError::Closed),
+            () = self.inbound.push(frame) => Ok(()),
         }
     }
 
-    /// The session's end of the inbound channel; `None` once taken (one session per connection).
-    pub fn take_inbound(&self) -> Option<mpsc::Receiver<Inbound>> {
-        match self.inbound_rx.lock() {
-            Ok(mut slot) => slot.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        }
+    /// The session's end of the inbound queue; `None` once taken (one session per connection).
+    pub fn take_inbound(self: &Arc<Self>) -> Option<InboundReceiver> {
+        (!self.inbound_taken.swap(true, Ordering::AcqRel)).then(|| InboundReceiver(self.clone()))
     }
 
     /// Marks a `POST` as feeding the session; `None` if another one already is (409).
@@ -513,6 +510,22 @@ impl Connection {
     /// Follows attaching and detaching transports.
     pub fn watch_attached(&self) -> watch::Receiver<bool> {
         self.attach.attached.subscribe()
+    }
+}
+
+/// The hub session's end of a connection's inbound queue.
+#[derive(Debug)]
+pub struct InboundReceiver(Arc<Connection>);
+
+impl InboundReceiver {
+    /// The next frame from the client, waiting for one. Cancel-safe.
+    pub async fn recv(&mut self) -> Inbound {
+        self.0.inbound.pop().await
+    }
+
+    /// The next frame if one is there already.
+    pub fn try_recv(&mut self) -> Option<Inbound> {
+        self.0.inbound.try_pop()
     }
 }
 

@@ -35,43 +35,64 @@ pub async fn supervise(
     shutdown: CancellationToken,
 ) {
     watch_transports(&connection, timeouts).await;
-    linger(&connection, timeouts, &shutdown).await;
+    Box::pin(linger(&connection, timeouts, &shutdown)).await;
     registry.remove(&connection.token);
 }
 
 /// Phases 1 and 2: returns once the connection is closed.
+///
+/// Each wait is boxed: a task is as large as the largest state of its future, and a connection
+/// spends its life in the smallest one (attached, waiting for its transport to let go), which
+/// then is all its supervisor holds.
 async fn watch_transports(connection: &Connection, timeouts: Timeouts) {
-    let mut attached = connection.watch_attached();
-    tokio::select! {
-        biased;
-        _ = connection.closed() => return,
-        changed = attached.wait_for(|a| *a) => if changed.is_err() { return },
-        _ = sleep(timeouts.negotiate) => {
-            connection.close(CloseReason::TransportTimeout);
-            return;
-        }
+    if !Box::pin(attached_within(
+        connection,
+        timeouts.negotiate,
+        "negotiate timeout",
+    ))
+    .await
+    {
+        return;
     }
     loop {
-        tokio::select! {
-            biased;
-            _ = connection.closed() => return,
-            changed = attached.wait_for(|a| !*a) => if changed.is_err() { return },
+        if !Box::pin(detached(connection)).await {
+            return;
         }
         if !connection.is_resumable() {
             // The transport usually closed it already, with a more precise reason.
             connection.close(CloseReason::ClientClosed);
             return;
         }
-        tokio::select! {
-            biased;
-            _ = connection.closed() => return,
-            changed = attached.wait_for(|a| *a) => if changed.is_err() { return },
-            _ = sleep(timeouts.disconnect) => {
-                tracing::debug!(connection = %connection.log_id(), "no transport came back within the disconnect timeout");
-                connection.close(CloseReason::TransportTimeout);
-                return;
-            }
+        let back = attached_within(connection, timeouts.disconnect, "disconnect timeout");
+        if !Box::pin(back).await {
+            return;
         }
+    }
+}
+
+/// Waits for a transport to attach; if none does within `timeout`, closes the connection.
+/// `false` once the connection is closed.
+async fn attached_within(connection: &Connection, timeout: Duration, what: &str) -> bool {
+    let mut attached = connection.watch_attached();
+    tokio::select! {
+        biased;
+        _ = connection.closed() => false,
+        changed = attached.wait_for(|a| *a) => changed.is_ok(),
+        _ = sleep(timeout) => {
+            tracing::debug!(connection = %connection.log_id(), "no transport came within the {what}");
+            connection.close(CloseReason::TransportTimeout);
+            false
+        }
+    }
+}
+
+/// Waits for the attached transport to let go. `false` once the connection is closed.
+async fn detached(connection: &Connection) -> bool {
+    let mut attached = connection.watch_attached();
+    tokio::select! {
+        biased;
+        _ = connection.closed() => false,
+        changed = attached.wait_for(|a| !*a) => changed.is_ok(),
     }
 }
 

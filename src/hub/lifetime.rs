@@ -10,8 +10,9 @@
 //! client and never holds a lock across an `.await`.
 
 use crate::connection::{Claim, CloseReason, Connection, ConnectionRegistry};
-use crate::protocol::SerializedHubMessage;
+use crate::protocol::{HubProtocol, SerializedHubMessage};
 use async_trait::async_trait;
+use bytes::Bytes;
 use dashmap::DashMap;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -179,33 +180,45 @@ impl InProcessLifetimeManager {
         }
     }
 
-    fn deliver(&self, connection: &Connection, message: &SerializedHubMessage) {
-        let Some(protocol) = connection.protocol() else {
-            return;
-        };
-        match message.bytes(protocol) {
-            // A full queue closes that connection (slow consumer); the others are unaffected.
-            Ok(bytes) => {
-                let _ = connection.try_send(bytes);
-            }
-            Err(err) => tracing::error!(error = %err, "cannot encode a message for sending"),
+    /// Hands `message` to each of `recipients` without waiting: the bytes are taken from the
+    /// message once per protocol (not once per recipient), and a full queue closes that
+    /// connection (slow consumer) while the others are unaffected.
+    fn deliver(&self, recipients: &[Arc<Connection>], message: &SerializedHubMessage) {
+        let (mut json, mut msgpack): (Option<Bytes>, Option<Bytes>) = (None, None);
+        for connection in recipients {
+            let Some(protocol) = connection.protocol() else {
+                continue;
+            };
+            let slot = match protocol {
+                HubProtocol::Json => &mut json,
+                HubProtocol::MessagePack => &mut msgpack,
+            };
+            let bytes = match slot {
+                Some(bytes) => bytes.clone(),
+                None => match message.bytes(protocol) {
+                    Ok(bytes) => slot.insert(bytes).clone(),
+                    Err(err) => {
+                        tracing::error!(error = %err, "cannot encode a message for sending");
+                        continue;
+                    }
+                },
+            };
+            let _ = connection.try_send(bytes);
         }
     }
 
-    /// Delivers to the ids given, skipping ids no longer connected. Ids are collected first so
-    /// no map lock is held while sending.
-    fn deliver_to_ids(
+    /// Delivers to the ids given, skipping ids no longer connected. The recipients are
+    /// collected first so no map lock is held while sending.
+    fn deliver_to_ids<'a>(
         &self,
-        ids: impl IntoIterator<Item = String>,
+        ids: impl IntoIterator<Item = &'a String>,
         message: &SerializedHubMessage,
     ) {
         let recipients: Vec<Arc<Connection>> = ids
             .into_iter()
-            .filter_map(|id| self.connections.get(&id).map(|c| c.clone()))
+            .filter_map(|id| self.connections.get(id).map(|c| c.clone()))
             .collect();
-        for connection in recipients {
-            self.deliver(&connection, message);
-        }
+        self.deliver(&recipients, message);
     }
 
     /// Whether `connection_id` is a connection of this node that completed its handshake.
@@ -270,13 +283,14 @@ impl HubLifetimeManager for InProcessLifetimeManager {
         message: Arc<SerializedHubMessage>,
         excluded: &[String],
     ) -> Result<(), LifetimeError> {
-        let ids: Vec<String> = self
+        // One pass over the map, cloning handles (not ids) for the sends below.
+        let recipients: Vec<Arc<Connection>> = self
             .connections
             .iter()
             .filter(|e| !excluded.contains(e.key()))
-            .map(|e| e.key().clone())
+            .map(|e| e.value().clone())
             .collect();
-        self.deliver_to_ids(ids, &message);
+        self.deliver(&recipients, &message);
         Ok(())
     }
 
@@ -285,7 +299,9 @@ impl HubLifetimeManager for InProcessLifetimeManager {
         connection_id: &str,
         message: Arc<SerializedHubMessage>,
     ) -> Result<(), LifetimeError> {
-        self.deliver_to_ids([connection_id.to_string()], &message);
+        if let Some(connection) = self.connections.get(connection_id).map(|c| c.clone()) {
+            self.deliver(&[connection], &message);
+        }
         Ok(())
     }
 
@@ -294,7 +310,7 @@ impl HubLifetimeManager for InProcessLifetimeManager {
         sub: &str,
         message: Arc<SerializedHubMessage>,
     ) -> Result<(), LifetimeError> {
-        self.deliver_to_ids(self.ids_of(sub), &message);
+        self.deliver_to_ids(&self.ids_of(sub), &message);
         Ok(())
     }
 
@@ -309,7 +325,7 @@ impl HubLifetimeManager for InProcessLifetimeManager {
                 ids.extend(members.iter().cloned());
             }
         }
-        self.deliver_to_ids(ids, &message);
+        self.deliver_to_ids(&ids, &message);
         Ok(())
     }
 

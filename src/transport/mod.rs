@@ -37,8 +37,8 @@ pub use owner::ForwardedRequests;
 
 use crate::auth::{authenticate_request, issue::unix_now, query_param, Principal, TokenPolicy};
 use crate::connection::{
-    carry_on, supervise, Attachment, CloseReason, Connection, Inbound, RefreshError, RegistryFull,
-    Timeouts, TransportKind,
+    carry_on, supervise, Attachment, CloseReason, Connection, Inbound, InboundReceiver,
+    RefreshError, RegistryFull, Timeouts, TransportKind,
 };
 use crate::hub::{run_session, Hub};
 use crate::settings::TransportSettings;
@@ -49,7 +49,6 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// Several queued messages are written as one WebSocket frame, SSE event or poll response, up
 /// to about this many bytes. Not a setting: it limits nothing a client sends (a single larger
@@ -416,7 +415,7 @@ fn open_session(
     state: &HubEndpoints,
     hub: Arc<Hub>,
     connection: Arc<Connection>,
-    inbound: mpsc::Receiver<Inbound>,
+    inbound: InboundReceiver,
 ) {
     let text_only = connection.transport() == Some(TransportKind::ServerSentEvents);
     let limits = state.limits.clone();

@@ -1,11 +1,15 @@
 //! The WebSocket transport: `GET /hubs/{hub}?id=<connectionToken>` with an upgrade, or without
-//! `id` when the client skips negotiation. One task per socket runs a reader, which feeds
-//! frames to the hub session and answers WebSocket pings itself, and a writer, which writes
-//! what the connection's [`Attachment`] gives it.
+//! `id` when the client skips negotiation. Per socket, a reader task feeds the client's
+//! messages to the hub session and answers WebSocket pings, and the response body is the
+//! writer: actix-http polls it whenever it can write, and it takes what the connection's
+//! [`Attachment`] gives straight from the queue, everything queued at once as one frame
+//! ([`SocketWriter`]). A send to the connection therefore wakes actix-http's own task for the
+//! socket, with no writer task or channel in between.
 //!
 //! How a socket ends decides what happens to the connection:
 //! - the connection closed (the session ended, an expiry, a kick, a shutdown): the writer
-//!   flushes, writes the Close message and closes the socket;
+//!   flushes, writes the Close message and a close frame, and ends the response, which closes
+//!   the socket;
 //! - the client sent a close frame: the connection closes;
 //! - the socket dropped without one (a network failure), or the server cut it: with stateful
 //!   reconnect the connection stays, its unacknowledged messages kept, and a new socket with the
@@ -13,6 +17,8 @@
 //!
 //! A second socket for a connection gets 409, except under stateful reconnect, where a new
 //! socket of the same user replaces the attached one (its client has given up on it).
+
+mod frames;
 
 use super::forward::{self, Target};
 use super::tunnel;
@@ -25,13 +31,16 @@ use crate::auth::{authenticate_request, query_param, TokenPolicy};
 use crate::cluster::forward::ForwardKind;
 use crate::connection::{coalesce, Attachment, CloseReason, Connection, Inbound, TransportKind};
 use crate::protocol::HubProtocol;
+use actix_web::body::{BodyStream, BoxBody};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use actix_ws::{AggregatedMessage, CloseCode};
-use bytes::Bytes;
+use actix_ws::CloseCode;
+use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
-use futures_util::StreamExt;
-use std::sync::Arc;
+use frames::{encode_close, encode_data, encode_pong, FrameReader, ReadError, Received};
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub async fn connect(
@@ -74,7 +83,7 @@ pub async fn connect(
     if !connection.accepts_transport() {
         return Err(unknown_connection());
     }
-    let (response, session, stream) = actix_ws::handle(&req, body)
+    let mut handshake = actix_http::ws::handshake(req.head())
         .map_err(|e| TransportError::WebSocketHandshake(e.to_string()))?;
     // A client reconnects under stateful reconnect when it believes its socket dead; the server
     // may not have noticed yet (a half-open TCP connection), so the new socket replaces the old
@@ -86,38 +95,25 @@ pub async fn connect(
     };
     let attachment = attached.map_err(|_| conflict("WebSocket"))?;
 
-    let max_frame = max_frame_bytes(&state);
-    let stream = stream
-        .max_frame_size(max_frame)
-        .aggregate_continuations()
-        .max_continuation_size(max_frame);
+    let reader = FrameReader::new(body, max_frame_bytes(&state));
     begin(&state, hub, &attachment).await;
-    actix_web::rt::spawn(state.tasks.track_future(run(stream, session, attachment)));
-    Ok(response)
-}
-
-/// One socket, from upgrade to close.
-async fn run(
-    stream: actix_ws::AggregatedMessageStream,
-    mut session: actix_ws::Session,
-    mut attachment: Attachment,
-) {
-    let connection = attachment.connection().clone();
-    let ending = attachment.ending();
-    tokio::join!(
-        read_frames(stream, session.clone(), &connection, &ending),
-        write_frames(&mut session, &mut attachment),
+    let pong = Arc::new(Pong::default());
+    let read = read_frames(
+        reader,
+        pong.clone(),
+        connection.clone(),
+        attachment.ending(),
     );
-    if connection.is_closed() {
-        close_socket(session, &mut attachment).await;
-    } else {
-        // The socket dropped or was cut while the connection lives on: detach first, so that a
-        // client reconnecting at once finds the connection free, then drop the socket without a
-        // close frame, as a network failure would.
-        tracing::debug!(connection = %connection.log_id(), resumable = connection.is_resumable(), "websocket detached");
-        drop(attachment);
-        drop(session);
-    }
+    actix_web::rt::spawn(state.tasks.track_future(read));
+    let writer = SocketWriter {
+        attachment,
+        pong,
+        state: Writing::Open,
+    };
+    let response = handshake
+        .message_body(BoxBody::new(BodyStream::new(writer.into_body())))
+        .map_err(|e| TransportError::WebSocketHandshake(e.to_string()))?;
+    Ok(response.into())
 }
 
 /// The socket went away without a close frame: a resumable connection waits for the client to
@@ -134,29 +130,56 @@ pub(super) fn transport_lost(
     }
 }
 
-/// What the reader does with one frame from the socket.
+/// The latest Ping's payload, for the writer to answer (RFC 6455 5.5.3 allows answering only
+/// the most recent of several Pings not answered yet).
+#[derive(Debug, Default)]
+struct Pong {
+    payload: Mutex<Option<Bytes>>,
+    due: Notify,
+}
+
+impl Pong {
+    fn answer(&self, payload: Bytes) {
+        match self.payload.lock() {
+            Ok(mut slot) => *slot = Some(payload),
+            Err(poisoned) => *poisoned.into_inner() = Some(payload),
+        }
+        self.due.notify_one();
+    }
+
+    fn take(&self) -> Option<Bytes> {
+        match self.payload.lock() {
+            Ok(mut slot) => slot.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        }
+    }
+}
+
+/// What the reader does with one message from the socket.
 enum Read {
     /// A hub protocol frame for the session.
     Data(Inbound),
-    /// A WebSocket Ping, answered with a Pong carrying the same payload (RFC 6455 5.5.2).
-    Ping(Bytes),
-    /// A Pong (unsolicited or not): nothing to do.
-    Pong,
+    /// Nothing for the session (a Ping answered, a Pong).
+    Control,
     /// The socket ended; the connection has been told why.
     End,
 }
 
 fn classify(
-    message: Option<Result<AggregatedMessage, actix_ws::ProtocolError>>,
+    message: Option<Result<Received, ReadError>>,
+    pong: &Pong,
     connection: &Connection,
     ending: &CancellationToken,
 ) -> Read {
     match message {
-        Some(Ok(AggregatedMessage::Text(text))) => Read::Data(Inbound::Text(text.into_bytes())),
-        Some(Ok(AggregatedMessage::Binary(bytes))) => Read::Data(Inbound::Binary(bytes)),
-        Some(Ok(AggregatedMessage::Ping(payload))) => Read::Ping(payload),
-        Some(Ok(AggregatedMessage::Pong(_))) => Read::Pong,
-        Some(Ok(AggregatedMessage::Close(_))) => {
+        Some(Ok(Received::Text(text))) => Read::Data(Inbound::Text(text)),
+        Some(Ok(Received::Binary(bytes))) => Read::Data(Inbound::Binary(bytes)),
+        Some(Ok(Received::Ping(payload))) => {
+            pong.answer(payload);
+            Read::Control
+        }
+        Some(Ok(Received::Pong)) => Read::Control,
+        Some(Ok(Received::Close)) => {
             connection.close(CloseReason::ClientClosed);
             Read::End
         }
@@ -164,7 +187,7 @@ fn classify(
             transport_lost(connection, ending, CloseReason::ClientClosed);
             Read::End
         }
-        Some(Err(actix_ws::ProtocolError::Overflow)) => {
+        Some(Err(ReadError::TooLarge)) => {
             connection.close(CloseReason::MessageTooLarge);
             Read::End
         }
@@ -178,16 +201,19 @@ fn classify(
 
 /// Socket -> session. Ends when the socket closes or the attachment ends.
 ///
-/// Pings are answered here, not by the session, so a Pong never waits for the hub: while a
-/// frame waits for room in the session's inbound queue the reader goes on reading, answering
-/// pings, and holds at most one further data frame (the socket is not read past it, which is
-/// the back-pressure a flooding client gets).
-async fn read_frames(
-    mut stream: actix_ws::AggregatedMessageStream,
-    mut session: actix_ws::Session,
-    connection: &Connection,
-    ending: &CancellationToken,
-) {
+/// Pings are answered here (through the writer), not by the session, so a Pong never waits
+/// for the hub: while a frame waits for room in the session's inbound queue the reader goes on
+/// reading, answering pings, and holds at most one further data frame (the socket is not read
+/// past it, which is the back-pressure a flooding client gets).
+async fn read_frames<S, E>(
+    mut reader: FrameReader<S>,
+    pong: Arc<Pong>,
+    connection: Arc<Connection>,
+    ending: CancellationToken,
+) where
+    S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
     let mut held: Option<Inbound> = None;
     loop {
         let frame = match held.take() {
@@ -195,15 +221,11 @@ async fn read_frames(
             None => {
                 let message = tokio::select! {
                     _ = ending.cancelled() => return,
-                    message = stream.next() => message,
+                    message = reader.next() => message,
                 };
-                match classify(message, connection, ending) {
+                match classify(message, &pong, &connection, &ending) {
                     Read::Data(frame) => frame,
-                    Read::Ping(payload) => {
-                        let _ = session.pong(&payload).await;
-                        continue;
-                    }
-                    Read::Pong => continue,
+                    Read::Control => continue,
                     Read::End => return,
                 }
             }
@@ -219,13 +241,10 @@ async fn read_frames(
                     }
                     break;
                 }
-                message = stream.next(), if held.is_none() => {
-                    match classify(message, connection, ending) {
+                message = reader.next(), if held.is_none() => {
+                    match classify(message, &pong, &connection, &ending) {
                         Read::Data(frame) => held = Some(frame),
-                        Read::Ping(payload) => {
-                            let _ = session.pong(&payload).await;
-                        }
-                        Read::Pong => {}
+                        Read::Control => {}
                         Read::End => return,
                     }
                 }
@@ -234,30 +253,96 @@ async fn read_frames(
     }
 }
 
-/// Attachment -> socket, until the attachment ends.
-async fn write_frames(session: &mut actix_ws::Session, attachment: &mut Attachment) {
-    let connection = attachment.connection().clone();
-    while let Some(batch) = attachment.next_batch(COALESCE_BYTES).await {
-        if !write(session, frame_protocol(&connection), batch).await {
-            transport_lost(
-                &connection,
-                &attachment.ending(),
-                CloseReason::TransportError,
-            );
-            return;
+/// Where the writer is in the socket's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Writing {
+    /// Writing what the connection queues.
+    Open,
+    /// The response ended as it should: after the close frame, or without one for a
+    /// connection that lives on (the socket was cut, or the client is to resume).
+    Done,
+}
+
+/// The response body of a WebSocket: the connection's outbound traffic, as frames.
+struct SocketWriter {
+    attachment: Attachment,
+    pong: Arc<Pong>,
+    state: Writing,
+}
+
+impl SocketWriter {
+    /// The response body: actix-http polls it whenever it can write to the socket.
+    fn into_body(self) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> + 'static {
+        futures_util::stream::unfold(self, |mut writer| async move {
+            let chunk = writer.next_chunk().await?;
+            Some((Ok(chunk), writer))
+        })
+    }
+
+    /// The next bytes for the socket: a Pong, or everything queued (up to about
+    /// [`COALESCE_BYTES`]) as one frame; at the end, the close frame. `None` ends the response.
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        if self.state == Writing::Done {
+            return None;
         }
+        let connection = self.attachment.connection().clone();
+        let mut out = BytesMut::new();
+        tokio::select! {
+            biased;
+            _ = self.pong.due.notified() => {
+                if let Some(payload) = self.pong.take() {
+                    encode_pong(&mut out, &payload);
+                }
+            }
+            batch = self.attachment.next_batch(COALESCE_BYTES) => match batch {
+                Some(batch) => {
+                    if !encode_data(&mut out, frame_protocol(&connection), &batch) {
+                        tracing::error!("a JSON frame was not valid UTF-8");
+                        // Dropping the writer ends the socket as a lost transport.
+                        return None;
+                    }
+                }
+                None => {
+                    self.state = Writing::Done;
+                    if !connection.is_closed() {
+                        // The socket was cut, or dropped, while the connection lives on: end
+                        // the response without a close frame, as a network failure would (the
+                        // attachment lets go with the writer, so a client reconnecting at once
+                        // finds the connection free).
+                        tracing::debug!(connection = %connection.log_id(), resumable = connection.is_resumable(), "websocket detached");
+                        return None;
+                    }
+                    self.closing(&connection, &mut out);
+                }
+            },
+        }
+        Some(out.freeze())
+    }
+
+    /// The connection closed: what is left (the Close message included), then the close frame.
+    fn closing(&mut self, connection: &Arc<Connection>, out: &mut BytesMut) {
+        let protocol = frame_protocol(connection);
+        for batch in coalesce(self.attachment.closing_frames(), COALESCE_BYTES) {
+            if !encode_data(out, protocol, &batch) {
+                tracing::error!("a JSON frame was not valid UTF-8");
+                return;
+            }
+        }
+        encode_close(out, close_code(connection));
     }
 }
 
-/// The connection closed: flush what is left (the Close message included) and close the socket.
-async fn close_socket(mut session: actix_ws::Session, attachment: &mut Attachment) {
-    let connection = attachment.connection().clone();
-    for batch in coalesce(attachment.closing_frames(), COALESCE_BYTES) {
-        if !write(&mut session, frame_protocol(&connection), batch).await {
-            return;
+impl Drop for SocketWriter {
+    fn drop(&mut self) {
+        // actix-http dropped the response before it ended: the socket failed.
+        if self.state != Writing::Done {
+            transport_lost(
+                self.attachment.connection(),
+                &self.attachment.ending(),
+                CloseReason::TransportError,
+            );
         }
     }
-    let _ = session.close(Some(close_code(&connection).into())).await;
 }
 
 /// The close code a socket of a closed connection gets.

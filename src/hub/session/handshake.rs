@@ -1,16 +1,15 @@
 //! The SignalR handshake: the first message of a connection names its protocol and version.
 
 use super::{Inbound, SessionLimits};
-use crate::connection::{CloseReason, Connection};
+use crate::connection::{CloseReason, Connection, InboundReceiver};
 use crate::protocol::handshake::{self, HandshakeDecoder};
 use crate::protocol::Handshake;
 use bytes::Bytes;
-use tokio::sync::mpsc;
 use tokio::time::sleep;
 
 pub(super) async fn perform_handshake(
     connection: &Connection,
-    inbound: &mut mpsc::Receiver<Inbound>,
+    inbound: &mut InboundReceiver,
     limits: &SessionLimits,
     text_only_transport: bool,
 ) -> Result<Handshake, CloseReason> {
@@ -31,9 +30,8 @@ pub(super) async fn perform_handshake(
             }
             frame = inbound.recv() => {
                 let bytes = match frame {
-                    Some(Inbound::Text(bytes) | Inbound::Binary(bytes)) => bytes,
-                    Some(Inbound::Resumed) => continue,
-                    None => return Err(CloseReason::ClientClosed),
+                    Inbound::Text(bytes) | Inbound::Binary(bytes) => bytes,
+                    Inbound::Resumed => continue,
                 };
                 match decoder.feed(&bytes) {
                     Ok(Some(handshake)) => return Ok(handshake),
@@ -66,7 +64,7 @@ mod tests {
     /// Longer than any of these tests waits.
     const LONG: Duration = Duration::from_secs(30);
 
-    /// Runs a handshake over `frames` (the channel then stays open, as a silent client's does);
+    /// Runs a handshake over `frames` (the queue then stays open, as a silent client's does);
     /// returns its result and the text of what the server queued, if anything.
     async fn handshake(
         frames: &[&[u8]],
@@ -76,12 +74,14 @@ mod tests {
         let connection = test_connection();
         let mut limits = SessionLimits::from_settings(&Settings::default());
         limits.handshake_timeout = timeout;
-        let (tx, mut rx) = mpsc::channel(4);
+        let mut inbound = connection.take_inbound().unwrap();
         for frame in frames {
-            let sent = tx.send(Inbound::Text(Bytes::copy_from_slice(frame))).await;
+            let sent = connection
+                .receive(Inbound::Text(Bytes::copy_from_slice(frame)))
+                .await;
             assert!(sent.is_ok());
         }
-        let result = perform_handshake(&connection, &mut rx, &limits, text_only).await;
+        let result = perform_handshake(&connection, &mut inbound, &limits, text_only).await;
         let queued = connection
             .try_recv_outbound()
             .map(|frame| String::from_utf8_lossy(&frame).into_owned());
@@ -145,9 +145,9 @@ mod tests {
     async fn a_client_that_leaves_before_its_handshake_closed_the_session() {
         let connection = test_connection();
         let limits = SessionLimits::from_settings(&Settings::default());
-        let (tx, mut rx) = mpsc::channel::<Inbound>(1);
-        drop(tx);
-        let result = perform_handshake(&connection, &mut rx, &limits, false).await;
+        let mut inbound = connection.take_inbound().unwrap();
+        connection.close(CloseReason::ClientClosed);
+        let result = perform_handshake(&connection, &mut inbound, &limits, false).await;
         assert!(matches!(result, Err(CloseReason::ClientClosed)));
     }
 }

@@ -21,7 +21,7 @@ use super::call::Call;
 use super::Hub;
 use crate::auth::issue::unix_now;
 pub use crate::connection::Inbound;
-use crate::connection::{CloseReason, Connection, ReceivedSequence};
+use crate::connection::{CloseReason, Connection, InboundReceiver, ReceivedSequence};
 use crate::protocol::handshake as handshake_response;
 use crate::protocol::{
     CompletionResult, HubMessage, HubMessageDecoder, HubProtocol, TransferFormat,
@@ -33,7 +33,6 @@ use prometheus_client::metrics::counter::Counter;
 use std::sync::Arc;
 use std::time::Duration;
 use timers::{Due, SessionTimers};
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -79,20 +78,26 @@ impl SessionLimits {
 pub async fn run_session(
     hub: Arc<Hub>,
     connection: Arc<Connection>,
-    mut inbound: mpsc::Receiver<Inbound>,
+    mut inbound: InboundReceiver,
     limits: SessionLimits,
     text_only_transport: bool,
 ) -> CloseReason {
-    let handshake =
-        match handshake::perform_handshake(&connection, &mut inbound, &limits, text_only_transport)
-            .await
-        {
-            Ok(handshake) => handshake,
-            Err(reason) => {
-                hub.services.metrics.handshake_failed(reason.code());
-                return reason;
-            }
-        };
+    // Boxed, as the frame handling below: a task is as large as the largest state of its
+    // future, and an idle session should not carry these while it waits.
+    let handshake = match Box::pin(handshake::perform_handshake(
+        &connection,
+        &mut inbound,
+        &limits,
+        text_only_transport,
+    ))
+    .await
+    {
+        Ok(handshake) => handshake,
+        Err(reason) => {
+            hub.services.metrics.handshake_failed(reason.code());
+            return reason;
+        }
+    };
     connection.set_protocol(handshake.protocol);
     let metrics = &hub.services.metrics;
     connection.set_traffic(metrics.outbound(&hub.name, handshake.protocol.name()));
@@ -126,7 +131,7 @@ pub async fn run_session(
         received: stateful.then(ReceivedSequence::default),
         received_counters: metrics.inbound(&hub.name, handshake.protocol.name()),
     };
-    let reason = match session.on_bytes(&handshake.remaining).await {
+    let reason = match Box::pin(session.on_bytes(&handshake.remaining)).await {
         Some(reason) => reason,
         None => session.run(&mut inbound).await,
     };
@@ -178,7 +183,7 @@ struct Session {
 }
 
 impl Session {
-    async fn run(&mut self, inbound: &mut mpsc::Receiver<Inbound>) -> CloseReason {
+    async fn run(&mut self, inbound: &mut InboundReceiver) -> CloseReason {
         let connection = self.connection.clone();
         let mut timers = SessionTimers::start(
             &self.limits,
@@ -224,28 +229,51 @@ impl Session {
                     }
                 }
                 frame = inbound.recv(), if self.running.parallel < self.limits.max_parallel_invocations => {
-                    let Some(frame) = frame else { return CloseReason::ClientClosed };
-                    timers.heard_from_client();
-                    let (bytes, format) = match frame {
-                        Inbound::Text(bytes) => (bytes, TransferFormat::Text),
-                        Inbound::Binary(bytes) => (bytes, TransferFormat::Binary),
-                        Inbound::Resumed => {
-                            self.resumed();
-                            continue;
-                        }
-                    };
-                    if format != self.protocol.transfer_format() {
-                        return CloseReason::ProtocolError(format!(
-                            "A {format} frame arrived on a connection using the '{}' protocol.",
-                            self.protocol.name()
-                        ));
-                    }
-                    if let Some(reason) = self.on_bytes(&bytes).await {
+                    if let Some(reason) = self.on_frame(frame, &mut timers).await {
                         return reason;
+                    }
+                    // Frames that arrived together are handled together, not one loop turn
+                    // (and one round of the other branches' wake-ups) each: a client's
+                    // pipelined calls, say a burst of broadcasts, go out as one burst. The
+                    // inbound queue bounds the run, and the limit still holds reading back.
+                    while self.running.parallel < self.limits.max_parallel_invocations
+                        && !connection.is_closed()
+                    {
+                        let Some(frame) = inbound.try_recv() else { break };
+                        if let Some(reason) = self.on_frame(frame, &mut timers).await {
+                            return reason;
+                        }
                     }
                 }
             }
         }
+    }
+
+    /// One frame from the transport.
+    async fn on_frame(
+        &mut self,
+        frame: Inbound,
+        timers: &mut SessionTimers,
+    ) -> Option<CloseReason> {
+        timers.heard_from_client();
+        let (bytes, format) = match frame {
+            Inbound::Text(bytes) => (bytes, TransferFormat::Text),
+            Inbound::Binary(bytes) => (bytes, TransferFormat::Binary),
+            Inbound::Resumed => {
+                self.resumed();
+                return None;
+            }
+        };
+        if format != self.protocol.transfer_format() {
+            return Some(CloseReason::ProtocolError(format!(
+                "A {format} frame arrived on a connection using the '{}' protocol.",
+                self.protocol.name()
+            )));
+        }
+        // Boxed: handling a message (dispatch, envelopes, replies) nests many futures, and a
+        // task is as large as the largest state of its future, which would make every idle
+        // session task carry them (about 2 KiB) while it waits for the next frame.
+        Box::pin(self.on_bytes(&bytes)).await
     }
 
     /// A WebSocket came back after a drop: partial data of the lost one is void, and the

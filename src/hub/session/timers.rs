@@ -6,7 +6,7 @@
 use super::SessionLimits;
 use std::pin::Pin;
 use std::time::Duration;
-use tokio::time::{interval_at, sleep, sleep_until, Instant, Interval, MissedTickBehavior, Sleep};
+use tokio::time::{sleep_until, Instant, Sleep};
 
 /// How often the server acknowledges the client's messages under stateful reconnect (the
 /// official clients and ASP.NET Core use one second).
@@ -25,15 +25,19 @@ pub(super) enum Due {
     Ack,
 }
 
+/// The deadlines of a session, kept as instants, with one timer set to the earliest: an idle
+/// connection holds one timer registration rather than one per clock.
 pub(super) struct SessionTimers {
-    keep_alive: Interval,
+    expiry: Instant,
+    /// `None` for long polling, which keeps itself alive: its clients send no pings and expect
+    /// none.
+    client_deadline: Option<Instant>,
+    next_ping: Option<Instant>,
+    /// `None` unless the session acknowledges (stateful reconnect).
+    next_ack: Option<Instant>,
     client_timeout: Duration,
-    client_deadline: Pin<Box<Sleep>>,
-    expiry: Pin<Box<Sleep>>,
-    acks: Interval,
-    /// Long polling keeps itself alive: its clients send no pings and expect none.
-    inherent_keep_alive: bool,
-    acknowledges: bool,
+    keep_alive: Duration,
+    timer: Pin<Box<Sleep>>,
 }
 
 impl SessionTimers {
@@ -45,42 +49,74 @@ impl SessionTimers {
         acknowledges: bool,
     ) -> Self {
         let now = Instant::now();
-        let mut keep_alive = interval_at(now + limits.keep_alive, limits.keep_alive);
-        keep_alive.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut acks = interval_at(now + ACK_INTERVAL, ACK_INTERVAL);
-        acks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let kept_alive = !inherent_keep_alive;
         Self {
-            keep_alive,
+            expiry,
+            client_deadline: kept_alive.then(|| now + limits.client_timeout),
+            next_ping: kept_alive.then(|| now + limits.keep_alive),
+            next_ack: acknowledges.then(|| now + ACK_INTERVAL),
             client_timeout: limits.client_timeout,
-            client_deadline: Box::pin(sleep(limits.client_timeout)),
-            expiry: Box::pin(sleep_until(expiry)),
-            acks,
-            inherent_keep_alive,
-            acknowledges,
+            keep_alive: limits.keep_alive,
+            timer: Box::pin(sleep_until(expiry)),
         }
+    }
+
+    /// The earliest deadline and what it is for; on a tie, in `Due`'s order (expiry first).
+    fn earliest(&self) -> (Instant, Due) {
+        [
+            (Some(self.expiry), Due::Expiry),
+            (self.client_deadline, Due::ClientSilent),
+            (self.next_ping, Due::Ping),
+            (self.next_ack, Due::Ack),
+        ]
+        .into_iter()
+        .filter_map(|(at, due)| Some((at?, due)))
+        .fold((self.expiry, Due::Expiry), |earliest, candidate| {
+            if candidate.0 < earliest.0 {
+                candidate
+            } else {
+                earliest
+            }
+        })
     }
 
     /// Waits for the next thing due, expiry first. Cancel-safe: a `select!` may drop it.
     pub(super) async fn next(&mut self) -> Due {
-        tokio::select! {
-            biased;
-            _ = &mut self.expiry => Due::Expiry,
-            _ = &mut self.client_deadline, if !self.inherent_keep_alive => Due::ClientSilent,
-            _ = self.keep_alive.tick(), if !self.inherent_keep_alive => Due::Ping,
-            _ = self.acks.tick(), if self.acknowledges => Due::Ack,
+        loop {
+            let (at, due) = self.earliest();
+            if self.timer.deadline() != at {
+                self.timer.as_mut().reset(at);
+            }
+            self.timer.as_mut().await;
+            // A deadline moved later while the timer ran: wait for the new earliest.
+            if Instant::now() < self.earliest().0 {
+                continue;
+            }
+            let now = Instant::now();
+            match due {
+                // Ticks are counted from when they are handled, so a late tick delays the next
+                // one rather than bunching them up.
+                Due::Ping => self.next_ping = Some(now + self.keep_alive),
+                Due::Ack => self.next_ack = Some(now + ACK_INTERVAL),
+                // Rearmed by the session (`heard_from_client`, `expire_at`); until then, not
+                // again at once.
+                Due::ClientSilent => self.client_deadline = Some(now + self.client_timeout),
+                Due::Expiry => {}
+            }
+            return due;
         }
     }
 
     /// The client was heard from (or its silence is excused): the client timeout starts over.
     pub(super) fn heard_from_client(&mut self) {
-        self.client_deadline
-            .as_mut()
-            .reset(Instant::now() + self.client_timeout);
+        if self.client_deadline.is_some() {
+            self.client_deadline = Some(Instant::now() + self.client_timeout);
+        }
     }
 
     /// Moves the expiry deadline (after a refresh, or when it fired early).
     pub(super) fn expire_at(&mut self, at: Instant) {
-        self.expiry.as_mut().reset(at);
+        self.expiry = at;
     }
 }
 
