@@ -263,21 +263,13 @@ fn serve(arg: &ConfigArg) -> ExitCode {
 
 /// The log and the audit log to standard output (or the audit file), as `serve` and `demo` run.
 fn init_logging(settings: &Settings) -> Result<(), ExitCode> {
-    use std::io::IsTerminal;
-    let ansi = std::io::stdout().is_terminal();
-    let audit = match crate::audit::AuditLayer::new(
-        &settings.audit,
-        &settings.server.data_dir,
-        std::io::stdout,
-    ) {
-        Ok(audit) => audit,
+    match crate::telemetry::init_logging(settings) {
+        Ok(_) => Ok(()),
         Err(err) => {
             eprintln!("error: cannot open the audit file: {err}");
-            return Err(ExitCode::FAILURE);
+            Err(ExitCode::FAILURE)
         }
-    };
-    crate::telemetry::init_with_audit(&settings.log, audit, std::io::stdout, ansi);
-    Ok(())
+    }
 }
 
 fn demo(args: DemoArgs) -> ExitCode {

@@ -1,12 +1,69 @@
-//! Signet: a SignalR-compatible, authenticated real-time hub server.
+//! Signet: a SignalR-compatible, authenticated real-time hub server, usable as the `signet`
+//! binary (`signet serve`: the built-in home hub) or as a library that serves an application's
+//! own hubs.
+//!
+//! # Bring your own hub
+//!
+//! An application declares its hubs on a [`Server`]: the server makes each hub's lifetime
+//! manager (in-process, or over Redis with `[cluster]`) and hands the application a
+//! [`HubBuilder`] to declare its methods on, with their parameters, roles and envelope policy.
+//! Everything else is Signet's, configured as for `signet serve`: token verification and
+//! revocation, the three transports, the identity API (logins, devices, message keys), the
+//! publish API for backends, `[[upstream]]` methods, the console's files, metrics, health, TLS
+//! and clustering.
+//!
+//! ```no_run
+//! use signet::{bind, HubBuilder, MethodSpec, Param, Server};
+//!
+//! fn chat(hub: HubBuilder) -> HubBuilder {
+//!     hub.method(
+//!         MethodSpec::new("Send", &[Param::String]),
+//!         |call, args| async move {
+//!             let (text,): (String,) = bind(args)?;
+//!             let from = call.principal.sub.clone();
+//!             call.clients
+//!                 .all("Message", vec![from.into(), text.into()])
+//!                 .await
+//!                 .map_err(signet::HubError::internal)?;
+//!             Ok(None)
+//!         },
+//!     )
+//! }
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let settings = signet::settings::load(None, std::env::vars())?;
+//!     signet::init_logging(&settings)?;
+//!     Server::new(settings).hub("chat", chat).run()?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! `examples/chat.rs` (groups, sends to everyone, a room, a user) and `examples/signed.rs` (a
+//! method whose signed envelope the server verifies before it runs) are complete programs.
+//!
+//! # Stability
+//!
+//! The stable API, kept across minor versions once the crate reaches 1.0 (until then, across
+//! patch versions): the items documented here at the crate root ([`Server`], [`Application`],
+//! [`HubBuilder`], [`HubContext`], [`MethodSpec`], [`Param`], [`Access`], [`Call`],
+//! [`Clients`], [`HubError`], [`MethodResult`], [`UploadStream`], [`bind`], [`Principal`],
+//! [`LifetimeError`], [`ConnectedUser`], [`ConnectionInfo`], [`init_logging`], ...), the
+//! [`settings`] module (the configuration and how it is loaded) and the [`protocol`] module
+//! (the SignalR hub protocols, re-exported from `signet-protocol`).
+//!
+//! Modules hidden from these docs (`auth`, `connection`, `hub`, `store`, `cluster`, ...) are
+//! public only so the crate's own binary, integration tests, benchmarks and fuzz targets can
+//! reach them: they are not stable API and change without notice. Everything else is private.
+//!
+//! # Layout
 //!
 //! The layers, dependencies pointing down (nothing imports `startup`):
 //!
-//! - `startup`: builds the shared services once ([`startup::AppState`], which stays there),
-//!   registers for each layer the narrow handle it needs (the transports'
-//!   [`transport::HubEndpoints`], the API's `IdentityService`, health's readiness, ...) and binds
-//!   the HTTP server; `cli`, `demo` and the integration tests all go through
-//!   [`startup::Application::build`].
+//! - `startup`: [`Server`] (an application's hubs on the server) builds the shared services
+//!   once (`AppState`, which stays there), registers for each layer the narrow handle it
+//!   needs (the transports' `HubEndpoints`, the API's `IdentityService`, health's readiness,
+//!   ...) and binds the HTTP server; `cli`, `demo` and the integration tests go through
+//!   [`Application::build`] (the home hub's server) or [`Server::build`].
 //! - `transport`: negotiate and the three transports (WebSockets, Server-Sent Events, long
 //!   polling with `POST` sends), and in-band refresh: they adapt HTTP to one `connection`.
 //! - `api`: the REST API under `/api`: thin handlers over the identity service, and the
@@ -16,8 +73,10 @@
 //!   security headers; it is a client of the API and hub like any other.
 //! - `http`: plumbing every route shares: the JSON error type (and the HTTP answers of other
 //!   layers' request errors), the body extractor, redacting request logs, health, `/metrics`.
-//! - `hubs`: the application: the home hub and its admin methods, plus the methods
-//!   `[[upstream]]` forwards to a backend.
+//! - `hubs`: the applications' hubs: what a hub's setup gets ([`HubContext`]), the catalog
+//!   of the hubs a [`Server`] registers (each with its lifetime manager, plus the methods
+//!   `[[upstream]]` forwards to a backend), and the built-in home hub `signet serve` registers
+//!   (devices, signed commands, admin methods).
 //! - `upstream`: upstream calls: a hub method (or connection event) POSTed to a backend as
 //!   signed JSON with the caller's principal, its answer the completion (bounded in time,
 //!   size and calls in flight).
@@ -60,25 +119,59 @@
 //! - `cli` (the `signet` command) and `demo` (`signet demo`, the server with demo users and
 //!   simulated devices) sit on top, beside `startup`.
 
-pub mod api;
-pub mod audit;
-pub mod auth;
-pub mod cli;
-pub mod cluster;
-pub mod connection;
-pub mod console;
-pub mod demo;
-pub mod envelope;
-pub mod http;
-pub mod hub;
-pub mod hubs;
-pub mod identity;
-pub mod metrics;
+#![warn(missing_docs)]
+
+// The stable API: documented, re-exported here.
 pub mod protocol;
 pub mod settings;
+
+pub use auth::Principal;
+pub use hub::{
+    bind, Access, BackplaneError, Call, Clients, ConnectedUser, ConnectionInfo, HubBuilder,
+    HubError, InternalError, LifetimeError, MethodResult, MethodSpec, Param, UploadStream,
+};
+pub use hubs::{HubContext, HubRegistrationError};
+pub use startup::{Application, Server, StartupError};
+pub use telemetry::init_logging;
+
+// Internal modules the binary, tests, benchmarks and fuzz targets reach: not stable API.
+#[doc(hidden)]
+pub mod auth;
+#[doc(hidden)]
+pub mod cli;
+#[doc(hidden)]
+pub mod cluster;
+#[doc(hidden)]
+pub mod connection;
+#[doc(hidden)]
+pub mod envelope;
+#[doc(hidden)]
+pub mod http;
+#[doc(hidden)]
+pub mod hub;
+#[doc(hidden)]
+pub mod identity;
+#[doc(hidden)]
+pub mod metrics;
+#[doc(hidden)]
 pub mod startup;
+#[doc(hidden)]
 pub mod store;
+#[doc(hidden)]
 pub mod telemetry;
+#[doc(hidden)]
 pub mod tls;
-pub mod transport;
-pub mod upstream;
+
+/// The README's Rust code ("Bring your own hub") compiles: `cargo test --doc` checks it.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;
+
+// Private: nothing outside the crate needs them.
+mod api;
+mod audit;
+mod console;
+mod demo;
+mod hubs;
+mod transport;
+mod upstream;

@@ -9,13 +9,14 @@ use crate::connection::{CloseReason, CloseStats, ConnectionRegistry};
 use crate::envelope::{EnvelopeLimits, EnvelopeService, InMemoryNonceStore, NonceStore};
 use crate::http::health::Readiness;
 use crate::http::{self, ApiError, JsonLimit};
-use crate::hub::{HubCatalog, HubServices, OpenUploads, SessionLimits};
+use crate::hub::{HubBuilder, HubCatalog, HubServices, OpenUploads, SessionLimits};
+use crate::hubs::{CatalogParts, HubContext, HubSetup};
 use crate::identity::{IdentityError, IdentityService, Passwords, UserAdmin};
 use crate::metrics::{MeteredStore, Metrics, StatsSeries};
 use crate::settings::{ResolvedSecrets, Settings, SettingsError};
 use crate::store::{RevocationFeed, Store, StoreError};
 use crate::transport::HubEndpoints;
-use actix_web::dev::{Server, ServerHandle};
+use actix_web::dev::{Server as HttpServerTask, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use std::net::{SocketAddr, TcpListener};
@@ -24,35 +25,54 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// Why the server did not start (or stopped serving): each names the setting or resource at
+/// fault.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
+    /// The configuration is invalid.
     #[error(transparent)]
     Settings(#[from] SettingsError),
+    /// A JWT verification key could not be loaded.
     #[error(transparent)]
     KeyRing(#[from] KeyRingError),
+    /// The store could not be opened or migrated.
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// The identity service could not be set up.
     #[error("identity: {0}")]
     Identity(#[from] IdentityError),
+    /// The data directory could not be made private.
     #[error("cannot make the data directory {path} private (mode 0700): {source}")]
     DataDir {
+        /// `[server] data_dir`.
         path: std::path::PathBuf,
+        /// What the file system answered.
         source: std::io::Error,
     },
+    /// The certificate or key of `[tls]` could not be loaded.
     #[error("tls: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    /// The cluster (`[cluster]`) could not be joined.
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
+    /// A hub could not be registered (its name, or an `[[upstream]]` naming it).
     #[error(transparent)]
-    Upstream(#[from] crate::upstream::UpstreamError),
+    Hubs(#[from] crate::hubs::HubRegistrationError),
+    /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The configured address.
         addr: SocketAddr,
+        /// What the operating system answered.
         source: std::io::Error,
     },
+    /// Serving failed after start-up.
+    #[error("serving: {0}")]
+    Serve(#[source] std::io::Error),
 }
 
 /// Cheap-to-clone handles to every shared service, built once outside the worker closure.
+#[doc(hidden)]
 #[derive(Clone)]
 pub struct AppState {
     pub settings: Arc<Settings>,
@@ -203,6 +223,7 @@ impl AppState {
     pub async fn build(
         mut settings: Settings,
         secrets: &ResolvedSecrets,
+        hubs: Vec<(String, HubSetup)>,
     ) -> Result<Self, StartupError> {
         name_this_node(&mut settings);
         let keyring = KeyRing::new(&settings.jwt, secrets)?;
@@ -267,12 +288,15 @@ impl AppState {
         bootstrap_admin(&settings, store.clone(), passwords).await?;
         Ok(Self {
             hubs: Arc::new(crate::hubs::catalog(
-                &settings,
-                &services,
-                store.clone(),
-                cluster.as_ref(),
-                &shutdown,
-                &secrets.upstream,
+                CatalogParts {
+                    settings: &settings,
+                    services: &services,
+                    store: store.clone(),
+                    cluster: cluster.as_ref(),
+                    shutdown: &shutdown,
+                    upstream_secrets: &secrets.upstream,
+                },
+                hubs,
             )?),
             connections,
             close_stats: Arc::new(CloseStats::new(metrics.clone())),
@@ -322,12 +346,13 @@ impl AppState {
     }
 }
 
-/// A bound, not yet running server.
+/// A bound, not yet running server: [`Server::build`] (or [`Application::build`], the server
+/// of `signet serve`) makes it, [`Application::run_until_stopped`] serves.
 pub struct Application {
     address: SocketAddr,
     /// The `[metrics] listen` listener: its bound address and server.
-    metrics: Option<(SocketAddr, Server)>,
-    server: Server,
+    metrics: Option<(SocketAddr, HttpServerTask)>,
+    server: HttpServerTask,
     state: AppState,
     trigger: CancellationToken,
 }
@@ -363,11 +388,105 @@ impl AppState {
     }
 }
 
+/// A server being put together: its settings and the hubs an application registers. The
+/// server makes each hub's lifetime manager (in-process, or over Redis with `[cluster]`) and
+/// services, hands the application a [`HubBuilder`] to declare the methods on, adds the
+/// `[[upstream]]` methods of that hub, and serves them beside the identity API, the console
+/// and the publish API.
+///
+/// ```no_run
+/// use signet::{bind, MethodResult, MethodSpec, Param, Server};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let settings = signet::settings::load(None, std::env::vars())?;
+/// let app = Server::new(settings)
+///     .hub("greeter", |hub| {
+///         hub.method(
+///             MethodSpec::new("Hello", &[Param::String]),
+///             |call, args| async move {
+///                 let (name,): (String,) = bind(args)?;
+///                 Ok(Some(format!("hello {name}, from {}", call.principal.sub).into()))
+///             },
+///         )
+///     })
+///     .build()
+///     .await?;
+/// app.run_until_stopped().await?;
+/// # Ok(())
+/// # }
+/// ```
+pub struct Server {
+    settings: Settings,
+    hubs: Vec<(String, HubSetup)>,
+}
+
+impl Server {
+    /// A server with no hub yet; `settings` come from [`crate::settings::load`] (or
+    /// [`crate::settings::load_from_str`]), already valid.
+    pub fn new(settings: Settings) -> Self {
+        Self {
+            settings,
+            hubs: Vec::new(),
+        }
+    }
+
+    /// Registers hub `name`, served at `/hubs/{name}`: `setup` declares its methods on the
+    /// builder the server made. Names are 1 to 64 ASCII letters, digits, `-` or `_`, each
+    /// registered once ([`Server::build`] refuses others).
+    pub fn hub<F>(self, name: &str, setup: F) -> Self
+    where
+        F: FnOnce(HubBuilder) -> HubBuilder + Send + 'static,
+    {
+        self.hub_with_context(name, move |hub, _| setup(hub))
+    }
+
+    /// As [`Server::hub`], with the [`HubContext`] (the server's settings) beside the builder.
+    pub fn hub_with_context<F>(mut self, name: &str, setup: F) -> Self
+    where
+        F: FnOnce(HubBuilder, &HubContext<'_>) -> HubBuilder + Send + 'static,
+    {
+        self.hubs.push((name.to_string(), Box::new(setup)));
+        self
+    }
+
+    /// Resolves the secrets, opens the store, builds the services and the hubs and binds the
+    /// listener (port 0 allowed: [`Application::address`] is the bound one). Nothing is
+    /// served until [`Application::run_until_stopped`].
+    ///
+    /// Call it inside an actix runtime (`#[actix_web::main]`, `actix_web::rt::System`):
+    /// connections run on its tasks. [`Server::run`] makes one.
+    pub async fn build(self) -> Result<Application, StartupError> {
+        Application::start(self.settings, self.hubs).await
+    }
+
+    /// Builds the server on an actix runtime of its own and serves until SIGTERM or SIGINT,
+    /// then shuts down gracefully ([`Application::run_until_stopped`]); blocks the calling
+    /// thread. What an application's `main` calls.
+    pub fn run(self) -> Result<(), StartupError> {
+        actix_web::rt::System::new().block_on(async move {
+            let app = self.build().await?;
+            app.run_until_stopped().await.map_err(StartupError::Serve)
+        })
+    }
+}
+
 impl Application {
-    /// Validates nothing itself: `settings` come from [`crate::settings::load`], already valid.
+    /// The server `signet serve` runs: the built-in home hub (with its `[[upstream]]`
+    /// methods). Validates nothing itself: `settings` come from [`crate::settings::load`],
+    /// already valid.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        Server::new(settings)
+            .hub_with_context("home", crate::hubs::home::setup)
+            .build()
+            .await
+    }
+
+    async fn start(
+        settings: Settings,
+        hubs: Vec<(String, HubSetup)>,
+    ) -> Result<Self, StartupError> {
         let secrets = resolve_secrets(&settings)?;
-        let state = AppState::build(settings, &secrets).await?;
+        let state = AppState::build(settings, &secrets, hubs).await?;
         let settings = state.settings.clone();
         state.spawn_background_tasks();
         let metrics_server = match settings.metrics.listen {
@@ -470,10 +589,14 @@ impl Application {
         self.metrics.as_ref().map(|(address, _)| *address)
     }
 
+    /// The shared services: internal, not stable API.
+    #[doc(hidden)]
     pub fn state(&self) -> &AppState {
         &self.state
     }
 
+    /// actix's handle on the HTTP server (pause, resume, stop without the graceful close of
+    /// [`Application::run_until_stopped`]).
     pub fn handle(&self) -> ServerHandle {
         self.server.handle()
     }
@@ -536,7 +659,7 @@ impl Application {
 fn metrics_server(
     addr: SocketAddr,
     metrics: Metrics,
-) -> Result<(SocketAddr, Server), StartupError> {
+) -> Result<(SocketAddr, HttpServerTask), StartupError> {
     let bind_err = |source| StartupError::Bind { addr, source };
     let listener = TcpListener::bind(addr).map_err(bind_err)?;
     let address = listener.local_addr().map_err(bind_err)?;

@@ -1,5 +1,5 @@
 //! Logging set-up: `tracing` with a human or JSON format chosen in configuration, and the audit
-//! log ([`crate::audit`]) beside it: audit events leave the ordinary output for their own
+//! log (`audit`) beside it: audit events leave the ordinary output for their own
 //! JSON-lines sink.
 //!
 //! Tokens never reach a log line: request paths are logged through
@@ -17,6 +17,17 @@ use tracing_subscriber::Layer;
 /// The format, the level filter and the caps on library targets are `signet-protocol`'s, which
 /// the device shares.
 pub use signet_protocol::logging::filter;
+
+/// Logging to standard output as `signet serve` does: the `[log]` format and level, audit
+/// events (`[audit]`) on standard output or in their own rotated file, colours on a terminal.
+/// Returns `Ok(false)` if a global subscriber was installed already (it is kept), an error if
+/// the audit file cannot be opened.
+pub fn init_logging(settings: &crate::settings::Settings) -> std::io::Result<bool> {
+    use std::io::IsTerminal;
+    let ansi = std::io::stdout().is_terminal();
+    let audit = AuditLayer::new(&settings.audit, &settings.server.data_dir, std::io::stdout)?;
+    Ok(init_with_audit(&settings.log, audit, std::io::stdout, ansi))
+}
 
 /// Installs the global subscriber writing to `writer`, audit events as JSON lines on the same
 /// writer. Returns false if one was installed already (tests start many servers in one process).

@@ -9,7 +9,6 @@ pub mod publish;
 mod server_caller;
 
 pub use publish::PublishApi;
-pub use server_caller::SERVER_ROLE;
 
 use crate::auth::RevocationError;
 use crate::http::ApiError;

@@ -58,14 +58,20 @@ fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Principal {
+    /// The subject: a user's id, `device:<id>` for a device.
     pub sub: String,
+    /// Roles, merged from the `role`, `roles` and .NET role claims.
     pub roles: Vec<String>,
+    /// The token's id, when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
+    /// The login session, on tokens Signet issues.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// A device's owner (a user's `sub`), on device tokens.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// A display name, when the token carries one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Issued-at, Unix seconds (absent on some external tokens).
@@ -97,6 +103,7 @@ impl Principal {
         }
     }
 
+    /// Whether the token grants `role`.
     pub fn has_role(&self, role: &str) -> bool {
         self.roles.iter().any(|r| r == role)
     }

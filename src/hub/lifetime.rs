@@ -23,12 +23,16 @@ use std::sync::Arc;
 #[error("the backplane is unavailable: {0}")]
 pub struct BackplaneError(pub String);
 
+/// Why a send, a group change or a presence question failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LifetimeError {
+    /// No connection of the hub has this id (on any node).
     #[error("connection {0} is not connected to this hub")]
     UnknownConnection(String),
+    /// The connection is in `[hub] max_groups_per_connection` groups already.
     #[error("a connection may belong to at most {0} groups")]
     TooManyGroups(usize),
+    /// The cluster's Redis could not be reached.
     #[error(transparent)]
     Backplane(#[from] BackplaneError),
 }
@@ -63,8 +67,11 @@ pub const MAX_LISTED_USERS: usize = 500;
 /// A user connected to a hub, as any node sees it: plain data.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ConnectedUser {
+    /// The principal's `sub`.
     pub sub: String,
+    /// Its display name, when its token has one.
     pub name: Option<String>,
+    /// Its roles.
     pub roles: Vec<String>,
     /// How many connections the user holds (on every node, once merged).
     pub connections: usize,

@@ -19,6 +19,7 @@ pub enum Access {
 }
 
 impl Access {
+    /// Whether a principal with `roles` may call.
     pub fn allows(&self, roles: &[String]) -> bool {
         match self {
             Self::Authenticated => true,
@@ -30,16 +31,24 @@ impl Access {
 /// The JSON type a parameter must have; checked before the handler runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Param {
+    /// Any JSON value, `null` included.
     Any,
+    /// A string.
     String,
+    /// Any number.
     Number,
+    /// A number without a fractional part (`1.0` from a JavaScript client is not one).
     Integer,
+    /// `true` or `false`.
     Bool,
+    /// A JSON object (a signed envelope, for a `signed` method).
     Object,
+    /// A JSON array.
     Array,
 }
 
 impl Param {
+    /// Whether `value` is of this type.
     pub fn accepts(&self, value: &Value) -> bool {
         match self {
             Self::Any => true,
@@ -52,6 +61,7 @@ impl Param {
         }
     }
 
+    /// The type in words, for the binding error a client sees.
     pub fn name(&self) -> &'static str {
         match self {
             Self::Any => "any value",
@@ -68,8 +78,12 @@ impl Param {
 /// The declaration of one hub method.
 #[derive(Debug, Clone, Copy)]
 pub struct MethodSpec {
+    /// The name clients invoke (matched case-insensitively) and envelopes are signed for.
     pub name: &'static str,
+    /// The arguments' types, in order; a call with other arguments is refused before the
+    /// handler runs.
     pub params: &'static [Param],
+    /// Who may call it.
     pub access: Access,
     /// The single argument must be a signed envelope, verified before the handler runs.
     pub signed: bool,
@@ -96,11 +110,33 @@ impl MethodSpec {
         self
     }
 
+    /// Only principals holding at least one of `roles` may call it; others are refused before
+    /// the handler runs.
     pub const fn roles(mut self, roles: &'static [&'static str]) -> Self {
         self.access = Access::Roles(roles);
         self
     }
 
+    /// The single argument must be a signed envelope (docs/envelope.md) made with the
+    /// caller's session message key for this hub and method; the server verifies it
+    /// (signature, lifetime, nonce never seen) before the handler runs, and the handler gets
+    /// the verified command (the envelope's `message`, parsed) as its argument. Declare the
+    /// parameter as [`Param::Object`].
+    ///
+    /// ```
+    /// use signet::{HubBuilder, MethodSpec, Param};
+    ///
+    /// fn doors(hub: HubBuilder) -> HubBuilder {
+    ///     hub.method(
+    ///         MethodSpec::new("Unlock", &[Param::Object]).roles(&["user"]).signed(),
+    ///         |call, args| async move {
+    ///             // `args[0]` is the verified command, e.g. `{"door": "front"}`.
+    ///             tracing::info!(sub = %call.principal.sub, command = %args[0], "unlock");
+    ///             Ok(None)
+    ///         },
+    ///     )
+    /// }
+    /// ```
     pub const fn signed(mut self) -> Self {
         self.signed = true;
         self
@@ -126,6 +162,7 @@ pub enum HubError {
 }
 
 impl HubError {
+    /// An error for the caller, shown as ASP.NET Core shows a `HubException`.
     pub fn hub(message: impl Into<String>) -> Self {
         Self::Hub(message.into())
     }

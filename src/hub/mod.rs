@@ -86,13 +86,50 @@ pub struct HubServices {
 }
 
 /// Declares a hub's methods; each registration names its access rules beside its handler.
+///
+/// The server makes one per registered hub ([`crate::Server::hub`]), with the methods every
+/// hub has (`RefreshToken`, in-band token refresh); the application adds its own. Arguments
+/// are checked against the declared [`Param`]s before a handler runs; [`bind`] turns them into
+/// typed values.
+///
+/// ```
+/// use futures_util::stream;
+/// use signet::{bind, HubBuilder, HubError, MethodSpec, Param};
+///
+/// fn numbers(hub: HubBuilder) -> HubBuilder {
+///     hub
+///         // One result.
+///         .method(MethodSpec::new("Add", &[Param::Number, Param::Number]), |_, args| async move {
+///             let (a, b): (f64, f64) = bind(args)?;
+///             Ok(Some((a + b).into()))
+///         })
+///         // Items streamed to the caller, until done or cancelled.
+///         .stream(MethodSpec::new("Count", &[Param::Integer]), |_, args| {
+///             let (n,): (u64,) = bind(args)?;
+///             Ok(stream::iter((0..n).map(|i| Ok(i.into()))))
+///         })
+///         // Fed by one client-to-server stream.
+///         .upload(MethodSpec::new("Sum", &[]), 1, |_, _, mut streams| async move {
+///             let mut items = streams.pop().ok_or_else(|| HubError::hub("a stream is required"))?;
+///             let mut sum = 0.0;
+///             while let Some(item) = items.recv().await {
+///                 sum += item.as_f64().ok_or_else(|| HubError::hub("numbers only"))?;
+///             }
+///             Ok(Some(sum.into()))
+///         })
+///         // Only admins; connection events.
+///         .method(MethodSpec::new("Reset", &[]).roles(&["admin"]), |_, _| async { Ok(None) })
+///         .on_connected(|call| async move { tracing::info!(sub = %call.principal.sub, "joined") })
+/// }
+/// ```
 pub struct HubBuilder {
     hub: Hub,
 }
 
 impl HubBuilder {
     /// A hub served at `/hubs/{name}`, with the built-in methods every hub has
-    /// (`RefreshToken`).
+    /// (`RefreshToken`). The server makes it ([`crate::Server::hub`]): internal, not stable API.
+    #[doc(hidden)]
     pub fn new(name: &str, lifetime: Arc<dyn HubLifetimeManager>, services: &HubServices) -> Self {
         let builder = Self {
             hub: Hub {
@@ -189,6 +226,8 @@ impl HubBuilder {
         self
     }
 
+    /// The finished hub: the server calls it once the application's setup returns.
+    #[doc(hidden)]
     pub fn build(self) -> Arc<Hub> {
         Arc::new(self.hub)
     }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 /// Longest node id: it prefixes every connection id of the node.
 pub const MAX_NODE_ID_CHARS: usize = 32;
 
+/// `[cluster]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterSettings {
@@ -73,6 +74,7 @@ impl ClusterSettings {
 pub struct RedisUrl(String);
 
 impl RedisUrl {
+    /// A `redis://` or `rediss://` URL; anything else is refused with the rule it breaks.
     pub fn new(url: impl Into<String>) -> Result<Self, String> {
         let url = url.into();
         if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
@@ -86,6 +88,7 @@ impl RedisUrl {
         &self.0
     }
 
+    /// The URL with its password replaced, for logs.
     pub fn masked(&self) -> String {
         mask_password(&self.0)
     }

@@ -11,19 +11,41 @@ const ENV_PREFIX: &str = "SIGNET__";
 /// the TOML file itself, which is meant to be committed.
 const ENV_ONLY_KEYS: [(&str, &str); 2] = [("jwt", "secret"), ("envelope", "secret")];
 
+/// Why the configuration was refused: each names the file or key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
+    /// The file could not be read.
     #[error("cannot read configuration file {path}: {source}")]
     Read {
+        /// The configuration file.
         path: PathBuf,
+        /// What the file system answered.
         source: std::io::Error,
     },
+    /// The file is not TOML.
     #[error("configuration file {path} is not valid TOML: {message}")]
-    Syntax { path: PathBuf, message: String },
+    Syntax {
+        /// The configuration file.
+        path: PathBuf,
+        /// The parser's account, with the line.
+        message: String,
+    },
+    /// A key is unknown, of the wrong type, or breaks a rule.
     #[error("configuration key `{key}`: {rule}")]
-    Invalid { key: String, rule: String },
+    Invalid {
+        /// The key, `section.name` (`upstream[0].url` in an array of tables).
+        key: String,
+        /// The rule it breaks.
+        rule: String,
+    },
+    /// A secret could not be resolved (a file missing, too short, too open).
     #[error("secret `{key}`: {message}")]
-    Secret { key: String, message: String },
+    Secret {
+        /// The secret's key.
+        key: String,
+        /// What is wrong with it (never its value).
+        message: String,
+    },
 }
 
 impl SettingsError {

@@ -29,23 +29,37 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
+    /// `[server]`: the listener, data directory, workers, origins, proxies.
     pub server: ServerSettings,
+    /// `[log]`: format and level.
     pub log: LogSettings,
+    /// `[jwt]`: the tokens Signet issues and accepts.
     pub jwt: JwtSettings,
+    /// `[envelope]`: signed command envelopes.
     pub envelope: EnvelopeSettings,
+    /// `[hub]`: limits of hub connections, every hub alike.
     pub hub: HubSettings,
+    /// `[transports]`: which transports are offered, and their limits.
     pub transports: TransportSettings,
+    /// `[identity]`: logins, refresh tokens, devices, password hashing.
     pub identity: IdentitySettings,
+    /// `[home]`: the built-in home hub's limits (unused by other hubs).
     pub home: HomeSettings,
+    /// `[metrics]`: the Prometheus endpoint and the console's charts.
     pub metrics: MetricsSettings,
+    /// `[audit]`: where audit events go.
     pub audit: AuditSettings,
+    /// `[tls]`: HTTPS and WSS.
     pub tls: TlsSettings,
+    /// `[store]`: SQLite (default) or PostgreSQL.
     pub store: StoreSettings,
+    /// `[cluster]`: several nodes over one Redis.
     pub cluster: ClusterSettings,
     /// `[[upstream]]` tables: hub methods forwarded to backends over HTTP.
     pub upstream: Vec<UpstreamSettings>,
 }
 
+/// `[server]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSettings {
@@ -78,8 +92,10 @@ pub struct ServerSettings {
 /// in the other one past a proxy that passes it through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ForwardedHeader {
+    /// `X-Forwarded-For`: the last address before the trusted proxies.
     #[serde(rename = "x-forwarded-for")]
     XForwardedFor,
+    /// `Forwarded` (RFC 7239): its `for=` parameters.
     #[serde(rename = "forwarded")]
     Forwarded,
 }
@@ -101,6 +117,7 @@ impl Default for ServerSettings {
     }
 }
 
+/// `[metrics]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsSettings {
@@ -133,6 +150,7 @@ pub enum AuditOutput {
     File,
 }
 
+/// `[audit]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditSettings {
@@ -168,6 +186,7 @@ impl AuditSettings {
 
 pub use signet_protocol::logging::LogFormat;
 
+/// `[log]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSettings {
@@ -186,6 +205,7 @@ impl Default for LogSettings {
     }
 }
 
+/// `[jwt]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JwtSettings {
@@ -231,9 +251,13 @@ impl Default for JwtSettings {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The HMAC algorithm of the tokens Signet signs.
 pub enum HmacAlgorithm {
+    /// HMAC-SHA256.
     HS256,
+    /// HMAC-SHA384.
     HS384,
+    /// HMAC-SHA512.
     HS512,
 }
 
@@ -244,18 +268,25 @@ pub enum HmacAlgorithm {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExternalIssuer {
+    /// The `iss` its tokens must carry.
     pub issuer: String,
+    /// The `aud` its tokens must carry.
     pub audience: String,
+    /// With `pem_file`: the `kid` its tokens name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kid: Option<String>,
+    /// With `pem_file`: the one algorithm its key verifies (`RS256`, `ES256`, `EdDSA`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub algorithm: Option<String>,
+    /// A PEM public key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pem_file: Option<PathBuf>,
+    /// A JWKS file (each key pinned to its `alg`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks_file: Option<PathBuf>,
 }
 
+/// `[envelope]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EnvelopeSettings {

@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 /// Where a secret came from, for the start-up log and `check-config` (never the value).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretSource {
+    /// A `SIGNET__...` environment variable.
     Environment,
+    /// The file the configuration names.
     File(PathBuf),
     /// Generated on an earlier start and read back from the data directory.
     Stored(PathBuf),
@@ -38,7 +40,8 @@ impl fmt::Display for SecretSource {
     }
 }
 
-/// Every secret the server needs, resolved once at start-up.
+/// Every secret the server needs, resolved once at start-up: internal, not stable API.
+#[doc(hidden)]
 #[derive(Debug, Clone)]
 pub struct ResolvedSecrets {
     pub jwt: Secret,

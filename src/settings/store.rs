@@ -6,6 +6,7 @@ use super::SettingsError;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
+/// `[store]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSettings {
@@ -90,6 +91,8 @@ impl StoreSettings {
 pub struct StoreUrl(String);
 
 impl StoreUrl {
+    /// A `postgres://` or `postgresql://` URL; anything else is refused with the rule it
+    /// breaks.
     pub fn new(url: impl Into<String>) -> Result<Self, String> {
         let url = url.into();
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {

@@ -49,13 +49,17 @@ impl Default for UpstreamSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum UpstreamMethod {
+    /// `"Name"`: any authenticated caller, unsigned.
     Name(String),
+    /// `{ name, roles, signed }`.
     Declared(DeclaredMethod),
 }
 
+/// A forwarded method declared as a table, with its access rules.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeclaredMethod {
+    /// The hub method's name.
     pub name: String,
     /// Callers need one of these roles; empty: any authenticated caller.
     #[serde(default)]
@@ -66,6 +70,7 @@ pub struct DeclaredMethod {
 }
 
 impl UpstreamMethod {
+    /// The hub method's name.
     pub fn name(&self) -> &str {
         match self {
             Self::Name(name) => name,
@@ -73,6 +78,7 @@ impl UpstreamMethod {
         }
     }
 
+    /// Roles a caller needs one of; empty: any authenticated caller.
     pub fn roles(&self) -> &[String] {
         match self {
             Self::Name(_) => &[],
@@ -80,6 +86,7 @@ impl UpstreamMethod {
         }
     }
 
+    /// Whether the single argument must be a signed envelope.
     pub fn signed(&self) -> bool {
         matches!(self, Self::Declared(declared) if declared.signed)
     }
@@ -87,12 +94,16 @@ impl UpstreamMethod {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+/// A connection event forwarded to an upstream.
 pub enum UpstreamEvent {
+    /// A connection completed its handshake.
     Connected,
+    /// A connection ended.
     Disconnected,
 }
 
 impl UpstreamEvent {
+    /// Its name in configuration and in the request body.
     pub fn name(self) -> &'static str {
         match self {
             Self::Connected => "connected",

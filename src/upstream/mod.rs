@@ -8,8 +8,6 @@
 mod client;
 mod signature;
 
-pub use signature::{sign, SIGNATURE_HEADER, TIMESTAMP_HEADER};
-
 use crate::hub::{Call, HubBuilder, HubError, MethodResult, MethodSpec, Param};
 use crate::metrics::Metrics;
 use crate::settings::{Secret, UpstreamEvent, UpstreamMethod, UpstreamSettings};

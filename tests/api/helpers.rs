@@ -163,6 +163,22 @@ pub async fn spawn_with_settings(settings: Settings, data_dir: tempfile::TempDir
     let app = Application::build(settings.clone())
         .await
         .expect("server builds");
+    serve(app, settings, data_dir)
+}
+
+/// A server of an application's own hubs (`server`, made with `settings`), as a library user
+/// starts it.
+pub async fn spawn_server(
+    server: signet::Server,
+    settings: Settings,
+    data_dir: tempfile::TempDir,
+) -> TestApp {
+    let app = server.build().await.expect("server builds");
+    serve(app, settings, data_dir)
+}
+
+/// Runs a built server in the background; the handle stops it.
+fn serve(app: Application, settings: Settings, data_dir: tempfile::TempDir) -> TestApp {
     let address = app.address();
     let metrics_address = app.metrics_address();
     let handle = app.handle();

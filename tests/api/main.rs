@@ -14,6 +14,7 @@ mod config;
 mod conformance;
 mod demo;
 mod devices;
+mod examples;
 mod exposition;
 mod helpers;
 mod hub_limits;

@@ -3,7 +3,9 @@
 //! received and answers by method name. A real Signet server forwards to it, called by a real
 //! WebSocket client.
 
-use crate::helpers::{claims, eventually, kid_of, sign_hs, test_settings, user_token, TEST_SECRET};
+use crate::helpers::{
+    claims, eventually, kid_of, sign_hs, spawn_server, test_settings, user_token, TEST_SECRET,
+};
 use crate::user_limits::{message_key, signed, ENVELOPE_SECRET};
 use crate::ws_client::*;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
@@ -509,6 +511,62 @@ async fn calls_beyond_the_concurrency_bound_are_refused_not_queued() {
         "An unexpected error occurred invoking 'Slow' on the server. HubException: Upstream 'Slow' is busy; try again later."
     );
     assert_eq!(backend.recorded.calls("Slow").len(), 1);
+}
+
+/// A library user's server: `[[upstream]]` methods join the application's hub they name, and
+/// one naming a hub the application did not register (`home` included) stops start-up.
+#[actix_web::test]
+async fn upstream_methods_join_the_application_hub_they_name() {
+    let backend = TestBackend::start();
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let key = data_dir.path().join("upstream.key");
+    write_key(&key, UPSTREAM_KEY);
+    let table = |hub: &str| {
+        format!(
+            "[[upstream]]\nhub = \"{hub}\"\nurl = \"{}\"\nsecret_file = \"{}\"\nmethods = [\"Quote\"]\n",
+            backend.url(),
+            key.display()
+        )
+    };
+    let kitchen = |server: signet::Server| {
+        server.hub("kitchen", |hub| {
+            hub.method(signet::MethodSpec::new("Local", &[]), |_, _| async {
+                Ok(Some(json!("local")))
+            })
+        })
+    };
+    let mut settings = test_settings(data_dir.path(), &[]);
+    settings.upstream = upstream_settings(&table("home")).upstream;
+    let err = kitchen(signet::Server::new(settings)).build().await.err();
+    assert_eq!(
+        err.expect("refused").to_string(),
+        "configuration key `upstream[0].hub`: no hub is named `home`"
+    );
+
+    let mut settings = test_settings(data_dir.path(), &[]);
+    settings.upstream = upstream_settings(&table("kitchen")).upstream;
+    let app = spawn_server(
+        kitchen(signet::Server::new(settings.clone())),
+        settings,
+        data_dir,
+    )
+    .await;
+    let token = token_with_roles("alice", &["user"]);
+    let mut client = open_at(&app.url("/hubs/kitchen"), &token).await;
+    assert_eq!(
+        client.call("1", "Local", json!([])).await["result"],
+        "local"
+    );
+    let completion = client.call("2", "Quote", json!(["pan"])).await;
+    assert_eq!(
+        completion["result"],
+        json!({"arguments": ["pan"], "sub": "alice"}),
+        "{completion}"
+    );
+    let calls = backend.recorded.calls("Quote");
+    assert_eq!(calls.len(), 1);
+    assert!(calls[0].verified);
+    assert_eq!(calls[0].body["hub"], "kitchen");
 }
 
 #[actix_web::test]

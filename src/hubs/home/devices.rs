@@ -129,7 +129,6 @@ fn internal(err: impl Into<InternalError>) -> HubError {
 async fn is_online(call: &Call, device_id: &str) -> Result<bool, HubError> {
     let online = call
         .clients
-        .lifetime()
         .online(&[device_subject(device_id)])
         .await
         .map_err(internal)?;
@@ -142,12 +141,7 @@ async fn list_devices(home: Arc<Home>, call: Call, _: Vec<Value>) -> MethodResul
     let owner = (!call.principal.has_role("admin")).then_some(call.principal.sub.as_str());
     let devices = home.store.list_devices(owner).await.map_err(internal)?;
     let subjects: Vec<String> = devices.iter().map(|d| device_subject(&d.id)).collect();
-    let online = call
-        .clients
-        .lifetime()
-        .online(&subjects)
-        .await
-        .map_err(internal)?;
+    let online = call.clients.online(&subjects).await.map_err(internal)?;
     let listed = devices
         .into_iter()
         .zip(online.into_iter().chain(std::iter::repeat(false)))
@@ -181,7 +175,6 @@ async fn send_command(home: Arc<Home>, call: Call, args: Vec<Value>) -> MethodRe
     // Each connection gets an envelope sealed with the message key of its own token.
     let targets: Vec<(String, String)> = call
         .clients
-        .lifetime()
         .connections_of(&device_subject(&device.id))
         .await
         .map_err(internal)?

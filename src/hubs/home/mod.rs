@@ -11,13 +11,9 @@ use pending::{InProcessPendingCommands, PendingCommands};
 use pending_redis::RedisPendingCommands;
 use telemetry::{InProcessTelemetry, RedisTelemetry, TelemetryFanout};
 
-use crate::connection::CloseReason;
-use crate::hub::{
-    bind, Call, HubBuilder, HubError, HubLifetimeManager, HubServices, MethodResult, MethodSpec,
-    Param, UploadStream,
-};
+use super::HubContext;
+use crate::hub::{bind, Call, HubBuilder, HubError, MethodResult, MethodSpec, Param, UploadStream};
 use crate::settings::Settings;
-use crate::store::Store;
 use futures_util::stream;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -64,52 +60,54 @@ impl HomeShared {
     }
 }
 
-/// The home hub's methods, on a builder that may add more (the upstream methods).
-pub fn hub(
-    lifetime: Arc<dyn HubLifetimeManager>,
-    shared: HomeShared,
-    services: &HubServices,
-    store: Arc<dyn Store>,
-    settings: &Settings,
-) -> HubBuilder {
-    let builder = HubBuilder::new("home", lifetime, services);
-    devices::register(builder, services, store, shared, settings)
-        .method(MethodSpec::new("Whoami", &[]), whoami)
-        .method(MethodSpec::new("Echo", &[Param::Any]), echo)
-        .method(
-            MethodSpec::new("EchoSigned", &[Param::Object]).signed(),
-            echo,
-        )
-        .method(
-            MethodSpec::new("BroadcastMessage", &[Param::String]).roles(ADMIN),
-            broadcast_message,
-        )
-        .method(
-            MethodSpec::new("GetConnectedUsersCount", &[]).roles(ADMIN),
-            connected_users_count,
-        )
-        .method(
-            MethodSpec::new("ListConnectedUsers", &[]).roles(ADMIN),
-            list_connected_users,
-        )
-        .method(
-            MethodSpec::new("DisconnectUser", &[Param::String]).roles(ADMIN),
-            disconnect_user,
-        )
-        .method(
-            MethodSpec::new("DropTransport", &[]).roles(ADMIN),
-            drop_transport,
-        )
-        .stream(
-            MethodSpec::new("Counter", &[Param::Integer, Param::Integer]),
-            counter,
-        )
-        .upload(MethodSpec::new("UploadSum", &[]), 1, upload_sum)
+/// The home hub's methods on `builder` (the server adds the upstream methods after them):
+/// what `signet serve` registers as hub `home`.
+pub fn setup(builder: HubBuilder, context: &HubContext<'_>) -> HubBuilder {
+    let settings = context.settings();
+    let shared = HomeShared::new(settings, context.cluster());
+    devices::register(
+        builder,
+        context.services(),
+        context.store().clone(),
+        shared,
+        settings,
+    )
+    .method(MethodSpec::new("Whoami", &[]), whoami)
+    .method(MethodSpec::new("Echo", &[Param::Any]), echo)
+    .method(
+        MethodSpec::new("EchoSigned", &[Param::Object]).signed(),
+        echo,
+    )
+    .method(
+        MethodSpec::new("BroadcastMessage", &[Param::String]).roles(ADMIN),
+        broadcast_message,
+    )
+    .method(
+        MethodSpec::new("GetConnectedUsersCount", &[]).roles(ADMIN),
+        connected_users_count,
+    )
+    .method(
+        MethodSpec::new("ListConnectedUsers", &[]).roles(ADMIN),
+        list_connected_users,
+    )
+    .method(
+        MethodSpec::new("DisconnectUser", &[Param::String]).roles(ADMIN),
+        disconnect_user,
+    )
+    .method(
+        MethodSpec::new("DropTransport", &[]).roles(ADMIN),
+        drop_transport,
+    )
+    .stream(
+        MethodSpec::new("Counter", &[Param::Integer, Param::Integer]),
+        counter,
+    )
+    .upload(MethodSpec::new("UploadSum", &[]), 1, upload_sum)
 }
 
 /// `Whoami()`: `{sub, roles, expiresAt}` of the caller's current token.
 async fn whoami(call: Call, _: Vec<Value>) -> MethodResult {
-    let principal = call.connection.principal();
+    let principal = &call.principal;
     Ok(Some(json!({
         "sub": principal.sub,
         "roles": principal.roles,
@@ -138,7 +136,6 @@ async fn broadcast_message(call: Call, args: Vec<Value>) -> MethodResult {
 async fn connected_users_count(call: Call, _: Vec<Value>) -> MethodResult {
     let count = call
         .clients
-        .lifetime()
         .user_count()
         .await
         .map_err(HubError::internal)?;
@@ -151,7 +148,6 @@ async fn connected_users_count(call: Call, _: Vec<Value>) -> MethodResult {
 async fn list_connected_users(call: Call, _: Vec<Value>) -> MethodResult {
     let users = call
         .clients
-        .lifetime()
         .connected_users()
         .await
         .map_err(HubError::internal)?;
@@ -175,8 +171,7 @@ async fn disconnect_user(call: Call, args: Vec<Value>) -> MethodResult {
     let (user,): (String,) = bind(args)?;
     let closed = call
         .clients
-        .lifetime()
-        .disconnect_user(&user, CloseReason::Kicked)
+        .disconnect_user(&user)
         .await
         .map_err(HubError::internal)?;
     tracing::info!(target: "audit", event = "user_kicked", admin = %call.principal.sub, sub = %user, closed, "admin disconnected a user");
@@ -188,8 +183,8 @@ async fn disconnect_user(call: Call, args: Vec<Value>) -> MethodResult {
 /// connection to its reconnect rules. For trying out clients' reconnect handling, stateful
 /// reconnect above all; its completion arrives once the client is back.
 async fn drop_transport(call: Call, _: Vec<Value>) -> MethodResult {
-    tracing::info!(target: "audit", event = "drop_transport", sub = %call.principal.sub, connection = %call.connection.log_id(), "admin dropped its transport");
-    call.connection.end_attachment();
+    tracing::info!(target: "audit", event = "drop_transport", sub = %call.principal.sub, connection = %call.log_id(), "admin dropped its transport");
+    call.drop_transport();
     Ok(None)
 }
 
