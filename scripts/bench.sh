@@ -9,6 +9,18 @@
 #   BENCH_ARGS="--rate 5" ./scripts/bench.sh broadcast           # more generator flags
 #   SIGNET__HUB__MAX_PARALLEL_INVOCATIONS=32 ./scripts/bench.sh broadcast   # server settings
 #   ./scripts/bench.sh cluster         # the many-node scenarios (below), or one: cluster-latency
+#   ./scripts/bench.sh peers           # idle, echo, broadcast: Signet, baseline and every peer
+#   ./scripts/bench.sh curves          # the scaling curves (below), then docs/*.svg
+#
+# The peers (clients/bench/peers, BENCHMARKS.md "Peers") are built or installed here on first
+# use, under target/peers: socketioxide with cargo (release), Node's socket.io with `npm ci`,
+# aiosignalr into a Python venv from its pinned requirements. PEERS chooses them (default
+# "socketioxide socketio-node aiosignalr"); PEERS_IDLE_N (10,000) sizes the peers' idle run.
+# `curves` measures idle memory at CURVE_IDLE connections ("1000 5000 10000 19000") and
+# broadcast at CURVE_RECEIVERS receivers ("100 1000 10000"), unpaced (throughput) and at
+# CURVE_RATE broadcasts/s (2, for the p99 latency), for Signet, the baseline and the peers;
+# appends the lines to $CURVES_OUT (docs/bench-curves.jsonl) and draws the charts from it
+# with scripts/charts.py.
 #
 # The cluster scenarios start their own redis-server and PostgreSQL (initdb) on free ports in a
 # temporary directory (never the system ones), and two `signet serve` nodes sharing them
@@ -30,6 +42,13 @@ PORT=${PORT:-18080}
 OUT=${OUT:-bench-results.jsonl}
 
 cargo build --release -p signet -p signet-bench >&2
+PEERS=${PEERS:-socketioxide socketio-node aiosignalr}
+PEERS_IDLE_N=${PEERS_IDLE_N:-10000}
+CURVE_IDLE=${CURVE_IDLE:-1000 5000 10000 19000}
+CURVE_RECEIVERS=${CURVE_RECEIVERS:-100 1000 10000}
+CURVE_RATE=${CURVE_RATE:-2}
+CURVES_OUT=${CURVES_OUT:-docs/bench-curves.jsonl}
+PEER_ARGS=()
 SIGNET=./target/release/signet
 BENCH=./target/release/signet-bench
 
@@ -91,6 +110,62 @@ run() {
   "$BENCH" "$@" --url "http://127.0.0.1:$PORT" --protocol "$PROTOCOL" \
     --server-pid "$SERVER_PID" --compare ${BENCH_ARGS:-} | tee -a "$OUT"
   stop_server
+}
+
+# --- Peers --------------------------------------------------------------------------------
+# Builds or installs each peer once (idempotent) and sets PEER_ARGS to the --peer flags.
+prepare_peers() {
+  [[ ${#PEER_ARGS[@]} -eq 0 ]] || return 0
+  local peer dir=clients/bench/peers
+  for peer in $PEERS; do
+    case "$peer" in
+      socketioxide)
+        echo "== building the socketioxide peer (target/peers)" >&2
+        cargo build --release --manifest-path "$dir/socketioxide/Cargo.toml" \
+          --target-dir target/peers >&2
+        PEER_ARGS+=(--peer "socketioxide=target/peers/release/signet-peer-socketioxide")
+        ;;
+      socketio-node)
+        echo "== npm ci $dir/socketio-node" >&2
+        npm ci --prefix "$dir/socketio-node" --no-audit --no-fund >&2
+        PEER_ARGS+=(--peer "socketio-node=node $dir/socketio-node/server.mjs")
+        ;;
+      aiosignalr)
+        local venv=target/peers/aiosignalr-venv
+        if [[ ! -x $venv/bin/python ]]; then python3 -m venv "$venv" >&2; fi
+        echo "== pip install -r $dir/aiosignalr/requirements.txt ($venv)" >&2
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+          -r "$dir/aiosignalr/requirements.txt" >&2
+        PEER_ARGS+=(--peer "aiosignalr=$venv/bin/python $dir/aiosignalr/server.py")
+        ;;
+      *) echo "unknown peer: $peer" >&2; exit 2 ;;
+    esac
+  done
+}
+
+# Every scenario the peers implement, Signet first, then the baseline and each peer in the same
+# run (one JSON line each). Echo is plain only: the peers have no signed calls.
+run_peers() {
+  prepare_peers
+  run idle -c "$PEERS_IDLE_N" --hold "$DURATION" "${PEER_ARGS[@]}"
+  run echo -c "$ECHO_N" --duration "$DURATION" --mode plain "${PEER_ARGS[@]}"
+  run broadcast -c "$BROADCAST_N" --duration "$DURATION" "${PEER_ARGS[@]}"
+}
+
+# The scaling curves of BENCHMARKS.md, then the charts.
+run_curves() {
+  prepare_peers
+  local n
+  for n in $CURVE_IDLE; do
+    OUT=$CURVES_OUT run idle -c "$n" --hold "$DURATION" "${PEER_ARGS[@]}"
+  done
+  for n in $CURVE_RECEIVERS; do
+    OUT=$CURVES_OUT run broadcast -c "$n" --duration "$DURATION" "${PEER_ARGS[@]}"
+    OUT=$CURVES_OUT run broadcast -c "$n" --duration "$DURATION" --rate "$CURVE_RATE" \
+      "${PEER_ARGS[@]}"
+  done
+  python3 scripts/charts.py "$CURVES_OUT" docs \
+    "commit $(git rev-parse --short HEAD), $(date -u +%F)" >&2
 }
 
 # --- Many nodes ---------------------------------------------------------------------------
@@ -277,6 +352,8 @@ for scenario in "${scenarios[@]}"; do
       done
       ;;
     cluster-*) run_cluster "$scenario" ;;
+    peers) run_peers ;;
+    curves) run_curves ;;
     *) echo "unknown scenario: $scenario" >&2; exit 2 ;;
   esac
 done

@@ -37,6 +37,8 @@ echo "== npm ci tests/conformance (the official SignalR clients the conformance 
 npm ci --prefix tests/conformance --no-audit --no-fund
 echo "== npm ci tests/clients (the older official SignalR clients of the client matrix)"
 npm ci --prefix tests/clients --no-audit --no-fund
+echo "== npm ci clients/bench/peers/socketio-node (Node's socket.io, a peer signet-bench measures)"
+npm ci --prefix clients/bench/peers/socketio-node --no-audit --no-fund
 if [ "${SIGNET_SKIP_BROWSER_TESTS:-}" != "1" ]; then
   if ! command -v chromium >/dev/null 2>&1; then
     apt_install chromium "the browser suite drives Debian's Chromium" \
@@ -70,6 +72,13 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 export SIGNET_PYTHON="$venv/bin/python"
+echo "== python venv target/peers/aiosignalr-venv (aiosignalr, a peer signet-bench measures; clients/bench/peers/aiosignalr/requirements.txt)"
+peer_venv="$PWD/target/peers/aiosignalr-venv"
+if [ ! -x "$peer_venv/bin/python" ]; then
+  python3 -m venv "$peer_venv"
+fi
+"$peer_venv/bin/python" -m pip install --quiet --disable-pip-version-check -r clients/bench/peers/aiosignalr/requirements.txt
+export SIGNET_AIOSIGNALR_PYTHON="$peer_venv/bin/python"
 echo "== cargo test"
 cargo test --workspace
 

@@ -243,6 +243,132 @@ fn the_many_node_modes_run_against_one_server_named_twice() {
     );
 }
 
+/// `signet-bench SCENARIO` against Signet at `url`, then `peer`, with 20 connections.
+fn with_peer<'a>(scenario: &'a str, url: &'a str, peer: &'a str) -> Vec<&'a str> {
+    vec![scenario, "--url", url, "-c", CONNECTIONS, "--peer", peer]
+}
+
+/// The figures of peer `name` in a JSON line, checked to be a run (not an error) of that peer
+/// with its configuration stated.
+fn peer_figures(name: &str, line: &Value) -> Value {
+    let peer = line["peers"][name].clone();
+    assert!(peer.get("error").is_none(), "{line}");
+    assert_eq!(peer["target"], name, "{line}");
+    assert!(peer["configuration"].is_string(), "{line}");
+    peer
+}
+
+/// The peers (`--peer`): Node's socket.io peer (clients/bench/peers/socketio-node, installed by
+/// scripts/test.sh with `npm ci`) started as a child process after the Signet run and driven by
+/// the generator's Socket.IO client through connect, idle, echo and broadcast, each reported
+/// under `peers` in the same JSON line; a peer that cannot start is reported, not hidden, and
+/// Signet's figures stay.
+fn the_socketio_node_peer_runs_beside_signet() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let signet = format!("http://{}", start_signet(data_dir.path()));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let peer_dir = root.join("clients/bench/peers/socketio-node");
+    assert!(
+        peer_dir.join("node_modules/socket.io").is_dir(),
+        "run `npm ci --prefix clients/bench/peers/socketio-node` first (scripts/test.sh does)"
+    );
+    let peer = format!(
+        "socketio-node=node {}",
+        peer_dir.join("server.mjs").display()
+    );
+    let short = ["--warmup", "200ms", "--duration", "1s"];
+    let line = bench(&with_peer("connect", &signet, &peer));
+    let socketio = peer_figures("socketio-node", &line);
+    assert_eq!(number(&socketio, "/established"), 20.0, "{line}");
+    assert!(number(&socketio, "/signet_over_peer") > 0.0, "{line}");
+
+    let mut args = with_peer("idle", &signet, &peer);
+    args.extend(["--settle", "100ms", "--hold", "500ms"]);
+    let socketio = peer_figures("socketio-node", &bench(&args));
+    assert_eq!(number(&socketio, "/held"), 20.0, "{socketio}");
+    // The peer's own process was measured.
+    assert!(
+        number(&socketio, "/server_rss_kib/after") > 0.0,
+        "{socketio}"
+    );
+
+    let mut args = with_peer("echo", &signet, &peer);
+    args.extend(["--mode", "plain"]);
+    args.extend(short);
+    let line = bench(&args);
+    assert!(number(&line, "/plain/round_trips") > 0.0, "{line}");
+    let socketio = peer_figures("socketio-node", &line);
+    assert!(number(&socketio, "/plain/round_trips") > 0.0, "{line}");
+    assert_eq!(number(&socketio, "/plain/errors"), 0.0, "{line}");
+    assert!(socketio.get("signed").is_none(), "{line}");
+
+    let mut args = with_peer("broadcast", &signet, &peer);
+    args.extend(short);
+    let socketio = peer_figures("socketio-node", &bench(&args));
+    assert!(
+        number(&socketio, "/deliveries_in_window") > 0.0,
+        "{socketio}"
+    );
+    assert_eq!(number(&socketio, "/receivers_lost"), 0.0, "{socketio}");
+    assert_eq!(
+        number(&socketio, "/delivered"),
+        number(&socketio, "/expected_deliveries"),
+        "{socketio}"
+    );
+
+    // A peer that cannot start: reported under its name, Signet's run still counts.
+    let missing = "socketioxide=/nonexistent/signet-peer-socketioxide";
+    let line = bench(&["connect", "--url", &signet, "-c", "2", "--peer", missing]);
+    assert_eq!(number(&line, "/established"), 2.0, "{line}");
+    let error = line["peers"]["socketioxide"]["error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(error.contains("cannot start"), "{line}");
+}
+
+/// The SignalR peer: aiosignalr (clients/bench/peers/aiosignalr, installed by scripts/test.sh into
+/// target/peers/aiosignalr-venv) driven by the very same SignalR client and scenarios as Signet,
+/// through negotiate (which aiohttp answers in chunks), the upgrade and the handshake.
+fn the_aiosignalr_peer_runs_the_signalr_scenarios() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // ./scripts/test.sh sets SIGNET_AIOSIGNALR_PYTHON; a venv it made earlier serves `cargo test`.
+    let venv = root.join("target/peers/aiosignalr-venv/bin/python");
+    let python = std::env::var("SIGNET_AIOSIGNALR_PYTHON")
+        .ok()
+        .or_else(|| venv.is_file().then(|| venv.display().to_string()))
+        .unwrap_or_else(|| {
+            panic!(
+                "SIGNET_AIOSIGNALR_PYTHON is not set: run ./scripts/test.sh, which installs \
+                 clients/bench/peers/aiosignalr/requirements.txt into target/peers/aiosignalr-venv"
+            )
+        });
+    let server = root.join("clients/bench/peers/aiosignalr/server.py");
+    let peer = format!("aiosignalr={python} {}", server.display());
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let signet = format!("http://{}", start_signet(data_dir.path()));
+    let short = ["--warmup", "200ms", "--duration", "1s"];
+
+    let mut args = with_peer("echo", &signet, &peer);
+    args.extend(["--mode", "plain"]);
+    args.extend(short);
+    let line = bench(&args);
+    let aiosignalr = &peer_figures("aiosignalr", &line);
+    assert!(number(aiosignalr, "/plain/round_trips") > 0.0, "{line}");
+    assert_eq!(number(aiosignalr, "/plain/errors"), 0.0, "{line}");
+
+    let mut args = with_peer("broadcast", &signet, &peer);
+    args.extend(short);
+    let line = bench(&args);
+    let aiosignalr = &peer_figures("aiosignalr", &line);
+    assert!(number(aiosignalr, "/deliveries_in_window") > 0.0, "{line}");
+    assert_eq!(number(aiosignalr, "/receivers_lost"), 0.0, "{line}");
+    assert_eq!(
+        number(aiosignalr, "/delivered"),
+        number(aiosignalr, "/expected_deliveries"),
+        "{line}"
+    );
+}
+
 pub const TESTS: &[Test] = &[
     (
         "bench::every_scenario_runs_against_signet_and_the_baseline",
@@ -251,5 +377,13 @@ pub const TESTS: &[Test] = &[
     (
         "bench::the_many_node_modes_run_against_one_server_named_twice",
         the_many_node_modes_run_against_one_server_named_twice,
+    ),
+    (
+        "bench::the_socketio_node_peer_runs_beside_signet",
+        the_socketio_node_peer_runs_beside_signet,
+    ),
+    (
+        "bench::the_aiosignalr_peer_runs_the_signalr_scenarios",
+        the_aiosignalr_peer_runs_the_signalr_scenarios,
     ),
 ];

@@ -1,9 +1,11 @@
 //! The command line: parse, raise the file limit, run one scenario against Signet (or the
-//! baseline), optionally against a baseline server started here too (`--compare`), and print one
-//! JSON line on stdout plus a human summary on stderr.
+//! baseline), optionally against a baseline server started here too (`--compare`) and against
+//! peer servers started here (`--peer`), and print one JSON line on stdout plus a human summary
+//! on stderr.
 
 use crate::client::{Endpoint, SourceAddrs};
 use crate::credentials::Credentials;
+use crate::peers::{PeerSpec, ServerChild};
 use crate::scenario::broadcast::BroadcastOptions;
 use crate::scenario::command::CommandOptions;
 use crate::scenario::echo::{EchoMode, EchoOptions};
@@ -17,9 +19,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 use signet_protocol::duration::parse_duration_allowing_zero;
 use signet_protocol::protocol::HubProtocol;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
-use std::process::{Child, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -216,6 +218,13 @@ pub struct Common {
     /// Worker threads of the baseline started by --compare (default: CPU cores).
     #[arg(long)]
     pub baseline_workers: Option<usize>,
+    /// Also run the scenario (connect, idle, echo, broadcast) against this peer server, started
+    /// here as a child process after the Signet (and baseline) run: `socketioxide`,
+    /// `socketio-node` or `aiosignalr`, optionally `=COMMAND` (whitespace-separated words, the
+    /// listen address appended; default: the peer's program under clients/bench/peers, run from
+    /// the repository root). Repeat for several; each is reported under `peers` in the JSON line.
+    #[arg(long = "peer", value_name = "NAME[=COMMAND]", value_parser = PeerSpec::parse)]
+    pub peers: Vec<PeerSpec>,
     /// Connect from 127.0.0.1 up to 127.0.0.N, so more than one address's ports are usable.
     #[arg(long, default_value_t = 16)]
     pub source_addrs: u8,
@@ -329,7 +338,13 @@ async fn run_scenario(command: &Command, common: &Common, threads: usize) -> Res
     let signet_only = ["command", "soak", "revocation", "replay"];
     if common.compare && !signet_only.contains(&name) {
         let workers = common.baseline_workers.unwrap_or_else(cores);
-        let baseline = BaselineChild::spawn(workers)?;
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+        let args = ["baseline-server", "--listen", "127.0.0.1:0", "--workers"]
+            .map(str::to_string)
+            .into_iter()
+            .chain([workers.to_string()])
+            .collect::<Vec<_>>();
+        let baseline = ServerChild::spawn("baseline server", &exe.to_string_lossy(), &args)?;
         let url = format!("http://{}", baseline.address);
         let other = target(common, TargetKind::Baseline, &[url], vec![baseline.pid()])?;
         let compared = measured(name, command, &other).await;
@@ -352,6 +367,61 @@ async fn run_scenario(command: &Command, common: &Common, threads: usize) -> Res
         }
         line["baseline"] = compared;
     }
+    if !common.peers.is_empty() {
+        let mut peers = serde_json::Map::new();
+        for spec in &common.peers {
+            let measured = measure_peer(name, command, common, spec, &line).await;
+            let measured = measured.unwrap_or_else(|error| {
+                // A peer that fails is reported, and the others still run.
+                eprintln!("   {}: error: {error}", spec.peer.name());
+                json!({ "target": spec.peer.name(), "error": error })
+            });
+            peers.insert(spec.peer.name().to_string(), measured);
+        }
+        line["peers"] = Value::Object(peers);
+    }
+    Ok(line)
+}
+
+/// The scenario against one peer started here; with its configuration and `signet_over_peer`,
+/// Signet's headline figure divided by the peer's.
+async fn measure_peer(
+    name: &str,
+    command: &Command,
+    common: &Common,
+    spec: &PeerSpec,
+    signet: &Value,
+) -> Result<Value, String> {
+    let peer = spec.peer;
+    if !peer.supports(name) {
+        return Err(format!("{} does not implement `{name}`", peer.name()));
+    }
+    if !peer.speaks_signalr() && matches!(common.protocol, Protocol::Messagepack) {
+        return Err("the Socket.IO peers are driven with JSON text packets only".into());
+    }
+    let (program, args) = spec.command.split_first().ok_or("empty peer command")?;
+    let mut args = args.to_vec();
+    args.push("127.0.0.1:0".to_string());
+    let server = ServerChild::spawn(peer.name(), program, &args)?;
+    let url = format!("http://{}", server.address);
+    let target = target(common, TargetKind::Peer(peer), &[url], vec![server.pid()])?;
+    let measured = measured(name, command, &target).await;
+    drop(server);
+    let mut line = measured?;
+    line["configuration"] = json!(peer.configuration());
+    if let (Some(ours), Some(theirs)) = (
+        signet["headline_value"].as_f64(),
+        line["headline_value"].as_f64(),
+    ) {
+        if theirs > 0.0 {
+            line["signet_over_peer"] = json!(round(ours / theirs, 3));
+        }
+    }
+    eprintln!(
+        "   {}: {}",
+        peer.name(),
+        line["summary"].as_str().unwrap_or("")
+    );
     Ok(line)
 }
 
@@ -537,6 +607,8 @@ fn target(
 ) -> Result<Target, String> {
     let path = match kind {
         TargetKind::Signet => format!("/hubs/{}", common.hub),
+        TargetKind::Peer(peer) if peer.speaks_signalr() => format!("/hubs/{}", common.hub),
+        TargetKind::Peer(_) => crate::socketio::PATH.to_string(),
         TargetKind::Baseline => "/ws".to_string(),
     };
     let credentials = match (kind, &common.jwt_secret) {
@@ -589,56 +661,6 @@ fn serve_baseline(listen: SocketAddr, workers: Option<usize>) -> ExitCode {
             eprintln!("error: baseline server: {err}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// A baseline server in a child process (so its memory and CPU are its own), killed on drop.
-struct BaselineChild {
-    child: Child,
-    address: SocketAddr,
-}
-
-impl BaselineChild {
-    fn spawn(workers: usize) -> Result<Self, String> {
-        let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-        let mut child = std::process::Command::new(exe)
-            .args(["baseline-server", "--listen", "127.0.0.1:0", "--workers"])
-            .arg(workers.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| format!("cannot start the baseline server: {e}"))?;
-        let mut line = String::new();
-        if let Some(stdout) = child.stdout.take() {
-            let _ = BufReader::new(stdout).read_line(&mut line);
-        }
-        let address = line
-            .trim()
-            .strip_prefix("listening on ")
-            .and_then(|a| a.parse().ok());
-        match address {
-            Some(address) => Ok(Self { child, address }),
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                Err(format!(
-                    "the baseline server did not start (it said `{}`)",
-                    line.trim()
-                ))
-            }
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for BaselineChild {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -8,6 +8,7 @@
 //!
 //! A raw connection (the baseline server) is only the TCP connection and the upgrade.
 
+use crate::socketio::SocketIoClient;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
@@ -108,7 +109,7 @@ fn ws_config() -> WebSocketConfig {
         .max_message_size(Some(MAX_MESSAGE_BYTES))
 }
 
-async fn tcp_connect(endpoint: &Endpoint, source: IpAddr) -> std::io::Result<TcpStream> {
+pub(crate) async fn tcp_connect(endpoint: &Endpoint, source: IpAddr) -> std::io::Result<TcpStream> {
     let socket = match endpoint.addr {
         SocketAddr::V4(_) => {
             let socket = TcpSocket::new_v4()?;
@@ -165,14 +166,33 @@ async fn http_exchange(
         .nth(1)
         .and_then(|s| s.parse::<u16>().ok())
         .ok_or_else(|| ClientError::BadResponse("no status line".into()))?;
-    let length = head
-        .lines()
-        .find_map(|line| {
+    let header = |wanted: &str| {
+        head.lines().find_map(|line| {
             let (name, value) = line.split_once(':')?;
             name.trim()
-                .eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse::<usize>().ok())?
+                .eq_ignore_ascii_case(wanted)
+                .then(|| value.trim().to_ascii_lowercase())
         })
+    };
+    // Some servers (aiohttp, under the aiosignalr peer) answer negotiate in chunks.
+    if header("transfer-encoding").is_some_and(|value| value.contains("chunked")) {
+        let mut body = buf.split_off(head_end);
+        loop {
+            if let Some(decoded) = dechunk(&body)? {
+                return Ok((status, decoded));
+            }
+            if body.len() > MAX_HEAD_BYTES {
+                return Err(ClientError::BadResponse("response body too large".into()));
+            }
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(ClientError::Closed(None));
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+    }
+    let length = header("content-length")
+        .and_then(|value| value.parse::<usize>().ok())
         .unwrap_or(0);
     if length > MAX_HEAD_BYTES {
         return Err(ClientError::BadResponse("response body too large".into()));
@@ -185,6 +205,35 @@ async fn http_exchange(
         buf.extend_from_slice(&chunk[..n]);
     }
     Ok((status, buf[head_end..head_end + length].to_vec()))
+}
+
+/// The body of a chunked response once all of it (up to the last, empty chunk and the blank
+/// line after it) is in `data`; `None` while more is needed.
+fn dechunk(data: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
+    let bad = |what: &str| ClientError::BadResponse(format!("chunked body: {what}"));
+    let mut body = Vec::new();
+    let mut at = 0;
+    loop {
+        let Some(line_end) = data[at..].windows(2).position(|w| w == b"\r\n") else {
+            return Ok(None);
+        };
+        let line = std::str::from_utf8(&data[at..at + line_end]).map_err(|_| bad("size line"))?;
+        let size_text = line.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size_text, 16).map_err(|_| bad("size"))?;
+        if size > MAX_HEAD_BYTES {
+            return Err(bad("chunk too large"));
+        }
+        at += line_end + 2;
+        if size == 0 {
+            // No trailers are expected: the blank line ends the body.
+            return Ok(data[at..].starts_with(b"\r\n").then_some(body));
+        }
+        if data.len() < at + size + 2 {
+            return Ok(None);
+        }
+        body.extend_from_slice(&data[at..at + size]);
+        at += size + 2;
+    }
 }
 
 /// `POST {path}/negotiate?negotiateVersion=1` on `stream`; returns the connection token.
@@ -234,7 +283,7 @@ pub async fn api_request(
     Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
 }
 
-async fn upgrade(
+pub(crate) async fn upgrade(
     stream: TcpStream,
     endpoint: &Endpoint,
     query: Option<String>,
@@ -451,10 +500,14 @@ impl RawClient {
     }
 }
 
-/// Either kind of connection, so a scenario is written once for Signet and the baseline.
+/// Any kind of connection, so a scenario is written once for Signet, the baseline and the peers.
 pub enum Client {
+    /// SignalR: Signet, or a SignalR peer.
     Hub(HubClient),
+    /// Plain WebSocket frames: the baseline.
     Raw(RawClient),
+    /// Socket.IO: the Socket.IO peers.
+    SocketIo(SocketIoClient),
 }
 
 impl Client {
@@ -463,6 +516,7 @@ impl Client {
         match self {
             Self::Hub(hub) => hub.recv().await.map(drop),
             Self::Raw(raw) => raw.recv().await.map(drop),
+            Self::SocketIo(socket) => socket.recv().await.map(drop),
         }
     }
 
@@ -470,6 +524,8 @@ impl Client {
         match self {
             Self::Hub(hub) => hub.ping().await,
             Self::Raw(raw) => raw.ping().await,
+            // Engine.IO v4 servers ping and the client answers (while reading): nothing to send.
+            Self::SocketIo(_) => Ok(()),
         }
     }
 
@@ -477,6 +533,7 @@ impl Client {
         match self {
             Self::Hub(hub) => hub.close().await,
             Self::Raw(raw) => raw.close().await,
+            Self::SocketIo(socket) => socket.close().await,
         }
     }
 }
@@ -489,4 +546,22 @@ pub async fn bounded<T>(
     tokio::time::timeout(limit, future)
         .await
         .unwrap_or(Err(ClientError::Timeout))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dechunk;
+
+    #[test]
+    fn a_chunked_body_is_read_whole_or_waited_for() {
+        let whole = b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\n\r\n";
+        assert_eq!(
+            dechunk(whole).ok().flatten().as_deref(),
+            Some(&b"hello, world"[..])
+        );
+        for cut in 0..whole.len() {
+            assert!(matches!(dechunk(&whole[..cut]), Ok(None)), "cut at {cut}");
+        }
+        assert!(dechunk(b"zz\r\n").is_err());
+    }
 }

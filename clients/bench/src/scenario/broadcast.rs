@@ -1,5 +1,6 @@
 //! `broadcast`: one admin broadcasting to N connections; deliveries per second and delivery
-//! latency. The admin calls `BroadcastMessage(text)` (on the baseline: sends a `!` frame) with
+//! latency. The admin calls `BroadcastMessage(text)` (on the baseline: sends a `!` frame; on a
+//! Socket.IO peer: emits `broadcast`, which the peer re-emits to all as `message`) with
 //! the send time embedded in the text; every receiver measures the time from that stamp to its
 //! arrival. The admin pipelines its calls, and flow control keeps the run sustainable: broadcast
 //! `k` is sent only while fewer than `window` calls await their completion and once
@@ -10,6 +11,7 @@
 use super::{measure_cpu, round, Outcome, Target, Window, CALL_TIMEOUT};
 use crate::baseline::BROADCAST_MARKER;
 use crate::client::{Client, ClientError};
+use crate::socketio::Incoming;
 use crate::stats::Latencies;
 use serde_json::{json, Value};
 use signet_protocol::protocol::{CompletionResult, HubMessage};
@@ -251,6 +253,12 @@ async fn next_broadcast(client: &mut Client) -> Result<Option<u64>, ClientError>
                 .and_then(|rest| std::str::from_utf8(rest).ok())
                 .and_then(stamp_of))
         }
+        Client::SocketIo(socket) => match socket.recv().await? {
+            Incoming::Event { name, args } if name == "message" => {
+                Ok(args.first().and_then(Value::as_str).and_then(stamp_of))
+            }
+            _ => Ok(None),
+        },
     }
 }
 
@@ -277,11 +285,17 @@ async fn send_broadcast(client: &mut Client, seq: u64, text: String) -> Result<(
             frame.extend_from_slice(text.as_bytes());
             raw.send(frame).await
         }
+        Client::SocketIo(socket) => {
+            socket
+                .emit("broadcast", &[Value::String(text)], Some(seq))
+                .await
+        }
     }
 }
 
 /// The next message to the admin: `Some(seq)` once broadcast `seq` is done (Signet's completion,
-/// or on the baseline the admin's own copy of the frame); `None` for anything else.
+/// a Socket.IO peer's ack, or on the baseline the admin's own copy of the frame); `None` for
+/// anything else.
 async fn admin_event(client: &mut Client) -> Result<Option<u64>, ClientError> {
     match client {
         Client::Hub(hub) => match hub.recv().await? {
@@ -307,5 +321,9 @@ async fn admin_event(client: &mut Client) -> Result<Option<u64>, ClientError> {
                 .and_then(|text| text.split(' ').nth(1))
                 .and_then(|seq| seq.parse().ok()))
         }
+        Client::SocketIo(socket) => match socket.recv().await? {
+            Incoming::Ack { id, .. } => Ok(Some(id)),
+            Incoming::Event { .. } => Ok(None),
+        },
     }
 }

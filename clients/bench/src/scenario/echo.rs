@@ -1,11 +1,14 @@
 //! `echo`: round trips per second and their latency, each connection in a closed loop (one
 //! call outstanding, the next sent when the answer arrives). On Signet each call is `Echo` with a
 //! small object, then, on the same connections, `EchoSigned` with a freshly signed envelope
-//! around the same object; on the baseline each call is a frame echoed back.
+//! around the same object; on the baseline each call is a frame echoed back; on a Socket.IO
+//! peer the event `echo` with the same object, acknowledged with it; a SignalR peer gets `Echo`.
+//! Signed calls are Signet's alone.
 
 use super::{measure_cpu, remember, round, Outcome, Target, Window, CALL_TIMEOUT};
 use crate::client::{bounded, Client, ClientError, HubClient, RawClient};
 use crate::credentials::Identity;
+use crate::socketio::SocketIoClient;
 use crate::stats::Latencies;
 use serde_json::{json, Value};
 use signet_protocol::envelope::{EnvelopeBuilder, MessageKey};
@@ -67,7 +70,7 @@ pub async fn run(target: &Target, options: &EchoOptions) -> Result<Outcome, Stri
     let mut summary = Vec::new();
     let mut headline = None;
     let mut plain_rate = None;
-    if options.mode != EchoMode::Signed || target.kind == super::TargetKind::Baseline {
+    if options.mode != EchoMode::Signed || target.kind != super::TargetKind::Signet {
         let (pass, back) = measure(target, connections, options, false).await;
         connections = back;
         summary.push(format!("plain {}", describe(&pass.figures)));
@@ -212,6 +215,7 @@ async fn round_trip(
     match client {
         Client::Hub(hub) => hub_round_trip(hub, seq, key, hub_path, lifetime).await,
         Client::Raw(raw) => raw_round_trip(raw, seq).await,
+        Client::SocketIo(socket) => socketio_round_trip(socket, seq).await,
     }
 }
 
@@ -257,4 +261,14 @@ async fn raw_round_trip(raw: &mut RawClient, seq: u64) -> Result<Option<String>,
     raw.send(payload.into_bytes()).await?;
     let echoed = raw.recv().await?;
     Ok((echoed.len() != expected).then(|| "the echo differs from what was sent".to_string()))
+}
+
+async fn socketio_round_trip(
+    socket: &mut SocketIoClient,
+    seq: u64,
+) -> Result<Option<String>, ClientError> {
+    let argument = json!({ "seq": seq, "text": "hello" });
+    let answer = socket.call(seq, "echo", &[argument]).await?;
+    let echoed = answer.first().and_then(|value| value["seq"].as_u64());
+    Ok((echoed != Some(seq)).then(|| "the echo differs from what was sent".to_string()))
 }

@@ -38,12 +38,18 @@ pub async fn run(target: &Target, options: &IdleOptions) -> Result<Outcome, Stri
         // Spread the keep-alives over the interval instead of sending them all at once.
         let offset = KEEP_ALIVE.mul_f64((index % 1000) as f64 / 1000.0);
         holders.spawn(async move {
-            let mut next_ping = tokio::time::Instant::now() + offset;
+            // The first keep-alive goes at once: the first connections have been silent while
+            // the others opened, which takes tens of seconds on a slow server (a server drops a
+            // client silent for 30 s). Then one every 15 s, at this connection's offset.
+            let start = tokio::time::Instant::now();
+            let mut next_ping = start;
+            let mut pings = 0u32;
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = tokio::time::sleep_until(next_ping) => {
-                        next_ping += KEEP_ALIVE;
+                        next_ping = start + offset + KEEP_ALIVE * pings;
+                        pings += 1;
                         if client.keep_alive().await.is_err() { break; }
                     }
                     received = client.drain_one() => if received.is_err() { break },

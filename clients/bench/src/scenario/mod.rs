@@ -1,5 +1,5 @@
-//! The scenarios. Each is written once against [`Client`] and runs against Signet or the
-//! baseline; each returns its figures as JSON plus a one-line summary and, where there is one, a
+//! The scenarios. Each is written once against [`Client`] and runs against Signet, the
+//! baseline or a peer; each returns its figures as JSON plus a one-line summary and, where there is one, a
 //! headline rate that `--compare` divides by the baseline's.
 
 pub mod broadcast;
@@ -13,6 +13,8 @@ pub mod soak;
 
 use crate::client::{bounded, Client, ClientError, Endpoint, HubClient, RawClient, SourceAddrs};
 use crate::credentials::{Credentials, Identity};
+use crate::peers::{Peer, PEER_TOKEN};
+use crate::socketio::SocketIoClient;
 use crate::stats::{Latencies, LatencySummary};
 use serde_json::Value;
 use signet_protocol::protocol::HubProtocol;
@@ -30,6 +32,7 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum TargetKind {
     Signet,
     Baseline,
+    Peer(Peer),
 }
 
 impl TargetKind {
@@ -37,6 +40,7 @@ impl TargetKind {
         match self {
             Self::Signet => "signet",
             Self::Baseline => "baseline",
+            Self::Peer(peer) => peer.name(),
         }
     }
 }
@@ -162,6 +166,18 @@ impl Target {
             .await
             .map(Client::Hub),
             (TargetKind::Signet, None) => Err(ClientError::Handshake("no token".into())),
+            (TargetKind::Peer(peer), _) if peer.speaks_signalr() => HubClient::connect(
+                self.node(index),
+                source,
+                PEER_TOKEN,
+                self.protocol,
+                self.skip_negotiation,
+            )
+            .await
+            .map(Client::Hub),
+            (TargetKind::Peer(_), _) => SocketIoClient::connect(self.node(index), source)
+                .await
+                .map(Client::SocketIo),
             (TargetKind::Baseline, _) => {
                 let binary = self.protocol == HubProtocol::MessagePack;
                 RawClient::connect(self.node(index), source, binary)
