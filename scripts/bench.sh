@@ -49,7 +49,9 @@ CURVE_RECEIVERS=${CURVE_RECEIVERS:-100 1000 10000}
 CURVE_RATE=${CURVE_RATE:-2}
 CURVES_OUT=${CURVES_OUT:-docs/bench-curves.jsonl}
 PEER_ARGS=()
-SIGNET=./target/release/signet
+# SIGNET_BIN measures another build of the server (e.g. an older commit's, for before/after)
+# with this generator and baseline.
+SIGNET=${SIGNET_BIN:-./target/release/signet}
 BENCH=./target/release/signet-bench
 
 # One secret pair for the server and the generator; never printed.
