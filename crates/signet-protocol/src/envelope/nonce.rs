@@ -70,6 +70,14 @@ struct NonceId(u128);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct ScopeId(u64);
 
+impl ScopeId {
+    /// The shard this scope's records live in. Chosen by high bits: the maps inside hash by
+    /// the low ones.
+    fn shard_index(self) -> usize {
+        (self.0 >> 40) as usize % SHARDS
+    }
+}
+
 /// Hashes the ids above, already uniform keyed hashes, by taking their bits as they are.
 #[derive(Default)]
 struct PreHashed(u64);
@@ -351,9 +359,9 @@ impl InMemoryNonceStore {
         NonceId(u128::from(high) << 64 | u128::from(low))
     }
 
-    /// The shard of `scope`. Chosen by high bits: the maps inside hash by the low ones.
+    /// The shard of `scope`.
     fn shard(&self, scope: ScopeId) -> MutexGuard<'_, Shard> {
-        lock(&self.shards[(scope.0 >> 40) as usize % SHARDS])
+        lock(&self.shards[scope.shard_index()])
     }
 }
 
@@ -516,7 +524,7 @@ mod tests {
 
     /// Two scopes whose nonces live in different shards.
     fn scopes_in_two_shards(store: &InMemoryNonceStore) -> (String, String) {
-        let shard = |scope: &str| (store.scope_id(scope).0 >> 40) as usize % SHARDS;
+        let shard = |scope: &str| store.scope_id(scope).shard_index();
         let first = "scope-0".to_string();
         let second = (1..)
             .map(|i| format!("scope-{i}"))
@@ -552,7 +560,7 @@ mod tests {
                 "the scopes never spread over every shard"
             );
             let scope = format!("session-{}", scopes.len());
-            shards.insert((store.scope_id(&scope).0 >> 40) as usize % SHARDS);
+            shards.insert(store.scope_id(&scope).shard_index());
             scopes.push(scope);
         }
         for scope in &scopes {
