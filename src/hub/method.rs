@@ -225,8 +225,61 @@ pub fn bind<T: DeserializeOwned>(arguments: Vec<Value>) -> Result<T, HubError> {
 /// What a plain method returns: `None` completes without a result (a void method).
 pub type MethodResult = Result<Option<Value>, HubError>;
 
-/// Items of a client-to-server stream, in order; the channel ends when the client completes it.
-pub type UploadStream = mpsc::Receiver<Value>;
+/// Items of a client-to-server stream (a `Subject` the client passes to an
+/// [upload method](super::HubBuilder::upload)), in order: `None` (the stream's end) once the
+/// client completes the stream, or the connection ends. The server holds at most
+/// `hub.stream_buffer_items` items the method has not read yet; the connection waits beyond
+/// that, so a slow reader slows its client down rather than growing a queue.
+///
+/// Read it with [`UploadStream::recv`], or as a [`futures_util::Stream`]:
+///
+/// ```
+/// use futures_util::StreamExt;
+/// use signet::{HubBuilder, HubError, MethodSpec};
+///
+/// fn uploads(hub: HubBuilder) -> HubBuilder {
+///     hub
+///         // The longest string of one stream.
+///         .upload(MethodSpec::new("Longest", &[]), 1, |_, _, mut streams| async move {
+///             let mut lines = streams.pop().ok_or_else(|| HubError::hub("a stream is required"))?;
+///             let mut longest = 0;
+///             while let Some(line) = lines.recv().await {
+///                 longest = longest.max(line.as_str().map_or(0, str::len));
+///             }
+///             Ok(Some(longest.into()))
+///         })
+///         // How many items two streams had, together.
+///         .upload(MethodSpec::new("Count", &[]), 2, |_, _, streams| async move {
+///             let all = futures_util::stream::select_all(streams);
+///             Ok(Some(all.count().await.into()))
+///         })
+/// }
+/// # let _ = uploads;
+/// ```
+#[derive(Debug)]
+pub struct UploadStream(mpsc::Receiver<Value>);
+
+impl UploadStream {
+    pub(crate) fn new(items: mpsc::Receiver<Value>) -> Self {
+        Self(items)
+    }
+
+    /// The next item; `None` once the client completed the stream (or the connection ended).
+    pub async fn recv(&mut self) -> Option<Value> {
+        self.0.recv().await
+    }
+}
+
+impl futures_util::Stream for UploadStream {
+    type Item = Value;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Value>> {
+        self.0.poll_recv(cx)
+    }
+}
 
 pub type UnaryHandler =
     Arc<dyn Fn(Call, Vec<Value>) -> LocalBoxFuture<'static, MethodResult> + Send + Sync>;

@@ -6,7 +6,7 @@ use super::streams::{pump_stream, OpenUploads, Uploads};
 use super::{reply, Session};
 use crate::connection::{CloseReason, Connection};
 use crate::hub::call::Call;
-use crate::hub::method::{Handler, HubError, Method, MethodResult};
+use crate::hub::method::{Handler, HubError, Method, MethodResult, UploadStream};
 use crate::hub::Hub;
 use crate::metrics::{Metrics, Outcome, OTHER_METHOD};
 use crate::protocol::{CompletionResult, HubMessage, HubProtocol, ProtocolError};
@@ -146,14 +146,14 @@ impl Invocations {
         &mut self,
         stream_ids: Vec<String>,
         buffer: usize,
-    ) -> (Vec<mpsc::Receiver<Value>>, Vec<(String, u64)>) {
+    ) -> (Vec<UploadStream>, Vec<(String, u64)>) {
         let mut receivers = Vec::with_capacity(stream_ids.len());
         let mut registered = Vec::with_capacity(stream_ids.len());
         for stream_id in stream_ids {
             let (tx, rx) = mpsc::channel(buffer);
             let registration = self.uploads.insert(stream_id.clone(), tx);
             registered.push((stream_id, registration));
-            receivers.push(rx);
+            receivers.push(UploadStream::new(rx));
         }
         (receivers, registered)
     }
