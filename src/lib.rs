@@ -125,12 +125,17 @@
 pub mod protocol;
 pub mod settings;
 
+pub use auth::issue::random_id;
 pub use auth::Principal;
+pub use cluster::{Backplane, BackplaneScript, BackplaneValue, ScriptCall};
+pub use envelope::unix_now_ms;
 pub use hub::{
     bind, Access, BackplaneError, Call, Clients, ConnectedUser, ConnectionInfo, HubBuilder,
     HubError, InternalError, LifetimeError, MethodResult, MethodSpec, Param, UploadStream,
 };
-pub use hubs::{HubContext, HubRegistrationError};
+pub use hubs::{
+    DeviceInfo, Devices, EnvelopeSealer, HubContext, HubMetrics, HubRegistrationError, OpaqueError,
+};
 pub use startup::{Application, Server, StartupError};
 pub use telemetry::init_logging;
 

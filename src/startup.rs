@@ -10,7 +10,7 @@ use crate::envelope::{EnvelopeLimits, EnvelopeService, InMemoryNonceStore, Nonce
 use crate::http::health::Readiness;
 use crate::http::{self, ApiError, JsonLimit};
 use crate::hub::{HubBuilder, HubCatalog, HubServices, OpenUploads, SessionLimits};
-use crate::hubs::{CatalogParts, HubContext, HubSetup};
+use crate::hubs::{CatalogParts, HubContext, HubSetup, OpaqueError};
 use crate::identity::{IdentityError, IdentityService, Passwords, UserAdmin};
 use crate::metrics::{MeteredStore, Metrics, StatsSeries};
 use crate::settings::{ResolvedSecrets, Settings, SettingsError};
@@ -26,7 +26,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// Why the server did not start (or stopped serving): each names the setting or resource at
-/// fault.
+/// fault. Causes whose types are not public API are carried as an [`OpaqueError`], with their
+/// message and chain of causes as they were.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     /// The configuration is invalid.
@@ -34,13 +35,13 @@ pub enum StartupError {
     Settings(#[from] SettingsError),
     /// A JWT verification key could not be loaded.
     #[error(transparent)]
-    KeyRing(#[from] KeyRingError),
+    KeyRing(OpaqueError),
     /// The store could not be opened or migrated.
     #[error("store: {0}")]
-    Store(#[from] StoreError),
+    Store(#[source] OpaqueError),
     /// The identity service could not be set up.
     #[error("identity: {0}")]
-    Identity(#[from] IdentityError),
+    Identity(#[source] OpaqueError),
     /// The data directory could not be made private.
     #[error("cannot make the data directory {path} private (mode 0700): {source}")]
     DataDir {
@@ -51,10 +52,10 @@ pub enum StartupError {
     },
     /// The certificate or key of `[tls]` could not be loaded.
     #[error("tls: {0}")]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[source] OpaqueError),
     /// The cluster (`[cluster]`) could not be joined.
     #[error(transparent)]
-    Cluster(#[from] crate::cluster::ClusterError),
+    Cluster(OpaqueError),
     /// A hub could not be registered (its name, or an `[[upstream]]` naming it).
     #[error(transparent)]
     Hubs(#[from] crate::hubs::HubRegistrationError),
@@ -70,6 +71,26 @@ pub enum StartupError {
     #[error("serving: {0}")]
     Serve(#[source] std::io::Error),
 }
+
+/// The causes whose types are internal: each becomes its variant's [`OpaqueError`], so `?`
+/// works on them as before.
+macro_rules! opaque_causes {
+    ($($cause:ty => $variant:ident),* $(,)?) => {$(
+        impl From<$cause> for StartupError {
+            fn from(err: $cause) -> Self {
+                Self::$variant(OpaqueError::new(err))
+            }
+        }
+    )*};
+}
+
+opaque_causes!(
+    KeyRingError => KeyRing,
+    StoreError => Store,
+    IdentityError => Identity,
+    crate::tls::TlsError => Tls,
+    crate::cluster::ClusterError => Cluster,
+);
 
 /// Cheap-to-clone handles to every shared service, built once outside the worker closure.
 #[doc(hidden)]

@@ -15,7 +15,16 @@ pub struct IssuedToken {
     pub expires_at: i64,
 }
 
-/// 16 random bytes, base64url: the shape of every random identifier Signet hands out.
+/// 16 random bytes (128 bits, from the thread's cryptographically secure generator),
+/// base64url without padding: the shape of every random identifier Signet hands out, and one
+/// a hub can use for its own (a command id, a request id) where guessing one must not pay.
+///
+/// ```
+/// let id = signet::random_id();
+/// assert_eq!(id.len(), 22);
+/// assert!(id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+/// assert_ne!(id, signet::random_id());
+/// ```
 pub fn random_id() -> String {
     let mut bytes = [0u8; 16];
     rand::rng().fill_bytes(&mut bytes);

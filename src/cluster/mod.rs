@@ -9,6 +9,7 @@
 //! pings the subscription connection every half second (so it reconnects soon after Redis
 //! returns) and retries subscriptions never confirmed.
 
+mod backplane;
 pub mod forward;
 mod lifetime;
 mod nonces;
@@ -16,6 +17,7 @@ mod revocations;
 pub mod tunnel;
 pub mod wire;
 
+pub use backplane::{Backplane, BackplaneScript, BackplaneValue, ScriptCall};
 pub use forward::Forwarder;
 pub use lifetime::RedisLifetimeManager;
 pub use nonces::RedisNonceStore;

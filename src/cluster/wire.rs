@@ -86,12 +86,10 @@ pub enum Frame {
         outcome: Outcome,
         count: u64,
     },
-    /// A device's telemetry report for the `StreamTelemetry` subscribers of every node:
-    /// its owner and the JSON payload subscribers receive.
-    Telemetry {
-        owner: String,
-        payload: String,
-    },
+    /// A message an application's hub published on one of its own channels
+    /// ([`super::Backplane::publish`]): bytes only the hub reads. (Kind 8, the home hub's
+    /// telemetry before it went through [`super::Backplane`], is retired.)
+    Application(Bytes),
     /// Revocation records made on the sender, for every node to put in force (on the
     /// cluster's revocation channel).
     Revocations(Vec<RevocationRecord>),
@@ -202,10 +200,7 @@ pub fn encode(origin: &Origin, frame: &Frame) -> Bytes {
             }
             out.put_u64(*count);
         }
-        Frame::Telemetry { owner, payload } => {
-            put_str(&mut out, owner);
-            put_str(&mut out, payload);
-        }
+        Frame::Application(body) => put_bytes(&mut out, body),
         Frame::Revocations(records) => {
             out.put_u32(u32::try_from(records.len()).unwrap_or(u32::MAX));
             for record in records {
@@ -307,10 +302,6 @@ pub fn decode(bytes: Bytes) -> Result<(Origin, Frame), WireError> {
             },
             count: r.u64()?,
         },
-        8 => Frame::Telemetry {
-            owner: r.str()?,
-            payload: r.str()?,
-        },
         9 => Frame::Revocations(r.records()?),
         10 => Frame::Forward {
             request: r.u64()?,
@@ -332,6 +323,7 @@ pub fn decode(bytes: Bytes) -> Result<(Origin, Frame), WireError> {
             event: r.u8()?,
             body: r.bytes()?,
         },
+        13 => Frame::Application(r.bytes()?),
         _ => return Err(WireError::Invalid("kind")),
     };
     Ok((origin, frame))
@@ -346,11 +338,11 @@ fn kind(frame: &Frame) -> u8 {
         Frame::GroupChange { .. } => 5,
         Frame::DisconnectUser { .. } => 6,
         Frame::Reply { .. } => 7,
-        Frame::Telemetry { .. } => 8,
         Frame::Revocations(_) => 9,
         Frame::Forward { .. } => 10,
         Frame::Forwarded { .. } => 11,
         Frame::Tunnel { .. } => 12,
+        Frame::Application(_) => 13,
     }
 }
 
@@ -360,7 +352,7 @@ fn payload_len(frame: &Frame) -> usize {
         | Frame::User { payload, .. }
         | Frame::Groups { payload, .. }
         | Frame::Connection { payload, .. } => payload.json.len() + payload.msgpack.len(),
-        Frame::Telemetry { payload, .. } => payload.len(),
+        Frame::Application(body) => body.len(),
         Frame::Forward { body, .. }
         | Frame::Forwarded { body, .. }
         | Frame::Tunnel { body, .. } => body.len(),
@@ -558,10 +550,7 @@ mod tests {
                 outcome: Outcome::TooManyGroups(64),
                 count: 3,
             },
-            Frame::Telemetry {
-                owner: "alice".into(),
-                payload: "{\"kind\":\"temp\"}".into(),
-            },
+            Frame::Application(Bytes::from_static(b"{\"owner\":\"alice\"}")),
             Frame::Revocations(vec![
                 RevocationRecord::DeniedToken {
                     jti: "j".into(),

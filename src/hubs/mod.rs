@@ -1,29 +1,70 @@
 //! The applications' hubs: what the server hands an application's hub setup
-//! ([`HubContext`]), the catalog of every registered hub with the methods `[[upstream]]`
-//! forwards added to the hub it names, and the built-in home hub (`signet serve`).
+//! ([`HubContext`]: settings, the device registry, envelope sealing, the cluster's backplane,
+//! metrics), the catalog of every registered hub with the methods `[[upstream]]` forwards
+//! added to the hub it names, and the built-in home hub (`signet serve`), which is built on
+//! that public API alone like any application (`scripts/import-graph.py` checks it).
 
+mod devices;
 pub mod home;
+mod metrics;
+mod sealer;
 
-use crate::cluster::{Cluster, RedisLifetimeManager};
+pub use devices::{DeviceInfo, Devices};
+pub use metrics::HubMetrics;
+pub use sealer::EnvelopeSealer;
+
+use crate::cluster::{Backplane, Cluster, RedisLifetimeManager};
 use crate::hub::{
     HubBuilder, HubCatalog, HubLifetimeManager, HubServices, InProcessLifetimeManager,
 };
 use crate::settings::{Secret, Settings};
 use crate::store::Store;
 use crate::upstream::{self, UpstreamError};
+use std::error::Error;
+use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// What a hub's setup may use besides its [`HubBuilder`]: the server's settings (an
-/// application's own section can live in its own file or environment; these are Signet's).
+/// application's own section can live in its own file or environment; these are Signet's),
+/// and the server's services a hub with devices builds on: the device registry
+/// ([`Devices`]), envelope sealing ([`EnvelopeSealer`]), the cluster's shared state
+/// ([`Backplane`]) and metrics ([`HubMetrics`]). Each is a cheap handle to clone into the
+/// hub's methods.
 ///
-/// The built-in home hub also reaches the server's store, cluster and services through the
-/// hidden accessors; those are not stable API.
+/// ```no_run
+/// use signet::{HubBuilder, HubContext, Server};
+///
+/// fn setup(hub: HubBuilder, context: &HubContext<'_>) -> HubBuilder {
+///     let _devices = context.devices();
+///     let _sealer = context.sealer();
+///     let _shared = context.backplane(); // `None` on a single node
+///     let _metrics = context.metrics();
+///     tracing::info!(hub = context.hub(), "declaring methods");
+///     hub
+/// }
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let settings = signet::settings::load(None, std::env::vars())?;
+/// Server::new(settings).hub_with_context("devices", setup).run()?;
+/// # Ok(())
+/// # }
+/// ```
 pub struct HubContext<'a> {
+    hub: &'a str,
     settings: &'a Settings,
     services: &'a HubServices,
     store: &'a Arc<dyn Store>,
     cluster: Option<&'a Arc<Cluster>>,
+}
+
+impl fmt::Debug for HubContext<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HubContext")
+            .field("hub", &self.hub)
+            .finish_non_exhaustive()
+    }
 }
 
 impl HubContext<'_> {
@@ -32,19 +73,36 @@ impl HubContext<'_> {
         self.settings
     }
 
-    #[doc(hidden)]
-    pub fn services(&self) -> &HubServices {
-        self.services
+    /// The name of the hub being set up (served at `/hubs/{name}`).
+    pub fn hub(&self) -> &str {
+        self.hub
     }
 
-    #[doc(hidden)]
-    pub fn store(&self) -> &Arc<dyn Store> {
-        self.store
+    /// The server's registered devices, read-only.
+    pub fn devices(&self) -> Devices {
+        Devices::new(self.store.clone())
     }
 
-    #[doc(hidden)]
-    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+    /// Seals what this hub sends to devices, with envelopes living
+    /// `envelope.forward_lifetime_secs`.
+    pub fn sealer(&self) -> EnvelopeSealer {
+        EnvelopeSealer::new(
+            self.services.envelopes.clone(),
+            self.hub,
+            Duration::from_secs(self.settings.envelope.forward_lifetime_secs),
+        )
+    }
+
+    /// This hub's shared state in the cluster (`[cluster]`), or `None` on a single node, where
+    /// the hub keeps its state in process.
+    pub fn backplane(&self) -> Option<Backplane> {
         self.cluster
+            .map(|cluster| Backplane::new(cluster.clone(), self.hub))
+    }
+
+    /// The server's metrics, for the hub's own refusals.
+    pub fn metrics(&self) -> HubMetrics {
+        HubMetrics::new(self.services.metrics.clone())
     }
 }
 
@@ -60,9 +118,59 @@ pub enum HubRegistrationError {
     /// Two hubs of one server have this name.
     #[error("hub `{0}` is registered twice")]
     Duplicate(String),
-    /// An `[[upstream]]` names no registered hub, or a method its hub already has.
+    /// An `[[upstream]]` names no registered hub, or a method its hub already has, or its
+    /// client could not be set up.
     #[error(transparent)]
-    Upstream(#[from] UpstreamError),
+    Upstream(OpaqueError),
+}
+
+impl From<UpstreamError> for HubRegistrationError {
+    fn from(err: UpstreamError) -> Self {
+        Self::Upstream(OpaqueError::new(err))
+    }
+}
+
+/// An error whose type is not public API: its message and its chain of causes
+/// ([`Error::source`]), for a log line or an exit message, as the underlying error has them.
+///
+/// ```
+/// use std::error::Error;
+///
+/// fn report(err: &signet::OpaqueError) -> String {
+///     let mut text = err.to_string();
+///     let mut cause = err.source();
+///     while let Some(inner) = cause {
+///         text.push_str(&format!(": {inner}"));
+///         cause = inner.source();
+///     }
+///     text
+/// }
+/// # let _ = report;
+/// ```
+pub struct OpaqueError(Box<dyn Error + Send + Sync>);
+
+impl OpaqueError {
+    pub(crate) fn new(err: impl Error + Send + Sync + 'static) -> Self {
+        Self(Box::new(err))
+    }
+}
+
+impl fmt::Display for OpaqueError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Debug for OpaqueError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl Error for OpaqueError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.0.source()
+    }
 }
 
 /// Refuses a hub name that is not one safe path segment.
@@ -127,14 +235,15 @@ pub(crate) fn catalog(
             None => local,
         }
     };
-    let context = HubContext {
-        settings,
-        services,
-        store: &store,
-        cluster,
-    };
     let mut catalog = HubCatalog::default();
     for (name, setup) in hubs {
+        let context = HubContext {
+            hub: &name,
+            settings,
+            services,
+            store: &store,
+            cluster,
+        };
         let builder = setup(HubBuilder::new(&name, lifetime(&name), services), &context);
         let builder = upstream::register(
             builder,
@@ -146,4 +255,29 @@ pub(crate) fn catalog(
         catalog = catalog.with(builder.build());
     }
     Ok(catalog)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn an_opaque_error_keeps_the_message_and_the_causes() {
+        let opaque = OpaqueError::new(Outer(std::io::Error::other("inner")));
+        assert_eq!(opaque.to_string(), "outer");
+        let cause = opaque.source().map(ToString::to_string);
+        assert_eq!(cause.as_deref(), Some("inner"));
+        let err = HubRegistrationError::from(UpstreamError::UnknownHub {
+            index: 2,
+            hub: "nope".into(),
+        });
+        assert_eq!(
+            err.to_string(),
+            "configuration key `upstream[2].hub`: no hub is named `nope`"
+        );
+    }
 }

@@ -9,56 +9,43 @@
 use super::pending::{PendingCommand, PendingCommands, PendingError, PendingFull};
 use super::telemetry::{TelemetryEvent, TelemetryFanout};
 use super::HomeShared;
-use crate::auth::issue::random_id;
-use crate::auth::Principal;
-use crate::envelope::{unix_now_ms, EnvelopeService};
-use crate::hub::{
-    Call, HubBuilder, HubError, HubServices, InternalError, MethodResult, MethodSpec, Param,
+use crate::{
+    random_id, unix_now_ms, Call, DeviceInfo, Devices, EnvelopeSealer, HubBuilder, HubContext,
+    HubError, HubMetrics, InternalError, MethodResult, MethodSpec, Param, Principal,
 };
-use crate::identity::device_subject;
-use crate::settings::Settings;
-use crate::store::{Device, Store};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 const USERS: &[&str] = &["user", "admin"];
 const DEVICES: &[&str] = &["device"];
-const DEVICE_SUB_PREFIX: &str = "device:";
 /// Longest command name a user may send. A format rule of the home hub's API, not a setting.
 const MAX_COMMAND_NAME: usize = 64;
 
 /// State the device methods share.
 struct Home {
-    store: Arc<dyn Store>,
-    envelopes: Arc<EnvelopeService>,
-    hub_path: String,
-    forward_lifetime: Duration,
+    devices: Devices,
+    sealer: EnvelopeSealer,
     /// Commands sent and not yet answered: command id -> device and issuer.
     pending: Arc<dyn PendingCommands>,
     telemetry: Arc<dyn TelemetryFanout>,
     /// Counts refusals by the pending-command caps.
-    metrics: crate::metrics::Metrics,
+    metrics: HubMetrics,
 }
 
 pub(super) fn register(
     builder: HubBuilder,
-    services: &HubServices,
-    store: Arc<dyn Store>,
+    context: &HubContext<'_>,
     shared: HomeShared,
-    settings: &Settings,
 ) -> HubBuilder {
     let home = Arc::new(Home {
-        store,
-        envelopes: services.envelopes.clone(),
-        hub_path: "/hubs/home".to_string(),
-        forward_lifetime: Duration::from_secs(settings.envelope.forward_lifetime_secs),
+        devices: context.devices(),
+        sealer: context.sealer(),
         pending: shared.pending,
         telemetry: shared.telemetry,
-        metrics: services.metrics.clone(),
+        metrics: context.metrics(),
     });
     builder
         .method(
@@ -107,14 +94,6 @@ where
     move |call, args| method(home.clone(), call, args)
 }
 
-/// The device id of a device principal (its `sub` is `device:<id>`).
-fn device_id_of(principal: &Principal) -> Option<&str> {
-    principal
-        .has_role("device")
-        .then(|| principal.sub.strip_prefix(DEVICE_SUB_PREFIX))
-        .flatten()
-}
-
 /// The verified command of a signed method, as `T`.
 fn command<T: serde::de::DeserializeOwned>(args: Vec<Value>, what: &str) -> Result<T, HubError> {
     let value = args.into_iter().next().unwrap_or(Value::Null);
@@ -129,7 +108,7 @@ fn internal(err: impl Into<InternalError>) -> HubError {
 async fn is_online(call: &Call, device_id: &str) -> Result<bool, HubError> {
     let online = call
         .clients
-        .online(&[device_subject(device_id)])
+        .online(&[Devices::subject(device_id)])
         .await
         .map_err(internal)?;
     Ok(online.first().copied().unwrap_or(false))
@@ -139,8 +118,12 @@ async fn is_online(call: &Call, device_id: &str) -> Result<bool, HubError> {
 /// once for all of them.
 async fn list_devices(home: Arc<Home>, call: Call, _: Vec<Value>) -> MethodResult {
     let owner = (!call.principal.has_role("admin")).then_some(call.principal.sub.as_str());
-    let devices = home.store.list_devices(owner).await.map_err(internal)?;
-    let subjects: Vec<String> = devices.iter().map(|d| device_subject(&d.id)).collect();
+    let devices = match owner {
+        Some(owner) => home.devices.owned_by(owner).await,
+        None => home.devices.all().await,
+    }
+    .map_err(internal)?;
+    let subjects: Vec<String> = devices.iter().map(|d| Devices::subject(&d.id)).collect();
     let online = call.clients.online(&subjects).await.map_err(internal)?;
     let listed = devices
         .into_iter()
@@ -175,7 +158,7 @@ async fn send_command(home: Arc<Home>, call: Call, args: Vec<Value>) -> MethodRe
     // Each connection gets an envelope sealed with the message key of its own token.
     let targets: Vec<(String, String)> = call
         .clients
-        .connections_of(&device_subject(&device.id))
+        .connections_of(&Devices::subject(&device.id))
         .await
         .map_err(internal)?
         .into_iter()
@@ -193,13 +176,7 @@ async fn send_command(home: Arc<Home>, call: Call, args: Vec<Value>) -> MethodRe
         "from": principal.sub,
     });
     for (connection_id, session) in targets {
-        let envelope = home.envelopes.seal(
-            &session,
-            &home.hub_path,
-            "Command",
-            &forwarded,
-            home.forward_lifetime,
-        );
+        let envelope = home.sealer.seal(&session, "Command", &forwarded);
         call.clients
             .connection(&connection_id, "Command", vec![envelope])
             .await
@@ -229,16 +206,15 @@ async fn commanded_device(
     home: &Home,
     principal: &Principal,
     device_id: &str,
-) -> Result<Device, HubError> {
+) -> Result<DeviceInfo, HubError> {
     let not_found = || HubError::hub("device not found");
     let device = home
-        .store
-        .device(device_id)
+        .devices
+        .get(device_id)
         .await
         .map_err(internal)?
-        .ok_or_else(not_found)?
-        .device;
-    if device.owner_id != principal.sub && !principal.has_role("admin") {
+        .ok_or_else(not_found)?;
+    if device.owner != principal.sub && !principal.has_role("admin") {
         return Err(not_found());
     }
     Ok(device)
@@ -287,7 +263,7 @@ struct CommandResultMessage {
 /// delivered to the issuer as `CommandResult({commandId, deviceId, status, result})`.
 async fn command_result(home: Arc<Home>, call: Call, args: Vec<Value>) -> MethodResult {
     let message: CommandResultMessage = command(args, "command result")?;
-    let device_id = device_id_of(&call.principal)
+    let device_id = Devices::id_of(&call.principal)
         .ok_or_else(|| HubError::hub("only devices send command results"))?;
     // Taking is what makes the answer single: a second result finds nothing.
     let pending = home
@@ -330,7 +306,7 @@ async fn report_telemetry(home: Arc<Home>, call: Call, args: Vec<Value>) -> Meth
     let message: TelemetryMessage = command(args, "telemetry")?;
     let principal = &call.principal;
     let device_id =
-        device_id_of(principal).ok_or_else(|| HubError::hub("only devices report telemetry"))?;
+        Devices::id_of(principal).ok_or_else(|| HubError::hub("only devices report telemetry"))?;
     let owner = principal
         .owner
         .clone()
@@ -370,7 +346,7 @@ fn stream_telemetry(
 /// against their issuers (a result it sends after reconnecting before their deadline is still
 /// delivered), and its owner learns it went offline.
 async fn device_left(home: Arc<Home>, call: Call) {
-    if let Some(device_id) = device_id_of(&call.principal) {
+    if let Some(device_id) = Devices::id_of(&call.principal) {
         if !is_online(&call, device_id).await.unwrap_or(false) {
             if let Err(err) = home.pending.remove_device(device_id).await {
                 tracing::warn!(error = %err, "cannot free the commands of a device that left");
@@ -383,7 +359,7 @@ async fn device_left(home: Arc<Home>, call: Call) {
 /// Tells the owner `DeviceStatus({deviceId, online})` when a device connects or disconnects.
 async fn presence(call: Call, connected: bool) {
     let principal = &call.principal;
-    let (Some(device_id), Some(owner)) = (device_id_of(principal), principal.owner.as_deref())
+    let (Some(device_id), Some(owner)) = (Devices::id_of(principal), principal.owner.as_deref())
     else {
         return;
     };

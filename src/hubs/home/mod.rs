@@ -3,17 +3,19 @@
 //! results, telemetry and presence.
 
 mod devices;
-pub mod pending;
-pub mod pending_redis;
-pub mod telemetry;
+mod pending;
+mod pending_redis;
+mod telemetry;
 
 use pending::{InProcessPendingCommands, PendingCommands};
 use pending_redis::RedisPendingCommands;
 use telemetry::{InProcessTelemetry, RedisTelemetry, TelemetryFanout};
 
-use super::HubContext;
-use crate::hub::{bind, Call, HubBuilder, HubError, MethodResult, MethodSpec, Param, UploadStream};
 use crate::settings::Settings;
+use crate::{
+    bind, Backplane, Call, HubBuilder, HubContext, HubError, MethodResult, MethodSpec, Param,
+    UploadStream,
+};
 use futures_util::stream;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -27,26 +29,27 @@ const MAX_COUNTER_ITEMS: u64 = 10_000;
 const MAX_COUNTER_DELAY_MS: u64 = 10_000;
 
 /// What the home hub's devices share with the other nodes of a cluster, or keep in process.
-pub struct HomeShared {
-    pub pending: Arc<dyn PendingCommands>,
-    pub telemetry: Arc<dyn TelemetryFanout>,
+struct HomeShared {
+    pending: Arc<dyn PendingCommands>,
+    telemetry: Arc<dyn TelemetryFanout>,
 }
 
 impl HomeShared {
-    /// In process on a single node; in Redis (telemetry relayed through it) with `cluster`.
-    pub fn new(settings: &Settings, cluster: Option<&Arc<crate::cluster::Cluster>>) -> Self {
+    /// In process on a single node; on the hub's backplane (telemetry relayed through it)
+    /// in a cluster.
+    fn new(settings: &Settings, backplane: Option<Backplane>) -> Self {
         let home = &settings.home;
-        let timeout = std::time::Duration::from_secs(home.command_timeout_secs);
+        let timeout = Duration::from_secs(home.command_timeout_secs);
         let telemetry = Arc::new(InProcessTelemetry::new(home.telemetry_buffer));
-        match cluster {
-            Some(cluster) => Self {
+        match backplane {
+            Some(backplane) => Self {
                 pending: Arc::new(RedisPendingCommands::new(
-                    cluster.clone(),
+                    backplane.clone(),
                     home.max_pending_commands,
                     home.max_pending_commands_per_user,
                     timeout,
                 )),
-                telemetry: Arc::new(RedisTelemetry::start(cluster.clone(), "home", telemetry)),
+                telemetry: Arc::new(RedisTelemetry::start(backplane, telemetry)),
             },
             None => Self {
                 pending: Arc::new(InProcessPendingCommands::new(
@@ -63,46 +66,39 @@ impl HomeShared {
 /// The home hub's methods on `builder` (the server adds the upstream methods after them):
 /// what `signet serve` registers as hub `home`.
 pub fn setup(builder: HubBuilder, context: &HubContext<'_>) -> HubBuilder {
-    let settings = context.settings();
-    let shared = HomeShared::new(settings, context.cluster());
-    devices::register(
-        builder,
-        context.services(),
-        context.store().clone(),
-        shared,
-        settings,
-    )
-    .method(MethodSpec::new("Whoami", &[]), whoami)
-    .method(MethodSpec::new("Echo", &[Param::Any]), echo)
-    .method(
-        MethodSpec::new("EchoSigned", &[Param::Object]).signed(),
-        echo,
-    )
-    .method(
-        MethodSpec::new("BroadcastMessage", &[Param::String]).roles(ADMIN),
-        broadcast_message,
-    )
-    .method(
-        MethodSpec::new("GetConnectedUsersCount", &[]).roles(ADMIN),
-        connected_users_count,
-    )
-    .method(
-        MethodSpec::new("ListConnectedUsers", &[]).roles(ADMIN),
-        list_connected_users,
-    )
-    .method(
-        MethodSpec::new("DisconnectUser", &[Param::String]).roles(ADMIN),
-        disconnect_user,
-    )
-    .method(
-        MethodSpec::new("DropTransport", &[]).roles(ADMIN),
-        drop_transport,
-    )
-    .stream(
-        MethodSpec::new("Counter", &[Param::Integer, Param::Integer]),
-        counter,
-    )
-    .upload(MethodSpec::new("UploadSum", &[]), 1, upload_sum)
+    let shared = HomeShared::new(context.settings(), context.backplane());
+    devices::register(builder, context, shared)
+        .method(MethodSpec::new("Whoami", &[]), whoami)
+        .method(MethodSpec::new("Echo", &[Param::Any]), echo)
+        .method(
+            MethodSpec::new("EchoSigned", &[Param::Object]).signed(),
+            echo,
+        )
+        .method(
+            MethodSpec::new("BroadcastMessage", &[Param::String]).roles(ADMIN),
+            broadcast_message,
+        )
+        .method(
+            MethodSpec::new("GetConnectedUsersCount", &[]).roles(ADMIN),
+            connected_users_count,
+        )
+        .method(
+            MethodSpec::new("ListConnectedUsers", &[]).roles(ADMIN),
+            list_connected_users,
+        )
+        .method(
+            MethodSpec::new("DisconnectUser", &[Param::String]).roles(ADMIN),
+            disconnect_user,
+        )
+        .method(
+            MethodSpec::new("DropTransport", &[]).roles(ADMIN),
+            drop_transport,
+        )
+        .stream(
+            MethodSpec::new("Counter", &[Param::Integer, Param::Integer]),
+            counter,
+        )
+        .upload(MethodSpec::new("UploadSum", &[]), 1, upload_sum)
 }
 
 /// `Whoami()`: `{sub, roles, expiresAt}` of the caller's current token.
@@ -144,7 +140,7 @@ async fn connected_users_count(call: Call, _: Vec<Value>) -> MethodResult {
 
 /// `ListConnectedUsers()` (admin): who is connected to the hub, on any node and transport:
 /// `[{sub, name, roles, connections}]` sorted by name, at most
-/// [`crate::hub::MAX_LISTED_USERS`] entries, so an admin can pick whom to disconnect.
+/// the 500 entries [`crate::Clients::connected_users`] answers, so an admin can pick whom to disconnect.
 async fn list_connected_users(call: Call, _: Vec<Value>) -> MethodResult {
     let users = call
         .clients

@@ -14,7 +14,7 @@
 //! results it could not send during a short outage and sends them after reconnecting, and such a
 //! late result still reaches the issuer.
 
-use crate::hub::BackplaneError;
+use crate::BackplaneError;
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;

@@ -1,25 +1,24 @@
 //! Pending commands every node of a cluster shares, in Redis, so a `CommandResult` is accepted
 //! once whichever node the device answers on, and the caps count the whole cluster's commands.
 //!
-//! Each operation is one Lua script, so it is atomic like the in-process table's lock:
-//! `{prefix}:pending:cmd:{id}` (a hash: device, issuer; expiring at the command's deadline),
-//! `{prefix}:pending:all` and `{prefix}:pending:issuer:{sub}` (sorted sets of the commands that
-//! count, by deadline; the expired are dropped before each check, so counts are exact), and
-//! `{prefix}:pending:device:{id}` (the device's counted commands). A device that goes offline
-//! stops its commands counting; each stays takeable (an orphan) until its deadline.
+//! Each operation is one Lua script on the hub's [`Backplane`], so it is atomic like the
+//! in-process table's lock. Keys, in the hub's namespace (`{prefix}:{hub}:app:`):
+//! `pending:cmd:{id}` (a hash: device, issuer; expiring at the command's deadline),
+//! `pending:all` and `pending:issuer:{sub}` (sorted sets of the commands that count, by
+//! deadline; the expired are dropped before each check, so counts are exact), and
+//! `pending:device:{id}` (the device's counted commands). A device that goes offline stops its
+//! commands counting; each stays takeable (an orphan) until its deadline.
 
 use super::pending::{PendingCommand, PendingCommands, PendingError, PendingFull};
-use crate::cluster::Cluster;
-use crate::envelope::unix_now_ms;
-use crate::hub::BackplaneError;
+use crate::{unix_now_ms, Backplane, BackplaneScript, BackplaneValue};
 use async_trait::async_trait;
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 /// KEYS: all, issuer set, device set, command. ARGV: now, deadline, max total, max per
 /// issuer, id, device, issuer, ttl ms. Answers 0 (recorded), 1 (issuer full), 2 (server full).
-static INSERT: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
+static INSERT: LazyLock<BackplaneScript> = LazyLock::new(|| {
+    BackplaneScript::new(
         r#"
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
@@ -39,8 +38,8 @@ return 0
 
 /// KEYS: command, all. ARGV: id, the device it must be for (empty: any), the issuer-set
 /// prefix, the device-set prefix. Answers the issuer and device, or nil.
-static TAKE: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
+static TAKE: LazyLock<BackplaneScript> = LazyLock::new(|| {
+    BackplaneScript::new(
         r#"
 local found = redis.call('HMGET', KEYS[1], 'device', 'issuer')
 local device, issuer = found[1], found[2]
@@ -57,8 +56,8 @@ return {device, issuer}
 
 /// KEYS: device set, all. ARGV: the command-key prefix, the issuer-set prefix. Stops the
 /// device's commands counting; answers how many were pending.
-static ORPHAN: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
+static ORPHAN: LazyLock<BackplaneScript> = LazyLock::new(|| {
+    BackplaneScript::new(
         r#"
 local ids = redis.call('SMEMBERS', KEYS[1])
 local pending = 0
@@ -76,8 +75,9 @@ return pending
     )
 });
 
+/// The cluster's table, on the hub's backplane.
 pub struct RedisPendingCommands {
-    cluster: Arc<Cluster>,
+    backplane: Backplane,
     max_total: u64,
     max_per_issuer: u64,
     timeout: Duration,
@@ -85,21 +85,17 @@ pub struct RedisPendingCommands {
 
 impl RedisPendingCommands {
     pub fn new(
-        cluster: Arc<Cluster>,
+        backplane: Backplane,
         max_total: u64,
         max_per_issuer: u64,
         timeout: Duration,
     ) -> Self {
         Self {
-            cluster,
+            backplane,
             max_total,
             max_per_issuer,
             timeout,
         }
-    }
-
-    fn key(&self, name: &str) -> String {
-        self.cluster.key(&format!("pending:{name}"))
     }
 
     async fn take_any(
@@ -107,23 +103,28 @@ impl RedisPendingCommands {
         id: &str,
         device_id: &str,
     ) -> Result<Option<PendingCommand>, PendingError> {
-        let mut commands = self.cluster.commands();
-        let taken: Option<(String, String)> = TAKE
-            .key(self.key(&format!("cmd:{id}")))
-            .key(self.key("all"))
+        let taken = self
+            .backplane
+            .script(&TAKE)
+            .key(&format!("pending:cmd:{id}"))
+            .key("pending:all")
             .arg(id)
             .arg(device_id)
-            .arg(self.key("issuer:"))
-            .arg(self.key("device:"))
-            .invoke_async(&mut commands)
-            .await
-            .map_err(unavailable)?;
-        Ok(taken.map(|(device_id, issuer)| PendingCommand { device_id, issuer }))
+            .arg(self.backplane.key("pending:issuer:"))
+            .arg(self.backplane.key("pending:device:"))
+            .run()
+            .await?;
+        let text = |i: usize| {
+            taken
+                .as_array()
+                .and_then(|pair| pair.get(i))
+                .and_then(BackplaneValue::as_str)
+                .map(str::to_string)
+        };
+        Ok(text(0)
+            .zip(text(1))
+            .map(|(device_id, issuer)| PendingCommand { device_id, issuer }))
     }
-}
-
-fn unavailable(err: redis::RedisError) -> PendingError {
-    PendingError::Backplane(BackplaneError(err.to_string()))
 }
 
 #[async_trait]
@@ -133,12 +134,13 @@ impl PendingCommands for RedisPendingCommands {
         let ttl = u64::try_from(self.timeout.as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
-        let mut commands = self.cluster.commands();
-        let answer: u8 = INSERT
-            .key(self.key("all"))
-            .key(self.key(&format!("issuer:{}", command.issuer)))
-            .key(self.key(&format!("device:{}", command.device_id)))
-            .key(self.key(&format!("cmd:{id}")))
+        let answer = self
+            .backplane
+            .script(&INSERT)
+            .key("pending:all")
+            .key(&format!("pending:issuer:{}", command.issuer))
+            .key(&format!("pending:device:{}", command.device_id))
+            .key(&format!("pending:cmd:{id}"))
             .arg(now)
             .arg(now.saturating_add(ttl))
             .arg(self.max_total)
@@ -147,12 +149,11 @@ impl PendingCommands for RedisPendingCommands {
             .arg(&command.device_id)
             .arg(&command.issuer)
             .arg(ttl)
-            .invoke_async(&mut commands)
-            .await
-            .map_err(unavailable)?;
-        match answer {
-            0 => Ok(()),
-            1 => Err(PendingError::Full(PendingFull::Issuer)),
+            .run()
+            .await?;
+        match answer.as_integer() {
+            Some(0) => Ok(()),
+            Some(1) => Err(PendingError::Full(PendingFull::Issuer)),
             _ => Err(PendingError::Full(PendingFull::Server)),
         }
     }
@@ -173,15 +174,18 @@ impl PendingCommands for RedisPendingCommands {
     }
 
     async fn remove_device(&self, device_id: &str) -> Result<usize, PendingError> {
-        let mut commands = self.cluster.commands();
-        let pending: u64 = ORPHAN
-            .key(self.key(&format!("device:{device_id}")))
-            .key(self.key("all"))
-            .arg(self.key("cmd:"))
-            .arg(self.key("issuer:"))
-            .invoke_async(&mut commands)
-            .await
-            .map_err(unavailable)?;
-        Ok(usize::try_from(pending).unwrap_or(usize::MAX))
+        let pending = self
+            .backplane
+            .script(&ORPHAN)
+            .key(&format!("pending:device:{device_id}"))
+            .key("pending:all")
+            .arg(self.backplane.key("pending:cmd:"))
+            .arg(self.backplane.key("pending:issuer:"))
+            .run()
+            .await?;
+        Ok(pending
+            .as_integer()
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(0))
     }
 }

@@ -2,19 +2,22 @@
 //! wherever they are connected. [`TelemetryFanout`] is the seam a backplane implements (a
 //! publish to every node, each handing it to its local subscribers);
 //! [`InProcessTelemetry`] serves one node with a bounded broadcast channel, and
-//! [`RedisTelemetry`] wraps it for a cluster (`{prefix}:{hub}:telemetry`).
+//! [`RedisTelemetry`] wraps it for a cluster (the hub's backplane channel `telemetry`:
+//! `{prefix}:{hub}:app:telemetry`, each event as JSON).
 
-use crate::cluster::wire::{Frame, Origin};
-use crate::cluster::{Cluster, Subscriber};
-use crate::hub::BackplaneError;
+use crate::{Backplane, BackplaneError};
 use async_trait::async_trait;
 use futures_util::stream::{self, BoxStream};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
-/// One telemetry report, as data.
-#[derive(Debug, Clone, PartialEq)]
+/// The hub's backplane channel of telemetry.
+const CHANNEL: &str = "telemetry";
+
+/// One telemetry report, as data (and as JSON between nodes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TelemetryEvent {
     /// The reporting device's owner (who may see it besides admins).
     pub owner: String,
@@ -42,13 +45,18 @@ impl InProcessTelemetry {
         let (events, _) = broadcast::channel(buffer.max(1));
         Self { events }
     }
+
+    /// Hands `event` to this node's subscribers.
+    fn send(&self, event: TelemetryEvent) {
+        // No subscriber is not an error: the event simply has nobody to reach.
+        let _ = self.events.send(Arc::new(event));
+    }
 }
 
 #[async_trait]
 impl TelemetryFanout for InProcessTelemetry {
     async fn publish(&self, event: TelemetryEvent) -> Result<(), BackplaneError> {
-        // No subscriber is not an error: the event simply has nobody to reach.
-        let _ = self.events.send(Arc::new(event));
+        self.send(event);
         Ok(())
     }
 
@@ -69,59 +77,38 @@ impl TelemetryFanout for InProcessTelemetry {
 }
 
 /// The fan-out of a cluster node: events reach this node's subscribers at once and every
-/// other node's through Redis.
+/// other node's through the hub's backplane.
 pub struct RedisTelemetry {
     local: Arc<InProcessTelemetry>,
-    cluster: Arc<Cluster>,
-    channel: String,
+    backplane: Backplane,
 }
 
 impl RedisTelemetry {
-    /// Subscribes hub `hub`'s telemetry channel, relaying what other nodes publish to `local`.
-    pub fn start(cluster: Arc<Cluster>, hub: &str, local: Arc<InProcessTelemetry>) -> Self {
-        let channel = cluster.key(&format!("{hub}:telemetry"));
-        cluster.subscribe(channel.clone(), Arc::new(Relay(local.clone())));
-        Self {
-            local,
-            cluster,
-            channel,
-        }
+    /// Subscribes the hub's telemetry channel, relaying what other nodes publish to `local`.
+    pub fn start(backplane: Backplane, local: Arc<InProcessTelemetry>) -> Self {
+        let relay = local.clone();
+        backplane.subscribe(CHANNEL, move |message| {
+            match serde_json::from_slice::<TelemetryEvent>(message) {
+                Ok(event) => relay.send(event),
+                Err(err) => {
+                    tracing::warn!(error = %err, "ignoring unreadable telemetry from another node")
+                }
+            }
+        });
+        Self { local, backplane }
     }
 }
 
 #[async_trait]
 impl TelemetryFanout for RedisTelemetry {
     async fn publish(&self, event: TelemetryEvent) -> Result<(), BackplaneError> {
-        let frame = Frame::Telemetry {
-            owner: event.owner.clone(),
-            payload: event.payload.to_string(),
-        };
-        self.local.publish(event).await?;
-        self.cluster.send(self.channel.clone(), frame)
+        let message = serde_json::to_vec(&event).map_err(|e| BackplaneError(e.to_string()))?;
+        self.local.send(event);
+        self.backplane.publish(CHANNEL, message)
     }
 
     fn subscribe(&self) -> BoxStream<'static, Arc<TelemetryEvent>> {
         self.local.subscribe()
-    }
-}
-
-/// Hands other nodes' telemetry to this node's subscribers.
-struct Relay(Arc<InProcessTelemetry>);
-
-#[async_trait]
-impl Subscriber for Relay {
-    async fn receive(&self, _channel: &str, _origin: Origin, frame: Frame) {
-        let Frame::Telemetry { owner, payload } = frame else {
-            return;
-        };
-        match serde_json::from_str(&payload) {
-            Ok(payload) => {
-                let _ = self.0.publish(TelemetryEvent { owner, payload }).await;
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "ignoring unreadable telemetry from another node")
-            }
-        }
     }
 }
 
