@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """The import graph of src/ between top-level modules (from `use crate::...` and `crate::x::`
 paths), and every circle in it. The layers point down (the map in src/lib.rs): this exits 1 on
-any circle between modules, or if a module other than `cli` and `demo` imports `startup`.
+any circle between modules, if a module other than `cli` and `demo` imports `startup`, or if
+the built-in home hub (src/hubs/home/) reaches past the crate's public API: it may name what
+src/lib.rs re-exports (`pub use`) and its documented public modules (`settings`, `protocol`),
+never an internal module, as an application outside the crate could not.
 `scripts/test.sh` runs it."""
 import os, re, sys, itertools
 
@@ -50,6 +53,43 @@ for v in mods:
     if v not in index:
         visit(v)
 
+def shipped(path):
+    """A file's code that ships: before its test module, without comments (doc links name an
+    item without depending on it)."""
+    text = open(path).read().split("#[cfg(test)]\nmod tests")[0]
+    return "\n".join(l for l in text.split("\n") if not l.lstrip().startswith("//"))
+
+# The public API: the crate root's re-exports and its public modules not hidden from the docs.
+lib = open(os.path.join(ROOT, "lib.rs")).read()
+public = set()
+for used in re.findall(r"^pub use [^;]*;", lib, re.M):
+    body = used[len("pub use "):-1]
+    if "{" in body:
+        public.update(re.findall(r"\w+", body[body.index("{"):]))
+    else:
+        public.add(body.split("::")[-1].split(" as ")[-1].strip())
+public.update(
+    name for hidden, name in re.findall(r"(#\[doc\(hidden\)\]\s*)?pub mod (\w+);", lib)
+    if not hidden
+)
+HOME = os.path.join(ROOT, "hubs", "home")
+private_reach = []
+for dp, _, fs in os.walk(HOME):
+    for f in sorted(fs):
+        if not f.endswith(".rs"):
+            continue
+        path = os.path.join(dp, f)
+        text = shipped(path)
+        named = set(re.findall(r"crate::(\w+)", text))
+        for group in re.findall(r"use crate::\{([^}]*)\}", text):
+            named.update(re.findall(r"(?:^|,)\s*(\w+)", group))
+        rel = os.path.relpath(path, ROOT)
+        private_reach += [f"{rel}: crate::{n}" for n in sorted(named - public)]
+        # `super` from the hub's root (or `super::super` below it) leaves the home hub.
+        top = os.path.samefile(dp, HOME) and f == "mod.rs"
+        if re.search(r"\bsuper::super\b", text) or (top and re.search(r"\bsuper::", text)):
+            private_reach.append(f"{rel}: super:: outside src/hubs/home")
+
 for m in mods:
     print(f"{m:12} -> {', '.join(sorted(edges[m])) or '(nothing)'}")
 circles = [c for c in sccs if len(c) > 1]
@@ -57,4 +97,5 @@ print()
 print("circles:", circles or "none")
 importers = sorted(m for m in mods if "startup" in edges[m] and m not in ("cli", "demo"))
 print("modules importing startup (besides cli and demo):", importers or "none")
-sys.exit(1 if circles or importers else 0)
+print("home hub names beyond the public API:", private_reach or "none")
+sys.exit(1 if circles or importers or private_reach else 0)

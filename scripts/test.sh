@@ -31,7 +31,7 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
-echo "== import graph (no circle between the modules of src/, nothing imports startup)"
+echo "== import graph (no circle between the modules of src/, nothing imports startup, the home hub uses only the public API)"
 python3 scripts/import-graph.py >/dev/null || python3 scripts/import-graph.py
 echo "== npm ci tests/conformance (the official SignalR clients the conformance suite drives)"
 npm ci --prefix tests/conformance --no-audit --no-fund
