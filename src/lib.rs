@@ -48,6 +48,9 @@
 //! [`HubBuilder`], [`HubContext`], [`MethodSpec`], [`Param`], [`Access`], [`Call`],
 //! [`Clients`], [`HubError`], [`MethodResult`], [`UploadStream`], [`bind`], [`Principal`],
 //! [`LifetimeError`], [`ConnectedUser`], [`ConnectionInfo`], [`init_logging`], ...), the
+//! services a hub's setup gets from its [`HubContext`] ([`Devices`] and [`DeviceInfo`],
+//! [`EnvelopeSealer`], [`Backplane`] with [`BackplaneScript`], [`ScriptCall`] and
+//! [`BackplaneValue`], [`HubMetrics`]), [`random_id`], [`unix_now_ms`], [`OpaqueError`], the
 //! [`settings`] module (the configuration and how it is loaded) and the [`protocol`] module
 //! (the SignalR hub protocols, re-exported from `signet-protocol`).
 //!
@@ -76,7 +79,9 @@
 //! - `hubs`: the applications' hubs: what a hub's setup gets ([`HubContext`]), the catalog
 //!   of the hubs a [`Server`] registers (each with its lifetime manager, plus the methods
 //!   `[[upstream]]` forwards to a backend), and the built-in home hub `signet serve` registers
-//!   (devices, signed commands, admin methods).
+//!   (devices, signed commands, admin methods), built like any application on the public API
+//!   alone: the device registry, envelope sealing, the hub's backplane and metrics its
+//!   [`HubContext`] hands out (`scripts/import-graph.py` checks it).
 //! - `upstream`: upstream calls: a hub method (or connection event) POSTed to a backend as
 //!   signed JSON with the caller's principal, its answer the completion (bounded in time,
 //!   size and calls in flight).
@@ -104,8 +109,9 @@
 //!   two backends over one copy of the SQL: embedded SQLite (default) and PostgreSQL
 //!   (`[store] url`, shared by several nodes); migrations in `migrations/{sqlite,postgres}`.
 //! - `cluster`: several nodes over one Redis (`[cluster] redis_url`): the node's id and its
-//!   two Redis connections, the backplane's versioned wire format, and the Redis lifetime
-//!   manager that wraps the in-process one (sends, groups, presence, kicks across nodes).
+//!   two Redis connections, the backplane's versioned wire format, the Redis lifetime
+//!   manager that wraps the in-process one (sends, groups, presence, kicks across nodes), and
+//!   the [`Backplane`] an application's hub keeps its shared state on.
 //! - `metrics`: the Prometheus registry the layers count into, with bounded labels.
 //! - `protocol`: the SignalR hub protocols (JSON, MessagePack) and handshake; pure, no I/O.
 //!   A re-export of `signet-protocol`'s (`crates/signet-protocol`), the crate the server shares

@@ -1,7 +1,9 @@
 //! Several Signet nodes over one Redis (`[cluster] redis_url`): the connections to Redis, the
 //! node's identity, and the pump that hands what other nodes publish to this node's
 //! subscribers. [`RedisLifetimeManager`] builds the hub backplane on it, [`RedisNonceStore`]
-//! the replay protection every node shares, [`RedisRevocations`] the revocations.
+//! the replay protection every node shares, [`RedisRevocations`] the revocations, and
+//! [`Backplane`] an application hub's own keys, scripts and channels (the home hub's pending
+//! commands and telemetry among them).
 //!
 //! Two connections per node, both [`ConnectionManager`]s that reconnect on their own: one for
 //! commands (publish, presence), one for subscriptions over RESP3 pushes, which the client

@@ -17,6 +17,7 @@ mod devices;
 mod examples;
 mod exposition;
 mod helpers;
+mod hub_context;
 mod hub_limits;
 mod hub_negotiate;
 mod hub_protocol;
