@@ -116,7 +116,9 @@ impl Devices {
     /// use signet::{Devices, Principal};
     ///
     /// let principal = |roles: &[&str]| -> Principal {
-    ///     let claims = serde_json::json!({ "sub": "device:lamp-1", "roles": roles, "expiresAt": 0 });
+    ///     let claims = serde_json::json!({
+    ///         "sub": "device:lamp-1", "roles": roles, "expiresAt": 0, "kid": "key-1",
+    ///     });
     ///     serde_json::from_value(claims).unwrap()
     /// };
     /// assert_eq!(Devices::id_of(&principal(&["device"])), Some("lamp-1"));
