@@ -143,7 +143,8 @@ pub use telemetry::init_logging;
 
 // Internal modules: private, so a dependent sees only the API above. The `internals` feature
 // (Cargo.toml) makes them public, hidden from the docs and not stable API, for this crate's own
-// integration tests, benchmarks and fuzz targets.
+// integration tests, benchmarks and fuzz targets. A `cfg` pair per module, not a macro: rustfmt
+// does not see modules declared inside a macro.
 #[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod auth;
