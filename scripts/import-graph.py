@@ -68,10 +68,13 @@ for used in re.findall(r"^pub use [^;]*;", lib, re.M):
         public.update(re.findall(r"\w+", body[body.index("{"):]))
     else:
         public.add(body.split("::")[-1].split(" as ")[-1].strip())
-public.update(
-    name for hidden, name in re.findall(r"(#\[doc\(hidden\)\]\s*)?pub mod (\w+);", lib)
-    if not hidden
-)
+# A public module is declared `pub mod x;` with no attribute: one behind `cfg` or `doc(hidden)`
+# (the internals) is not the API.
+lines = lib.split("\n")
+for i, line in enumerate(lines):
+    declared = re.match(r"pub mod (\w+);", line)
+    if declared and not (i > 0 and lines[i - 1].lstrip().startswith("#[")):
+        public.add(declared.group(1))
 HOME = os.path.join(ROOT, "hubs", "home")
 private_reach = []
 for dp, _, fs in os.walk(HOME):
