@@ -14,6 +14,23 @@
 //! let _run: fn() -> std::process::ExitCode = cli::run;
 //! ```
 //!
+//! So do the services a hub's setup gets from its `HubContext`, which the built-in home hub is
+//! built on (the device registry, envelope sealing, the backplane, metrics):
+//!
+//! ```
+//! use signet::{
+//!     random_id, unix_now_ms, Backplane, BackplaneScript, BackplaneValue, DeviceInfo, Devices,
+//!     EnvelopeSealer, HubContext, HubMetrics, OpaqueError, ScriptCall, UploadStream,
+//! };
+//! fn _seams(context: &HubContext<'_>) -> (Devices, EnvelopeSealer, Option<Backplane>, HubMetrics) {
+//!     (context.devices(), context.sealer(), context.backplane(), context.metrics())
+//! }
+//! let _types: Option<(DeviceInfo, BackplaneValue, OpaqueError, UploadStream)> = None;
+//! let _call: Option<ScriptCall<'static>> = None;
+//! let _script = BackplaneScript::new("return 1");
+//! assert!(!random_id().is_empty() && unix_now_ms() > 0);
+//! ```
+//!
 //! Each internal module does not: it is private (rustc's E0603; rustdoc checks the error code
 //! on nightly only, on stable any error passes, so the module names here are the real ones).
 //!
