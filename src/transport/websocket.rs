@@ -319,6 +319,7 @@ where
     T: AsyncRead + AsyncWrite + Unpin,
 {
     let connection = attachment.connection().clone();
+    let ending = attachment.ending();
     let protocol = || frame_protocol(&connection);
     loop {
         let mut out = BytesMut::new();
@@ -334,7 +335,7 @@ where
                 Some(batch) => {
                     if !encode_data(&mut out, protocol(), &batch) {
                         tracing::error!("a JSON frame was not valid UTF-8");
-                        return transport_lost(&connection, &attachment.ending(), CloseReason::TransportError);
+                        return transport_lost(&connection, &ending, CloseReason::TransportError);
                     }
                     false
                 }
@@ -357,17 +358,33 @@ where
         if out.is_empty() {
             continue;
         }
-        if let Err(err) = socket.write(out.freeze()).await {
+        let write = socket.write(out.freeze());
+        tokio::pin!(write);
+        let written = tokio::select! {
+            written = &mut write => written,
+            // A write the client does not take stops when the socket is replaced (or cut) while
+            // the connection lives on, so the attachment lets go at once; a closed connection's
+            // last frames are still written.
+            () = detached(&ending, &connection), if !last => {
+                tracing::debug!(connection = %connection.log_id(), "websocket detached while writing");
+                return;
+            }
+        };
+        if let Err(err) = written {
             tracing::debug!(connection = %connection.log_id(), error = %err, "websocket write failed");
-            return transport_lost(
-                &connection,
-                &attachment.ending(),
-                CloseReason::TransportError,
-            );
+            return transport_lost(&connection, &ending, CloseReason::TransportError);
         }
         if last {
             return;
         }
+    }
+}
+
+/// Resolves once the attachment ended while the connection lives on.
+async fn detached(ending: &CancellationToken, connection: &Connection) {
+    ending.cancelled().await;
+    if connection.is_closed() {
+        std::future::pending::<()>().await;
     }
 }
 
