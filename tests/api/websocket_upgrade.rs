@@ -128,15 +128,27 @@ impl HandSocket {
         }
     }
 
-    /// Records until the completion of invocation `id`.
-    async fn completion(&mut self, id: &str) -> Value {
+    /// Records until the completion of invocation `id` (included); the server may send
+    /// several in one message.
+    async fn until_completion(&mut self, id: &str) -> Vec<Value> {
+        let mut seen = Vec::new();
         loop {
             for record in self.records().await {
-                if record["type"] == 3 && record["invocationId"] == id {
-                    return record;
+                let done = record["type"] == 3 && record["invocationId"] == id;
+                seen.push(record);
+                if done {
+                    return seen;
                 }
             }
         }
+    }
+
+    /// The completion of invocation `id`.
+    async fn completion(&mut self, id: &str) -> Value {
+        self.until_completion(id)
+            .await
+            .pop()
+            .expect("the completion")
     }
 }
 
@@ -208,12 +220,13 @@ async fn frames_sent_right_behind_the_upgrade_request_are_read() {
     first.extend_from_slice(&text_frame(&[handshake()]));
     first.extend_from_slice(&text_frame(&[echo("early", "right behind")]));
     let mut socket = HandSocket::open(&app, &first).await;
+    let records = socket.until_completion("early").await;
     assert_eq!(
-        socket.records().await,
-        vec![json!({})],
-        "the handshake answer"
+        records[0],
+        json!({}),
+        "the handshake answer first: {records:?}"
     );
-    let completion = socket.completion("early").await;
+    let completion = records.last().expect("the completion");
     assert_eq!(completion["result"], "right behind", "{completion}");
 }
 
