@@ -146,7 +146,7 @@ pub(super) enum Serve {
 impl Takeover {
     /// Serves the socket `io` until it ends; `early` are bytes the client sent right behind
     /// the upgrade request, already read.
-    async fn serve<T>(mut self, io: T, early: &[u8])
+    async fn serve<T>(mut self, io: T, early: Vec<u8>)
     where
         T: AsyncRead + AsyncWrite + Unpin,
     {
@@ -155,7 +155,8 @@ impl Takeover {
         };
         let socket = Socket::new(io);
         let mut reader = FrameReader::new(self.max_frame);
-        reader.push(early);
+        reader.push(&early);
+        drop(early);
         let served = async {
             match serve {
                 Serve::Local(attachment) => serve_local(&socket, reader, attachment).await,

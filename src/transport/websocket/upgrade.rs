@@ -18,11 +18,11 @@ use actix_service::{Service, ServiceFactory};
 use actix_web::dev::ServiceResponse;
 use futures_util::future::LocalBoxFuture;
 use std::convert::Infallible;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::{pin, Pin};
 use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 /// The upgrade service of the HTTP server: `app` is the application's service factory (the
 /// same one the server serves every other request with).
@@ -79,30 +79,62 @@ where
 {
     type Response = ();
     type Error = Infallible;
-    type Future = LocalBoxFuture<'static, Result<(), Infallible>>;
+    type Future = Upgrading;
 
     // The application (actix-web's router) is always ready.
     actix_service::always_ready!();
 
     fn call(&self, (req, framed): (Request, Framed<T, Codec>)) -> Self::Future {
         let app = self.app.clone();
-        // Boxed: the dispatcher of every connection is as large as its largest state, this
-        // future included, so it stays a pointer there.
-        Box::pin(async move {
+        Upgrading::Answering(Box::pin(async move {
             let response = match app.call(req).await {
                 Ok(response) => Response::from(response).map_into_boxed_body(),
                 Err(err) => Response::from(err),
             };
-            upgrade(framed, response).await;
-            Ok(())
-        })
+            upgrade(framed, response).await
+        }))
     }
 }
 
-/// Writes `response`; then serves the socket if the application took it over, else closes it.
-async fn upgrade<T>(mut framed: Framed<T, Codec>, response: Response<BoxBody>)
+/// An upgrade request's future, in two boxes: answering it (the application's work), then,
+/// for a socket taken over, serving the socket. The dispatcher of every connection is as large
+/// as its largest state, so this stays small there; and the serving, which lasts as long as
+/// the socket, is allocated on its own, no larger than it needs.
+pub enum Upgrading {
+    Answering(LocalBoxFuture<'static, Option<LocalBoxFuture<'static, ()>>>),
+    Serving(LocalBoxFuture<'static, ()>),
+    Done,
+}
+
+impl Future for Upgrading {
+    type Output = Result<(), Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        loop {
+            match this {
+                Upgrading::Answering(answering) => match ready!(answering.as_mut().poll(cx)) {
+                    Some(serving) => *this = Upgrading::Serving(serving),
+                    None => *this = Upgrading::Done,
+                },
+                Upgrading::Serving(serving) => {
+                    ready!(serving.as_mut().poll(cx));
+                    *this = Upgrading::Done;
+                }
+                Upgrading::Done => return Poll::Ready(Ok(())),
+            }
+        }
+    }
+}
+
+/// Writes `response`; then returns the serving of the socket if the application took it over,
+/// else closes it.
+async fn upgrade<T>(
+    mut framed: Framed<T, Codec>,
+    response: Response<BoxBody>,
+) -> Option<LocalBoxFuture<'static, ()>>
 where
-    T: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let (mut head, body) = response.into_parts();
     let takeover = head.extensions_mut().remove::<Takeover>();
@@ -111,20 +143,19 @@ where
             if let Err(err) = write_head(&mut framed, head, BodySize::None).await {
                 // The takeover drops unserved: the connection lost its transport.
                 tracing::debug!(error = %err, "writing the websocket upgrade failed");
-                return;
+                return None;
             }
-            let parts = framed.into_parts();
             // What the client sent right behind the request (its handshake, often) is kept;
             // the dispatcher's buffers go.
-            let early = parts.read_buf.to_vec();
-            drop((parts.read_buf, parts.write_buf, parts.codec));
-            takeover.serve(parts.io, &early).await;
+            let parts = framed.into_parts();
+            Some(Box::pin(takeover.serve(parts.io, parts.read_buf.to_vec())))
         }
         // A takeover on any other answer is dropped: nothing was upgraded.
         _ => {
             if let Err(err) = answer(&mut framed, head, body).await {
                 tracing::debug!(error = %err, "answering an upgrade request failed");
             }
+            None
         }
     }
 }
