@@ -118,12 +118,19 @@ pub struct ForwardRequest {
     pub body: Bytes,
 }
 
+/// The response headers that travel with a forwarded answer (lower case), besides its content
+/// type: the challenge of a 401 (RFC 9110 requires it) and the wait of a 429 or 503. Others
+/// (CORS, caching) are the requesting node's to write.
+pub const CARRIED_HEADERS: [&str; 2] = ["www-authenticate", "retry-after"];
+
 /// The owner's answer: an HTTP response to write, or a [`HANDOVER`] or [`MOVED`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForwardAnswer {
     pub status: u16,
     pub content_type: String,
     pub body: Bytes,
+    /// (lower-case name, value) of the response's [`CARRIED_HEADERS`].
+    pub headers: Vec<(String, String)>,
 }
 
 impl ForwardAnswer {
@@ -132,6 +139,7 @@ impl ForwardAnswer {
             status: 503,
             content_type: "text/plain".into(),
             body: Bytes::from_static(b"the node holding the connection is busy; try again"),
+            headers: Vec::new(),
         }
     }
 }
@@ -306,6 +314,7 @@ impl Forwarder {
                 status: answer.status,
                 content_type: answer.content_type,
                 body: answer.body,
+                headers: answer.headers,
             };
             if let Err(err) = cluster.send(reply_to, frame) {
                 tracing::warn!(error = %err, %from, "cannot answer a forwarded request");
@@ -465,12 +474,14 @@ impl Subscriber for Forwarder {
                 status,
                 content_type,
                 body,
+                headers,
             } => {
                 if let Some((_, waiter)) = self.waiting.remove(&request) {
                     let _ = waiter.send(ForwardAnswer {
                         status,
                         content_type,
                         body,
+                        headers,
                     });
                 }
             }

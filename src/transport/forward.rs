@@ -13,11 +13,12 @@ use super::{
 };
 use crate::auth::Principal;
 use crate::cluster::forward::{
-    ForwardAnswer, ForwardError, ForwardKind, ForwardRequest, Forwarder, HANDOVER, MOVED,
+    ForwardAnswer, ForwardError, ForwardKind, ForwardRequest, Forwarder, CARRIED_HEADERS, HANDOVER,
+    MOVED,
 };
 use crate::connection::{CloseReason, Connection};
 use crate::hub::Hub;
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
 use bytes::Bytes;
@@ -238,13 +239,26 @@ async fn adopt(
     })
 }
 
-/// The owner's answer as this node's response, with this request's CORS headers.
-fn http_answer(answer: ForwardAnswer, origin: Option<HeaderValue>) -> HttpResponse {
+/// The owner's answer as this node's response: its status, content type, carried headers
+/// (`WWW-Authenticate`, `Retry-After`: only those, whatever the owner sent) and body, with this
+/// request's CORS headers.
+pub(super) fn http_answer(answer: ForwardAnswer, origin: Option<HeaderValue>) -> HttpResponse {
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut response = HttpResponse::build(status);
     if let Ok(content_type) = HeaderValue::from_str(&answer.content_type) {
         if !answer.content_type.is_empty() {
             response.insert_header((header::CONTENT_TYPE, content_type));
+        }
+    }
+    for (name, value) in &answer.headers {
+        if !CARRIED_HEADERS.contains(&name.as_str()) {
+            continue;
+        }
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            response.append_header((name, value));
         }
     }
     response.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));

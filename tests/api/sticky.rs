@@ -49,10 +49,11 @@ async fn negotiate(server: &HubServer, bearer: &str, query: &str) -> (String, St
     (field("connectionId"), field("connectionToken"))
 }
 
-/// An answer: status and body.
+/// An answer: status, `WWW-Authenticate` and body.
 #[derive(Debug)]
 struct Reply {
     status: u16,
+    challenge: Option<String>,
     body: Bytes,
 }
 
@@ -63,13 +64,22 @@ async fn request(request: awc::ClientRequest, body: &[u8]) -> Reply {
         .await
         .expect("request sent");
     let status = response.status().as_u16();
+    let challenge = response
+        .headers()
+        .get(awc::http::header::WWW_AUTHENTICATE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let body = response
         .timeout(Duration::from_secs(60))
         .body()
         .limit(1 << 20)
         .await
         .expect("body");
-    Reply { status, body }
+    Reply {
+        status,
+        challenge,
+        body,
+    }
 }
 
 fn hub_url(server: &HubServer, token: &str) -> String {
@@ -452,6 +462,30 @@ async fn the_expired_opening_token_of_a_refreshed_connection_still_works_through
     // Another expired token of the same user (another jti) is not the opening one: 401.
     let other = token_expiring_at("alice", &["user"], expires);
     assert_eq!(send(&c, &token, &other, b"").await.status, 401);
+}
+
+#[actix_web::test]
+async fn a_401_from_the_owner_keeps_its_challenge_on_the_node_that_forwarded_it() {
+    let (a, b, _c) = nodes("forwarded-challenge").await;
+    let expires = now() + 2;
+    let opening = token_expiring_at("alice", &["user"], expires);
+    let (_, token) = negotiate(&a, &opening, "").await;
+    assert_eq!(poll(&a, &token, &opening).await.status, 200);
+    crate::helpers::wait_until_expired(expires).await;
+
+    // An expired token that is not the connection's opening one: B cannot judge it (it holds
+    // no connection) and forwards the send; A, the owner, refuses it.
+    let other = token_expiring_at("alice", &["user"], expires);
+    let local = send(&a, &token, &other, b"").await;
+    let sends = forwarded(&b, "send");
+    let refused = send(&b, &token, &other, b"").await;
+    assert_eq!(forwarded(&b, "send"), sends + 1, "forwarded to the owner");
+    assert_eq!((refused.status, local.status), (401, 401), "{refused:?}");
+    let body: Value = serde_json::from_slice(&refused.body).expect("a JSON error");
+    assert_eq!(body["error"], "invalid_token", "{body}");
+    // RFC 9110: a 401 carries its challenge, the one the owner would have answered itself.
+    assert!(local.challenge.is_some(), "{local:?}");
+    assert_eq!(refused.challenge, local.challenge);
 }
 
 /// The records `client` gets, pings and Acks left out, until one satisfies `last`.
