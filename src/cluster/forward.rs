@@ -150,6 +150,8 @@ pub enum ForwardError {
     Unavailable(String),
     #[error("node {0} did not answer in time")]
     NoAnswer(String),
+    #[error("node {0} is gone: nothing listens on its forwarding channel")]
+    Gone(String),
 }
 
 /// Runs forwarded requests on the node that holds their connection.
@@ -283,12 +285,20 @@ impl Forwarder {
             principal,
             body: request.body,
         };
-        let answer = match self.cluster.send(self.channel(node), frame) {
+        let answer = match self.cluster.send_counted(self.channel(node), frame) {
             Err(err) => Err(ForwardError::Unavailable(err.0)),
-            Ok(()) => match tokio::time::timeout(timeout, rx).await {
-                Ok(Ok(answer)) => Ok(answer),
-                _ => Err(ForwardError::NoAnswer(node.to_string())),
-            },
+            Ok(receivers) => {
+                let deadline = tokio::time::Instant::now() + timeout;
+                match tokio::time::timeout_at(deadline, receivers).await {
+                    // Nobody listens on the node's channel: it is gone (or not started).
+                    Ok(Ok(Ok(0))) => Err(ForwardError::Gone(node.to_string())),
+                    Ok(Ok(Err(err))) => Err(ForwardError::Unavailable(err.0)),
+                    _ => match tokio::time::timeout_at(deadline, rx).await {
+                        Ok(Ok(answer)) => Ok(answer),
+                        _ => Err(ForwardError::NoAnswer(node.to_string())),
+                    },
+                }
+            }
         };
         self.waiting.remove(&id);
         answer

@@ -271,12 +271,12 @@ fn unavailable(err: ForwardError) -> TransportError {
     TransportError::ClusterUnavailable
 }
 
-/// No answer: Redis refused the request (503), or the owner is gone (404, as for a
+/// No answer: Redis refused the request (503), or the owner is gone or silent (404, as for a
 /// connection nobody holds).
 fn unanswered(err: ForwardError) -> TransportError {
     match err {
         ForwardError::Unavailable(_) => unavailable(err),
-        ForwardError::NoAnswer(_) => {
+        ForwardError::NoAnswer(_) | ForwardError::Gone(_) => {
             tracing::debug!(error = %err, "a forwarded request got no answer");
             unknown_connection()
         }

@@ -858,3 +858,80 @@ async fn connected_users_are_listed_across_nodes_and_a_killed_node_drops_out() {
     }
     println!("a killed node dropped out after {:?}", killed.elapsed());
 }
+
+/// The value of `signet_cluster_forward_failures_total{kind}` on `server`.
+fn forward_failures(server: &HubServer, kind: &str) -> u64 {
+    let wanted = format!("signet_cluster_forward_failures_total{{kind=\"{kind}\"}} ");
+    server
+        .state
+        .metrics
+        .render()
+        .lines()
+        .find_map(|line| line.strip_prefix(&wanted).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+#[actix_web::test]
+async fn a_request_forwarded_to_a_killed_node_is_answered_at_once_as_unknown() {
+    let redis = shared();
+    let prefix = prefix("forward-killed");
+    // A forwarded poll waits for its owner's answer up to the poll timeout plus 10 s: here 70 s.
+    let a = joined(
+        spawn_hub(&[
+            ("SIGNET__CLUSTER__REDIS_URL", redis.url().as_str()),
+            ("SIGNET__CLUSTER__CHANNEL_PREFIX", prefix.as_str()),
+            ("SIGNET__CLUSTER__NODE_ID", "a"),
+            ("SIGNET__TRANSPORTS__POLL_TIMEOUT_SECS", "60"),
+        ])
+        .await,
+    )
+    .await;
+    let mut b = NodeProcess::start(&redis.url(), &prefix, "b").await;
+    let alice = user_token("alice");
+    let http = awc::Client::default();
+    let on_b = |path: &str| format!("http://127.0.0.1:{}/hubs/home{path}", b.port);
+    let mut negotiated = http
+        .post(on_b("/negotiate?negotiateVersion=1"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .expect("negotiate on B");
+    let negotiated: Value = negotiated.json().await.expect("negotiate's JSON");
+    let token = negotiated["connectionToken"]
+        .as_str()
+        .expect("a connection token")
+        .to_string();
+    // B's first poll attaches long polling there: the connection is B's for good.
+    let first = http
+        .get(on_b(&format!("?id={token}")))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .expect("the first poll on B");
+    assert_eq!(first.status().as_u16(), 200);
+
+    // B is killed (no goodbye): nothing listens on its forwarding channel any more.
+    b.child.kill().expect("killed");
+    let _ = b.child.wait();
+    let listening = format!("PUBSUB NUMSUB {prefix}:forward:b");
+    crate::helpers::eventually(SPREAD, "Redis to drop B's subscriptions", || {
+        redis.command(&listening).ends_with(":0\r\n")
+    })
+    .await;
+
+    // A poll on A for B's connection is not left waiting 70 s: no one received it, so it is
+    // answered at once, as for a connection nobody holds.
+    let failures = forward_failures(&a, "poll");
+    let mut answer = a
+        .http
+        .get(a.url(&format!("/hubs/home?id={token}")))
+        .bearer_auth(&alice)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .expect("answered before the forward timeout");
+    assert_eq!(answer.status().as_u16(), 404);
+    let body: Value = answer.json().await.expect("a JSON error");
+    assert_eq!(body["error"], "unknown_connection", "{body}");
+    assert_eq!(forward_failures(&a, "poll"), failures + 1);
+}
