@@ -42,6 +42,10 @@ const OWNER_REFRESH: Duration = Duration::from_secs(5);
 const MAX_WAITING: usize = 4_096;
 /// Forwarded requests this node serves at once, at most (long polls wait); more get 503.
 const MAX_SERVING: usize = 4_096;
+/// How often a forwarded request waiting for its answer checks that its node still listens.
+const LISTENING_CHECK: Duration = Duration::from_secs(2);
+/// Nodes whose listening this node remembers (for [`LISTENING_CHECK`]), at most.
+const LISTENING_MEMORY_ENTRIES: u64 = 1_024;
 /// How long a node remembers whom it handed a connection to, and how many it remembers.
 const HANDOVER_MEMORY: Duration = Duration::from_secs(30);
 const HANDOVER_MEMORY_ENTRIES: u64 = 16_384;
@@ -176,6 +180,8 @@ pub struct Forwarder {
     adopting: DashMap<String, watch::Sender<()>>,
     /// WebSockets tunnelled to or from this node.
     tunnels: Arc<Tunnels>,
+    /// Node -> whether something listened on its forwarding channel, lately.
+    listening: moka::sync::Cache<String, bool>,
     metrics: Metrics,
 }
 
@@ -213,6 +219,10 @@ impl Forwarder {
                 .build(),
             adopting: DashMap::new(),
             tunnels: Tunnels::new(cluster.clone()),
+            listening: moka::sync::Cache::builder()
+                .max_capacity(LISTENING_MEMORY_ENTRIES)
+                .time_to_live(LISTENING_CHECK / 2)
+                .build(),
             metrics,
         });
         cluster.subscribe(forwarder.channel(cluster.node_id()), forwarder.clone());
@@ -293,15 +303,62 @@ impl Forwarder {
                     // Nobody listens on the node's channel: it is gone (or not started).
                     Ok(Ok(Ok(0))) => Err(ForwardError::Gone(node.to_string())),
                     Ok(Ok(Err(err))) => Err(ForwardError::Unavailable(err.0)),
-                    _ => match tokio::time::timeout_at(deadline, rx).await {
-                        Ok(Ok(answer)) => Ok(answer),
-                        _ => Err(ForwardError::NoAnswer(node.to_string())),
-                    },
+                    _ => self.answer_of(node, rx, deadline).await,
                 }
             }
         };
         self.waiting.remove(&id);
         answer
+    }
+
+    /// Waits for `node`'s answer until `deadline`, checking every [`LISTENING_CHECK`] that
+    /// the node still listens: one killed while it serves the request (a long poll waits up to
+    /// the poll timeout) is given up on then, not at the deadline.
+    async fn answer_of(
+        &self,
+        node: &str,
+        mut answer: oneshot::Receiver<ForwardAnswer>,
+        deadline: tokio::time::Instant,
+    ) -> Result<ForwardAnswer, ForwardError> {
+        let mut check = tokio::time::interval_at(
+            tokio::time::Instant::now() + LISTENING_CHECK,
+            LISTENING_CHECK,
+        );
+        loop {
+            tokio::select! {
+                answered = &mut answer => {
+                    return answered.map_err(|_| ForwardError::NoAnswer(node.to_string()));
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(ForwardError::NoAnswer(node.to_string()));
+                }
+                _ = check.tick() => {
+                    if !self.listening(node).await {
+                        return Err(ForwardError::Gone(node.to_string()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether anything listens on `node`'s forwarding channel (`PUBSUB NUMSUB`), asked of
+    /// Redis at most once a second per node however many requests wait for it. Redis not
+    /// answering is no evidence that the node is gone.
+    async fn listening(&self, node: &str) -> bool {
+        if let Some(listening) = self.listening.get(node) {
+            return listening;
+        }
+        let mut commands = self.cluster.commands();
+        let counts: redis::RedisResult<(String, u64)> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(self.channel(node))
+            .query_async(&mut commands)
+            .await;
+        let Ok((_, listeners)) = counts else {
+            return true;
+        };
+        self.listening.insert(node.to_string(), listeners > 0);
+        listeners > 0
     }
 
     /// Runs a forwarded request on its own task (a long poll waits) and answers `from`.

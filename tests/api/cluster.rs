@@ -871,11 +871,11 @@ fn forward_failures(server: &HubServer, kind: &str) -> u64 {
         .unwrap_or(0)
 }
 
-#[actix_web::test]
-async fn a_request_forwarded_to_a_killed_node_is_answered_at_once_as_unknown() {
+/// Node A in this process, whose forwarded polls wait for their owner's answer up to the poll
+/// timeout plus 10 s (here 70 s), and node B, a process of its own, to kill.
+async fn forwarding_pair(test: &str) -> (HubServer, NodeProcess) {
     let redis = shared();
-    let prefix = prefix("forward-killed");
-    // A forwarded poll waits for its owner's answer up to the poll timeout plus 10 s: here 70 s.
+    let prefix = prefix(test);
     let a = joined(
         spawn_hub(&[
             ("SIGNET__CLUSTER__REDIS_URL", redis.url().as_str()),
@@ -886,52 +886,132 @@ async fn a_request_forwarded_to_a_killed_node_is_answered_at_once_as_unknown() {
         .await,
     )
     .await;
-    let mut b = NodeProcess::start(&redis.url(), &prefix, "b").await;
-    let alice = user_token("alice");
-    let http = awc::Client::default();
-    let on_b = |path: &str| format!("http://127.0.0.1:{}/hubs/home{path}", b.port);
-    let mut negotiated = http
-        .post(on_b("/negotiate?negotiateVersion=1"))
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .expect("negotiate on B");
-    let negotiated: Value = negotiated.json().await.expect("negotiate's JSON");
-    let token = negotiated["connectionToken"]
-        .as_str()
-        .expect("a connection token")
-        .to_string();
-    // B's first poll attaches long polling there: the connection is B's for good.
-    let first = http
-        .get(on_b(&format!("?id={token}")))
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .expect("the first poll on B");
-    assert_eq!(first.status().as_u16(), 200);
+    let b = NodeProcess::start(&redis.url(), &prefix, "b").await;
+    (a, b)
+}
 
-    // B is killed (no goodbye): nothing listens on its forwarding channel any more.
-    b.child.kill().expect("killed");
-    let _ = b.child.wait();
-    let listening = format!("PUBSUB NUMSUB {prefix}:forward:b");
-    crate::helpers::eventually(SPREAD, "Redis to drop B's subscriptions", || {
-        redis.command(&listening).ends_with(":0\r\n")
-    })
-    .await;
+impl NodeProcess {
+    /// A long-polling connection of `bearer`'s on this node (negotiated, first poll done): its
+    /// connection token.
+    async fn polling_connection(&self, bearer: &str) -> String {
+        let http = awc::Client::default();
+        let url = |path: &str| format!("http://127.0.0.1:{}/hubs/home{path}", self.port);
+        let mut negotiated = http
+            .post(url("/negotiate?negotiateVersion=1"))
+            .bearer_auth(bearer)
+            .send()
+            .await
+            .expect("negotiated");
+        let negotiated: Value = negotiated.json().await.expect("negotiate's JSON");
+        let token = negotiated["connectionToken"]
+            .as_str()
+            .expect("a connection token")
+            .to_string();
+        let first = http
+            .get(url(&format!("?id={token}")))
+            .bearer_auth(bearer)
+            .send()
+            .await
+            .expect("the first poll");
+        assert_eq!(first.status().as_u16(), 200);
+        token
+    }
 
-    // A poll on A for B's connection is not left waiting 70 s: no one received it, so it is
-    // answered at once, as for a connection nobody holds.
-    let failures = forward_failures(&a, "poll");
-    let mut answer = a
+    /// Backplane messages this node received (`signet_cluster_receives`).
+    async fn receives(&self) -> u64 {
+        let url = format!("http://127.0.0.1:{}/metrics", self.port);
+        let mut answer = awc::Client::default()
+            .get(url)
+            .bearer_auth(admin_token("metrics"))
+            .send()
+            .await
+            .expect("metrics");
+        let text = answer.body().await.expect("the metrics");
+        String::from_utf8_lossy(&text)
+            .lines()
+            .find_map(|line| line.strip_prefix("signet_cluster_receives "))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Kills node `id` of the cluster on `prefix` (no goodbye) and waits until Redis has
+    /// dropped its subscriptions.
+    async fn kill(&mut self, prefix: &str, id: &str) {
+        self.child.kill().expect("killed");
+        let _ = self.child.wait();
+        let listening = format!("PUBSUB NUMSUB {prefix}:forward:{id}");
+        crate::helpers::eventually(SPREAD, "Redis to drop the node's subscriptions", || {
+            shared().command(&listening).ends_with(":0\r\n")
+        })
+        .await;
+    }
+}
+
+/// A poll on `server` for `token`, answered within 30 s (a forwarded one could wait 70 s).
+async fn poll_status(server: &HubServer, token: &str, bearer: &str) -> (u16, Value) {
+    let mut answer = server
         .http
-        .get(a.url(&format!("/hubs/home?id={token}")))
-        .bearer_auth(&alice)
+        .get(server.url(&format!("/hubs/home?id={token}")))
+        .bearer_auth(bearer)
         .timeout(Duration::from_secs(30))
         .send()
         .await
         .expect("answered before the forward timeout");
-    assert_eq!(answer.status().as_u16(), 404);
-    let body: Value = answer.json().await.expect("a JSON error");
-    assert_eq!(body["error"], "unknown_connection", "{body}");
+    let body = answer.json().await.unwrap_or(Value::Null);
+    (answer.status().as_u16(), body)
+}
+
+#[actix_web::test]
+async fn a_request_forwarded_to_a_killed_node_is_answered_at_once_as_unknown() {
+    let (a, mut b) = forwarding_pair("forward-killed").await;
+    let alice = user_token("alice");
+    let token = b.polling_connection(&alice).await;
+    b.kill(&a.state.settings.cluster.channel_prefix, "b").await;
+
+    // A poll on A for B's connection is not left waiting 70 s: no one received it, so it is
+    // answered at once, as for a connection nobody holds.
+    let failures = forward_failures(&a, "poll");
+    let (status, body) = poll_status(&a, &token, &alice).await;
+    assert_eq!(
+        (status, &body["error"]),
+        (404, &json!("unknown_connection"))
+    );
+    assert_eq!(forward_failures(&a, "poll"), failures + 1);
+}
+
+#[actix_web::test]
+async fn a_forwarded_poll_ends_soon_after_the_node_serving_it_is_killed() {
+    let (a, mut b) = forwarding_pair("forward-killed-waiting").await;
+    let alice = user_token("alice");
+    let token = b.polling_connection(&alice).await;
+
+    // B holds the forwarded poll (nothing to deliver for a minute) when it is killed.
+    let received = b.receives().await;
+    let a_url = a.url(&format!("/hubs/home?id={token}"));
+    let (http, bearer) = (a.http.clone(), alice.clone());
+    let poll = actix_web::rt::spawn(async move {
+        http.get(a_url)
+            .bearer_auth(bearer)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map(|answer| answer.status().as_u16())
+    });
+    let deadline = tokio::time::Instant::now() + SPREAD;
+    while b.receives().await == received {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "B never got the poll"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let failures = forward_failures(&a, "poll");
+    b.kill(&a.state.settings.cluster.channel_prefix, "b").await;
+    let status = poll.await.expect("the poll ran");
+    assert_eq!(
+        status.ok(),
+        Some(404),
+        "answered before the forward timeout"
+    );
     assert_eq!(forward_failures(&a, "poll"), failures + 1);
 }
