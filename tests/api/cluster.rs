@@ -861,14 +861,7 @@ async fn connected_users_are_listed_across_nodes_and_a_killed_node_drops_out() {
 
 /// The value of `signet_cluster_forward_failures_total{kind}` on `server`.
 fn forward_failures(server: &HubServer, kind: &str) -> u64 {
-    let wanted = format!("signet_cluster_forward_failures_total{{kind=\"{kind}\"}} ");
-    server
-        .state
-        .metrics
-        .render()
-        .lines()
-        .find_map(|line| line.strip_prefix(&wanted).and_then(|v| v.parse().ok()))
-        .unwrap_or(0)
+    crate::sticky::forward_counter(server, "forward_failures", kind)
 }
 
 /// Node A in this process, whose forwarded polls wait for their owner's answer up to the poll
@@ -986,32 +979,23 @@ async fn a_forwarded_poll_ends_soon_after_the_node_serving_it_is_killed() {
     let token = b.polling_connection(&alice).await;
 
     // B holds the forwarded poll (nothing to deliver for a minute) when it is killed.
-    let received = b.receives().await;
-    let a_url = a.url(&format!("/hubs/home?id={token}"));
-    let (http, bearer) = (a.http.clone(), alice.clone());
-    let poll = actix_web::rt::spawn(async move {
-        http.get(a_url)
-            .bearer_auth(bearer)
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await
-            .map(|answer| answer.status().as_u16())
-    });
-    let deadline = tokio::time::Instant::now() + SPREAD;
-    while b.receives().await == received {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "B never got the poll"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let failures = forward_failures(&a, "poll");
-    b.kill(&a.state.settings.cluster.channel_prefix, "b").await;
-    let status = poll.await.expect("the poll ran");
+    let (received, failures) = (b.receives().await, forward_failures(&a, "poll"));
+    let prefix = a.state.settings.cluster.channel_prefix.clone();
+    let killed = async {
+        let deadline = tokio::time::Instant::now() + SPREAD;
+        while b.receives().await == received {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "B never got the poll"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        b.kill(&prefix, "b").await;
+    };
+    let ((status, body), ()) = tokio::join!(poll_status(&a, &token, &alice), killed);
     assert_eq!(
-        status.ok(),
-        Some(404),
-        "answered before the forward timeout"
+        (status, &body["error"]),
+        (404, &json!("unknown_connection"))
     );
     assert_eq!(forward_failures(&a, "poll"), failures + 1);
 }

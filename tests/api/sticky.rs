@@ -130,7 +130,13 @@ fn echo(id: &str, text: &str) -> Vec<u8> {
 
 /// The value of `signet_cluster_forwarded_requests_total{kind}` on `server`.
 fn forwarded(server: &HubServer, kind: &str) -> u64 {
-    let wanted = format!("signet_cluster_forwarded_requests_total{{kind=\"{kind}\"}} ");
+    forward_counter(server, "forwarded_requests", kind)
+}
+
+/// The value of `signet_cluster_{counter}_total{kind}` on `server` (`forwarded_requests`,
+/// `forward_failures`).
+pub(crate) fn forward_counter(server: &HubServer, counter: &str, kind: &str) -> u64 {
+    let wanted = format!("signet_cluster_{counter}_total{{kind=\"{kind}\"}} ");
     server
         .state
         .metrics
