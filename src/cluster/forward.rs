@@ -182,8 +182,33 @@ pub struct Forwarder {
     tunnels: Arc<Tunnels>,
     /// Node -> whether something listened on its forwarding channel, lately.
     listening: moka::sync::Cache<String, bool>,
+    /// User (`sub`) -> requests of theirs this node forwarded and waits for; no entry at 0, so
+    /// at most as many entries as requests waiting.
+    per_user: DashMap<String, usize>,
     metrics: Metrics,
 }
+
+/// While it lives, one request of its user counts as forwarded and waiting (see
+/// [`Forwarder::begin_forwarding`]).
+pub struct Forwarding {
+    forwarder: Arc<Forwarder>,
+    sub: String,
+}
+
+impl Drop for Forwarding {
+    fn drop(&mut self) {
+        self.forwarder
+            .per_user
+            .remove_if_mut(&self.sub, |_, waiting| {
+                *waiting = waiting.saturating_sub(1);
+                *waiting == 0
+            });
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("this user already has {0} requests waiting for other nodes")]
+pub struct TooManyForwarded(pub usize);
 
 /// While it lives, its token counts as being adopted here (see [`Forwarder::settled`]).
 pub struct Adopting {
@@ -219,6 +244,7 @@ impl Forwarder {
                 .build(),
             adopting: DashMap::new(),
             tunnels: Tunnels::new(cluster.clone()),
+            per_user: DashMap::new(),
             listening: moka::sync::Cache::builder()
                 .max_capacity(LISTENING_MEMORY_ENTRIES)
                 .time_to_live(LISTENING_CHECK / 2)
@@ -387,6 +413,24 @@ impl Forwarder {
                 tracing::warn!(error = %err, %from, "cannot answer a forwarded request");
             }
         });
+    }
+
+    /// Counts one more request of `sub`'s as forwarded and waiting, until the guard drops;
+    /// refused when `sub` has `limit` already.
+    pub fn begin_forwarding(
+        self: &Arc<Self>,
+        sub: &str,
+        limit: usize,
+    ) -> Result<Forwarding, TooManyForwarded> {
+        let mut waiting = self.per_user.entry(sub.to_string()).or_insert(0);
+        if *waiting >= limit {
+            return Err(TooManyForwarded(limit));
+        }
+        *waiting += 1;
+        Ok(Forwarding {
+            forwarder: self.clone(),
+            sub: sub.to_string(),
+        })
     }
 
     /// Marks `token` as being adopted here until the guard drops (once the connection is

@@ -149,6 +149,15 @@ async fn forward(
         kind if kind.adopts() => ADOPT_TIMEOUT,
         _ => FORWARD_TIMEOUT,
     };
+    let _forwarding = forwarder
+        .begin_forwarding(
+            &remote.principal.sub,
+            state.settings.cluster.max_forwarded_per_user,
+        )
+        .map_err(|full| {
+            state.metrics.rate_limited("forwarded_requests");
+            TransportError::TooManyForwarded(full.0)
+        })?;
     let _adopting = kind
         .adopts()
         .then(|| forwarder.begin_adopting(&remote.token));

@@ -494,6 +494,75 @@ async fn a_401_from_the_owner_keeps_its_challenge_on_the_node_that_forwarded_it(
     assert_eq!(refused.challenge, local.challenge);
 }
 
+#[actix_web::test]
+async fn a_user_at_the_forwarded_request_limit_waits_and_other_users_do_not() {
+    let redis = shared();
+    let prefix = prefix("forwarded-per-user");
+    let mut servers = Vec::new();
+    for id in ["node-a", "node-b"] {
+        let server = crate::ws_client::spawn_hub(&[
+            ("SIGNET__CLUSTER__REDIS_URL", redis.url().as_str()),
+            ("SIGNET__CLUSTER__CHANNEL_PREFIX", prefix.as_str()),
+            ("SIGNET__CLUSTER__NODE_ID", id),
+            ("SIGNET__CLUSTER__MAX_FORWARDED_PER_USER", "1"),
+        ])
+        .await;
+        servers.push(crate::cluster::joined(server).await);
+    }
+    let (a, b) = (&servers[0], &servers[1]);
+    let (alice, bob) = (user_token("alice"), user_token("bob"));
+    let polling = |bearer: &str| {
+        let bearer = bearer.to_string();
+        async move {
+            let (_, token) = negotiate(a, &bearer, "").await;
+            assert_eq!(poll(a, &token, &bearer).await.status, 200);
+            token
+        }
+    };
+    let (held, other, bobs) = (
+        polling(&alice).await,
+        polling(&alice).await,
+        polling(&bob).await,
+    );
+
+    // Alice's poll forwarded from B waits on A (nothing to deliver): her one request there.
+    let received = |server: &HubServer| {
+        let metrics = server.state.metrics.render();
+        let value = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("signet_cluster_receives "))
+            .and_then(|v| v.parse::<u64>().ok());
+        value.unwrap_or(0)
+    };
+    let before = received(a);
+    let meanwhile = async {
+        crate::helpers::eventually(SPREAD, "A to hold the forwarded poll", || {
+            received(a) > before
+        })
+        .await;
+        // Another request of hers through B is refused, to be retried; Bob's goes through.
+        let refused = send(b, &other, &alice, &echo("1", "x")).await;
+        assert_eq!(refused.status, 429, "{refused:?}");
+        let body: Value = serde_json::from_slice(&refused.body).expect("a JSON error");
+        assert_eq!(body["error"], "too_many_forwarded_requests", "{body}");
+        assert_eq!(send(b, &bobs, &bob, JSON_HANDSHAKE).await.status, 200);
+        // Her poll ends (a DELETE on A): the retry goes through.
+        assert_eq!(delete(a, &held, &alice).await.status, 202);
+    };
+    let (ended, ()) = tokio::join!(poll(b, &held, &alice), meanwhile);
+    assert_eq!(ended.status, 204, "{ended:?}");
+    let deadline = tokio::time::Instant::now() + SPREAD;
+    loop {
+        let sent = send(b, &other, &alice, JSON_HANDSHAKE).await;
+        if sent.status == 200 {
+            break;
+        }
+        assert_eq!(sent.status, 429, "{sent:?}");
+        assert!(tokio::time::Instant::now() < deadline, "still refused");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The records `client` gets, pings and Acks left out, until one satisfies `last`.
 async fn records_until(
     client: &mut crate::ws_client::RawClient,
