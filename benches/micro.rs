@@ -8,12 +8,12 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use futures_util::future::{BoxFuture, FutureExt};
 use serde_json::{json, Value};
 use signet::auth::KeyRing;
-use signet::envelope::{
+use signet::protocol::{CompletionResult, HubMessage, HubProtocol, SerializedHubMessage};
+use signet::settings::{self, ResolvedSecrets};
+use signet_protocol::envelope::{
     derive_message_key, unix_now_ms, EnvelopeBuilder, EnvelopeLimits, EnvelopeVerifier,
     InMemoryNonceStore, NonceStore, NonceStoreError,
 };
-use signet::protocol::{CompletionResult, HubMessage, HubProtocol, SerializedHubMessage};
-use signet::settings::{self, ResolvedSecrets};
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;

@@ -31,6 +31,13 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+# The library as a dependent builds it, without the `internals` feature (the builds above and
+# below have it: the package's dev-dependency on itself): an internal item nothing uses
+# without the feature is dead code, and a doc link to a private item is broken.
+echo "== cargo clippy -p signet --lib (the library without the internals feature)"
+cargo clippy -p signet --lib -- -D warnings
+echo "== cargo doc -p signet (its rustdoc, warnings denied)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p signet
 echo "== import graph (no circle between the modules of src/, nothing imports startup)"
 python3 scripts/import-graph.py >/dev/null || python3 scripts/import-graph.py
 echo "== npm ci tests/conformance (the official SignalR clients the conformance suite drives)"
@@ -80,7 +87,10 @@ fi
 "$peer_venv/bin/python" -m pip install --quiet --disable-pip-version-check -r clients/bench/peers/aiosignalr/requirements.txt
 export SIGNET_AIOSIGNALR_PYTHON="$peer_venv/bin/python"
 echo "== cargo test"
-cargo test --workspace
+cargo test --workspace --exclude signet-dependent
+# On its own: within the build above `signet` has the `internals` feature (tests/dependent).
+echo "== cargo test -p signet-dependent (a dependent sees only the public API; the examples build against it)"
+cargo test -p signet-dependent
 
 echo "== node --test clients/js"
 node --test clients/js/

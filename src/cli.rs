@@ -1,4 +1,14 @@
 //! The `signet` command line. `main` only calls [`run`].
+//!
+//! [`run`] is the one public item, for an application whose binary is the `signet` command
+//! (`signet serve`, `user add`, `apikey create`, `token mint`, ...) with its own allocator or
+//! set-up around it:
+//!
+//! ```no_run
+//! fn main() -> std::process::ExitCode {
+//!     signet::cli::run()
+//! }
+//! ```
 
 use crate::auth::KeyRing;
 use crate::identity::{ApiKeys, IdentityError, Passwords, UserAdmin};
@@ -187,6 +197,10 @@ enum TokenCommand {
     },
 }
 
+/// Runs the `signet` command on this process's arguments (`--help` lists the subcommands) and
+/// returns its exit status: `serve` returns when the server has shut down (SIGINT/SIGTERM),
+/// the others when their work is done. It starts its own runtime: call it from a plain,
+/// synchronous `main`.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -602,7 +616,7 @@ async fn run_apikey_command(keys: &ApiKeys, command: ApiKeyCommand) -> Result<()
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for Unix seconds (civil-from-days, proleptic Gregorian).
-pub fn utc_timestamp(unix: i64) -> String {
+fn utc_timestamp(unix: i64) -> String {
     format!("{}Z", crate::protocol::typed::utc_date_time(unix))
 }
 

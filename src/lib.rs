@@ -51,9 +51,15 @@
 //! [`settings`] module (the configuration and how it is loaded) and the [`protocol`] module
 //! (the SignalR hub protocols, re-exported from `signet-protocol`).
 //!
-//! Modules hidden from these docs (`auth`, `connection`, `hub`, `store`, `cluster`, ...) are
-//! public only so the crate's own binary, integration tests, benchmarks and fuzz targets can
-//! reach them: they are not stable API and change without notice. Everything else is private.
+//! [`cli::run`] is the `signet` command itself (`signet serve`, `user add`, `apikey create`,
+//! ...), public for an application whose binary is that command with its own allocator or
+//! set-up around it; the `signet` binary's `main` only calls it.
+//!
+//! Everything else is private. The internal modules (`auth`, `connection`, `hub`, `store`,
+//! `cluster`, ...) are public, hidden from these docs, only with the `internals` feature,
+//! which exists for this crate's own integration tests, benchmarks and fuzz targets (the
+//! tests get it through a dev-dependency of the package on itself): it is **not** stable API,
+//! its paths change without notice, and an application should not enable it.
 //!
 //! # Layout
 //!
@@ -94,10 +100,10 @@
 //!
 //! - `auth`: token verification (key ring pinned per key), where a request carries its token
 //!   and the one way a request is authenticated, under an explicit token policy (its refusals
-//!   are `auth` errors; `http` maps them to responses), the [`auth::Principal`]
+//!   are `auth` errors; `http` maps them to responses), the [`Principal`]
 //!   a token proves, revocation (checked on every token, published as events for live
 //!   connections).
-//! - `envelope`: signed command envelopes: the server's [`envelope::EnvelopeService`] (keys
+//! - `envelope`: signed command envelopes: the server's `EnvelopeService` (keys
 //!   from the master secret, `open`, `seal`) over `signet-protocol`'s format, verification and
 //!   nonce store, re-exported here.
 //! - `store`: persistence behind traits (users, devices, sessions, revocation records), with
@@ -122,6 +128,7 @@
 #![warn(missing_docs)]
 
 // The stable API: documented, re-exported here.
+pub mod cli;
 pub mod protocol;
 pub mod settings;
 
@@ -134,40 +141,77 @@ pub use hubs::{HubContext, HubRegistrationError};
 pub use startup::{Application, Server, StartupError};
 pub use telemetry::init_logging;
 
-// Internal modules the binary, tests, benchmarks and fuzz targets reach: not stable API.
+// Internal modules: private, so a dependent sees only the API above. The `internals` feature
+// (Cargo.toml) makes them public, hidden from the docs and not stable API, for this crate's own
+// integration tests, benchmarks and fuzz targets. A `cfg` pair per module, not a macro: rustfmt
+// does not see modules declared inside a macro.
+#[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod auth;
-#[doc(hidden)]
-pub mod cli;
+#[cfg(not(feature = "internals"))]
+mod auth;
+#[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod cluster;
+#[cfg(not(feature = "internals"))]
+mod cluster;
+#[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod connection;
+#[cfg(not(feature = "internals"))]
+mod connection;
+#[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod envelope;
+#[cfg(not(feature = "internals"))]
+mod envelope;
+#[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod http;
+#[cfg(not(feature = "internals"))]
+mod http;
+#[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod hub;
+#[cfg(not(feature = "internals"))]
+mod hub;
+#[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod identity;
+#[cfg(not(feature = "internals"))]
+mod identity;
+#[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod metrics;
+#[cfg(not(feature = "internals"))]
+mod metrics;
+#[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod startup;
+#[cfg(not(feature = "internals"))]
+mod startup;
+#[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod store;
+#[cfg(not(feature = "internals"))]
+mod store;
+#[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod telemetry;
+#[cfg(not(feature = "internals"))]
+mod telemetry;
+#[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod tls;
+#[cfg(not(feature = "internals"))]
+mod tls;
 
 /// The README's Rust code ("Bring your own hub") compiles: `cargo test --doc` checks it.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeExamples;
 
-// Private: nothing outside the crate needs them.
+// Private whatever the features: nothing outside the crate needs them.
 mod api;
 mod audit;
 mod console;

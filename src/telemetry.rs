@@ -14,10 +14,6 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
-/// The format, the level filter and the caps on library targets are `signet-protocol`'s, which
-/// the device shares.
-pub use signet_protocol::logging::filter;
-
 /// Logging to standard output as `signet serve` does: the `[log]` format and level, audit
 /// events (`[audit]`) on standard output or in their own rotated file, colours on a terminal.
 /// Returns `Ok(false)` if a global subscriber was installed already (it is kept), an error if
@@ -31,6 +27,8 @@ pub fn init_logging(settings: &crate::settings::Settings) -> std::io::Result<boo
 
 /// Installs the global subscriber writing to `writer`, audit events as JSON lines on the same
 /// writer. Returns false if one was installed already (tests start many servers in one process).
+/// For the integration tests that capture the log (`tests/logging.rs`) only.
+#[cfg(feature = "internals")]
 pub fn init<W>(settings: &LogSettings, writer: W, ansi: bool) -> bool
 where
     W: for<'w> MakeWriter<'w> + Clone + Send + Sync + 'static,

@@ -92,7 +92,7 @@ fn settings_for(data_dir: &std::path::Path, extra: &[(&str, &str)]) -> Settings 
 /// Starts a server on `data_dir` with the capture installed; returns its base URL.
 async fn start(data_dir: &std::path::Path, extra: &[(&str, &str)]) -> String {
     capture();
-    let app = signet::startup::Application::build(settings_for(data_dir, extra))
+    let app = signet::Application::build(settings_for(data_dir, extra))
         .await
         .unwrap();
     let base = format!("http://{}", app.address());

@@ -6,12 +6,12 @@
 use proptest::collection::{hash_map, vec};
 use proptest::prelude::*;
 use serde_json::{Map, Number, Value};
-use signet::envelope::{
-    derive_message_key, unix_now_ms, Envelope, EnvelopeBuilder, EnvelopeError, EnvelopeLimits,
-    EnvelopeVerifier, InMemoryNonceStore, MessageKey, SigningInput,
-};
 use signet::protocol::{
     handshake, typed, CompletionResult, HandshakeDecoder, Headers, HubMessage, HubProtocol,
+};
+use signet_protocol::envelope::{
+    derive_message_key, unix_now_ms, Envelope, EnvelopeBuilder, EnvelopeError, EnvelopeLimits,
+    EnvelopeVerifier, InMemoryNonceStore, MessageKey, SigningInput,
 };
 use std::sync::Arc;
 use std::time::Duration;

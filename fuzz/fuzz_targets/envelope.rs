@@ -6,7 +6,7 @@
 use futures_util::FutureExt as _;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use signet::envelope::{
+use signet_protocol::envelope::{
     sign, unix_now_ms, Envelope, EnvelopeError, EnvelopeLimits, EnvelopeVerifier,
     InMemoryNonceStore, MessageKey,
 };

@@ -8,16 +8,16 @@ mod principal;
 pub mod revocation;
 mod token_source;
 
-pub use issue::{AccessClaims, IssuedToken};
+pub use issue::AccessClaims;
 pub use keyring::{hmac_kid, KeyRing, KeyRingError, TokenError};
-pub use principal::{Principal, TokenClaims, DOTNET_ROLE_CLAIM};
+pub use principal::Principal;
 pub use revocation::{
     FeedSource, InProcessRevocations, RevocationCause, RevocationError, RevocationEvent,
-    RevocationRelay, RevocationState, RevocationStore, Revoked, StoreUnavailable,
+    RevocationRelay, RevocationState, RevocationStore,
 };
 pub use token_source::{
-    authenticate_request, authenticate_token, bearer_token, query_param, token_from_request,
-    Authenticated, RequestAuthError, TokenDigest, TokenLocation, TokenPolicy, HUB_PATH_PREFIX,
+    authenticate_request, authenticate_token, bearer_token, query_param, Authenticated,
+    RequestAuthError, TokenDigest, TokenPolicy,
 };
 
 use crate::metrics::Metrics;

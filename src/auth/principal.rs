@@ -2,9 +2,6 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-/// The .NET role claim type, used by tokens minted with ASP.NET Core's `ClaimTypes.Role`.
-pub const DOTNET_ROLE_CLAIM: &str = "http://schemas.microsoft.com/ws/2008/06/identity/claims/role";
-
 /// The claims Signet reads from an access token. Roles may arrive as `role`, `roles` or the .NET
 /// role claim URI, each a string or an array of strings; they are merged.
 #[derive(Debug, Clone, Deserialize)]
@@ -17,10 +14,6 @@ pub struct TokenClaims {
     pub sid: Option<String>,
     #[serde(default)]
     pub iat: Option<i64>,
-    #[serde(default)]
-    pub nbf: Option<i64>,
-    #[serde(default)]
-    pub iss: Option<String>,
     /// Owner user id, on device tokens.
     #[serde(default)]
     pub owner: Option<String>,
@@ -30,6 +23,7 @@ pub struct TokenClaims {
     role: Vec<String>,
     #[serde(default, deserialize_with = "one_or_many")]
     roles: Vec<String>,
+    /// The .NET role claim type, used by tokens minted with ASP.NET Core's `ClaimTypes.Role`.
     #[serde(
         default,
         rename = "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"
@@ -118,6 +112,8 @@ impl Principal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const DOTNET_ROLE_CLAIM: &str = "http://schemas.microsoft.com/ws/2008/06/identity/claims/role";
 
     #[test]
     fn roles_merge_from_every_claim_form() {

@@ -26,11 +26,11 @@ mod revocation;
 mod supervise;
 
 pub use attach::{coalesce, AttachError, Attachment};
-pub use close::{CloseKind, CloseReason, CloseStats};
-pub use queue::Queue;
+pub use close::{CloseReason, CloseStats};
+use queue::Queue;
 pub use refresh::{apply_refresh, carry_on, refresh, verify_refresh, RefreshError};
 pub use registry::{Claim, ConnectionRegistry, RegistryFull};
-pub use replay::{ReceivedSequence, ReplayBuffer, SequenceAhead};
+pub use replay::{ReceivedSequence, ReplayBuffer};
 pub use revocation::{admit, enforce_revocations};
 pub use supervise::{supervise, Timeouts};
 

@@ -97,15 +97,6 @@ impl<T> Queue<T> {
     pub fn len(&self) -> usize {
         self.items().len()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The most items the queue holds.
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
 }
 
 #[cfg(test)]
@@ -126,7 +117,7 @@ mod tests {
         assert_eq!(queue.try_pop(), Some(2));
         assert_eq!(queue.try_pop(), Some(3));
         assert_eq!(queue.try_pop(), None);
-        assert!(queue.is_empty());
+        assert_eq!(queue.len(), 0);
     }
 
     #[test]

@@ -138,9 +138,10 @@ async fn recheck(
 mod tests {
     use super::*;
     use crate::auth::issue::unix_now;
+    use crate::auth::revocation::StoreUnavailable;
     use crate::auth::{
         KeyRing, Principal, RequestAuthError, RevocationCause, RevocationError, RevocationState,
-        RevocationStore, StoreUnavailable,
+        RevocationStore,
     };
     use crate::connection::Connection;
     use crate::settings::{ResolvedSecrets, Secret, SecretSource, Settings};

@@ -40,7 +40,7 @@ pub enum LifetimeError {
 /// A connection of a hub as any node sees it: plain data, whichever node holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionInfo {
-    /// The connection id (what [`HubLifetimeManager::send_connection`] addresses).
+    /// The connection id (what a send to one connection addresses).
     pub id: String,
     /// The principal's `sub`.
     pub sub: String,

@@ -11,13 +11,13 @@ mod session;
 pub use call::{Call, Clients};
 pub use lifetime::{
     first_listed, BackplaneError, ConnectedUser, ConnectionInfo, HubLifetimeManager,
-    InProcessLifetimeManager, LifetimeError, MAX_LISTED_USERS,
+    InProcessLifetimeManager, LifetimeError,
 };
 pub use method::{
     bind, Access, Handler, HubError, InternalError, Method, MethodResult, MethodSpec, Param,
     UploadStream,
 };
-pub use session::{run_session, Inbound, OpenUploads, SessionLimits};
+pub use session::{run_session, OpenUploads, SessionLimits};
 
 use crate::auth::Authenticator;
 use crate::connection::ConnectionRegistry;

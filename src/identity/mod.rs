@@ -18,16 +18,12 @@ mod password;
 mod sessions;
 mod users;
 
-pub use api_keys::{scopes_allow, ApiKeys, NewApiKey, PublishAction, Scope, API_KEY_PREFIX};
-pub use devices::{device_subject, DeviceToken, NewDeviceKey};
-pub use limiter::{retry_after_secs, AttemptKeys, LoginLimiter, LoginLimits};
-pub use message_keys::MAX_TRACKED_MESSAGE_KEY_CLAIMS;
-pub use password::{HashingError, Passwords, MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS};
+pub use api_keys::{scopes_allow, ApiKeys, PublishAction, API_KEY_PREFIX};
+pub use devices::{device_subject, NewDeviceKey};
+pub use limiter::{LoginLimiter, LoginLimits};
+pub use password::{HashingError, Passwords};
 pub use sessions::SessionTokens;
-pub use users::{
-    check_roles, is_valid_username, normalize_username, UserAdmin, ADMIN_ROLE, DEVICE_ROLE,
-    INITIAL_ADMIN, INITIAL_ADMIN_PASSWORD_FILE, USER_ROLE,
-};
+pub use users::{UserAdmin, ADMIN_ROLE};
 
 use crate::auth::issue::unix_now;
 use crate::auth::{AccessClaims, Authenticator, Principal, RevocationError};

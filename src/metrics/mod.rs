@@ -13,7 +13,7 @@ mod process;
 mod series;
 mod store;
 
-pub use series::{StatsPoint, StatsSeries};
+pub use series::StatsSeries;
 pub use store::MeteredStore;
 
 use prometheus_client::collector::Collector;

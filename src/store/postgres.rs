@@ -62,17 +62,6 @@ impl PgStore {
             .await?;
         Ok(Self { pool })
     }
-
-    /// Applies pending migrations.
-    pub async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.pool).await?;
-        Ok(())
-    }
-
-    /// The pool, for the revocation listener and `store copy`.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
 }
 
 /// The revocations every node sharing the database records, as PostgreSQL announces them

@@ -71,6 +71,7 @@ impl SqliteStore {
     }
 
     /// A private in-memory database, for unit tests.
+    #[cfg(test)]
     pub async fn open_in_memory() -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::new()
             .in_memory(true)

@@ -5,7 +5,7 @@
 use crate::helpers::{spawn_app, spawn_app_with, user_token};
 use crate::ws_client::{admin_token, spawn_hub};
 use serde_json::json;
-use signet::envelope::{derive_message_key, EnvelopeBuilder};
+use signet_protocol::envelope::{derive_message_key, EnvelopeBuilder};
 use std::time::Duration;
 
 async fn get(client: &awc::Client, url: String) -> (u16, String) {

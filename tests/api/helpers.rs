@@ -7,8 +7,8 @@ use serde_json::{json, Value};
 use signet::connection::{Connection, ConnectionRegistry};
 use signet::identity::{Passwords, UserAdmin};
 use signet::settings::{self, Settings};
-use signet::startup::Application;
 use signet::store::Store;
+use signet::Application;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -412,7 +412,7 @@ pub fn sign_hs(secret: &str, kid: Option<&str>, alg: Algorithm, claims: &Value) 
 
 /// The `kid` Signet derives for an HMAC secret.
 pub fn kid_of(secret: &str) -> String {
-    signet::auth::hmac_kid(&signet::settings::Secret::from_text(secret))
+    signet_protocol::token::hmac_kid(&signet::settings::Secret::from_text(secret))
 }
 
 /// A valid token from the test secret.

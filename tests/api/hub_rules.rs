@@ -5,7 +5,7 @@ use crate::helpers::{claims, kid_of, sign_hs, TEST_SECRET};
 use crate::ws_client::*;
 use jsonwebtoken::Algorithm;
 use serde_json::json;
-use signet::envelope::{derive_message_key, EnvelopeBuilder};
+use signet_protocol::envelope::{derive_message_key, EnvelopeBuilder};
 
 const APP_ORIGIN: &str = "https://app.example.com";
 const ENVELOPE_SECRET: &str = "envelope-master-key-for-hub-rules-0123456789";

@@ -6,7 +6,7 @@ use crate::helpers::{claims, kid_of, now, sign_hs, spawn_app_with, user_token, T
 use crate::ws_client::{admin_token, spawn_hub, HubServer};
 use jsonwebtoken::Algorithm;
 use serde_json::json;
-use signet::envelope::{derive_message_key, EnvelopeBuilder};
+use signet_protocol::envelope::{derive_message_key, EnvelopeBuilder};
 use std::collections::HashMap;
 use std::time::Duration;
 

@@ -17,9 +17,7 @@ async fn a_generated_secret_persists_across_restarts_with_mode_0600() {
         ("SIGNET__SERVER__WORKERS".into(), "1".into()),
     ];
     let settings = signet::settings::load_from_str("", std::path::Path::new("t"), env).unwrap();
-    let first = signet::startup::Application::build(settings.clone())
-        .await
-        .unwrap();
+    let first = signet::Application::build(settings.clone()).await.unwrap();
     for name in ["jwt.secret", "envelope.secret"] {
         let meta = std::fs::metadata(path.join(name)).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{name}");

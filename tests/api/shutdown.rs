@@ -2,7 +2,7 @@
 //! `run_until_stopped` within the shutdown timeout.
 
 use crate::helpers::test_settings;
-use signet::startup::Application;
+use signet::Application;
 use std::time::Duration;
 
 #[actix_web::test]

@@ -79,10 +79,12 @@ impl TestCa {
         roots
             .add(self.cert.der().clone())
             .expect("CA is a valid root");
-        let builder = rustls::ClientConfig::builder_with_provider(signet::tls::provider())
-            .with_safe_default_protocol_versions()
-            .expect("protocol versions")
-            .with_root_certificates(roots);
+        let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots);
         let mut config = match client_cert {
             Some(issued) => {
                 use rustls::pki_types::pem::PemObject;

@@ -6,7 +6,7 @@ use crate::conformance::{bootstrap_admin_password, NodeRun};
 use crate::helpers::{test_settings, user_token, TEST_SECRET};
 use crate::test_ca::{client_over, path_string, Issued, TestCa, TlsFiles, Usage};
 use crate::ws_client::RawClient;
-use signet::startup::Application;
+use signet::Application;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -613,7 +613,7 @@ async fn an_upstream_that_cannot_be_declared_stops_the_server_at_start_up() {
     let build = |toml: String| {
         let mut settings = test_settings(data_dir.path(), &[]);
         settings.upstream = upstream_settings(&toml).upstream;
-        signet::startup::Application::build(settings)
+        signet::Application::build(settings)
     };
     let table = |extra: &str| {
         format!(

@@ -5,8 +5,8 @@
 use crate::helpers::{each_store, jwt_payload, user_token, Backend, TEST_PASSWORD};
 use crate::ws_client::*;
 use serde_json::{json, Value};
-use signet::envelope::{derive_message_key, EnvelopeBuilder, MessageKey};
 use signet::identity::{Passwords, UserAdmin};
+use signet_protocol::envelope::{derive_message_key, EnvelopeBuilder, MessageKey};
 
 pub(crate) const ENVELOPE_SECRET: &str = "envelope-master-key-for-user-limits-0123456789";
 

@@ -6,7 +6,7 @@
 
 use crate::Test;
 use serde_json::Value;
-use signet::startup::Application;
+use signet::Application;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;

@@ -7,14 +7,14 @@ use crate::support::test_ca::TestCa;
 use crate::support::DeviceProcess;
 use crate::Test;
 use serde_json::{json, Value};
-use signet::envelope::{EnvelopeBuilder, MessageKey};
 use signet::identity::{Passwords, UserAdmin};
 use signet::protocol::{CompletionResult, HubMessage};
 use signet::settings;
-use signet::startup::Application;
 use signet::store::Store;
+use signet::Application;
 use signet_device::config::ServerUrl;
 use signet_device::hub::{HubConnection, HubReceiver, HubSender, Incoming};
+use signet_protocol::envelope::{EnvelopeBuilder, MessageKey};
 use std::sync::Arc;
 use std::time::Duration;
 
