@@ -68,10 +68,13 @@
 //! - `startup`: [`Server`] (an application's hubs on the server) builds the shared services
 //!   once (`AppState`, which stays there), registers for each layer the narrow handle it
 //!   needs (the transports' `HubEndpoints`, the API's `IdentityService`, health's readiness,
-//!   ...) and binds the HTTP server; `cli`, `demo` and the integration tests go through
-//!   [`Application::build`] (the home hub's server) or [`Server::build`].
+//!   ...) and binds the HTTP server (actix-web's `App` on actix-http's service, run by
+//!   actix-server, with the WebSocket upgrade hook); `cli`, `demo` and the integration tests go
+//!   through [`Application::build`] (the home hub's server) or [`Server::build`].
 //! - `transport`: negotiate and the three transports (WebSockets, Server-Sent Events, long
-//!   polling with `POST` sends), and in-band refresh: they adapt HTTP to one `connection`.
+//!   polling with `POST` sends), and in-band refresh: they adapt HTTP to one `connection`. A
+//!   WebSocket is answered through the application like any request, then its raw socket is
+//!   the transport's: frames read and written on the stream, no HTTP buffers kept.
 //! - `api`: the REST API under `/api`: thin handlers over the identity service, and the
 //!   publish API (`/api/hubs/{hub}/...`) through which backends reach a hub's clients via its
 //!   lifetime manager, with API keys or a `signet:server` token.

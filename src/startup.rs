@@ -16,9 +16,15 @@ use crate::metrics::{MeteredStore, Metrics, StatsSeries};
 use crate::settings::{ResolvedSecrets, Settings, SettingsError};
 use crate::store::{RevocationFeed, Store, StoreError};
 use crate::transport::HubEndpoints;
-use actix_web::dev::{Server as HttpServerTask, ServerHandle};
+use crate::transport::WebSocketUpgrade;
+use actix_http::body::BoxBody;
+use actix_http::{HttpServiceBuilder, KeepAlive, Request, Response};
+use actix_server::GracefulShutdownSignal;
+use actix_service::{map_config, Service, ServiceFactory};
+use actix_web::dev::{AppConfig, Extensions, Server as HttpServerTask, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
+use std::any::Any;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
@@ -522,7 +528,7 @@ impl Application {
             forwarder.set_handler(Some(Arc::new(handler)));
         }
         let json_settings = settings.clone();
-        let server = HttpServer::new(move || {
+        let app = move || {
             App::new()
                 .app_data(auth.clone())
                 .app_data(identity.clone())
@@ -541,22 +547,37 @@ impl Application {
                 .configure(crate::api::configure)
                 .configure(crate::transport::configure)
                 .configure(crate::console::configure)
-        })
-        .on_connect(crate::transport::drop_stalled_peers(Duration::from_secs(
-            settings.hub.client_timeout_secs,
-        )))
-        // Hub messages are small and often written back to back (a completion, then a call):
-        // with Nagle's algorithm the second waits for the peer's delayed ACK, up to 40 ms.
-        .tcp_nodelay(true)
-        .disable_signals()
-        .workers(settings.server.workers)
-        .shutdown_timeout(settings.server.shutdown_timeout_secs);
-        let server = match tls_config {
-            Some(config) => server.listen_rustls_0_23(listener, config),
-            None => server.listen(listener),
+        };
+        let on_connect: Arc<OnConnect> = Arc::new(crate::transport::drop_stalled_peers(
+            Duration::from_secs(settings.hub.client_timeout_secs),
+        ));
+        let builder = actix_server::Server::build()
+            .disable_signals()
+            .workers(settings.server.workers)
+            .shutdown_timeout(settings.server.shutdown_timeout_secs);
+        let signal = builder.graceful_shutdown_signal();
+        let secure = tls_config.is_some();
+        // The application serves every request; the upgrade service gets the WebSocket
+        // upgrades (it runs them through the application too) and owns their sockets after
+        // the 101 (src/transport/websocket/upgrade.rs).
+        let app_config =
+            move |_: ()| AppConfig::__priv_test_new(secure, address.to_string(), address);
+        let builder = match tls_config {
+            Some(config) => builder.listen("signet", listener, move || {
+                http_service(&on_connect, &signal, address)
+                    .upgrade(WebSocketUpgrade::new(map_config(app(), app_config)))
+                    .finish(map_config(app(), app_config))
+                    .rustls_0_23(config.clone())
+            }),
+            None => builder.listen("signet", listener, move || {
+                http_service(&on_connect, &signal, address)
+                    .upgrade(WebSocketUpgrade::new(map_config(app(), app_config)))
+                    .finish(map_config(app(), app_config))
+                    .tcp()
+            }),
         }
-        .map_err(|source| StartupError::Bind { addr, source })?
-        .run();
+        .map_err(|source| StartupError::Bind { addr, source })?;
+        let server = builder.run();
         if let Some(tls) = tls {
             actix_web::rt::spawn(crate::tls::watch(
                 tls,
@@ -653,6 +674,41 @@ impl Application {
         tracing::info!("signet stopped");
         result
     }
+}
+
+/// What runs on every accepted connection (with its stream, plain or TLS, as `&dyn Any`).
+type OnConnect = dyn Fn(&dyn Any, &mut Extensions) + Send + Sync;
+
+/// The HTTP service's settings for every connection, as `HttpServer` sets them (keep-alive,
+/// request and disconnect timeouts, graceful shutdown of idle keep-alive connections), with
+/// `TCP_NODELAY` and `on_connect` on every accepted connection.
+fn http_service<T, S>(
+    on_connect: &Arc<OnConnect>,
+    signal: &GracefulShutdownSignal,
+    address: SocketAddr,
+) -> HttpServiceBuilder<T, S>
+where
+    T: 'static,
+    S: ServiceFactory<Request, Config = ()>,
+    S::Error: Into<Response<BoxBody>> + 'static,
+    S::InitError: std::fmt::Debug,
+    <S::Service as Service<Request>>::Future: 'static,
+{
+    let on_connect = on_connect.clone();
+    let signal = signal.clone();
+    HttpServiceBuilder::default()
+        .keep_alive(KeepAlive::default())
+        .client_request_timeout(Duration::from_secs(5))
+        .client_disconnect_timeout(Duration::from_secs(1))
+        // Hub messages are small and often written back to back (a completion, then a call):
+        // with Nagle's algorithm the second waits for the peer's delayed ACK, up to 40 ms.
+        .tcp_nodelay(true)
+        .local_addr(address)
+        .graceful_shutdown_signal(move || {
+            let signal = signal.clone();
+            async move { signal.notified().await }
+        })
+        .on_connect_ext(move |io: &T, extensions| on_connect(io, extensions))
 }
 
 /// A listening socket on `addr` with a listen queue of `backlog` connections (the standard

@@ -34,6 +34,7 @@ pub use cors::check_origin;
 pub use endpoints::HubEndpoints;
 pub use error::TransportError;
 pub use owner::ForwardedRequests;
+pub use websocket::WebSocketUpgrade;
 
 use crate::auth::{
     authenticate_request, authenticate_token, bearer_token, issue::unix_now, query_param,
@@ -101,7 +102,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// `GET /hubs/{hub}`: a WebSocket upgrade, an SSE stream or a long poll.
 async fn get(
     req: HttpRequest,
-    body: web::Payload,
     path: web::Path<String>,
     state: web::Data<HubEndpoints>,
 ) -> Result<HttpResponse, TransportError> {
@@ -111,7 +111,7 @@ async fn get(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if is_upgrade {
-        websocket::connect(req, body, path, state).await
+        websocket::connect(req, path, state).await
     } else if accepts_event_stream(&req) {
         sse::connect(req, path, state).await
     } else {

@@ -10,20 +10,26 @@
 //! or the tunnel's queue full) drops the socket as a network failure would.
 
 use super::forward::{self, RemoteRequest};
-use super::websocket::{close_code, frame_protocol, transport_lost, write};
+use super::websocket::frames::{
+    encode_close, encode_data, encode_pong, FrameReader, ReadError, Received,
+};
+use super::websocket::socket::{Pong, Socket};
+use super::websocket::{
+    close_code, frame_protocol, switching_protocols, take_over, transport_lost, Serve,
+};
 use super::{
-    begin, conflict, max_frame_bytes, unknown_connection, use_transport, ConnectionRequest,
-    HubEndpoints, TransportError, COALESCE_BYTES,
+    begin, conflict, unknown_connection, use_transport, ConnectionRequest, HubEndpoints,
+    TransportError, COALESCE_BYTES,
 };
 use crate::cluster::forward::{ForwardKind, TUNNEL};
 use crate::cluster::tunnel::{TunnelEnd, TunnelEvent, TunnelSender};
 use crate::connection::{coalesce, Attachment, CloseReason, Connection, Inbound, TransportKind};
 use crate::protocol::HubProtocol;
+use actix_codec::{AsyncRead, AsyncWrite};
+use actix_http::ws::CloseCode;
 use actix_web::http::header;
-use actix_web::{web, HttpRequest, HttpResponse};
-use actix_ws::{AggregatedMessage, CloseCode};
-use bytes::Bytes;
-use futures_util::StreamExt;
+use actix_web::{HttpRequest, HttpResponse};
+use bytes::{Bytes, BytesMut};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -31,10 +37,10 @@ use tokio_util::sync::CancellationToken;
 /// connection's Close message and close code) before it drops the socket.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
-/// The edge: asks the owner to attach a tunnel, then upgrades and relays the socket.
+/// The edge: asks the owner to attach a tunnel, then upgrades; the socket is relayed once the
+/// upgrade service hands it over ([`Edge::relay`]).
 pub(super) async fn connect(
     req: &HttpRequest,
-    body: web::Payload,
     state: &HubEndpoints,
     remote: RemoteRequest,
 ) -> Result<HttpResponse, TransportError> {
@@ -52,60 +58,71 @@ pub(super) async fn connect(
     if !opened {
         return Ok(answer);
     }
-    let (response, session, stream) = match actix_ws::handle(req, body) {
-        Ok(upgraded) => upgraded,
-        Err(err) => {
-            end.sender().send(TunnelEvent::Lost);
-            return Err(TransportError::WebSocketHandshake(err.to_string()));
-        }
+    let edge = Edge {
+        end,
+        done: state.shutdown.child_token(),
     };
-    let max_frame = max_frame_bytes(state);
-    let stream = stream
-        .max_frame_size(max_frame)
-        .aggregate_continuations()
-        .max_continuation_size(max_frame);
-    let done = state.shutdown.child_token();
-    actix_web::rt::spawn(state.tasks.track_future(relay(stream, session, end, done)));
-    Ok(response)
+    match switching_protocols(req) {
+        Ok(response) => Ok(take_over(response, state, Serve::Tunnel(edge))),
+        Err(err) => {
+            edge.lost();
+            Err(err)
+        }
+    }
 }
 
-async fn relay(
-    stream: actix_ws::AggregatedMessageStream,
-    session: actix_ws::Session,
-    mut end: TunnelEnd,
+/// The edge's end of a tunnel whose owner attached it, waiting for its socket.
+pub(super) struct Edge {
+    end: TunnelEnd,
+    /// Cancelled when either side ends, and at shutdown.
     done: CancellationToken,
-) {
-    let to_owner = end.sender();
-    tokio::join!(
-        socket_to_owner(stream, session.clone(), &to_owner, &done),
-        owner_to_socket(session, &mut end, &to_owner, &done),
-    );
+}
+
+impl Edge {
+    /// The socket never came: the owner detaches the tunnel.
+    pub(super) fn lost(&self) {
+        self.end.sender().send(TunnelEvent::Lost);
+    }
+
+    /// Relays `socket` and the tunnel until either ends.
+    pub(super) async fn relay<T>(mut self, socket: &Socket<T>, reader: FrameReader)
+    where
+        T: AsyncRead + AsyncWrite + Unpin,
+    {
+        let to_owner = self.end.sender();
+        let pong = Pong::default();
+        tokio::join!(
+            socket_to_owner(socket, reader, &pong, &to_owner, &self.done),
+            owner_to_socket(socket, &pong, &mut self.end, &to_owner, &self.done),
+        );
+    }
 }
 
 /// Client -> owner, until either side ends.
-async fn socket_to_owner(
-    mut stream: actix_ws::AggregatedMessageStream,
-    mut session: actix_ws::Session,
+async fn socket_to_owner<T>(
+    socket: &Socket<T>,
+    mut reader: FrameReader,
+    pong: &Pong,
     to_owner: &TunnelSender,
     done: &CancellationToken,
-) {
+) where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
     loop {
         let message = tokio::select! {
             _ = done.cancelled() => return,
-            message = stream.next() => message,
+            message = socket.next_message(&mut reader) => message,
         };
         let event = match message {
-            Some(Ok(AggregatedMessage::Text(text))) => TunnelEvent::Text(text.into_bytes()),
-            Some(Ok(AggregatedMessage::Binary(bytes))) => TunnelEvent::Binary(bytes),
-            Some(Ok(AggregatedMessage::Ping(payload))) => {
-                let _ = session.pong(&payload).await;
+            Some(Ok(Received::Text(text))) => TunnelEvent::Text(text),
+            Some(Ok(Received::Binary(bytes))) => TunnelEvent::Binary(bytes),
+            Some(Ok(Received::Ping(payload))) => {
+                pong.answer(payload);
                 continue;
             }
-            Some(Ok(AggregatedMessage::Pong(_))) => continue,
-            Some(Ok(AggregatedMessage::Close(_))) => TunnelEvent::Closed(CloseCode::Normal.into()),
-            Some(Err(actix_ws::ProtocolError::Overflow)) => {
-                TunnelEvent::Closed(CloseCode::Size.into())
-            }
+            Some(Ok(Received::Pong)) => continue,
+            Some(Ok(Received::Close)) => TunnelEvent::Closed(CloseCode::Normal.into()),
+            Some(Err(ReadError::TooLarge)) => TunnelEvent::Closed(CloseCode::Size.into()),
             _ => TunnelEvent::Lost,
         };
         let closing = matches!(event, TunnelEvent::Closed(_));
@@ -127,35 +144,62 @@ async fn socket_to_owner(
 
 /// Owner -> client, until either side ends. The socket is closed with a close frame only when
 /// the connection closed; otherwise it is dropped.
-async fn owner_to_socket(
-    mut session: actix_ws::Session,
+async fn owner_to_socket<T>(
+    socket: &Socket<T>,
+    pong: &Pong,
     end: &mut TunnelEnd,
     to_owner: &TunnelSender,
     done: &CancellationToken,
-) {
+) where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
     loop {
-        let event = tokio::select! {
-            _ = done.cancelled() => None,
-            event = end.recv() => event,
+        let next = tokio::select! {
+            biased;
+            _ = done.cancelled() => Next::Event(None),
+            payload = pong.due() => Next::Pong(payload),
+            event = end.recv() => Next::Event(event),
         };
-        let written = match event {
-            Some(TunnelEvent::Text(text)) => write(&mut session, HubProtocol::Json, text).await,
-            Some(TunnelEvent::Binary(bytes)) => {
-                write(&mut session, HubProtocol::MessagePack, bytes).await
+        let mut out = BytesMut::new();
+        let mut closed = false;
+        let encoded = match next {
+            Next::Pong(Some(payload)) => {
+                encode_pong(&mut out, &payload);
+                true
             }
-            Some(TunnelEvent::Closed(code)) => {
+            Next::Pong(None) => continue,
+            Next::Event(Some(TunnelEvent::Text(text))) => {
+                encode_data(&mut out, HubProtocol::Json, &text)
+            }
+            Next::Event(Some(TunnelEvent::Binary(bytes))) => {
+                encode_data(&mut out, HubProtocol::MessagePack, &bytes)
+            }
+            Next::Event(Some(TunnelEvent::Closed(code))) => {
                 done.cancel();
-                let _ = session.close(Some(CloseCode::from(code).into())).await;
-                return;
+                encode_close(&mut out, CloseCode::from(code));
+                closed = true;
+                true
             }
-            Some(TunnelEvent::Lost) | None => false,
+            Next::Event(Some(TunnelEvent::Lost) | None) => false,
         };
+        let written = encoded && socket.write(out.freeze()).await.is_ok();
+        if closed {
+            return;
+        }
         if !written {
             to_owner.send(TunnelEvent::Lost);
             done.cancel();
             return;
         }
     }
+}
+
+/// What the edge writes next.
+enum Next {
+    /// A Ping came: its payload, to answer.
+    Pong(Option<Bytes>),
+    /// From the owner; `None` once the tunnel or the relay ended.
+    Event(Option<TunnelEvent>),
 }
 
 /// The owner: attaches tunnel `body` (its id) from node `from` to the connection, which must

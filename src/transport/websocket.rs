@@ -1,10 +1,11 @@
 //! The WebSocket transport: `GET /hubs/{hub}?id=<connectionToken>` with an upgrade, or without
-//! `id` when the client skips negotiation. Per socket, a reader task feeds the client's
-//! messages to the hub session and answers WebSocket pings, and the response body is the
-//! writer: actix-http polls it whenever it can write, and it takes what the connection's
-//! [`Attachment`] gives straight from the queue, everything queued at once as one frame
-//! ([`SocketWriter`]). A send to the connection therefore wakes actix-http's own task for the
-//! socket, with no writer task or channel in between.
+//! `id` when the client skips negotiation. The handler ([`connect`]) runs every check and
+//! answers 101 carrying a [`Takeover`]; the upgrade service ([`WebSocketUpgrade`]) writes the
+//! 101 and then owns the raw socket (actix-http's buffers dropped) and serves it here: one
+//! task per socket joins the reading half, which feeds the client's messages to the hub
+//! session and has WebSocket pings answered, and the writing half, which takes what the
+//! connection's [`Attachment`] gives straight from the queue, everything queued at once as one
+//! frame. An idle socket holds no buffer (`socket.rs`).
 //!
 //! How a socket ends decides what happens to the connection:
 //! - the connection closed (the session ended, an expiry, a kick, a shutdown): the writer
@@ -18,7 +19,11 @@
 //! A second socket for a connection gets 409, except under stateful reconnect, where a new
 //! socket of the same user replaces the attached one (its client has given up on it).
 
-mod frames;
+pub(super) mod frames;
+pub(super) mod socket;
+mod upgrade;
+
+pub use upgrade::WebSocketUpgrade;
 
 use super::forward::{self, Target};
 use super::tunnel;
@@ -31,21 +36,23 @@ use crate::auth::query_param;
 use crate::cluster::forward::ForwardKind;
 use crate::connection::{coalesce, Attachment, CloseReason, Connection, Inbound, TransportKind};
 use crate::protocol::HubProtocol;
-use actix_web::body::{BodyStream, BoxBody};
+use actix_codec::{AsyncRead, AsyncWrite};
+use actix_http::ws::CloseCode;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use actix_ws::CloseCode;
-use bytes::{Bytes, BytesMut};
-use bytestring::ByteString;
+use bytes::BytesMut;
 use frames::{encode_close, encode_data, encode_pong, FrameReader, ReadError, Received};
-use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
-use tokio::sync::Notify;
+use socket::{Pong, Socket};
+use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long a socket that ended gets to send its TLS close_notify and FIN.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 pub async fn connect(
     req: HttpRequest,
-    body: web::Payload,
     path: web::Path<String>,
     state: web::Data<HubEndpoints>,
 ) -> Result<HttpResponse, TransportError> {
@@ -65,7 +72,7 @@ pub async fn connect(
                 Target::Here(request) => request.connection,
                 // In use: under stateful reconnect, tunnelled to the connection's node.
                 Target::Answered(response) if response.status() == StatusCode::CONFLICT => {
-                    return tunnel::connect(&req, body, &state, remote).await;
+                    return tunnel::connect(&req, &state, remote).await;
                 }
                 Target::Answered(response) => return Ok(response),
             }
@@ -83,8 +90,7 @@ pub async fn connect(
     if !connection.accepts_transport() {
         return Err(unknown_connection());
     }
-    let mut handshake = actix_http::ws::handshake(req.head())
-        .map_err(|e| TransportError::WebSocketHandshake(e.to_string()))?;
+    let handshake = switching_protocols(&req)?;
     // A client reconnects under stateful reconnect when it believes its socket dead; the server
     // may not have noticed yet (a half-open TCP connection), so the new socket replaces the old
     // one, as ASP.NET Core does. Otherwise a second socket is refused with 409.
@@ -94,26 +100,100 @@ pub async fn connect(
         connection.attach().await
     };
     let attachment = attached.map_err(|_| conflict("WebSocket"))?;
-
-    let reader = FrameReader::new(body, max_frame_bytes(&state));
     begin(&state, hub, &attachment).await;
-    let pong = Arc::new(Pong::default());
-    let read = read_frames(
-        reader,
-        pong.clone(),
-        connection.clone(),
-        attachment.ending(),
+    Ok(take_over(handshake, &state, Serve::Local(attachment)))
+}
+
+/// The 101 answering a valid WebSocket handshake.
+pub(super) fn switching_protocols(req: &HttpRequest) -> Result<HttpResponse, TransportError> {
+    let handshake = actix_http::ws::handshake(req.head())
+        .map_err(|e| TransportError::WebSocketHandshake(e.to_string()))?
+        .finish();
+    Ok(HttpResponse::from(handshake.map_into_boxed_body()))
+}
+
+/// `response` (a 101) carrying what runs on the socket once it is written.
+pub(super) fn take_over(
+    mut response: HttpResponse,
+    state: &HubEndpoints,
+    serve: Serve,
+) -> HttpResponse {
+    response.extensions_mut().insert(Takeover {
+        serve: Some(serve),
+        max_frame: max_frame_bytes(state),
+        tasks: state.tasks.clone(),
+    });
+    response
+}
+
+/// What runs on an upgraded socket, in the extensions of the 101 the handler answers:
+/// [`WebSocketUpgrade`] takes it out, writes the 101 and hands it the socket. Dropped without
+/// a socket (the 101 could not be written), it ends as a lost transport.
+pub(super) struct Takeover {
+    serve: Option<Serve>,
+    max_frame: usize,
+    /// Shutdown waits for the socket as for every connection task.
+    tasks: TaskTracker,
+}
+
+pub(super) enum Serve {
+    /// A connection of this node.
+    Local(Attachment),
+    /// A connection another node holds, through the tunnel to it.
+    Tunnel(tunnel::Edge),
+}
+
+impl Takeover {
+    /// Serves the socket `io` until it ends; `early` are bytes the client sent right behind
+    /// the upgrade request, already read.
+    async fn serve<T>(mut self, io: T, early: Vec<u8>)
+    where
+        T: AsyncRead + AsyncWrite + Unpin,
+    {
+        let Some(serve) = self.serve.take() else {
+            return;
+        };
+        let socket = Socket::new(io);
+        let mut reader = FrameReader::new(self.max_frame);
+        reader.push(&early);
+        drop(early);
+        let served = async {
+            match serve {
+                Serve::Local(attachment) => serve_local(&socket, reader, attachment).await,
+                Serve::Tunnel(edge) => edge.relay(&socket, reader).await,
+            }
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, socket.shut_down()).await;
+        };
+        self.tasks.track_future(served).await;
+    }
+}
+
+impl Drop for Takeover {
+    fn drop(&mut self) {
+        match self.serve.take() {
+            Some(Serve::Local(attachment)) => transport_lost(
+                attachment.connection(),
+                &attachment.ending(),
+                CloseReason::TransportError,
+            ),
+            Some(Serve::Tunnel(edge)) => edge.lost(),
+            None => {}
+        }
+    }
+}
+
+/// A local connection's socket, until the connection closes or the attachment ends.
+async fn serve_local<T>(socket: &Socket<T>, reader: FrameReader, attachment: Attachment)
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let pong = Pong::default();
+    let connection = attachment.connection().clone();
+    let ending = attachment.ending();
+    tokio::join!(
+        read_frames(socket, reader, &pong, &connection, &ending),
+        write_frames(socket, attachment, &pong),
     );
-    actix_web::rt::spawn(state.tasks.track_future(read));
-    let writer = SocketWriter {
-        attachment,
-        pong,
-        state: Writing::Open,
-    };
-    let response = handshake
-        .message_body(BoxBody::new(BodyStream::new(writer.into_body())))
-        .map_err(|e| TransportError::WebSocketHandshake(e.to_string()))?;
-    Ok(response.into())
 }
 
 /// The socket went away without a close frame: a resumable connection waits for the client to
@@ -127,31 +207,6 @@ pub(super) fn transport_lost(
         ending.cancel();
     } else {
         connection.close(reason);
-    }
-}
-
-/// The latest Ping's payload, for the writer to answer (RFC 6455 5.5.3 allows answering only
-/// the most recent of several Pings not answered yet).
-#[derive(Debug, Default)]
-struct Pong {
-    payload: Mutex<Option<Bytes>>,
-    due: Notify,
-}
-
-impl Pong {
-    fn answer(&self, payload: Bytes) {
-        match self.payload.lock() {
-            Ok(mut slot) => *slot = Some(payload),
-            Err(poisoned) => *poisoned.into_inner() = Some(payload),
-        }
-        self.due.notify_one();
-    }
-
-    fn take(&self) -> Option<Bytes> {
-        match self.payload.lock() {
-            Ok(mut slot) => slot.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        }
     }
 }
 
@@ -201,18 +256,18 @@ fn classify(
 
 /// Socket -> session. Ends when the socket closes or the attachment ends.
 ///
-/// Pings are answered here (through the writer), not by the session, so a Pong never waits
-/// for the hub: while a frame waits for room in the session's inbound queue the reader goes on
-/// reading, answering pings, and holds at most one further data frame (the socket is not read
-/// past it, which is the back-pressure a flooding client gets).
-async fn read_frames<S, E>(
-    mut reader: FrameReader<S>,
-    pong: Arc<Pong>,
-    connection: Arc<Connection>,
-    ending: CancellationToken,
+/// Pings are answered here (through the writing half), not by the session, so a Pong never
+/// waits for the hub: while a frame waits for room in the session's inbound queue the reader
+/// goes on reading, answering pings, and holds at most one further data frame (the socket is
+/// not read past it, which is the back-pressure a flooding client gets).
+async fn read_frames<T>(
+    socket: &Socket<T>,
+    mut reader: FrameReader,
+    pong: &Pong,
+    connection: &Connection,
+    ending: &CancellationToken,
 ) where
-    S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
+    T: AsyncRead + AsyncWrite + Unpin,
 {
     let mut held: Option<Inbound> = None;
     loop {
@@ -221,9 +276,9 @@ async fn read_frames<S, E>(
             None => {
                 let message = tokio::select! {
                     _ = ending.cancelled() => return,
-                    message = reader.next() => message,
+                    message = socket.next_message(&mut reader) => message,
                 };
-                match classify(message, &pong, &connection, &ending) {
+                match classify(message, pong, connection, ending) {
                     Read::Data(frame) => frame,
                     Read::Control => continue,
                     Read::End => return,
@@ -241,8 +296,9 @@ async fn read_frames<S, E>(
                     }
                     break;
                 }
-                message = reader.next(), if held.is_none() => {
-                    match classify(message, &pong, &connection, &ending) {
+                _ = ending.cancelled() => return,
+                message = socket.next_message(&mut reader), if held.is_none() => {
+                    match classify(message, pong, connection, ending) {
                         Read::Data(frame) => held = Some(frame),
                         Read::Control => {}
                         Read::End => return,
@@ -253,95 +309,83 @@ async fn read_frames<S, E>(
     }
 }
 
-/// Where the writer is in the socket's life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Writing {
-    /// Writing what the connection queues.
-    Open,
-    /// The response ended as it should: after the close frame, or without one for a
-    /// connection that lives on (the socket was cut, or the client is to resume).
-    Done,
-}
-
-/// The response body of a WebSocket: the connection's outbound traffic, as frames.
-struct SocketWriter {
-    attachment: Attachment,
-    pong: Arc<Pong>,
-    state: Writing,
-}
-
-impl SocketWriter {
-    /// The response body: actix-http polls it whenever it can write to the socket.
-    fn into_body(self) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> + 'static {
-        futures_util::stream::unfold(self, |mut writer| async move {
-            let chunk = writer.next_chunk().await?;
-            Some((Ok(chunk), writer))
-        })
-    }
-
-    /// The next bytes for the socket: a Pong, or everything queued (up to about
-    /// [`COALESCE_BYTES`]) as one frame; at the end, the close frame. `None` ends the response.
-    async fn next_chunk(&mut self) -> Option<Bytes> {
-        if self.state == Writing::Done {
-            return None;
-        }
-        let connection = self.attachment.connection().clone();
+/// Session -> socket: a Pong, or everything queued (up to about [`COALESCE_BYTES`]) as one
+/// frame, until the attachment ends; then, if the connection closed, what is left (the Close
+/// message included) and the close frame. A connection that lives on (the socket was cut or
+/// replaced, the client is to resume) gets no close frame, as a network failure would give
+/// none, and the attachment lets go with this half, so a client reconnecting at once finds
+/// the connection free.
+async fn write_frames<T>(socket: &Socket<T>, mut attachment: Attachment, pong: &Pong)
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let connection = attachment.connection().clone();
+    let ending = attachment.ending();
+    let protocol = || frame_protocol(&connection);
+    loop {
         let mut out = BytesMut::new();
-        tokio::select! {
+        let last = tokio::select! {
             biased;
-            _ = self.pong.due.notified() => {
-                if let Some(payload) = self.pong.take() {
+            payload = pong.due() => {
+                if let Some(payload) = payload {
                     encode_pong(&mut out, &payload);
                 }
+                false
             }
-            batch = self.attachment.next_batch(COALESCE_BYTES) => match batch {
+            batch = attachment.next_batch(COALESCE_BYTES) => match batch {
                 Some(batch) => {
-                    if !encode_data(&mut out, frame_protocol(&connection), &batch) {
+                    if !encode_data(&mut out, protocol(), &batch) {
                         tracing::error!("a JSON frame was not valid UTF-8");
-                        // Dropping the writer ends the socket as a lost transport.
-                        return None;
+                        return transport_lost(&connection, &ending, CloseReason::TransportError);
                     }
+                    false
+                }
+                None if !connection.is_closed() => {
+                    tracing::debug!(connection = %connection.log_id(), resumable = connection.is_resumable(), "websocket detached");
+                    return;
                 }
                 None => {
-                    self.state = Writing::Done;
-                    if !connection.is_closed() {
-                        // The socket was cut, or dropped, while the connection lives on: end
-                        // the response without a close frame, as a network failure would (the
-                        // attachment lets go with the writer, so a client reconnecting at once
-                        // finds the connection free).
-                        tracing::debug!(connection = %connection.log_id(), resumable = connection.is_resumable(), "websocket detached");
-                        return None;
+                    for batch in coalesce(attachment.closing_frames(), COALESCE_BYTES) {
+                        if !encode_data(&mut out, protocol(), &batch) {
+                            tracing::error!("a JSON frame was not valid UTF-8");
+                            break;
+                        }
                     }
-                    self.closing(&connection, &mut out);
+                    encode_close(&mut out, close_code(&connection));
+                    true
                 }
             },
+        };
+        if out.is_empty() {
+            continue;
         }
-        Some(out.freeze())
-    }
-
-    /// The connection closed: what is left (the Close message included), then the close frame.
-    fn closing(&mut self, connection: &Arc<Connection>, out: &mut BytesMut) {
-        let protocol = frame_protocol(connection);
-        for batch in coalesce(self.attachment.closing_frames(), COALESCE_BYTES) {
-            if !encode_data(out, protocol, &batch) {
-                tracing::error!("a JSON frame was not valid UTF-8");
+        let write = socket.write(out.freeze());
+        tokio::pin!(write);
+        let written = tokio::select! {
+            written = &mut write => written,
+            // A write the client does not take stops when the socket is replaced (or cut) while
+            // the connection lives on, so the attachment lets go at once; a closed connection's
+            // last frames are still written.
+            () = detached(&ending, &connection), if !last => {
+                tracing::debug!(connection = %connection.log_id(), "websocket detached while writing");
                 return;
             }
+        };
+        if let Err(err) = written {
+            tracing::debug!(connection = %connection.log_id(), error = %err, "websocket write failed");
+            return transport_lost(&connection, &ending, CloseReason::TransportError);
         }
-        encode_close(out, close_code(connection));
+        if last {
+            return;
+        }
     }
 }
 
-impl Drop for SocketWriter {
-    fn drop(&mut self) {
-        // actix-http dropped the response before it ended: the socket failed.
-        if self.state != Writing::Done {
-            transport_lost(
-                self.attachment.connection(),
-                &self.attachment.ending(),
-                CloseReason::TransportError,
-            );
-        }
+/// Resolves once the attachment ended while the connection lives on.
+async fn detached(ending: &CancellationToken, connection: &Connection) {
+    ending.cancelled().await;
+    if connection.is_closed() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -358,21 +402,4 @@ pub(super) fn close_code(connection: &Connection) -> CloseCode {
 /// Before the handshake completes only the handshake response (JSON text) is sent.
 pub(super) fn frame_protocol(connection: &Arc<Connection>) -> HubProtocol {
     connection.protocol().unwrap_or(HubProtocol::Json)
-}
-
-pub(super) async fn write(
-    session: &mut actix_ws::Session,
-    protocol: HubProtocol,
-    bytes: Bytes,
-) -> bool {
-    match protocol {
-        HubProtocol::Json => match ByteString::try_from(bytes) {
-            Ok(text) => session.text(text).await.is_ok(),
-            Err(_) => {
-                tracing::error!("a JSON frame was not valid UTF-8");
-                false
-            }
-        },
-        HubProtocol::MessagePack => session.binary(bytes).await.is_ok(),
-    }
 }

@@ -51,4 +51,5 @@ mod transports;
 mod upstream;
 mod user_limits;
 mod watchdog;
+mod websocket_upgrade;
 mod ws_client;

@@ -112,6 +112,39 @@ async fn a_client_trusting_another_ca_is_refused() {
 }
 
 #[actix_web::test]
+async fn over_wss_a_refused_upgrade_is_answered_and_a_large_message_arrives_whole() {
+    let ca = TestCa::new("signet test CA");
+    let server = TlsServer::start(&ca, &[("SIGNET__HUB__MAX_MESSAGE_BYTES", "262144")]).await;
+    let client = ca.http_client(None);
+    let token = user_token("tls-large");
+    let refused = client
+        .ws(server.url("wss", "/hubs/nope"))
+        .bearer_auth(&token)
+        .connect()
+        .await;
+    assert!(
+        matches!(&refused, Err(awc::error::WsClientError::InvalidResponseStatus(status)) if status.as_u16() == 404),
+        "{:?}",
+        refused.map(|_| ())
+    );
+
+    let (_, io) = client
+        .ws(server.url("wss", "/hubs/home"))
+        .bearer_auth(&token)
+        .max_frame_size(1 << 20)
+        .connect()
+        .await
+        .expect("wss connection");
+    let mut hub = RawClient::from_socket(io);
+    hub.handshake().await;
+    // Larger than a TLS record and than the server's read: it arrives in many pieces.
+    let large = "w".repeat(200 * 1024);
+    let completion = hub.call("large", "Echo", serde_json::json!([large])).await;
+    assert_eq!(completion["result"].as_str(), Some(large.as_str()));
+    hub.assert_echo("after the large one").await;
+}
+
+#[actix_web::test]
 async fn a_renewed_certificate_serves_new_connections_and_established_ones_stay() {
     let old_ca = TestCa::new("old CA");
     let server = TlsServer::start(&old_ca, &[("SIGNET__TLS__RELOAD_INTERVAL_SECS", "1")]).await;

@@ -1,21 +1,19 @@
-//! WebSocket frames on the upgraded request's body and in the response body, with actix-http's
-//! codec: [`FrameReader`] turns the body into whole messages (continuations joined, sizes
-//! bounded), [`encode_data`], [`encode_pong`] and [`encode_close`] write frames for the socket.
+//! WebSocket frames on the upgraded socket, with actix-http's codec: [`FrameReader`] turns
+//! the bytes read into whole messages (continuations joined, sizes bounded), [`encode_data`],
+//! [`encode_pong`] and [`encode_close`] write frames for the socket.
 //!
-//! The transport reads and writes frames itself (instead of through actix-ws) so that the
-//! response body can take the connection's queue straight to the socket: no writer task and no
-//! channel per socket between the queue and actix-http, and nothing buffered while idle.
+//! The transport reads and writes frames itself, on the raw socket (`socket.rs`), so that it
+//! holds no buffer while the socket is idle and writes the connection's queue straight to the
+//! socket.
 
 use crate::protocol::HubProtocol;
 use actix_http::ws::{CloseCode, CloseReason, Codec, Frame, Item, OpCode, Parser, ProtocolError};
 use bytes::{Bytes, BytesMut};
-use futures_util::{Stream, StreamExt};
-use std::fmt::Display;
 use tokio_util::codec::Decoder;
 
 /// A whole message from the client.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Received {
+pub(crate) enum Received {
     /// A text message (valid UTF-8), continuations joined.
     Text(Bytes),
     /// A binary message, continuations joined.
@@ -29,7 +27,7 @@ pub(super) enum Received {
 
 /// Why the client's frames cannot be read any further.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum ReadError {
+pub(crate) enum ReadError {
     /// A frame, or a message over several frames, is larger than the transport accepts.
     #[error("a message is larger than the transport accepts")]
     TooLarge,
@@ -39,9 +37,9 @@ pub(super) enum ReadError {
     /// Not the WebSocket protocol (unmasked frames, bad opcodes, broken continuations...).
     #[error(transparent)]
     Protocol(ProtocolError),
-    /// The request body failed (the socket broke).
+    /// The socket failed.
     #[error("the socket failed: {0}")]
-    Io(String),
+    Io(#[from] std::io::Error),
 }
 
 /// The kind of a message arriving in continuation frames.
@@ -51,28 +49,23 @@ enum Continued {
     Binary,
 }
 
-/// Messages from an upgraded request's body (`web::Payload`).
-pub(super) struct FrameReader<S> {
-    payload: S,
+/// Messages from the bytes read on a socket.
+pub(crate) struct FrameReader {
     codec: Codec,
-    /// Bytes read but not yet decoded; released whenever everything was decoded, so an idle
-    /// socket holds no buffer here.
+    /// Bytes read but not yet decoded (at most a partial frame once [`FrameReader::decode`]
+    /// returns `None`); released whenever everything was decoded, so an idle socket holds no
+    /// buffer here.
     buf: BytesMut,
     /// The message arriving in continuation frames, if any.
     continued: Option<(Continued, BytesMut)>,
     max_bytes: usize,
 }
 
-impl<S, E> FrameReader<S>
-where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: Display,
-{
+impl FrameReader {
     /// Reads frames of at most `max_bytes`, and messages of at most `max_bytes` over several
     /// frames.
-    pub(super) fn new(payload: S, max_bytes: usize) -> Self {
+    pub(crate) fn new(max_bytes: usize) -> Self {
         Self {
-            payload,
             codec: Codec::new().max_size(max_bytes),
             buf: BytesMut::new(),
             continued: None,
@@ -80,25 +73,13 @@ where
         }
     }
 
-    /// The next message; `None` once the socket ended. Cancel-safe (a `select!` may drop it):
-    /// what was read stays in the reader. After an error, nothing more is to be read.
-    pub(super) async fn next(&mut self) -> Option<Result<Received, ReadError>> {
-        loop {
-            match self.decode() {
-                Ok(Some(message)) => return Some(Ok(message)),
-                Ok(None) => {}
-                Err(err) => return Some(Err(err)),
-            }
-            match self.payload.next().await? {
-                Ok(chunk) if self.buf.is_empty() => self.buf = BytesMut::from(chunk),
-                Ok(chunk) => self.buf.extend_from_slice(&chunk),
-                Err(err) => return Some(Err(ReadError::Io(err.to_string()))),
-            }
-        }
+    /// Adds bytes read from the socket.
+    pub(crate) fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
     }
 
     /// The next whole message among the bytes read, if there is one.
-    fn decode(&mut self) -> Result<Option<Received>, ReadError> {
+    pub(crate) fn decode(&mut self) -> Result<Option<Received>, ReadError> {
         loop {
             let frame = match self.codec.decode(&mut self.buf) {
                 Ok(Some(frame)) => frame,
@@ -173,7 +154,7 @@ fn text(bytes: Bytes) -> Result<Received, ReadError> {
 
 /// Appends hub protocol bytes as one frame: text for JSON (which must be UTF-8), binary for
 /// MessagePack. `false` (and nothing written) for JSON bytes that are not UTF-8.
-pub(super) fn encode_data(dst: &mut BytesMut, protocol: HubProtocol, bytes: &[u8]) -> bool {
+pub(crate) fn encode_data(dst: &mut BytesMut, protocol: HubProtocol, bytes: &[u8]) -> bool {
     let opcode = match protocol {
         HubProtocol::Json if std::str::from_utf8(bytes).is_err() => return false,
         HubProtocol::Json => OpCode::Text,
@@ -184,12 +165,12 @@ pub(super) fn encode_data(dst: &mut BytesMut, protocol: HubProtocol, bytes: &[u8
 }
 
 /// Appends the Pong answering a Ping with `payload` (RFC 6455 5.5.3).
-pub(super) fn encode_pong(dst: &mut BytesMut, payload: &[u8]) {
+pub(crate) fn encode_pong(dst: &mut BytesMut, payload: &[u8]) {
     Parser::write_message(dst, payload, OpCode::Pong, true, false);
 }
 
 /// Appends a close frame with `code`.
-pub(super) fn encode_close(dst: &mut BytesMut, code: CloseCode) {
+pub(crate) fn encode_close(dst: &mut BytesMut, code: CloseCode) {
     Parser::write_close(dst, Some(CloseReason::from(code)), false);
 }
 
@@ -209,20 +190,26 @@ mod tests {
         buf.freeze()
     }
 
-    /// A reader of `body`, which arrives in chunks of 3 bytes (frames span chunks).
-    fn reader(
-        body: Bytes,
-        max_bytes: usize,
-    ) -> FrameReader<impl Stream<Item = Result<Bytes, String>> + Unpin> {
-        let chunks: Vec<Result<Bytes, String>> = body
-            .chunks(3)
-            .map(|chunk| Ok(Bytes::copy_from_slice(chunk)))
-            .collect();
-        FrameReader::new(futures_util::stream::iter(chunks), max_bytes)
+    /// The messages of `body`, which arrives in chunks of 3 bytes (frames span chunks), up
+    /// to the first error.
+    fn read(body: &[u8], max_bytes: usize) -> (Vec<Received>, Option<ReadError>) {
+        let mut reader = FrameReader::new(max_bytes);
+        let mut read = Vec::new();
+        for chunk in body.chunks(3) {
+            reader.push(chunk);
+            loop {
+                match reader.decode() {
+                    Ok(Some(message)) => read.push(message),
+                    Ok(None) => break,
+                    Err(err) => return (read, Some(err)),
+                }
+            }
+        }
+        (read, None)
     }
 
-    #[actix_web::test]
-    async fn messages_are_read_whole_and_continuations_joined() {
+    #[test]
+    fn messages_are_read_whole_and_continuations_joined() {
         let body = client_frames(vec![
             Message::Text("one".into()),
             Message::Ping(Bytes::from_static(b"p")),
@@ -232,11 +219,8 @@ mod tests {
             Message::Binary(Bytes::from_static(&[1, 2])),
             Message::Close(None),
         ]);
-        let mut reader = reader(body, 1024);
-        let mut read = Vec::new();
-        for _ in 0..5 {
-            read.push(reader.next().await.unwrap().unwrap());
-        }
+        let (read, err) = read(&body, 1024);
+        assert!(err.is_none(), "{err:?}");
         assert_eq!(
             read,
             vec![
@@ -249,35 +233,40 @@ mod tests {
         );
     }
 
-    #[actix_web::test]
-    async fn a_message_over_the_limit_in_one_frame_or_several_is_too_large() {
+    #[test]
+    fn a_message_over_the_limit_in_one_frame_or_several_is_too_large() {
         let body = client_frames(vec![Message::Text("x".repeat(11).into())]);
-        let one = reader(body, 10).next().await.unwrap();
-        assert!(matches!(one, Err(ReadError::TooLarge)), "{one:?}");
+        let (_, one) = read(&body, 10);
+        assert!(matches!(one, Some(ReadError::TooLarge)), "{one:?}");
 
         let body = client_frames(vec![
             Message::Continuation(Item::FirstBinary(Bytes::from(vec![0; 6]))),
             Message::Continuation(Item::Last(Bytes::from(vec![0; 6]))),
         ]);
-        let several = reader(body, 10).next().await.unwrap();
-        assert!(matches!(several, Err(ReadError::TooLarge)), "{several:?}");
+        let (_, several) = read(&body, 10);
+        assert!(matches!(several, Some(ReadError::TooLarge)), "{several:?}");
     }
 
-    #[actix_web::test]
-    async fn text_that_is_not_utf8_is_refused() {
+    #[test]
+    fn text_that_is_not_utf8_is_refused() {
         let mut body = BytesMut::new();
         // The codec's Text takes a ByteString; write the frame by hand to get bad bytes in.
         Parser::write_message(&mut body, [0xff, 0xfe], OpCode::Text, true, true);
-        let read = reader(body.freeze(), 10).next().await.unwrap();
-        assert!(matches!(read, Err(ReadError::InvalidText)), "{read:?}");
+        let (_, err) = read(&body, 10);
+        assert!(matches!(err, Some(ReadError::InvalidText)), "{err:?}");
     }
 
-    #[actix_web::test]
-    async fn the_end_of_the_body_ends_the_messages() {
-        let body = client_frames(vec![Message::Text("last".into())]);
-        let mut reader = reader(body, 10);
-        assert!(matches!(reader.next().await, Some(Ok(Received::Text(_)))));
-        assert!(reader.next().await.is_none());
+    #[test]
+    fn only_a_partial_frame_is_kept_and_nothing_once_all_is_decoded() {
+        let body = client_frames(vec![Message::Text("whole".into())]);
+        let mut reader = FrameReader::new(1024);
+        reader.push(&body[..body.len() - 1]);
+        assert!(matches!(reader.decode(), Ok(None)));
+        assert_eq!(reader.buf.len(), body.len() - 1);
+        reader.push(&body[body.len() - 1..]);
+        assert!(matches!(reader.decode(), Ok(Some(Received::Text(_)))));
+        assert!(matches!(reader.decode(), Ok(None)));
+        assert_eq!(reader.buf.capacity(), 0, "the buffer is released");
     }
 
     #[test]
