@@ -651,9 +651,12 @@ impl Application {
             _ = trigger.cancelled() => tracing::info!("shutdown requested"),
         }
         let timeout = Duration::from_secs(state.settings.server.shutdown_timeout_secs);
-        // Stop accepting. The command is processed while `server` is polled below, which is
-        // also what lets the workers finish; awaiting the returned future alone would hang.
-        drop(handle.stop(true));
+        // Stop accepting. Commands are processed while `server` is polled below, which is
+        // also what lets the workers finish; awaiting their futures alone would hang. The
+        // workers are stopped only once the connections have ended: a WebSocket is served by
+        // a task of its own on its worker (src/transport/websocket/upgrade.rs), which a
+        // stopped worker would drop before its Close frame went out.
+        drop(handle.pause());
         if let Some(metrics) = &metrics {
             drop(metrics.stop(false));
         }
@@ -669,6 +672,9 @@ impl Application {
             {
                 tracing::warn!("connections did not end within the shutdown timeout");
             }
+            // What remains is ordinary HTTP requests in flight: actix's graceful stop waits
+            // for them, at most the same timeout again.
+            drop(handle.stop(true));
         };
         let (result, ()) = futures_util::future::join(server, drain).await;
         tracing::info!("signet stopped");
