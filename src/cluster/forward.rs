@@ -42,6 +42,10 @@ const OWNER_REFRESH: Duration = Duration::from_secs(5);
 const MAX_WAITING: usize = 4_096;
 /// Forwarded requests this node serves at once, at most (long polls wait); more get 503.
 const MAX_SERVING: usize = 4_096;
+/// How often a forwarded request waiting for its answer checks that its node still listens.
+const LISTENING_CHECK: Duration = Duration::from_secs(2);
+/// Nodes whose listening this node remembers (for [`LISTENING_CHECK`]), at most.
+const LISTENING_MEMORY_ENTRIES: u64 = 1_024;
 /// How long a node remembers whom it handed a connection to, and how many it remembers.
 const HANDOVER_MEMORY: Duration = Duration::from_secs(30);
 const HANDOVER_MEMORY_ENTRIES: u64 = 16_384;
@@ -118,12 +122,19 @@ pub struct ForwardRequest {
     pub body: Bytes,
 }
 
+/// The response headers that travel with a forwarded answer (lower case), besides its content
+/// type: the challenge of a 401 (RFC 9110 requires it) and the wait of a 429 or 503. Others
+/// (CORS, caching) are the requesting node's to write.
+pub const CARRIED_HEADERS: [&str; 2] = ["www-authenticate", "retry-after"];
+
 /// The owner's answer: an HTTP response to write, or a [`HANDOVER`] or [`MOVED`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForwardAnswer {
     pub status: u16,
     pub content_type: String,
     pub body: Bytes,
+    /// (lower-case name, value) of the response's [`CARRIED_HEADERS`].
+    pub headers: Vec<(String, String)>,
 }
 
 impl ForwardAnswer {
@@ -132,6 +143,7 @@ impl ForwardAnswer {
             status: 503,
             content_type: "text/plain".into(),
             body: Bytes::from_static(b"the node holding the connection is busy; try again"),
+            headers: Vec::new(),
         }
     }
 }
@@ -142,6 +154,8 @@ pub enum ForwardError {
     Unavailable(String),
     #[error("node {0} did not answer in time")]
     NoAnswer(String),
+    #[error("node {0} is gone: nothing listens on its forwarding channel")]
+    Gone(String),
 }
 
 /// Runs forwarded requests on the node that holds their connection.
@@ -166,8 +180,35 @@ pub struct Forwarder {
     adopting: DashMap<String, watch::Sender<()>>,
     /// WebSockets tunnelled to or from this node.
     tunnels: Arc<Tunnels>,
+    /// Node -> whether something listened on its forwarding channel, lately.
+    listening: moka::sync::Cache<String, bool>,
+    /// User (`sub`) -> requests of theirs this node forwarded and waits for; no entry at 0, so
+    /// at most as many entries as requests waiting.
+    per_user: DashMap<String, usize>,
     metrics: Metrics,
 }
+
+/// While it lives, one request of its user counts as forwarded and waiting (see
+/// [`Forwarder::begin_forwarding`]).
+pub struct Forwarding {
+    forwarder: Arc<Forwarder>,
+    sub: String,
+}
+
+impl Drop for Forwarding {
+    fn drop(&mut self) {
+        self.forwarder
+            .per_user
+            .remove_if_mut(&self.sub, |_, waiting| {
+                *waiting = waiting.saturating_sub(1);
+                *waiting == 0
+            });
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("this user already has {0} requests waiting for other nodes")]
+pub struct TooManyForwarded(pub usize);
 
 /// While it lives, its token counts as being adopted here (see [`Forwarder::settled`]).
 pub struct Adopting {
@@ -203,6 +244,11 @@ impl Forwarder {
                 .build(),
             adopting: DashMap::new(),
             tunnels: Tunnels::new(cluster.clone()),
+            per_user: DashMap::new(),
+            listening: moka::sync::Cache::builder()
+                .max_capacity(LISTENING_MEMORY_ENTRIES)
+                .time_to_live(LISTENING_CHECK / 2)
+                .build(),
             metrics,
         });
         cluster.subscribe(forwarder.channel(cluster.node_id()), forwarder.clone());
@@ -275,15 +321,70 @@ impl Forwarder {
             principal,
             body: request.body,
         };
-        let answer = match self.cluster.send(self.channel(node), frame) {
+        let answer = match self.cluster.send_counted(self.channel(node), frame) {
             Err(err) => Err(ForwardError::Unavailable(err.0)),
-            Ok(()) => match tokio::time::timeout(timeout, rx).await {
-                Ok(Ok(answer)) => Ok(answer),
-                _ => Err(ForwardError::NoAnswer(node.to_string())),
-            },
+            Ok(receivers) => {
+                let deadline = tokio::time::Instant::now() + timeout;
+                match tokio::time::timeout_at(deadline, receivers).await {
+                    // Nobody listens on the node's channel: it is gone (or not started).
+                    Ok(Ok(Ok(0))) => Err(ForwardError::Gone(node.to_string())),
+                    Ok(Ok(Err(err))) => Err(ForwardError::Unavailable(err.0)),
+                    _ => self.answer_of(node, rx, deadline).await,
+                }
+            }
         };
         self.waiting.remove(&id);
         answer
+    }
+
+    /// Waits for `node`'s answer until `deadline`, checking every [`LISTENING_CHECK`] that
+    /// the node still listens: one killed while it serves the request (a long poll waits up to
+    /// the poll timeout) is given up on then, not at the deadline.
+    async fn answer_of(
+        &self,
+        node: &str,
+        mut answer: oneshot::Receiver<ForwardAnswer>,
+        deadline: tokio::time::Instant,
+    ) -> Result<ForwardAnswer, ForwardError> {
+        let mut check = tokio::time::interval_at(
+            tokio::time::Instant::now() + LISTENING_CHECK,
+            LISTENING_CHECK,
+        );
+        loop {
+            tokio::select! {
+                answered = &mut answer => {
+                    return answered.map_err(|_| ForwardError::NoAnswer(node.to_string()));
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(ForwardError::NoAnswer(node.to_string()));
+                }
+                _ = check.tick() => {
+                    if !self.listening(node).await {
+                        return Err(ForwardError::Gone(node.to_string()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether anything listens on `node`'s forwarding channel (`PUBSUB NUMSUB`), asked of
+    /// Redis at most once a second per node however many requests wait for it. Redis not
+    /// answering is no evidence that the node is gone.
+    async fn listening(&self, node: &str) -> bool {
+        if let Some(listening) = self.listening.get(node) {
+            return listening;
+        }
+        let mut commands = self.cluster.commands();
+        let counts: redis::RedisResult<(String, u64)> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(self.channel(node))
+            .query_async(&mut commands)
+            .await;
+        let Ok((_, listeners)) = counts else {
+            return true;
+        };
+        self.listening.insert(node.to_string(), listeners > 0);
+        listeners > 0
     }
 
     /// Runs a forwarded request on its own task (a long poll waits) and answers `from`.
@@ -306,11 +407,30 @@ impl Forwarder {
                 status: answer.status,
                 content_type: answer.content_type,
                 body: answer.body,
+                headers: answer.headers,
             };
             if let Err(err) = cluster.send(reply_to, frame) {
                 tracing::warn!(error = %err, %from, "cannot answer a forwarded request");
             }
         });
+    }
+
+    /// Counts one more request of `sub`'s as forwarded and waiting, until the guard drops;
+    /// refused when `sub` has `limit` already.
+    pub fn begin_forwarding(
+        self: &Arc<Self>,
+        sub: &str,
+        limit: usize,
+    ) -> Result<Forwarding, TooManyForwarded> {
+        let mut waiting = self.per_user.entry(sub.to_string()).or_insert(0);
+        if *waiting >= limit {
+            return Err(TooManyForwarded(limit));
+        }
+        *waiting += 1;
+        Ok(Forwarding {
+            forwarder: self.clone(),
+            sub: sub.to_string(),
+        })
     }
 
     /// Marks `token` as being adopted here until the guard drops (once the connection is
@@ -465,12 +585,14 @@ impl Subscriber for Forwarder {
                 status,
                 content_type,
                 body,
+                headers,
             } => {
                 if let Some((_, waiter)) = self.waiting.remove(&request) {
                     let _ = waiter.send(ForwardAnswer {
                         status,
                         content_type,
                         body,
+                        headers,
                     });
                 }
             }

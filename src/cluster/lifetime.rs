@@ -531,8 +531,9 @@ impl HubLifetimeManager for RedisLifetimeManager {
     ) -> Result<(), LifetimeError> {
         match self.remote_node(connection_id).await {
             None => self.inner.send_connection(connection_id, message).await,
-            // A node that is gone has no connections: nothing to hand on.
-            Some(node) if !self.is_live(&node) => Ok(()),
+            // Published whether or not the node is live as far as this one knows: that view
+            // lags (by up to a heartbeat, and until this node first reads it after it starts),
+            // and a node that is gone costs one publish nobody receives.
             Some(node) => self.enqueue(
                 self.shared.node_channel(&node),
                 Frame::Connection {

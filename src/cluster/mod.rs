@@ -36,7 +36,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 /// Messages received and not yet handled, at most; more are dropped (and then show up as
@@ -92,7 +92,7 @@ pub struct Cluster {
     commands: ConnectionManager,
     subscriber: ConnectionManager,
     subscribers: DashMap<String, Subscription>,
-    outbox: mpsc::Sender<(String, Frame)>,
+    outbox: mpsc::Sender<Outgoing>,
     /// (channel, sender node) -> (epoch, last sequence, when), for gap detection.
     received: DashMap<(String, String), (u64, u64, tokio::time::Instant)>,
     stats: ClusterStats,
@@ -102,6 +102,18 @@ struct Subscription {
     handler: Arc<dyn Subscriber>,
     confirmed: Arc<AtomicBool>,
 }
+
+/// A frame for the publisher, and who wants to know how many subscribers Redis delivered it to.
+struct Outgoing {
+    channel: String,
+    frame: Frame,
+    receivers: Option<oneshot::Sender<Result<u64, BackplaneError>>>,
+}
+
+/// What [`Cluster::send_counted`] reports once the frame is published: how many subscribers
+/// of its channel Redis delivered it to (`PUBLISH`'s answer), or why it was not published.
+/// Dropped unanswered when the node shuts down.
+pub type Receivers = oneshot::Receiver<Result<u64, BackplaneError>>;
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -204,8 +216,31 @@ impl Cluster {
     /// Hands `frame` to the publisher, which numbers it on `channel` and publishes it in
     /// order. `Ok` once queued: a publish cannot know who received it.
     pub fn send(&self, channel: String, frame: Frame) -> Result<(), BackplaneError> {
+        self.enqueue(channel, frame, None)
+    }
+
+    /// As [`Self::send`], for a frame meant for one node: reports how many subscribers of
+    /// `channel` received it, so that a node that is gone (nobody listens on its channel) is
+    /// known at once instead of by a silence.
+    pub fn send_counted(&self, channel: String, frame: Frame) -> Result<Receivers, BackplaneError> {
+        let (report, receivers) = oneshot::channel();
+        self.enqueue(channel, frame, Some(report))?;
+        Ok(receivers)
+    }
+
+    fn enqueue(
+        &self,
+        channel: String,
+        frame: Frame,
+        receivers: Option<oneshot::Sender<Result<u64, BackplaneError>>>,
+    ) -> Result<(), BackplaneError> {
+        let outgoing = Outgoing {
+            channel,
+            frame,
+            receivers,
+        };
         self.outbox
-            .try_send((channel, frame))
+            .try_send(outgoing)
             .map_err(|_| BackplaneError("the backplane's outbox is full".into()))
     }
 
@@ -332,14 +367,17 @@ impl Cluster {
     }
 
     /// The one task that numbers and publishes this node's frames, in order, batched.
+    /// The one task that numbers and publishes this node's frames, in order, batched. The
+    /// receiver counts of the frames that asked for them are the pipeline's only answers.
     async fn publish(
         self: Arc<Self>,
-        mut queued: mpsc::Receiver<(String, Frame)>,
+        mut queued: mpsc::Receiver<Outgoing>,
         shutdown: CancellationToken,
     ) {
         let mut sequences: HashMap<String, u64> = HashMap::new();
         let mut failing = false;
         let mut batch = Vec::with_capacity(BATCH);
+        let mut reports = Vec::new();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -350,8 +388,8 @@ impl Cluster {
                 sequences.clear();
             }
             let mut pipe = redis::pipe();
-            for (channel, frame) in batch.drain(..) {
-                let sequence = sequences.entry(channel.clone()).or_insert(0);
+            for outgoing in batch.drain(..) {
+                let sequence = sequences.entry(outgoing.channel.clone()).or_insert(0);
                 *sequence += 1;
                 let origin = Origin {
                     node: self.node_id().to_string(),
@@ -359,28 +397,41 @@ impl Cluster {
                     sequence: *sequence,
                 };
                 pipe.cmd("PUBLISH")
-                    .arg(channel)
-                    .arg(wire::encode(&origin, &frame).as_ref())
-                    .ignore();
+                    .arg(outgoing.channel)
+                    .arg(wire::encode(&origin, &outgoing.frame).as_ref());
+                match outgoing.receivers {
+                    Some(report) => reports.push(report),
+                    None => {
+                        pipe.ignore();
+                    }
+                }
             }
             let sent = pipe.len() as u64;
             let mut commands = self.commands();
-            let result: redis::RedisResult<()> = pipe.query_async(&mut commands).await;
+            let result: redis::RedisResult<Vec<u64>> = pipe.query_async(&mut commands).await;
             let stats = self.stats();
             match result {
-                Ok(()) => {
+                Ok(counts) => {
                     stats.publishes.fetch_add(sent, Ordering::Relaxed);
+                    for (report, count) in reports.drain(..).zip(counts) {
+                        let _ = report.send(Ok(count));
+                    }
                     if std::mem::take(&mut failing) {
                         tracing::info!("publishing to the backplane again");
                     }
                 }
                 Err(err) => {
                     stats.publish_errors.fetch_add(sent, Ordering::Relaxed);
+                    for report in reports.drain(..) {
+                        let _ = report.send(Err(BackplaneError(err.to_string())));
+                    }
                     if !std::mem::replace(&mut failing, true) {
                         tracing::warn!(error = %err, "cannot publish to the backplane; messages to other nodes are lost until Redis answers");
                     }
                 }
             }
+            // Whatever the answer held, no report outlives its batch.
+            reports.clear();
         }
     }
 

@@ -10,6 +10,9 @@
 //! Hub payloads travel encoded for both protocols, as the sender's encoder framed them.
 //! Revocation records: `kind u8 (0 token, 1 session, 2 cut-off) | name (str) | until i64`, and
 //! for a cut-off `not_before i64 | forgotten u8 (0 never, 1 at until)`.
+//! A `Forwarded` answer ends with its headers, `u32 count + (name str, value str)...`, after its
+//! body: a node that predates them reads the frame without them, and an answer from such a node
+//! (nothing after the body) reads as one without headers.
 
 use crate::store::{RevocationRecord, SubjectCutoff};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -105,12 +108,14 @@ pub enum Frame {
         body: Bytes,
     },
     /// The answer to a `Forward`, on the requester's forwarding channel: an HTTP answer to
-    /// write, or (by its content type) a connection handed over or moved.
+    /// write (with the few headers that travel, see [`super::forward::CARRIED_HEADERS`]), or
+    /// (by its content type) a connection handed over or moved.
     Forwarded {
         request: u64,
         status: u16,
         content_type: String,
         body: Bytes,
+        headers: Vec<(String, String)>,
     },
     /// One event of a WebSocket tunnelled between the node holding the socket and the node
     /// holding its connection (see [`super::tunnel`]), on the receiver's forwarding channel:
@@ -227,11 +232,17 @@ pub fn encode(origin: &Origin, frame: &Frame) -> Bytes {
             status,
             content_type,
             body,
+            headers,
         } => {
             out.put_u64(*request);
             out.put_u16(*status);
             put_str(&mut out, content_type);
             put_bytes(&mut out, body);
+            out.put_u32(u32::try_from(headers.len()).unwrap_or(u32::MAX));
+            for (name, value) in headers {
+                put_str(&mut out, name);
+                put_str(&mut out, value);
+            }
         }
         Frame::Tunnel {
             tunnel,
@@ -316,6 +327,7 @@ pub fn decode(bytes: Bytes) -> Result<(Origin, Frame), WireError> {
             status: r.u16()?,
             content_type: r.str()?,
             body: r.bytes()?,
+            headers: r.headers()?,
         },
         12 => Frame::Tunnel {
             tunnel: r.u64()?,
@@ -452,6 +464,19 @@ impl Reader {
         (0..n).map(|_| self.str()).collect()
     }
 
+    /// A `Forwarded` answer's headers: none when the frame ends here (an older node's).
+    fn headers(&mut self) -> Result<Vec<(String, String)>, WireError> {
+        if self.0.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = self.u32()? as usize;
+        // Each header takes at least its two 4-byte lengths: a count the bytes cannot hold is a lie.
+        if n > self.0.len() / 8 {
+            return Err(WireError::Truncated);
+        }
+        (0..n).map(|_| Ok((self.str()?, self.str()?))).collect()
+    }
+
     fn i64(&mut self) -> Result<i64, WireError> {
         Ok(self.u64()? as i64)
     }
@@ -581,9 +606,10 @@ mod tests {
             },
             Frame::Forwarded {
                 request: 12,
-                status: 409,
+                status: 401,
                 content_type: "application/json".into(),
                 body: Bytes::from_static(b"{}"),
+                headers: vec![("www-authenticate".into(), "Bearer realm=\"signet\"".into())],
             },
             Frame::Tunnel {
                 tunnel: 7,
@@ -595,7 +621,21 @@ mod tests {
         for frame in frames {
             let bytes = encode(&origin, &frame);
             assert_eq!(decode(bytes.clone()), Ok((origin.clone(), frame.clone())));
-            for cut in 0..bytes.len() {
+            // Where an answer's headers begin, the cut frame is an older node's: no headers.
+            let older = match &frame {
+                Frame::Forwarded { headers, .. } => {
+                    let tail: usize = headers.iter().map(|(n, v)| 8 + n.len() + v.len()).sum();
+                    let cut = bytes.len() - 4 - tail;
+                    let mut without = frame.clone();
+                    if let Frame::Forwarded { headers, .. } = &mut without {
+                        headers.clear();
+                    }
+                    assert_eq!(decode(bytes.slice(..cut)), Ok((origin.clone(), without)));
+                    Some(cut)
+                }
+                _ => None,
+            };
+            for cut in (0..bytes.len()).filter(|cut| Some(*cut) != older) {
                 assert!(
                     decode(bytes.slice(..cut)).is_err(),
                     "{frame:?} cut at {cut}"

@@ -23,6 +23,11 @@ pub struct ClusterSettings {
     /// Prefix of every Redis channel and key Signet uses, so several clusters can share one
     /// Redis.
     pub channel_prefix: String,
+    /// Requests one user (`sub`) may have forwarded to other nodes and waiting for their
+    /// answers at once, on this node (> 0). Beyond it: 429 `too_many_forwarded_requests`.
+    /// Default 256: a long poll and a send on each of `hub.max_connections_per_user` (100)
+    /// connections, with room to spare.
+    pub max_forwarded_per_user: usize,
 }
 
 impl Default for ClusterSettings {
@@ -31,6 +36,7 @@ impl Default for ClusterSettings {
             redis_url: None,
             node_id: String::new(),
             channel_prefix: "signet".into(),
+            max_forwarded_per_user: 256,
         }
     }
 }
@@ -62,6 +68,12 @@ impl ClusterSettings {
             return Err(SettingsError::invalid(
                 "cluster.channel_prefix",
                 "must be 1 to 64 characters without spaces",
+            ));
+        }
+        if self.max_forwarded_per_user == 0 {
+            return Err(SettingsError::invalid(
+                "cluster.max_forwarded_per_user",
+                "must be at least 1",
             ));
         }
         Ok(())

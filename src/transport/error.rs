@@ -5,7 +5,7 @@
 use crate::auth::RequestAuthError;
 use crate::connection::{RefreshError, TransportKind};
 use crate::http::ApiError;
-use actix_web::http::StatusCode;
+use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,6 +60,9 @@ pub enum TransportError {
     /// unavailable.
     #[error("the connection is held by another node, which cannot be reached while the cluster's Redis is unavailable; try again later")]
     ClusterUnavailable,
+    /// The user's requests forwarded to other nodes and waiting, at the limit (named).
+    #[error("this user already has {0} requests waiting for other nodes; try again shortly")]
+    TooManyForwarded(usize),
 }
 
 impl TransportError {
@@ -103,6 +106,14 @@ impl TransportError {
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::WebSocketHandshake(_) => (StatusCode::BAD_REQUEST, "websocket_handshake"),
             Self::ClusterUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "cluster_unavailable"),
+            Self::TooManyForwarded(_) => {
+                return ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_forwarded_requests",
+                    self.to_string(),
+                )
+                .with_header(header::RETRY_AFTER, "1")
+            }
         };
         ApiError::new(status, code, self.to_string())
     }
@@ -272,6 +283,12 @@ mod tests {
                 "payload_too_large",
                 "a send carries at most 10 bytes",
             ),
+            (
+                E::TooManyForwarded(256),
+                429,
+                "too_many_forwarded_requests",
+                "this user already has 256 requests waiting for other nodes; try again shortly",
+            ),
         ];
         for (err, status, code, message) in cases {
             let api = ApiError::from(err.clone());
@@ -286,6 +303,11 @@ mod tests {
                 .iter()
                 .any(|(name, _)| name == actix_web::http::header::WWW_AUTHENTICATE);
             assert_eq!(challenged, status == 401, "{err:?}");
+            let waits = api
+                .headers
+                .iter()
+                .any(|(name, _)| name == header::RETRY_AFTER);
+            assert_eq!(waits, matches!(err, E::TooManyForwarded(_)), "{err:?}");
         }
     }
 }

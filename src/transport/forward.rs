@@ -13,11 +13,12 @@ use super::{
 };
 use crate::auth::Principal;
 use crate::cluster::forward::{
-    ForwardAnswer, ForwardError, ForwardKind, ForwardRequest, Forwarder, HANDOVER, MOVED,
+    ForwardAnswer, ForwardError, ForwardKind, ForwardRequest, Forwarder, CARRIED_HEADERS, HANDOVER,
+    MOVED,
 };
 use crate::connection::{CloseReason, Connection};
 use crate::hub::Hub;
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
 use bytes::Bytes;
@@ -148,6 +149,15 @@ async fn forward(
         kind if kind.adopts() => ADOPT_TIMEOUT,
         _ => FORWARD_TIMEOUT,
     };
+    let _forwarding = forwarder
+        .begin_forwarding(
+            &remote.principal.sub,
+            state.settings.cluster.max_forwarded_per_user,
+        )
+        .map_err(|full| {
+            state.metrics.rate_limited("forwarded_requests");
+            TransportError::TooManyForwarded(full.0)
+        })?;
     let _adopting = kind
         .adopts()
         .then(|| forwarder.begin_adopting(&remote.token));
@@ -238,13 +248,26 @@ async fn adopt(
     })
 }
 
-/// The owner's answer as this node's response, with this request's CORS headers.
-fn http_answer(answer: ForwardAnswer, origin: Option<HeaderValue>) -> HttpResponse {
+/// The owner's answer as this node's response: its status, content type, carried headers
+/// (`WWW-Authenticate`, `Retry-After`: only those, whatever the owner sent) and body, with this
+/// request's CORS headers.
+pub(super) fn http_answer(answer: ForwardAnswer, origin: Option<HeaderValue>) -> HttpResponse {
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut response = HttpResponse::build(status);
     if let Ok(content_type) = HeaderValue::from_str(&answer.content_type) {
         if !answer.content_type.is_empty() {
             response.insert_header((header::CONTENT_TYPE, content_type));
+        }
+    }
+    for (name, value) in &answer.headers {
+        if !CARRIED_HEADERS.contains(&name.as_str()) {
+            continue;
+        }
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            response.append_header((name, value));
         }
     }
     response.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
@@ -257,12 +280,12 @@ fn unavailable(err: ForwardError) -> TransportError {
     TransportError::ClusterUnavailable
 }
 
-/// No answer: Redis refused the request (503), or the owner is gone (404, as for a
+/// No answer: Redis refused the request (503), or the owner is gone or silent (404, as for a
 /// connection nobody holds).
 fn unanswered(err: ForwardError) -> TransportError {
     match err {
         ForwardError::Unavailable(_) => unavailable(err),
-        ForwardError::NoAnswer(_) => {
+        ForwardError::NoAnswer(_) | ForwardError::Gone(_) => {
             tracing::debug!(error = %err, "a forwarded request got no answer");
             unknown_connection()
         }

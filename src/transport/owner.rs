@@ -11,7 +11,7 @@ use super::{
 };
 use crate::auth::issue::unix_now;
 use crate::cluster::forward::{
-    ForwardAnswer, ForwardHandler, ForwardKind, ForwardRequest, HANDOVER, MOVED,
+    ForwardAnswer, ForwardHandler, ForwardKind, ForwardRequest, CARRIED_HEADERS, HANDOVER, MOVED,
 };
 use crate::connection::{CloseReason, Connection, TransportKind};
 use actix_web::body::MessageBody;
@@ -213,20 +213,100 @@ fn hand_over(
     Some(Ok(HttpResponse::Ok().content_type(HANDOVER).body(body)))
 }
 
-/// The response as data. Every answer here has its body in memory (a poll's batch, an error's
-/// JSON); one that did not would travel empty.
+/// The response as data: status, content type, the [`CARRIED_HEADERS`] and the body. Every
+/// answer here has its body in memory (a poll's batch, an error's JSON); one that did not would
+/// travel empty.
 fn into_answer(response: HttpResponse) -> ForwardAnswer {
     let status = response.status().as_u16();
+    let text = |value: &header::HeaderValue| value.to_str().ok().map(str::to_string);
     let content_type = response
         .headers()
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+        .and_then(text)
+        .unwrap_or_default();
+    let headers = CARRIED_HEADERS
+        .into_iter()
+        .flat_map(|name| {
+            let values = response.headers().get_all(name).filter_map(text);
+            values.map(move |value| (name.to_string(), value))
+        })
+        .collect();
     let body = response.into_body().try_into_bytes().unwrap_or_default();
     ForwardAnswer {
         status,
         content_type,
         body,
+        headers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::http::StatusCode;
+
+    /// What a requesting node writes for the owner's `response`.
+    fn forwarded(response: HttpResponse) -> HttpResponse {
+        let answer = into_answer(response);
+        // The answer crosses the backplane as a frame.
+        let frame = crate::cluster::wire::Frame::Forwarded {
+            request: 1,
+            status: answer.status,
+            content_type: answer.content_type,
+            body: answer.body,
+            headers: answer.headers,
+        };
+        let origin = crate::cluster::wire::Origin {
+            node: "owner".into(),
+            epoch: 1,
+            sequence: 1,
+        };
+        let encoded = crate::cluster::wire::encode(&origin, &frame);
+        let Ok((
+            _,
+            crate::cluster::wire::Frame::Forwarded {
+                status,
+                content_type,
+                body,
+                headers,
+                ..
+            },
+        )) = crate::cluster::wire::decode(encoded)
+        else {
+            panic!("the answer's frame reads back");
+        };
+        let answer = ForwardAnswer {
+            status,
+            content_type,
+            body,
+            headers,
+        };
+        super::super::forward::http_answer(answer, None)
+    }
+
+    #[test]
+    fn a_forwarded_refusal_keeps_its_challenge_and_its_wait_and_nothing_else() {
+        let refused = forwarded(TransportError::invalid_token().error_response());
+        let local = TransportError::invalid_token().error_response();
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            refused.headers().get(header::WWW_AUTHENTICATE),
+            local.headers().get(header::WWW_AUTHENTICATE)
+        );
+        assert!(local.headers().contains_key(header::WWW_AUTHENTICATE));
+
+        let busy = HttpResponse::ServiceUnavailable()
+            .insert_header((header::RETRY_AFTER, "7"))
+            .insert_header((header::SET_COOKIE, "owner=1"))
+            .insert_header(("x-owner-only", "yes"))
+            .content_type("application/json")
+            .body("{}");
+        let busy = forwarded(busy);
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let header = |name| busy.headers().get(name).and_then(|v| v.to_str().ok());
+        assert_eq!(header(header::RETRY_AFTER.as_str()), Some("7"));
+        assert_eq!(header("content-type"), Some("application/json"));
+        assert_eq!(header("set-cookie"), None);
+        assert_eq!(header("x-owner-only"), None);
     }
 }

@@ -859,3 +859,144 @@ async fn connected_users_are_listed_across_nodes_and_a_killed_node_drops_out() {
     }
     println!("a killed node dropped out after {:?}", killed.elapsed());
 }
+
+/// The value of `signet_cluster_forward_failures_total{kind}` on `server`.
+fn forward_failures(server: &HubServer, kind: &str) -> u64 {
+    crate::sticky::forward_counter(server, "forward_failures", kind)
+}
+
+/// Node A in this process, whose forwarded polls wait for their owner's answer up to the poll
+/// timeout plus 10 s (here 70 s), and node B, a process of its own, to kill.
+async fn forwarding_pair(test: &str) -> (HubServer, NodeProcess) {
+    let redis = shared();
+    let prefix = prefix(test);
+    let a = joined(
+        spawn_hub(&[
+            ("SIGNET__CLUSTER__REDIS_URL", redis.url().as_str()),
+            ("SIGNET__CLUSTER__CHANNEL_PREFIX", prefix.as_str()),
+            ("SIGNET__CLUSTER__NODE_ID", "a"),
+            ("SIGNET__TRANSPORTS__POLL_TIMEOUT_SECS", "60"),
+        ])
+        .await,
+    )
+    .await;
+    let b = NodeProcess::start(&redis.url(), &prefix, "b").await;
+    (a, b)
+}
+
+impl NodeProcess {
+    /// A long-polling connection of `bearer`'s on this node (negotiated, first poll done): its
+    /// connection token.
+    async fn polling_connection(&self, bearer: &str) -> String {
+        let http = awc::Client::default();
+        let url = |path: &str| format!("http://127.0.0.1:{}/hubs/home{path}", self.port);
+        let mut negotiated = http
+            .post(url("/negotiate?negotiateVersion=1"))
+            .bearer_auth(bearer)
+            .send()
+            .await
+            .expect("negotiated");
+        let negotiated: Value = negotiated.json().await.expect("negotiate's JSON");
+        let token = negotiated["connectionToken"]
+            .as_str()
+            .expect("a connection token")
+            .to_string();
+        let first = http
+            .get(url(&format!("?id={token}")))
+            .bearer_auth(bearer)
+            .send()
+            .await
+            .expect("the first poll");
+        assert_eq!(first.status().as_u16(), 200);
+        token
+    }
+
+    /// Backplane messages this node received (`signet_cluster_receives`).
+    async fn receives(&self) -> u64 {
+        let url = format!("http://127.0.0.1:{}/metrics", self.port);
+        let mut answer = awc::Client::default()
+            .get(url)
+            .bearer_auth(admin_token("metrics"))
+            .send()
+            .await
+            .expect("metrics");
+        let text = answer.body().await.expect("the metrics");
+        String::from_utf8_lossy(&text)
+            .lines()
+            .find_map(|line| line.strip_prefix("signet_cluster_receives "))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Kills node `id` of the cluster on `prefix` (no goodbye) and waits until Redis has
+    /// dropped its subscriptions.
+    async fn kill(&mut self, prefix: &str, id: &str) {
+        self.child.kill().expect("killed");
+        let _ = self.child.wait();
+        let listening = format!("PUBSUB NUMSUB {prefix}:forward:{id}");
+        crate::helpers::eventually(SPREAD, "Redis to drop the node's subscriptions", || {
+            shared().command(&listening).ends_with(":0\r\n")
+        })
+        .await;
+    }
+}
+
+/// A poll on `server` for `token`, answered within 30 s (a forwarded one could wait 70 s).
+async fn poll_status(server: &HubServer, token: &str, bearer: &str) -> (u16, Value) {
+    let mut answer = server
+        .http
+        .get(server.url(&format!("/hubs/home?id={token}")))
+        .bearer_auth(bearer)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .expect("answered before the forward timeout");
+    let body = answer.json().await.unwrap_or(Value::Null);
+    (answer.status().as_u16(), body)
+}
+
+#[actix_web::test]
+async fn a_request_forwarded_to_a_killed_node_is_answered_at_once_as_unknown() {
+    let (a, mut b) = forwarding_pair("forward-killed").await;
+    let alice = user_token("alice");
+    let token = b.polling_connection(&alice).await;
+    b.kill(&a.state.settings.cluster.channel_prefix, "b").await;
+
+    // A poll on A for B's connection is not left waiting 70 s: no one received it, so it is
+    // answered at once, as for a connection nobody holds.
+    let failures = forward_failures(&a, "poll");
+    let (status, body) = poll_status(&a, &token, &alice).await;
+    assert_eq!(
+        (status, &body["error"]),
+        (404, &json!("unknown_connection"))
+    );
+    assert_eq!(forward_failures(&a, "poll"), failures + 1);
+}
+
+#[actix_web::test]
+async fn a_forwarded_poll_ends_soon_after_the_node_serving_it_is_killed() {
+    let (a, mut b) = forwarding_pair("forward-killed-waiting").await;
+    let alice = user_token("alice");
+    let token = b.polling_connection(&alice).await;
+
+    // B holds the forwarded poll (nothing to deliver for a minute) when it is killed.
+    let (received, failures) = (b.receives().await, forward_failures(&a, "poll"));
+    let prefix = a.state.settings.cluster.channel_prefix.clone();
+    let killed = async {
+        let deadline = tokio::time::Instant::now() + SPREAD;
+        while b.receives().await == received {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "B never got the poll"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        b.kill(&prefix, "b").await;
+    };
+    let ((status, body), ()) = tokio::join!(poll_status(&a, &token, &alice), killed);
+    assert_eq!(
+        (status, &body["error"]),
+        (404, &json!("unknown_connection"))
+    );
+    assert_eq!(forward_failures(&a, "poll"), failures + 1);
+}

@@ -49,10 +49,11 @@ async fn negotiate(server: &HubServer, bearer: &str, query: &str) -> (String, St
     (field("connectionId"), field("connectionToken"))
 }
 
-/// An answer: status and body.
+/// An answer: status, `WWW-Authenticate` and body.
 #[derive(Debug)]
 struct Reply {
     status: u16,
+    challenge: Option<String>,
     body: Bytes,
 }
 
@@ -63,13 +64,22 @@ async fn request(request: awc::ClientRequest, body: &[u8]) -> Reply {
         .await
         .expect("request sent");
     let status = response.status().as_u16();
+    let challenge = response
+        .headers()
+        .get(awc::http::header::WWW_AUTHENTICATE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let body = response
         .timeout(Duration::from_secs(60))
         .body()
         .limit(1 << 20)
         .await
         .expect("body");
-    Reply { status, body }
+    Reply {
+        status,
+        challenge,
+        body,
+    }
 }
 
 fn hub_url(server: &HubServer, token: &str) -> String {
@@ -120,7 +130,13 @@ fn echo(id: &str, text: &str) -> Vec<u8> {
 
 /// The value of `signet_cluster_forwarded_requests_total{kind}` on `server`.
 fn forwarded(server: &HubServer, kind: &str) -> u64 {
-    let wanted = format!("signet_cluster_forwarded_requests_total{{kind=\"{kind}\"}} ");
+    forward_counter(server, "forwarded_requests", kind)
+}
+
+/// The value of `signet_cluster_{counter}_total{kind}` on `server` (`forwarded_requests`,
+/// `forward_failures`).
+pub(crate) fn forward_counter(server: &HubServer, counter: &str, kind: &str) -> u64 {
+    let wanted = format!("signet_cluster_{counter}_total{{kind=\"{kind}\"}} ");
     server
         .state
         .metrics
@@ -452,6 +468,99 @@ async fn the_expired_opening_token_of_a_refreshed_connection_still_works_through
     // Another expired token of the same user (another jti) is not the opening one: 401.
     let other = token_expiring_at("alice", &["user"], expires);
     assert_eq!(send(&c, &token, &other, b"").await.status, 401);
+}
+
+#[actix_web::test]
+async fn a_401_from_the_owner_keeps_its_challenge_on_the_node_that_forwarded_it() {
+    let (a, b, _c) = nodes("forwarded-challenge").await;
+    let expires = now() + 2;
+    let opening = token_expiring_at("alice", &["user"], expires);
+    let (_, token) = negotiate(&a, &opening, "").await;
+    assert_eq!(poll(&a, &token, &opening).await.status, 200);
+    crate::helpers::wait_until_expired(expires).await;
+
+    // An expired token that is not the connection's opening one: B cannot judge it (it holds
+    // no connection) and forwards the send; A, the owner, refuses it.
+    let other = token_expiring_at("alice", &["user"], expires);
+    let local = send(&a, &token, &other, b"").await;
+    let sends = forwarded(&b, "send");
+    let refused = send(&b, &token, &other, b"").await;
+    assert_eq!(forwarded(&b, "send"), sends + 1, "forwarded to the owner");
+    assert_eq!((refused.status, local.status), (401, 401), "{refused:?}");
+    let body: Value = serde_json::from_slice(&refused.body).expect("a JSON error");
+    assert_eq!(body["error"], "invalid_token", "{body}");
+    // RFC 9110: a 401 carries its challenge, the one the owner would have answered itself.
+    assert!(local.challenge.is_some(), "{local:?}");
+    assert_eq!(refused.challenge, local.challenge);
+}
+
+#[actix_web::test]
+async fn a_user_at_the_forwarded_request_limit_waits_and_other_users_do_not() {
+    let redis = shared();
+    let prefix = prefix("forwarded-per-user");
+    let mut servers = Vec::new();
+    for id in ["node-a", "node-b"] {
+        let server = crate::ws_client::spawn_hub(&[
+            ("SIGNET__CLUSTER__REDIS_URL", redis.url().as_str()),
+            ("SIGNET__CLUSTER__CHANNEL_PREFIX", prefix.as_str()),
+            ("SIGNET__CLUSTER__NODE_ID", id),
+            ("SIGNET__CLUSTER__MAX_FORWARDED_PER_USER", "1"),
+        ])
+        .await;
+        servers.push(crate::cluster::joined(server).await);
+    }
+    let (a, b) = (&servers[0], &servers[1]);
+    let (alice, bob) = (user_token("alice"), user_token("bob"));
+    let polling = |bearer: &str| {
+        let bearer = bearer.to_string();
+        async move {
+            let (_, token) = negotiate(a, &bearer, "").await;
+            assert_eq!(poll(a, &token, &bearer).await.status, 200);
+            token
+        }
+    };
+    let (held, other, bobs) = (
+        polling(&alice).await,
+        polling(&alice).await,
+        polling(&bob).await,
+    );
+
+    // Alice's poll forwarded from B waits on A (nothing to deliver): her one request there.
+    let received = |server: &HubServer| {
+        let metrics = server.state.metrics.render();
+        let value = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("signet_cluster_receives "))
+            .and_then(|v| v.parse::<u64>().ok());
+        value.unwrap_or(0)
+    };
+    let before = received(a);
+    let meanwhile = async {
+        crate::helpers::eventually(SPREAD, "A to hold the forwarded poll", || {
+            received(a) > before
+        })
+        .await;
+        // Another request of hers through B is refused, to be retried; Bob's goes through.
+        let refused = send(b, &other, &alice, &echo("1", "x")).await;
+        assert_eq!(refused.status, 429, "{refused:?}");
+        let body: Value = serde_json::from_slice(&refused.body).expect("a JSON error");
+        assert_eq!(body["error"], "too_many_forwarded_requests", "{body}");
+        assert_eq!(send(b, &bobs, &bob, JSON_HANDSHAKE).await.status, 200);
+        // Her poll ends (a DELETE on A): the retry goes through.
+        assert_eq!(delete(a, &held, &alice).await.status, 202);
+    };
+    let (ended, ()) = tokio::join!(poll(b, &held, &alice), meanwhile);
+    assert_eq!(ended.status, 204, "{ended:?}");
+    let deadline = tokio::time::Instant::now() + SPREAD;
+    loop {
+        let sent = send(b, &other, &alice, JSON_HANDSHAKE).await;
+        if sent.status == 200 {
+            break;
+        }
+        assert_eq!(sent.status, 429, "{sent:?}");
+        assert!(tokio::time::Instant::now() < deadline, "still refused");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The records `client` gets, pings and Acks left out, until one satisfies `last`.
