@@ -7,6 +7,7 @@
 //! pop only, never across an `.await`.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use tokio::sync::Notify;
 
@@ -23,6 +24,9 @@ pub struct Queue<T> {
     filled: Notify,
     /// Producers waiting for room wait here.
     drained: Notify,
+    /// Producers registered on `drained`: a pop wakes them only when there are some, so the
+    /// usual pop (nobody waiting) takes no lock besides the queue's own.
+    waiting: AtomicUsize,
 }
 
 impl<T> Queue<T> {
@@ -33,6 +37,7 @@ impl<T> Queue<T> {
             capacity: capacity.max(1),
             filled: Notify::new(),
             drained: Notify::new(),
+            waiting: AtomicUsize::new(0),
         }
     }
 
@@ -56,11 +61,17 @@ impl<T> Queue<T> {
     }
 
     /// Adds `item`, waiting for room. Dropping the future drops the item.
-    pub async fn push(&self, mut item: T) {
+    pub async fn push(&self, item: T) {
+        // Room now (the usual case): no registration to make and undo.
+        let Err(mut item) = self.try_push(item) else {
+            return;
+        };
+        let _waiting = Waiting::new(&self.waiting);
         loop {
             let drained = self.drained.notified();
             tokio::pin!(drained);
-            // Registered before the attempt, so room made in between is not missed.
+            // Counted, then registered, before the attempt: a pop that makes room after the
+            // attempt (under the same lock) sees the count and wakes this registration.
             drained.as_mut().enable();
             match self.try_push(item) {
                 Ok(()) => return,
@@ -78,7 +89,9 @@ impl<T> Queue<T> {
             *items = VecDeque::new();
         }
         drop(items);
-        self.drained.notify_waiters();
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.drained.notify_waiters();
+        }
         Some(item)
     }
 
@@ -96,6 +109,22 @@ impl<T> Queue<T> {
     /// Items queued.
     pub fn len(&self) -> usize {
         self.items().len()
+    }
+}
+
+/// Counts a producer waiting for room for as long as it waits (dropped futures included).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -162,5 +191,43 @@ mod tests {
             .expect("room made")
             .unwrap();
         assert_eq!(queue.try_pop(), Some(2));
+    }
+
+    #[tokio::test]
+    async fn every_waiting_producer_is_woken_as_room_is_made_and_a_dropped_wait_stops_counting() {
+        let queue = Arc::new(Queue::new(1));
+        queue.try_push(0).unwrap();
+        let producers: Vec<_> = (1..=2)
+            .map(|n| {
+                let queue = queue.clone();
+                tokio::spawn(async move { queue.push(n).await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        assert_eq!(queue.waiting.load(Ordering::SeqCst), 2);
+        let mut popped = Vec::new();
+        while popped.len() < 3 {
+            match queue.try_pop() {
+                Some(item) => popped.push(item),
+                None => tokio::task::yield_now().await,
+            }
+        }
+        for producer in producers {
+            tokio::time::timeout(Duration::from_secs(5), producer)
+                .await
+                .expect("room made")
+                .unwrap();
+        }
+        popped.sort_unstable();
+        assert_eq!(popped, [0, 1, 2]);
+        assert_eq!(queue.waiting.load(Ordering::SeqCst), 0);
+
+        // A wait given up (a closed connection's send) no longer counts.
+        queue.try_push(3).unwrap();
+        let abandoned = tokio::time::timeout(Duration::from_millis(10), queue.push(4)).await;
+        assert!(abandoned.is_err());
+        assert_eq!(queue.waiting.load(Ordering::SeqCst), 0);
+        assert_eq!(queue.try_pop(), Some(3));
+        assert_eq!(queue.try_pop(), None);
     }
 }
