@@ -9,7 +9,9 @@
 //! to the node's publisher ([`Cluster::send`]), which numbers it on its channel and pipelines
 //! it to Redis in order.
 //! Group changes for another node's connection and disconnects are requests that the owning
-//! nodes apply and answer on the requester's channel.
+//! nodes apply and answer on the requester's channel; a group change is published whatever
+//! the list of live nodes says (it lags), and one that reaches no subscriber is answered at
+//! once: unknown connection.
 //!
 //! Presence: every node writes its users and connections to `{prefix}:{hub}:presence:{id}`
 //! (a hash, `sub` -> connections) and its count beside it, within 250 ms of a change and at
@@ -118,38 +120,45 @@ impl RedisLifetimeManager {
         (node != this).then(|| node.to_string())
     }
 
-    fn is_live(&self, node: &str) -> bool {
-        self.shared.others().iter().any(|n| n == node)
-    }
-
     /// Sends `frame` with a new request id to `channel` and collects up to `answers`
-    /// answers within `timeout`.
+    /// answers within `timeout`. `None` when Redis delivered it to nobody (nothing listens on
+    /// `channel`): no answer can come, so none is waited for.
     async fn request(
         &self,
         channel: String,
         frame: impl FnOnce(u64) -> Frame,
         answers: usize,
         timeout: Duration,
-    ) -> Result<Vec<(Outcome, u64)>, LifetimeError> {
+    ) -> Result<Option<Vec<(Outcome, u64)>>, LifetimeError> {
         if self.shared.waiting.len() >= MAX_WAITING {
             return Err(unavailable("too many backplane requests waiting"));
         }
         let request = self.shared.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, mut rx) = mpsc::channel(answers.max(1));
         self.shared.waiting.insert(request, tx);
-        let sent = self.enqueue(channel, frame(request));
-        let mut got = Vec::new();
-        if sent.is_ok() {
+        let answered = async {
             let deadline = tokio::time::Instant::now() + timeout;
+            let receivers = self.shared.cluster.send_counted(channel, frame(request))?;
+            // Answers that come meanwhile wait in `rx`.
+            match tokio::time::timeout_at(deadline, receivers).await {
+                Ok(Ok(Ok(0))) => return Ok(None),
+                Ok(Ok(Ok(_))) => {}
+                Ok(Ok(Err(err))) => return Err(LifetimeError::Backplane(err)),
+                Ok(Err(_)) => return Err(unavailable("the node is shutting down")),
+                Err(_) => return Err(unavailable("the backplane did not publish in time")),
+            }
+            let mut got = Vec::new();
             while got.len() < answers {
                 match tokio::time::timeout_at(deadline, rx.recv()).await {
                     Ok(Some(answer)) => got.push(answer),
                     _ => break,
                 }
             }
+            Ok(Some(got))
         }
+        .await;
         self.shared.waiting.remove(&request);
-        sent.map(|()| got)
+        answered
     }
 
     async fn change_group(
@@ -165,9 +174,9 @@ impl RedisLifetimeManager {
                 self.inner.remove_from_group(connection_id, group).await
             };
         };
-        if !self.is_live(&node) {
-            return Err(LifetimeError::UnknownConnection(connection_id.to_string()));
-        }
+        // Sent whether or not `node` is live as far as this node knows: that view lags (a
+        // heartbeat, and until this node first reads it after the other starts), so a node
+        // that just started would miss the change. One that is gone has no receiver.
         let (connection, group_name) = (connection_id.to_string(), group.to_string());
         let answers = self
             .request(
@@ -182,6 +191,9 @@ impl RedisLifetimeManager {
                 GROUP_TIMEOUT,
             )
             .await?;
+        let Some(answers) = answers else {
+            return Err(LifetimeError::UnknownConnection(connection_id.to_string()));
+        };
         match answers.first() {
             Some((Outcome::Done, _)) => Ok(()),
             Some((Outcome::UnknownConnection, _)) => {
@@ -643,7 +655,8 @@ impl HubLifetimeManager for RedisLifetimeManager {
                 others,
                 DISCONNECT_TIMEOUT,
             )
-            .await?;
+            .await?
+            .unwrap_or_default();
         if answers.len() < others {
             tracing::warn!(
                 answered = answers.len(),

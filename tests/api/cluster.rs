@@ -320,6 +320,57 @@ async fn groups_single_connections_exclusions_and_presence_span_nodes() {
     assert!(!carol.is_closed());
 }
 
+/// A node that just started is not yet in the others' lists of live nodes (it beats its first
+/// heartbeat on the presence tick after its channels are subscribed, and they reread the list
+/// every 250 ms); a group change for its connection must reach it all the same.
+#[actix_web::test]
+async fn a_group_change_reaches_a_node_that_just_started() {
+    let redis = shared();
+    let prefix = prefix("new-node-groups");
+    let a = Node::start(&redis.url(), &prefix, "a", 4);
+    let alice = a.connect(1, "alice", HubProtocol::Json).await;
+    a.sees("alice").await;
+    // Rounds until one changes the group before the new node's first heartbeat is even in
+    // Redis (so A cannot know it); each round must succeed.
+    let mut before_heartbeat = 0;
+    for round in 0..5 {
+        let id = format!("new{round}");
+        let b = Node::start(&redis.url(), &prefix, &id, 4);
+        let deadline = tokio::time::Instant::now() + SPREAD;
+        while !b.cluster.subscribed() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{id} never subscribed"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let bob = b.connect(1, "bob", HubProtocol::Json).await;
+        let heartbeat = redis.command(&format!("ZSCORE {prefix}:home:nodes {id}"));
+        a.hub.add_to_group(&bob.id, "kitchen").await.unwrap();
+        a.hub.add_to_group(&bob.id, "hall").await.unwrap();
+        a.hub.remove_from_group(&bob.id, "hall").await.unwrap();
+        if heartbeat.starts_with("$-1") {
+            before_heartbeat += 1;
+        }
+        a.hub
+            .send_groups(&["kitchen".into()], message("k"))
+            .await
+            .unwrap();
+        a.hub
+            .send_groups(&["hall".into()], message("h"))
+            .await
+            .unwrap();
+        queued(&[(&bob, 1), (&alice, 0)]).await;
+        if before_heartbeat >= 2 {
+            break;
+        }
+    }
+    assert!(
+        before_heartbeat > 0,
+        "every new node beat before the group change; the test proved nothing"
+    );
+}
+
 #[actix_web::test]
 async fn a_lost_message_is_counted_as_a_gap() {
     let redis = shared();
