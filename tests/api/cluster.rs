@@ -714,6 +714,22 @@ async fn a_node_starts_without_redis_is_not_ready_and_becomes_ready_when_redis_c
         .await;
     assert_eq!(refused.status, 503, "{:?}", refused.body);
     assert_eq!(refused.body["error"], "store_unavailable");
+    // Every 503 says when to retry.
+    assert_eq!(
+        refused.headers.get("retry-after").map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
+    let probe = node
+        .http
+        .get(node.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz answers");
+    assert_eq!(probe.status().as_u16(), 503);
+    assert_eq!(
+        probe.headers().get("retry-after").map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
 
     redis.restart();
     let deadline = tokio::time::Instant::now() + SPREAD;
