@@ -1067,3 +1067,48 @@ async fn a_forwarded_poll_ends_soon_after_the_node_serving_it_is_killed() {
     );
     assert_eq!(forward_failures(&a, "poll"), failures + 1);
 }
+
+/// A hub's channels and keys begin with its name, Signet's own with a reserved one: a hub named
+/// `forward` would share `{prefix}:forward:all` with the forwarding channel of a node named
+/// `all`. With `[cluster]` such a name stops the server at start-up; alone, a node has no shared
+/// names and serves it.
+#[actix_web::test]
+async fn a_hub_named_like_signets_own_channels_is_refused_in_a_cluster() {
+    let redis = shared();
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let prefix = prefix("reserved");
+    let clustered = [
+        ("SIGNET__CLUSTER__REDIS_URL", redis.url()),
+        ("SIGNET__CLUSTER__CHANNEL_PREFIX", prefix),
+    ];
+    let clustered: Vec<(&str, &str)> = clustered.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    for name in signet::cluster::RESERVED_NAMES {
+        let settings = crate::helpers::test_settings(data_dir.path(), &clustered);
+        let err = signet::Server::new(settings)
+            .hub(name, |hub| hub)
+            .build()
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("a hub named `{name}` was registered"));
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "hub name `{name}`: with [cluster] a hub may not be named `forward`, `owner`, \
+                 `owner-token`, `revocations`, `revoked`, `nonce`, `nonces`, since Signet's own \
+                 Redis channels and keys begin with these names"
+            )
+        );
+    }
+    let settings = crate::helpers::test_settings(data_dir.path(), &clustered);
+    assert!(signet::Server::new(settings)
+        .hub("forwarding", |hub| hub)
+        .build()
+        .await
+        .is_ok());
+    let alone = crate::helpers::test_settings(data_dir.path(), &[]);
+    assert!(signet::Server::new(alone)
+        .hub("forward", |hub| hub)
+        .build()
+        .await
+        .is_ok());
+}
