@@ -9,8 +9,8 @@
 //!
 //! The ownership directory: a node that adopted a connection writes
 //! `{prefix}:owner:{connection id}` and `{prefix}:owner-token:{sha256 of the token}` -> its
-//! node id, expiring after [`OWNER_TTL`], rewritten every [`OWNER_REFRESH`] while the connection
-//! lives and deleted when it leaves. Anything addressed to a connection asks this node's
+//! node id, expiring after [`OWNER_TTL`], rewritten every `OWNER_REFRESH` (5 s) while the
+//! connection lives and deleted when it leaves. Anything addressed to a connection asks this node's
 //! registry first, then the directory, then the node the id or token names.
 
 use super::tunnel::Tunnels;

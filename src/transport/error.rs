@@ -1,5 +1,5 @@
 //! Why a hub request (negotiate, a transport, a send, a refresh) is refused: one variant per
-//! answer, with its status and `error` code in one table ([`TransportError::status_and_code`]).
+//! answer, with its status and `error` code in one table ([`TransportError::api_error`]).
 //! The texts are the `message` clients read.
 
 use crate::auth::RequestAuthError;
