@@ -43,6 +43,10 @@ RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p signet
 echo "== cargo doc -p signet --features internals (with and without private items, warnings denied)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p signet --features internals
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p signet --features internals --document-private-items
+# The fuzz targets are their own workspace (fuzz/Cargo.toml), which nothing here builds: its
+# lock file must still name every dependency signet gained.
+echo "== fuzz/Cargo.lock up to date (cargo metadata --locked)"
+cargo metadata --locked --format-version 1 --manifest-path fuzz/Cargo.toml >/dev/null
 echo "== import graph (no circle between the modules of src/, nothing imports startup, the home hub uses only the public API)"
 python3 scripts/import-graph.py >/dev/null || python3 scripts/import-graph.py
 echo "== npm ci tests/conformance (the official SignalR clients the conformance suite drives)"
