@@ -535,6 +535,14 @@ impl Cluster {
         Ok(())
     }
 
+    /// Whether Redis confirmed this node's subscription to `channel` (and it was not lost
+    /// since): a publish on it then counts this node among its receivers.
+    pub fn listens(&self, channel: &str) -> bool {
+        self.subscribers
+            .get(channel)
+            .is_some_and(|s| s.confirmed.load(Ordering::Acquire))
+    }
+
     /// Whether every channel is subscribed (start-up is done); for tests and readiness.
     pub fn subscribed(&self) -> bool {
         self.subscribers

@@ -371,6 +371,65 @@ async fn a_group_change_reaches_a_node_that_just_started() {
     );
 }
 
+/// As a group change, a kick reaches a node that just started, and counts its connections, though
+/// the kicking node knows no other node yet; alone, it answers at once.
+#[actix_web::test]
+async fn a_kick_reaches_a_node_that_just_started() {
+    let redis = shared();
+    let prefix = prefix("new-node-kick");
+    let a = Node::start(&redis.url(), &prefix, "a", 4);
+    let alice = a.connect(1, "alice", HubProtocol::Json).await;
+    a.sees("alice").await;
+    let started = tokio::time::Instant::now();
+    assert_eq!(
+        a.hub
+            .disconnect_user("bob", CloseReason::Kicked)
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut before_heartbeat = 0;
+    for round in 0..5 {
+        let id = format!("new{round}");
+        let b = Node::start(&redis.url(), &prefix, &id, 4);
+        let deadline = tokio::time::Instant::now() + SPREAD;
+        while !b.cluster.subscribed() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{id} never subscribed"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let bob = b.connect(1, "bob", HubProtocol::Json).await;
+        let bob_again = b.connect(2, "bob", HubProtocol::MessagePack).await;
+        let heartbeat = redis.command(&format!("ZSCORE {prefix}:home:nodes {id}"));
+        let closed = a
+            .hub
+            .disconnect_user("bob", CloseReason::Kicked)
+            .await
+            .unwrap();
+        if heartbeat.starts_with("$-1") {
+            before_heartbeat += 1;
+        }
+        assert_eq!(closed, 2);
+        assert_eq!(bob.close_reason(), Some(&CloseReason::Kicked));
+        assert_eq!(bob_again.close_reason(), Some(&CloseReason::Kicked));
+        assert!(!alice.is_closed());
+        if before_heartbeat >= 2 {
+            break;
+        }
+    }
+    assert!(
+        before_heartbeat > 0,
+        "every new node beat before the kick; the test proved nothing"
+    );
+}
+
 #[actix_web::test]
 async fn a_lost_message_is_counted_as_a_gap() {
     let redis = shared();
