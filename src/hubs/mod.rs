@@ -109,8 +109,10 @@ impl HubContext<'_> {
 /// An application's setup of one hub: declares its methods on the builder the server made.
 pub type HubSetup = Box<dyn FnOnce(HubBuilder, &HubContext<'_>) -> HubBuilder + Send>;
 
-/// Why a hub could not be registered: the server does not start.
+/// Why a hub could not be registered: the server does not start. New reasons may be added
+/// in any release (the enum is non-exhaustive).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum HubRegistrationError {
     /// Hub names are one path segment (`/hubs/{name}`) and a label of metrics and keys.
     #[error("hub name `{0}`: use 1 to 64 ASCII letters, digits, `-` or `_`")]
