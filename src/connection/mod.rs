@@ -13,7 +13,7 @@
 //! SSE response for the stream's, a long poll for one request. While attached a transport owns
 //! the queue's receiver; when it lets go the connection either ends (SSE, or a WebSocket
 //! without stateful reconnect) or waits for the next one for the disconnect timeout (long
-//! polling, a WebSocket with stateful reconnect), which [`supervise`] enforces.
+//! polling, a WebSocket with stateful reconnect), which `supervise` enforces.
 
 mod attach;
 mod census;
