@@ -24,9 +24,10 @@ pub struct Queue<T> {
     filled: Notify,
     /// Producers waiting for room wait here.
     drained: Notify,
-    /// Producers registered on `drained`: a pop wakes them only when there are some, so the
-    /// usual pop (nobody waiting) takes no lock besides the queue's own.
-    waiting: AtomicUsize,
+    /// Producers in [`Queue::push`]: a pop wakes `drained` only when there are some, since
+    /// `Notify::notify_waiters` takes a lock every time and most queues never have a waiting
+    /// producer (fan-out only uses `try_push`).
+    pushing: AtomicUsize,
 }
 
 impl<T> Queue<T> {
@@ -37,7 +38,7 @@ impl<T> Queue<T> {
             capacity: capacity.max(1),
             filled: Notify::new(),
             drained: Notify::new(),
-            waiting: AtomicUsize::new(0),
+            pushing: AtomicUsize::new(0),
         }
     }
 
@@ -62,16 +63,18 @@ impl<T> Queue<T> {
 
     /// Adds `item`, waiting for room. Dropping the future drops the item.
     pub async fn push(&self, item: T) {
-        // Room now (the usual case): no registration to make and undo.
         let Err(mut item) = self.try_push(item) else {
             return;
         };
-        let _waiting = Waiting::new(&self.waiting);
+        // Counted before the attempts below: a pop that makes room after a failed attempt
+        // takes the lock after it, so it sees the count (the lock orders the two) and wakes
+        // this producer.
+        self.pushing.fetch_add(1, Ordering::SeqCst);
+        let _counted = Pushing(&self.pushing);
         loop {
             let drained = self.drained.notified();
             tokio::pin!(drained);
-            // Counted, then registered, before the attempt: a pop that makes room after the
-            // attempt (under the same lock) sees the count and wakes this registration.
+            // Registered before the attempt, so room made in between is not missed.
             drained.as_mut().enable();
             match self.try_push(item) {
                 Ok(()) => return,
@@ -89,7 +92,7 @@ impl<T> Queue<T> {
             *items = VecDeque::new();
         }
         drop(items);
-        if self.waiting.load(Ordering::SeqCst) > 0 {
+        if self.pushing.load(Ordering::SeqCst) > 0 {
             self.drained.notify_waiters();
         }
         Some(item)
@@ -112,17 +115,10 @@ impl<T> Queue<T> {
     }
 }
 
-/// Counts a producer waiting for room for as long as it waits (dropped futures included).
-struct Waiting<'a>(&'a AtomicUsize);
+/// Uncounts a producer of [`Queue::push`] when it is done or dropped.
+struct Pushing<'a>(&'a AtomicUsize);
 
-impl<'a> Waiting<'a> {
-    fn new(count: &'a AtomicUsize) -> Self {
-        count.fetch_add(1, Ordering::SeqCst);
-        Self(count)
-    }
-}
-
-impl Drop for Waiting<'_> {
+impl Drop for Pushing<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
@@ -194,7 +190,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn every_waiting_producer_is_woken_as_room_is_made_and_a_dropped_wait_stops_counting() {
+    async fn a_producer_that_gives_up_waiting_is_no_longer_counted() {
+        let queue = Queue::new(1);
+        queue.try_push(1).unwrap();
+        let gave_up = tokio::time::timeout(Duration::from_millis(10), queue.push(2)).await;
+        assert!(gave_up.is_err(), "no room was made");
+        assert_eq!(queue.pushing.load(Ordering::SeqCst), 0);
+        assert_eq!(queue.try_pop(), Some(1));
+        queue.push(3).await;
+        assert_eq!(queue.pushing.load(Ordering::SeqCst), 0);
+        assert_eq!(queue.try_pop(), Some(3));
+    }
+
+    #[tokio::test]
+    async fn every_waiting_producer_is_woken_as_room_is_made() {
         let queue = Arc::new(Queue::new(1));
         queue.try_push(0).unwrap();
         let producers: Vec<_> = (1..=2)
@@ -204,7 +213,7 @@ mod tests {
             })
             .collect();
         tokio::task::yield_now().await;
-        assert_eq!(queue.waiting.load(Ordering::SeqCst), 2);
+        assert_eq!(queue.pushing.load(Ordering::SeqCst), 2);
         let mut popped = Vec::new();
         while popped.len() < 3 {
             match queue.try_pop() {
@@ -220,14 +229,6 @@ mod tests {
         }
         popped.sort_unstable();
         assert_eq!(popped, [0, 1, 2]);
-        assert_eq!(queue.waiting.load(Ordering::SeqCst), 0);
-
-        // A wait given up (a closed connection's send) no longer counts.
-        queue.try_push(3).unwrap();
-        let abandoned = tokio::time::timeout(Duration::from_millis(10), queue.push(4)).await;
-        assert!(abandoned.is_err());
-        assert_eq!(queue.waiting.load(Ordering::SeqCst), 0);
-        assert_eq!(queue.try_pop(), Some(3));
-        assert_eq!(queue.try_pop(), None);
+        assert_eq!(queue.pushing.load(Ordering::SeqCst), 0);
     }
 }
