@@ -377,6 +377,19 @@ impl HubClient {
         Ok(())
     }
 
+    /// JSON only: sends `record` (one or more JSON hub messages, each ending in the record
+    /// separator) as one text frame, as it is. For scenarios that write their few messages
+    /// themselves instead of building a [`HubMessage`] for each.
+    pub async fn send_json(&mut self, record: String) -> Result<(), ClientError> {
+        if self.protocol != HubProtocol::Json {
+            return Err(ClientError::BadResponse(
+                "send_json on a MessagePack connection".into(),
+            ));
+        }
+        self.ws.send(Message::Text(Utf8Bytes::from(record))).await?;
+        Ok(())
+    }
+
     /// The next message from the server, skipping Pings; a Close message is an error.
     pub async fn recv(&mut self) -> Result<HubMessage, ClientError> {
         loop {

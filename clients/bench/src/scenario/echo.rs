@@ -10,9 +10,11 @@ use crate::client::{bounded, Client, ClientError, HubClient, RawClient};
 use crate::credentials::Identity;
 use crate::socketio::SocketIoClient;
 use crate::stats::Latencies;
+use serde::Deserialize;
 use serde_json::{json, Value};
 use signet_protocol::envelope::{EnvelopeBuilder, MessageKey};
-use signet_protocol::protocol::CompletionResult;
+use signet_protocol::protocol::{CompletionResult, HubProtocol};
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -230,7 +232,77 @@ async fn hub_round_trip(
         Some(key) => ("EchoSigned", signed_echo(key, hub_path, seq, lifetime)),
         None => ("Echo", json!({ "seq": seq, "text": "hello" })),
     };
-    hub_call(hub, &seq.to_string(), target, argument).await
+    if hub.protocol() == HubProtocol::Json {
+        // The invocation written as text and the completion read borrowed from its record:
+        // what a lean SignalR client does, with the same checks as the full decoder's path.
+        let record = format!(
+            "{{\"type\":1,\"invocationId\":\"{seq}\",\"target\":\"{target}\",\"arguments\":[{argument}]}}\u{1e}"
+        );
+        hub.send_json(record).await?;
+        loop {
+            if let Some(answer) = hub.recv_json(|record| echo_answer(record, seq)).await? {
+                return Ok(answer);
+            }
+        }
+    }
+    match hub.invoke(&seq.to_string(), target, vec![argument]).await? {
+        CompletionResult::Error(error) => Ok(Some(error)),
+        CompletionResult::Result(echoed) => Ok(echo_differs(echoed["seq"].as_u64(), seq)),
+        CompletionResult::Void => Ok(echo_differs(None, seq)),
+    }
+}
+
+/// Both `Echo` and `EchoSigned` answer with `{seq, text}`, the object that was sent (inside
+/// the envelope for `EchoSigned`).
+fn echo_differs(echoed: Option<u64>, seq: u64) -> Option<String> {
+    (echoed != Some(seq)).then(|| "the echo differs from what was sent".to_string())
+}
+
+/// A JSON record read while call `seq` waits: `None` for another message (a Ping, a
+/// completion of another id), `Some` with the call's outcome for its completion (as
+/// [`round_trip`] reports it), an error for a Close or a record that is not a hub message.
+fn echo_answer(record: &[u8], seq: u64) -> Result<Option<Option<String>>, ClientError> {
+    let message: EchoCompletion<'_> = serde_json::from_slice(record)
+        .map_err(|e| ClientError::BadResponse(format!("a message from the server: {e}")))?;
+    match message.kind {
+        COMPLETION => {
+            let id = message.invocation_id.ok_or_else(|| {
+                ClientError::BadResponse("a Completion without invocationId".into())
+            })?;
+            if id.parse::<u64>().ok() != Some(seq) {
+                return Ok(None);
+            }
+            Ok(Some(match (message.error, message.result) {
+                (Some(error), _) => Some(error.into_owned()),
+                (None, result) => echo_differs(result.and_then(|echoed| echoed.seq), seq),
+            }))
+        }
+        CLOSE => Err(ClientError::Closed(message.error.map(Cow::into_owned))),
+        _ => Ok(None),
+    }
+}
+
+/// The hub protocol's message types the echo loop tells apart.
+const COMPLETION: u8 = 3;
+const CLOSE: u8 = 7;
+
+/// The properties of a hub message the echo loop looks at; the others are skipped.
+#[derive(Deserialize)]
+struct EchoCompletion<'a> {
+    #[serde(rename = "type")]
+    kind: u8,
+    #[serde(rename = "invocationId", borrow, default)]
+    invocation_id: Option<Cow<'a, str>>,
+    #[serde(default)]
+    result: Option<Echoed>,
+    #[serde(borrow, default)]
+    error: Option<Cow<'a, str>>,
+}
+
+/// An echoed `{seq, text}`: only `seq` is read.
+#[derive(Deserialize)]
+struct Echoed {
+    seq: Option<u64>,
 }
 
 /// A freshly signed envelope for `EchoSigned` around `{seq, text}`.
@@ -257,10 +329,10 @@ pub(super) async fn hub_call(
 
 async fn raw_round_trip(raw: &mut RawClient, seq: u64) -> Result<Option<String>, ClientError> {
     let payload = format!("{{\"seq\":{seq},\"text\":\"hello\"}}");
-    let expected = payload.len();
-    raw.send(payload.into_bytes()).await?;
+    raw.send(payload.clone().into_bytes()).await?;
     let echoed = raw.recv().await?;
-    Ok((echoed.len() != expected).then(|| "the echo differs from what was sent".to_string()))
+    Ok((echoed[..] != *payload.as_bytes())
+        .then(|| "the echo differs from what was sent".to_string()))
 }
 
 async fn socketio_round_trip(
@@ -271,4 +343,40 @@ async fn socketio_round_trip(
     let answer = socket.call(seq, "echo", &[argument]).await?;
     let echoed = answer.first().and_then(|value| value["seq"].as_u64());
     Ok((echoed != Some(seq)).then(|| "the echo differs from what was sent".to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_completion_is_read_and_checked_against_the_call() {
+        let ok = br#"{"type":3,"invocationId":"7","result":{"seq":7,"text":"hello"}}"#;
+        assert_eq!(echo_answer(ok, 7).unwrap(), Some(None));
+        let wrong = br#"{"type":3,"invocationId":"7","result":{"seq":8,"text":"hello"}}"#;
+        assert!(matches!(echo_answer(wrong, 7).unwrap(), Some(Some(_))));
+        let void = br#"{"type":3,"invocationId":"7"}"#;
+        assert!(matches!(echo_answer(void, 7).unwrap(), Some(Some(_))));
+        let error = br#"{"type":3,"invocationId":"7","error":"Failed to invoke 'Echo'"}"#;
+        assert_eq!(
+            echo_answer(error, 7).unwrap(),
+            Some(Some("Failed to invoke 'Echo'".to_string()))
+        );
+    }
+
+    #[test]
+    fn other_messages_are_skipped_and_a_close_or_garbage_is_an_error() {
+        let other_call = br#"{"type":3,"invocationId":"6","result":{"seq":6}}"#;
+        assert_eq!(echo_answer(other_call, 7).unwrap(), None);
+        assert_eq!(echo_answer(br#"{"type":6}"#, 7).unwrap(), None);
+        let broadcast = br#"{"type":1,"target":"SystemMessage","arguments":["hi"]}"#;
+        assert_eq!(echo_answer(broadcast, 7).unwrap(), None);
+        let close = br#"{"type":7,"error":"Server is shutting down."}"#;
+        assert!(matches!(
+            echo_answer(close, 7),
+            Err(ClientError::Closed(Some(_)))
+        ));
+        assert!(echo_answer(b"{\"type\":3,", 7).is_err());
+        assert!(echo_answer(br#"{"type":3,"result":1}"#, 7).is_err());
+    }
 }
