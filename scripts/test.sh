@@ -38,6 +38,15 @@ echo "== cargo clippy -p signet --lib (the library without the internals feature
 cargo clippy -p signet --lib -- -D warnings
 echo "== cargo doc -p signet (its rustdoc, warnings denied)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p signet
+# The internal modules' docs too: as the `internals` feature shows them (a link to an item that
+# is private there is broken), and with every private item (what a contributor reads).
+echo "== cargo doc -p signet --features internals (with and without private items, warnings denied)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p signet --features internals
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p signet --features internals --document-private-items
+# The fuzz targets are their own workspace (fuzz/Cargo.toml), which nothing here builds: its
+# lock file must still name every dependency signet gained.
+echo "== fuzz/Cargo.lock up to date (cargo metadata --locked)"
+cargo metadata --locked --format-version 1 --manifest-path fuzz/Cargo.toml >/dev/null
 echo "== import graph (no circle between the modules of src/, nothing imports startup, the home hub uses only the public API)"
 python3 scripts/import-graph.py >/dev/null || python3 scripts/import-graph.py
 echo "== npm ci tests/conformance (the official SignalR clients the conformance suite drives)"

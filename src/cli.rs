@@ -37,7 +37,7 @@ struct Cli {
 
 #[derive(Debug, Args)]
 struct ConfigArg {
-    /// Configuration file (TOML). Environment variables SIGNET__<SECTION>__<KEY> override it.
+    /// Configuration file (TOML). Environment variables SIGNET__SECTION__KEY override it.
     #[arg(long, short, value_name = "PATH")]
     config: Option<PathBuf>,
 }

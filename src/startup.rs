@@ -33,8 +33,10 @@ use tokio_util::task::TaskTracker;
 
 /// Why the server did not start (or stopped serving): each names the setting or resource at
 /// fault. Causes whose types are not public API are carried as an [`OpaqueError`], with their
-/// message and chain of causes as they were.
+/// message and chain of causes as they were. New reasons may be added in any release (the
+/// enum is non-exhaustive).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StartupError {
     /// The configuration is invalid.
     #[error(transparent)]

@@ -136,7 +136,7 @@ pub fn bearer_token(req: &HttpRequest, auth: &Authenticator) -> Result<String, R
     Ok(token)
 }
 
-/// The one way a request becomes a [`Principal`]: its token ([`token_from_request`]) verified
+/// The one way a request becomes a [`Principal`]: its token (`token_from_request`) verified
 /// and checked against revocation under `policy`. Why a token was refused goes to the log
 /// only: the client reads [`RequestAuthError::Invalid`], or `StoreUnavailable` when revocation
 /// could not be checked.

@@ -9,8 +9,8 @@
 //!
 //! The ownership directory: a node that adopted a connection writes
 //! `{prefix}:owner:{connection id}` and `{prefix}:owner-token:{sha256 of the token}` -> its
-//! node id, expiring after [`OWNER_TTL`], rewritten every [`OWNER_REFRESH`] while the connection
-//! lives and deleted when it leaves. Anything addressed to a connection asks this node's
+//! node id, expiring after [`OWNER_TTL`], rewritten every `OWNER_REFRESH` (5 s) while the
+//! connection lives and deleted when it leaves. Anything addressed to a connection asks this node's
 //! registry first, then the directory, then the node the id or token names.
 
 use super::tunnel::Tunnels;
@@ -138,12 +138,15 @@ pub struct ForwardAnswer {
 }
 
 impl ForwardAnswer {
+    /// 503: this node serves [`MAX_SERVING`] forwarded requests already (long polls among
+    /// them). `Retry-After: 1`, as the node's other overload answers: a slot frees as soon as
+    /// any of them ends, and sends end within milliseconds.
     fn busy() -> Self {
         Self {
             status: 503,
             content_type: "text/plain".into(),
             body: Bytes::from_static(b"the node holding the connection is busy; try again"),
-            headers: Vec::new(),
+            headers: vec![("retry-after".into(), "1".into())],
         }
     }
 }
@@ -638,5 +641,16 @@ mod tests {
         }
         assert_eq!(ForwardKind::from_code(0), None);
         assert_eq!(ForwardKind::from_code(8), None);
+    }
+
+    #[test]
+    fn a_busy_owner_says_when_to_retry() {
+        let busy = ForwardAnswer::busy();
+        assert_eq!(busy.status, 503);
+        assert_eq!(busy.headers, vec![("retry-after".into(), "1".into())]);
+        assert!(busy
+            .headers
+            .iter()
+            .all(|(name, _)| CARRIED_HEADERS.contains(&name.as_str())));
     }
 }

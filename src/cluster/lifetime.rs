@@ -9,7 +9,9 @@
 //! to the node's publisher ([`Cluster::send`]), which numbers it on its channel and pipelines
 //! it to Redis in order.
 //! Group changes for another node's connection and disconnects are requests that the owning
-//! nodes apply and answer on the requester's channel.
+//! nodes apply and answer on the requester's channel. Both are published whatever the list of
+//! live nodes says (it lags), and wait for as many answers as `PUBLISH` reached other nodes: a
+//! group change that reached none is answered at once (unknown connection).
 //!
 //! Presence: every node writes its users and connections to `{prefix}:{hub}:presence:{id}`
 //! (a hash, `sub` -> connections) and its count beside it, within 250 ms of a change and at
@@ -49,6 +51,8 @@ const GROUP_TIMEOUT: Duration = Duration::from_secs(5);
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Requests waiting for answers, at most.
 const MAX_WAITING: usize = 4_096;
+/// Answers one request waits for, at most (one per node).
+const MAX_ANSWERS: usize = 1_024;
 
 /// The lifetime manager of one hub on a node of a cluster.
 pub struct RedisLifetimeManager {
@@ -118,38 +122,46 @@ impl RedisLifetimeManager {
         (node != this).then(|| node.to_string())
     }
 
-    fn is_live(&self, node: &str) -> bool {
-        self.shared.others().iter().any(|n| n == node)
-    }
-
-    /// Sends `frame` with a new request id to `channel` and collects up to `answers`
-    /// answers within `timeout`.
+    /// Sends `frame` with a new request id to `channel` and collects the answers within
+    /// `timeout`: as many as `answers` says of the number of subscribers Redis delivered the
+    /// frame to (not the live-node list, which lags). `None` when that was nobody.
     async fn request(
         &self,
         channel: String,
         frame: impl FnOnce(u64) -> Frame,
-        answers: usize,
+        answers: impl FnOnce(u64) -> usize,
         timeout: Duration,
-    ) -> Result<Vec<(Outcome, u64)>, LifetimeError> {
+    ) -> Result<Option<Vec<(Outcome, u64)>>, LifetimeError> {
         if self.shared.waiting.len() >= MAX_WAITING {
             return Err(unavailable("too many backplane requests waiting"));
         }
         let request = self.shared.next_request.fetch_add(1, Ordering::Relaxed);
-        let (tx, mut rx) = mpsc::channel(answers.max(1));
+        // Slots are allocated as answers come.
+        let (tx, mut rx) = mpsc::channel(MAX_ANSWERS);
         self.shared.waiting.insert(request, tx);
-        let sent = self.enqueue(channel, frame(request));
-        let mut got = Vec::new();
-        if sent.is_ok() {
+        let answered = async {
             let deadline = tokio::time::Instant::now() + timeout;
+            let receivers = self.shared.cluster.send_counted(channel, frame(request))?;
+            // Answers that come meanwhile wait in `rx`.
+            let answers = match tokio::time::timeout_at(deadline, receivers).await {
+                Ok(Ok(Ok(0))) => return Ok(None),
+                Ok(Ok(Ok(receivers))) => answers(receivers).min(MAX_ANSWERS),
+                Ok(Ok(Err(err))) => return Err(LifetimeError::Backplane(err)),
+                Ok(Err(_)) => return Err(unavailable("the node is shutting down")),
+                Err(_) => return Err(unavailable("the backplane did not publish in time")),
+            };
+            let mut got = Vec::new();
             while got.len() < answers {
                 match tokio::time::timeout_at(deadline, rx.recv()).await {
                     Ok(Some(answer)) => got.push(answer),
                     _ => break,
                 }
             }
+            Ok(Some(got))
         }
+        .await;
         self.shared.waiting.remove(&request);
-        sent.map(|()| got)
+        answered
     }
 
     async fn change_group(
@@ -165,9 +177,9 @@ impl RedisLifetimeManager {
                 self.inner.remove_from_group(connection_id, group).await
             };
         };
-        if !self.is_live(&node) {
-            return Err(LifetimeError::UnknownConnection(connection_id.to_string()));
-        }
+        // Sent whether or not `node` is live as far as this node knows: that view lags (a
+        // heartbeat, and until this node first reads it after the other starts), so a node
+        // that just started would miss the change. One that is gone has no receiver.
         let (connection, group_name) = (connection_id.to_string(), group.to_string());
         let answers = self
             .request(
@@ -178,10 +190,13 @@ impl RedisLifetimeManager {
                     connection,
                     group: group_name,
                 },
-                1,
+                |_| 1,
                 GROUP_TIMEOUT,
             )
             .await?;
+        let Some(answers) = answers else {
+            return Err(LifetimeError::UnknownConnection(connection_id.to_string()));
+        };
         match answers.first() {
             Some((Outcome::Done, _)) => Ok(()),
             Some((Outcome::UnknownConnection, _)) => {
@@ -623,15 +638,15 @@ impl HubLifetimeManager for RedisLifetimeManager {
         reason: CloseReason,
     ) -> Result<usize, LifetimeError> {
         let local = self.inner.disconnect_user(sub, reason.clone()).await?;
-        let others = self.shared.others().len();
-        if others == 0 {
-            return Ok(local);
-        }
         let remote_reason = match reason {
             CloseReason::Revoked(why) => Disconnect::Revoked(why),
             _ => Disconnect::Kicked,
         };
         let sub_owned = sub.to_string();
+        // Every node that listens on the hub's channel answers, this one aside: published
+        // whatever the live-node list says (it lags: a node that just started is not in it).
+        let this = u64::from(self.shared.cluster.listens(&self.shared.all_channel));
+        let mut others = 0;
         let answers = self
             .request(
                 self.shared.all_channel.clone(),
@@ -640,10 +655,22 @@ impl HubLifetimeManager for RedisLifetimeManager {
                     sub: sub_owned,
                     reason: remote_reason,
                 },
-                others,
+                |receivers| {
+                    others = usize::try_from(receivers.saturating_sub(this)).unwrap_or(usize::MAX);
+                    others
+                },
                 DISCONNECT_TIMEOUT,
             )
-            .await?;
+            .await;
+        // The local connections are closed already: a count short of the other nodes' is
+        // reported as such (counts fail soft; revocation fails closed on its own feed).
+        let answers = match answers {
+            Ok(answers) => answers.unwrap_or_default(),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot ask the other nodes to disconnect a user; the count may be short");
+                Vec::new()
+            }
+        };
         if answers.len() < others {
             tracing::warn!(
                 answered = answers.len(),

@@ -39,6 +39,20 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+/// The first segments of Signet's own channels and keys (`{prefix}:{name}...`): the
+/// forwarding channels and the ownership directory ([`forward`]), revocations, and nonces. A
+/// hub's channels and keys begin with its name, so no hub may take one of these (a new
+/// segment goes here).
+pub const RESERVED_NAMES: [&str; 7] = [
+    "forward",
+    "owner",
+    "owner-token",
+    "revocations",
+    "revoked",
+    "nonce",
+    "nonces",
+];
+
 /// Messages received and not yet handled, at most; more are dropped (and then show up as
 /// sequence gaps).
 const INBOX_CAPACITY: usize = 65_536;
@@ -188,7 +202,8 @@ impl Cluster {
         self.epoch
     }
 
-    /// `prefix:` + `name`: every channel and key Signet uses in Redis.
+    /// `prefix:` + `name`: every channel and key Signet uses in Redis. A hub's begin with its
+    /// name (`{prefix}:{hub}:...`), Signet's own with one of [`RESERVED_NAMES`].
     pub fn key(&self, name: &str) -> String {
         format!("{}:{name}", self.prefix)
     }
@@ -518,6 +533,14 @@ impl Cluster {
             return Err("the node's channels are not subscribed yet".into());
         }
         Ok(())
+    }
+
+    /// Whether Redis confirmed this node's subscription to `channel` (and it was not lost
+    /// since): a publish on it then counts this node among its receivers.
+    pub fn listens(&self, channel: &str) -> bool {
+        self.subscribers
+            .get(channel)
+            .is_some_and(|s| s.confirmed.load(Ordering::Acquire))
     }
 
     /// Whether every channel is subscribed (start-up is done); for tests and readiness.

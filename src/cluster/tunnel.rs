@@ -128,7 +128,7 @@ impl Tunnels {
 }
 
 /// One end of a tunnel: reads what the other end sends, publishes to it. Dropping it forgets
-/// the tunnel here (the other end is told by [`TunnelEnd::send`] of `Lost` or `Closed`).
+/// the tunnel here (the other end is told by [`TunnelSender::send`] of `Lost` or `Closed`).
 pub struct TunnelEnd {
     sender: TunnelSender,
     events: mpsc::Receiver<TunnelEvent>,

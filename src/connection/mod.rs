@@ -13,7 +13,7 @@
 //! SSE response for the stream's, a long poll for one request. While attached a transport owns
 //! the queue's receiver; when it lets go the connection either ends (SSE, or a WebSocket
 //! without stateful reconnect) or waits for the next one for the disconnect timeout (long
-//! polling, a WebSocket with stateful reconnect), which [`supervise`] enforces.
+//! polling, a WebSocket with stateful reconnect), which `supervise` enforces.
 
 mod attach;
 mod census;
@@ -423,7 +423,11 @@ impl Connection {
     /// Queues bytes without waiting. A full queue closes this connection as too slow, so that
     /// no sender is ever held up by it.
     pub fn try_send(&self, frame: OutboundFrame) -> Result<(), SendError> {
-        if self.cancel.is_cancelled() {
+        // The close reason, not the token: a broadcast calls this for every connection, and
+        // `CancellationToken::is_cancelled` locks a mutex in a node of its own, a cache miss
+        // per recipient (7% of the server's time in a broadcast to 10,000). `close` sets the
+        // reason before it cancels, and shutdown closes every connection with one.
+        if self.close_reason.get().is_some() {
             return Err(SendError::Closed);
         }
         let len = frame.len();

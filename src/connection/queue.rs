@@ -7,6 +7,7 @@
 //! pop only, never across an `.await`.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use tokio::sync::Notify;
 
@@ -23,6 +24,10 @@ pub struct Queue<T> {
     filled: Notify,
     /// Producers waiting for room wait here.
     drained: Notify,
+    /// Producers in [`Queue::push`]: a pop wakes `drained` only when there are some, since
+    /// `Notify::notify_waiters` takes a lock every time and most queues never have a waiting
+    /// producer (fan-out only uses `try_push`).
+    pushing: AtomicUsize,
 }
 
 impl<T> Queue<T> {
@@ -33,6 +38,7 @@ impl<T> Queue<T> {
             capacity: capacity.max(1),
             filled: Notify::new(),
             drained: Notify::new(),
+            pushing: AtomicUsize::new(0),
         }
     }
 
@@ -56,7 +62,15 @@ impl<T> Queue<T> {
     }
 
     /// Adds `item`, waiting for room. Dropping the future drops the item.
-    pub async fn push(&self, mut item: T) {
+    pub async fn push(&self, item: T) {
+        let Err(mut item) = self.try_push(item) else {
+            return;
+        };
+        // Counted before the attempts below: a pop that makes room after a failed attempt
+        // takes the lock after it, so it sees the count (the lock orders the two) and wakes
+        // this producer.
+        self.pushing.fetch_add(1, Ordering::SeqCst);
+        let _counted = Pushing(&self.pushing);
         loop {
             let drained = self.drained.notified();
             tokio::pin!(drained);
@@ -78,7 +92,9 @@ impl<T> Queue<T> {
             *items = VecDeque::new();
         }
         drop(items);
-        self.drained.notify_waiters();
+        if self.pushing.load(Ordering::SeqCst) > 0 {
+            self.drained.notify_waiters();
+        }
         Some(item)
     }
 
@@ -96,6 +112,15 @@ impl<T> Queue<T> {
     /// Items queued.
     pub fn len(&self) -> usize {
         self.items().len()
+    }
+}
+
+/// Uncounts a producer of [`Queue::push`] when it is done or dropped.
+struct Pushing<'a>(&'a AtomicUsize);
+
+impl Drop for Pushing<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -162,5 +187,18 @@ mod tests {
             .expect("room made")
             .unwrap();
         assert_eq!(queue.try_pop(), Some(2));
+    }
+
+    #[tokio::test]
+    async fn a_producer_that_gives_up_waiting_is_no_longer_counted() {
+        let queue = Queue::new(1);
+        queue.try_push(1).unwrap();
+        let gave_up = tokio::time::timeout(Duration::from_millis(10), queue.push(2)).await;
+        assert!(gave_up.is_err(), "no room was made");
+        assert_eq!(queue.pushing.load(Ordering::SeqCst), 0);
+        assert_eq!(queue.try_pop(), Some(1));
+        queue.push(3).await;
+        assert_eq!(queue.pushing.load(Ordering::SeqCst), 0);
+        assert_eq!(queue.try_pop(), Some(3));
     }
 }

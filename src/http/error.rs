@@ -111,11 +111,13 @@ impl From<RequestAuthError> for ApiError {
             | RequestAuthError::NotBearer
             | RequestAuthError::Invalid => Self::unauthorized("invalid_token", message),
             RequestAuthError::ConflictingTokens => Self::bad_request("conflicting_tokens", message),
+            // Until the revocation feed is back: the keeper retries every half second.
             RequestAuthError::StoreUnavailable => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store_unavailable",
                 message,
-            ),
+            )
+            .with_header(header::RETRY_AFTER, "1"),
             RequestAuthError::NotConfigured => Self::internal(err),
         }
     }
@@ -186,6 +188,11 @@ mod tests {
                 .find(|(name, _)| *name == header::WWW_AUTHENTICATE)
                 .map(|(_, value)| value.as_str());
             assert_eq!(found, challenge, "{err:?}");
+            let waits = api
+                .headers
+                .iter()
+                .any(|(name, _)| *name == header::RETRY_AFTER);
+            assert_eq!(waits, status == 503, "{err:?}");
             assert_eq!(err.status_code().as_u16(), status);
         }
         assert_eq!(

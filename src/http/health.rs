@@ -5,6 +5,7 @@
 use crate::auth::RevocationStore;
 use crate::cluster::Cluster;
 use crate::store::Store;
+use actix_web::http::header::{HeaderValue, CACHE_CONTROL, RETRY_AFTER};
 use actix_web::{get, web, HttpResponse};
 use serde_json::json;
 use std::sync::Arc;
@@ -88,9 +89,14 @@ pub async fn readyz(state: web::Data<Readiness>) -> HttpResponse {
         }))
     };
     let mut response = response;
-    response.headers_mut().insert(
-        actix_web::http::header::CACHE_CONTROL,
-        actix_web::http::header::HeaderValue::from_static("no-store"),
-    );
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if !failing.is_empty() {
+        // Every 503 says when to retry; the node retries the store and Redis itself.
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    }
     response
 }

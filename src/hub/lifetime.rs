@@ -78,8 +78,8 @@ pub struct ConnectedUser {
 }
 
 /// Merges lists of connected users (adding up a user's connections), sorts them by name
-/// (case-insensitively, then by `sub`) and keeps the first [`MAX_LISTED_USERS`]. Merging the
-/// first [`MAX_LISTED_USERS`] of each node gives the first of all: a user among the first
+/// (case-insensitively, then by `sub`) and keeps the first `MAX_LISTED_USERS` (500). Merging
+/// the first `MAX_LISTED_USERS` of each node gives the first of all: a user among the first
 /// overall is among the first on every node it is on.
 pub fn first_listed(users: impl IntoIterator<Item = ConnectedUser>) -> Vec<ConnectedUser> {
     let mut merged: std::collections::BTreeMap<(String, String), ConnectedUser> =
@@ -156,7 +156,7 @@ pub trait HubLifetimeManager: Send + Sync {
     /// Distinct principals (`sub`) connected.
     async fn user_count(&self) -> Result<usize, LifetimeError>;
     /// The connected users with their connection counts, sorted by name, at most
-    /// [`MAX_LISTED_USERS`] ([`first_listed`]).
+    /// `MAX_LISTED_USERS` (500; [`first_listed`]).
     async fn connected_users(&self) -> Result<Vec<ConnectedUser>, LifetimeError>;
 }
 

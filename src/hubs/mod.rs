@@ -109,8 +109,10 @@ impl HubContext<'_> {
 /// An application's setup of one hub: declares its methods on the builder the server made.
 pub type HubSetup = Box<dyn FnOnce(HubBuilder, &HubContext<'_>) -> HubBuilder + Send>;
 
-/// Why a hub could not be registered: the server does not start.
+/// Why a hub could not be registered: the server does not start. New reasons may be added
+/// in any release (the enum is non-exhaustive).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum HubRegistrationError {
     /// Hub names are one path segment (`/hubs/{name}`) and a label of metrics and keys.
     #[error("hub name `{0}`: use 1 to 64 ASCII letters, digits, `-` or `_`")]
@@ -118,6 +120,15 @@ pub enum HubRegistrationError {
     /// Two hubs of one server have this name.
     #[error("hub `{0}` is registered twice")]
     Duplicate(String),
+    /// With `[cluster]`: the name is the first segment of Signet's own Redis channels or keys
+    /// (`forward`, `owner`, `owner-token`, `revocations`, `revoked`, `nonce`, `nonces`), which
+    /// the hub's would share.
+    #[error(
+        "hub name `{0}`: with [cluster] a hub may not be named {names}, since Signet's own \
+         Redis channels and keys begin with these names",
+        names = crate::cluster::RESERVED_NAMES.map(|n| format!("`{n}`")).join(", ")
+    )]
+    Reserved(String),
     /// An `[[upstream]]` names no registered hub, or a method its hub already has, or its
     /// client could not be set up.
     #[error(transparent)]
@@ -215,6 +226,10 @@ pub(crate) fn catalog(
     let names: Vec<&str> = hubs.iter().map(|(name, _)| name.as_str()).collect();
     for (i, name) in names.iter().enumerate() {
         check_name(name)?;
+        // A single node has no shared names: the hub keeps working there.
+        if cluster.is_some() && crate::cluster::RESERVED_NAMES.contains(name) {
+            return Err(HubRegistrationError::Reserved(name.to_string()));
+        }
         if names[..i].contains(name) {
             return Err(HubRegistrationError::Duplicate(name.to_string()));
         }

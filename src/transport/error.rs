@@ -1,5 +1,5 @@
 //! Why a hub request (negotiate, a transport, a send, a refresh) is refused: one variant per
-//! answer, with its status and `error` code in one table ([`TransportError::status_and_code`]).
+//! answer, with its status and `error` code in one table ([`TransportError::api_error`]).
 //! The texts are the `message` clients read.
 
 use crate::auth::RequestAuthError;
@@ -107,15 +107,29 @@ impl TransportError {
             Self::WebSocketHandshake(_) => (StatusCode::BAD_REQUEST, "websocket_handshake"),
             Self::ClusterUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "cluster_unavailable"),
             Self::TooManyForwarded(_) => {
-                return ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_forwarded_requests",
-                    self.to_string(),
-                )
-                .with_header(header::RETRY_AFTER, "1")
+                (StatusCode::TOO_MANY_REQUESTS, "too_many_forwarded_requests")
             }
         };
-        ApiError::new(status, code, self.to_string())
+        let error = ApiError::new(status, code, self.to_string());
+        match self.retry_after() {
+            Some(secs) => error.with_header(header::RETRY_AFTER, secs),
+            None => error,
+        }
+    }
+
+    /// `Retry-After` (seconds) of every 503 and 429: 1 where what is missing comes back by
+    /// itself within about a second (Redis and the revocation feed are retried every half
+    /// second, a forwarded request ends), 5 where a client must leave first (a connection
+    /// closes, or a negotiated one expires after `hub.negotiate_timeout_secs`), so that a crowd
+    /// of clients does not retry every second.
+    fn retry_after(&self) -> Option<&'static str> {
+        match self {
+            Self::Refresh(RefreshError::StoreUnavailable)
+            | Self::ClusterUnavailable
+            | Self::TooManyForwarded(_) => Some("1"),
+            Self::TooManyConnections | Self::TooManyUserConnections(_) => Some("5"),
+            _ => None,
+        }
     }
 }
 
@@ -284,6 +298,19 @@ mod tests {
                 "a send carries at most 10 bytes",
             ),
             (
+                E::Auth(RequestAuthError::StoreUnavailable),
+                503,
+                "store_unavailable",
+                "the token could not be checked against revocations; try again later",
+            ),
+            (
+                E::ClusterUnavailable,
+                503,
+                "cluster_unavailable",
+                "the connection is held by another node, which cannot be reached while the \
+                 cluster's Redis is unavailable; try again later",
+            ),
+            (
                 E::TooManyForwarded(256),
                 429,
                 "too_many_forwarded_requests",
@@ -307,7 +334,7 @@ mod tests {
                 .headers
                 .iter()
                 .any(|(name, _)| name == header::RETRY_AFTER);
-            assert_eq!(waits, matches!(err, E::TooManyForwarded(_)), "{err:?}");
+            assert_eq!(waits, status == 503 || status == 429, "{err:?}");
         }
     }
 }

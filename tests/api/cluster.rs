@@ -320,6 +320,116 @@ async fn groups_single_connections_exclusions_and_presence_span_nodes() {
     assert!(!carol.is_closed());
 }
 
+/// A node that just started is not yet in the others' lists of live nodes (it beats its first
+/// heartbeat on the presence tick after its channels are subscribed, and they reread the list
+/// every 250 ms); a group change for its connection must reach it all the same.
+#[actix_web::test]
+async fn a_group_change_reaches_a_node_that_just_started() {
+    let redis = shared();
+    let prefix = prefix("new-node-groups");
+    let a = Node::start(&redis.url(), &prefix, "a", 4);
+    let alice = a.connect(1, "alice", HubProtocol::Json).await;
+    a.sees("alice").await;
+    // Rounds until one changes the group before the new node's first heartbeat is even in
+    // Redis (so A cannot know it); each round must succeed.
+    let mut before_heartbeat = 0;
+    for round in 0..5 {
+        let id = format!("new{round}");
+        let b = Node::start(&redis.url(), &prefix, &id, 4);
+        let deadline = tokio::time::Instant::now() + SPREAD;
+        while !b.cluster.subscribed() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{id} never subscribed"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let bob = b.connect(1, "bob", HubProtocol::Json).await;
+        let heartbeat = redis.command(&format!("ZSCORE {prefix}:home:nodes {id}"));
+        a.hub.add_to_group(&bob.id, "kitchen").await.unwrap();
+        a.hub.add_to_group(&bob.id, "hall").await.unwrap();
+        a.hub.remove_from_group(&bob.id, "hall").await.unwrap();
+        if heartbeat.starts_with("$-1") {
+            before_heartbeat += 1;
+        }
+        a.hub
+            .send_groups(&["kitchen".into()], message("k"))
+            .await
+            .unwrap();
+        a.hub
+            .send_groups(&["hall".into()], message("h"))
+            .await
+            .unwrap();
+        queued(&[(&bob, 1), (&alice, 0)]).await;
+        if before_heartbeat >= 2 {
+            break;
+        }
+    }
+    assert!(
+        before_heartbeat > 0,
+        "every new node beat before the group change; the test proved nothing"
+    );
+}
+
+/// As a group change, a kick reaches a node that just started, and counts its connections, though
+/// the kicking node knows no other node yet; alone, it answers at once.
+#[actix_web::test]
+async fn a_kick_reaches_a_node_that_just_started() {
+    let redis = shared();
+    let prefix = prefix("new-node-kick");
+    let a = Node::start(&redis.url(), &prefix, "a", 4);
+    let alice = a.connect(1, "alice", HubProtocol::Json).await;
+    a.sees("alice").await;
+    let started = tokio::time::Instant::now();
+    assert_eq!(
+        a.hub
+            .disconnect_user("bob", CloseReason::Kicked)
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut before_heartbeat = 0;
+    for round in 0..5 {
+        let id = format!("new{round}");
+        let b = Node::start(&redis.url(), &prefix, &id, 4);
+        let deadline = tokio::time::Instant::now() + SPREAD;
+        while !b.cluster.subscribed() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{id} never subscribed"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let bob = b.connect(1, "bob", HubProtocol::Json).await;
+        let bob_again = b.connect(2, "bob", HubProtocol::MessagePack).await;
+        let heartbeat = redis.command(&format!("ZSCORE {prefix}:home:nodes {id}"));
+        let closed = a
+            .hub
+            .disconnect_user("bob", CloseReason::Kicked)
+            .await
+            .unwrap();
+        if heartbeat.starts_with("$-1") {
+            before_heartbeat += 1;
+        }
+        assert_eq!(closed, 2);
+        assert_eq!(bob.close_reason(), Some(&CloseReason::Kicked));
+        assert_eq!(bob_again.close_reason(), Some(&CloseReason::Kicked));
+        assert!(!alice.is_closed());
+        if before_heartbeat >= 2 {
+            break;
+        }
+    }
+    assert!(
+        before_heartbeat > 0,
+        "every new node beat before the kick; the test proved nothing"
+    );
+}
+
 #[actix_web::test]
 async fn a_lost_message_is_counted_as_a_gap() {
     let redis = shared();
@@ -663,6 +773,22 @@ async fn a_node_starts_without_redis_is_not_ready_and_becomes_ready_when_redis_c
         .await;
     assert_eq!(refused.status, 503, "{:?}", refused.body);
     assert_eq!(refused.body["error"], "store_unavailable");
+    // Every 503 says when to retry.
+    assert_eq!(
+        refused.headers.get("retry-after").map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
+    let probe = node
+        .http
+        .get(node.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz answers");
+    assert_eq!(probe.status().as_u16(), 503);
+    assert_eq!(
+        probe.headers().get("retry-after").map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
 
     redis.restart();
     let deadline = tokio::time::Instant::now() + SPREAD;
@@ -999,4 +1125,49 @@ async fn a_forwarded_poll_ends_soon_after_the_node_serving_it_is_killed() {
         (404, &json!("unknown_connection"))
     );
     assert_eq!(forward_failures(&a, "poll"), failures + 1);
+}
+
+/// A hub's channels and keys begin with its name, Signet's own with a reserved one: a hub named
+/// `forward` would share `{prefix}:forward:all` with the forwarding channel of a node named
+/// `all`. With `[cluster]` such a name stops the server at start-up; alone, a node has no shared
+/// names and serves it.
+#[actix_web::test]
+async fn a_hub_named_like_signets_own_channels_is_refused_in_a_cluster() {
+    let redis = shared();
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let prefix = prefix("reserved");
+    let clustered = [
+        ("SIGNET__CLUSTER__REDIS_URL", redis.url()),
+        ("SIGNET__CLUSTER__CHANNEL_PREFIX", prefix),
+    ];
+    let clustered: Vec<(&str, &str)> = clustered.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    for name in signet::cluster::RESERVED_NAMES {
+        let settings = crate::helpers::test_settings(data_dir.path(), &clustered);
+        let err = signet::Server::new(settings)
+            .hub(name, |hub| hub)
+            .build()
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("a hub named `{name}` was registered"));
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "hub name `{name}`: with [cluster] a hub may not be named `forward`, `owner`, \
+                 `owner-token`, `revocations`, `revoked`, `nonce`, `nonces`, since Signet's own \
+                 Redis channels and keys begin with these names"
+            )
+        );
+    }
+    let settings = crate::helpers::test_settings(data_dir.path(), &clustered);
+    assert!(signet::Server::new(settings)
+        .hub("forwarding", |hub| hub)
+        .build()
+        .await
+        .is_ok());
+    let alone = crate::helpers::test_settings(data_dir.path(), &[]);
+    assert!(signet::Server::new(alone)
+        .hub("forward", |hub| hub)
+        .build()
+        .await
+        .is_ok());
 }

@@ -397,6 +397,37 @@ impl HubClient {
         }
     }
 
+    /// JSON only: the next record from the server as it came (separator excluded), handed to
+    /// `read`, which decodes only what its scenario expects and decides what is an error; the
+    /// framing and size checks are [`HubClient::recv`]'s. Cheaper than a [`HubMessage`], whose
+    /// arguments are a tree of allocated values: what the broadcast receivers use.
+    pub async fn recv_json<T>(
+        &mut self,
+        read: impl Fn(&[u8]) -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
+        loop {
+            let HubMessageDecoder::Json(decoder) = &mut self.decoder else {
+                return Err(ClientError::BadResponse(
+                    "recv_json on a MessagePack connection".into(),
+                ));
+            };
+            if let Some(record) = decoder.next_record() {
+                return read(record?);
+            }
+            match self.ws.next().await {
+                Some(Ok(Message::Text(text))) => self.decoder.feed(text.as_bytes())?,
+                Some(Ok(Message::Binary(bytes))) => self.decoder.feed(&bytes)?,
+                Some(Ok(Message::Close(_))) | None => return Err(ClientError::Closed(None)),
+                Some(Ok(_)) => {}
+                Some(Err(err)) => return Err(err.into()),
+            }
+        }
+    }
+
+    pub fn protocol(&self) -> HubProtocol {
+        self.protocol
+    }
+
     /// Invokes `target` and waits for its completion, ignoring other messages meanwhile.
     pub async fn invoke(
         &mut self,

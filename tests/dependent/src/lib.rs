@@ -31,6 +31,34 @@
 //! assert!(!random_id().is_empty() && unix_now_ms() > 0);
 //! ```
 //!
+//! The error enums a server's start-up returns are non-exhaustive, so a new reason in a later
+//! release does not break an application's `match` (rustc's E0004 without a wildcard arm):
+//!
+//! ```compile_fail,E0004
+//! fn reason(err: &signet::HubRegistrationError) -> &'static str {
+//!     match err {
+//!         signet::HubRegistrationError::InvalidName(_) => "name",
+//!         signet::HubRegistrationError::Duplicate(_) => "twice",
+//!         signet::HubRegistrationError::Reserved(_) => "reserved",
+//!         signet::HubRegistrationError::Upstream(_) => "upstream",
+//!     }
+//! }
+//! ```
+//!
+//! ```
+//! fn reason(err: &signet::HubRegistrationError) -> &'static str {
+//!     match err {
+//!         signet::HubRegistrationError::Duplicate(_) => "twice",
+//!         _ => "other",
+//!     }
+//! }
+//! fn startup(err: &signet::StartupError) -> String {
+//!     match err {
+//!         other => other.to_string(),
+//!     }
+//! }
+//! ```
+//!
 //! Each internal module does not: it is private (rustc's E0603; rustdoc checks the error code
 //! on nightly only, on stable any error passes, so the module names here are the real ones).
 //!

@@ -13,8 +13,11 @@ use crate::baseline::BROADCAST_MARKER;
 use crate::client::{Client, ClientError};
 use crate::socketio::Incoming;
 use crate::stats::Latencies;
+use serde::de::{Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
 use serde_json::{json, Value};
-use signet_protocol::protocol::{CompletionResult, HubMessage};
+use signet_protocol::protocol::{CompletionResult, HubMessage, HubProtocol};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -235,35 +238,179 @@ pub async fn run(target: &Target, options: &BroadcastOptions) -> Result<Outcome,
 }
 
 /// The send stamp (µs on the run's clock) of the next broadcast received; `None` for other
-/// messages.
+/// messages. Every path reads the whole message and checks it is the expected broadcast (on
+/// Signet: a SystemMessage Invocation, its first argument the stamped text) before counting
+/// it, and none decodes more than that: on Signet's JSON, only the type, target and first
+/// argument are taken from the record, borrowed, the rest is parsed and skipped
+/// ([`Delivery`]); MessagePack goes through the full decoder.
 async fn next_broadcast(client: &mut Client) -> Result<Option<u64>, ClientError> {
     match client {
+        Client::Hub(hub) if hub.protocol() == HubProtocol::Json => hub.recv_json(delivery).await,
         Client::Hub(hub) => match hub.recv().await? {
             HubMessage::Invocation {
                 target, arguments, ..
-            } if target == "SystemMessage" => {
-                Ok(arguments.first().and_then(Value::as_str).and_then(stamp_of))
-            }
+            } if target == BROADCAST_TARGET => Ok(arguments
+                .first()
+                .and_then(Value::as_str)
+                .and_then(|text| stamp_of(text.as_bytes()))),
             _ => Ok(None),
         },
         Client::Raw(raw) => {
+            // The frame's UTF-8 was checked when it was read; the stamp is ASCII digits.
             let frame = raw.recv().await?;
-            Ok(frame
-                .strip_prefix(&[BROADCAST_MARKER])
-                .and_then(|rest| std::str::from_utf8(rest).ok())
-                .and_then(stamp_of))
+            Ok(frame.strip_prefix(&[BROADCAST_MARKER]).and_then(stamp_of))
         }
         Client::SocketIo(socket) => match socket.recv().await? {
-            Incoming::Event { name, args } if name == "message" => {
-                Ok(args.first().and_then(Value::as_str).and_then(stamp_of))
-            }
+            Incoming::Event { name, args } if name == "message" => Ok(args
+                .first()
+                .and_then(Value::as_str)
+                .and_then(|text| stamp_of(text.as_bytes()))),
             _ => Ok(None),
         },
     }
 }
 
-fn stamp_of(text: &str) -> Option<u64> {
-    text.split(' ').next()?.parse().ok()
+/// What the server's broadcasts call on every client.
+const BROADCAST_TARGET: &str = "SystemMessage";
+
+/// A JSON record from Signet as a broadcast receiver reads it: `None` for a Ping or a message
+/// of another target, the stamp for a broadcast, an error for a Close, a record that is not
+/// JSON, or an Invocation without its target and arguments (as the full decoder would refuse).
+fn delivery(record: &[u8]) -> Result<Option<u64>, ClientError> {
+    let message: Delivery<'_> = serde_json::from_slice(record)
+        .map_err(|e| ClientError::BadResponse(format!("a message from the server: {e}")))?;
+    match message.kind {
+        MessageType::INVOCATION => {
+            let (Some(target), Some(first)) = (message.target, message.arguments) else {
+                return Err(ClientError::BadResponse(
+                    "an Invocation without target or arguments".into(),
+                ));
+            };
+            if target.0 != BROADCAST_TARGET {
+                return Ok(None);
+            }
+            Ok(first.0.and_then(|text| stamp_of(text.0.as_bytes())))
+        }
+        MessageType::CLOSE => Err(ClientError::Closed(message.error.map(|text| text.0.into()))),
+        _ => Ok(None),
+    }
+}
+
+/// The hub protocol's message types the receivers tell apart.
+struct MessageType;
+
+impl MessageType {
+    const INVOCATION: u8 = 1;
+    const CLOSE: u8 = 7;
+}
+
+/// The properties of a hub message a receiver looks at; the others (`headers`,
+/// `invocationId`, ...) are skipped.
+#[derive(Deserialize)]
+struct Delivery<'a> {
+    #[serde(rename = "type")]
+    kind: u8,
+    #[serde(borrow, default)]
+    target: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    arguments: Option<FirstText<'a>>,
+    #[serde(borrow, default)]
+    error: Option<Text<'a>>,
+}
+
+/// A JSON string, borrowed from the record unless it has escapes.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_any(TextVisitor)?
+            .ok_or_else(|| D::Error::custom("expected a string"))
+    }
+}
+
+/// Reads a string as [`Text`], and anything else as `None` (skipped whole).
+struct TextVisitor;
+
+impl<'de> Visitor<'de> for TextVisitor {
+    type Value = Option<Text<'de>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Self::Value, E> {
+        Ok(Some(Text(Cow::Borrowed(text))))
+    }
+    fn visit_str<E>(self, text: &str) -> Result<Self::Value, E> {
+        Ok(Some(Text(Cow::Owned(text.to_string()))))
+    }
+    fn visit_string<E>(self, text: String) -> Result<Self::Value, E> {
+        Ok(Some(Text(Cow::Owned(text))))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+}
+
+/// An `arguments` array: its first element if it is a string; the rest skipped.
+struct FirstText<'a>(Option<Text<'a>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for FirstText<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_seq(FirstTextVisitor)
+    }
+}
+
+struct FirstTextVisitor;
+
+/// The first element of a sequence, read as [`TextVisitor`] reads a value.
+struct AnyValue<'a>(Option<Text<'a>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for AnyValue<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(TextVisitor).map(AnyValue)
+    }
+}
+
+impl<'de> Visitor<'de> for FirstTextVisitor {
+    type Value = FirstText<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of arguments")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let first = seq
+            .next_element::<AnyValue<'de>>()?
+            .and_then(|value| value.0);
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(FirstText(first))
+    }
+}
+
+/// The stamp at the start of a broadcast text: its digits up to the first space.
+fn stamp_of(text: &[u8]) -> Option<u64> {
+    let digits = text.split(|&b| b == b' ').next()?;
+    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// Sends broadcast number `seq` without waiting for it to be done.
@@ -325,5 +472,41 @@ async fn admin_event(client: &mut Client) -> Result<Option<u64>, ClientError> {
             Incoming::Ack { id, .. } => Ok(Some(id)),
             Incoming::Event { .. } => Ok(None),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record as Signet writes it, separator cut off as the decoder does.
+    fn record(message: &HubMessage) -> Vec<u8> {
+        let mut out = Vec::new();
+        HubProtocol::Json.encode(message, &mut out).unwrap();
+        out.pop();
+        out
+    }
+
+    #[test]
+    fn a_broadcast_gives_its_stamp_and_anything_else_is_skipped_or_refused() {
+        let broadcast = |text: &str| {
+            record(&HubMessage::invocation(
+                BROADCAST_TARGET,
+                vec![json!(text), json!({"more": [1, 2]})],
+            ))
+        };
+        assert_eq!(delivery(&broadcast("1234 7 xxxx")).ok(), Some(Some(1234)));
+        // Escapes make the text owned; it is still read.
+        assert_eq!(delivery(&broadcast("99 \"quoted\"\n")).ok(), Some(Some(99)));
+        assert_eq!(delivery(&broadcast("not a stamp")).ok(), Some(None));
+        let other = record(&HubMessage::invocation("Other", vec![json!("1 2")]));
+        assert_eq!(delivery(&other).ok(), Some(None));
+        let not_text = record(&HubMessage::invocation(BROADCAST_TARGET, vec![json!(5)]));
+        assert_eq!(delivery(&not_text).ok(), Some(None));
+        assert_eq!(delivery(&record(&HubMessage::Ping)).ok(), Some(None));
+        let close = record(&HubMessage::close(Some("bye".into()), false));
+        assert!(matches!(delivery(&close), Err(ClientError::Closed(Some(e))) if e == "bye"));
+        assert!(delivery(br#"{"type":1,"target":"SystemMessage","#).is_err());
+        assert!(delivery(br#"{"type":1,"arguments":["1 2"]}"#).is_err());
     }
 }

@@ -73,4 +73,12 @@ impl InboundBuffer {
     pub(crate) fn consume(&mut self, len: usize) {
         self.read = (self.read + len).min(self.complete);
     }
+
+    /// The next `len` ready bytes, consumed with the `skip` bytes after them (a separator).
+    pub(crate) fn take(&mut self, len: usize, skip: usize) -> &[u8] {
+        let start = self.read;
+        self.consume(len.saturating_add(skip));
+        let end = start.saturating_add(len).min(self.read);
+        self.data.get(start..end).unwrap_or_default()
+    }
 }

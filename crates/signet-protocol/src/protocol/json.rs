@@ -73,24 +73,24 @@ impl JsonDecoder {
     /// has consumed that record, so the caller may continue; an oversized
     /// record fails the decoder for good.
     pub fn next_message(&mut self) -> Option<Result<HubMessage, ProtocolError>> {
-        let (end, parsed) = {
-            let ready = self.buffer.ready();
-            let end = ready.iter().position(|&b| b == RECORD_SEPARATOR)?;
-            if end > self.max_message_size {
-                (end, None)
-            } else {
-                (end, Some(parse_message(&ready[..end])))
-            }
-        };
-        match parsed {
-            Some(result) => {
-                self.buffer.consume(end + 1);
-                Some(result)
-            }
-            None => Some(Err(self.buffer.fail(ProtocolError::MessageTooLarge {
+        Some(self.next_record()?.and_then(parse_message))
+    }
+
+    /// The next complete record as it came, separator excluded, `None` when more frames are
+    /// needed: for a reader that decodes only the messages it expects (the load generator),
+    /// with the framing and size checks of [`JsonDecoder::next_message`].
+    pub fn next_record(&mut self) -> Option<Result<&[u8], ProtocolError>> {
+        let end = self
+            .buffer
+            .ready()
+            .iter()
+            .position(|&b| b == RECORD_SEPARATOR)?;
+        if end > self.max_message_size {
+            return Some(Err(self.buffer.fail(ProtocolError::MessageTooLarge {
                 limit: self.max_message_size,
-            }))),
+            })));
         }
+        Some(Ok(self.buffer.take(end, 1)))
     }
 }
 
@@ -424,6 +424,22 @@ mod tests {
             let decoded = decode_all(&[&out]);
             assert_eq!(decoded, vec![Ok(message)]);
         }
+    }
+
+    #[test]
+    fn raw_records_come_out_whole_across_frames_and_within_the_limit() {
+        let mut decoder = JsonDecoder::new(16);
+        assert_eq!(decoder.feed(b"{\"type\":6}\x1e{\"type\":"), Ok(()));
+        assert_eq!(decoder.next_record(), Some(Ok(&b"{\"type\":6}"[..])));
+        assert_eq!(decoder.next_record(), None);
+        assert_eq!(decoder.feed(b"7}\x1e"), Ok(()));
+        assert_eq!(decoder.next_record(), Some(Ok(&b"{\"type\":7}"[..])));
+        assert_eq!(decoder.next_record(), None);
+        // Over the limit in one frame: the record is refused, and the decoder stays failed.
+        assert_eq!(decoder.feed(b"{\"type\":1,\"target\":\"x\"}\x1e"), Ok(()));
+        let refused = Some(Err(ProtocolError::MessageTooLarge { limit: 16 }));
+        assert_eq!(decoder.next_record(), refused);
+        assert!(decoder.feed(b"{\"type\":6}\x1e").is_err());
     }
 
     #[test]
