@@ -11,6 +11,8 @@ use super::{CloseReason, Connection};
 use crate::protocol::HubMessage;
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -197,19 +199,32 @@ impl Attachment {
 
     /// The next frame to write, waiting for one; `None` once the attachment ends.
     pub async fn next(&mut self) -> Option<Bytes> {
+        let ending = self.ended.clone();
+        let ended = ending.cancelled();
+        tokio::pin!(ended);
+        self.next_unless(ended).await
+    }
+
+    /// [`Attachment::next`], with the wait for this attachment's end (`self.ending()
+    /// .cancelled()`) made by the caller: a writer keeps one across its turns instead of
+    /// registering and unregistering a new one for every frame.
+    async fn next_unless(
+        &mut self,
+        mut ended: Pin<&mut impl Future<Output = ()>>,
+    ) -> Option<Bytes> {
         if let Some(frame) = self.pending.pop_front() {
             return Some(frame);
         }
         if let Some(replay) = self.connection.replay() {
             tokio::select! {
                 biased;
-                _ = self.ended.cancelled() => return None,
+                () = &mut ended => return None,
                 _ = replay.room() => {}
             }
         }
         let frame = tokio::select! {
             biased;
-            _ = self.ended.cancelled() => return None,
+            () = &mut ended => return None,
             frame = self.connection.outbound.pop() => frame,
         };
         self.track(&frame);
@@ -231,7 +246,20 @@ impl Attachment {
 
     /// The next frame and whatever else is ready, concatenated up to about `max_bytes`.
     pub async fn next_batch(&mut self, max_bytes: usize) -> Option<Bytes> {
-        let first = self.next().await?;
+        let ending = self.ended.clone();
+        let ended = ending.cancelled();
+        tokio::pin!(ended);
+        self.next_batch_unless(max_bytes, ended).await
+    }
+
+    /// [`Attachment::next_batch`] with the wait for the end made by the caller (see
+    /// [`Attachment::next_unless`]): `ended` must resolve once `self.ending()` is cancelled.
+    pub async fn next_batch_unless(
+        &mut self,
+        max_bytes: usize,
+        ended: Pin<&mut impl Future<Output = ()>>,
+    ) -> Option<Bytes> {
+        let first = self.next_unless(ended).await?;
         if first.len() >= max_bytes {
             return Some(first);
         }

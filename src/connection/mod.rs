@@ -447,6 +447,14 @@ impl Connection {
     /// only one held up is the connection itself (its reader stops while it waits).
     pub async fn send(&self, frame: OutboundFrame) -> Result<(), SendError> {
         let len = frame.len();
+        if self.cancel.is_cancelled() {
+            return Err(SendError::Closed);
+        }
+        // Room now (the usual case): queued without setting up the wait below.
+        let Err(frame) = self.outbound.try_push(frame) else {
+            self.count_sent(len);
+            return Ok(());
+        };
         tokio::select! {
             biased;
             _ = self.cancel.cancelled() => Err(SendError::Closed),
@@ -476,6 +484,13 @@ impl Connection {
     /// Hands a frame from the client to the hub session, waiting for room (the client's
     /// request waits, nobody else). `Err` once the connection is closed.
     pub async fn receive(&self, frame: Inbound) -> Result<(), SendError> {
+        if self.cancel.is_cancelled() {
+            return Err(SendError::Closed);
+        }
+        // Room now (the usual case): queued without setting up the wait below.
+        let Err(frame) = self.inbound.try_push(frame) else {
+            return Ok(());
+        };
         tokio::select! {
             biased;
             _ = self.cancel.cancelled() => Err(SendError::Closed),

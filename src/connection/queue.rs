@@ -201,4 +201,34 @@ mod tests {
         assert_eq!(queue.pushing.load(Ordering::SeqCst), 0);
         assert_eq!(queue.try_pop(), Some(3));
     }
+
+    #[tokio::test]
+    async fn every_waiting_producer_is_woken_as_room_is_made() {
+        let queue = Arc::new(Queue::new(1));
+        queue.try_push(0).unwrap();
+        let producers: Vec<_> = (1..=2)
+            .map(|n| {
+                let queue = queue.clone();
+                tokio::spawn(async move { queue.push(n).await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        assert_eq!(queue.pushing.load(Ordering::SeqCst), 2);
+        let mut popped = Vec::new();
+        while popped.len() < 3 {
+            match queue.try_pop() {
+                Some(item) => popped.push(item),
+                None => tokio::task::yield_now().await,
+            }
+        }
+        for producer in producers {
+            tokio::time::timeout(Duration::from_secs(5), producer)
+                .await
+                .expect("room made")
+                .unwrap();
+        }
+        popped.sort_unstable();
+        assert_eq!(popped, [0, 1, 2]);
+        assert_eq!(queue.pushing.load(Ordering::SeqCst), 0);
+    }
 }

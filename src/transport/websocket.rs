@@ -271,12 +271,15 @@ async fn read_frames<T>(
     T: AsyncRead + AsyncWrite + Unpin,
 {
     let mut held: Option<Inbound> = None;
+    // Made once, not for each frame (a wait made anew registers and unregisters each time).
+    let ended = ending.cancelled();
+    tokio::pin!(ended);
     loop {
         let frame = match held.take() {
             Some(frame) => frame,
             None => {
                 let message = tokio::select! {
-                    _ = ending.cancelled() => return,
+                    () = &mut ended => return,
                     message = socket.next_message(&mut reader) => message,
                 };
                 match classify(message, pong, connection, ending) {
@@ -297,7 +300,7 @@ async fn read_frames<T>(
                     }
                     break;
                 }
-                _ = ending.cancelled() => return,
+                () = &mut ended => return,
                 message = socket.next_message(&mut reader), if held.is_none() => {
                     match classify(message, pong, connection, ending) {
                         Read::Data(frame) => held = Some(frame),
@@ -323,17 +326,23 @@ where
     let connection = attachment.connection().clone();
     let ending = attachment.ending();
     let protocol = || frame_protocol(&connection);
+    // Kept across turns: made anew at each, they would register and unregister every time.
+    let pong_due = pong.rung();
+    tokio::pin!(pong_due);
+    let ended = ending.cancelled();
+    tokio::pin!(ended);
     loop {
         let mut out = BytesMut::new();
         let last = tokio::select! {
             biased;
-            payload = pong.due() => {
-                if let Some(payload) = payload {
+            () = &mut pong_due => {
+                pong_due.set(pong.rung());
+                if let Some(payload) = pong.take() {
                     encode_pong(&mut out, &payload);
                 }
                 false
             }
-            batch = attachment.next_batch(COALESCE_BYTES) => match batch {
+            batch = attachment.next_batch_unless(COALESCE_BYTES, ended.as_mut()) => match batch {
                 Some(batch) => {
                     if !encode_data(&mut out, protocol(), &batch) {
                         tracing::error!("a JSON frame was not valid UTF-8");

@@ -344,7 +344,7 @@ impl Session {
     /// Checks a call and starts its method, or answers the refusal.
     async fn invoke(&mut self, request: Request) -> Option<CloseReason> {
         // A call that arrives after the token expired is never dispatched.
-        if self.limits.expiry_deadline(&self.connection) <= Instant::now() {
+        if self.limits.expired(&self.connection) {
             return Some(CloseReason::Expired);
         }
         let hub = self.hub.clone();

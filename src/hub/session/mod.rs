@@ -165,6 +165,16 @@ impl SessionLimits {
             Instant::now() + NEVER
         }
     }
+
+    /// Whether this connection must close for expiry now: what `expiry_deadline(..) <=
+    /// Instant::now()` says, without the clocks' round trip, for the check before each call.
+    fn expired(&self, connection: &Connection) -> bool {
+        self.close_on_expiry
+            && connection
+                .expires_at()
+                .saturating_add(self.expiry_leeway_secs)
+                <= unix_now()
+    }
 }
 
 struct Session {
@@ -191,13 +201,20 @@ impl Session {
             connection.has_inherent_keep_alive(),
             self.received.is_some(),
         );
+        // Made once, not each turn of the loop: a wait made anew registers with its `Notify`
+        // when polled and unregisters when dropped, at every frame.
+        let closed = connection.closed();
+        tokio::pin!(closed);
+        let expiry_changed = connection.expiry_changed();
+        tokio::pin!(expiry_changed);
         loop {
             tokio::select! {
                 biased;
-                _ = connection.closed() => {
+                () = &mut closed => {
                     return connection.close_reason().cloned().unwrap_or(CloseReason::Shutdown);
                 }
-                _ = connection.expiry_changed() => {
+                () = &mut expiry_changed => {
+                    expiry_changed.set(connection.expiry_changed());
                     timers.expire_at(self.limits.expiry_deadline(&connection));
                 }
                 due = timers.next() => match due {

@@ -17,6 +17,7 @@ use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Mutex;
 use std::task::{ready, Poll};
+use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 
 /// The most read from the socket at once: a stack buffer, so it costs nothing between reads.
@@ -114,7 +115,18 @@ impl Pong {
 
     /// The payload to answer, once a Ping came.
     pub(crate) async fn due(&self) -> Option<Bytes> {
-        self.due.notified().await;
+        self.rung().await;
+        self.take()
+    }
+
+    /// Resolves once a Ping came; then [`Pong::take`] has its payload. A writer keeps one of
+    /// these across its turns instead of calling [`Pong::due`] anew at each.
+    pub(crate) fn rung(&self) -> Notified<'_> {
+        self.due.notified()
+    }
+
+    /// The payload of the latest Ping not answered yet.
+    pub(crate) fn take(&self) -> Option<Bytes> {
         match self.payload.lock() {
             Ok(mut slot) => slot.take(),
             Err(poisoned) => poisoned.into_inner().take(),
