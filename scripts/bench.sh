@@ -5,6 +5,7 @@
 #
 #   ./scripts/bench.sh                 # every scenario at the sizes of BENCHMARKS.md
 #   ./scripts/bench.sh echo broadcast  # only these
+#   ./scripts/bench.sh connect-direct  # connect with skipNegotiation: one upgrade and the handshake
 #   IDLE_N=20000 ./scripts/bench.sh idle
 #   BENCH_ARGS="--rate 5" ./scripts/bench.sh broadcast           # more generator flags
 #   SIGNET__HUB__MAX_PARALLEL_INVOCATIONS=32 ./scripts/bench.sh broadcast   # server settings
@@ -336,10 +337,13 @@ run_cluster() {
 } >&2
 
 scenarios=("$@")
-[[ ${#scenarios[@]} -gt 0 ]] || scenarios=(connect idle echo broadcast command)
+[[ ${#scenarios[@]} -gt 0 ]] || scenarios=(connect connect-direct idle echo broadcast command)
 for scenario in "${scenarios[@]}"; do
   case "$scenario" in
     connect) run connect -c "$CONNECT_N" ;;
+    # The secondary connect figure: without negotiate's request, as skipNegotiation clients
+    # connect; the gap to `connect` is what negotiate costs.
+    connect-direct) run connect -c "$CONNECT_N" --skip-negotiation ;;
     idle) run idle -c "$IDLE_N" --hold "$DURATION" ;;
     echo) NONCE_QUOTA=$SIGNED_NONCE_QUOTA run echo -c "$ECHO_N" --duration "$DURATION" ;;
     broadcast) run broadcast -c "$BROADCAST_N" --duration "$DURATION" ;;

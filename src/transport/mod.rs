@@ -201,10 +201,11 @@ fn revoked_while_connecting() -> TransportError {
 /// have changed; what can change, its expiry and its revocation, is checked again
 /// ([`crate::auth::Authenticator::recheck`]). Any other token (another user's, a refreshed
 /// one, a connection of another node, no `id`) is verified in full, as on every request.
+/// Shared, not copied: the negotiated connection's principal is only compared with.
 async fn upgrade_principal(
     req: &HttpRequest,
     state: &HubEndpoints,
-) -> Result<Principal, TransportError> {
+) -> Result<Arc<Principal>, TransportError> {
     let token = bearer_token(req, &state.auth)?;
     let negotiated = query_param(req.query_string(), "id")
         .and_then(|id| state.connections.get(&id))
@@ -216,9 +217,11 @@ async fn upgrade_principal(
                 .recheck(&principal)
                 .await
                 .map_err(RequestAuthError::refused)?;
-            Ok(Principal::clone(&principal))
+            Ok(principal)
         }
-        None => Ok(authenticate_token(&token, &state.auth, TokenPolicy::Current).await?),
+        None => Ok(Arc::new(
+            authenticate_token(&token, &state.auth, TokenPolicy::Current).await?,
+        )),
     }
 }
 

@@ -61,6 +61,7 @@ pub async fn connect(
     let principal = super::upgrade_principal(&req, &state).await?;
     let connection = match query_param(req.query_string(), "id") {
         Some(token) if forward::held_elsewhere(&state, &token) => {
+            let principal = Arc::unwrap_or_clone(principal);
             let remote = forward::locate(&state, hub.clone(), token, principal, None).await?;
             match forward::resolve(
                 &state,
@@ -83,7 +84,7 @@ pub async fn connect(
             if !state.settings.transports.websockets {
                 return Err(TransportError::TransportDisabled(TransportKind::WebSockets));
             }
-            create_connection(&state, &hub, principal, None, false).await?
+            create_connection(&state, &hub, Arc::unwrap_or_clone(principal), None, false).await?
         }
     };
     use_transport(&state, &connection, TransportKind::WebSockets)?;

@@ -120,6 +120,20 @@ fn every_scenario_runs_against_signet_and_the_baseline() {
     assert!(number(&line, "/connects_per_s") > 0.0);
     assert_eq!(number(&line, "/baseline/established"), 20.0);
     assert!(number(&line, "/ratio_to_baseline/ratio") > 0.0);
+    assert_eq!(line["skip_negotiation"], false, "{line}");
+
+    // connect without negotiate (skipNegotiation): one upgrade and the handshake each.
+    let line = bench(&[
+        "connect",
+        "--url",
+        &signet,
+        "-c",
+        CONNECTIONS,
+        "--skip-negotiation",
+    ]);
+    assert_eq!(number(&line, "/established"), 20.0, "{line}");
+    assert_eq!(number(&line, "/failures"), 0.0, "{line}");
+    assert_eq!(line["skip_negotiation"], true, "{line}");
 
     // idle: the in-process server's pid is this test's, so only the shape is checked.
     for url in [&signet, &baseline] {
