@@ -311,6 +311,20 @@ pub struct HubClient {
     decoder: HubMessageDecoder,
 }
 
+/// The payload of the next text or binary frame (other frames skipped); a Close frame or the
+/// end of the stream is [`ClientError::Closed`].
+async fn next_payload(ws: &mut WebSocketStream<TcpStream>) -> Result<Bytes, ClientError> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) => return Ok(Bytes::from(text)),
+            Some(Ok(Message::Binary(bytes))) => return Ok(bytes),
+            Some(Ok(Message::Close(_))) | None => return Err(ClientError::Closed(None)),
+            Some(Ok(_)) => {}
+            Some(Err(err)) => return Err(err.into()),
+        }
+    }
+}
+
 impl HubClient {
     /// Negotiates (unless `skip_negotiation`), upgrades and completes the handshake.
     pub async fn connect(
@@ -338,13 +352,7 @@ impl HubClient {
         ws.send(Message::Text(request)).await?;
         let mut response = HandshakeResponseDecoder::new(MAX_MESSAGE_BYTES);
         loop {
-            let answered = match ws.next().await {
-                Some(Ok(Message::Text(text))) => response.feed(text.as_bytes()),
-                Some(Ok(Message::Binary(bytes))) => response.feed(&bytes),
-                Some(Ok(Message::Close(_))) | None => return Err(ClientError::Closed(None)),
-                Some(Ok(_)) => continue,
-                Some(Err(err)) => return Err(err.into()),
-            };
+            let answered = response.feed(&next_payload(&mut ws).await?);
             let Some(answer) = answered.map_err(|e| ClientError::Handshake(e.to_string()))? else {
                 continue;
             };
@@ -400,13 +408,8 @@ impl HubClient {
                     message => return Ok(message),
                 }
             }
-            match self.ws.next().await {
-                Some(Ok(Message::Text(text))) => self.decoder.feed(text.as_bytes())?,
-                Some(Ok(Message::Binary(bytes))) => self.decoder.feed(&bytes)?,
-                Some(Ok(Message::Close(_))) | None => return Err(ClientError::Closed(None)),
-                Some(Ok(_)) => {}
-                Some(Err(err)) => return Err(err.into()),
-            }
+            let payload = next_payload(&mut self.ws).await?;
+            self.decoder.feed(&payload)?;
         }
     }
 
@@ -427,13 +430,8 @@ impl HubClient {
             if let Some(record) = decoder.next_record() {
                 return read(record?);
             }
-            match self.ws.next().await {
-                Some(Ok(Message::Text(text))) => self.decoder.feed(text.as_bytes())?,
-                Some(Ok(Message::Binary(bytes))) => self.decoder.feed(&bytes)?,
-                Some(Ok(Message::Close(_))) | None => return Err(ClientError::Closed(None)),
-                Some(Ok(_)) => {}
-                Some(Err(err)) => return Err(err.into()),
-            }
+            let payload = next_payload(&mut self.ws).await?;
+            self.decoder.feed(&payload)?;
         }
     }
 
@@ -523,15 +521,7 @@ impl RawClient {
 
     /// The payload of the next data frame.
     pub async fn recv(&mut self) -> Result<Bytes, ClientError> {
-        loop {
-            match self.ws.next().await {
-                Some(Ok(Message::Text(text))) => return Ok(Bytes::from(text)),
-                Some(Ok(Message::Binary(bytes))) => return Ok(bytes),
-                Some(Ok(Message::Close(_))) | None => return Err(ClientError::Closed(None)),
-                Some(Ok(_)) => {}
-                Some(Err(err)) => return Err(err.into()),
-            }
-        }
+        next_payload(&mut self.ws).await
     }
 
     pub async fn ping(&mut self) -> Result<(), ClientError> {
