@@ -186,6 +186,20 @@ impl Node {
         connection
     }
 
+    /// Waits until this node's subscriptions are confirmed, polling often: the tests of a node
+    /// that just started act before its first heartbeat reaches Redis.
+    async fn subscribed(&self) {
+        let deadline = tokio::time::Instant::now() + SPREAD;
+        while !self.cluster.subscribed() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} never subscribed",
+                self.cluster.node_id()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Waits until this node sees `sub` online (so both nodes see each other).
     async fn sees(&self, sub: &str) {
         let deadline = tokio::time::Instant::now() + SPREAD;
@@ -336,14 +350,7 @@ async fn a_group_change_reaches_a_node_that_just_started() {
     for round in 0..5 {
         let id = format!("new{round}");
         let b = Node::start(&redis.url(), &prefix, &id, 4);
-        let deadline = tokio::time::Instant::now() + SPREAD;
-        while !b.cluster.subscribed() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{id} never subscribed"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        b.subscribed().await;
         let bob = b.connect(1, "bob", HubProtocol::Json).await;
         let heartbeat = redis.command(&format!("ZSCORE {prefix}:home:nodes {id}"));
         a.hub.add_to_group(&bob.id, "kitchen").await.unwrap();
@@ -397,14 +404,7 @@ async fn a_kick_reaches_a_node_that_just_started() {
     for round in 0..5 {
         let id = format!("new{round}");
         let b = Node::start(&redis.url(), &prefix, &id, 4);
-        let deadline = tokio::time::Instant::now() + SPREAD;
-        while !b.cluster.subscribed() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{id} never subscribed"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        b.subscribed().await;
         let bob = b.connect(1, "bob", HubProtocol::Json).await;
         let bob_again = b.connect(2, "bob", HubProtocol::MessagePack).await;
         let heartbeat = redis.command(&format!("ZSCORE {prefix}:home:nodes {id}"));
