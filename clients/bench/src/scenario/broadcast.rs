@@ -8,7 +8,7 @@
 //! receiver falls far behind the others (the server then closes it, which is counted). `--rate`
 //! caps the broadcasts per second too, for the latency at a given load.
 
-use super::{measure_cpu, round, Outcome, Target, Window, CALL_TIMEOUT};
+use super::{measure_cpu, read_record, round, Outcome, Target, Window, CALL_TIMEOUT};
 use crate::baseline::BROADCAST_MARKER;
 use crate::client::{Client, ClientError};
 use crate::socketio::Incoming;
@@ -16,7 +16,7 @@ use crate::stats::Latencies;
 use serde::de::{Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use signet_protocol::protocol::{CompletionResult, HubMessage, HubProtocol};
+use signet_protocol::protocol::{CompletionResult, HubMessage, HubProtocol, MessageType};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -277,10 +277,8 @@ const BROADCAST_TARGET: &str = "SystemMessage";
 /// of another target, the stamp for a broadcast, an error for a Close, a record that is not
 /// JSON, or an Invocation without its target and arguments (as the full decoder would refuse).
 fn delivery(record: &[u8]) -> Result<Option<u64>, ClientError> {
-    let message: Delivery<'_> = serde_json::from_slice(record)
-        .map_err(|e| ClientError::BadResponse(format!("a message from the server: {e}")))?;
-    match message.kind {
-        MessageType::INVOCATION => {
+    match read_record(record, |message: &Delivery<'_>| message.kind)? {
+        (Some(MessageType::Invocation), message) => {
             let (Some(target), Some(first)) = (message.target, message.arguments) else {
                 return Err(ClientError::BadResponse(
                     "an Invocation without target or arguments".into(),
@@ -291,17 +289,11 @@ fn delivery(record: &[u8]) -> Result<Option<u64>, ClientError> {
             }
             Ok(first.0.and_then(|text| stamp_of(text.0.as_bytes())))
         }
-        MessageType::CLOSE => Err(ClientError::Closed(message.error.map(|text| text.0.into()))),
+        (Some(MessageType::Close), message) => {
+            Err(ClientError::Closed(message.error.map(|text| text.0.into())))
+        }
         _ => Ok(None),
     }
-}
-
-/// The hub protocol's message types the receivers tell apart.
-struct MessageType;
-
-impl MessageType {
-    const INVOCATION: u8 = 1;
-    const CLOSE: u8 = 7;
 }
 
 /// The properties of a hub message a receiver looks at; the others (`headers`,

@@ -5,7 +5,7 @@
 //! peer the event `echo` with the same object, acknowledged with it; a SignalR peer gets `Echo`.
 //! Signed calls are Signet's alone.
 
-use super::{measure_cpu, remember, round, Outcome, Target, Window, CALL_TIMEOUT};
+use super::{measure_cpu, read_record, remember, round, Outcome, Target, Window, CALL_TIMEOUT};
 use crate::client::{bounded, Client, ClientError, HubClient, RawClient};
 use crate::credentials::Identity;
 use crate::socketio::SocketIoClient;
@@ -13,7 +13,7 @@ use crate::stats::Latencies;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use signet_protocol::envelope::{EnvelopeBuilder, MessageKey};
-use signet_protocol::protocol::{CompletionResult, HubProtocol};
+use signet_protocol::protocol::{CompletionResult, HubProtocol, MessageType};
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -262,10 +262,8 @@ fn echo_differs(echoed: Option<u64>, seq: u64) -> Option<String> {
 /// completion of another id), `Some` with the call's outcome for its completion (as
 /// [`round_trip`] reports it), an error for a Close or a record that is not a hub message.
 fn echo_answer(record: &[u8], seq: u64) -> Result<Option<Option<String>>, ClientError> {
-    let message: EchoCompletion<'_> = serde_json::from_slice(record)
-        .map_err(|e| ClientError::BadResponse(format!("a message from the server: {e}")))?;
-    match message.kind {
-        COMPLETION => {
+    match read_record(record, |message: &EchoCompletion<'_>| message.kind)? {
+        (Some(MessageType::Completion), message) => {
             let id = message.invocation_id.ok_or_else(|| {
                 ClientError::BadResponse("a Completion without invocationId".into())
             })?;
@@ -277,14 +275,12 @@ fn echo_answer(record: &[u8], seq: u64) -> Result<Option<Option<String>>, Client
                 (None, result) => echo_differs(result.and_then(|echoed| echoed.seq), seq),
             }))
         }
-        CLOSE => Err(ClientError::Closed(message.error.map(Cow::into_owned))),
+        (Some(MessageType::Close), message) => {
+            Err(ClientError::Closed(message.error.map(Cow::into_owned)))
+        }
         _ => Ok(None),
     }
 }
-
-/// The hub protocol's message types the echo loop tells apart.
-const COMPLETION: u8 = 3;
-const CLOSE: u8 = 7;
 
 /// The properties of a hub message the echo loop looks at; the others are skipped.
 #[derive(Deserialize)]

@@ -17,7 +17,7 @@ use crate::peers::{Peer, PEER_TOKEN};
 use crate::socketio::SocketIoClient;
 use crate::stats::{Latencies, LatencySummary};
 use serde_json::Value;
-use signet_protocol::protocol::HubProtocol;
+use signet_protocol::protocol::{HubProtocol, MessageType};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -310,6 +310,18 @@ impl Window {
 }
 
 /// CPU of `pids` (together) over a window, measured by a task that wakes at its start and end.
+/// A JSON hub message from the server, as the lean readers of `broadcast` and `echo` see it
+/// (`T` borrows what it keeps from `record`), and its wire type; a record that is not JSON or
+/// not `T` is the server's error.
+pub(crate) fn read_record<'a, T: serde::Deserialize<'a>>(
+    record: &'a [u8],
+    kind: impl Fn(&T) -> u8,
+) -> Result<(Option<MessageType>, T), ClientError> {
+    let message: T = serde_json::from_slice(record)
+        .map_err(|e| ClientError::BadResponse(format!("a message from the server: {e}")))?;
+    Ok((MessageType::from_wire(i64::from(kind(&message))), message))
+}
+
 pub fn measure_cpu(
     pids: Vec<u32>,
     window: Window,
